@@ -1,0 +1,9 @@
+"""`python -m dsh` runs the command-line interface."""
+
+from __future__ import annotations
+
+import sys
+
+from dsh.cli import main
+
+sys.exit(main())

@@ -1,0 +1,231 @@
+"""The command line: parses arguments, picks the concrete classes, maps errors to exit codes.
+
+    dsh [OPTIONS]                      the REPL (or lines from stdin when it is not a tty)
+    dsh [OPTIONS] -c TEXT [ARGS…]      run TEXT
+    dsh [OPTIONS] SCRIPT [ARGS…]       run a script (what follows SCRIPT is the script's)
+    dsh [OPTIONS] explain TEXT|SCRIPT [ARGS…]
+
+Subcommand names win over file names: `./explain` runs a file named explain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from dsh import __version__
+from dsh.errors import DshError, LangError, UsageError
+
+if TYPE_CHECKING:
+    from dsh.driver import Driver
+
+#: Design §6 exit codes, plus 70 for a bug in dsh itself.
+EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_STORE, EXIT_KILLED, EXIT_INTERNAL, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    70,
+    130,
+)
+SUBCOMMANDS = ("explain",)
+_SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_STORE_URL = re.compile(r"local|sqlite:///.+|etcds?://[^/\s]+(?:,[^/\s]+)*/?")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `dsh --help`)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dsh",
+        usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | explain TEXT|SCRIPT [ARGS…]]",
+        description="An interactive distributed shell: lines of remote actions, awaits and "
+        "timeouts, compiled into bounded plans.",
+        epilog="Subcommands: explain TEXT|SCRIPT — show the compiled plan and its worst case. "
+        "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
+        "3 store unreachable, 4 killed, 130 interrupted. See dsh(1) and dsh(7).",
+    )
+    parser.add_argument("-c", dest="text", metavar="TEXT", help="run TEXT (further arguments are $1…)")
+    parser.add_argument("--session", metavar="NAME", help="the session's name (default: $DSH_SESSION)")
+    parser.add_argument("--store", metavar="URL", help="local | sqlite:///PATH | etcd://HOST:PORT[,…]")
+    parser.add_argument("--ssh-config", metavar="FILE", help="an ssh config file to use instead of ~/.ssh/config")
+    parser.add_argument("--config", metavar="FILE", help="dsh's configuration (default: $DSH_CONFIG or "
+                        "$XDG_CONFIG_HOME/dsh/config.toml)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per output line and result")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--version", action="version", version=f"dsh {__version__}")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+class Settings:
+    """The options that apply to every mode, checked once."""
+
+    def __init__(self, opts: argparse.Namespace, env: Mapping[str, str]) -> None:
+        from dsh import config
+
+        self.json: bool = opts.json
+        self.verbose: bool = opts.verbose
+        self.session = opts.session or env.get("DSH_SESSION") or None
+        if self.session is not None and not _SESSION_NAME.fullmatch(self.session):
+            raise UsageError(
+                f"{self.session!r} cannot name a session (letters, digits, '.', '_', '-'; at most 64)"
+            )
+        self.store = opts.store or env.get("DSH_STORE") or "local"
+        if not _STORE_URL.fullmatch(self.store):
+            raise UsageError(f"{self.store!r} is not a store URL (local, sqlite:///PATH, etcd://HOST:PORT)")
+        if self.store.startswith("etcd"):
+            raise UsageError("the etcd store is not available in this version of dsh; use --store local")
+        self.ssh_config = Path(opts.ssh_config) if opts.ssh_config else None
+        if self.ssh_config is not None and not self.ssh_config.is_file():
+            raise UsageError(f"{self.ssh_config}: no such ssh config file")
+        path = Path(opts.config) if opts.config else config.default_path(env)
+        self.config = config.load(path, required=bool(opts.config))
+        no_color = bool(env.get("NO_COLOR"))
+        self.color = not self.json and not no_color and sys.stdout.isatty()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    try:
+        opts = _parser().parse_args(argv)
+        verbose = opts.verbose
+        return _dispatch(opts, os.environ)
+    except LangError as exc:
+        _error(exc.render(), raw=True)
+        return exc.exit_code
+    except DshError as exc:
+        _error(exc.message)
+        if verbose:
+            raise
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_NOT_OK
+    except Exception as exc:  # the last line of defence: a sentence, not a traceback
+        if verbose:
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)")
+        return EXIT_INTERNAL
+
+
+def _error(text: str, raw: bool = False) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(text + "\n" if raw else f"dsh: {text}\n")
+    sys.stderr.flush()
+
+
+def _quiet_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def _dispatch(opts: argparse.Namespace, env: Mapping[str, str]) -> int:
+    rest: list[str] = opts.rest
+    settings = Settings(opts, env)
+    if opts.text is not None:
+        if rest and rest[0] == "--":
+            rest = rest[1:]
+        return _run(settings, opts.text, "<-c>", tuple(rest) if rest else None)
+    if rest and rest[0] in SUBCOMMANDS:
+        return _explain(settings, rest[1:])
+    if rest:
+        path, args = rest[0], tuple(rest[1:])
+        return _run(settings, _read_script(path), path, args)
+    if sys.stdin.isatty():
+        return _lines(settings, interactive=True)
+    return _lines(settings, interactive=False)
+
+
+def _read_script(path: str) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(
+            f"{path}: no such file (and not a subcommand: {', '.join(SUBCOMMANDS)})"
+        ) from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a script") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _driver(settings: Settings, args: tuple[str, ...] | None) -> Driver:
+    """The one place that picks the renderer and the driver (imported late: start-up)."""
+    from dsh.driver import Driver
+    from dsh.render import JsonRenderer, TextRenderer
+
+    renderer = JsonRenderer() if settings.json else TextRenderer(color=settings.color)
+    return Driver(settings.config, renderer, renderer.message, args)
+
+
+def _run(settings: Settings, text: str, name: str, args: tuple[str, ...] | None) -> int:
+    from dsh.driver import run_text
+
+    return run_text(_driver(settings, args), text, name)
+
+
+def _lines(settings: Settings, *, interactive: bool) -> int:
+    from dsh.driver import run_lines
+
+    driver = _driver(settings, None)
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing for the plain prompt)
+        except ImportError:
+            pass
+
+    def read(prompt: str) -> str | None:
+        if interactive:
+            try:
+                return input(prompt)
+            except EOFError:
+                print()
+                return None
+        line = sys.stdin.readline()
+        return None if line == "" else line.rstrip("\n")
+
+    def report(exc: DshError) -> None:
+        _error(exc.render() if isinstance(exc, LangError) else exc.message, raw=isinstance(exc, LangError))
+
+    return run_lines(driver, read, "<stdin>", interactive=interactive, report_error=report)
+
+
+def _explain(settings: Settings, rest: list[str]) -> int:
+    from dsh.explain import explain
+
+    if not rest:
+        raise UsageError("explain needs a line or a script: dsh explain '@web[1-4] uptime'")
+    what, args = rest[0], tuple(rest[1:])
+    if Path(what).is_file():
+        text, name, script_args = _read_script(what), what, args
+    else:
+        text, name, script_args = what, "<explain>", (args or None)
+    plan = _driver(settings, script_args).compile(text, name)
+    if settings.json:
+        from dsh.plan import dumps
+
+        print(dumps(plan))
+    else:
+        print(explain(plan))
+    return EXIT_OK

@@ -1,0 +1,98 @@
+"""The configuration file: limits, defaults and the inventory (TOML, XDG config dir).
+
+    [limits]
+    default_timeout = "10m"   # a command's timeout when no `within` is given
+    default_backoff = "1s"    # the first wait of `retry N` without `backoff`
+    max_wait = "7d"           # the cap on any single wait (`within`, `sleep`)
+    max_line = "30d"          # the cap on a line's worst-case duration
+    step_budget = 10000       # the most steps one line may take
+    fanout = 256              # host flows running at once
+    max_retries = 100
+
+    [groups]
+    web = "web[01-40]"
+    db = "db[1-2]"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from dsh.errors import UsageError
+from dsh.lang.compiler import Limits
+from dsh.lang.durations import parse_duration
+from dsh.plan import RESULT_SETS
+
+_GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_DURATIONS = {"default_timeout", "default_backoff", "max_wait", "max_line"}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    limits: Limits = field(default_factory=Limits)
+    groups: Mapping[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def default_path(env: Mapping[str, str]) -> Path:
+    if env.get("DSH_CONFIG"):
+        return Path(env["DSH_CONFIG"])
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME", "~"), ".config")
+    return Path(base).expanduser() / "dsh" / "config.toml"
+
+
+def load(path: Path, *, required: bool = False) -> Config:
+    """Read a config file; a missing file gives the defaults unless `required`."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if required:
+            raise UsageError(f"{path}: no such configuration file") from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the configuration: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from exc
+    return parse(data, path)
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    unknown = set(data) - {"limits", "groups"}
+    if unknown:
+        raise UsageError(f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups)")
+    limits = _limits(data.get("limits", {}), path)
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict):
+        raise UsageError(f"{path}: [groups] must be a table of name = \"nodeset\"")
+    for name, value in groups.items():
+        if not _GROUP_NAME.fullmatch(name) or name in RESULT_SETS:
+            raise UsageError(f"{path}: {name!r} cannot name a group")
+        if not isinstance(value, str):
+            raise UsageError(f"{path}: group {name!r} must be a node-set string like \"web[1-4]\"")
+    return Config(limits, dict(groups), path)
+
+
+def _limits(table: Any, path: Path) -> Limits:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [limits] must be a table")
+    known = {f.name for f in fields(Limits)}
+    changes: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise UsageError(f"{path}: unknown setting limits.{key} (known: {', '.join(sorted(known))})")
+        if key in _DURATIONS:
+            seconds = parse_duration(value) if isinstance(value, str) else None
+            if seconds is None or seconds <= 0:
+                raise UsageError(f"{path}: limits.{key} must be a duration like \"30s\" or \"10m\"")
+            changes[key] = seconds
+        else:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UsageError(f"{path}: limits.{key} must be a whole number of at least 1")
+            changes[key] = value
+    return replace(Limits(), **changes)

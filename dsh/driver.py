@@ -1,0 +1,139 @@
+"""Text in, results out: compiles dsh text and runs it in one executor.
+
+The driver is where the language and the runtime meet for a session: it keeps
+the compile context in step with what the executor has bound, so each new
+chunk of text (a script, a `-c` line, a line typed or piped in) compiles
+against the bindings made before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dsh import plan as p
+from dsh.config import Config
+from dsh.errors import DshError, IncompleteInput, LangError
+from dsh.lang.compiler import Context, compile_source
+from dsh.lang.source import Source
+from dsh.remote.local import LocalShell
+from dsh.runtime.executor import Executor, Reporter
+from dsh.runtime.results import LineResult
+
+
+@dataclass
+class Driver:
+    config: Config
+    reporter: Reporter
+    say: Callable[[str], None]
+    args: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.executor = Executor(
+            reporter=self.reporter,
+            local=LocalShell(),
+            args=self.args or (),
+            inventory=self.config.groups,
+        )
+
+    def compile(self, text: str, name: str, first_line: int = 1) -> p.Plan:
+        ctx = Context(
+            limits=self.config.limits,
+            groups=frozenset(self.config.groups),
+            bindings=self.executor.binding_kinds(),
+            args=self.args,
+        )
+        return compile_source(Source(name, text, first_line), ctx)
+
+    async def run(self, plan: p.Plan, *, stop_on_failure: bool = True) -> list[LineResult]:
+        results = await self.executor.run_plan(plan, stop_on_failure=stop_on_failure)
+        left = len(plan.statements) - len(results)
+        if left and results and not results[-1].ok:
+            self.say(
+                f"line {results[-1].statement.line} did not end ok; "
+                f"{left} more statement{'s' if left != 1 else ''} not run"
+            )
+        return results
+
+
+def status_of(results: Sequence[LineResult]) -> int:
+    """Design §6: 0 when every final outcome is ok, else 1."""
+    return 0 if all(r.ok for r in results) else 1
+
+
+def run_text(driver: Driver, text: str, name: str) -> int:
+    """Compile a whole text, then run it; stop at the first line not ok."""
+    plan = driver.compile(text, name)
+    return status_of(asyncio.run(driver.run(plan)))
+
+
+def run_lines(
+    driver: Driver,
+    read: Callable[[str], str | None],
+    name: str,
+    *,
+    interactive: bool,
+    report_error: Callable[[DshError], None],
+) -> int:
+    """Read and run text a statement at a time (a REPL, or lines piped in).
+
+    `read(prompt)` returns the next line without its newline, or None at the
+    end. Interactive: errors and failures are shown and reading goes on, and
+    Ctrl-C cancels the running line. Otherwise the first error ends it.
+    """
+    status = 0
+    buffer: list[str] = []
+    first_line = 1
+    with asyncio.Runner() as runner:
+        while True:
+            try:
+                line = read("... " if buffer else "dsh> ")
+            except KeyboardInterrupt:
+                if not interactive:
+                    raise
+                buffer = []
+                print()
+                continue
+            if line is None:
+                break
+            buffer.append(line)
+            text = "\n".join(buffer) + "\n"
+            try:
+                plan = driver.compile(text, name, first_line)
+            except IncompleteInput:
+                continue
+            except LangError as exc:
+                report_error(exc)
+                first_line += len(buffer)
+                buffer = []
+                if not interactive:
+                    return exc.exit_code
+                status = exc.exit_code
+                continue
+            first_line += len(buffer)
+            buffer = []
+            try:
+                results = runner.run(driver.run(plan, stop_on_failure=True))
+            except KeyboardInterrupt:
+                if not interactive:
+                    raise
+                driver.say("cancelled")
+                status = 130
+                continue
+            except DshError as exc:
+                if not interactive:
+                    raise
+                report_error(exc)
+                status = exc.exit_code
+                continue
+            status = status_of(results)
+            if status and not interactive:
+                return status
+    if buffer and any(b.strip() for b in buffer):
+        try:
+            driver.compile("\n".join(buffer), name, first_line)
+        except LangError as exc:
+            report_error(exc)
+            return exc.exit_code
+    return status

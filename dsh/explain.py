@@ -1,0 +1,88 @@
+"""`dsh explain`: a compiled plan told in words, with its worst case."""
+
+from __future__ import annotations
+
+from dsh import plan as p
+from dsh.lang.durations import format_duration as fd
+
+
+def _stage(index: int, stage: p.Command | p.Sleep) -> str:
+    if isinstance(stage, p.Sleep):
+        return f"  stage {index}  sleep {fd(stage.seconds)}"
+    line = f"  stage {index}  command `{stage.written}`: timeout {fd(stage.timeout)}"
+    if stage.retries:
+        waits = [stage.backoff * 2**k for k in range(stage.retries)]
+        shown = ", ".join(fd(w) for w in waits[:5]) + (", …" if len(waits) > 5 else "")
+        line += f", at most {stage.attempts} attempts (retry {stage.retries}, waits {shown})"
+    else:
+        line += ", 1 attempt"
+    return line
+
+
+def _formula(pipe: p.Pipeline, waves: int) -> str:
+    terms: list[str] = []
+    for stage in pipe.stages:
+        if isinstance(stage, p.Sleep):
+            terms.append(fd(stage.seconds))
+            continue
+        terms.append(f"{stage.attempts}*{fd(stage.timeout)}" if stage.attempts > 1 else fd(stage.timeout))
+        waits = [stage.backoff * 2**k for k in range(stage.retries)]
+        if len(waits) <= 5:
+            terms.extend(fd(w) for w in waits)
+        else:
+            terms.append(f"{fd(sum(waits))} of backoff")
+    text = " + ".join(terms)
+    if waves > 1:
+        text = f"({text}) * {waves} waves of the fan-out"
+    return text
+
+
+def _pipeline(pipe: p.Pipeline, bound: p.Bound, fanout: int) -> list[str]:
+    lines = []
+    if pipe.target is None:
+        lines.append("  on       this machine")
+    elif pipe.target.size is None:
+        lines.append(f"  on       {pipe.target.written}: hosts known at run time, fan-out {fanout}")
+    else:
+        n = pipe.target.size
+        lines.append(f"  on       {pipe.target.written}: {n} host{'s' if n != 1 else ''}, fan-out {fanout}")
+    lines += [_stage(i, s) for i, s in enumerate(pipe.stages, 1)]
+    per_host = pipe.steps_per_host()
+    hosts = bound.hosts
+    waves = 1 if hosts is None else -(-max(hosts, 1) // fanout)
+    formula = _formula(pipe, waves)
+    if bound.steps is None:
+        lines.append(
+            f"  worst    {per_host} step{'s' if per_host != 1 else ''} per host (hosts known at run "
+            f"time), {fd(bound.seconds)} = {formula}"
+        )
+    else:
+        each = f" ({per_host} per host)" if pipe.target is not None else ""
+        lines.append(f"  worst    {bound.steps} steps{each}, {fd(bound.seconds)} = {formula}")
+    return lines
+
+
+def explain(plan: p.Plan) -> str:
+    out: list[str] = []
+    for stmt in plan.statements:
+        out.append(f"line {stmt.line}: {stmt.source}")
+        if isinstance(stmt, p.Run):
+            out += _pipeline(stmt.pipeline, stmt.bound, plan.fanout)
+        elif isinstance(stmt.value, p.Pipeline):
+            out.append(f"  binds    {stmt.name}: the result of the stage (out, err, rc, outcome, hosts)")
+            out += _pipeline(stmt.value, stmt.bound, plan.fanout)
+        elif isinstance(stmt.value, p.HostSet):
+            size = stmt.value.size
+            count = "hosts known at run time" if size is None else f"{size} host{'s' if size != 1 else ''}"
+            out.append(f"  binds    {stmt.name}: the node set {stmt.value.written} ({count})")
+        else:
+            out.append(f"  binds    {stmt.name}: a value")
+        if stmt.unbound:
+            out.append(f"  unbound  {' '.join(stmt.unbound)} (left to the shell that runs the command)")
+    total = plan.bound
+    steps = "known at run time" if total.steps is None else str(total.steps)
+    out.append(
+        f"total: {len(plan.statements)} statement{'s' if len(plan.statements) != 1 else ''}, "
+        f"steps {steps} (budget {plan.step_budget} per line), worst case {fd(total.seconds)}"
+    )
+    return "\n".join(out)

@@ -1,0 +1,81 @@
+"""The syntax tree: frozen nodes, each with the span of the text it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsh.lang.lexer import Part
+from dsh.lang.source import Span
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """`@nodeset`, `@{group}`, `@{failed}`, `@$var`, or a mix in ClusterShell syntax."""
+
+    parts: tuple[Part, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A literal value: a bare word or a quoted string (double quotes expand)."""
+
+    parts: tuple[Part, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Within:
+    seconds: float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    count: int
+    backoff: float | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CommandStage:
+    """Raw sh text, with the `$` references found in it."""
+
+    text: str
+    parts: tuple[Part, ...]
+    span: Span
+    within: Within | None = None
+    retry: Retry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SleepStage:
+    seconds: float
+    span: Span
+
+
+Stage = CommandStage | SleepStage
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    target: Target | None
+    stages: tuple[Stage, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    name: str
+    name_span: Span
+    value: Value | Target | Pipeline
+    span: Span
+
+
+Statement = Pipeline | Binding
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    statements: tuple[Statement, ...]
+    span: Span

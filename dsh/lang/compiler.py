@@ -1,0 +1,265 @@
+"""The compiler: a syntax tree to a bounded plan, or a positioned refusal.
+
+It decides which `$` names dsh expands (the ones it binds) and how each value
+is quoted, checks every target, fills in default timeouts, and computes the
+worst case of every statement: steps and duration. A line over the step
+budget, or with a wait over the configured cap, is refused where it is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dsh import nodeset
+from dsh import plan as p
+from dsh.errors import LangError
+from dsh.lang import ast
+from dsh.lang.durations import format_duration
+from dsh.lang.lexer import Lit, Part, Ref
+from dsh.lang.parser import parse
+from dsh.lang.source import Source, Span
+from dsh.plan import HOSTS, RESULT, VALUE
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Defaults and caps from the configuration; every one has a documented default."""
+
+    default_timeout: float = 600.0
+    default_backoff: float = 1.0
+    max_wait: float = 7 * 86400.0
+    max_line: float = 30 * 86400.0
+    step_budget: int = 10_000
+    fanout: int = 256
+    max_retries: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a compile may assume about the world: limits, groups, earlier bindings."""
+
+    limits: Limits = field(default_factory=Limits)
+    groups: frozenset[str] = frozenset()
+    bindings: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] | None = None
+
+
+class _Compiler:
+    def __init__(self, source: Source, ctx: Context) -> None:
+        self.source = source
+        self.ctx = ctx
+        self.limits = ctx.limits
+        self.bindings: dict[str, str] = dict(ctx.bindings)
+        self.unbound: list[str] = []
+
+    def script(self, tree: ast.Script) -> p.Plan:
+        statements = tuple(self.statement(s) for s in tree.statements)
+        hosts_known = all(s.bound.steps is not None for s in statements)
+        steps = sum(s.bound.steps or 0 for s in statements) if hosts_known else None
+        seconds = sum(s.bound.seconds for s in statements)
+        return p.Plan(
+            self.source.name,
+            statements,
+            p.Bound(None, steps, seconds),
+            self.limits.step_budget,
+            self.limits.fanout,
+        )
+
+    # -- statements --------------------------------------------------------------
+
+    def statement(self, node: ast.Statement) -> p.Statement:
+        self.unbound = []
+        line = node.span.line
+        text = node.span.text
+        if isinstance(node, ast.Pipeline):
+            pipe, bound = self.pipeline(node)
+            return p.Run(line, text, pipe, bound, tuple(dict.fromkeys(self.unbound)))
+        value: p.Text | p.HostSet | p.Pipeline
+        if isinstance(node.value, ast.Value):
+            value = self.text(node.value.parts, quoting="raw", host_flow=False)
+            bound = p.Bound(None, 0, 0.0)
+            kind = VALUE
+        elif isinstance(node.value, ast.Target):
+            value = self.target(node.value)
+            bound = p.Bound(value.size, 0, 0.0)
+            kind = HOSTS
+        else:
+            value, bound = self.pipeline(node.value)
+            kind = RESULT
+        self.bindings[node.name] = kind
+        return p.Bind(line, text, node.name, value, bound, tuple(dict.fromkeys(self.unbound)))
+
+    def pipeline(self, node: ast.Pipeline) -> tuple[p.Pipeline, p.Bound]:
+        target = self.target(node.target) if node.target else None
+        stages = tuple(self.stage(s, host_flow=target is not None) for s in node.stages)
+        pipe = p.Pipeline(target, stages)
+        hosts = 1 if target is None else target.size
+        per_host = pipe.steps_per_host()
+        steps = None if hosts is None else hosts * per_host
+        waves = 1 if hosts is None else -(-max(hosts, 1) // self.limits.fanout)
+        seconds = pipe.seconds_per_host() * waves
+        if steps is not None and steps > self.limits.step_budget:
+            raise LangError(
+                f"this line may take {steps} steps, over the step budget of "
+                f"{self.limits.step_budget} (config: limits.step_budget)",
+                node.span,
+            )
+        if seconds > self.limits.max_line:
+            raise LangError(
+                f"this line may last {format_duration(seconds)}, over the cap of "
+                f"{format_duration(self.limits.max_line)} (config: limits.max_line)",
+                node.span,
+            )
+        return pipe, p.Bound(hosts, steps, seconds)
+
+    def stage(self, node: ast.Stage, host_flow: bool) -> p.Command | p.Sleep:
+        if isinstance(node, ast.SleepStage):
+            self._cap(node.seconds, node.span)
+            return p.Sleep(node.seconds)
+        timeout = self.limits.default_timeout
+        if node.within is not None:
+            timeout = node.within.seconds
+            self._cap(timeout, node.within.span)
+        retries, backoff = 0, self.limits.default_backoff
+        if node.retry is not None:
+            retries = node.retry.count
+            if retries > self.limits.max_retries:
+                raise LangError(
+                    f"retry {retries} is over the cap of {self.limits.max_retries} "
+                    "(config: limits.max_retries)",
+                    node.retry.span,
+                )
+            if node.retry.backoff is not None:
+                backoff = node.retry.backoff
+                self._cap(backoff, node.retry.span)
+        text = self.text(node.parts, quoting="shell", host_flow=host_flow)
+        return p.Command(text, node.text, timeout, retries, backoff)
+
+    def _cap(self, seconds: float, span: Span) -> None:
+        if seconds > self.limits.max_wait:
+            raise LangError(
+                f"{format_duration(seconds)} is over the cap on any single wait, "
+                f"{format_duration(self.limits.max_wait)} (config: limits.max_wait)",
+                span,
+            )
+
+    # -- targets ---------------------------------------------------------------------
+
+    def target(self, node: ast.Target) -> p.HostSet:
+        pattern: list[str] = []
+        stub: dict[str, dict[str, str]] = {}
+        for part in node.parts:
+            if isinstance(part, Lit):
+                problem = nodeset.check_literal(part.text)
+                if problem:
+                    raise LangError(f"bad node set: {problem}", node.span)
+                pattern.append(part.text)
+                continue
+            source = self._target_ref(part)
+            pattern.append(f"@{source}:{part.name}")
+            stub.setdefault(source, {})[part.name] = "stub"
+        text = "".join(pattern)
+        try:
+            hosts = nodeset.expand(text, stub)
+        except nodeset.HostSetError as exc:
+            raise LangError(f"bad node set: {exc}", node.span) from exc
+        size = None if stub else len(hosts)
+        if size == 0:
+            raise LangError("this node set is empty", node.span)
+        return p.HostSet(node.span.text, text, size)
+
+    def _target_ref(self, ref: Ref) -> str:
+        if ref.raw.startswith("{"):
+            if ref.name in p.RESULT_SETS:
+                return nodeset.RESULTS
+            if ref.name in self.ctx.groups:
+                return nodeset.INVENTORY
+            known = ", ".join(sorted(self.ctx.groups)) or "none configured"
+            raise LangError(
+                f"unknown group {ref.name!r} (inventory groups: {known}; result sets: "
+                f"{', '.join(p.RESULT_SETS)})",
+                ref.span,
+            )
+        kind = self.bindings.get(ref.name)
+        if kind is None or ref.field is not None:
+            raise LangError(f"{ref.raw} is not a binding that holds hosts", ref.span)
+        if kind == RESULT:
+            raise LangError(
+                f"{ref.raw} holds the result of a stage; use ${{{ref.name}.hosts}} in a "
+                "command, or bind a node set with `name = @hosts`",
+                ref.span,
+            )
+        return nodeset.VARIABLES
+
+    # -- text and `$` --------------------------------------------------------------
+
+    def text(self, parts: tuple[Part, ...], quoting: str, host_flow: bool) -> p.Text:
+        out: list[p.Lit | p.Var] = []
+        for part in parts:
+            item: p.Lit | p.Var
+            if isinstance(part, Lit):
+                item = p.Lit(part.text)
+            else:
+                mode = "dquote" if part.quoted and quoting == "shell" else quoting
+                item = self._ref(part, mode, host_flow)
+            if isinstance(item, p.Lit) and out and isinstance(out[-1], p.Lit):
+                out[-1] = p.Lit(out[-1].text + item.text)
+            else:
+                out.append(item)
+        return p.Text(tuple(out))
+
+    def _ref(self, ref: Ref, quoting: str, host_flow: bool) -> p.Lit | p.Var:
+        name = ref.name
+        if name == "@" or name.isdigit():
+            if self.ctx.args is None or name == "0":
+                self.unbound.append(ref.raw)
+                return p.Lit(ref.raw)
+            if name != "@" and int(name) > len(self.ctx.args):
+                count = len(self.ctx.args)
+                raise LangError(
+                    f"${name} is not set: the script was given {count} argument"
+                    f"{'' if count == 1 else 's'}",
+                    ref.span,
+                )
+            return p.Var(name, None, quoting)
+        if name == "host" and host_flow and "host" not in self.bindings:
+            if ref.field is not None:
+                raise LangError("$host has no fields", ref.span)
+            return p.Var(name, None, quoting)
+        kind = self.bindings.get(name)
+        if kind is None:
+            if ref.field is not None:
+                raise LangError(f"{name!r} is not bound, so {ref.raw} has no value", ref.span)
+            self.unbound.append(ref.raw)
+            return p.Lit(ref.raw)
+        if ref.field is not None and kind != RESULT:
+            raise LangError(
+                f"{name!r} holds a {'node set' if kind == HOSTS else 'value'}, which has no "
+                f"field {ref.field!r}",
+                ref.span,
+            )
+        if ref.field is not None and ref.field not in p.RESULT_FIELDS:
+            raise LangError(
+                f"a result has no field {ref.field!r} (fields: {', '.join(p.RESULT_FIELDS)})",
+                ref.span,
+            )
+        return p.Var(name, ref.field, quoting)
+
+
+def compile_source(source: Source, ctx: Context | None = None) -> p.Plan:
+    """Parse and compile; raises LangError with the span of the first problem."""
+    tree = parse(source)
+    return _Compiler(source, ctx or Context()).script(tree)
+
+
+def binding_kinds(plan: p.Plan) -> dict[str, str]:
+    """The kinds of the names a plan binds, for compiling the lines after it."""
+    kinds: dict[str, str] = {}
+    for stmt in plan.statements:
+        if isinstance(stmt, p.Bind):
+            value = stmt.value
+            kinds[stmt.name] = (
+                VALUE if isinstance(value, p.Text) else HOSTS if isinstance(value, p.HostSet) else RESULT
+            )
+    return kinds

@@ -1,0 +1,225 @@
+"""The parser: tokens to a syntax tree, with positioned errors.
+
+Grammar (EBNF, kept in step with man/dsh.7):
+
+    script    = { NEWLINE } [ statement { NEWLINE { NEWLINE } statement } ] { NEWLINE } EOF ;
+    statement = binding | pipeline ;
+    binding   = NAME "=" ( value | TARGET | pipeline ) ;
+    value     = WORD | STRING ;
+    pipeline  = head { "|" stage } ;
+    head      = TARGET COMMAND | COMMAND | sleep ;
+    stage     = COMMAND | sleep | within | retry ;
+    sleep     = "sleep" DURATION ;
+    within    = "within" DURATION ;
+    retry     = "retry" INT [ "backoff" DURATION ] ;
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dsh.errors import IncompleteInput, LangError
+from dsh.lang import ast
+from dsh.lang.durations import parse_duration
+from dsh.lang.lexer import Kind, Lit, Token, tokenize
+from dsh.lang.source import Source, Span
+
+#: Keywords that later versions give meaning to; they are refused, not run.
+_RESERVED = {
+    "await": "events (await)",
+    "batch": "rolling batches (batch)",
+    "where": "filters (where)",
+    "gather": "barriers (gather)",
+    "if": "conditionals (if)",
+    "else": "conditionals (else)",
+    "for": "loops (for)",
+    "fn": "functions (fn)",
+}
+
+
+class Parser:
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.toks = tokenize(source)
+        self.i = 0
+
+    # -- token access --------------------------------------------------------
+
+    @property
+    def tok(self) -> Token:
+        return self.toks[self.i]
+
+    def _next(self) -> Token:
+        tok = self.toks[self.i]
+        if tok.kind is not Kind.EOF:
+            self.i += 1
+        return tok
+
+    def _at(self, kind: Kind, text: str | None = None) -> bool:
+        return self.tok.kind is kind and (text is None or self.tok.text == text)
+
+    def _fail(self, message: str, tok: Token | None = None) -> LangError:
+        tok = tok or self.tok
+        if tok.kind is Kind.EOF:
+            return IncompleteInput(message, tok.span)
+        return LangError(message, tok.span)
+
+    # -- grammar -------------------------------------------------------------
+
+    def script(self) -> ast.Script:
+        statements: list[ast.Statement] = []
+        while True:
+            while self._at(Kind.NEWLINE):
+                self._next()
+            if self._at(Kind.EOF):
+                break
+            statements.append(self.statement())
+            if not (self._at(Kind.NEWLINE) or self._at(Kind.EOF)):
+                raise self._fail(f"unexpected {self.tok.describe()}; a statement ends at the end of its line")
+        return ast.Script(tuple(statements), self.source.span(0, len(self.source.text)))
+
+    def statement(self) -> ast.Statement:
+        if self._at(Kind.WORD) and self.toks[self.i + 1].kind is Kind.ASSIGN:
+            name = self._next()
+            self._next()
+            value = self._binding_value(name)
+            return ast.Binding(name.text, name.span, value, name.span.to(value.span))
+        return self.pipeline()
+
+    def _binding_value(self, name: Token) -> ast.Value | ast.Target | ast.Pipeline:
+        tok = self.tok
+        if tok.kind in (Kind.NEWLINE, Kind.EOF):
+            raise LangError(f"nothing after '=' for {name.text!r}", self.toks[self.i - 1].span)
+        if tok.kind in (Kind.WORD, Kind.STRING):
+            self._next()
+            value = ast.Value(tok.parts, tok.span)
+            if self._at(Kind.PIPE):
+                raise self._fail("a value cannot be piped into a stage")
+            return value
+        if tok.kind is Kind.TARGET and self.toks[self.i + 1].kind in (Kind.NEWLINE, Kind.EOF):
+            self._next()
+            return ast.Target(tok.parts, tok.span)
+        return self.pipeline()
+
+    def pipeline(self) -> ast.Pipeline:
+        start = self.tok
+        target: ast.Target | None = None
+        if self._at(Kind.TARGET):
+            tok = self._next()
+            target = ast.Target(tok.parts, tok.span)
+            if not self._at(Kind.COMMAND):
+                raise LangError(f"nothing to run on {tok.text}: a target needs a command", tok.span)
+        stages: list[ast.Stage] = [self.head()]
+        while self._at(Kind.PIPE):
+            pipe = self._next()
+            if self._at(Kind.EOF) or self._at(Kind.NEWLINE):
+                raise self._fail("a stage is missing after '|'", pipe if self._at(Kind.NEWLINE) else None)
+            self.stage(stages)
+        return ast.Pipeline(target, tuple(stages), start.span.to(self.toks[self.i - 1].span))
+
+    def head(self) -> ast.Stage:
+        tok = self.tok
+        if tok.kind is Kind.COMMAND:
+            self._next()
+            return ast.CommandStage(tok.text, tok.parts, tok.span)
+        if tok.kind is Kind.KEYWORD:
+            if tok.text == "sleep":
+                return self._sleep()
+            self._reserved(tok)
+            raise self._fail(f"'{tok.text}' must follow a stage, as in `CMD | {tok.text} …`")
+        raise self._fail(f"expected a command, found {tok.describe()}")
+
+    def stage(self, stages: list[ast.Stage]) -> None:
+        tok = self.tok
+        if tok.kind is Kind.COMMAND:
+            self._next()
+            stages.append(ast.CommandStage(tok.text, tok.parts, tok.span))
+            return
+        if tok.kind is not Kind.KEYWORD:
+            raise self._fail(f"expected a stage, found {tok.describe()}")
+        if tok.text == "sleep":
+            stages.append(self._sleep())
+            return
+        if tok.text in ("within", "retry"):
+            last = stages[-1]
+            if not isinstance(last, ast.CommandStage):
+                raise self._fail(f"'{tok.text}' applies to a command; the stage before it is a sleep")
+            if tok.text == "within":
+                if last.within is not None:
+                    raise self._fail("this stage already has a 'within'")
+                stages[-1] = dataclasses.replace(last, within=self._within())
+            else:
+                if last.retry is not None:
+                    raise self._fail("this stage already has a 'retry'")
+                stages[-1] = dataclasses.replace(last, retry=self._retry())
+            return
+        self._reserved(tok)
+        raise self._fail(f"'{tok.text}' cannot start a stage")
+
+    def _reserved(self, tok: Token) -> None:
+        if tok.text in _RESERVED:
+            raise LangError(
+                f"{_RESERVED[tok.text]} are not supported in this version of dsh; "
+                f"write `command {tok.text} …` to run a command of that name",
+                tok.span,
+            )
+
+    # -- keyword stages --------------------------------------------------------
+
+    def _duration(self, keyword: Token) -> tuple[float, Span]:
+        tok = self.tok
+        if tok.kind is not Kind.WORD:
+            raise self._fail(f"'{keyword.text}' needs a duration, like 30s, 5m, 1h")
+        self._next()
+        seconds = parse_duration(tok.text)
+        if seconds is None:
+            hint = " (a number needs a unit: ms, s, m, h, d)" if tok.text.replace(".", "").isdigit() else ""
+            raise LangError(f"{tok.text!r} is not a duration{hint}", tok.span)
+        if seconds <= 0:
+            raise LangError("a duration must be more than zero", tok.span)
+        return seconds, tok.span
+
+    def _sleep(self) -> ast.SleepStage:
+        kw = self._next()
+        seconds, span = self._duration(kw)
+        self._end_of_args(kw)
+        return ast.SleepStage(seconds, kw.span.to(span))
+
+    def _within(self) -> ast.Within:
+        kw = self._next()
+        seconds, span = self._duration(kw)
+        self._end_of_args(kw)
+        return ast.Within(seconds, kw.span.to(span))
+
+    def _retry(self) -> ast.Retry:
+        kw = self._next()
+        tok = self.tok
+        if tok.kind is not Kind.WORD or not tok.text.isdigit():
+            raise self._fail("'retry' needs a whole number of extra attempts, like `retry 2`")
+        self._next()
+        count = int(tok.text)
+        end = tok.span
+        backoff: float | None = None
+        if self._at(Kind.WORD, "backoff"):
+            bk = self._next()
+            backoff, end = self._duration(bk)
+        self._end_of_args(kw)
+        return ast.Retry(count, backoff, kw.span.to(end))
+
+    def _end_of_args(self, keyword: Token) -> None:
+        if self.tok.kind in (Kind.WORD, Kind.STRING):
+            raise self._fail(f"unexpected {self.tok.describe()} after '{keyword.text}'")
+        if self.tok.kind in (Kind.LBRACE, Kind.RBRACE):
+            raise self._fail(f"unexpected {self.tok.describe()}: blocks are not supported in this version")
+
+
+def parse(source: Source) -> ast.Script:
+    """Parse a whole source; raises LangError (IncompleteInput when it ends early)."""
+    return Parser(source).script()
+
+
+def literal_text(parts: tuple[object, ...]) -> str | None:
+    """The text of parts that hold no references, else None."""
+    if all(isinstance(p, Lit) for p in parts):
+        return "".join(p.text for p in parts if isinstance(p, Lit))
+    return None

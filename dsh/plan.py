@@ -1,0 +1,207 @@
+"""The compiled fragment: frozen, serialisable, versioned.
+
+A plan is what the compiler hands the runtime and what a session stores. It
+holds no spans (only line numbers and the source text of each statement), so
+it survives being written down and read back by another version of dsh, which
+refuses a plan from a newer version by name rather than guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dsh.errors import PlanError
+
+PLAN_VERSION = 1
+
+#: The outcomes a host can end a line with (design §3), in display order.
+OUTCOMES = ("ok", "failed", "timeout", "unreachable", "refused", "cancelled", "skipped", "lost")
+#: Result sets of the previous line: one per outcome, plus every host not ok.
+RESULT_SETS = (*OUTCOMES, "notok")
+#: Kinds of bindings: a value, a node set, or the result of a stage.
+VALUE, HOSTS, RESULT = "value", "hosts", "result"
+#: Fields of a binding that holds the result of a stage.
+RESULT_FIELDS = ("out", "err", "rc", "outcome", "hosts")
+
+
+# -- text with dsh references ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A dsh-bound name to insert. `quoting` is how the value is made data:
+
+    - `shell`: outside quotes in sh text, inserted single-quoted;
+    - `dquote`: inside double quotes in sh text, `\\ " $ `` ` escaped;
+    - `raw`: in a dsh value, inserted as it is.
+    """
+
+    name: str
+    field: str | None
+    quoting: str
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    parts: tuple[Lit | Var, ...]
+
+
+# -- targets and stages ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostSet:
+    """A target: ClusterShell pattern with `@inv:` / `@res:` / `@var:` groups."""
+
+    written: str
+    pattern: str
+    size: int | None  # known at compile time when it names no group or binding
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    text: Text
+    written: str
+    timeout: float
+    retries: int = 0
+    backoff: float = 1.0
+
+    @property
+    def attempts(self) -> int:
+        return self.retries + 1
+
+    def worst_seconds(self) -> float:
+        return self.attempts * self.timeout + self.backoff * (2**self.retries - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+    def worst_seconds(self) -> float:
+        return self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    target: HostSet | None
+    stages: tuple[Command | Sleep, ...]
+
+    def steps_per_host(self) -> int:
+        return sum(s.attempts if isinstance(s, Command) else 1 for s in self.stages)
+
+    def seconds_per_host(self) -> float:
+        return sum(s.worst_seconds() for s in self.stages)
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The worst case of a statement: steps are None when hosts are known only at run time."""
+
+    hosts: int | None
+    steps: int | None
+    seconds: float
+
+
+# -- statements -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    line: int
+    source: str
+    pipeline: Pipeline
+    bound: Bound
+    unbound: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    line: int
+    source: str
+    name: str
+    value: Text | HostSet | Pipeline
+    bound: Bound
+    unbound: tuple[str, ...] = ()
+
+
+Statement = Run | Bind
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    source_name: str
+    statements: tuple[Statement, ...]
+    bound: Bound
+    step_budget: int
+    fanout: int
+    version: int = PLAN_VERSION
+
+
+# -- serialisation ------------------------------------------------------------------
+
+_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (Lit, Var, Text, HostSet, Command, Sleep, Pipeline, Bound, Run, Bind, Plan)
+}
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {"@": type(value).__name__}
+        for f in dataclasses.fields(value):
+            out[f.name] = _encode(getattr(value, f.name))
+        return out
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_decode(v) for v in value)
+    if isinstance(value, dict):
+        name = value.get("@")
+        cls = _TYPES.get(name) if isinstance(name, str) else None
+        if cls is None:
+            raise PlanError(f"the plan holds an unknown node {name!r}")
+        fields = {k: _decode(v) for k, v in value.items() if k != "@"}
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise PlanError(f"the plan's {name} node is malformed: {exc}") from exc
+    return value
+
+
+def dumps(plan: Plan) -> str:
+    return json.dumps(_encode(plan), separators=(",", ":"))
+
+
+def loads(data: str | bytes) -> Plan:
+    """Read a plan back; PlanError for corrupt data or a newer plan version."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlanError(f"the stored plan is corrupt ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("@") != "Plan":
+        raise PlanError("the stored data is not a dsh plan")
+    version = raw.get("version")
+    if not isinstance(version, int):
+        raise PlanError("the stored plan has no version")
+    if version > PLAN_VERSION:
+        raise PlanError(
+            f"the stored plan has version {version}, newer than this dsh understands "
+            f"({PLAN_VERSION}); upgrade dsh to run it"
+        )
+    plan = _decode(raw)
+    if not isinstance(plan, Plan):
+        raise PlanError("the stored data is not a dsh plan")
+    return plan

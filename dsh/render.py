@@ -1,0 +1,199 @@
+"""What the user sees: live output, folded summaries, JSON events (the only rich user).
+
+Two renderers implement the executor's Reporter: `TextRenderer` for people
+(colour only on a terminal without NO_COLOR; rich is imported only then) and
+`JsonRenderer`, one JSON object per line of output, per host result and per
+line. Output from hosts is shown with escape sequences and invalid UTF-8
+neutralised; output of local commands passes through as a shell would show it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from dsh import nodeset
+from dsh import plan as p
+from dsh.lang.durations import format_duration
+from dsh.runtime.results import HostResult, LineResult
+
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: Lines of output shown per group in a folded summary.
+SUMMARY_LINES = 10
+
+
+def neutralise(data: bytes) -> str:
+    """Bytes from a host as text that cannot drive the terminal."""
+    text = data.decode("utf-8", "backslashreplace")
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _describe(result: HostResult) -> str:
+    if result.outcome == "failed" and result.exit_status is not None:
+        text = f"failed (exit {result.exit_status})"
+    else:
+        text = result.outcome
+    if result.message and result.outcome != "ok":
+        text += f": {result.message}"
+    return text
+
+
+class _Lines:
+    """Splits streamed bytes into lines per (host, stream)."""
+
+    def __init__(self) -> None:
+        self.partial: dict[tuple[str | None, str], bytes] = {}
+
+    def feed(self, host: str | None, stream: str, data: bytes) -> list[bytes]:
+        key = (host, stream)
+        buf = self.partial.pop(key, b"") + data
+        *lines, rest = buf.split(b"\n")
+        if rest:
+            self.partial[key] = rest
+        return lines
+
+    def flush(self, host: str | None) -> list[tuple[str, bytes]]:
+        left = [(k[1], v) for k, v in self.partial.items() if k[0] == host]
+        for stream, _ in left:
+            del self.partial[(host, stream)]
+        return left
+
+
+class TextRenderer:
+    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None, *, color: bool = False) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.color = color
+        self.lines = _Lines()
+        self._console: Any = None
+
+    # -- Reporter --------------------------------------------------------------
+
+    def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
+        pass
+
+    def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
+        if not shown:
+            return
+        target = self.out if stream == "stdout" else self.err
+        if host is None:
+            target.flush()
+            buffer = getattr(target, "buffer", None)
+            if buffer is not None:
+                buffer.write(data)
+                buffer.flush()
+            else:
+                target.write(data.decode("utf-8", "replace"))
+                target.flush()
+            return
+        for line in self.lines.feed(host, stream, data):
+            self._host_line(target, host, line)
+
+    def host_done(self, stmt: p.Statement, result: HostResult) -> None:
+        for stream, rest in self.lines.flush(result.host):
+            if result.host is not None:
+                self._host_line(self.out if stream == "stdout" else self.err, result.host, rest)
+
+    def line_done(self, result: LineResult) -> None:
+        if result.note:
+            self.message(result.note)
+        if result.on_hosts:
+            self._summary(result)
+        elif result.hosts and not result.ok:
+            self.message(f"line {result.statement.line}: {_describe(result.hosts[0])}")
+
+    # -- the rest ----------------------------------------------------------------
+
+    def message(self, text: str) -> None:
+        self.out.flush()
+        self.err.write(f"dsh: {text}\n")
+        self.err.flush()
+
+    def _host_line(self, target: IO[str], host: str, line: bytes) -> None:
+        target.write(f"{host} | {neutralise(line)}\n")
+        target.flush()
+
+    def _summary(self, result: LineResult) -> None:
+        groups: dict[tuple[str, bytes], list[HostResult]] = {}
+        for h in result.hosts:
+            groups.setdefault((_describe(h), h.out), []).append(h)
+        order = sorted(groups.items(), key=lambda kv: (kv[1][0].ok is False, kv[0][0]))
+        for (described, out), members in order:
+            hosts = nodeset.fold(m.host for m in members if m.host is not None)
+            seconds = max(m.seconds for m in members)
+            head = f"{hosts} ({len(members)})  {described}  {format_duration(seconds)}"
+            self._write_head(head, members[0].ok)
+            lines = out.rstrip(b"\n").split(b"\n") if out.strip() else []
+            for line in lines[:SUMMARY_LINES]:
+                self.out.write(f"  {neutralise(line)}\n")
+            if len(lines) > SUMMARY_LINES:
+                self.out.write(f"  … {len(lines) - SUMMARY_LINES} more lines\n")
+        self.out.flush()
+
+    def _write_head(self, head: str, ok: bool) -> None:
+        if not self.color:
+            self.out.write(head + "\n")
+            return
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.out, highlight=False, soft_wrap=True)
+        self._console.print(head, style="green" if ok else "bold red", markup=False)
+
+
+class JsonRenderer:
+    """One JSON object per line of output, per host result, and per line."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.lines = _Lines()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
+        self.emit({"event": "line", "line": stmt.line, "source": stmt.source, "hosts": list(hosts or [])})
+
+    def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
+        for line in self.lines.feed(host, stream, data):
+            self._output(stmt, host, stream, line)
+
+    def _output(self, stmt: p.Statement, host: str | None, stream: str, line: bytes) -> None:
+        text = line.decode("utf-8", "backslashreplace")
+        self.emit({"event": "output", "line": stmt.line, "host": host, "stream": stream, "text": text})
+
+    def host_done(self, stmt: p.Statement, result: HostResult) -> None:
+        for stream, rest in self.lines.flush(result.host):
+            self._output(stmt, result.host, stream, rest)
+        self.emit(
+            {
+                "event": "result",
+                "line": stmt.line,
+                "host": result.host,
+                "outcome": result.outcome,
+                "exit": result.exit_status,
+                "seconds": round(result.seconds, 6),
+                "attempts": result.attempts,
+                "message": result.message,
+            }
+        )
+
+    def line_done(self, result: LineResult) -> None:
+        sets = result.result_sets() if result.on_hosts else {}
+        self.emit(
+            {
+                "event": "done",
+                "line": result.statement.line,
+                "ok": result.ok,
+                "seconds": round(result.seconds, 6),
+                "sets": {k: nodeset.fold(v) for k, v in sets.items() if v},
+                "note": result.note,
+            }
+        )
+
+    def message(self, text: str) -> None:
+        self.emit({"event": "error", "message": text})

@@ -1,0 +1,230 @@
+"""The executor: runs a plan's statements as host flows and keeps the bindings.
+
+One flow per host (or one for the session's own machine) advances through the
+stages of a line on its own, up to the fan-out limit at once. A stage that
+does not end ok ends its flow; `retry` gives it more attempts with a doubling
+backoff. Results of a line that ran on hosts become the result sets
+(`@{failed}`…) of the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from dsh import nodeset
+from dsh import plan as p
+from dsh.errors import DshError
+from dsh.remote.base import Exec, Remote
+from dsh.runtime.clock import Clock, SystemClock
+from dsh.runtime.results import KEEP_BYTES, HostResult, LineResult
+from dsh.runtime.values import (
+    BindingError,
+    HostsValue,
+    ResultValue,
+    StrValue,
+    Value,
+    render,
+    value_text,
+)
+
+#: The `@src:name` groups that the compiler writes into a pattern.
+_REFERENCE = re.compile(r"@(inv|res|var):([A-Za-z_][A-Za-z0-9_-]*)")
+#: Outcomes that another attempt cannot change.
+_FINAL = frozenset({"ok", "refused", "cancelled", "skipped", "lost"})
+
+
+class Refused(DshError):
+    """A line refused at run time, before anything of it ran."""
+
+    exit_code = 2
+
+
+class Reporter(Protocol):
+    """Where the executor tells what happens, as it happens."""
+
+    def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None: ...
+
+    def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None: ...
+
+    def host_done(self, stmt: p.Statement, result: HostResult) -> None: ...
+
+    def line_done(self, result: LineResult) -> None: ...
+
+
+class Executor:
+    """Runs statements in order; owns bindings and the result sets of the session."""
+
+    def __init__(
+        self,
+        *,
+        reporter: Reporter,
+        local: Remote,
+        hosts: Callable[[str], Remote] | None = None,
+        clock: Clock | None = None,
+        args: Sequence[str] = (),
+        inventory: Mapping[str, str] | None = None,
+    ) -> None:
+        self.reporter = reporter
+        self.local = local
+        self.host_remote = hosts
+        self.clock = clock or SystemClock()
+        self.args = tuple(args)
+        self.inventory = dict(inventory or {})
+        self.bindings: dict[str, Value] = {}
+        self.result_sets: dict[str, tuple[str, ...]] = {}
+
+    def binding_kinds(self) -> dict[str, str]:
+        """Each bound name's kind, for compiling the lines that follow."""
+        kinds = {StrValue: p.VALUE, HostsValue: p.HOSTS, ResultValue: p.RESULT}
+        return {name: kinds[type(value)] for name, value in self.bindings.items()}
+
+    async def run_plan(self, plan: p.Plan, *, stop_on_failure: bool = True) -> list[LineResult]:
+        """Run every statement; with stop_on_failure, stop after the first line not ok."""
+        results = []
+        for stmt in plan.statements:
+            result = await self.run_statement(stmt, plan)
+            results.append(result)
+            if stop_on_failure and not result.ok:
+                break
+        return results
+
+    async def run_statement(self, stmt: p.Statement, plan: p.Plan) -> LineResult:
+        if isinstance(stmt, p.Run):
+            return await self._pipeline(stmt, stmt.pipeline, plan, capture=False)
+        if isinstance(stmt.value, p.Pipeline):
+            result = await self._pipeline(stmt, stmt.value, plan, capture=True)
+            self.bindings[stmt.name] = ResultValue(result.hosts)
+            return result
+        value: Value
+        if isinstance(stmt.value, p.HostSet):
+            value = HostsValue(tuple(self.resolve(stmt.value)))
+        else:
+            try:
+                value = StrValue(render(stmt.value, self.bindings, self.args, None))
+            except BindingError as exc:
+                raise Refused(f"line {stmt.line}: {exc.message}") from exc
+        self.bindings[stmt.name] = value
+        return LineResult(stmt, (), 0.0, on_hosts=False)
+
+    # -- targets -------------------------------------------------------------------
+
+    def resolve(self, target: p.HostSet) -> list[str]:
+        """The hosts of a target, with groups, result sets and bindings filled in."""
+        variables: dict[str, str] = {}
+        for name, value in self.bindings.items():
+            if isinstance(value, HostsValue | StrValue):
+                variables[name] = value_text(name, value)
+        results = {name: nodeset.fold(self.result_sets.get(name, ())) for name in p.RESULT_SETS}
+        groups = {
+            nodeset.INVENTORY: self.inventory,
+            nodeset.RESULTS: results,
+            nodeset.VARIABLES: variables,
+        }
+        for source, name in _REFERENCE.findall(target.pattern):
+            if name not in groups[source]:
+                raise Refused(f"{target.written}: {name!r} is not defined")
+        try:
+            return nodeset.expand(target.pattern, groups)
+        except nodeset.HostSetError as exc:
+            raise Refused(f"{target.written}: {exc}") from exc
+
+    # -- lines ---------------------------------------------------------------------------
+
+    async def _pipeline(
+        self, stmt: p.Statement, pipe: p.Pipeline, plan: p.Plan, *, capture: bool
+    ) -> LineResult:
+        started = self.clock.monotonic()
+        if pipe.target is None:
+            self.reporter.line_started(stmt, None)
+            host_result = await self._flow(stmt, pipe, None, self.local, capture)
+            result = LineResult(stmt, (host_result,), self.clock.monotonic() - started, on_hosts=False)
+            self.reporter.line_done(result)
+            return result
+        hosts = self.resolve(pipe.target)
+        if not hosts:
+            result = LineResult(
+                stmt, (), 0.0, on_hosts=False, note=f"{pipe.target.written} is empty: nothing to run"
+            )
+            self.reporter.line_done(result)
+            return result
+        steps = len(hosts) * pipe.steps_per_host()
+        if steps > plan.step_budget:
+            raise Refused(
+                f"line {stmt.line}: {pipe.target.written} holds {len(hosts)} hosts, so the line "
+                f"may take {steps} steps, over the step budget of {plan.step_budget}"
+            )
+        if self.host_remote is None:
+            raise Refused(
+                f"line {stmt.line}: running on remote hosts needs SSH, which this version "
+                "of dsh does not have yet; a line without a target runs here"
+            )
+        self.reporter.line_started(stmt, hosts)
+        gate = asyncio.Semaphore(plan.fanout)
+        make = self.host_remote
+
+        async def one(host: str) -> HostResult:
+            async with gate:
+                return await self._flow(stmt, pipe, host, make(host), capture)
+
+        results = await asyncio.gather(*(one(h) for h in hosts))
+        result = LineResult(stmt, tuple(results), self.clock.monotonic() - started, on_hosts=True)
+        self.result_sets = result.result_sets()
+        self.reporter.line_done(result)
+        return result
+
+    async def _flow(
+        self, stmt: p.Statement, pipe: p.Pipeline, host: str | None, remote: Remote, capture: bool
+    ) -> HostResult:
+        started = self.clock.monotonic()
+        out = bytearray()
+        err = bytearray()
+        truncated = False
+
+        def sink(stream: str, data: bytes) -> None:
+            nonlocal truncated
+            buf = out if stream == "stdout" else err
+            room = KEEP_BYTES - len(buf)
+            if room < len(data):
+                truncated = True
+            buf += data[: max(room, 0)]
+            self.reporter.output(stmt, host, stream, data, not (capture and stream == "stdout"))
+
+        attempts = 0
+        ended = Exec("ok", 0, 0.0)
+        for stage in pipe.stages:
+            if isinstance(stage, p.Sleep):
+                await self.clock.sleep(stage.seconds)
+                continue
+            try:
+                command = render(stage.text, self.bindings, self.args, host)
+            except BindingError as exc:
+                ended = Exec("failed", None, 0.0, exc.message)
+                break
+            for attempt in range(stage.attempts):
+                if attempt:
+                    await self.clock.sleep(stage.backoff * 2 ** (attempt - 1))
+                out.clear()
+                err.clear()
+                truncated = False
+                attempts += 1
+                ended = await remote.run(command, timeout=stage.timeout, output=sink)
+                if ended.outcome in _FINAL:
+                    break
+            if not ended.outcome == "ok":
+                break
+        result = HostResult(
+            host,
+            ended.outcome,
+            ended.exit_status,
+            self.clock.monotonic() - started,
+            attempts,
+            ended.message,
+            bytes(out),
+            bytes(err),
+            truncated,
+        )
+        self.reporter.host_done(stmt, result)
+        return result

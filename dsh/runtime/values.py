@@ -1,0 +1,109 @@
+"""Values bound at run time, and inserting them into text as data, never code."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from dsh import nodeset
+from dsh import plan as p
+from dsh.errors import DshError
+from dsh.runtime.results import HostResult
+
+
+@dataclass(frozen=True, slots=True)
+class StrValue:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostsValue:
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultValue:
+    results: tuple[HostResult, ...]
+
+
+Value = StrValue | HostsValue | ResultValue
+
+
+class BindingError(DshError):
+    """A binding cannot give the value asked of it."""
+
+
+def _text_of(data: bytes) -> str:
+    return data.decode("utf-8", "replace").rstrip("\n")
+
+
+def _result_field(name: str, value: ResultValue, fld: str | None, host: str | None) -> str:
+    fld = fld or "out"
+    if fld == "hosts":
+        return nodeset.fold(r.host for r in value.results if r.host is not None)
+    results = value.results
+    mine = [r for r in results if host is not None and r.host == host]
+    if mine:
+        results = mine[:1]
+    if fld == "outcome":
+        picked = {r.outcome for r in results}
+    elif fld == "rc":
+        picked = {"" if r.exit_status is None else str(r.exit_status) for r in results}
+    else:
+        picked = {_text_of(r.out if fld == "out" else r.err) for r in results}
+    if len(picked) != 1:
+        raise BindingError(
+            f"${{{name}.{fld}}} differs between the {len(results)} hosts of {name!r}; "
+            f"use it in a flow over those hosts, or ${{{name}.hosts}}"
+        )
+    return picked.pop()
+
+
+def value_text(name: str, value: Value, fld: str | None = None, host: str | None = None) -> str:
+    """The text of a binding (or of one of its fields) as a string."""
+    if isinstance(value, StrValue):
+        return value.text
+    if isinstance(value, HostsValue):
+        return nodeset.fold(value.hosts)
+    return _result_field(name, value, fld, host)
+
+
+def quote(text: str, quoting: str) -> str:
+    if quoting == "shell":
+        return shlex.quote(text)
+    if quoting == "dquote":
+        return "".join("\\" + c if c in '\\"$`' else c for c in text)
+    return text
+
+
+def render(
+    text: p.Text,
+    bindings: Mapping[str, Value],
+    args: Sequence[str],
+    host: str | None,
+) -> str:
+    """Fill a compiled text with bound values, each quoted for where it stands."""
+    out: list[str] = []
+    for part in text.parts:
+        if isinstance(part, p.Lit):
+            out.append(part.text)
+            continue
+        name = part.name
+        if name == "@":
+            if part.quoting == "shell":
+                out.append(" ".join(shlex.quote(a) for a in args))
+            else:
+                out.append(quote(" ".join(args), part.quoting))
+            continue
+        if name.isdigit():
+            index = int(name)
+            out.append(quote(args[index - 1] if index <= len(args) else "", part.quoting))
+            continue
+        if name == "host" and name not in bindings:
+            out.append(quote(host or "", part.quoting))
+            continue
+        if name not in bindings:
+            raise BindingError(f"${name} is not bound")
+        out.append(quote(value_text(name, bindings[name], part.field, host), part.quoting))
+    return "".join(out)
