@@ -11,6 +11,7 @@ Subcommand names win over file names: `./explain` runs a file named explain.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -57,10 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", dest="text", metavar="TEXT", help="run TEXT (further arguments are $1…)")
     parser.add_argument("--session", metavar="NAME", help="the session's name (default: $DSH_SESSION)")
     parser.add_argument("--store", metavar="URL", help="local | sqlite:///PATH | etcd://HOST:PORT[,…]")
-    parser.add_argument("--ssh-config", metavar="FILE", help="an ssh config file to use instead of ~/.ssh/config")
-    parser.add_argument("--config", metavar="FILE", help="dsh's configuration (default: $DSH_CONFIG or "
-                        "$XDG_CONFIG_HOME/dsh/config.toml)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per output line and result")
+    parser.add_argument("--ssh-config", metavar="FILE", help="an ssh config file instead of ~/.ssh/config")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="dsh's configuration (default: $DSH_CONFIG or $XDG_CONFIG_HOME/dsh/config.toml)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per output line and result")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--version", action="version", version=f"dsh {__version__}")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -157,9 +161,7 @@ def _read_script(path: str) -> str:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise UsageError(
-            f"{path}: no such file (and not a subcommand: {', '.join(SUBCOMMANDS)})"
-        ) from None
+        raise UsageError(f"{path}: no such file (and not a subcommand: {', '.join(SUBCOMMANDS)})") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory, not a script") from None
     except OSError as exc:
@@ -190,10 +192,8 @@ def _lines(settings: Settings, *, interactive: bool) -> int:
 
     driver = _driver(settings, None)
     if interactive:
-        try:
+        with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing for the plain prompt)
-        except ImportError:
-            pass
 
     def read(prompt: str) -> str | None:
         if interactive:
@@ -217,10 +217,11 @@ def _explain(settings: Settings, rest: list[str]) -> int:
     if not rest:
         raise UsageError("explain needs a line or a script: dsh explain '@web[1-4] uptime'")
     what, args = rest[0], tuple(rest[1:])
+    script_args: tuple[str, ...] | None = args or None
     if Path(what).is_file():
         text, name, script_args = _read_script(what), what, args
     else:
-        text, name, script_args = what, "<explain>", (args or None)
+        text, name = what, "<explain>"
     plan = _driver(settings, script_args).compile(text, name)
     if settings.json:
         from dsh.plan import dumps

@@ -1,17 +1,17 @@
 """The configuration file: limits, defaults and the inventory (TOML, XDG config dir).
 
-    [limits]
-    default_timeout = "10m"   # a command's timeout when no `within` is given
-    default_backoff = "1s"    # the first wait of `retry N` without `backoff`
-    max_wait = "7d"           # the cap on any single wait (`within`, `sleep`)
-    max_line = "30d"          # the cap on a line's worst-case duration
-    step_budget = 10000       # the most steps one line may take
-    fanout = 256              # host flows running at once
-    max_retries = 100
+[limits]
+default_timeout = "10m"   # a command's timeout when no `within` is given
+default_backoff = "1s"    # the first wait of `retry N` without `backoff`
+max_wait = "7d"           # the cap on any single wait (`within`, `sleep`)
+max_line = "30d"          # the cap on a line's worst-case duration
+step_budget = 10000       # the most steps one line may take
+fanout = 256              # host flows running at once
+max_retries = 100
 
-    [groups]
-    web = "web[01-40]"
-    db = "db[1-2]"
+[groups]
+web = "web[01-40]"
+db = "db[1-2]"
 """
 
 from __future__ import annotations
@@ -69,12 +69,12 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     limits = _limits(data.get("limits", {}), path)
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
-        raise UsageError(f"{path}: [groups] must be a table of name = \"nodeset\"")
+        raise UsageError(f'{path}: [groups] must be a table of name = "nodeset"')
     for name, value in groups.items():
         if not _GROUP_NAME.fullmatch(name) or name in RESULT_SETS:
             raise UsageError(f"{path}: {name!r} cannot name a group")
         if not isinstance(value, str):
-            raise UsageError(f"{path}: group {name!r} must be a node-set string like \"web[1-4]\"")
+            raise UsageError(f'{path}: group {name!r} must be a node-set string like "web[1-4]"')
     return Config(limits, dict(groups), path)
 
 
@@ -89,7 +89,7 @@ def _limits(table: Any, path: Path) -> Limits:
         if key in _DURATIONS:
             seconds = parse_duration(value) if isinstance(value, str) else None
             if seconds is None or seconds <= 0:
-                raise UsageError(f"{path}: limits.{key} must be a duration like \"30s\" or \"10m\"")
+                raise UsageError(f'{path}: limits.{key} must be a duration like "30s" or "10m"')
             changes[key] = seconds
         else:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -79,7 +79,7 @@ class Command:
         return self.retries + 1
 
     def worst_seconds(self) -> float:
-        return self.attempts * self.timeout + self.backoff * (2**self.retries - 1)
+        return float(self.attempts * self.timeout + self.backoff * (2**self.retries - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +149,7 @@ class Plan:
 # -- serialisation ------------------------------------------------------------------
 
 _TYPES: dict[str, type] = {
-    cls.__name__: cls
-    for cls in (Lit, Var, Text, HostSet, Command, Sleep, Pipeline, Bound, Run, Bind, Plan)
+    cls.__name__: cls for cls in (Lit, Var, Text, HostSet, Command, Sleep, Pipeline, Bound, Run, Bind, Plan)
 }
 
 

@@ -63,7 +63,9 @@ class _Lines:
 
 
 class TextRenderer:
-    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None, *, color: bool = False) -> None:
+    def __init__(
+        self, out: IO[str] | None = None, err: IO[str] | None = None, *, color: bool = False
+    ) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.color = color
@@ -140,7 +142,9 @@ class TextRenderer:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.out, highlight=False, soft_wrap=True)
+            self._console = Console(
+                file=self.out, highlight=False, soft_wrap=True, force_terminal=True, no_color=False
+            )
         self._console.print(head, style="green" if ok else "bold red", markup=False)
 
 

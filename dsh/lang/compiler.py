@@ -218,8 +218,7 @@ class _Compiler:
             if name != "@" and int(name) > len(self.ctx.args):
                 count = len(self.ctx.args)
                 raise LangError(
-                    f"${name} is not set: the script was given {count} argument"
-                    f"{'' if count == 1 else 's'}",
+                    f"${name} is not set: the script was given {count} argument{'' if count == 1 else 's'}",
                     ref.span,
                 )
             return p.Var(name, None, quoting)

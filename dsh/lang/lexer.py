@@ -78,7 +78,7 @@ class Token:
 
     def describe(self) -> str:
         if self.kind in (Kind.NEWLINE, Kind.EOF):
-            return self.kind.value
+            return str(self.kind.value)
         return repr(self.text)
 
 
@@ -254,6 +254,9 @@ class Lexer:
                     lit_start = self.pos
                     continue
             self.pos += 1
+        if self.pos == start:
+            what = "'}' without its '{'" if self.text[start] == "}" else repr(self.text[start])
+            raise LangError(f"unexpected {what}", self._span(start, start + 1))
         if lit_start < self.pos:
             parts.append(Lit(self.text[lit_start : self.pos]))
         self._emit(Kind.WORD, start, tuple(parts))
@@ -417,7 +420,7 @@ class _CommandScanner:
             i += 1
         if i < len(self.text) and self.text[i] != "\n":
             return False
-        if i >= len(self.text):
+        if not self.text[i:].strip():
             raise IncompleteInput(
                 f"the command continues after {op[:width]!r}", lx._span(lx.pos, lx.pos + width)
             )

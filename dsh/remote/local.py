@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 
 from dsh.remote.base import Exec, OutputSink
@@ -29,72 +30,84 @@ class LocalShell:
 
     async def run(self, command: str, *, timeout: float, output: OutputSink) -> Exec:
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(loop),
                 "/bin/sh",
                 "-c",
                 command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
             )
         except OSError as exc:
             return Exec("failed", 127, time.monotonic() - started, f"cannot start /bin/sh: {exc}")
-        pgid = proc.pid
-        assert proc.stdout is not None and proc.stderr is not None
+        pgid = transport.get_pid()
+        assert protocol.stdout is not None and protocol.stderr is not None
         pumps = [
-            asyncio.ensure_future(_pump(proc.stdout, "stdout", output)),
-            asyncio.ensure_future(_pump(proc.stderr, "stderr", output)),
+            asyncio.ensure_future(_pump(protocol.stdout, "stdout", output)),
+            asyncio.ensure_future(_pump(protocol.stderr, "stderr", output)),
         ]
         timed_out = False
         try:
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await asyncio.wait_for(asyncio.shield(protocol.exited), timeout)
             except TimeoutError:
                 timed_out = True
-                await self._kill_group(pgid, proc)
+                await self._kill_group(pgid, protocol.exited)
         except asyncio.CancelledError:
-            await asyncio.shield(self._kill_group(pgid, proc))
+            await asyncio.shield(self._kill_group(pgid, protocol.exited))
             for pump in pumps:
                 pump.cancel()
+            transport.close()
             raise
         # Background children die with the command: every action is bounded.
-        await self._kill_group(pgid, proc)
-        done, pending = await asyncio.wait(pumps, timeout=DRAIN)
+        await self._kill_group(pgid, protocol.exited)
+        _done, pending = await asyncio.wait(pumps, timeout=DRAIN)
         for pump in pending:
             pump.cancel()
+        transport.close()
         seconds = time.monotonic() - started
         if timed_out:
             return Exec("timeout", None, seconds, f"no exit within {_secs(timeout)}")
-        code = proc.returncode
+        code = transport.get_returncode()
         assert code is not None
         if code < 0:
             sig = -code
             return Exec("failed", 128 + sig, seconds, f"killed by signal {_signame(sig)}")
         return Exec("ok" if code == 0 else "failed", code, seconds)
 
-    async def _kill_group(self, pgid: int, proc: asyncio.subprocess.Process) -> None:
+    async def _kill_group(self, pgid: int, exited: asyncio.Future[None]) -> None:
         """TERM the group, then KILL whatever is left after the grace period."""
-        if not _signal_group(pgid, signal.SIGTERM):
-            if proc.returncode is None:
-                await proc.wait()
-            return
-        deadline = time.monotonic() + self.kill_grace
-        while time.monotonic() < deadline:
-            if proc.returncode is None:
-                try:
-                    await asyncio.wait_for(proc.wait(), 0.02)
-                except TimeoutError:
-                    pass
+        if _signal_group(pgid, signal.SIGTERM):
+            deadline = time.monotonic() + self.kill_grace
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+                if exited.done() and not _group_alive(pgid):
+                    break
             else:
-                await asyncio.sleep(0.02)
-            if not _group_alive(pgid):
-                break
-        else:
-            _signal_group(pgid, signal.SIGKILL)
-        if proc.returncode is None:
-            await proc.wait()
+                _signal_group(pgid, signal.SIGKILL)
+        # The leader is ours: its exit is certain once the group was killed.
+        await asyncio.wait_for(asyncio.shield(exited), self.kill_grace + 5)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Stream protocol that tells when the process exits, not when its pipes close.
+
+    (Python 3.11's Process.wait() waits for both, so a background child that
+    keeps stdout open would hold it.)
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=_CHUNK, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -147,4 +160,3 @@ def _signame(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return str(sig)
-

@@ -213,7 +213,7 @@ class Executor:
                 ended = await remote.run(command, timeout=stage.timeout, output=sink)
                 if ended.outcome in _FINAL:
                     break
-            if not ended.outcome == "ok":
+            if ended.outcome != "ok":
                 break
         result = HostResult(
             host,

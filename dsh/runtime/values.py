@@ -42,10 +42,8 @@ def _result_field(name: str, value: ResultValue, fld: str | None, host: str | No
     fld = fld or "out"
     if fld == "hosts":
         return nodeset.fold(r.host for r in value.results if r.host is not None)
-    results = value.results
-    mine = [r for r in results if host is not None and r.host == host]
-    if mine:
-        results = mine[:1]
+    mine = [r for r in value.results if host is not None and r.host == host]
+    results = mine[:1] or list(value.results)
     if fld == "outcome":
         picked = {r.outcome for r in results}
     elif fld == "rc":

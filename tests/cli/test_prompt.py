@@ -1,0 +1,62 @@
+"""The plain `dsh>` prompt in a real terminal (pexpect): lines, bindings, continuation."""
+
+from __future__ import annotations
+
+import pexpect
+
+from tests.conftest import dsh_path
+
+
+def spawn(env: dict[str, str]) -> pexpect.spawn:
+    env = {**env, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    return pexpect.spawn(dsh_path(), env=env, dimensions=(24, 120), encoding="utf-8", timeout=15)
+
+
+def test_prompt_runs_lines_keeps_bindings_and_survives_errors(env) -> None:  # type: ignore[no-untyped-def]
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendline("x = 41")
+        child.expect("dsh>")
+        child.sendline("echo $((x + 1))")
+        child.expect("dsh>")
+        child.sendline("echo $x |")
+        child.expect(r"\.\.\.")
+        child.sendline("tr 1 2")
+        child.expect("42")
+        child.expect("dsh>")
+        child.sendline("true | within 5")
+        child.expect("not a duration")
+        child.expect("dsh>")
+        child.sendline("false")
+        child.expect("failed")
+        child.expect("dsh>")
+        child.sendline("echo still-here")
+        child.expect("still-here")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0  # like sh: the status of the last line
+
+
+def test_ctrl_c_cancels_the_running_line(env) -> None:  # type: ignore[no-untyped-def]
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendline("command sleep 30")
+        child.expect(r"\r\n")
+        import time
+
+        time.sleep(0.5)
+        child.sendintr()
+        child.expect("cancelled")
+        child.expect("dsh>")
+        child.sendline("echo after")
+        child.expect("after")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()

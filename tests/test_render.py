@@ -1,0 +1,74 @@
+"""Rendering: folded summaries, neutralised host output, JSON events."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from dsh import plan as p
+from dsh.render import JsonRenderer, TextRenderer, neutralise
+from dsh.runtime.results import HostResult, LineResult
+
+STMT = p.Run(1, "@web[1-5] uptime", p.Pipeline(None, ()), p.Bound(5, 5, 1.0))
+
+
+def line(*hosts: HostResult) -> LineResult:
+    return LineResult(STMT, hosts, 1.5, on_hosts=True)
+
+
+def ok(host: str, out: bytes) -> HostResult:
+    return HostResult(host, "ok", 0, 0.25, out=out)
+
+
+def test_neutralise_escapes_and_invalid_utf8() -> None:
+    shown = neutralise(b"\x1b[31mred\x07\xff\xfe ok\r\t\xe2\x80\xae")
+    assert "\x1b" not in shown and "\x07" not in shown and "\r" not in shown
+    assert "\u202e" not in shown
+    assert shown.startswith("\\x1b[31mred\\x07\\xff\\xfe ok\\x0d\t")
+
+
+def test_summary_folds_identical_outputs() -> None:
+    out = io.StringIO()
+    r = TextRenderer(out, io.StringIO())
+    r.line_done(
+        line(
+            ok("web1", b"same\n"),
+            ok("web2", b"same\n"),
+            ok("web4", b"same\n"),
+            ok("web3", b"other\n"),
+            HostResult("web5", "failed", 3, 0.5, out=b"same\n"),
+        )
+    )
+    text = out.getvalue()
+    assert "web[1-2,4] (3)  ok" in text
+    assert "web3 (1)  ok" in text
+    assert "web5 (1)  failed (exit 3)" in text
+    assert text.index("web[1-2,4]") < text.index("web5")
+    assert "\x1b" not in text
+
+
+def test_host_lines_are_labelled_and_neutralised() -> None:
+    out = io.StringIO()
+    r = TextRenderer(out, io.StringIO())
+    r.output(STMT, "web1", "stdout", b"a\x1b]0;title\x07\nb", True)
+    r.host_done(STMT, ok("web1", b""))
+    assert out.getvalue() == "web1 | a\\x1b]0;title\\x07\nweb1 | b\n"
+
+
+def test_colour_only_when_asked() -> None:
+    out = io.StringIO()
+    r = TextRenderer(out, io.StringIO(), color=True)
+    r.line_done(line(ok("web1", b"")))
+    assert "\x1b[" in out.getvalue()
+
+
+def test_json_events() -> None:
+    out = io.StringIO()
+    r = JsonRenderer(out)
+    r.output(STMT, "web1", "stdout", b"x\xff\n", True)
+    r.host_done(STMT, ok("web1", b"x"))
+    r.line_done(line(ok("web1", b"x"), HostResult("web2", "timeout", None, 1.0, message="no exit within 1s")))
+    events = [json.loads(s) for s in out.getvalue().splitlines()]
+    assert events[0] == {"event": "output", "line": 1, "host": "web1", "stream": "stdout", "text": "x\\xff"}
+    assert events[1]["event"] == "result" and events[1]["outcome"] == "ok"
+    assert events[2]["sets"] == {"ok": "web1", "timeout": "web2", "notok": "web2"}
