@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -49,6 +48,8 @@ def default_path(env: Mapping[str, str]) -> Path:
 
 def load(path: Path, *, required: bool = False) -> Config:
     """Read a config file; a missing file gives the defaults unless `required`."""
+    import tomllib  # only when there is a file: start-up
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

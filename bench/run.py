@@ -1,0 +1,108 @@
+"""dsh benchmarks, run side by side with their reference in one run, reported as ratios.
+
+    .venv/bin/python -m bench.run [--repeat N] [--json] [CASE …]
+
+Cases so far:
+  startup   `dsh -c 'echo hi'` wall time, against `python -c pass` for scale and
+            against the 150 ms target of design §8.
+Each case alternates dsh and its references run by run, so that load on the
+machine hits both alike, and reports medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+TARGET_STARTUP_MS = 150.0
+
+
+@dataclass
+class Row:
+    case: str
+    name: str
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples) * 1000
+
+
+def _timed(argv: Sequence[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, timeout=60)
+    return time.perf_counter() - started
+
+
+def _alternate(case: str, runs: dict[str, Callable[[], float]], repeat: int) -> list[Row]:
+    rows = {name: Row(case, name) for name in runs}
+    for _ in range(2):  # warm the page cache and .pyc files
+        for fn in runs.values():
+            fn()
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            rows[name].samples.append(fn())
+    return list(rows.values())
+
+
+def startup(repeat: int) -> tuple[list[Row], dict[str, float]]:
+    dsh = shutil.which("dsh", path=os.path.dirname(sys.executable)) or "dsh"
+    env = {**os.environ, "NO_COLOR": "1"}
+    rows = _alternate(
+        "startup",
+        {
+            "dsh -c 'echo hi'": lambda: _timed([dsh, "-c", "echo hi"], env),
+            "python -c pass": lambda: _timed([sys.executable, "-c", "pass"], env),
+            "sh -c 'echo hi'": lambda: _timed(["/bin/sh", "-c", "echo hi"], env),
+        },
+        repeat,
+    )
+    dsh_ms, py_ms = rows[0].median_ms, rows[1].median_ms
+    ratios = {
+        "dsh / python -c pass": dsh_ms / py_ms,
+        "dsh / 150 ms target": dsh_ms / TARGET_STARTUP_MS,
+    }
+    return rows, ratios
+
+
+CASES = {"startup": startup}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=f"one of: {', '.join(CASES)}")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args(argv)
+    unknown = [c for c in opts.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r} (cases: {', '.join(CASES)})")
+    report: dict[str, object] = {}
+    for case in opts.cases or list(CASES):
+        rows, ratios = CASES[case](opts.repeat)
+        report[case] = {
+            "medians_ms": {r.name: round(r.median_ms, 2) for r in rows},
+            "ratios": {k: round(v, 3) for k, v in ratios.items()},
+            "repeat": opts.repeat,
+        }
+        if not opts.json:
+            print(f"== {case} (median of {opts.repeat}, alternating)")
+            for r in rows:
+                print(f"  {r.name:<28} {r.median_ms:8.1f} ms")
+            for k, v in ratios.items():
+                print(f"  {k:<28} {v:8.2f}x")
+    if opts.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
