@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError:  # our reader went away (`dsh … | head`): stop quietly
         _quiet_stdout()
         return EXIT_NOT_OK
     except Exception as exc:  # the last line of defence: a sentence, not a traceback

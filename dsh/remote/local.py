@@ -46,18 +46,23 @@ class LocalShell:
             return Exec("failed", 127, time.monotonic() - started, f"cannot start /bin/sh: {exc}")
         pgid = transport.get_pid()
         assert protocol.stdout is not None and protocol.stderr is not None
+        # The sink may fail (stdout closed under us): that ends the command too.
+        failed: asyncio.Future[BaseException] = loop.create_future()
         pumps = [
-            asyncio.ensure_future(_pump(protocol.stdout, "stdout", output)),
-            asyncio.ensure_future(_pump(protocol.stderr, "stderr", output)),
+            asyncio.ensure_future(_pump(protocol.stdout, "stdout", output, failed)),
+            asyncio.ensure_future(_pump(protocol.stderr, "stderr", output, failed)),
         ]
         timed_out = False
         try:
-            try:
-                await asyncio.wait_for(asyncio.shield(protocol.exited), timeout)
-            except TimeoutError:
+            done, _ = await asyncio.wait(
+                [protocol.exited, failed], timeout=timeout, return_when="FIRST_COMPLETED"
+            )
+            if failed.done():
+                raise failed.result()
+            if not done:
                 timed_out = True
                 await self._kill_group(pgid, protocol.exited)
-        except asyncio.CancelledError:
+        except BaseException:
             await asyncio.shield(self._kill_group(pgid, protocol.exited))
             for pump in pumps:
                 pump.cancel()
@@ -143,12 +148,19 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-async def _pump(stream: asyncio.StreamReader, name: str, output: OutputSink) -> None:
+async def _pump(
+    stream: asyncio.StreamReader, name: str, output: OutputSink, failed: asyncio.Future[BaseException]
+) -> None:
     while True:
         data = await stream.read(_CHUNK)
         if not data:
             return
-        output(name, data)
+        try:
+            output(name, data)
+        except Exception as exc:
+            if not failed.done():
+                failed.set_result(exc)
+            return
 
 
 def _secs(seconds: float) -> str:

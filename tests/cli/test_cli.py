@@ -206,3 +206,45 @@ def test_start_up_imports_no_heavy_library() -> None:
 
 def test_dsh_is_on_path_in_the_venv() -> None:
     assert Path(dsh_path()).exists()
+
+
+def test_reader_going_away_stops_the_command(env) -> None:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    r = subprocess.run(
+        f"{dsh_path()} -c 'yes dsh-broken-pipe-test' | head -n 1",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.stdout == "dsh-broken-pipe-test\n"
+    assert "Traceback" not in r.stderr and "Exception" not in r.stderr
+    assert time.monotonic() - started < 10
+    left = subprocess.run(["pgrep", "-f", "yes dsh-broken-pipe-test"], capture_output=True, text=True)
+    assert left.stdout == ""
+
+
+def test_interrupt_kills_the_command_and_exits_130(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    marker = f"31.{os.getpid()}"
+    proc = subprocess.Popen(
+        [dsh_path(), "-c", f"echo started; command sleep {marker}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "started\n"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    assert left.stdout == ""
