@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from typing import Any
 
 from dsh.remote.base import Exec, OutputSink
 
@@ -54,9 +55,8 @@ class LocalShell:
         ]
         timed_out = False
         try:
-            done, _ = await asyncio.wait(
-                [protocol.exited, failed], timeout=timeout, return_when="FIRST_COMPLETED"
-            )
+            waits: list[asyncio.Future[Any]] = [protocol.exited, failed]
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if failed.done():
                 raise failed.result()
             if not done:
