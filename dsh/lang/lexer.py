@@ -456,24 +456,11 @@ class _CommandScanner:
             if ch == "'":
                 self._single_quoted()
                 continue
-            if ch == '"':
-                self._double_quoted()
-                continue
-            if ch == "`":
-                self._backquoted()
+            if ch in '"`':
+                self._enclosed(ch)
                 continue
             if ch == "$":
-                if self._take_ref(quoted=False):
-                    continue
-                if lx._peek(1) == "(":
-                    lx.pos += 2
-                    self._scan_until(")")
-                    continue
-                if lx._peek(1) == "{":
-                    lx.pos += 2
-                    self._scan_until("}")
-                    continue
-                lx.pos += 1
+                self._dollar(quoted=False)
                 continue
             if closer is not None:
                 if ch == closer:
@@ -513,6 +500,18 @@ class _CommandScanner:
                     return
             lx.pos += 1
 
+    def _dollar(self, quoted: bool) -> None:
+        """At a `$`: a dsh reference, a `$(…)` or `${…}` to skip whole, or a lone `$`."""
+        lx = self.lx
+        if self._take_ref(quoted):
+            return
+        nxt = lx._peek(1)
+        if nxt and nxt in "({":
+            lx.pos += 2
+            self._scan_until(")" if nxt == "(" else "}")
+        else:
+            lx.pos += 1
+
     def _single_quoted(self) -> None:
         lx = self.lx
         start = lx.pos
@@ -522,48 +521,25 @@ class _CommandScanner:
             raise IncompleteInput("unclosed ' string", lx._span(start, start + 1))
         lx.pos = end + 1
 
-    def _double_quoted(self) -> None:
+    def _enclosed(self, close: str) -> None:
+        """Skip to the closing `"` (minding `$` and backquotes inside) or backquote."""
         lx = self.lx
         start = lx.pos
         lx.pos += 1
         while True:
             if lx.pos >= len(self.text):
-                raise IncompleteInput('unclosed " string', lx._span(start, start + 1))
+                what = '" string' if close == '"' else "` command substitution"
+                raise IncompleteInput(f"unclosed {what}", lx._span(start, start + 1))
             ch = self.text[lx.pos]
-            if ch == '"':
+            if ch == close:
                 lx.pos += 1
                 return
             if ch == "\\":
                 lx.pos = min(lx.pos + 2, len(self.text))
-            elif ch == "`":
-                self._backquoted()
-            elif ch == "$":
-                if self._take_ref(quoted=True):
-                    continue
-                if lx._peek(1) == "(":
-                    lx.pos += 2
-                    self._scan_until(")")
-                elif lx._peek(1) == "{":
-                    lx.pos += 2
-                    self._scan_until("}")
-                else:
-                    lx.pos += 1
-            else:
-                lx.pos += 1
-
-    def _backquoted(self) -> None:
-        lx = self.lx
-        start = lx.pos
-        lx.pos += 1
-        while True:
-            if lx.pos >= len(self.text):
-                raise IncompleteInput("unclosed ` command substitution", lx._span(start, start + 1))
-            ch = self.text[lx.pos]
-            if ch == "\\":
-                lx.pos = min(lx.pos + 2, len(self.text))
-            elif ch == "`":
-                lx.pos += 1
-                return
+            elif close == '"' and ch == "`":
+                self._enclosed("`")
+            elif close == '"' and ch == "$":
+                self._dollar(quoted=True)
             else:
                 lx.pos += 1
 
