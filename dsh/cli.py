@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -53,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         "timeouts, compiled into bounded plans.",
         epilog="Subcommands: explain TEXT|SCRIPT — show the compiled plan and its worst case. "
         "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
-        "3 store unreachable, 4 killed, 130 interrupted. See dsh(1) and dsh(7).",
+        "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted. "
+        "See dsh(1) and dsh(7).",
     )
     parser.add_argument("-c", dest="text", metavar="TEXT", help="run TEXT (further arguments are $1…)")
     parser.add_argument("--session", metavar="NAME", help="the session's name (default: $DSH_SESSION)")
@@ -93,43 +95,62 @@ class Settings:
         if self.ssh_config is not None and not self.ssh_config.is_file():
             raise UsageError(f"{self.ssh_config}: no such ssh config file")
         path = Path(opts.config) if opts.config else config.default_path(env)
-        self.config = config.load(path, required=bool(opts.config))
+        self.config = config.load(path, required=bool(opts.config or env.get("DSH_CONFIG")))
         no_color = bool(env.get("NO_COLOR"))
         self.color = not self.json and not no_color and sys.stdout.isatty()
 
 
+class _Errors:
+    """Says errors: a sentence on stderr (a caret for source errors), a traceback
+    only with -v, and with --json also an `error` event on stdout."""
+
+    def __init__(self) -> None:
+        self.verbose = False
+        self.json = False
+
+    def __call__(self, exc: BaseException, *, internal: bool = False) -> int:
+        code = exc.exit_code if isinstance(exc, DshError) else EXIT_INTERNAL
+        if isinstance(exc, LangError):
+            text = exc.render()
+        elif isinstance(exc, DshError):
+            text = f"dsh: {exc.message}"
+        else:
+            hint = "" if self.verbose else " (run with -v for the traceback)"
+            text = f"dsh: internal error: {type(exc).__name__}: {exc}{hint}"
+        sys.stdout.flush()
+        if self.verbose and (internal or not isinstance(exc, LangError)):
+            traceback.print_exception(exc, file=sys.stderr)
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+        if self.json:
+            import json
+
+            event: dict[str, object] = {"event": "error", "message": str(exc), "exit": code}
+            if isinstance(exc, LangError):
+                event["location"] = exc.span.location()
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+        return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = False
+    errors = _Errors()
     try:
         opts = _parser().parse_args(argv)
-        verbose = opts.verbose
-        return _dispatch(opts, os.environ)
-    except LangError as exc:
-        _error(exc.render(), raw=True)
-        return exc.exit_code
+        errors.verbose, errors.json = opts.verbose, opts.json
+        return _dispatch(opts, os.environ, errors)
     except DshError as exc:
-        _error(exc.message)
-        if verbose:
-            raise
-        return exc.exit_code
+        return errors(exc)
     except KeyboardInterrupt:
-        _error("interrupted")
+        sys.stdout.flush()
+        sys.stderr.write("dsh: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # our reader went away (`dsh … | head`): stop quietly
         _quiet_stdout()
         return EXIT_NOT_OK
     except Exception as exc:  # the last line of defence: a sentence, not a traceback
-        if verbose:
-            raise
-        _error(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)")
-        return EXIT_INTERNAL
-
-
-def _error(text: str, raw: bool = False) -> None:
-    sys.stdout.flush()
-    sys.stderr.write(text + "\n" if raw else f"dsh: {text}\n")
-    sys.stderr.flush()
+        return errors(exc, internal=True)
 
 
 def _quiet_stdout() -> None:
@@ -140,21 +161,19 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _dispatch(opts: argparse.Namespace, env: Mapping[str, str]) -> int:
+def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors) -> int:
     rest: list[str] = opts.rest
+    if rest and rest[0] == "--":  # `dsh -- SCRIPT`, `dsh -c TEXT -- ARGS`
+        rest = rest[1:]
     settings = Settings(opts, env)
     if opts.text is not None:
-        if rest and rest[0] == "--":
-            rest = rest[1:]
         return _run(settings, opts.text, "<-c>", tuple(rest) if rest else None)
     if rest and rest[0] in SUBCOMMANDS:
         return _explain(settings, rest[1:])
     if rest:
         path, args = rest[0], tuple(rest[1:])
         return _run(settings, _read_script(path), path, args)
-    if sys.stdin.isatty():
-        return _lines(settings, interactive=True)
-    return _lines(settings, interactive=False)
+    return _lines(settings, errors, interactive=sys.stdin.isatty())
 
 
 def _read_script(path: str) -> str:
@@ -187,7 +206,7 @@ def _run(settings: Settings, text: str, name: str, args: tuple[str, ...] | None)
     return run_text(_driver(settings, args), text, name)
 
 
-def _lines(settings: Settings, *, interactive: bool) -> int:
+def _lines(settings: Settings, errors: _Errors, *, interactive: bool) -> int:
     from dsh.driver import run_lines
 
     driver = _driver(settings, None)
@@ -205,10 +224,7 @@ def _lines(settings: Settings, *, interactive: bool) -> int:
         line = sys.stdin.readline()
         return None if line == "" else line.rstrip("\n")
 
-    def report(exc: DshError) -> None:
-        _error(exc.render() if isinstance(exc, LangError) else exc.message, raw=isinstance(exc, LangError))
-
-    return run_lines(driver, read, "<stdin>", interactive=interactive, report_error=report)
+    return run_lines(driver, read, "<stdin>", interactive=interactive, report_error=errors)
 
 
 def _explain(settings: Settings, rest: list[str]) -> int:

@@ -40,7 +40,7 @@ class Driver:
     def compile(self, text: str, name: str, first_line: int = 1) -> p.Plan:
         ctx = Context(
             limits=self.config.limits,
-            groups=frozenset(self.config.groups),
+            groups=self.config.groups,
             bindings=self.executor.binding_kinds(),
             args=self.args,
         )
@@ -74,7 +74,7 @@ def run_lines(
     name: str,
     *,
     interactive: bool,
-    report_error: Callable[[DshError], None],
+    report_error: Callable[[DshError], object],
 ) -> int:
     """Read and run text a statement at a time (a REPL, or lines piped in).
 
@@ -113,6 +113,8 @@ def run_lines(
                 continue
             first_line += len(buffer)
             buffer = []
+            if not plan.statements:
+                continue
             try:
                 results = runner.run(driver.run(plan, stop_on_failure=True))
             except KeyboardInterrupt:

@@ -58,7 +58,8 @@ def _pipeline(pipe: p.Pipeline, bound: p.Bound, fanout: int) -> list[str]:
         )
     else:
         each = f" ({per_host} per host)" if pipe.target is not None else ""
-        lines.append(f"  worst    {bound.steps} steps{each}, {fd(bound.seconds)} = {formula}")
+        steps = f"{bound.steps} step{'s' if bound.steps != 1 else ''}"
+        lines.append(f"  worst    {steps}{each}, {fd(bound.seconds)} = {formula}")
     return lines
 
 

@@ -40,7 +40,7 @@ class Context:
     """What a compile may assume about the world: limits, groups, earlier bindings."""
 
     limits: Limits = field(default_factory=Limits)
-    groups: frozenset[str] = frozenset()
+    groups: Mapping[str, str] = field(default_factory=dict)  # inventory: name -> node set
     bindings: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] | None = None
 
@@ -158,13 +158,15 @@ class _Compiler:
                 continue
             source = self._target_ref(part)
             pattern.append(f"@{source}:{part.name}")
-            stub.setdefault(source, {})[part.name] = "stub"
+            # Inventory groups are known now; result sets and bindings at run time.
+            members = self.ctx.groups[part.name] if source == nodeset.INVENTORY else "stub"
+            stub.setdefault(source, {})[part.name] = members
         text = "".join(pattern)
         try:
             hosts = nodeset.expand(text, stub)
         except nodeset.HostSetError as exc:
             raise LangError(f"bad node set: {exc}", node.span) from exc
-        size = None if stub else len(hosts)
+        size = None if set(stub) - {nodeset.INVENTORY} else len(hosts)
         if size == 0:
             raise LangError("this node set is empty", node.span)
         return p.HostSet(node.span.text, text, size)

@@ -112,13 +112,20 @@ class Lexer:
     def _emit(self, kind: Kind, start: int, parts: tuple[Part, ...] = ()) -> None:
         self.out.append(Token(kind, self.text[start : self.pos], self._span(start), parts))
 
+    def _check_continuation(self) -> None:
+        """A backslash that ends the input (or its last line) asks for more."""
+        after = self.text[self.pos + 1 :]
+        if after == "" or (after[0] == "\n" and not after[1:].strip()):
+            raise IncompleteInput("the line continues after '\\'", self._span(self.pos, self.pos + 1))
+
     def _skip_blanks(self) -> None:
         """Skip spaces, tabs, backslash-newlines and a `#` comment."""
         while self.pos < len(self.text):
             ch = self.text[self.pos]
             if ch in " \t\r":
                 self.pos += 1
-            elif ch == "\\" and self._peek(1) == "\n":
+            elif ch == "\\" and self._peek(1) in ("\n", ""):
+                self._check_continuation()
                 self.pos += 2
             elif ch == "#":
                 while self.pos < len(self.text) and self.text[self.pos] != "\n":
@@ -449,8 +456,7 @@ class _CommandScanner:
                 return
             ch = text[lx.pos]
             if ch == "\\":
-                if lx.pos + 1 >= len(text):
-                    raise IncompleteInput("the line continues after '\\'", lx._span(lx.pos, lx.pos + 1))
+                lx._check_continuation()
                 lx.pos += 2
                 continue
             if ch == "'":

@@ -91,8 +91,10 @@ def render(
         if name == "@":
             if part.quoting == "shell":
                 out.append(" ".join(shlex.quote(a) for a in args))
+            elif part.quoting == "dquote":  # "$@": one word per argument, as in sh
+                out.append('" "'.join(quote(a, "dquote") for a in args))
             else:
-                out.append(quote(" ".join(args), part.quoting))
+                out.append(" ".join(args))
             continue
         if name.isdigit():
             index = int(name)

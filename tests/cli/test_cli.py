@@ -248,3 +248,54 @@ def test_interrupt_kills_the_command_and_exits_130(env, tmp_path: Path) -> None:
     assert "interrupted" in err and "Traceback" not in err
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
     assert left.stdout == ""
+
+
+def test_verbose_keeps_the_exit_status_and_adds_a_traceback(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh(["-v", "no-such-script.dsh"])
+    assert r.returncode == 2
+    assert "Traceback" in r.stderr and r.stderr.rstrip().endswith("(and not a subcommand: explain)")
+    r = run_dsh(["-v", "-c", "@h[1-3 true"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_double_dash_ends_options(run_dsh, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "-odd.dsh").write_text("echo odd $1\n")
+    assert run_dsh(["--", "-odd.dsh", "x"]).stdout == "odd x\n"
+    assert run_dsh(["-c", "echo $@", "--", "-l", "--json"]).stdout == "-l --json\n"
+
+
+def test_dsh_config_must_exist(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env["DSH_CONFIG"] = str(tmp_path / "missing.toml")
+    r = run_dsh(["-c", "true"])
+    assert r.returncode == 2 and "no such configuration file" in r.stderr
+
+
+def test_json_errors_are_events_too(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh(["--json", "-c", "echo ok\n@h[1-3 true"])
+    (event,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert event == {
+        "event": "error",
+        "message": "unclosed '[' in node set",
+        "exit": 2,
+        "location": "<-c>:2:3",
+    }
+    assert r.returncode == 2 and "^" in r.stderr
+
+
+def test_stdin_backslash_newline_continues(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([], input="echo a \\\n  b\n")
+    assert (r.returncode, r.stdout) == (0, "a b\n")
+
+
+def test_quoted_all_arguments_are_separate_words(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh(["-c", "printf '<%s>' \"$@\"; printf '|%s|' \"x$@y\"", "a b", "c"])
+    assert r.stdout == "<a b><c>|xa b||cy|"
+
+
+def test_explain_counts_inventory_groups(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    cfg = Path(env["XDG_CONFIG_HOME"]) / "dsh" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('[groups]\nweb = "web[01-40]"\n')
+    r = run_dsh(["explain", "@{web}!web13 true | within 1s"])
+    assert "39 hosts" in r.stdout and "39 steps" in r.stdout
+    assert "1 step," in run_dsh(["explain", "true"]).stdout

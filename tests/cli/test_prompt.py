@@ -60,3 +60,21 @@ def test_ctrl_c_cancels_the_running_line(env) -> None:  # type: ignore[no-untype
         child.expect(pexpect.EOF)
     finally:
         child.close()
+
+
+def test_empty_lines_do_not_reset_the_status(env) -> None:  # type: ignore[no-untyped-def]
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendline("false")
+        child.expect("failed")
+        child.expect("dsh>")
+        child.sendline("")
+        child.expect("dsh>")
+        child.sendline("# a comment")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 1

@@ -146,13 +146,20 @@ def test_fields_only_on_results() -> None:
 def test_targets_from_groups_result_sets_and_bindings() -> None:
     plan = compile_text(
         "hosts = @web[1-4]\n@{web}!web3 true\n@{failed} true\n@$hosts&web[2-9] true",
-        groups=frozenset({"web"}),
+        groups={"web": "web[1-4]"},
     )
     patterns = [s.pipeline.target.pattern for s in plan.statements[1:]]  # type: ignore[union-attr]
     assert patterns == ["@inv:web!web3", "@res:failed", "@var:hosts&web[2-9]"]
     assert plan.statements[0].bound.hosts == 4
-    assert all(s.bound.steps is None for s in plan.statements[1:])
+    # Inventory groups are known at compile time; result sets and bindings are not.
+    assert [s.bound.hosts for s in plan.statements[1:]] == [3, None, None]
     assert plan.bound.steps is None
+
+
+def test_inventory_groups_count_against_the_step_budget() -> None:
+    err = error("@{big} true | retry 1", groups={"big": "n[1-600]"}, limits=Limits(step_budget=1000))
+    assert "1200 steps" in err.message
+    assert "bad node set" in error("@{bad} true", groups={"bad": "n[1-"}).message
 
 
 def test_result_binding_is_not_a_node_set() -> None:

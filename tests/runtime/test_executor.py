@@ -84,7 +84,7 @@ class Rig:
     async def run(self, text: str, limits: Limits | None = None) -> list[LineResult]:
         ctx = Context(
             limits=limits or Limits(),
-            groups=frozenset(self.executor.inventory),
+            groups=self.executor.inventory,
             bindings=self.executor.binding_kinds(),
             args=self.executor.args or None,
         )
