@@ -34,6 +34,32 @@ def check_literal(text: str) -> str | None:
     return f"{bad!r} cannot appear in a node set"
 
 
+#: Patterns whose ranges may hold more names than this are refused before
+#: ClusterShell builds them (it makes every number of a range: 10^8 costs minutes).
+MAX_EXPAND = 100_000
+_BRACKETS = re.compile(r"\[([^\]]*)\]")
+
+
+def upper_bound(pattern: str) -> int:
+    """At most how many names a pattern's ranges make (operators can only remove)."""
+    total = 0
+    for term in re.split(r"[,!&^](?![^\[]*\])", pattern):
+        size = 1
+        for inside in _BRACKETS.findall(term):
+            width = 0
+            for piece in inside.split(","):
+                bounds = re.fullmatch(r"(\d+)(?:-(\d+))?(?:/(\d+))?", piece.strip())
+                if bounds is None:
+                    width += 1
+                    continue
+                low, high = int(bounds.group(1)), int(bounds.group(2) or bounds.group(1))
+                step = max(int(bounds.group(3) or 1), 1)
+                width += max(high - low, 0) // step + 1
+            size *= width
+        total += size
+    return total
+
+
 def _resolver(groups: Mapping[str, Mapping[str, str]]) -> Any:
     from ClusterShell.NodeUtils import GroupResolver, GroupSource
 
@@ -43,14 +69,29 @@ def _resolver(groups: Mapping[str, Mapping[str, str]]) -> Any:
     return resolver
 
 
-def expand(pattern: str, groups: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
-    """The hosts of a pattern, in ClusterShell's order; HostSetError if it is bad."""
-    from ClusterShell.NodeSet import NodeSet
-    from ClusterShell.NodeUtils import GroupResolverError
+def expand(pattern: str, groups: Mapping[str, Mapping[str, str]] | None = None, *, limit: int) -> list[str]:
+    """The hosts of a pattern, in ClusterShell's order.
 
+    HostSetError if the pattern is bad, or names more than `limit` hosts (it is
+    counted from its ranges before any name is made, so `h[1-100000000]` costs
+    nothing).
+    """
+    from ClusterShell.NodeSet import NodeSet, NodeSetException
+    from ClusterShell.NodeUtils import GroupResolverError
+    from ClusterShell.RangeSet import RangeSetException
+
+    for text in (pattern, *(m for members in (groups or {}).values() for m in members.values())):
+        most = upper_bound(text)
+        if most > max(limit, MAX_EXPAND):
+            raise HostSetError(f"its ranges may hold up to {most} hosts, more than the {limit} allowed")
     try:
-        return list(NodeSet(pattern, resolver=_resolver(groups or {})))
-    except (GroupResolverError, ValueError, Exception) as exc:  # ClusterShell's own hierarchy
+        hosts = NodeSet(pattern, resolver=_resolver(groups or {}))
+        size = len(hosts)
+        if size > limit:
+            raise HostSetError(f"it holds {size} hosts, more than the {limit} allowed")
+        return list(hosts)
+    # AssertionError: ClusterShell's "range too large".
+    except (NodeSetException, RangeSetException, GroupResolverError, AssertionError, ValueError) as exc:
         raise HostSetError(_message(exc)) from exc
 
 

@@ -163,7 +163,7 @@ class _Compiler:
             stub.setdefault(source, {})[part.name] = members
         text = "".join(pattern)
         try:
-            hosts = nodeset.expand(text, stub)
+            hosts = nodeset.expand(text, stub, limit=self.limits.step_budget)
         except nodeset.HostSetError as exc:
             raise LangError(f"bad node set: {exc}", node.span) from exc
         size = None if set(stub) - {nodeset.INVENTORY} else len(hosts)

@@ -100,7 +100,7 @@ class Executor:
             return result
         value: Value
         if isinstance(stmt.value, p.HostSet):
-            value = HostsValue(tuple(self.resolve(stmt.value)))
+            value = HostsValue(tuple(self.resolve(stmt.value, plan.step_budget)))
         else:
             try:
                 value = StrValue(render(stmt.value, self.bindings, self.args, None))
@@ -111,25 +111,27 @@ class Executor:
 
     # -- targets -------------------------------------------------------------------
 
-    def resolve(self, target: p.HostSet) -> list[str]:
-        """The hosts of a target, with groups, result sets and bindings filled in."""
-        variables: dict[str, str] = {}
-        for name, value in self.bindings.items():
-            if isinstance(value, HostsValue | StrValue):
-                variables[name] = value_text(name, value)
-        results = {name: nodeset.fold(self.result_sets.get(name, ())) for name in p.RESULT_SETS}
-        groups = {
-            nodeset.INVENTORY: self.inventory,
-            nodeset.RESULTS: results,
-            nodeset.VARIABLES: variables,
-        }
+    def resolve(self, target: p.HostSet, limit: int) -> list[str]:
+        """The hosts of a target, with the groups, result sets and bindings it names."""
+        groups: dict[str, dict[str, str]] = {}
         for source, name in _REFERENCE.findall(target.pattern):
-            if name not in groups[source]:
-                raise Refused(f"{target.written}: {name!r} is not defined")
+            groups.setdefault(source, {})[name] = self._members(source, name, target)
         try:
-            return nodeset.expand(target.pattern, groups)
+            return nodeset.expand(target.pattern, groups, limit=limit)
         except nodeset.HostSetError as exc:
             raise Refused(f"{target.written}: {exc}") from exc
+
+    def _members(self, source: str, name: str, target: p.HostSet) -> str:
+        if source == nodeset.RESULTS:
+            return nodeset.fold(self.result_sets.get(name, ()))
+        if source == nodeset.INVENTORY:
+            if name in self.inventory:
+                return self.inventory[name]
+        else:
+            value = self.bindings.get(name)
+            if isinstance(value, HostsValue | StrValue):
+                return value_text(name, value)
+        raise Refused(f"{target.written}: {name!r} is not defined")
 
     # -- lines ---------------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class Executor:
             result = LineResult(stmt, (host_result,), self.clock.monotonic() - started, on_hosts=False)
             self.reporter.line_done(result)
             return result
-        hosts = self.resolve(pipe.target)
+        hosts = self.resolve(pipe.target, plan.step_budget)
         if not hosts:
             result = LineResult(
                 stmt, (), 0.0, on_hosts=False, note=f"{pipe.target.written} is empty: nothing to run"
