@@ -136,6 +136,7 @@ class _Errors:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     errors = _Errors()
+    errors.json = "--json" in argv  # until the arguments are parsed
     try:
         opts = _parser().parse_args(argv)
         errors.verbose, errors.json = opts.verbose, opts.json
@@ -151,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_OK
     except Exception as exc:  # the last line of defence: a sentence, not a traceback
         return errors(exc, internal=True)
+    finally:
+        local = sys.modules.get("dsh.remote.local")
+        if local is not None:  # whatever ended dsh, no command outlives it
+            local.kill_all()
 
 
 def _quiet_stdout() -> None:
@@ -186,9 +191,10 @@ def _read_script(path: str) -> str:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return text.replace("\r\n", "\n")  # scripts saved with CRLF line ends
 
 
 def _driver(settings: Settings, args: tuple[str, ...] | None) -> Driver:
@@ -222,7 +228,7 @@ def _lines(settings: Settings, errors: _Errors, *, interactive: bool) -> int:
                 print()
                 return None
         line = sys.stdin.readline()
-        return None if line == "" else line.rstrip("\n")
+        return None if line == "" else line.rstrip("\n").removesuffix("\r")
 
     return run_lines(driver, read, "<stdin>", interactive=interactive, report_error=errors)
 
@@ -234,7 +240,11 @@ def _explain(settings: Settings, rest: list[str]) -> int:
         raise UsageError("explain needs a line or a script: dsh explain '@web[1-4] uptime'")
     what, args = rest[0], tuple(rest[1:])
     script_args: tuple[str, ...] | None = args or None
-    if Path(what).is_file():
+    try:
+        is_file = Path(what).is_file()
+    except OSError:  # e.g. a line too long to be a file name
+        is_file = False
+    if is_file:
         text, name, script_args = _read_script(what), what, args
     else:
         text, name = what, "<explain>"

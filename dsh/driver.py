@@ -9,8 +9,10 @@ against the bindings made before it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dsh import plan as p
 from dsh.config import Config
@@ -20,6 +22,9 @@ from dsh.lang.source import Source
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor, Reporter
 from dsh.runtime.results import LineResult
+
+T = TypeVar("T")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -57,6 +62,39 @@ class Driver:
         return results
 
 
+class Interrupted(DshError):
+    """dsh was told to stop by a signal; its commands were killed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+async def guarded(work: Awaitable[T]) -> T:
+    """Run `work`; SIGTERM or SIGHUP cancel it (so its commands are killed) and raise
+    Interrupted. SIGINT is asyncio's: it cancels too and ends as KeyboardInterrupt."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
 def status_of(results: Sequence[LineResult]) -> int:
     """Design §6: 0 when every final outcome is ok, else 1."""
     return 0 if all(r.ok for r in results) else 1
@@ -65,7 +103,7 @@ def status_of(results: Sequence[LineResult]) -> int:
 def run_text(driver: Driver, text: str, name: str) -> int:
     """Compile a whole text, then run it; stop at the first line not ok."""
     plan = driver.compile(text, name)
-    return status_of(asyncio.run(driver.run(plan)))
+    return status_of(asyncio.run(guarded(driver.run(plan))))
 
 
 def run_lines(
@@ -116,7 +154,7 @@ def run_lines(
             if not plan.statements:
                 continue
             try:
-                results = runner.run(driver.run(plan, stop_on_failure=True))
+                results = runner.run(guarded(driver.run(plan, stop_on_failure=True)))
             except KeyboardInterrupt:
                 if not interactive:
                     raise

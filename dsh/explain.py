@@ -63,6 +63,15 @@ def _pipeline(pipe: p.Pipeline, bound: p.Bound, fanout: int) -> list[str]:
     return lines
 
 
+def _stages(plan: p.Plan) -> list[p.Command | p.Sleep]:
+    pipes = [
+        s.pipeline if isinstance(s, p.Run) else s.value
+        for s in plan.statements
+        if isinstance(s, p.Run) or isinstance(s.value, p.Pipeline)
+    ]
+    return [stage for pipe in pipes if isinstance(pipe, p.Pipeline) for stage in pipe.stages]
+
+
 def explain(plan: p.Plan) -> str:
     out: list[str] = []
     for stmt in plan.statements:
@@ -79,7 +88,17 @@ def explain(plan: p.Plan) -> str:
         else:
             out.append(f"  binds    {stmt.name}: a value")
         if stmt.unbound:
-            out.append(f"  unbound  {' '.join(stmt.unbound)} (left to the shell that runs the command)")
+            where = (
+                "kept as written in the value"
+                if isinstance(stmt, p.Bind) and isinstance(stmt.value, p.Text)
+                else "left to the shell that runs the command"
+            )
+            out.append(f"  unbound  {' '.join(stmt.unbound)} ({where})")
+    if any(isinstance(s, p.Command) for s in _stages(plan)):
+        out.append(
+            f"note: a command that outlives its timeout is killed (TERM, then KILL after "
+            f"{fd(p.KILL_GRACE)}), which each such attempt may add"
+        )
     total = plan.bound
     steps = "known at run time" if total.steps is None else str(total.steps)
     out.append(

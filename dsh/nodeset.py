@@ -23,6 +23,15 @@ class HostSetError(ValueError):
     """A node-set pattern that ClusterShell cannot read."""
 
 
+class HostSetTooLarge(HostSetError):
+    """A pattern that names more hosts than allowed; `size` may be an upper bound."""
+
+    def __init__(self, size: int, limit: int, exact: bool) -> None:
+        what = f"holds {size}" if exact else f"may hold up to {size}"
+        super().__init__(f"it {what} hosts, more than the {limit} allowed")
+        self.size, self.limit, self.exact = size, limit, exact
+
+
 def check_literal(text: str) -> str | None:
     """Why a literal piece of a target is not node-set text, or None if it is."""
     m = _PLAIN.match(text)
@@ -83,13 +92,15 @@ def expand(pattern: str, groups: Mapping[str, Mapping[str, str]] | None = None, 
     for text in (pattern, *(m for members in (groups or {}).values() for m in members.values())):
         most = upper_bound(text)
         if most > max(limit, MAX_EXPAND):
-            raise HostSetError(f"its ranges may hold up to {most} hosts, more than the {limit} allowed")
+            raise HostSetTooLarge(most, limit, exact=False)
     try:
         hosts = NodeSet(pattern, resolver=_resolver(groups or {}))
         size = len(hosts)
         if size > limit:
-            raise HostSetError(f"it holds {size} hosts, more than the {limit} allowed")
+            raise HostSetTooLarge(size, limit, exact=True)
         return list(hosts)
+    except HostSetError:
+        raise
     # AssertionError: ClusterShell's "range too large".
     except (NodeSetException, RangeSetException, GroupResolverError, AssertionError, ValueError) as exc:
         raise HostSetError(_message(exc)) from exc

@@ -21,6 +21,8 @@ PLAN_VERSION = 1
 OUTCOMES = ("ok", "failed", "timeout", "unreachable", "refused", "cancelled", "skipped", "lost")
 #: Result sets of the previous line: one per outcome, plus every host not ok.
 RESULT_SETS = (*OUTCOMES, "notok")
+#: How long a timed-out command's process group has after TERM before KILL.
+KILL_GRACE = 2.0
 #: Kinds of bindings: a value, a node set, or the result of a stage.
 VALUE, HOSTS, RESULT = "value", "hosts", "result"
 #: Fields of a binding that holds the result of a stage.
@@ -40,7 +42,8 @@ class Var:
     """A dsh-bound name to insert. `quoting` is how the value is made data:
 
     - `shell`: outside quotes in sh text, inserted single-quoted;
-    - `dquote`: inside double quotes in sh text, `\\ " $ `` ` escaped;
+    - `dquote`: inside double quotes, `${…}` or `$((…))`, `\\ " $ `` ` escaped;
+    - `heredoc`: in a here-document body, `\\ $ `` ` escaped;
     - `raw`: in a dsh value, inserted as it is.
     """
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 from dsh import nodeset
 from dsh import plan as p
 from dsh.lang.durations import format_duration
+from dsh.remote.base import Exec
 from dsh.runtime.results import HostResult, LineResult
 
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -31,7 +32,7 @@ def neutralise(data: bytes) -> str:
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def _describe(result: HostResult) -> str:
+def _describe(result: HostResult | Exec) -> str:
     if result.outcome == "failed" and result.exit_status is not None:
         text = f"failed (exit {result.exit_status})"
     else:
@@ -94,10 +95,18 @@ class TextRenderer:
         for line in self.lines.feed(host, stream, data):
             self._host_line(target, host, line)
 
+    def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
+        self._flush_host(host)
+        who = f"{host}: " if host else f"line {stmt.line}: "
+        self.message(f"{who}attempt {attempt} {_describe(failed)}; again in {format_duration(wait)}")
+
     def host_done(self, stmt: p.Statement, result: HostResult) -> None:
-        for stream, rest in self.lines.flush(result.host):
-            if result.host is not None:
-                self._host_line(self.out if stream == "stdout" else self.err, result.host, rest)
+        self._flush_host(result.host)
+
+    def _flush_host(self, host: str | None) -> None:
+        for stream, rest in self.lines.flush(host):
+            if host is not None:
+                self._host_line(self.out if stream == "stdout" else self.err, host, rest)
 
     def line_done(self, result: LineResult) -> None:
         if result.note:
@@ -163,12 +172,30 @@ class JsonRenderer:
         self.emit({"event": "line", "line": stmt.line, "source": stmt.source, "hosts": list(hosts or [])})
 
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
+        if not shown:  # a bound stage's stdout is captured into its binding
+            return
         for line in self.lines.feed(host, stream, data):
             self._output(stmt, host, stream, line)
 
     def _output(self, stmt: p.Statement, host: str | None, stream: str, line: bytes) -> None:
         text = line.decode("utf-8", "backslashreplace")
         self.emit({"event": "output", "line": stmt.line, "host": host, "stream": stream, "text": text})
+
+    def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
+        for stream, rest in self.lines.flush(host):
+            self._output(stmt, host, stream, rest)
+        self.emit(
+            {
+                "event": "retry",
+                "line": stmt.line,
+                "host": host,
+                "attempt": attempt,
+                "outcome": failed.outcome,
+                "exit": failed.exit_status,
+                "message": failed.message,
+                "wait": wait,
+            }
+        )
 
     def host_done(self, stmt: p.Statement, result: HostResult) -> None:
         for stream, rest in self.lines.flush(result.host):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsh.lang.lexer import Part
 from dsh.lang.source import Span
+from dsh.lang.tokens import Part, Ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class CommandStage:
     text: str
     parts: tuple[Part, ...]
     span: Span
+    shell_params: tuple[Ref, ...] = ()
     within: Within | None = None
     retry: Retry | None = None
 

@@ -16,9 +16,9 @@ from dsh import plan as p
 from dsh.errors import LangError
 from dsh.lang import ast
 from dsh.lang.durations import format_duration
-from dsh.lang.lexer import Lit, Part, Ref
 from dsh.lang.parser import parse
 from dsh.lang.source import Source, Span
+from dsh.lang.tokens import Lit, Part, Ref
 from dsh.plan import HOSTS, RESULT, VALUE
 
 
@@ -133,8 +133,20 @@ class _Compiler:
             if node.retry.backoff is not None:
                 backoff = node.retry.backoff
                 self._cap(backoff, node.retry.span)
+        for param in node.shell_params:
+            if self._bound(param.name, host_flow):
+                raise LangError(
+                    f"{param.raw}…}} would read the shell's {param.name!r}, not the one dsh binds; "
+                    f"dsh expands only ${param.name}, ${{{param.name}}} and ${{{param.name}.field}}",
+                    param.span,
+                )
         text = self.text(node.parts, quoting="shell", host_flow=host_flow)
         return p.Command(text, node.text, timeout, retries, backoff)
+
+    def _bound(self, name: str, host_flow: bool) -> bool:
+        if name == "@" or name.isdigit():
+            return self.ctx.args is not None and name != "0"
+        return name in self.bindings or (name == "host" and host_flow)
 
     def _cap(self, seconds: float, span: Span) -> None:
         if seconds > self.limits.max_wait:
@@ -164,6 +176,13 @@ class _Compiler:
         text = "".join(pattern)
         try:
             hosts = nodeset.expand(text, stub, limit=self.limits.step_budget)
+        except nodeset.HostSetTooLarge as exc:
+            holds = f"{exc.size}" if exc.exact else f"up to {exc.size}"
+            raise LangError(
+                f"this node set holds {holds} hosts, over the step budget of {exc.limit} "
+                "(config: limits.step_budget)",
+                node.span,
+            ) from exc
         except nodeset.HostSetError as exc:
             raise LangError(f"bad node set: {exc}", node.span) from exc
         size = None if set(stub) - {nodeset.INVENTORY} else len(hosts)
@@ -203,7 +222,7 @@ class _Compiler:
             if isinstance(part, Lit):
                 item = p.Lit(part.text)
             else:
-                mode = "dquote" if part.quoted and quoting == "shell" else quoting
+                mode = part.context if quoting == "shell" else quoting
                 item = self._ref(part, mode, host_flow)
             if isinstance(item, p.Lit) and out and isinstance(out[-1], p.Lit):
                 out[-1] = p.Lit(out[-1].text + item.text)
@@ -213,6 +232,14 @@ class _Compiler:
 
     def _ref(self, ref: Ref, quoting: str, host_flow: bool) -> p.Lit | p.Var:
         name = ref.name
+        if quoting == "backquote":
+            if self._bound(name, host_flow):
+                raise LangError(
+                    f"dsh cannot insert {ref.raw} safely inside backquotes; write $(…) instead",
+                    ref.span,
+                )
+            self.unbound.append(ref.raw)
+            return p.Lit(ref.raw)
         if name == "@" or name.isdigit():
             if self.ctx.args is None or name == "0":
                 self.unbound.append(ref.raw)

@@ -13,73 +13,18 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 
 from dsh.errors import IncompleteInput, LangError
+from dsh.lang.shtext import STAGE_KEYWORDS, CommandScanner, escaped, ident_at, read_ref
 from dsh.lang.source import Source, Span
+from dsh.lang.tokens import Kind, Lit, Part, Ref, Token
 
 #: Words that are keywords at the start of a statement.
-KEYWORDS = frozenset(
-    {"await", "sleep", "within", "retry", "batch", "where", "gather", "if", "else", "for", "fn"}
-)
-#: Words after an unquoted `|` that end a command stage (a new dsh stage).
-STAGE_KEYWORDS = frozenset({"await", "sleep", "within", "retry", "batch", "where", "gather"})
+KEYWORDS = frozenset({*STAGE_KEYWORDS, "if", "else", "for", "fn"})
+_GROUP = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+_VALUE_END = " \t\r\n|'\"#{}"
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_WORD_END = " \t\n|{}#;"
-
-
-class Kind(enum.Enum):
-    KEYWORD = "keyword"
-    WORD = "word"
-    STRING = "string"
-    TARGET = "target"
-    COMMAND = "command"
-    ASSIGN = "'='"
-    PIPE = "'|'"
-    LBRACE = "'{'"
-    RBRACE = "'}'"
-    NEWLINE = "end of line"
-    EOF = "end of input"
-
-
-@dataclass(frozen=True, slots=True)
-class Lit:
-    """Literal text of a command, a string or a target."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A `$name`, `${name}` or `${name.field}` reference.
-
-    `quoted` is true inside double quotes; `braced` for the `${…}` form.
-    `raw` is the text as written, kept for names dsh does not bind.
-    """
-
-    name: str
-    field: str | None
-    quoted: bool
-    braced: bool
-    raw: str
-    span: Span
-
-
-Part = Lit | Ref
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    kind: Kind
-    text: str
-    span: Span
-    parts: tuple[Part, ...] = ()
-
-    def describe(self) -> str:
-        if self.kind in (Kind.NEWLINE, Kind.EOF):
-            return str(self.kind.value)
-        return repr(self.text)
+__all__ = ["KEYWORDS", "STAGE_KEYWORDS", "Kind", "Lexer", "Lit", "Part", "Ref", "Token", "tokenize"]
 
 
 class _Mode(enum.Enum):
@@ -133,14 +78,13 @@ class Lexer:
             else:
                 return
 
-    def _ident_at(self, pos: int) -> str | None:
-        m = _IDENT.match(self.text, pos)
-        if not m:
-            return None
-        end = m.end()
-        if end < len(self.text) and self.text[end] not in _WORD_END and self.text[end] != "=":
-            return None
-        return m.group()
+    def _word_at(self, pos: int) -> str | None:
+        """An identifier that is a whole word, or one followed by `=` (a binding)."""
+        word = ident_at(self.text, pos)
+        if word is None:
+            m = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?==)").match(self.text, pos)
+            word = m.group() if m else None
+        return word
 
     # -- driver ------------------------------------------------------------
 
@@ -162,8 +106,11 @@ class Lexer:
                 self.pos += 1
                 self._emit(Kind.PIPE, start)
                 mode = _Mode.HEAD
+                # A `|` that ends a line continues the pipeline on the next.
+                while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+                    self.pos += 1
                 continue
-            if ch == "{" and mode in (_Mode.ARGS, _Mode.AFTER_STAGE, _Mode.AFTER_TARGET):
+            if ch == "{" and mode in (_Mode.ARGS, _Mode.AFTER_STAGE):
                 self.pos += 1
                 self.block_depth += 1
                 self._emit(Kind.LBRACE, start)
@@ -186,7 +133,7 @@ class Lexer:
             if mode is _Mode.VALUE and ch in "'\"":
                 self._string()
                 return _Mode.AFTER_STAGE
-            word = self._ident_at(self.pos)
+            word = self._word_at(self.pos)
             if mode is _Mode.HEAD and word is not None and self._binding_at(word):
                 self.pos += len(word)
                 self._emit(Kind.WORD, start)
@@ -195,7 +142,8 @@ class Lexer:
                 self.pos += 1
                 self._emit(Kind.ASSIGN, eq)
                 return _Mode.VALUE
-            if word in KEYWORDS:
+            if word in KEYWORDS and self._peek(len(word)) != "=":  # `retry=3 env` is sh's
+                assert word is not None
                 self.pos += len(word)
                 self._emit(Kind.KEYWORD, start)
                 return _Mode.ARGS
@@ -237,29 +185,34 @@ class Lexer:
     def _single_word_value(self) -> bool:
         """True when the rest of the statement is one plain word."""
         i = self.pos
-        while i < len(self.text) and self.text[i] not in " \t\n|'\"#{}":
+        while i < len(self.text) and self.text[i] not in _VALUE_END:
             i += 1
         if i == self.pos:
             return False
-        while i < len(self.text) and self.text[i] in " \t":
+        while i < len(self.text) and self.text[i] in " \t\r":
             i += 1
         return i >= len(self.text) or self.text[i] in "\n#"
 
     # -- pieces ------------------------------------------------------------
 
+    def _take_ref(self, parts: list[Part], lit_start: int) -> int | None:
+        """A reference at pos appended to parts (with the literal before it); new lit_start."""
+        ref = read_ref(self.src, self.pos, "value")
+        if ref is None:
+            return None
+        if lit_start < self.pos:
+            parts.append(Lit(self.text[lit_start : self.pos]))
+        parts.append(ref)
+        self.pos = ref.span.end
+        return self.pos
+
     def _bare_word(self) -> None:
-        start = self.pos
+        start = lit_start = self.pos
         parts: list[Part] = []
-        lit_start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in " \t\n|'\"#{}":
-            if self.text[self.pos] == "$":
-                ref = self._ref(quoted=False)
-                if ref is not None:
-                    if lit_start < ref.span.start:
-                        parts.append(Lit(self.text[lit_start : ref.span.start]))
-                    parts.append(ref)
-                    lit_start = self.pos
-                    continue
+        while self.pos < len(self.text) and self.text[self.pos] not in _VALUE_END:
+            if self.text[self.pos] == "$" and (after := self._take_ref(parts, lit_start)) is not None:
+                lit_start = after
+                continue
             self.pos += 1
         if self.pos == start:
             what = "'}' without its '{'" if self.text[start] == "}" else repr(self.text[start])
@@ -269,6 +222,7 @@ class Lexer:
         self._emit(Kind.WORD, start, tuple(parts))
 
     def _string(self) -> None:
+        """A quoted dsh value: single quotes keep everything, double quotes expand `$`."""
         start = self.pos
         quote = self.text[self.pos]
         self.pos += 1
@@ -281,17 +235,18 @@ class Lexer:
             if ch == quote:
                 self.pos += 1
                 break
-            if quote == '"' and ch == "\\" and self._peek(1) in '"\\$`\n':
+            if quote == '"' and ch == "\\" and self._peek(1) in ('"', "\\", "$", "`", "\n"):
                 buf.append(self._peek(1) if self._peek(1) != "\n" else "")
                 self.pos += 2
                 continue
             if quote == '"' and ch == "$":
-                ref = self._ref(quoted=True)
+                ref = read_ref(self.src, self.pos, "value")
                 if ref is not None:
                     if buf:
                         parts.append(Lit("".join(buf)))
                         buf = []
                     parts.append(ref)
+                    self.pos = ref.span.end
                     continue
             buf.append(ch)
             self.pos += 1
@@ -308,7 +263,7 @@ class Lexer:
         brackets: list[int] = []
         while self.pos < len(self.text):
             ch = self.text[self.pos]
-            if ch in " \t\n" or (ch in "|#" and not brackets):
+            if ch in " \t\r\n" or (ch in "|#" and not brackets):
                 break
             if ch == "[":
                 brackets.append(self.pos)
@@ -317,7 +272,7 @@ class Lexer:
                     raise LangError("unmatched ']' in node set", self._span(self.pos, self.pos + 1))
                 brackets.pop()
             elif ch == "$" or (ch == "{" and not brackets):
-                ref = self._ref(quoted=False) if ch == "$" else self._group_ref()
+                ref = read_ref(self.src, self.pos, "value") if ch == "$" else self._group_ref()
                 if ref is None:
                     raise LangError(
                         "expected a name after '$' in a target"
@@ -325,10 +280,10 @@ class Lexer:
                         else "expected a group name like @{web}",
                         self._span(self.pos, self.pos + 1),
                     )
-                if lit_start < ref.span.start:
-                    parts.append(Lit(self.text[lit_start : ref.span.start]))
+                if lit_start < self.pos:
+                    parts.append(Lit(self.text[lit_start : self.pos]))
                 parts.append(ref)
-                lit_start = self.pos
+                self.pos = lit_start = ref.span.end
                 continue
             self.pos += 1
         if brackets:
@@ -341,214 +296,36 @@ class Lexer:
 
     def _group_ref(self) -> Ref | None:
         """`{name}` inside a target: an inventory group or a result set."""
-        m = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}").match(self.text, self.pos)
+        m = _GROUP.match(self.text, self.pos)
         if not m:
             return None
-        start = self.pos
-        self.pos = m.end()
-        return Ref(m.group(1), None, False, True, m.group(), self._span(start))
-
-    def _ref(self, quoted: bool) -> Ref | None:
-        """A `$…` reference at pos, or None (pos unchanged) if `$` starts no name."""
-        start = self.pos
-        nxt = self._peek(1)
-        if nxt == "{":
-            m = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*|[0-9@])(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
-            match = m.match(self.text, start)
-            if not match:
-                return None
-            self.pos = match.end()
-            return Ref(match.group(1), match.group(2), quoted, True, match.group(), self._span(start))
-        if nxt.isdigit() or nxt == "@":
-            self.pos += 2
-            return Ref(nxt, None, quoted, False, self.text[start : self.pos], self._span(start))
-        m2 = _IDENT.match(self.text, start + 1)
-        if not m2:
-            return None
-        self.pos = m2.end()
-        return Ref(m2.group(), None, quoted, False, self.text[start : self.pos], self._span(start))
-
-    # -- command text --------------------------------------------------------
+        return Ref(m.group(1), None, "value", m.group(), self._span(self.pos, m.end()))
 
     def _command(self) -> None:
         start = self.pos
-        parts = _CommandScanner(self).scan()
+        scanner = CommandScanner(self.src, start, self.block_depth)
+        self.pos = scanner.scan()
         end = self.pos
-        while end > start and self.text[end - 1] in " \t\r":
+        while end > start and self.text[end - 1] in " \t\r" and not escaped(self.text, end - 1):
             end -= 1
         # Trailing blanks belong to no token: trim the last literal to match.
+        parts = scanner.parts
         if parts and isinstance(parts[-1], Lit):
-            trimmed = parts[-1].text.rstrip(" \t\r")
-            parts = parts[:-1] + ([Lit(trimmed)] if trimmed else [])
-        self.out.append(Token(Kind.COMMAND, self.text[start:end], self._span(start, end), tuple(parts)))
-
-
-class _CommandScanner:
-    """Reads sh text for one command stage, honouring sh quoting and nesting."""
-
-    def __init__(self, lexer: Lexer) -> None:
-        self.lx = lexer
-        self.text = lexer.text
-        self.parts: list[Part] = []
-        self.lit_start = lexer.pos
-
-    def _flush(self, upto: int) -> None:
-        if self.lit_start < upto:
-            self.parts.append(Lit(self.text[self.lit_start : upto]))
-
-    def _take_ref(self, quoted: bool) -> bool:
-        at = self.lx.pos
-        ref = self.lx._ref(quoted)
-        if ref is None:
-            return False
-        self._flush(at)
-        self.parts.append(ref)
-        self.lit_start = self.lx.pos
-        return True
-
-    def scan(self) -> list[Part]:
-        self._scan_until(closer=None)
-        self._flush(self.lx.pos)
-        return self.parts
-
-    def _word_start(self) -> bool:
-        pos = self.lx.pos
-        return pos == 0 or self.text[pos - 1] in " \t\n;&|()"
-
-    def _continues_line(self) -> bool:
-        """A `|`, `||` or `&&` that ends a line continues the sh command on the next."""
-        lx = self.lx
-        op = self.text[lx.pos : lx.pos + 2]
-        width = 2 if op in ("||", "&&") else 1
-        if op[:1] == "&" and width == 1:
-            return False
-        i = lx.pos + width
-        while i < len(self.text) and self.text[i] in " \t\r":
-            i += 1
-        if i < len(self.text) and self.text[i] != "\n":
-            return False
-        if not self.text[i:].strip():
-            raise IncompleteInput(
-                f"the command continues after {op[:width]!r}", lx._span(lx.pos, lx.pos + width)
+            keep = len(parts[-1].text) - (self.pos - end)
+            parts = parts[:-1] + ([Lit(parts[-1].text[:keep])] if keep > 0 else [])
+        self.out.append(
+            Token(
+                Kind.COMMAND,
+                self.text[start:end],
+                self._span(start, end),
+                tuple(parts),
+                tuple(scanner.shell_params),
             )
-        lx.pos = i + 1
-        return True
-
-    def _stage_pipe(self) -> bool:
-        i = self.lx.pos + 1
-        while i < len(self.text) and self.text[i] in " \t":
-            i += 1
-        word = self.lx._ident_at(i)
-        return word in STAGE_KEYWORDS
-
-    def _scan_until(self, closer: str | None) -> None:
-        """Scan to the end of the stage (closer None) or to the matching closer."""
-        lx = self.lx
-        text = self.text
-        sh_braces = 0
-        opened_at = lx.pos - 1
-        while True:
-            if lx.pos >= len(text):
-                if closer is not None:
-                    raise IncompleteInput(
-                        f"missing {closer!r} to close this", lx._span(opened_at, opened_at + 1)
-                    )
-                return
-            ch = text[lx.pos]
-            if ch == "\\":
-                lx._check_continuation()
-                lx.pos += 2
-                continue
-            if ch == "'":
-                self._single_quoted()
-                continue
-            if ch in '"`':
-                self._enclosed(ch)
-                continue
-            if ch == "$":
-                self._dollar(quoted=False)
-                continue
-            if closer is not None:
-                if ch == closer:
-                    lx.pos += 1
-                    return
-                if ch == "(" and closer == ")":
-                    lx.pos += 1
-                    self._scan_until(")")
-                    continue
-                lx.pos += 1
-                continue
-            # Top level of the stage: the ending rules.
-            if ch == "\n":
-                return
-            if ch == "#" and self._word_start():
-                return
-            if ch in "|&" and self._continues_line():
-                continue
-            if ch == "|":
-                if lx._peek(1) == "|":
-                    lx.pos += 2
-                    continue
-                if self._stage_pipe():
-                    return
-                lx.pos += 1
-                continue
-            if ch == "(":
-                lx.pos += 1
-                self._scan_until(")")
-                continue
-            if ch == "{" and self._word_start() and lx._peek(1) in " \t\n":
-                sh_braces += 1
-            elif ch == "}" and self._word_start():
-                if sh_braces:
-                    sh_braces -= 1
-                elif lx.block_depth:
-                    return
-            lx.pos += 1
-
-    def _dollar(self, quoted: bool) -> None:
-        """At a `$`: a dsh reference, a `$(…)` or `${…}` to skip whole, or a lone `$`."""
-        lx = self.lx
-        if self._take_ref(quoted):
-            return
-        nxt = lx._peek(1)
-        if nxt and nxt in "({":
-            lx.pos += 2
-            self._scan_until(")" if nxt == "(" else "}")
-        else:
-            lx.pos += 1
-
-    def _single_quoted(self) -> None:
-        lx = self.lx
-        start = lx.pos
-        end = self.text.find("'", start + 1)
-        if end < 0:
-            lx.pos = len(self.text)
-            raise IncompleteInput("unclosed ' string", lx._span(start, start + 1))
-        lx.pos = end + 1
-
-    def _enclosed(self, close: str) -> None:
-        """Skip to the closing `"` (minding `$` and backquotes inside) or backquote."""
-        lx = self.lx
-        start = lx.pos
-        lx.pos += 1
-        while True:
-            if lx.pos >= len(self.text):
-                what = '" string' if close == '"' else "` command substitution"
-                raise IncompleteInput(f"unclosed {what}", lx._span(start, start + 1))
-            ch = self.text[lx.pos]
-            if ch == close:
-                lx.pos += 1
-                return
-            if ch == "\\":
-                lx.pos = min(lx.pos + 2, len(self.text))
-            elif close == '"' and ch == "`":
-                self._enclosed("`")
-            elif close == '"' and ch == "$":
-                self._dollar(quoted=True)
-            else:
-                lx.pos += 1
+        )
 
 
 def tokenize(source: Source) -> list[Token]:
+    nul = source.text.find("\x00")
+    if nul >= 0:
+        raise LangError("a NUL byte cannot appear in dsh text", Span(source, nul, nul + 1))
     return Lexer(source).tokens()

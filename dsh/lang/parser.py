@@ -121,7 +121,7 @@ class Parser:
         tok = self.tok
         if tok.kind is Kind.COMMAND:
             self._next()
-            return ast.CommandStage(tok.text, tok.parts, tok.span)
+            return ast.CommandStage(tok.text, tok.parts, tok.span, tok.shell_params)
         if tok.kind is Kind.KEYWORD:
             if tok.text == "sleep":
                 return self._sleep()
@@ -133,7 +133,7 @@ class Parser:
         tok = self.tok
         if tok.kind is Kind.COMMAND:
             self._next()
-            stages.append(ast.CommandStage(tok.text, tok.parts, tok.span))
+            stages.append(ast.CommandStage(tok.text, tok.parts, tok.span, tok.shell_params))
             return
         if tok.kind is not Kind.KEYWORD:
             raise self._fail(f"expected a stage, found {tok.describe()}")
@@ -158,10 +158,12 @@ class Parser:
 
     def _reserved(self, tok: Token) -> None:
         if tok.text in _RESERVED:
+            if tok.text in ("if", "else", "for", "fn"):
+                hint = "for the shell's own, write it inside braces: `{ if …; fi; }`"
+            else:
+                hint = f"write `command {tok.text} …` to run a command of that name"
             raise LangError(
-                f"{_RESERVED[tok.text]} are not supported in this version of dsh; "
-                f"write `command {tok.text} …` to run a command of that name",
-                tok.span,
+                f"{_RESERVED[tok.text]} are not supported in this version of dsh; {hint}", tok.span
             )
 
     # -- keyword stages --------------------------------------------------------
@@ -177,6 +179,8 @@ class Parser:
             raise LangError(f"{tok.text!r} is not a duration{hint}", tok.span)
         if seconds <= 0:
             raise LangError("a duration must be more than zero", tok.span)
+        if not seconds < 1e12:  # also inf: no cap in the configuration comes near
+            raise LangError(f"{tok.text} is too long to be a duration", tok.span)
         return seconds, tok.span
 
     def _sleep(self) -> ast.SleepStage:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
 import time
 from typing import Any
 
+from dsh.plan import KILL_GRACE
 from dsh.remote.base import Exec, OutputSink
 
-#: How long a process group has to go after SIGTERM before SIGKILL.
-KILL_GRACE = 2.0
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
 _CHUNK = 65536
+
+
+#: Process groups started and not yet known to be gone: `kill_all` is the backstop
+#: when dsh itself is torn down before a command's own cleanup could run.
+_LIVE: set[int] = set()
+
+
+def kill_all() -> None:
+    """SIGKILL every process group this process started that may still be alive."""
+    for pgid in list(_LIVE):
+        _signal_group(pgid, signal.SIGKILL)
+        _LIVE.discard(pgid)
 
 
 class LocalShell:
@@ -44,8 +56,12 @@ class LocalShell:
                 start_new_session=True,
             )
         except OSError as exc:
-            return Exec("failed", 127, time.monotonic() - started, f"cannot start /bin/sh: {exc}")
+            why = str(exc)
+            if exc.errno == errno.E2BIG:
+                why = "the command is too long for /bin/sh -c (is a bound value that large?)"
+            return Exec("failed", 127, time.monotonic() - started, f"cannot start /bin/sh: {why}")
         pgid = transport.get_pid()
+        _LIVE.add(pgid)
         assert protocol.stdout is not None and protocol.stderr is not None
         # The sink may fail (stdout closed under us): that ends the command too.
         failed: asyncio.Future[BaseException] = loop.create_future()
@@ -70,6 +86,7 @@ class LocalShell:
             raise
         # Background children die with the command: every action is bounded.
         await self._kill_group(pgid, protocol.exited)
+        _LIVE.discard(pgid)
         _done, pending = await asyncio.wait(pumps, timeout=DRAIN)
         for pump in pending:
             pump.cancel()

@@ -49,6 +49,10 @@ class Reporter(Protocol):
 
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None: ...
 
+    def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
+        """Attempt `attempt` (1-based) ended as `failed`; the next starts after `wait`."""
+        ...
+
     def host_done(self, stmt: p.Statement, result: HostResult) -> None: ...
 
     def line_done(self, result: LineResult) -> None: ...
@@ -207,7 +211,9 @@ class Executor:
                 break
             for attempt in range(stage.attempts):
                 if attempt:
-                    await self.clock.sleep(stage.backoff * 2 ** (attempt - 1))
+                    wait = stage.backoff * 2 ** (attempt - 1)
+                    self.reporter.retrying(stmt, host, ended, attempt, wait)
+                    await self.clock.sleep(wait)
                 out.clear()
                 err.clear()
                 truncated = False

@@ -35,7 +35,8 @@ class BindingError(DshError):
 
 
 def _text_of(data: bytes) -> str:
-    return data.decode("utf-8", "replace").rstrip("\n")
+    # surrogateescape: bytes that are not UTF-8 go back out to a command unchanged.
+    return data.decode("utf-8", "surrogateescape").rstrip("\n")
 
 
 def _result_field(name: str, value: ResultValue, fld: str | None, host: str | None) -> str:
@@ -68,11 +69,15 @@ def value_text(name: str, value: Value, fld: str | None = None, host: str | None
 
 
 def quote(text: str, quoting: str) -> str:
+    """`text` as data where it stands: `shell` (unquoted), `dquote`, `heredoc`, or `raw`."""
+    if quoting == "raw":
+        return text
+    if "\x00" in text:
+        raise BindingError("a value that holds a NUL byte cannot be passed to a command")
     if quoting == "shell":
         return shlex.quote(text)
-    if quoting == "dquote":
-        return "".join("\\" + c if c in '\\"$`' else c for c in text)
-    return text
+    special = '\\"$`' if quoting == "dquote" else "\\$`"
+    return "".join("\\" + c if c in special else c for c in text)
 
 
 def render(
@@ -92,9 +97,10 @@ def render(
             if part.quoting == "shell":
                 out.append(" ".join(shlex.quote(a) for a in args))
             elif part.quoting == "dquote":  # "$@": one word per argument, as in sh
-                out.append('" "'.join(quote(a, "dquote") for a in args))
+                # With none, the shell's own "$@" (sh -c has no arguments) gives no word.
+                out.append('" "'.join(quote(a, "dquote") for a in args) if args else "$@")
             else:
-                out.append(" ".join(args))
+                out.append(quote(" ".join(args), part.quoting))
             continue
         if name.isdigit():
             index = int(name)

@@ -180,6 +180,6 @@ def test_every_reserved_outcome_is_a_result_set() -> None:
 def test_huge_ranges_are_refused_before_they_are_expanded() -> None:
     assert "up to 100000000 hosts" in error("@h[1-100000000] true").message
     assert "up to 100000000 hosts" in error("x = @h[1-100000000]").message
-    assert "more than the 10000 allowed" in error("@r[1-200]n[1-100] true").message
+    assert "holds 20000 hosts, over the step budget of 10000" in error("@r[1-200]n[1-100] true").message
     err = error("@{big} true", groups={"big": "h[1-100000000]"})
     assert "up to 100000000" in err.message

@@ -87,10 +87,10 @@ def test_unfinished_input_is_incomplete(text: str) -> None:
 def test_references_record_quoting_and_fields() -> None:
     (tok, _eof) = tokenize(Source("t", "echo $x \"${ver.out}\" '$y' \\$z ${HOME:-/} $1"))
     refs = [p for p in tok.parts if isinstance(p, Ref)]
-    assert [(r.name, r.field, r.quoted) for r in refs] == [
-        ("x", None, False),
-        ("ver", "out", True),
-        ("1", None, False),
+    assert [(r.name, r.field, r.context) for r in refs] == [
+        ("x", None, "shell"),
+        ("ver", "out", "dquote"),
+        ("1", None, "shell"),
     ]
     assert "".join(p.text if isinstance(p, Lit) else p.raw for p in tok.parts) == tok.text
 

@@ -60,12 +60,16 @@ class Recorder:
     out: list[tuple[str | None, str, bytes, bool]] = field(default_factory=list)
     done: list[HostResult] = field(default_factory=list)
     lines: list[LineResult] = field(default_factory=list)
+    retries: list[tuple[str | None, int, str, float]] = field(default_factory=list)
 
     def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
         self.started.append(stmt.source)
 
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
         self.out.append((host, stream, data, shown))
+
+    def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
+        self.retries.append((host, attempt, failed.outcome, wait))
 
     def host_done(self, stmt: p.Statement, result: HostResult) -> None:
         self.done.append(result)
@@ -152,6 +156,7 @@ async def test_retry_with_doubling_backoff(tmp_path: object) -> None:
     (result,) = line.hosts
     assert result.ok and result.attempts == 3
     assert rig.clock.slept == [3, 6]
+    assert rig.rec.retries == [(None, 1, "failed", 3), (None, 2, "failed", 6)]
 
 
 async def test_retry_gives_up_after_n_more_attempts() -> None:
