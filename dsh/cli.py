@@ -26,16 +26,17 @@ from dsh.errors import DshError, LangError, UsageError
 if TYPE_CHECKING:
     from dsh.driver import Driver
 
-#: Design §6 exit codes, plus 70 for a bug in dsh itself.
-EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_STORE, EXIT_KILLED, EXIT_INTERNAL, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    70,
-    130,
-)
+#: Design §6 exit codes, plus 70 for a bug in dsh itself, and 128+N when signal
+#: N stopped dsh (driver.Interrupted): SIGINT 130, SIGHUP 129, SIGTERM 143.
+EXIT_OK = 0
+EXIT_NOT_OK = 1
+EXIT_USAGE = 2
+EXIT_STORE = 3
+EXIT_KILLED = 4
+EXIT_INTERNAL = 70
+EXIT_HANGUP = 128 + 1
+EXIT_INTERRUPTED = 128 + 2
+EXIT_TERMINATED = 128 + 15
 SUBCOMMANDS = ("explain",)
 _SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _STORE_URL = re.compile(r"local|sqlite:///.+|etcds?://[^/\s]+(?:,[^/\s]+)*/?")
@@ -54,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "timeouts, compiled into bounded plans.",
         epilog="Subcommands: explain TEXT|SCRIPT — show the compiled plan and its worst case. "
         "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
-        "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted. "
+        "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted, "
+        "129/143 stopped by SIGHUP/SIGTERM. "
         "See dsh(1) and dsh(7).",
     )
     parser.add_argument("-c", dest="text", metavar="TEXT", help="run TEXT (further arguments are $1…)")

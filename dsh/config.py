@@ -48,16 +48,18 @@ def default_path(env: Mapping[str, str]) -> Path:
 
 def load(path: Path, *, required: bool = False) -> Config:
     """Read a config file; a missing file gives the defaults unless `required`."""
-    import tomllib  # only when there is a file: start-up
-
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if required:
             raise UsageError(f"{path}: no such configuration file") from None
         return Config()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the configuration: {exc}") from exc
+    import tomllib  # only when there is a file: start-up
+
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from exc
     return parse(data, path)
