@@ -54,3 +54,37 @@ def run_dsh(env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def
         )
 
     return run
+
+
+def stop_sleeper(
+    env: dict[str, str], marker: str, signals: Sequence[int], *, trap_term: bool = False
+) -> tuple[int, str]:
+    """Run `command sleep MARKER` under dsh, send it `signals` 0.3 s apart once it
+    has started; return dsh's exit status and stderr, after checking that no
+    process of that sleep is left."""
+    import time
+
+    trap = "trap '' TERM; " if trap_term else ""
+    proc = subprocess.Popen(
+        [dsh_path(), "-c", f"echo started; {trap}command sleep {marker}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+        for signum in signals:
+            time.sleep(0.3)
+            proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    time.sleep(0.2)
+    assert_no_process(f"sleep {marker}")
+    return proc.returncode, err
+
+
+def assert_no_process(pattern: str) -> None:
+    left = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    assert left.stdout == "", f"left behind: {left.stdout}"

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import dsh_path
+from tests.conftest import assert_no_process, dsh_path, stop_sleeper
 
 
 def test_hello(run_dsh) -> None:  # type: ignore[no-untyped-def]
@@ -25,8 +25,7 @@ def test_timeout_kills_and_exits_1(run_dsh) -> None:  # type: ignore[no-untyped-
     assert r.returncode == 1
     assert 0.9 < elapsed < 5
     assert "timeout" in r.stderr
-    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
-    assert left.stdout == "", f"left behind: {left.stdout}"
+    assert_no_process(f"sleep {marker}")
 
 
 def test_local_pipeline_and_protected_dollar(run_dsh) -> None:  # type: ignore[no-untyped-def]
@@ -221,33 +220,15 @@ def test_reader_going_away_stops_the_command(env) -> None:  # type: ignore[no-un
     assert r.stdout == "dsh-broken-pipe-test\n"
     assert "Traceback" not in r.stderr and "Exception" not in r.stderr
     assert time.monotonic() - started < 10
-    left = subprocess.run(["pgrep", "-f", "yes dsh-broken-pipe-test"], capture_output=True, text=True)
-    assert left.stdout == ""
+    assert_no_process("yes dsh-broken-pipe-test")
 
 
-def test_interrupt_kills_the_command_and_exits_130(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_interrupt_kills_the_command_and_exits_130(env) -> None:  # type: ignore[no-untyped-def]
     import signal
 
-    marker = f"31.{os.getpid()}"
-    proc = subprocess.Popen(
-        [dsh_path(), "-c", f"echo started; command sleep {marker}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "started\n"
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130
+    status, err = stop_sleeper(env, f"31.{os.getpid()}", [signal.SIGINT])
+    assert status == 130
     assert "interrupted" in err and "Traceback" not in err
-    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
-    assert left.stdout == ""
 
 
 def test_verbose_keeps_the_exit_status_and_adds_a_traceback(run_dsh) -> None:  # type: ignore[no-untyped-def]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import dsh_path
+from tests.conftest import stop_sleeper
 
 HOSTILE = "$(echo PWNED >&2) `echo PWNED >&2` ' \" \\ ; echo PWNED >&2 #"
 
@@ -67,49 +65,14 @@ def test_explain_of_a_long_line(run_dsh) -> None:  # type: ignore[no-untyped-def
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_terminating_dsh_kills_its_commands(env, signum: int, status: int) -> None:  # type: ignore[no-untyped-def]
-    marker = f"32.{os.getpid()}{signum}"
-    proc = subprocess.Popen(
-        [dsh_path(), "-c", f"echo started; trap '' TERM; command sleep {marker}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
-        time.sleep(0.3)
-        proc.send_signal(signum)
-        _out, err = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    assert proc.returncode == status
+    code, err = stop_sleeper(env, f"32.{os.getpid()}{signum}", [signum], trap_term=True)
+    assert code == status
     assert "interrupted by" in err and "Traceback" not in err
-    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
-    assert left.stdout == ""
 
 
 def test_second_interrupt_still_leaves_nothing_behind(env) -> None:  # type: ignore[no-untyped-def]
-    marker = f"33.{os.getpid()}"
-    proc = subprocess.Popen(
-        [dsh_path(), "-c", f"echo started; trap '' TERM; command sleep {marker}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130
-    time.sleep(0.2)
-    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
-    assert left.stdout == ""
+    code, _err = stop_sleeper(env, f"33.{os.getpid()}", [signal.SIGINT, signal.SIGINT], trap_term=True)
+    assert code == 130
 
 
 def test_json_usage_error_and_retry_events(run_dsh) -> None:  # type: ignore[no-untyped-def]
