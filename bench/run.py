@@ -79,7 +79,63 @@ def startup(repeat: int) -> tuple[list[Row], dict[str, float]]:
     return rows, ratios
 
 
-CASES = {"startup": startup}
+def store(repeat: int) -> tuple[list[Row], dict[str, float]]:
+    """A fenced write on the embedded store (one CAS transaction, as a checkpoint
+    will be), against one raw sqlite3 insert+commit with the same pragmas."""
+    import asyncio
+    import sqlite3
+    import tempfile
+
+    from dsh.store.base import Compare, Put
+    from dsh.store.sqlite import SqliteStore
+
+    ops = 200
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = sqlite3.connect(f"{tmp}/raw.db", isolation_level=None)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("PRAGMA synchronous=NORMAL")
+        raw.execute("CREATE TABLE t (k BLOB PRIMARY KEY, v BLOB)")
+        db = SqliteStore(f"{tmp}/store.db")
+
+        def raw_writes() -> float:
+            started = time.perf_counter()
+            for i in range(ops):
+                raw.execute("BEGIN IMMEDIATE")
+                raw.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", (b"k%d" % i, b"v" * 200))
+                raw.execute("COMMIT")
+            return (time.perf_counter() - started) / ops
+
+        async def fenced() -> float:
+            owner = await db.put(b"owner", b"me", timeout=10)
+            started = time.perf_counter()
+            for i in range(ops):
+                await db.txn(
+                    [Compare(b"owner", "mod", "==", owner)], [Put(b"k%d" % i, b"v" * 200)], timeout=10
+                )
+            return (time.perf_counter() - started) / ops
+
+        loop = asyncio.new_event_loop()
+        try:
+            rows = _alternate(
+                "store",
+                {
+                    "dsh SQLite CAS write": lambda: loop.run_until_complete(fenced()),
+                    "raw sqlite3 write": raw_writes,
+                },
+                repeat,
+            )
+            loop.run_until_complete(db.close())
+        finally:
+            loop.close()
+            raw.close()
+    ratios = {
+        "dsh CAS / raw write": rows[0].median_ms / rows[1].median_ms,
+        "dsh CAS / 1 ms target": rows[0].median_ms,
+    }
+    return rows, ratios
+
+
+CASES = {"startup": startup, "store": store}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

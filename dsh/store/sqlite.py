@@ -1,0 +1,441 @@
+"""The embedded store: SQLite in WAL mode, with etcd's semantics, for one machine.
+
+Several processes share one database file. Writers serialise with
+`BEGIN IMMEDIATE` under a bounded busy timeout; each transaction that changes
+something takes the next revision and records its events in a history table,
+which watches poll. Leases expire on the wall clock: whoever reads, writes or
+polls first deletes the keys of dead leases, at a new revision, so watchers
+see it. History older than `history_keep` revisions is compacted as writes go.
+
+All SQLite work happens on one thread per store; the event loop only waits
+for it, with the call's timeout. (A call that times out may still finish:
+the caller must treat it as unknown, exactly as with etcd.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dsh.errors import StoreError
+from dsh.store.base import (
+    KV,
+    Compacted,
+    Compare,
+    Delete,
+    Event,
+    Lease,
+    LeaseNotFound,
+    Op,
+    Put,
+    StoreTimeout,
+    TxnResult,
+    check_request,
+    prefix_end,
+)
+
+SCHEMA_VERSION = 1
+#: Revisions a watch reads per poll.
+WATCH_WINDOW = 500
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+    mod_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS history (
+    rev INTEGER NOT NULL, sub INTEGER NOT NULL, kind INTEGER NOT NULL, key BLOB NOT NULL,
+    value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL,
+    lease INTEGER NOT NULL, PRIMARY KEY (rev, sub)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires);
+"""
+_PUT, _DELETE = 0, 1
+
+
+def default_path(env: dict[str, str] | os._Environ[str]) -> Path:
+    base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME", "~"), ".local", "state")
+    return Path(base).expanduser() / "dsh" / "store.db"
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.02,
+        history_keep: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self.poll_interval = poll_interval
+        self.history_keep = history_keep
+        self.clock = clock
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsh-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def name(self) -> str:
+        return f"local:{self.path}"
+
+    # -- the worker thread --------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._thread, self._guarded, fn, *args)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise StoreTimeout(f"the store at {self.path} did not answer within {timeout:g}s") from None
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(self._conn(), *args)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreTimeout(
+                    f"the store at {self.path} stayed busy for {self.busy_timeout:g}s"
+                ) from exc
+            raise StoreError(f"the store at {self.path} failed: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the store at {self.path} is damaged or not a dsh store: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.strip().split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+            if row is None:
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("schema", SCHEMA_VERSION), ("revision", 1), ("compacted", 0)],
+                )
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store at {self.path} was written by a newer dsh (schema {row[0]}); upgrade dsh"
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            db.close()
+            raise
+        os.chmod(self.path, 0o600)
+        self._db = db
+        return db
+
+    # -- reads --------------------------------------------------------------------
+
+    async def get(self, key: bytes, *, timeout: float) -> KV | None:
+        return await self._call(self._get, key, timeout=timeout)
+
+    def _get(self, db: sqlite3.Connection, key: bytes) -> KV | None:
+        self._expire(db)
+        row = db.execute(
+            "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else KV(*row)
+
+    async def range(self, prefix: bytes, *, timeout: float) -> tuple[list[KV], int]:
+        return await self._call(self._range, prefix, timeout=timeout)
+
+    def _range(self, db: sqlite3.Connection, prefix: bytes) -> tuple[list[KV], int]:
+        self._expire(db)
+        db.execute("BEGIN")
+        try:
+            where, args = _prefix_clause(prefix)
+            rows = db.execute(
+                f"SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE {where} ORDER BY key",
+                args,
+            ).fetchall()
+            revision = _meta(db, "revision")
+        finally:
+            db.execute("COMMIT")
+        return [KV(*r) for r in rows], revision
+
+    # -- writes -------------------------------------------------------------------
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0, timeout: float) -> int:
+        result = await self.txn((), (Put(key, value, lease),), timeout=timeout)
+        return result.revision
+
+    async def delete(self, key: bytes, *, prefix: bool = False, timeout: float) -> int:
+        return await self._call(self._delete_count, key, prefix, timeout=timeout)
+
+    def _delete_count(self, db: sqlite3.Connection, key: bytes, prefix: bool) -> int:
+        self._expire(db)
+        with _Write(db) as w:
+            return self._apply(db, w, [Delete(key, prefix)])
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op] = (),
+        *,
+        timeout: float,
+    ) -> TxnResult:
+        check_request(success, compares)
+        check_request(failure)
+        return await self._call(self._txn, list(compares), list(success), list(failure), timeout=timeout)
+
+    def _txn(
+        self, db: sqlite3.Connection, compares: list[Compare], success: list[Op], failure: list[Op]
+    ) -> TxnResult:
+        self._expire(db)
+        with _Write(db) as w:
+            ok = all(_holds(db, c) for c in compares)
+            self._apply(db, w, success if ok else failure)
+            return TxnResult(ok, w.revision)
+
+    def _apply(self, db: sqlite3.Connection, w: _Write, ops: Sequence[Op]) -> int:
+        """Apply ops at the next revision (taken only if something changes)."""
+        touched: set[bytes] = set()
+        changed = 0
+        rev = w.revision + 1
+        for op in ops:
+            if isinstance(op, Put):
+                if op.key in touched:
+                    raise StoreError("a transaction cannot change one key twice")
+                touched.add(op.key)
+                if op.lease and not db.execute("SELECT 1 FROM leases WHERE id = ?", (op.lease,)).fetchone():
+                    raise LeaseNotFound(op.lease)
+                old = db.execute("SELECT create_rev, version FROM kv WHERE key = ?", (op.key,)).fetchone()
+                create, version = (old[0], old[1] + 1) if old else (rev, 1)
+                db.execute(
+                    "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?, ?)",
+                    (op.key, op.value, create, rev, version, op.lease),
+                )
+                db.execute(
+                    "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rev, changed, _PUT, op.key, op.value, create, version, op.lease),
+                )
+                changed += 1
+            else:
+                if op.prefix:
+                    where, args = _prefix_clause(op.key)
+                else:
+                    where, args = "key = ?", (op.key,)
+                for (key,) in db.execute(f"SELECT key FROM kv WHERE {where}", args).fetchall():
+                    if key in touched:
+                        raise StoreError("a transaction cannot change one key twice")
+                    touched.add(key)
+                    changed += self._delete_key(db, rev, changed, key)
+        if changed:
+            w.revision = rev
+            _set_meta(db, "revision", rev)
+            every = min(1000, max(1, self.history_keep // 10))
+            if rev % every == 0 and rev > self.history_keep:
+                _compact(db, rev - self.history_keep)
+        return changed
+
+    @staticmethod
+    def _delete_key(db: sqlite3.Connection, rev: int, sub: int, key: bytes) -> int:
+        db.execute("DELETE FROM kv WHERE key = ?", (key,))
+        db.execute("INSERT INTO history VALUES (?, ?, ?, ?, X'', 0, 0, 0)", (rev, sub, _DELETE, key))
+        return 1
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def grant(self, ttl: float, *, timeout: float) -> Lease:
+        return await self._call(self._grant, ttl, timeout=timeout)
+
+    def _grant(self, db: sqlite3.Connection, ttl: float) -> Lease:
+        lease = secrets.randbits(62) + 1
+        db.execute("INSERT INTO leases VALUES (?, ?, ?)", (lease, ttl, self.clock() + ttl))
+        return Lease(lease, ttl)
+
+    async def keepalive(self, lease: int, *, timeout: float) -> float:
+        return await self._call(self._keepalive, lease, timeout=timeout)
+
+    def _keepalive(self, db: sqlite3.Connection, lease: int) -> float:
+        self._expire(db)
+        now = self.clock()
+        row = db.execute("SELECT ttl FROM leases WHERE id = ? AND expires >= ?", (lease, now)).fetchone()
+        if row is None:
+            raise LeaseNotFound(lease)
+        db.execute("UPDATE leases SET expires = ? WHERE id = ?", (now + row[0], lease))
+        return float(row[0])
+
+    async def revoke(self, lease: int, *, timeout: float) -> None:
+        await self._call(self._revoke, lease, timeout=timeout)
+
+    def _revoke(self, db: sqlite3.Connection, lease: int) -> None:
+        with _Write(db) as w:
+            if db.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
+                raise LeaseNotFound(lease)
+            self._drop_leases(db, w, [lease])
+
+    def _drop_leases(self, db: sqlite3.Connection, w: _Write, leases: list[int]) -> None:
+        keys = [
+            k
+            for lease in leases
+            for (k,) in db.execute("SELECT key FROM kv WHERE lease = ?", (lease,)).fetchall()
+        ]
+        self._apply(db, w, [Delete(k) for k in keys])
+        db.executemany("DELETE FROM leases WHERE id = ?", [(lease,) for lease in leases])
+
+    def _expire(self, db: sqlite3.Connection) -> None:
+        """Delete the keys of leases that have expired, at a new revision."""
+        now = self.clock()
+        if db.execute("SELECT 1 FROM leases WHERE expires < ? LIMIT 1", (now,)).fetchone() is None:
+            return
+        with _Write(db) as w:
+            dead = [r[0] for r in db.execute("SELECT id FROM leases WHERE expires < ?", (now,)).fetchall()]
+            if dead:
+                self._drop_leases(db, w, dead)
+
+    # -- watches and compaction ----------------------------------------------------------
+
+    def watch(self, prefix: bytes, *, start_revision: int) -> _Watch:
+        return _Watch(self, prefix, start_revision)
+
+    def _events(self, db: sqlite3.Connection, prefix: bytes, start: int) -> tuple[list[Event], int]:
+        """Events under prefix in revisions [start, start + WATCH_WINDOW), and the next start."""
+        self._expire(db)
+        db.execute("BEGIN")
+        try:
+            compacted = _meta(db, "compacted")
+            if start < compacted:
+                raise Compacted(start, compacted)
+            if start <= 0:
+                return [], _meta(db, "revision") + 1
+            where, args = _prefix_clause(prefix)
+            revision = _meta(db, "revision")
+            end = min(revision + 1, start + WATCH_WINDOW)
+            rows = db.execute(
+                "SELECT rev, kind, key, value, create_rev, version, lease FROM history "
+                f"WHERE rev >= ? AND rev < ? AND {where} ORDER BY rev, sub",
+                (start, end, *args),
+            ).fetchall()
+        finally:
+            db.execute("COMMIT")
+        events = [
+            Event("put" if kind == _PUT else "delete", KV(key, value, create, rev, version, lease))
+            for rev, kind, key, value, create, version, lease in rows
+        ]
+        return events, end
+
+    async def compact(self, revision: int, *, timeout: float) -> None:
+        await self._call(self._compact, revision, timeout=timeout)
+
+    def _compact(self, db: sqlite3.Connection, revision: int) -> None:
+        with _Write(db):
+            _compact(db, revision)
+
+    async def close(self) -> None:
+        def shut(db: sqlite3.Connection) -> None:
+            db.close()
+            self._db = None
+
+        if self._db is not None:
+            await self._call(shut, timeout=self.busy_timeout + 1)
+        self._thread.shutdown(wait=False)
+
+
+class _Watch:
+    def __init__(self, store: SqliteStore, prefix: bytes, start: int) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.next = start
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[list[Event]]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[list[Event]]:
+        interval = self.store.poll_interval
+        while not self.closed:
+            events, following = await self.store._call(
+                self.store._events, self.prefix, self.next, timeout=self.store.busy_timeout + 5
+            )
+            caught_up = following == self.next
+            self.next = following
+            if events:
+                yield events
+                interval = self.store.poll_interval
+            elif caught_up:
+                await asyncio.sleep(interval)
+                interval = min(interval * 1.5, 0.25)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _Write:
+    """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), tracking the revision."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.revision = 0
+
+    def __enter__(self) -> _Write:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.revision = _meta(self.db, "revision")
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def _meta(db: sqlite3.Connection, name: str) -> int:
+    return int(db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+
+def _set_meta(db: sqlite3.Connection, name: str, value: int) -> None:
+    db.execute("UPDATE meta SET value = ? WHERE name = ?", (value, name))
+
+
+def _compact(db: sqlite3.Connection, revision: int) -> None:
+    if revision > _meta(db, "compacted"):
+        db.execute("DELETE FROM history WHERE rev < ?", (revision,))
+        _set_meta(db, "compacted", revision)
+
+
+def _prefix_clause(prefix: bytes) -> tuple[str, tuple[bytes, ...]]:
+    end = prefix_end(prefix)
+    if end == b"\x00":
+        return "key >= ?", (prefix,)
+    return "key >= ? AND key < ?", (prefix, end)
+
+
+def _holds(db: sqlite3.Connection, c: Compare) -> bool:
+    row = db.execute("SELECT value, version, create_rev, mod_rev FROM kv WHERE key = ?", (c.key,)).fetchone()
+    if c.target == "value":
+        if row is None:
+            return False
+        actual: bytes | int = row[0]
+    else:
+        index = {"version": 1, "create": 2, "mod": 3}[c.target]
+        actual = 0 if row is None else row[index]
+    operand = c.operand
+    if type(actual) is not type(operand):
+        raise StoreError(f"cannot compare the {c.target} of a key with {operand!r}")
+    if c.op == "==":
+        return actual == operand
+    if c.op == "!=":
+        return actual != operand
+    if c.op == "<":
+        return actual < operand  # type: ignore[operator]
+    return actual > operand  # type: ignore[operator]

@@ -1,0 +1,91 @@
+"""What only the embedded SQLite store does: its file, its locks, its schema."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from dsh.errors import StoreError
+from dsh.store.base import Compacted, StoreTimeout
+from dsh.store.sqlite import SqliteStore, default_path
+
+
+async def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "deep" / "store.db")
+    try:
+        await store.put(b"k", b"v", timeout=5)
+    finally:
+        await store.close()
+    path = tmp_path / "deep" / "store.db"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_default_path_follows_xdg_state_home(tmp_path: Path) -> None:
+    assert default_path({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "dsh" / "store.db"
+    assert default_path({"HOME": "/home/u"}) == Path("/home/u/.local/state/dsh/store.db")
+
+
+async def test_a_locked_store_times_out_within_its_bound(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, busy_timeout=0.3)
+    await store.put(b"k", b"v", timeout=5)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreTimeout):
+            await store.put(b"k", b"w", timeout=5)
+        assert time.monotonic() - started < 3
+        with pytest.raises(StoreTimeout):
+            await store.put(b"k", b"w", timeout=0.1)  # the call's own timeout
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await store.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path)
+    await store.put(b"k", b"v", timeout=5)
+    await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = 99 WHERE name = 'schema'")
+    again = SqliteStore(path)
+    try:
+        with pytest.raises(StoreError, match="newer dsh"):
+            await again.get(b"k", timeout=5)
+    finally:
+        await again.close()
+
+
+async def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    store = SqliteStore(path)
+    try:
+        with pytest.raises(StoreError, match="not a dsh store"):
+            await store.get(b"k", timeout=5)
+    finally:
+        await store.close()
+
+
+async def test_history_is_compacted_as_writes_go(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db", history_keep=100)
+    try:
+        for i in range(1000):
+            await store.put(b"k", str(i).encode(), timeout=5)
+        with pytest.raises(Compacted):
+            await asyncio.wait_for(store.watch(b"k", start_revision=2).__aiter__().__anext__(), 5)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM history").fetchone()[0] <= 100 + 10
