@@ -12,7 +12,7 @@
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --config"
 _dsh_opts_flag="--json --verbose --version --help"
-_dsh_subcommands="explain"
+_dsh_subcommands="explain log"
 
 # The long option that WORD names (an exact name or an unambiguous prefix, as
 # argparse accepts), or nothing.

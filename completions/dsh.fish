@@ -89,3 +89,4 @@ complete -c dsh -n __fish_dsh_reading_options -s h -l help -d 'Show a usage summ
 
 # The subcommand (it wins over a file of the same name; ./explain runs the file).
 complete -c dsh -n __fish_dsh_wants_subcommand -a explain -d 'Show the compiled plan and its worst case, run nothing'
+complete -c dsh -n __fish_dsh_wants_subcommand -a log -d 'Show the journal of a session as a timeline'

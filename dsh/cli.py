@@ -25,6 +25,8 @@ from dsh.errors import DshError, LangError, UsageError
 
 if TYPE_CHECKING:
     from dsh.driver import Driver
+    from dsh.runtime.session import Session
+    from dsh.store.base import Store
 
 #: Design §6 exit codes, plus 70 for a bug in dsh itself, and 128+N when signal
 #: N stopped dsh (driver.Interrupted): SIGINT 130, SIGHUP 129, SIGTERM 143.
@@ -37,7 +39,9 @@ EXIT_INTERNAL = 70
 EXIT_HANGUP = 128 + 1
 EXIT_INTERRUPTED = 128 + 2
 EXIT_TERMINATED = 128 + 15
-SUBCOMMANDS = ("explain",)
+SUBCOMMANDS = ("explain", "log")
+#: Every store call from the CLI is bounded by this.
+STORE_TIMEOUT = 10.0
 _SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _STORE_URL = re.compile(r"local|sqlite:///.+|etcds?://[^/\s]+(?:,[^/\s]+)*/?")
 
@@ -81,6 +85,7 @@ class Settings:
     def __init__(self, opts: argparse.Namespace, env: Mapping[str, str]) -> None:
         from dsh import config
 
+        self.env = env
         self.json: bool = opts.json
         self.verbose: bool = opts.verbose
         self.session = opts.session or env.get("DSH_SESSION") or None
@@ -175,8 +180,10 @@ def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors)
     settings = Settings(opts, env)
     if opts.text is not None:
         return _run(settings, opts.text, "<-c>", tuple(rest) if rest else None)
-    if rest and rest[0] in SUBCOMMANDS:
+    if rest and rest[0] == "explain":
         return _explain(settings, rest[1:])
+    if rest and rest[0] == "log":
+        return _log(settings, rest[1:])
     if rest:
         path, args = rest[0], tuple(rest[1:])
         return _run(settings, _read_script(path), path, args)
@@ -199,13 +206,37 @@ def _read_script(path: str) -> str:
     return text.replace("\r\n", "\n")  # scripts saved with CRLF line ends
 
 
-def _driver(settings: Settings, args: tuple[str, ...] | None) -> Driver:
+def _store(settings: Settings) -> Store:
+    """The one place that picks the store: `local`, `sqlite:///PATH` (etcd to come)."""
+    from dsh.store.sqlite import SqliteStore, default_path
+
+    if settings.store == "local":
+        return SqliteStore(default_path(settings.env))
+    return SqliteStore(settings.store.removeprefix("sqlite://"))
+
+
+def _session(settings: Settings, store: Store) -> Session:
+    from dsh.runtime.session import Keys, Session, generated_name, machine_id, user_name
+
+    raw = settings.env.get("DSH_LEASE_TTL", "5")
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = 0.0
+    if not 0.5 <= ttl <= 3600:
+        raise UsageError(f"DSH_LEASE_TTL={raw!r}: give the lease TTL in seconds, from 0.5 to 3600")
+    keys = Keys(user_name(), settings.session or generated_name())
+    return Session(store, keys, machine_id(settings.env), lease_ttl=ttl, timeout=STORE_TIMEOUT)
+
+
+def _driver(settings: Settings, args: tuple[str, ...] | None, *, stateful: bool = True) -> Driver:
     """The one place that picks the renderer and the driver (imported late: start-up)."""
     from dsh.driver import Driver
     from dsh.render import JsonRenderer, TextRenderer
 
     renderer = JsonRenderer() if settings.json else TextRenderer(color=settings.color)
-    return Driver(settings.config, renderer, renderer.message, args)
+    session = _session(settings, _store(settings)) if stateful else None
+    return Driver(settings.config, renderer, renderer.message, args, session)
 
 
 def _run(settings: Settings, text: str, name: str, args: tuple[str, ...] | None) -> int:
@@ -250,11 +281,47 @@ def _explain(settings: Settings, rest: list[str]) -> int:
         text, name, script_args = _read_script(what), what, args
     else:
         text, name = what, "<explain>"
-    plan = _driver(settings, script_args).compile(text, name)
+    plan = _driver(settings, script_args, stateful=False).compile(text, name)
     if settings.json:
         from dsh.plan import dumps
 
         print(dumps(plan))
     else:
         print(explain(plan))
+    return EXIT_OK
+
+
+def _log(settings: Settings, rest: list[str]) -> int:
+    """`dsh log SESSION`: the journal of a session as a timeline (or JSON lines)."""
+    import asyncio
+    import json
+
+    from dsh.runtime.session import Keys, read_journal, user_name
+
+    as_json = settings.json or "--json" in rest
+    names = [a for a in rest if a != "--json"]
+    if len(names) != 1 or names[0].startswith("-"):
+        raise UsageError("log needs one session name: dsh log SESSION [--json]")
+    name = names[0]
+    if not _SESSION_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} cannot name a session")
+    store = _store(settings)
+    keys = Keys(user_name(), name)
+
+    async def read() -> list[dict[str, object]]:
+        try:
+            if await store.get(keys.meta, timeout=STORE_TIMEOUT) is None:
+                raise UsageError(f"no session named {name!r} in {store.name}")
+            return await read_journal(store, keys, timeout=STORE_TIMEOUT)
+        finally:
+            await store.close()
+
+    entries = asyncio.run(read())
+    if as_json:
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+    else:
+        from dsh.render import timeline
+
+        print(timeline(entries), end="")
     return EXIT_OK

@@ -22,6 +22,7 @@ from dsh.lang.source import Source
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor, Reporter
 from dsh.runtime.results import LineResult
+from dsh.runtime.session import Session, SessionRecorder
 
 T = TypeVar("T")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -33,6 +34,7 @@ class Driver:
     reporter: Reporter
     say: Callable[[str], None]
     args: tuple[str, ...] | None = None
+    session: Session | None = None
 
     def __post_init__(self) -> None:
         self.executor = Executor(
@@ -41,6 +43,25 @@ class Driver:
             args=self.args or (),
             inventory=self.config.groups,
         )
+
+    async def load(self) -> None:
+        """The bindings and result sets of earlier runs of the session (a read)."""
+        if self.session is not None:
+            bindings, sets = await self.session.load()
+            self.executor.bindings.update(bindings)
+            self.executor.result_sets = sets
+
+    async def claim(self) -> None:
+        """Own the session (its lease) and checkpoint everything from now on."""
+        if self.session is not None:
+            await self.session.claim()
+            await self.load()  # what a previous owner left, now that nobody else writes
+            self.executor.recorder = SessionRecorder(self.session)
+
+    async def release(self) -> None:
+        if self.session is not None:
+            self.executor.recorder = None
+            await self.session.release()
 
     def compile(self, text: str, name: str, first_line: int = 1) -> p.Plan:
         ctx = Context(
@@ -102,8 +123,17 @@ def status_of(results: Sequence[LineResult]) -> int:
 
 def run_text(driver: Driver, text: str, name: str) -> int:
     """Compile a whole text, then run it; stop at the first line not ok."""
-    plan = driver.compile(text, name)
-    return status_of(asyncio.run(guarded(driver.run(plan))))
+
+    async def main() -> list[LineResult]:
+        await driver.load()
+        plan = driver.compile(text, name)  # compile errors touch no state
+        await driver.claim()
+        try:
+            return await driver.run(plan)
+        finally:
+            await driver.release()
+
+    return status_of(asyncio.run(guarded(main())))
 
 
 def run_lines(
@@ -120,56 +150,71 @@ def run_lines(
     end. Interactive: errors and failures are shown and reading goes on, and
     Ctrl-C cancels the running line. Otherwise the first error ends it.
     """
+    with asyncio.Runner() as runner:
+        runner.run(driver.claim())
+        try:
+            return _read_eval(driver, runner, read, name, interactive, report_error)
+        finally:
+            runner.run(driver.release())
+
+
+def _read_eval(
+    driver: Driver,
+    runner: asyncio.Runner,
+    read: Callable[[str], str | None],
+    name: str,
+    interactive: bool,
+    report_error: Callable[[DshError], object],
+) -> int:
     status = 0
     buffer: list[str] = []
     first_line = 1
-    with asyncio.Runner() as runner:
-        while True:
-            try:
-                line = read("... " if buffer else "dsh> ")
-            except KeyboardInterrupt:
-                if not interactive:
-                    raise
-                buffer = []
-                print()
-                continue
-            if line is None:
-                break
-            buffer.append(line)
-            text = "\n".join(buffer) + "\n"
-            try:
-                plan = driver.compile(text, name, first_line)
-            except IncompleteInput:
-                continue
-            except LangError as exc:
-                report_error(exc)
-                first_line += len(buffer)
-                buffer = []
-                if not interactive:
-                    return exc.exit_code
-                status = exc.exit_code
-                continue
+    while True:
+        try:
+            line = read("... " if buffer else "dsh> ")
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            buffer = []
+            print()
+            continue
+        if line is None:
+            break
+        buffer.append(line)
+        text = "\n".join(buffer) + "\n"
+        try:
+            plan = driver.compile(text, name, first_line)
+        except IncompleteInput:
+            continue
+        except LangError as exc:
+            report_error(exc)
             first_line += len(buffer)
             buffer = []
-            if not plan.statements:
-                continue
-            try:
-                results = runner.run(guarded(driver.run(plan, stop_on_failure=True)))
-            except KeyboardInterrupt:
-                if not interactive:
-                    raise
-                driver.say("cancelled")
-                status = 130
-                continue
-            except DshError as exc:
-                if not interactive:
-                    raise
-                report_error(exc)
-                status = exc.exit_code
-                continue
-            status = status_of(results)
-            if status and not interactive:
-                return status
+            if not interactive:
+                return exc.exit_code
+            status = exc.exit_code
+            continue
+        first_line += len(buffer)
+        buffer = []
+        if not plan.statements:
+            continue
+        try:
+            results = runner.run(guarded(driver.run(plan, stop_on_failure=True)))
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            driver.say("cancelled")
+            status = 130
+            continue
+        except DshError as exc:
+            if not interactive:
+                raise
+            report_error(exc)
+            status = exc.exit_code
+            continue
+        status = status_of(results)
+        if status and not interactive:
+            return status
     if buffer and any(b.strip() for b in buffer):
         try:
             driver.compile("\n".join(buffer), name, first_line)

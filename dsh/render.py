@@ -228,3 +228,38 @@ class JsonRenderer:
 
     def message(self, text: str) -> None:
         self.emit({"event": "error", "message": text})
+
+
+def timeline(entries: Sequence[dict[str, Any]]) -> str:
+    """A session's journal as lines of `time  what`, for `dsh log`."""
+    import time
+
+    out = []
+    for e in entries:
+        t = float(e.get("t", 0))
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        where = f"on {e['host']}" if e.get("host") else "here"
+        kind = e.get("kind")
+        if kind == "line":
+            what = f"line {e['line']} (run {e['run']}): {e['source']}"
+        elif kind == "start":
+            what = (
+                f"  start {e['action']} {where}: {e['command']} (timeout {format_duration(e['timeout'])})"
+            )
+        elif kind == "end":
+            exit_status = f" (exit {e['exit']})" if e.get("exit") is not None else ""
+            message = f": {e['message']}" if e.get("message") else ""
+            what = (
+                f"  end   {e['action']} {where}: {e['outcome']}{exit_status}{message}, "
+                + format_duration(e["seconds"])
+            )
+        elif kind == "sleep":
+            what = f"  sleep {format_duration(e['seconds'])} {where}"
+        elif kind == "bind":
+            what = f"  bind  {e['name']}"
+        elif kind == "done":
+            what = f"done run {e['run']}: {'ok' if e['ok'] else 'not ok'} in {format_duration(e['seconds'])}"
+        else:
+            what = json.dumps(e)
+        out.append(f"{stamp}  {neutralise(what.encode())}\n")
+    return "".join(out)

@@ -58,6 +58,39 @@ class Reporter(Protocol):
     def line_done(self, result: LineResult) -> None: ...
 
 
+class Recorder(Protocol):
+    """Where the executor checkpoints: intent before every effect, then its result.
+
+    Each call returns once its record is in the store; one that cannot be
+    written (the lease is lost) raises, and the effect it announced does not
+    happen.
+    """
+
+    async def line_started(self, line: int, source: str) -> int: ...
+
+    async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None: ...
+
+    async def result(
+        self,
+        action: str,
+        host: str | None,
+        outcome: str,
+        exit_status: int | None,
+        seconds: float,
+        message: str,
+        out: bytes,
+        err: bytes,
+    ) -> None: ...
+
+    async def sleep(self, run: int, host: str | None, seconds: float, deadline: float) -> None: ...
+
+    async def bound(self, run: int, name: str, value: Value) -> None: ...
+
+    async def line_done(
+        self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
+    ) -> None: ...
+
+
 class Executor:
     """Runs statements in order; owns bindings and the result sets of the session."""
 
@@ -70,8 +103,10 @@ class Executor:
         clock: Clock | None = None,
         args: Sequence[str] = (),
         inventory: Mapping[str, str] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.reporter = reporter
+        self.recorder = recorder
         self.local = local
         self.host_remote = hosts
         self.clock = clock or SystemClock()
@@ -96,22 +131,32 @@ class Executor:
         return results
 
     async def run_statement(self, stmt: p.Statement, plan: p.Plan) -> LineResult:
+        run = await self.recorder.line_started(stmt.line, stmt.source) if self.recorder else 0
         if isinstance(stmt, p.Run):
-            return await self._pipeline(stmt, stmt.pipeline, plan, capture=False)
-        if isinstance(stmt.value, p.Pipeline):
-            result = await self._pipeline(stmt, stmt.value, plan, capture=True)
-            self.bindings[stmt.name] = ResultValue(result.hosts)
-            return result
-        value: Value
-        if isinstance(stmt.value, p.HostSet):
-            value = HostsValue(tuple(self.resolve(stmt.value, plan.step_budget)))
+            result = await self._pipeline(stmt, stmt.pipeline, plan, run, capture=False)
+        elif isinstance(stmt.value, p.Pipeline):
+            result = await self._pipeline(stmt, stmt.value, plan, run, capture=True)
+            await self._bind(run, stmt.name, ResultValue(result.hosts))
         else:
-            try:
-                value = StrValue(render(stmt.value, self.bindings, self.args, None))
-            except BindingError as exc:
-                raise Refused(f"line {stmt.line}: {exc.message}") from exc
-        self.bindings[stmt.name] = value
-        return LineResult(stmt, (), 0.0, on_hosts=False)
+            value: Value
+            if isinstance(stmt.value, p.HostSet):
+                value = HostsValue(tuple(self.resolve(stmt.value, plan.step_budget)))
+            else:
+                try:
+                    value = StrValue(render(stmt.value, self.bindings, self.args, None))
+                except BindingError as exc:
+                    raise Refused(f"line {stmt.line}: {exc.message}") from exc
+            await self._bind(run, stmt.name, value)
+            result = LineResult(stmt, (), 0.0, on_hosts=False)
+        if self.recorder:
+            sets = self.result_sets if result.on_hosts else None
+            await self.recorder.line_done(run, result.ok, result.seconds, sets)
+        return result
+
+    async def _bind(self, run: int, name: str, value: Value) -> None:
+        if self.recorder:
+            await self.recorder.bound(run, name, value)
+        self.bindings[name] = value
 
     # -- targets -------------------------------------------------------------------
 
@@ -140,12 +185,12 @@ class Executor:
     # -- lines ---------------------------------------------------------------------------
 
     async def _pipeline(
-        self, stmt: p.Statement, pipe: p.Pipeline, plan: p.Plan, *, capture: bool
+        self, stmt: p.Statement, pipe: p.Pipeline, plan: p.Plan, run: int, *, capture: bool
     ) -> LineResult:
         started = self.clock.monotonic()
         if pipe.target is None:
             self.reporter.line_started(stmt, None)
-            host_result = await self._flow(stmt, pipe, None, self.local, capture)
+            host_result = await self._flow(stmt, pipe, run, None, self.local, capture)
             result = LineResult(stmt, (host_result,), self.clock.monotonic() - started, on_hosts=False)
             self.reporter.line_done(result)
             return result
@@ -173,16 +218,23 @@ class Executor:
 
         async def one(host: str) -> HostResult:
             async with gate:
-                return await self._flow(stmt, pipe, host, make(host), capture)
+                return await self._flow(stmt, pipe, run, host, make(host), capture)
 
-        results = await asyncio.gather(*(one(h) for h in hosts))
+        flows = [asyncio.ensure_future(one(h)) for h in hosts]
+        try:
+            results = await asyncio.gather(*flows)
+        except BaseException:  # e.g. the lease is lost: no flow may go on acting
+            for flow in flows:
+                flow.cancel()
+            await asyncio.gather(*flows, return_exceptions=True)
+            raise
         result = LineResult(stmt, tuple(results), self.clock.monotonic() - started, on_hosts=True)
         self.result_sets = result.result_sets()
         self.reporter.line_done(result)
         return result
 
     async def _flow(
-        self, stmt: p.Statement, pipe: p.Pipeline, host: str | None, remote: Remote, capture: bool
+        self, stmt: p.Statement, pipe: p.Pipeline, run: int, host: str | None, remote: Remote, capture: bool
     ) -> HostResult:
         started = self.clock.monotonic()
         out = bytearray()
@@ -200,8 +252,11 @@ class Executor:
 
         attempts = 0
         ended = Exec("ok", 0, 0.0)
-        for stage in pipe.stages:
+        for index, stage in enumerate(pipe.stages, 1):
             if isinstance(stage, p.Sleep):
+                if self.recorder:
+                    deadline = self.clock.wall() + stage.seconds
+                    await self.recorder.sleep(run, host, stage.seconds, deadline)
                 await self.clock.sleep(stage.seconds)
                 continue
             try:
@@ -218,7 +273,21 @@ class Executor:
                 err.clear()
                 truncated = False
                 attempts += 1
+                action = f"{run}.{index}.{attempt + 1}"
+                if self.recorder:  # checkpoint before effect
+                    await self.recorder.intent(action, host, command, stage.timeout)
                 ended = await remote.run(command, timeout=stage.timeout, output=sink)
+                if self.recorder:
+                    await self.recorder.result(
+                        action,
+                        host,
+                        ended.outcome,
+                        ended.exit_status,
+                        ended.seconds,
+                        ended.message,
+                        bytes(out),
+                        bytes(err),
+                    )
                 if ended.outcome in _FINAL:
                     break
             if ended.outcome != "ok":

@@ -19,7 +19,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,7 +64,7 @@ CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires);
 _PUT, _DELETE = 0, 1
 
 
-def default_path(env: dict[str, str] | os._Environ[str]) -> Path:
+def default_path(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME", "~"), ".local", "state")
     return Path(base).expanduser() / "dsh" / "store.db"
 

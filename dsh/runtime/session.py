@@ -1,0 +1,312 @@
+"""Sessions as data: the key layout of a session in the store, and its owner lease.
+
+    /dsh/v1/u/USER/s/NAME/meta             {"name", "created", "machine"}
+    /dsh/v1/u/USER/s/NAME/owner            {"machine", "pid", "since"}, on the owner's lease
+    /dsh/v1/u/USER/s/NAME/run/RUN          a statement: {"run", "line", "source", "plan"}
+    /dsh/v1/u/USER/s/NAME/act/ACTION/HOST  intent, then result of one attempt on one host
+    /dsh/v1/u/USER/s/NAME/bind/NAME        a binding's value
+    /dsh/v1/u/USER/s/NAME/sets             result sets of the last line that ran on hosts
+    /dsh/v1/u/USER/s/NAME/j/SEQ            the journal: every state change, in order
+
+RUN numbers the statements a session has run; ACTION is RUN.STAGE.ATTEMPT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dsh.errors import StoreError, UsageError
+from dsh.runtime.journal import Checkpointer, LeaseLost, tail
+from dsh.runtime.results import HostResult
+from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
+from dsh.store.base import Compare, Put, Store
+
+#: Bytes of a bound result's stdout/stderr kept per host in the store.
+BIND_BYTES = 64 * 1024
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid{os.getuid()}"
+
+
+def machine_id(env: Mapping[str, str]) -> str:
+    return env.get("DSH_MACHINE_ID") or socket.gethostname()
+
+
+def generated_name() -> str:
+    return time.strftime("s%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    user: str
+    name: str
+
+    @property
+    def root(self) -> bytes:
+        return f"/dsh/v1/u/{self.user}/s/{self.name}/".encode()
+
+    @property
+    def meta(self) -> bytes:
+        return self.root + b"meta"
+
+    @property
+    def owner(self) -> bytes:
+        return self.root + b"owner"
+
+    @property
+    def sets(self) -> bytes:
+        return self.root + b"sets"
+
+    @property
+    def journal(self) -> bytes:
+        return self.root + b"j/"
+
+    @property
+    def bindings(self) -> bytes:
+        return self.root + b"bind/"
+
+    def run(self, run: int) -> bytes:
+        return self.root + b"run/%08d" % run
+
+    def action(self, action: str, host: str | None) -> bytes:
+        return self.root + f"act/{action}/{host or '-'}".encode()
+
+
+def encode_value(value: Value) -> bytes:
+    if isinstance(value, StrValue):
+        data: dict[str, Any] = {"kind": "value", "text": _b64(value.text.encode("utf-8", "surrogateescape"))}
+    elif isinstance(value, HostsValue):
+        data = {"kind": "hosts", "hosts": list(value.hosts)}
+    else:
+        data = {
+            "kind": "result",
+            "hosts": [
+                {
+                    "host": r.host,
+                    "outcome": r.outcome,
+                    "exit": r.exit_status,
+                    "seconds": r.seconds,
+                    "out": _b64(r.out[:BIND_BYTES]),
+                    "err": _b64(r.err[:BIND_BYTES]),
+                    "truncated": r.truncated or len(r.out) > BIND_BYTES or len(r.err) > BIND_BYTES,
+                }
+                for r in value.results
+            ],
+        }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode_value(raw: bytes) -> Value:
+    try:
+        data = json.loads(raw)
+        if data["kind"] == "value":
+            return StrValue(base64.b64decode(data["text"]).decode("utf-8", "surrogateescape"))
+        if data["kind"] == "hosts":
+            return HostsValue(tuple(data["hosts"]))
+        return ResultValue(
+            tuple(
+                HostResult(
+                    h["host"],
+                    h["outcome"],
+                    h["exit"],
+                    h["seconds"],
+                    out=base64.b64decode(h["out"]),
+                    err=base64.b64decode(h["err"]),
+                    truncated=h["truncated"],
+                )
+                for h in data["hosts"]
+            )
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"a stored binding is corrupt ({exc})") from exc
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Session:
+    """A session opened for running: its keys, its owner lease and its checkpointer."""
+
+    def __init__(self, store: Store, keys: Keys, machine: str, *, lease_ttl: float, timeout: float) -> None:
+        self.store = store
+        self.keys = keys
+        self.machine = machine
+        self.lease_ttl = lease_ttl
+        self.timeout = timeout
+        self.lease = 0
+        self.runs = 0
+        self.checkpoints: Checkpointer | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+
+    async def claim(self) -> None:
+        """Take ownership under a new lease, or fail if a live owner holds it."""
+        lease = await self.store.grant(self.lease_ttl, timeout=self.timeout)
+        owner = json.dumps({"machine": self.machine, "pid": os.getpid(), "since": time.time()}).encode()
+        meta = json.dumps({"name": self.keys.name, "created": time.time(), "machine": self.machine}).encode()
+        result = await self.store.txn(
+            [Compare(self.keys.owner, "version", "==", 0)],
+            [Put(self.keys.owner, owner, lease.id)],
+            timeout=self.timeout,
+        )
+        if not result.succeeded:
+            await self.store.revoke(lease.id, timeout=self.timeout)
+            held = await self.store.get(self.keys.owner, timeout=self.timeout)
+            who = json.loads(held.value) if held else {}
+            raise UsageError(
+                f"session {self.keys.name!r} is running on {who.get('machine', '?')} "
+                f"(pid {who.get('pid', '?')}); choose another --session"
+            )
+        self.lease = lease.id
+        if await self.store.get(self.keys.meta, timeout=self.timeout) is None:
+            await self.store.put(self.keys.meta, meta, timeout=self.timeout)
+        fence = Compare(self.keys.owner, "create", "==", result.revision)
+        journal, _ = await self.store.range(self.keys.journal, timeout=self.timeout)
+        runs, _ = await self.store.range(self.keys.root + b"run/", timeout=self.timeout)
+        self.runs = int(runs[-1].key.rsplit(b"/", 1)[1]) if runs else 0
+        self.checkpoints = Checkpointer(self.store, self.keys.journal, fence, time.time, self.timeout)
+        self.checkpoints.seq = int(journal[-1].key.rsplit(b"/", 1)[1]) if journal else 0
+        self._keepalive = asyncio.ensure_future(self._keep())
+
+    async def _keep(self) -> None:
+        """Renew the lease every TTL/3; on loss, mark the checkpointer lost (no more effects)."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                await self.store.keepalive(self.lease, timeout=self.lease_ttl / 3)
+            except (StoreError, TimeoutError):
+                if self.checkpoints is not None:
+                    self.checkpoints.lost = True
+                return
+
+    async def load(self) -> tuple[dict[str, Value], dict[str, tuple[str, ...]]]:
+        """The bindings and result sets left by earlier runs of this session."""
+        kvs, _ = await self.store.range(self.keys.bindings, timeout=self.timeout)
+        bindings = {kv.key[len(self.keys.bindings) :].decode(): decode_value(kv.value) for kv in kvs}
+        sets_kv = await self.store.get(self.keys.sets, timeout=self.timeout)
+        sets = {k: tuple(v) for k, v in json.loads(sets_kv.value).items()} if sets_kv else {}
+        return bindings, sets
+
+    async def release(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        if self.lease:
+            with contextlib.suppress(StoreError, TimeoutError):  # else it expires by itself
+                await self.store.revoke(self.lease, timeout=self.timeout)
+            self.lease = 0
+
+    def next_run(self) -> int:
+        self.runs += 1
+        return self.runs
+
+    def checkpointer(self) -> Checkpointer:
+        if self.checkpoints is None:
+            raise LeaseLost("the session is not claimed")
+        return self.checkpoints
+
+
+async def read_journal(store: Store, keys: Keys, *, timeout: float) -> list[dict[str, Any]]:
+    kvs, _ = await store.range(keys.journal, timeout=timeout)
+    return [json.loads(kv.value) for kv in kvs]
+
+
+def in_flight(entries: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    """(action, host) of every effect whose intent is journaled but not its result:
+    what a resume must ask the host's spool about."""
+    open_: dict[tuple[str, str | None], None] = {}
+    for e in entries:
+        if e.get("kind") == "start":
+            open_[(e["action"], e["host"])] = None
+        elif e.get("kind") == "end":
+            open_.pop((e["action"], e["host"]), None)
+    return list(open_)
+
+
+class SessionRecorder:
+    """What the executor tells a session: intent before each effect, then its result."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.keys = session.keys
+
+    async def line_started(self, line: int, source: str) -> int:
+        run = self.session.next_run()
+        cp = self.session.checkpointer()
+        record = json.dumps({"run": run, "line": line, "source": source}).encode()
+        await cp.write([Put(self.keys.run(run), record), cp.entry("line", run=run, line=line, source=source)])
+        return run
+
+    async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None:
+        cp = self.session.checkpointer()
+        record = {"state": "intent", "action": action, "host": host, "command": command, "timeout": timeout}
+        await cp.write(
+            [
+                Put(self.keys.action(action, host), json.dumps(record).encode()),
+                cp.entry("start", action=action, host=host, command=command, timeout=timeout),
+            ]
+        )
+
+    async def result(
+        self,
+        action: str,
+        host: str | None,
+        outcome: str,
+        exit_status: int | None,
+        seconds: float,
+        message: str,
+        out: bytes,
+        err: bytes,
+    ) -> None:
+        cp = self.session.checkpointer()
+        fields = {
+            "action": action,
+            "host": host,
+            "outcome": outcome,
+            "exit": exit_status,
+            "seconds": round(seconds, 6),
+            "message": message,
+        }
+        record = {"state": "done", **fields, "out": tail(out), "err": tail(err)}
+        await cp.write(
+            [Put(self.keys.action(action, host), json.dumps(record).encode()), cp.entry("end", **fields)]
+        )
+
+    async def sleep(self, run: int, host: str | None, seconds: float, deadline: float) -> None:
+        cp = self.session.checkpointer()
+        await cp.write([cp.entry("sleep", run=run, host=host, seconds=seconds, deadline=round(deadline, 6))])
+
+    async def bound(self, run: int, name: str, value: Value) -> None:
+        cp = self.session.checkpointer()
+        await cp.write(
+            [
+                Put(self.keys.bindings + name.encode(), encode_value(value)),
+                cp.entry("bind", run=run, name=name),
+            ]
+        )
+
+    async def line_done(
+        self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
+    ) -> None:
+        cp = self.session.checkpointer()
+        puts = [cp.entry("done", run=run, ok=ok, seconds=round(seconds, 6))]
+        if sets is not None:
+            puts.append(Put(self.keys.sets, json.dumps(sets).encode()))
+        await cp.write(puts)

@@ -1,0 +1,173 @@
+"""Sessions in the store, as the CLI meets them: bindings that last, the journal,
+fencing on the owner's lease, and a journal that survives kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from dsh.runtime.session import Keys, in_flight, read_journal, user_name
+from dsh.store.sqlite import SqliteStore
+from tests.conftest import assert_no_process, dsh_path
+
+
+def store_of(env: dict[str, str]) -> SqliteStore:
+    return SqliteStore(Path(env["XDG_STATE_HOME"]) / "dsh" / "store.db")
+
+
+def journal(env: dict[str, str], session: str) -> list[dict[str, object]]:
+    async def read() -> list[dict[str, object]]:
+        store = store_of(env)
+        try:
+            return await read_journal(store, Keys(user_name(), session), timeout=10)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_a_session_keeps_bindings_and_result_sets(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    assert run_dsh(["--session", "s1", "-c", "x = 5\nhosts = @web[1-3]"]).returncode == 0
+    r = run_dsh(["--session", "s1", "-c", "echo $x $hosts"])
+    assert (r.returncode, r.stdout) == (0, "5 web[1-3]\n")
+    # Another session does not see them.
+    assert run_dsh(["--session", "s2", "-c", "echo $x"]).stdout == "\n"
+
+
+def test_session_from_the_environment(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    env["DSH_SESSION"] = "envs"
+    run_dsh(["-c", "y = from-env"])
+    assert run_dsh(["-c", "echo $y"]).stdout == "from-env\n"
+
+
+def test_log_lists_lines_and_steps(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    run_dsh(["--session", "s1", "-c", "x = 5\necho $x | within 5s\nfalse | retry 1 backoff 10ms"])
+    r = run_dsh(["log", "s1", "--json"])
+    assert r.returncode == 0
+    entries = [json.loads(line) for line in r.stdout.splitlines()]
+    kinds = [e["kind"] for e in entries]
+    assert kinds == [
+        "line",
+        "bind",
+        "done",
+        "line",
+        "start",
+        "end",
+        "done",
+        "line",
+        "start",
+        "end",
+        "start",
+        "end",
+        "done",
+    ]
+    assert [e["source"] for e in entries if e["kind"] == "line"] == [
+        "x = 5",
+        "echo $x | within 5s",
+        "false | retry 1 backoff 10ms",
+    ]
+    starts = [e for e in entries if e["kind"] == "start"]
+    assert [(s["action"], s["command"], s["timeout"]) for s in starts] == [
+        ("2.1.1", "echo 5", 5.0),
+        ("3.1.1", "false", 600.0),
+        ("3.1.2", "false", 600.0),
+    ]
+    ends = [e for e in entries if e["kind"] == "end"]
+    assert [(e["action"], e["outcome"], e["exit"]) for e in ends] == [
+        ("2.1.1", "ok", 0),
+        ("3.1.1", "failed", 1),
+        ("3.1.2", "failed", 1),
+    ]
+    assert all(e["t"] >= s["t"] for s, e in zip(starts, ends, strict=True))
+    text = run_dsh(["log", "s1"]).stdout
+    assert "line 2 (run 2): echo $x | within 5s" in text and "end   3.1.2 here: failed (exit 1)" in text
+    assert run_dsh(["log", "nope"]).returncode == 2
+
+
+def test_a_session_runs_in_one_process_at_a_time(env) -> None:  # type: ignore[no-untyped-def]
+    marker = f"34.{os.getpid()}"
+    first = subprocess.Popen(
+        [dsh_path(), "--session", "busy", "-c", f"echo started; command sleep {marker}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline() == "started\n"
+        second = subprocess.run(
+            [dsh_path(), "--session", "busy", "-c", "echo never"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 2 and "is running on" in second.stderr and second.stdout == ""
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+    assert_no_process(f"sleep {marker}")
+
+
+def test_lost_lease_stops_the_executor_before_any_new_effect(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env["DSH_LEASE_TTL"] = "1"
+    later = tmp_path / "later"
+    proc = subprocess.Popen(
+        [dsh_path(), "--session", "fenced", "-c", f"echo started; sleep 0.8\ntouch {later}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+
+        async def revoke() -> None:  # someone else breaks the owner's lease
+            store = store_of(env)
+            try:
+                owner = await store.get(Keys(user_name(), "fenced").owner, timeout=10)
+                assert owner is not None and owner.lease
+                await store.revoke(owner.lease, timeout=10)
+            finally:
+                await store.close()
+
+        asyncio.run(revoke())
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err
+    assert "lease" in err
+    assert not later.exists(), "an effect started after the lease was lost"
+    kinds = [e["kind"] for e in journal(env, "fenced")]
+    assert kinds == ["line", "start"]  # nothing written after the fence broke
+
+
+def test_kill_9_between_intent_and_result_leaves_the_action_named(env) -> None:  # type: ignore[no-untyped-def]
+    marker = f"35.{os.getpid()}"
+    proc = subprocess.Popen(
+        [dsh_path(), "--session", "crash", "-c", f"echo before\ncommand sleep {marker}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if any(e["kind"] == "start" and "sleep" in str(e["command"]) for e in journal(env, "crash")):
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        subprocess.run(["pkill", "-f", f"sleep {marker}"], check=False)
+    entries = journal(env, "crash")
+    assert in_flight(entries) == [("2.1.1", None)]
+    (start,) = [e for e in entries if e["kind"] == "start" and e["action"] == "2.1.1"]
+    assert start["command"] == f"command sleep {marker}"
