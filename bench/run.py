@@ -135,7 +135,65 @@ def store(repeat: int) -> tuple[list[Row], dict[str, float]]:
     return rows, ratios
 
 
-CASES = {"startup": startup, "store": store}
+class _Instant:
+    """A remote whose commands end at once: what is left to time is dsh's own work."""
+
+    name = "instant"
+
+    async def run(self, command: str, *, timeout: float, output: object) -> object:
+        from dsh.remote.base import Exec
+
+        return Exec("ok", 0, 0.0)
+
+
+class _Quiet:
+    def __getattr__(self, name: str) -> object:
+        return lambda *args, **kwargs: None
+
+
+def checkpoint(repeat: int) -> tuple[list[Row], dict[str, float]]:
+    """A 200-step local fragment with and without the embedded store's checkpoints
+    (intent and result of every step, fenced on the lease), per step."""
+    import asyncio
+    import tempfile
+
+    from dsh.lang.compiler import compile_source
+    from dsh.lang.source import Source
+    from dsh.runtime.executor import Executor
+    from dsh.runtime.session import Keys, Session, SessionRecorder
+    from dsh.store.sqlite import SqliteStore
+
+    steps = 200
+    plan = compile_source(Source("bench", "true\n" * steps))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        loop = asyncio.new_event_loop()
+        store = SqliteStore(f"{tmp}/store.db")
+        session = Session(store, Keys("bench", "cp"), "bench", lease_ttl=30, timeout=10)
+        loop.run_until_complete(session.claim())
+
+        def run(recorded: bool) -> float:
+            executor = Executor(reporter=_Quiet(), local=_Instant())  # type: ignore[arg-type]
+            executor.recorder = SessionRecorder(session) if recorded else None
+            started = time.perf_counter()
+            loop.run_until_complete(executor.run_plan(plan))
+            return (time.perf_counter() - started) / steps
+
+        try:
+            rows = _alternate(
+                "checkpoint",
+                {"step with checkpoints": lambda: run(True), "step without": lambda: run(False)},
+                repeat,
+            )
+        finally:
+            loop.run_until_complete(session.release())
+            loop.run_until_complete(store.close())
+            loop.close()
+    overhead = rows[0].median_ms - rows[1].median_ms
+    return rows, {"checkpoint overhead per step, ms": overhead, "overhead / 1 ms target": overhead}
+
+
+CASES = {"startup": startup, "store": store, "checkpoint": checkpoint}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in rows:
                 print(f"  {r.name:<28} {r.median_ms:8.1f} ms")
             for k, v in ratios.items():
-                print(f"  {k:<28} {v:8.2f}x")
+                unit = " ms" if k.endswith(", ms") else "x"
+                print(f"  {k.removesuffix(', ms'):<28} {v:8.2f}{unit}")
     if opts.json:
         print(json.dumps(report, indent=2))
     return 0

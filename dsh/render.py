@@ -243,15 +243,12 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
         if kind == "line":
             what = f"line {e['line']} (run {e['run']}): {e['source']}"
         elif kind == "start":
-            what = (
-                f"  start {e['action']} {where}: {e['command']} (timeout {format_duration(e['timeout'])})"
-            )
+            what = f"  start {e['action']} {where}: {e['command']} (timeout {format_duration(e['timeout'])})"
         elif kind == "end":
             exit_status = f" (exit {e['exit']})" if e.get("exit") is not None else ""
             message = f": {e['message']}" if e.get("message") else ""
-            what = (
-                f"  end   {e['action']} {where}: {e['outcome']}{exit_status}{message}, "
-                + format_duration(e["seconds"])
+            what = f"  end   {e['action']} {where}: {e['outcome']}{exit_status}{message}, " + format_duration(
+                e["seconds"]
             )
         elif kind == "sleep":
             what = f"  sleep {format_duration(e['seconds'])} {where}"

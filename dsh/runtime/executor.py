@@ -10,6 +10,7 @@ backoff. Results of a line that ran on hosts become the result sets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
@@ -153,6 +154,16 @@ class Executor:
             await self.recorder.line_done(run, result.ok, result.seconds, sets)
         return result
 
+    async def _cancelled(self, action: str, host: str | None, out: bytearray, err: bytearray) -> None:
+        """Journal a cancelled action, if the store still takes it (it may be why)."""
+        if self.recorder:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(
+                    self.recorder.result(
+                        action, host, "cancelled", None, 0.0, "cancelled", bytes(out), bytes(err)
+                    )
+                )
+
     async def _bind(self, run: int, name: str, value: Value) -> None:
         if self.recorder:
             await self.recorder.bound(run, name, value)
@@ -276,7 +287,11 @@ class Executor:
                 action = f"{run}.{index}.{attempt + 1}"
                 if self.recorder:  # checkpoint before effect
                     await self.recorder.intent(action, host, command, stage.timeout)
-                ended = await remote.run(command, timeout=stage.timeout, output=sink)
+                try:
+                    ended = await remote.run(command, timeout=stage.timeout, output=sink)
+                except asyncio.CancelledError:
+                    await self._cancelled(action, host, out, err)
+                    raise
                 if self.recorder:
                     await self.recorder.result(
                         action,

@@ -3,7 +3,10 @@ before (intent) and after (result) each effect, fenced on the owner's lease.
 
 Writes are batched: whatever the host flows hand in while one transaction is
 in flight goes into the next (at most MAX_TXN_OPS operations each), so a
-fan-out over 200 hosts costs a few transactions, not 200. Every transaction
+fan-out over 200 hosts costs a few transactions, not 200. Records that need
+not precede an effect (results, line ends, bindings) are deferred: they go
+out with the next intent, or within DEFER_SECONDS, or at `flush()`, always
+in journal order — so a sequential step costs one transaction, not four. Every transaction
 carries the fence — the owner key must still be the one this executor created
 under its lease — so an executor that lost its lease cannot write, and since
 intent is written before every effect, it cannot act either.
@@ -12,6 +15,7 @@ intent is written before every effect, it cannot act either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +26,8 @@ from dsh.store.base import MAX_TXN_OPS, Compare, Put, Store
 
 #: Bytes of stdout and of stderr kept in the store per host and action.
 TAIL_BYTES = 4096
+#: How long a deferred record may wait for a transaction to carry it.
+DEFER_SECONDS = 0.05
 
 
 class LeaseLost(StoreError):
@@ -46,6 +52,8 @@ class Checkpointer:
     seq: int = 0
     _pending: list[_Pending] = field(default_factory=list)
     _flusher: asyncio.Task[None] | None = None
+    _deferred: list[Put] = field(default_factory=list)
+    _timer: asyncio.TimerHandle | None = None
     lost: bool = False
 
     def entry(self, kind: str, **fields: Any) -> Put:
@@ -55,10 +63,29 @@ class Checkpointer:
         key = self.journal_prefix + b"%012d" % self.seq
         return Put(key, json.dumps(record, separators=(",", ":")).encode())
 
+    def defer(self, puts: Sequence[Put]) -> None:
+        """Write puts with the next transaction (or within DEFER_SECONDS)."""
+        self._deferred.extend(puts)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(DEFER_SECONDS, lambda: asyncio.ensure_future(self._timed_flush()))
+
+    async def _timed_flush(self) -> None:
+        self._timer = None
+        with contextlib.suppress(Exception):  # the next write or flush() reports it
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write whatever is deferred; returns once it is in the store."""
+        if self._deferred:
+            await self.write([])
+
     async def write(self, puts: Sequence[Put]) -> None:
-        """Write puts in the next batch; returns once they are in the store."""
+        """Write puts (after anything deferred) in the next batch; returns once in the store."""
         if self.lost:
             raise LeaseLost("the session's lease is lost: nothing more is written or started")
+        puts = [*self._deferred, *puts]
+        self._deferred.clear()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(list(puts), done))
         if self._flusher is None or self._flusher.done():

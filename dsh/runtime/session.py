@@ -206,6 +206,14 @@ class Session:
         return bindings, sets
 
     async def release(self) -> None:
+        """Write what is deferred, then let the lease go. LeaseLost if it was lost."""
+        try:
+            if self.checkpoints is not None and self.lease:
+                await self.checkpoints.flush()
+        finally:
+            await self._let_go()
+
+    async def _let_go(self) -> None:
         if self._keepalive is not None:
             self._keepalive.cancel()
         if self.lease:
@@ -251,7 +259,7 @@ class SessionRecorder:
         run = self.session.next_run()
         cp = self.session.checkpointer()
         record = json.dumps({"run": run, "line": line, "source": source}).encode()
-        await cp.write([Put(self.keys.run(run), record), cp.entry("line", run=run, line=line, source=source)])
+        cp.defer([Put(self.keys.run(run), record), cp.entry("line", run=run, line=line, source=source)])
         return run
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None:
@@ -285,7 +293,7 @@ class SessionRecorder:
             "message": message,
         }
         record = {"state": "done", **fields, "out": tail(out), "err": tail(err)}
-        await cp.write(
+        cp.defer(
             [Put(self.keys.action(action, host), json.dumps(record).encode()), cp.entry("end", **fields)]
         )
 
@@ -295,7 +303,7 @@ class SessionRecorder:
 
     async def bound(self, run: int, name: str, value: Value) -> None:
         cp = self.session.checkpointer()
-        await cp.write(
+        cp.defer(
             [
                 Put(self.keys.bindings + name.encode(), encode_value(value)),
                 cp.entry("bind", run=run, name=name),
@@ -309,4 +317,4 @@ class SessionRecorder:
         puts = [cp.entry("done", run=run, ok=ok, seconds=round(seconds, 6))]
         if sets is not None:
             puts.append(Put(self.keys.sets, json.dumps(sets).encode()))
-        await cp.write(puts)
+        cp.defer(puts)

@@ -171,3 +171,13 @@ def test_kill_9_between_intent_and_result_leaves_the_action_named(env) -> None: 
     assert in_flight(entries) == [("2.1.1", None)]
     (start,) = [e for e in entries if e["kind"] == "start" and e["action"] == "2.1.1"]
     assert start["command"] == f"command sleep {marker}"
+
+
+def test_an_interrupted_action_is_journaled_as_cancelled(env) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import stop_sleeper
+
+    env["DSH_SESSION"] = "cancelled"
+    status, _err = stop_sleeper(env, f"36.{os.getpid()}", [signal.SIGINT])
+    assert status == 130
+    ends = [e for e in journal(env, "cancelled") if e["kind"] == "end"]
+    assert [(e["action"], e["outcome"]) for e in ends] == [("1.1.1", "cancelled")]
