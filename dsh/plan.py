@@ -187,6 +187,27 @@ def dumps(plan: Plan) -> str:
     return json.dumps(_encode(plan), separators=(",", ":"))
 
 
+def dump_statement(stmt: Statement) -> dict[str, Any]:
+    """One compiled statement as JSON data, with the plan version (for the store)."""
+    return {"version": PLAN_VERSION, "statement": _encode(stmt)}
+
+
+def load_statement(data: dict[str, Any]) -> Statement:
+    """The inverse of dump_statement; PlanError for corrupt or newer data."""
+    version = data.get("version") if isinstance(data, dict) else None
+    if not isinstance(version, int):
+        raise PlanError("the stored statement has no plan version")
+    if version > PLAN_VERSION:
+        raise PlanError(
+            f"the stored statement has plan version {version}, newer than this dsh understands "
+            f"({PLAN_VERSION}); upgrade dsh to run it"
+        )
+    stmt = _decode(data.get("statement"))
+    if not isinstance(stmt, Run | Bind):
+        raise PlanError("the stored data is not a dsh statement")
+    return stmt
+
+
 def loads(data: str | bytes) -> Plan:
     """Read a plan back; PlanError for corrupt data or a newer plan version."""
     try:

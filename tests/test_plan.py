@@ -56,3 +56,14 @@ def test_newer_version_is_refused_by_name() -> None:
 def test_corrupt_plans_are_refused(data: str | bytes) -> None:
     with pytest.raises(PlanError):
         p.loads(data)
+
+
+def test_statements_round_trip_and_newer_ones_are_refused() -> None:
+    plan = make_plan()
+    for stmt in plan.statements:
+        assert p.load_statement(json.loads(json.dumps(p.dump_statement(stmt)))) == stmt
+    data = p.dump_statement(plan.statements[0])
+    with pytest.raises(PlanError, match="newer"):
+        p.load_statement({**data, "version": p.PLAN_VERSION + 1})
+    with pytest.raises(PlanError):
+        p.load_statement({"version": 1, "statement": {"@": "Lit", "text": "x"}})

@@ -67,7 +67,10 @@ class Recorder(Protocol):
     happen.
     """
 
-    async def line_started(self, line: int, source: str) -> int: ...
+    async def line_started(self, stmt: p.Statement, args: Sequence[str]) -> int:
+        """Record a statement about to run (its compiled form and the script's
+        arguments, which a resume needs); returns its run number."""
+        ...
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None: ...
 
@@ -132,7 +135,7 @@ class Executor:
         return results
 
     async def run_statement(self, stmt: p.Statement, plan: p.Plan) -> LineResult:
-        run = await self.recorder.line_started(stmt.line, stmt.source) if self.recorder else 0
+        run = await self.recorder.line_started(stmt, self.args) if self.recorder else 0
         if isinstance(stmt, p.Run):
             result = await self._pipeline(stmt, stmt.pipeline, plan, run, capture=False)
         elif isinstance(stmt.value, p.Pipeline):

@@ -2,7 +2,7 @@
 
     /dsh/v1/u/USER/s/NAME/meta             {"name", "created", "machine"}
     /dsh/v1/u/USER/s/NAME/owner            {"machine", "pid", "since"}, on the owner's lease
-    /dsh/v1/u/USER/s/NAME/run/RUN          a statement: {"run", "line", "source", "plan"}
+    /dsh/v1/u/USER/s/NAME/run/RUN          a statement: {"run", "line", "source", "args", "plan"}
     /dsh/v1/u/USER/s/NAME/act/ACTION/HOST  intent, then result of one attempt on one host
     /dsh/v1/u/USER/s/NAME/bind/NAME        a binding's value
     /dsh/v1/u/USER/s/NAME/sets             result sets of the last line that ran on hosts
@@ -19,14 +19,14 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dsh.errors import StoreError, UsageError
+from dsh.plan import Statement, dump_statement
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import HostResult
 from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
@@ -51,7 +51,7 @@ def machine_id(env: Mapping[str, str]) -> str:
 
 
 def generated_name() -> str:
-    return time.strftime("s%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return time.strftime("s%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,11 +255,17 @@ class SessionRecorder:
         self.session = session
         self.keys = session.keys
 
-    async def line_started(self, line: int, source: str) -> int:
+    async def line_started(self, stmt: Statement, args: Sequence[str]) -> int:
         run = self.session.next_run()
         cp = self.session.checkpointer()
-        record = json.dumps({"run": run, "line": line, "source": source}).encode()
-        cp.defer([Put(self.keys.run(run), record), cp.entry("line", run=run, line=line, source=source)])
+        record = {"run": run, "line": stmt.line, "source": stmt.source, "args": list(args)}
+        record["plan"] = dump_statement(stmt)
+        cp.defer(
+            [
+                Put(self.keys.run(run), json.dumps(record, separators=(",", ":")).encode()),
+                cp.entry("line", run=run, line=stmt.line, source=stmt.source),
+            ]
+        )
         return run
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -121,6 +120,15 @@ class SqliteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        if db.execute("PRAGMA user_version").fetchone()[0]:  # made before: no write to open it
+            schema = _meta(db, "schema")
+            if schema > SCHEMA_VERSION:
+                db.close()
+                raise StoreError(
+                    f"the store at {self.path} was written by a newer dsh (schema {schema}); upgrade dsh"
+                )
+            self._db = db
+            return db
         db.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.strip().split(";\n"):
@@ -136,6 +144,7 @@ class SqliteStore:
                 raise StoreError(
                     f"the store at {self.path} was written by a newer dsh (schema {row[0]}); upgrade dsh"
                 )
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -262,7 +271,7 @@ class SqliteStore:
         return await self._call(self._grant, ttl, timeout=timeout)
 
     def _grant(self, db: sqlite3.Connection, ttl: float) -> Lease:
-        lease = secrets.randbits(62) + 1
+        lease = (int.from_bytes(os.urandom(8), "big") >> 2) + 1
         db.execute("INSERT INTO leases VALUES (?, ?, ?)", (lease, ttl, self.clock() + ttl))
         return Lease(lease, ttl)
 

@@ -181,3 +181,27 @@ def test_an_interrupted_action_is_journaled_as_cancelled(env) -> None:  # type: 
     assert status == 130
     ends = [e for e in journal(env, "cancelled") if e["kind"] == "end"]
     assert [(e["action"], e["outcome"]) for e in ends] == [("1.1.1", "cancelled")]
+
+
+def test_each_run_stores_its_compiled_statement_and_arguments(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from dsh import plan as p
+
+    script = tmp_path / "s.dsh"
+    script.write_text("echo $1 | within 7s\n")
+    assert run_dsh(["--session", "planned", str(script), "arg one"]).returncode == 0
+
+    async def read() -> dict[str, object]:
+        store = store_of(env)
+        try:
+            kv = await store.get(Keys(user_name(), "planned").run(1), timeout=10)
+            assert kv is not None
+            return json.loads(kv.value)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    record = asyncio.run(read())
+    assert record["args"] == ["arg one"] and record["source"] == "echo $1 | within 7s"
+    stmt = p.load_statement(record["plan"])  # type: ignore[arg-type]
+    assert isinstance(stmt, p.Run)
+    (cmd,) = stmt.pipeline.stages
+    assert isinstance(cmd, p.Command) and cmd.timeout == 7
