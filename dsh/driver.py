@@ -21,6 +21,7 @@ from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor, Reporter
+from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import LineResult
 from dsh.runtime.session import Session, SessionRecorder
 
@@ -59,9 +60,25 @@ class Driver:
             self.executor.recorder = SessionRecorder(self.session)
 
     async def release(self) -> None:
+        """Write what is deferred, let the lease go, close the store."""
         if self.session is not None:
             self.executor.recorder = None
+            try:
+                await self.session.release()
+            finally:
+                await self.session.store.close()
+
+    async def idle(self) -> None:
+        """Before waiting for input: nothing may sit deferred while nobody runs."""
+        if self.session is not None and self.session.checkpoints is not None:
+            await self.session.checkpoints.flush()
+
+    async def ensure_owner(self) -> None:
+        """Before running a line read after a wait: own the session again if the
+        lease ran out meanwhile (nothing ran then), or fail if another took it."""
+        if self.session is not None and not await self.session.alive():
             await self.session.release()
+            await self.claim()
 
     def compile(self, text: str, name: str, first_line: int = 1) -> p.Plan:
         ctx = Context(
@@ -73,7 +90,23 @@ class Driver:
         return compile_source(Source(name, text, first_line), ctx)
 
     async def run(self, plan: p.Plan, *, stop_on_failure: bool = True) -> list[LineResult]:
-        results = await self.executor.run_plan(plan, stop_on_failure=stop_on_failure)
+        task = asyncio.current_task()
+        if self.session is not None and task is not None:
+
+            def stop() -> None:  # a lost lease stops what runs, at once
+                task.cancel()
+
+            self.session.on_lost = stop
+        try:
+            results = await self.executor.run_plan(plan, stop_on_failure=stop_on_failure)
+        except asyncio.CancelledError:
+            checkpoints = self.session.checkpoints if self.session else None
+            if checkpoints is not None and checkpoints.lost:
+                raise LeaseLost("the session's lease was lost: its commands were stopped") from None
+            raise
+        finally:
+            if self.session is not None:
+                self.session.on_lost = None
         left = len(plan.statements) - len(results)
         if left and results and not results[-1].ok:
             self.say(
@@ -125,10 +158,10 @@ def run_text(driver: Driver, text: str, name: str) -> int:
     """Compile a whole text, then run it; stop at the first line not ok."""
 
     async def main() -> list[LineResult]:
-        await driver.load()
-        plan = driver.compile(text, name)  # compile errors touch no state
-        await driver.claim()
         try:
+            await driver.load()
+            plan = driver.compile(text, name)  # compile errors touch no state
+            await driver.claim()
             return await driver.run(plan)
         finally:
             await driver.release()
@@ -151,8 +184,8 @@ def run_lines(
     Ctrl-C cancels the running line. Otherwise the first error ends it.
     """
     with asyncio.Runner() as runner:
-        runner.run(driver.claim())
         try:
+            runner.run(driver.claim())
             return _read_eval(driver, runner, read, name, interactive, report_error)
         finally:
             runner.run(driver.release())
@@ -170,6 +203,7 @@ def _read_eval(
     buffer: list[str] = []
     first_line = 1
     while True:
+        runner.run(driver.idle())
         try:
             line = read("... " if buffer else "dsh> ")
         except KeyboardInterrupt:
@@ -199,6 +233,7 @@ def _read_eval(
         if not plan.statements:
             continue
         try:
+            runner.run(driver.ensure_owner())
             results = runner.run(guarded(driver.run(plan, stop_on_failure=True)))
         except KeyboardInterrupt:
             if not interactive:

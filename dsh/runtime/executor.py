@@ -136,6 +136,15 @@ class Executor:
 
     async def run_statement(self, stmt: p.Statement, plan: p.Plan) -> LineResult:
         run = await self.recorder.line_started(stmt, self.args) if self.recorder else 0
+        try:
+            return await self._statement(stmt, plan, run)
+        except BaseException:
+            if self.recorder:  # refused or cancelled: the run is over all the same
+                with contextlib.suppress(Exception):
+                    await self.recorder.line_done(run, False, 0.0, None)
+            raise
+
+    async def _statement(self, stmt: p.Statement, plan: p.Plan, run: int) -> LineResult:
         if isinstance(stmt, p.Run):
             result = await self._pipeline(stmt, stmt.pipeline, plan, run, capture=False)
         elif isinstance(stmt.value, p.Pipeline):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsh.errors import StoreError
-from dsh.store.base import MAX_TXN_OPS, Compare, Put, Store
+from dsh.store.base import MAX_REQUEST, MAX_TXN_OPS, Compare, Put, Store
 
 #: Bytes of stdout and of stderr kept in the store per host and action.
 TAIL_BYTES = 4096
@@ -54,7 +54,9 @@ class Checkpointer:
     _flusher: asyncio.Task[None] | None = None
     _deferred: list[Put] = field(default_factory=list)
     _timer: asyncio.TimerHandle | None = None
+    _deferred_task: asyncio.Task[None] | None = None
     lost: bool = False
+    broken: Exception | None = None
 
     def entry(self, kind: str, **fields: Any) -> Put:
         """A journal entry (append-only, numbered) as a Put."""
@@ -68,22 +70,43 @@ class Checkpointer:
         self._deferred.extend(puts)
         if self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(DEFER_SECONDS, lambda: asyncio.ensure_future(self._timed_flush()))
+            self._timer = loop.call_later(DEFER_SECONDS, self._timed_flush)
 
-    async def _timed_flush(self) -> None:
+    def _timed_flush(self) -> None:
         self._timer = None
-        with contextlib.suppress(Exception):  # the next write or flush() reports it
+        if self._deferred and self.broken is None:
+            self._deferred_task = asyncio.ensure_future(self._quiet_flush())
+
+    async def _quiet_flush(self) -> None:
+        with contextlib.suppress(Exception):  # kept in self.broken: the next write raises it
             await self.flush()
 
     async def flush(self) -> None:
-        """Write whatever is deferred; returns once it is in the store."""
+        """Write whatever is deferred and wait for batches in flight."""
         if self._deferred:
             await self.write([])
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        self._check()
+
+    async def close(self) -> None:
+        """Flush, and stop the deferral timer (before the lease is let go)."""
+        try:
+            await self.flush()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _check(self) -> None:
+        if self.lost:
+            raise LeaseLost("the session's lease is lost: nothing more is written or started")
+        if self.broken is not None:
+            raise StoreError(f"an earlier checkpoint could not be written ({self.broken}); dsh stops")
 
     async def write(self, puts: Sequence[Put]) -> None:
         """Write puts (after anything deferred) in the next batch; returns once in the store."""
-        if self.lost:
-            raise LeaseLost("the session's lease is lost: nothing more is written or started")
+        self._check()
         puts = [*self._deferred, *puts]
         self._deferred.clear()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -93,23 +116,12 @@ class Checkpointer:
         await done
 
     async def _flush(self) -> None:
+        """Write pending batches in order; the first failure stops every later write
+        (a journal with a hole in it must not go on)."""
         while self._pending:
-            batch: list[_Pending] = []
-            ops = 0
-            while self._pending and ops + len(self._pending[0].puts) <= MAX_TXN_OPS:
-                item = self._pending.pop(0)
-                batch.append(item)
-                ops += len(item.puts)
-            if not batch:  # one request larger than a transaction: write it alone, split
-                item = self._pending.pop(0)
-                batch, chunks = (
-                    [item],
-                    [item.puts[i : i + MAX_TXN_OPS] for i in range(0, len(item.puts), MAX_TXN_OPS)],
-                )
-            else:
-                chunks = [[p for item in batch for p in item.puts]]
+            batch, self._pending = self._pending, []
             try:
-                for chunk in chunks:
+                for chunk in _chunks([p for item in batch for p in item.puts]):
                     result = await self.store.txn([self.fence], chunk, timeout=self.timeout)
                     if not result.succeeded:
                         self.lost = True
@@ -118,19 +130,38 @@ class Checkpointer:
                             "this executor stops"
                         )
             except BaseException as exc:
-                for item in batch:
+                failure = exc if isinstance(exc, Exception) else StoreError("the checkpoint was interrupted")
+                if not isinstance(exc, LeaseLost):
+                    self.broken = failure
+                for item in [*batch, *self._pending]:
                     if not item.done.done():
-                        item.done.set_exception(exc if isinstance(exc, Exception) else StoreError(str(exc)))
-                if isinstance(exc, LeaseLost):
-                    for item in self._pending:
-                        item.done.set_exception(exc)
-                    self._pending.clear()
+                        item.done.set_exception(failure)
+                self._pending.clear()
                 if not isinstance(exc, Exception):
                     raise
-                continue
+                return
             for item in batch:
                 if not item.done.done():
                     item.done.set_result(None)
+
+
+def _chunks(puts: list[Put]) -> list[list[Put]]:
+    """Transactions for puts, in order: one put per key (the last wins), at most
+    MAX_TXN_OPS - 1 operations (the fence is a compare) and MAX_REQUEST/2 bytes each."""
+    latest: dict[bytes, Put] = {}
+    for put in puts:
+        latest.pop(put.key, None)
+        latest[put.key] = put
+    chunks: list[list[Put]] = [[]]
+    size = 0
+    for put in latest.values():
+        weight = len(put.key) + len(put.value)
+        if chunks[-1] and (len(chunks[-1]) >= MAX_TXN_OPS - 1 or size + weight > MAX_REQUEST // 2):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(put)
+        size += weight
+    return [c for c in chunks if c]
 
 
 def tail(data: bytes) -> str:

@@ -21,7 +21,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,12 @@ from dsh.plan import Statement, dump_statement
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import HostResult
 from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
-from dsh.store.base import Compare, Put, Store
+from dsh.store.base import Compare, LeaseNotFound, Put, Store
 
-#: Bytes of a bound result's stdout/stderr kept per host in the store.
+#: Bytes of a bound result's stdout/stderr kept per host in the store, and for
+#: all hosts of one binding together (so that it fits in one store value).
 BIND_BYTES = 64 * 1024
+BIND_TOTAL = 512 * 1024
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -96,6 +98,7 @@ def encode_value(value: Value) -> bytes:
     elif isinstance(value, HostsValue):
         data = {"kind": "hosts", "hosts": list(value.hosts)}
     else:
+        keep = max(256, min(BIND_BYTES, BIND_TOTAL // (2 * max(len(value.results), 1))))
         data = {
             "kind": "result",
             "hosts": [
@@ -104,9 +107,9 @@ def encode_value(value: Value) -> bytes:
                     "outcome": r.outcome,
                     "exit": r.exit_status,
                     "seconds": r.seconds,
-                    "out": _b64(r.out[:BIND_BYTES]),
-                    "err": _b64(r.err[:BIND_BYTES]),
-                    "truncated": r.truncated or len(r.out) > BIND_BYTES or len(r.err) > BIND_BYTES,
+                    "out": _b64(r.out[:keep]),
+                    "err": _b64(r.err[:keep]),
+                    "truncated": r.truncated or len(r.out) > keep or len(r.err) > keep,
                 }
                 for r in value.results
             ],
@@ -156,6 +159,8 @@ class Session:
         self.runs = 0
         self.checkpoints: Checkpointer | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        #: Called when the lease is lost: the driver cancels what is running.
+        self.on_lost: Callable[[], None] | None = None
 
     async def claim(self) -> None:
         """Take ownership under a new lease, or fail if a live owner holds it."""
@@ -178,24 +183,47 @@ class Session:
         self.lease = lease.id
         if await self.store.get(self.keys.meta, timeout=self.timeout) is None:
             await self.store.put(self.keys.meta, meta, timeout=self.timeout)
+        self.lease_ttl = lease.ttl
         fence = Compare(self.keys.owner, "create", "==", result.revision)
-        journal, _ = await self.store.range(self.keys.journal, timeout=self.timeout)
-        runs, _ = await self.store.range(self.keys.root + b"run/", timeout=self.timeout)
-        self.runs = int(runs[-1].key.rsplit(b"/", 1)[1]) if runs else 0
+        last_entry = await self.store.last(self.keys.journal, timeout=self.timeout)
+        last_run = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
+        self.runs = int(last_run.key.rsplit(b"/", 1)[1]) if last_run else 0
         self.checkpoints = Checkpointer(self.store, self.keys.journal, fence, time.time, self.timeout)
-        self.checkpoints.seq = int(journal[-1].key.rsplit(b"/", 1)[1]) if journal else 0
+        self.checkpoints.seq = int(last_entry.key.rsplit(b"/", 1)[1]) if last_entry else 0
         self._keepalive = asyncio.ensure_future(self._keep())
 
     async def _keep(self) -> None:
-        """Renew the lease every TTL/3; on loss, mark the checkpointer lost (no more effects)."""
+        """Renew the lease every TTL/3. A slow or failed renewal is retried until the
+        lease would have run out; then (or at once if the store says it is gone) the
+        checkpointer is marked lost and the running work is cancelled."""
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             try:
                 await self.store.keepalive(self.lease, timeout=self.lease_ttl / 3)
+                renewed = time.monotonic()
+                continue
+            except LeaseNotFound:
+                pass
             except (StoreError, TimeoutError):
-                if self.checkpoints is not None:
-                    self.checkpoints.lost = True
-                return
+                if time.monotonic() - renewed < self.lease_ttl:
+                    continue
+            self.lost()
+            return
+
+    def lost(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.lost = True
+        if self.on_lost is not None:
+            self.on_lost()
+
+    async def alive(self) -> bool:
+        """Whether this session still holds its lease (renewing it if so)."""
+        try:
+            await self.store.keepalive(self.lease, timeout=self.timeout)
+        except LeaseNotFound:
+            return False
+        return self.checkpoints is not None and not self.checkpoints.lost
 
     async def load(self) -> tuple[dict[str, Value], dict[str, tuple[str, ...]]]:
         """The bindings and result sets left by earlier runs of this session."""
@@ -209,7 +237,7 @@ class Session:
         """Write what is deferred, then let the lease go. LeaseLost if it was lost."""
         try:
             if self.checkpoints is not None and self.lease:
-                await self.checkpoints.flush()
+                await self.checkpoints.close()
         finally:
             await self._let_go()
 

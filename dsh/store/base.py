@@ -159,8 +159,13 @@ class Store(Protocol):
 
     async def revoke(self, lease: int, *, timeout: float) -> None: ...
 
-    def watch(self, prefix: bytes, *, start_revision: int) -> Watch:
-        """Events under prefix from start_revision on (Compacted if it is gone)."""
+    async def last(self, prefix: bytes, *, timeout: float) -> KV | None:
+        """The key-wise last key under prefix (etcd: sorted descending, limit 1)."""
+        ...
+
+    async def watch(self, prefix: bytes, *, start_revision: int, timeout: float) -> Watch:
+        """Events under prefix from start_revision on; 0 means from now (the revision
+        after the current one, fixed when the call returns). Compacted if it is gone."""
         ...
 
     async def compact(self, revision: int, *, timeout: float) -> None:
@@ -178,10 +183,16 @@ def prefix_end(prefix: bytes) -> bytes:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-def check_request(ops: Sequence[Op], compares: Sequence[Compare] = ()) -> None:
-    """Refuse what etcd would refuse: too many operations or bytes."""
-    if len(ops) > MAX_TXN_OPS:
-        raise RequestTooLarge(f"a transaction of {len(ops)} operations is over the limit of {MAX_TXN_OPS}")
+def check_request(
+    success: Sequence[Op], failure: Sequence[Op] = (), compares: Sequence[Compare] = ()
+) -> None:
+    """Refuse what etcd would refuse: empty keys, too many operations or bytes."""
+    ops = [*success, *failure]
+    for count in (len(success), len(failure), len(compares)):
+        if count > MAX_TXN_OPS:
+            raise RequestTooLarge(f"a transaction of {count} operations is over the limit of {MAX_TXN_OPS}")
+    if any(not op.key for op in ops) or any(not c.key for c in compares):
+        raise RequestTooLarge("a key cannot be empty")
     size = sum(len(op.key) + (len(op.value) if isinstance(op, Put) else 0) for op in ops)
     size += sum(len(c.key) + (len(c.operand) if isinstance(c.operand, bytes) else 8) for c in compares)
     for op in ops:

@@ -61,6 +61,11 @@ CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, ex
 CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires);
 """
 _PUT, _DELETE = 0, 1
+#: One statement per put (SQLite >= 3.35): a new key starts at version 1, an old one counts up.
+_UPSERT = (
+    "INSERT INTO kv VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+    "mod_rev = excluded.mod_rev, version = version + 1, lease = excluded.lease RETURNING create_rev, version"
+)
 
 
 def default_path(env: Mapping[str, str]) -> Path:
@@ -85,6 +90,7 @@ class SqliteStore:
         self.clock = clock
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsh-sqlite")
         self._db: sqlite3.Connection | None = None
+        self.closed = False
 
     @property
     def name(self) -> str:
@@ -93,6 +99,8 @@ class SqliteStore:
     # -- the worker thread --------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
+        if self.closed and self._db is None:
+            raise StoreError(f"the store at {self.path} is closed")
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._thread, self._guarded, fn, *args)
         try:
@@ -183,6 +191,16 @@ class SqliteStore:
             db.execute("COMMIT")
         return [KV(*r) for r in rows], revision
 
+    async def last(self, prefix: bytes, *, timeout: float) -> KV | None:
+        return await self._call(self._last, prefix, timeout=timeout)
+
+    def _last(self, db: sqlite3.Connection, prefix: bytes) -> KV | None:
+        self._expire(db)
+        where, args = _prefix_clause(prefix)
+        columns = "key, value, create_rev, mod_rev, version, lease"
+        row = db.execute(f"SELECT {columns} FROM kv WHERE {where} ORDER BY key DESC LIMIT 1", args).fetchone()
+        return None if row is None else KV(*row)
+
     # -- writes -------------------------------------------------------------------
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0, timeout: float) -> int:
@@ -193,8 +211,8 @@ class SqliteStore:
         return await self._call(self._delete_count, key, prefix, timeout=timeout)
 
     def _delete_count(self, db: sqlite3.Connection, key: bytes, prefix: bool) -> int:
-        self._expire(db)
         with _Write(db) as w:
+            self._expire_locked(db, w)
             return self._apply(db, w, [Delete(key, prefix)])
 
     async def txn(
@@ -205,15 +223,14 @@ class SqliteStore:
         *,
         timeout: float,
     ) -> TxnResult:
-        check_request(success, compares)
-        check_request(failure)
+        check_request(success, failure, compares)
         return await self._call(self._txn, list(compares), list(success), list(failure), timeout=timeout)
 
     def _txn(
         self, db: sqlite3.Connection, compares: list[Compare], success: list[Op], failure: list[Op]
     ) -> TxnResult:
-        self._expire(db)
         with _Write(db) as w:
+            self._expire_locked(db, w)  # so a compare never sees a dead lease's key
             ok = all(_holds(db, c) for c in compares)
             self._apply(db, w, success if ok else failure)
             return TxnResult(ok, w.revision)
@@ -228,14 +245,14 @@ class SqliteStore:
                 if op.key in touched:
                     raise StoreError("a transaction cannot change one key twice")
                 touched.add(op.key)
-                if op.lease and not db.execute("SELECT 1 FROM leases WHERE id = ?", (op.lease,)).fetchone():
+                if (
+                    op.lease
+                    and not db.execute(
+                        "SELECT 1 FROM leases WHERE id = ? AND expires >= ?", (op.lease, self.clock())
+                    ).fetchone()
+                ):
                     raise LeaseNotFound(op.lease)
-                old = db.execute("SELECT create_rev, version FROM kv WHERE key = ?", (op.key,)).fetchone()
-                create, version = (old[0], old[1] + 1) if old else (rev, 1)
-                db.execute(
-                    "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?, ?)",
-                    (op.key, op.value, create, rev, version, op.lease),
-                )
+                create, version = db.execute(_UPSERT, (op.key, op.value, rev, rev, op.lease)).fetchone()
                 db.execute(
                     "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (rev, changed, _PUT, op.key, op.value, create, version, op.lease),
@@ -279,19 +296,21 @@ class SqliteStore:
         return await self._call(self._keepalive, lease, timeout=timeout)
 
     def _keepalive(self, db: sqlite3.Connection, lease: int) -> float:
-        self._expire(db)
-        now = self.clock()
-        row = db.execute("SELECT ttl FROM leases WHERE id = ? AND expires >= ?", (lease, now)).fetchone()
-        if row is None:
-            raise LeaseNotFound(lease)
-        db.execute("UPDATE leases SET expires = ? WHERE id = ?", (now + row[0], lease))
-        return float(row[0])
+        with _Write(db) as w:  # check and renew in one transaction: expiry cannot slip between
+            self._expire_locked(db, w)
+            now = self.clock()
+            row = db.execute("SELECT ttl FROM leases WHERE id = ? AND expires >= ?", (lease, now)).fetchone()
+            if row is None:
+                raise LeaseNotFound(lease)
+            db.execute("UPDATE leases SET expires = ? WHERE id = ?", (now + row[0], lease))
+            return float(row[0])
 
     async def revoke(self, lease: int, *, timeout: float) -> None:
         await self._call(self._revoke, lease, timeout=timeout)
 
     def _revoke(self, db: sqlite3.Connection, lease: int) -> None:
         with _Write(db) as w:
+            self._expire_locked(db, w)
             if db.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
                 raise LeaseNotFound(lease)
             self._drop_leases(db, w, [lease])
@@ -306,19 +325,30 @@ class SqliteStore:
         db.executemany("DELETE FROM leases WHERE id = ?", [(lease,) for lease in leases])
 
     def _expire(self, db: sqlite3.Connection) -> None:
-        """Delete the keys of leases that have expired, at a new revision."""
-        now = self.clock()
-        if db.execute("SELECT 1 FROM leases WHERE expires < ? LIMIT 1", (now,)).fetchone() is None:
+        """Delete the keys of leases that have expired, at a new revision (for readers)."""
+        if db.execute("SELECT 1 FROM leases WHERE expires < ? LIMIT 1", (self.clock(),)).fetchone() is None:
             return
         with _Write(db) as w:
-            dead = [r[0] for r in db.execute("SELECT id FROM leases WHERE expires < ?", (now,)).fetchall()]
-            if dead:
-                self._drop_leases(db, w, dead)
+            self._expire_locked(db, w)
+
+    def _expire_locked(self, db: sqlite3.Connection, w: _Write) -> None:
+        """The same, inside a write transaction that is already open."""
+        now = self.clock()
+        dead = [r[0] for r in db.execute("SELECT id FROM leases WHERE expires < ?", (now,)).fetchall()]
+        if dead:
+            self._drop_leases(db, w, dead)
 
     # -- watches and compaction ----------------------------------------------------------
 
-    def watch(self, prefix: bytes, *, start_revision: int) -> _Watch:
-        return _Watch(self, prefix, start_revision)
+    async def watch(self, prefix: bytes, *, start_revision: int, timeout: float) -> _Watch:
+        start = start_revision
+        if start <= 0:
+            start = await self._call(lambda db: _meta(db, "revision") + 1, timeout=timeout)
+        else:
+            compacted = await self._call(lambda db: _meta(db, "compacted"), timeout=timeout)
+            if start < compacted:
+                raise Compacted(start, compacted)
+        return _Watch(self, prefix, start)
 
     def _events(self, db: sqlite3.Connection, prefix: bytes, start: int) -> tuple[list[Event], int]:
         """Events under prefix in revisions [start, start + WATCH_WINDOW), and the next start."""
@@ -328,11 +358,9 @@ class SqliteStore:
             compacted = _meta(db, "compacted")
             if start < compacted:
                 raise Compacted(start, compacted)
-            if start <= 0:
-                return [], _meta(db, "revision") + 1
             where, args = _prefix_clause(prefix)
             revision = _meta(db, "revision")
-            end = min(revision + 1, start + WATCH_WINDOW)
+            end = max(start, min(revision + 1, start + WATCH_WINDOW))  # a future start waits
             rows = db.execute(
                 "SELECT rev, kind, key, value, create_rev, version, lease FROM history "
                 f"WHERE rev >= ? AND rev < ? AND {where} ORDER BY rev, sub",
@@ -350,7 +378,12 @@ class SqliteStore:
         await self._call(self._compact, revision, timeout=timeout)
 
     def _compact(self, db: sqlite3.Connection, revision: int) -> None:
-        with _Write(db):
+        with _Write(db) as w:
+            if revision > w.revision:
+                raise StoreError(f"cannot compact at revision {revision}: the store is at {w.revision}")
+            compacted = _meta(db, "compacted")
+            if revision < compacted:
+                raise Compacted(revision, compacted)
             _compact(db, revision)
 
     async def close(self) -> None:
@@ -358,9 +391,12 @@ class SqliteStore:
             db.close()
             self._db = None
 
-        if self._db is not None:
-            await self._call(shut, timeout=self.busy_timeout + 1)
-        self._thread.shutdown(wait=False)
+        self.closed = True
+        try:
+            if self._db is not None:
+                await self._call(shut, timeout=self.busy_timeout + 1)
+        finally:
+            self._thread.shutdown(wait=False)
 
 
 class _Watch:

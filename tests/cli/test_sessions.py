@@ -205,3 +205,76 @@ def test_each_run_stores_its_compiled_statement_and_arguments(run_dsh, env, tmp_
     assert isinstance(stmt, p.Run)
     (cmd,) = stmt.pipeline.stages
     assert isinstance(cmd, p.Command) and cmd.timeout == 7
+
+
+def test_piped_lines_keep_the_session_across_a_pause(env) -> None:  # type: ignore[no-untyped-def]
+    env["DSH_LEASE_TTL"] = "0.6"
+    feeder = "echo 'echo one'; sleep 1.5; echo 'echo two'"
+    r = subprocess.run(
+        f"({feeder}) | {dsh_path()} --session idle",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (r.returncode, r.stdout) == (0, "one\ntwo\n"), r.stderr
+    ends = [(e["action"], e["outcome"]) for e in journal(env, "idle") if e["kind"] == "end"]
+    assert ends == [("1.1.1", "ok"), ("2.1.1", "ok")]
+
+
+def test_rebinding_a_name_in_one_run(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    assert run_dsh(["--session", "re", "-c", "x = a\nx = b\nx = c"]).returncode == 0
+    assert run_dsh(["--session", "re", "-c", "echo $x"]).stdout == "c\n"
+
+
+def test_a_lost_lease_stops_the_running_command(env) -> None:  # type: ignore[no-untyped-def]
+    env["DSH_LEASE_TTL"] = "0.6"
+    marker = f"37.{os.getpid()}"
+    proc = subprocess.Popen(
+        [dsh_path(), "--session", "stopped", "-c", f"echo started; command sleep {marker}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+
+        async def revoke() -> None:
+            store = store_of(env)
+            try:
+                owner = await store.get(Keys(user_name(), "stopped").owner, timeout=10)
+                assert owner is not None
+                await store.revoke(owner.lease, timeout=10)
+            finally:
+                await store.close()
+
+        asyncio.run(revoke())
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3 and "lease" in err
+    assert_no_process(f"sleep {marker}")
+
+
+def test_a_failed_claim_lets_the_session_go(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    async def corrupt() -> None:
+        store = store_of(env)
+        try:
+            await store.put(Keys(user_name(), "bad").bindings + b"x", b"not json", timeout=10)
+        finally:
+            await store.close()
+
+    asyncio.run(corrupt())
+    r = run_dsh(["--session", "bad", "-c", "echo hi"])
+    assert r.returncode == 3 and "corrupt" in r.stderr
+
+    async def owner() -> object:
+        store = store_of(env)
+        try:
+            return await store.get(Keys(user_name(), "bad").owner, timeout=10)
+        finally:
+            await store.close()
+
+    assert asyncio.run(owner()) is None

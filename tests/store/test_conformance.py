@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dsh.errors import StoreError
 from dsh.store.base import (
     MAX_TXN_OPS,
     MAX_VALUE,
@@ -188,7 +189,7 @@ async def test_lease_expiring_while_a_watcher_waits(kind: StoreKind) -> None:
     owner, watcher = kind.open(), kind.open()
     lease = await owner.grant(kind.min_ttl, timeout=T)
     rev = await owner.put(b"s/owner", b"me", lease=lease.id, timeout=T)
-    watch = watcher.watch(b"s/", start_revision=rev + 1)
+    watch = await watcher.watch(b"s/", start_revision=rev + 1, timeout=T)
     try:
         started = time.monotonic()
         (event,) = await next_batch(watch, within=kind.min_ttl + 5)
@@ -206,7 +207,7 @@ async def test_watch_from_an_old_revision_replays_in_order(store: Store) -> None
     await store.put(b"x/ignored", b"1", timeout=T)
     await store.put(b"w/b", b"2", timeout=T)
     await store.delete(b"w/a", timeout=T)
-    watch = store.watch(b"w/", start_revision=first)
+    watch = await store.watch(b"w/", start_revision=first, timeout=T)
     try:
         events = await collect(watch, 3)
         assert [(e.kind, e.kv.key) for e in events] == [("put", b"w/a"), ("put", b"w/b"), ("delete", b"w/a")]
@@ -220,7 +221,7 @@ async def test_watch_from_an_old_revision_replays_in_order(store: Store) -> None
 
 async def test_watch_from_now_sees_only_new_events(store: Store) -> None:
     await store.put(b"n/old", b"1", timeout=T)
-    watch = store.watch(b"n/", start_revision=0)
+    watch = await store.watch(b"n/", start_revision=0, timeout=T)
     try:
         iterator = watch.__aiter__()
         pending = asyncio.ensure_future(iterator.__anext__())
@@ -236,12 +237,74 @@ async def test_compacted_history_is_refused(store: Store) -> None:
     revs = [await store.put(b"c/k", str(i).encode(), timeout=T) for i in range(5)]
     await store.compact(revs[3], timeout=T)
     with pytest.raises(Compacted) as info:
-        await next_batch(store.watch(b"c/", start_revision=revs[1]))
+        await store.watch(b"c/", start_revision=revs[1], timeout=T)
     assert info.value.compacted == revs[3]
-    watch = store.watch(b"c/", start_revision=revs[3])
+    watch = await store.watch(b"c/", start_revision=revs[3], timeout=T)
     try:
         events = await collect(watch, 2)
         assert [e.kv.value for e in events] == [b"3", b"4"]
     finally:
         await watch.close()
     assert (await store.get(b"c/k", timeout=T)).value == b"4"  # type: ignore[union-attr]
+
+
+async def test_watch_from_now_survives_compaction_and_a_future_start_waits(store: Store) -> None:
+    revs = [await store.put(b"f/k", str(i).encode(), timeout=T) for i in range(3)]
+    await store.compact(revs[2], timeout=T)
+    now = await store.watch(b"f/", start_revision=0, timeout=T)
+    future = await store.watch(b"f/", start_revision=revs[2] + 2, timeout=T)
+    try:
+        await store.put(b"f/k", b"a", timeout=T)  # revs[2] + 1: before the future start
+        await store.put(b"f/k", b"b", timeout=T)  # revs[2] + 2
+        assert [e.kv.value for e in await collect(now, 2)] == [b"a", b"b"]
+        assert [e.kv.value for e in await next_batch(future)] == [b"b"]
+    finally:
+        await now.close()
+        await future.close()
+
+
+async def test_compaction_bounds(store: Store) -> None:
+    rev = await store.put(b"b/k", b"1", timeout=T)
+    await store.put(b"b/k", b"2", timeout=T)
+    with pytest.raises(StoreError):
+        await store.compact(rev + 100, timeout=T)  # a future revision
+    await store.compact(rev + 1, timeout=T)
+    with pytest.raises(Compacted):
+        await store.compact(rev, timeout=T)  # already compacted
+
+
+async def test_delete_events_and_failed_txn_revision(store: Store) -> None:
+    rev = await store.put(b"e/k", b"v", timeout=T)
+    watch = await store.watch(b"e/", start_revision=rev + 1, timeout=T)
+    try:
+        deleted_at = rev + 1
+        assert await store.delete(b"e/k", timeout=T) == 1
+        (event,) = await next_batch(watch)
+        assert (event.kind, event.kv.create_revision, event.kv.version, event.kv.mod_revision) == (
+            "delete",
+            0,
+            0,
+            deleted_at,
+        )
+    finally:
+        await watch.close()
+    failed = await store.txn([Compare(b"e/k", "version", ">", 0)], [Put(b"e/x", b"x")], timeout=T)
+    assert (failed.succeeded, failed.revision) == (False, deleted_at)
+
+
+async def test_requests_etcd_would_refuse(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.txn([], [Put(b"d", b"1"), Put(b"d", b"2")], timeout=T)  # one key twice
+    with pytest.raises(RequestTooLarge):
+        await store.put(b"", b"empty key", timeout=T)
+    with pytest.raises(RequestTooLarge):
+        await store.txn([Compare(f"c{i}".encode(), "version", "==", 0) for i in range(129)], [], timeout=T)
+    assert (await store.range(b"", timeout=T))[0] == []
+
+
+async def test_last_key_under_a_prefix(store: Store) -> None:
+    for key in (b"j/001", b"j/010", b"j/002", b"k/999"):
+        await store.put(key, key, timeout=T)
+    last = await store.last(b"j/", timeout=T)
+    assert last is not None and last.key == b"j/010"
+    assert await store.last(b"none/", timeout=T) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import stat
 import time
@@ -84,7 +83,7 @@ async def test_history_is_compacted_as_writes_go(tmp_path: Path) -> None:
         for i in range(1000):
             await store.put(b"k", str(i).encode(), timeout=5)
         with pytest.raises(Compacted):
-            await asyncio.wait_for(store.watch(b"k", start_revision=2).__aiter__().__anext__(), 5)
+            await store.watch(b"k", start_revision=2, timeout=5)
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "store.db") as db:

@@ -1,0 +1,74 @@
+"""Checkpoints on a real embedded store: batching, sizes, ordering, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsh.errors import StoreError
+from dsh.lang.compiler import Context, compile_source
+from dsh.lang.source import Source
+from dsh.remote.base import Exec, OutputSink
+from dsh.remote.local import LocalShell
+from dsh.runtime.executor import Executor
+from dsh.runtime.session import Keys, Session, SessionRecorder, in_flight, read_journal
+from dsh.store.base import Put
+from dsh.store.sqlite import SqliteStore
+from tests.runtime.test_executor import Recorder
+
+
+class Loud:
+    """A host that prints 64 KiB of binary noise on stdout and stderr."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def run(self, command: str, *, timeout: float, output: OutputSink) -> Exec:
+        noise = bytes(range(256)) * 256
+        output("stdout", noise)
+        output("stderr", noise)
+        return Exec("ok", 0, 0.01)
+
+
+async def open_session(tmp_path: Path, name: str = "t") -> Session:
+    session = Session(SqliteStore(tmp_path / "store.db"), Keys("u", name), "m", lease_ttl=30, timeout=10)
+    await session.claim()
+    return session
+
+
+async def test_forty_loud_hosts_fit_the_store(tmp_path: Path) -> None:
+    session = await open_session(tmp_path)
+    executor = Executor(
+        reporter=Recorder(), local=LocalShell(), hosts=Loud, recorder=SessionRecorder(session)
+    )
+    plan = compile_source(Source("t", "v = @h[1-40] noise"), Context())
+    (line,) = await executor.run_plan(plan)
+    assert line.ok
+    await session.release()
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        entries = await read_journal(store, Keys("u", "t"), timeout=10)
+        assert len([e for e in entries if e["kind"] == "end"]) == 40
+        assert in_flight(entries) == []
+        bound = await store.get(Keys("u", "t").bindings + b"v", timeout=10)
+        assert bound is not None and len(bound.value) < 1024 * 1024
+        assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    finally:
+        await store.close()
+
+
+async def test_a_failed_deferred_write_stops_later_writes(tmp_path: Path) -> None:
+    session = await open_session(tmp_path, "hole")
+    cp = session.checkpointer()
+    cp.defer([Put(b"", b"an empty key: the store refuses it")])
+    with pytest.raises(StoreError):
+        await cp.flush()
+    with pytest.raises(StoreError, match="earlier checkpoint"):
+        await cp.write([cp.entry("start", action="1.1.1", host=None, command="true", timeout=1)])
+    await session._let_go()
+    await session.store.close()
