@@ -187,6 +187,16 @@ def dumps(plan: Plan) -> str:
     return json.dumps(_encode(plan), separators=(",", ":"))
 
 
+def _check_version(version: object, what: str) -> None:
+    if not isinstance(version, int):
+        raise PlanError(f"the stored {what} has no plan version")
+    if version > PLAN_VERSION:
+        raise PlanError(
+            f"the stored {what} has plan version {version}, newer than this dsh understands "
+            f"({PLAN_VERSION}); upgrade dsh to run it"
+        )
+
+
 def dump_statement(stmt: Statement) -> dict[str, Any]:
     """One compiled statement as JSON data, with the plan version (for the store)."""
     return {"version": PLAN_VERSION, "statement": _encode(stmt)}
@@ -194,14 +204,7 @@ def dump_statement(stmt: Statement) -> dict[str, Any]:
 
 def load_statement(data: dict[str, Any]) -> Statement:
     """The inverse of dump_statement; PlanError for corrupt or newer data."""
-    version = data.get("version") if isinstance(data, dict) else None
-    if not isinstance(version, int):
-        raise PlanError("the stored statement has no plan version")
-    if version > PLAN_VERSION:
-        raise PlanError(
-            f"the stored statement has plan version {version}, newer than this dsh understands "
-            f"({PLAN_VERSION}); upgrade dsh to run it"
-        )
+    _check_version(data.get("version") if isinstance(data, dict) else None, "statement")
     stmt = _decode(data.get("statement"))
     if not isinstance(stmt, Run | Bind):
         raise PlanError("the stored data is not a dsh statement")
@@ -216,14 +219,7 @@ def loads(data: str | bytes) -> Plan:
         raise PlanError(f"the stored plan is corrupt ({exc})") from exc
     if not isinstance(raw, dict) or raw.get("@") != "Plan":
         raise PlanError("the stored data is not a dsh plan")
-    version = raw.get("version")
-    if not isinstance(version, int):
-        raise PlanError("the stored plan has no version")
-    if version > PLAN_VERSION:
-        raise PlanError(
-            f"the stored plan has version {version}, newer than this dsh understands "
-            f"({PLAN_VERSION}); upgrade dsh to run it"
-        )
+    _check_version(raw.get("version"), "plan")
     plan = _decode(raw)
     if not isinstance(plan, Plan):
         raise PlanError("the stored data is not a dsh plan")

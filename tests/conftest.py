@@ -65,15 +65,8 @@ def stop_sleeper(
     import time
 
     trap = "trap '' TERM; " if trap_term else ""
-    proc = subprocess.Popen(
-        [dsh_path(), "-c", f"echo started; {trap}command sleep {marker}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_dsh(env, ["-c", f"echo started; {trap}command sleep {marker}"])
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
         for signum in signals:
             time.sleep(0.3)
             proc.send_signal(signum)
@@ -83,6 +76,16 @@ def stop_sleeper(
     time.sleep(0.2)
     assert_no_process(f"sleep {marker}")
     return proc.returncode, err
+
+
+def start_dsh(env: dict[str, str], args: Sequence[str]) -> subprocess.Popen[str]:
+    """Start dsh in the background; return once it has printed its first line,
+    which must be `started` (the text given makes sure of it)."""
+    proc = subprocess.Popen(
+        [dsh_path(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+    return proc
 
 
 def assert_no_process(pattern: str) -> None:

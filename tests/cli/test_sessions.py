@@ -9,26 +9,43 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from dsh.runtime.session import Keys, in_flight, read_journal, user_name
 from dsh.store.sqlite import SqliteStore
-from tests.conftest import assert_no_process, dsh_path
+from tests.conftest import assert_no_process, dsh_path, start_dsh
+
+T = TypeVar("T")
 
 
-def store_of(env: dict[str, str]) -> SqliteStore:
-    return SqliteStore(Path(env["XDG_STATE_HOME"]) / "dsh" / "store.db")
+def with_store(env: dict[str, str], work: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    """Run `work` on the test's local store (as another process would)."""
 
-
-def journal(env: dict[str, str], session: str) -> list[dict[str, object]]:
-    async def read() -> list[dict[str, object]]:
-        store = store_of(env)
+    async def run() -> T:
+        store = SqliteStore(Path(env["XDG_STATE_HOME"]) / "dsh" / "store.db")
         try:
-            return await read_journal(store, Keys(user_name(), session), timeout=10)
+            return await work(store)
         finally:
             await store.close()
 
-    return asyncio.run(read())
+    return asyncio.run(run())
+
+
+def journal(env: dict[str, str], session: str) -> list[dict[str, object]]:
+    return with_store(env, lambda store: read_journal(store, Keys(user_name(), session), timeout=10))
+
+
+def revoke_owner(env: dict[str, str], session: str) -> None:
+    """Break the owner's lease from outside, as an operator or a failure would."""
+
+    async def revoke(store: SqliteStore) -> None:
+        owner = await store.get(Keys(user_name(), session).owner, timeout=10)
+        assert owner is not None and owner.lease
+        await store.revoke(owner.lease, timeout=10)
+
+    with_store(env, revoke)
 
 
 def test_a_session_keeps_bindings_and_result_sets(run_dsh) -> None:  # type: ignore[no-untyped-def]
@@ -91,15 +108,8 @@ def test_log_lists_lines_and_steps(run_dsh) -> None:  # type: ignore[no-untyped-
 
 def test_a_session_runs_in_one_process_at_a_time(env) -> None:  # type: ignore[no-untyped-def]
     marker = f"34.{os.getpid()}"
-    first = subprocess.Popen(
-        [dsh_path(), "--session", "busy", "-c", f"echo started; command sleep {marker}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_dsh(env, ["--session", "busy", "-c", f"echo started; command sleep {marker}"])
     try:
-        assert first.stdout is not None and first.stdout.readline() == "started\n"
         second = subprocess.run(
             [dsh_path(), "--session", "busy", "-c", "echo never"],
             env=env,
@@ -117,26 +127,9 @@ def test_a_session_runs_in_one_process_at_a_time(env) -> None:  # type: ignore[n
 def test_lost_lease_stops_the_executor_before_any_new_effect(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env["DSH_LEASE_TTL"] = "1"
     later = tmp_path / "later"
-    proc = subprocess.Popen(
-        [dsh_path(), "--session", "fenced", "-c", f"echo started; sleep 0.8\ntouch {later}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_dsh(env, ["--session", "fenced", "-c", f"echo started; sleep 0.8\ntouch {later}"])
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
-
-        async def revoke() -> None:  # someone else breaks the owner's lease
-            store = store_of(env)
-            try:
-                owner = await store.get(Keys(user_name(), "fenced").owner, timeout=10)
-                assert owner is not None and owner.lease
-                await store.revoke(owner.lease, timeout=10)
-            finally:
-                await store.close()
-
-        asyncio.run(revoke())
+        revoke_owner(env, "fenced")
         _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
@@ -190,16 +183,9 @@ def test_each_run_stores_its_compiled_statement_and_arguments(run_dsh, env, tmp_
     script.write_text("echo $1 | within 7s\n")
     assert run_dsh(["--session", "planned", str(script), "arg one"]).returncode == 0
 
-    async def read() -> dict[str, object]:
-        store = store_of(env)
-        try:
-            kv = await store.get(Keys(user_name(), "planned").run(1), timeout=10)
-            assert kv is not None
-            return json.loads(kv.value)  # type: ignore[no-any-return]
-        finally:
-            await store.close()
-
-    record = asyncio.run(read())
+    kv = with_store(env, lambda store: store.get(Keys(user_name(), "planned").run(1), timeout=10))
+    assert kv is not None
+    record = json.loads(kv.value)
     assert record["args"] == ["arg one"] and record["source"] == "echo $1 | within 7s"
     stmt = p.load_statement(record["plan"])  # type: ignore[arg-type]
     assert isinstance(stmt, p.Run)
@@ -231,26 +217,9 @@ def test_rebinding_a_name_in_one_run(run_dsh) -> None:  # type: ignore[no-untype
 def test_a_lost_lease_stops_the_running_command(env) -> None:  # type: ignore[no-untyped-def]
     env["DSH_LEASE_TTL"] = "0.6"
     marker = f"37.{os.getpid()}"
-    proc = subprocess.Popen(
-        [dsh_path(), "--session", "stopped", "-c", f"echo started; command sleep {marker}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_dsh(env, ["--session", "stopped", "-c", f"echo started; command sleep {marker}"])
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
-
-        async def revoke() -> None:
-            store = store_of(env)
-            try:
-                owner = await store.get(Keys(user_name(), "stopped").owner, timeout=10)
-                assert owner is not None
-                await store.revoke(owner.lease, timeout=10)
-            finally:
-                await store.close()
-
-        asyncio.run(revoke())
+        revoke_owner(env, "stopped")
         _out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
@@ -259,22 +228,10 @@ def test_a_lost_lease_stops_the_running_command(env) -> None:  # type: ignore[no
 
 
 def test_a_failed_claim_lets_the_session_go(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
-    async def corrupt() -> None:
-        store = store_of(env)
-        try:
-            await store.put(Keys(user_name(), "bad").bindings + b"x", b"not json", timeout=10)
-        finally:
-            await store.close()
-
-    asyncio.run(corrupt())
+    with_store(
+        env, lambda store: store.put(Keys(user_name(), "bad").bindings + b"x", b"not json", timeout=10)
+    )
     r = run_dsh(["--session", "bad", "-c", "echo hi"])
     assert r.returncode == 3 and "corrupt" in r.stderr
 
-    async def owner() -> object:
-        store = store_of(env)
-        try:
-            return await store.get(Keys(user_name(), "bad").owner, timeout=10)
-        finally:
-            await store.close()
-
-    assert asyncio.run(owner()) is None
+    assert with_store(env, lambda store: store.get(Keys(user_name(), "bad").owner, timeout=10)) is None
