@@ -54,10 +54,11 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dsh",
-        usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | explain TEXT|SCRIPT [ARGS…]]",
+        usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | explain TEXT|SCRIPT [ARGS…] | log SESSION]",
         description="An interactive distributed shell: lines of remote actions, awaits and "
         "timeouts, compiled into bounded plans.",
-        epilog="Subcommands: explain TEXT|SCRIPT — show the compiled plan and its worst case. "
+        epilog="Subcommands: explain TEXT|SCRIPT — show the compiled plan and its worst case; "
+        "log SESSION [--json] — the journal of a session. "
         "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
         "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted, "
         "129/143 stopped by SIGHUP/SIGTERM. "

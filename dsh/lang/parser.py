@@ -176,6 +176,8 @@ class Parser:
         seconds = parse_duration(tok.text)
         if seconds is None:
             hint = " (a number needs a unit: ms, s, m, h, d)" if tok.text.replace(".", "").isdigit() else ""
+            if hint and keyword.text == "sleep":
+                hint += f"; for the sh command write `command sleep {tok.text}`"
             raise LangError(f"{tok.text!r} is not a duration{hint}", tok.span)
         if seconds <= 0:
             raise LangError("a duration must be more than zero", tok.span)
