@@ -9,6 +9,7 @@ against the bindings made before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ class Driver:
         """Before running a line read after a wait: own the session again if the
         lease ran out meanwhile (nothing ran then), or fail if another took it."""
         if self.session is not None and not await self.session.alive():
-            await self.session.release()
+            with contextlib.suppress(DshError):  # what it could not write is reported already
+                await self.session.release()
             await self.claim()
 
     def compile(self, text: str, name: str, first_line: int = 1) -> p.Plan:
@@ -203,7 +205,12 @@ def _read_eval(
     buffer: list[str] = []
     first_line = 1
     while True:
-        runner.run(driver.idle())
+        try:
+            runner.run(driver.idle())
+        except DshError as exc:  # e.g. the lease ran out: the next line claims it again
+            if not interactive:
+                raise
+            report_error(exc)
         try:
             line = read("... " if buffer else "dsh> ")
         except KeyboardInterrupt:

@@ -78,3 +78,23 @@ def test_empty_lines_do_not_reset_the_status(env) -> None:  # type: ignore[no-un
     finally:
         child.close()
     assert child.exitstatus == 1
+
+
+def test_prompt_claims_the_session_again_after_an_idle_pause(env) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    env = {**env, "DSH_LEASE_TTL": "0.6", "DSH_SESSION": "idle-prompt"}
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendline("x = 41")
+        child.expect("dsh>")
+        time.sleep(1.5)  # the lease runs out while nobody types
+        child.sendline("echo x=$x")
+        child.expect("x=41")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
