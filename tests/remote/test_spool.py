@@ -1,0 +1,120 @@
+"""The spool wrapper, run by the real /bin/sh (dash on Debian) on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from dsh.remote import spool
+
+
+def launch(
+    root: Path, action: str, command: str, timeout: float = 10, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    argv = spool.launch_argv(str(root), "s1", action, "h1", timeout, command)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload]
+
+
+def probe(root: Path, action: str) -> str:
+    argv = spool.probe_argv(str(root), "s1", action, "h1")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_output_status_and_spool_files(tmp_path: Path) -> None:
+    r = launch(tmp_path, "1.1.1", "echo out; echo err >&2; exit 3")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    d = tmp_path / "s1" / "1.1.1" / "h1"
+    assert sorted(p.name for p in d.iterdir()) == ["boot", "err", "out", "pid", "start", "status"]
+    assert (d / "out").read_text() == "out\n" and (d / "status").read_text() == "3\n"
+    assert (d / "boot").read_text().strip() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert probe(tmp_path, "1.1.1") == "status 3"
+
+
+def test_the_claim_refuses_a_second_start(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    assert launch(tmp_path, "1.1.1", f"echo x >> {marker}").returncode == 0
+    again = launch(tmp_path, "1.1.1", f"echo x >> {marker}")
+    assert again.returncode == spool.CLAIMED and again.stderr.startswith("dsh-spool: claimed")
+    assert marker.read_text() == "x\n"
+    assert probe(tmp_path, "2.1.1") == "none"
+
+
+def test_stdin_is_dev_null_and_values_stay_data(tmp_path: Path) -> None:
+    r = launch(tmp_path, "1.1.1", 'cat; printf \'%s|\' "$@" "$0"', input="not for the command")
+    assert r.returncode == 0 and r.stdout == "sh|"  # no input, no arguments
+
+
+def test_output_streams_while_the_command_runs(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "echo first; sleep 1; echo second")
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "first\n"
+    assert time.monotonic() - started < 0.8
+    assert proc.stdout.readline() == "second\n"
+    assert proc.wait(timeout=10) == 0
+
+
+def test_a_dropped_connection_loses_nothing(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "echo a; sleep 0.6; echo b")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "a\n"
+    os.killpg(proc.pid, signal.SIGKILL)  # the exec (our connection) dies
+    proc.wait(timeout=5)
+    assert probe(tmp_path, "1.1.1") == "alive"
+    deadline = time.monotonic() + 10
+    while probe(tmp_path, "1.1.1") == "alive" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert probe(tmp_path, "1.1.1") == "status 0"
+    assert (tmp_path / "s1" / "1.1.1" / "h1" / "out").read_text() == "a\nb\n"
+
+
+def test_kill_from_a_new_exec_ends_the_whole_group(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 60, "sleep 30 & sleep 30")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d = tmp_path / "s1" / "1.1.1" / "h1"
+    deadline = time.monotonic() + 5
+    while not (d / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pgid = int((d / "pid").read_text())
+    started = time.monotonic()
+    subprocess.run(spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1"), check=True, timeout=10)
+    assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 3
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    assert probe(tmp_path, "1.1.1") == f"status {128 + signal.SIGTERM}"
+
+
+def test_the_wrapper_enforces_the_timeout_itself(tmp_path: Path) -> None:
+    started = time.monotonic()
+    r = launch(tmp_path, "1.1.1", "trap '' TERM; sleep 30", timeout=0.5)
+    assert r.returncode == spool.BACKSTOP and "timed out" in r.stderr
+    assert time.monotonic() - started < 0.5 + spool.GRACE + 2
+    assert probe(tmp_path, "1.1.1") == "status timeout"
+
+
+def test_claimed_but_dead_without_status_is_lost(tmp_path: Path) -> None:
+    d = tmp_path / "s1" / "1.1.1" / "h1"
+    d.mkdir(parents=True)
+    (d / "boot").write_text(Path("/proc/sys/kernel/random/boot_id").read_text())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (d / "pid").write_text(f"{dead.pid}\n")
+    (d / "start").write_text("1\n")
+    assert probe(tmp_path, "1.1.1") == "lost"
+    (d / "pid").write_text(f"{os.getpid()}\n")  # alive, but not the process that was started
+    assert probe(tmp_path, "1.1.1") == "lost"
