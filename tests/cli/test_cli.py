@@ -191,14 +191,13 @@ def test_hosts_need_ssh_clear_error(run_dsh) -> None:  # type: ignore[no-untyped
     assert r.returncode == 2 and "SSH" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_start_up_imports_no_heavy_library() -> None:
+def test_start_up_imports_no_heavy_library(env) -> None:  # type: ignore[no-untyped-def]
     code = (
         "import sys\nfrom dsh.cli import main\nrc = main(['-c', 'echo hi'])\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
         "('asyncssh', 'prompt_toolkit', 'aetcd', 'grpc', 'rich', 'ClusterShell')]\n"
         "print(rc, heavy)\n"
     )
-    env = {**os.environ, "NO_COLOR": "1"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert r.stdout.splitlines()[-1] == "0 []", r.stdout + r.stderr
 
