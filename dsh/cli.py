@@ -234,10 +234,14 @@ def _driver(settings: Settings, args: tuple[str, ...] | None, *, stateful: bool 
     """The one place that picks the renderer and the driver (imported late: start-up)."""
     from dsh.driver import Driver
     from dsh.render import JsonRenderer, TextRenderer
+    from dsh.runtime.session import machine_id
+    from dsh.store.sqlite import default_path
 
     renderer = JsonRenderer() if settings.json else TextRenderer(color=settings.color)
     session = _session(settings, _store(settings)) if stateful else None
-    return Driver(settings.config, renderer, renderer.message, args, session)
+    machine = machine_id(settings.env).replace("/", "_")
+    spool_root = default_path(settings.env).parent / "spool" / machine
+    return Driver(settings.config, renderer, renderer.message, spool_root, args, session)
 
 
 def _run(settings: Settings, text: str, name: str, args: tuple[str, ...] | None) -> int:

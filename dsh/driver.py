@@ -13,6 +13,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from dsh import plan as p
@@ -35,13 +36,15 @@ class Driver:
     config: Config
     reporter: Reporter
     say: Callable[[str], None]
+    #: This machine's spool (one per machine id: two "machines" on one box keep apart).
+    spool_root: Path
     args: tuple[str, ...] | None = None
     session: Session | None = None
 
     def __post_init__(self) -> None:
         self.executor = Executor(
             reporter=self.reporter,
-            local=LocalShell(),
+            local=LocalShell(self.spool_root),
             args=self.args or (),
             inventory=self.config.groups,
         )
@@ -58,6 +61,7 @@ class Driver:
         if self.session is not None:
             await self.session.claim()
             await self.load()  # what a previous owner left, now that nobody else writes
+            self.executor.spool_name = self.session.spool_name
             self.executor.recorder = SessionRecorder(self.session)
 
     async def release(self) -> None:

@@ -6,12 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 BIN = Path(sys.executable).parent
+#: The local spool of in-process tests (claims never meet: executors spool under
+#: a name of their own).
+SPOOL = Path(tempfile.mkdtemp(prefix="dsh-test-spool-"))
 
 
 def dsh_path() -> str:

@@ -25,17 +25,32 @@ class Exec:
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Spot:
+    """Where one action's spool is on its host: the claim key (design §4).
+
+    `session` is the session's spool name (unique per session incarnation),
+    `action` is RUN.STAGE.ATTEMPT, `alias` the host's name as the target
+    wrote it (aliases of one machine share its filesystem).
+    """
+
+    session: str
+    action: str
+    alias: str
+
+
 class Remote(Protocol):
     """A place commands run: this machine, or one host over SSH."""
 
     @property
     def name(self) -> str: ...
 
-    async def run(self, command: str, *, timeout: float, output: OutputSink) -> Exec:
-        """Run `command` with `/bin/sh -c`, stdin from /dev/null.
+    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+        """Run `command` with `/bin/sh -c` through the spool wrapper, claimed at `spot`,
+        stdin from /dev/null.
 
         Ends within `timeout` (plus a short kill grace): on timeout or
-        cancellation the whole process group is killed. Cancellation is
-        re-raised after the kill.
+        cancellation the command's process group is killed from a new exec.
+        Cancellation is re-raised after the kill.
         """
         ...

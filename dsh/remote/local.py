@@ -1,4 +1,9 @@
-"""Commands on this machine: /bin/sh in its own process group, killed as a whole."""
+"""Commands on this machine, through the spool wrapper like every other host.
+
+Each command runs as one LAUNCH exec of `/bin/sh` (dsh/remote/spool.py) with
+a spool under this machine's local spool root; a timeout or a cancel runs
+KILL as a new exec, which ends the command's whole process group.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +13,44 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from dsh.plan import KILL_GRACE
-from dsh.remote.base import Exec, OutputSink
+from dsh.remote import spool
+from dsh.remote.base import Exec, OutputSink, Spot
 
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
+#: How long the wrapper may take to notice its command ended (its slowest poll, and more).
+SETTLE = 5.0
 _CHUNK = 65536
 
 
-#: Process groups started and not yet known to be gone: `kill_all` is the backstop
-#: when dsh itself is torn down before a command's own cleanup could run.
-_LIVE: set[int] = set()
+#: Commands started and not yet known to be over, with their launcher's process
+#: group: `kill_all` is the backstop when dsh is torn down before a command's own
+#: cleanup could run.
+_LIVE: dict[Path, int] = {}
 
 
 def kill_all() -> None:
-    """SIGKILL every process group this process started that may still be alive."""
-    for pgid in list(_LIVE):
-        _signal_group(pgid, signal.SIGKILL)
-        _LIVE.discard(pgid)
+    """SIGKILL every command (and its launcher) this process started that may still run."""
+    for directory, launcher in list(_LIVE.items()):
+        try:
+            pgid = int((directory / "pid").read_text())
+        except (OSError, ValueError):
+            pgid = 0
+        if pgid > 1:
+            _signal_group(pgid, signal.SIGKILL)
+        _signal_group(launcher, signal.SIGKILL)
+        _LIVE.pop(directory, None)
 
 
 class LocalShell:
     """Runs commands through /bin/sh on the machine that runs the session."""
 
-    def __init__(self, name: str = "local", *, kill_grace: float = KILL_GRACE) -> None:
+    def __init__(self, root: Path, name: str = "local", *, kill_grace: float = KILL_GRACE) -> None:
+        self.root = root
         self._name = name
         self.kill_grace = kill_grace
 
@@ -41,15 +58,16 @@ class LocalShell:
     def name(self) -> str:
         return self._name
 
-    async def run(self, command: str, *, timeout: float, output: OutputSink) -> Exec:
+    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
+        watch = spool.Watch(output)
+        backstop = timeout + self.kill_grace + SETTLE
+        argv = spool.launch_argv(str(self.root), spot.session, spot.action, spot.alias, backstop, command)
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),
-                "/bin/sh",
-                "-c",
-                command,
+                *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -59,15 +77,15 @@ class LocalShell:
             why = str(exc)
             if exc.errno == errno.E2BIG:
                 why = "the command is too long for /bin/sh -c (is a bound value that large?)"
-            return Exec("failed", 127, time.monotonic() - started, f"cannot start /bin/sh: {why}")
-        pgid = transport.get_pid()
-        _LIVE.add(pgid)
+            return Exec("failed", None, time.monotonic() - started, f"cannot start /bin/sh: {why}")
+        directory = self.root / spot.session / f"{spot.action}@{spot.alias}"
+        _LIVE[directory] = transport.get_pid()
         assert protocol.stdout is not None and protocol.stderr is not None
         # The sink may fail (stdout closed under us): that ends the command too.
         failed: asyncio.Future[BaseException] = loop.create_future()
         pumps = [
-            asyncio.ensure_future(_pump(protocol.stdout, "stdout", output, failed)),
-            asyncio.ensure_future(_pump(protocol.stderr, "stderr", output, failed)),
+            asyncio.ensure_future(_pump(protocol.stdout, "stdout", watch.sink, failed)),
+            asyncio.ensure_future(_pump(protocol.stderr, "stderr", watch.sink, failed)),
         ]
         timed_out = False
         try:
@@ -77,42 +95,45 @@ class LocalShell:
                 raise failed.result()
             if not done:
                 timed_out = True
-                await self._kill_group(pgid, protocol.exited)
+                await self._kill(spot, transport, protocol.exited)
         except BaseException:
-            await asyncio.shield(self._kill_group(pgid, protocol.exited))
+            await asyncio.shield(self._kill(spot, transport, protocol.exited))
             for pump in pumps:
                 pump.cancel()
             transport.close()
+            _LIVE.pop(directory, None)
             raise
-        # Background children die with the command: every action is bounded.
-        await self._kill_group(pgid, protocol.exited)
-        _LIVE.discard(pgid)
+        _LIVE.pop(directory, None)
         _done, pending = await asyncio.wait(pumps, timeout=DRAIN)
         for pump in pending:
             pump.cancel()
         transport.close()
         seconds = time.monotonic() - started
         if timed_out:
-            return Exec("timeout", None, seconds, f"no exit within {_secs(timeout)}")
+            return Exec("timeout", None, seconds, f"no exit within {timeout:g}s")
         code = transport.get_returncode()
         assert code is not None
-        if code < 0:
-            sig = -code
-            return Exec("failed", 128 + sig, seconds, f"killed by signal {_signame(sig)}")
-        return Exec("ok" if code == 0 else "failed", code, seconds)
+        if code < 0:  # the launcher itself was killed: the spool still has the command's end
+            return Exec("lost", None, seconds, f"the wrapper was killed by {_signame(-code)}")
+        return watch.result(code, seconds)
 
-    async def _kill_group(self, pgid: int, exited: asyncio.Future[None]) -> None:
-        """TERM the group, then KILL whatever is left after the grace period."""
-        if _signal_group(pgid, signal.SIGTERM):
-            deadline = time.monotonic() + self.kill_grace
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-                if exited.done() and not _group_alive(pgid):
-                    break
-            else:
-                _signal_group(pgid, signal.SIGKILL)
-        # The leader is ours: its exit is certain once the group was killed.
-        await asyncio.wait_for(asyncio.shield(exited), self.kill_grace + 5)
+    async def _kill(
+        self, spot: Spot, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None]
+    ) -> None:
+        """KILL the command from a new exec; then the launcher ends as it sees the status."""
+        argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace)
+        try:
+            killer = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            await asyncio.wait_for(killer.wait(), self.kill_grace + SETTLE)
+        except (OSError, TimeoutError):
+            pass
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), SETTLE)
+        except TimeoutError:
+            _signal_group(transport.get_pid(), signal.SIGKILL)
+            await asyncio.wait_for(asyncio.shield(exited), SETTLE)
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -136,33 +157,9 @@ def _signal_group(pgid: int, sig: int) -> bool:
     """Send `sig` to a process group; False when the group no longer exists."""
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process group has a member that is not a zombie."""
-    if not _signal_group(pgid, 0):
-        return False
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
 
 
 async def _pump(
@@ -178,10 +175,6 @@ async def _pump(
             if not failed.done():
                 failed.set_result(exc)
             return
-
-
-def _secs(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 def _signame(sig: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
@@ -18,7 +19,7 @@ from typing import Protocol
 from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import DshError
-from dsh.remote.base import Exec, Remote
+from dsh.remote.base import Exec, Remote, Spot
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.results import KEEP_BYTES, HostResult, LineResult
 from dsh.runtime.values import (
@@ -33,6 +34,8 @@ from dsh.runtime.values import (
 
 #: The `@src:name` groups that the compiler writes into a pattern.
 _REFERENCE = re.compile(r"@(inv|res|var):([A-Za-z_][A-Za-z0-9_-]*)")
+#: The alias of the session's own machine in its spool.
+LOCAL_ALIAS = "local"
 #: Outcomes that another attempt cannot change.
 _FINAL = frozenset({"ok", "refused", "cancelled", "skipped", "lost"})
 
@@ -118,6 +121,10 @@ class Executor:
         self.inventory = dict(inventory or {})
         self.bindings: dict[str, Value] = {}
         self.result_sets: dict[str, tuple[str, ...]] = {}
+        #: The name under which hosts spool this executor's actions (the session's,
+        #: once it is claimed; unique for a run without a session).
+        self.spool_name = f"anon.{os.getpid()}.{os.urandom(4).hex()}"
+        self._unrecorded = 0
 
     def binding_kinds(self) -> dict[str, str]:
         """Each bound name's kind, for compiling the lines that follow."""
@@ -135,7 +142,11 @@ class Executor:
         return results
 
     async def run_statement(self, stmt: p.Statement, plan: p.Plan) -> LineResult:
-        run = await self.recorder.line_started(stmt, self.args) if self.recorder else 0
+        if self.recorder:
+            run = await self.recorder.line_started(stmt, self.args)
+        else:  # unrecorded runs still need action ids of their own for the spool
+            self._unrecorded += 1
+            run = self._unrecorded
         try:
             return await self._statement(stmt, plan, run)
         except BaseException:
@@ -300,7 +311,8 @@ class Executor:
                 if self.recorder:  # checkpoint before effect
                     await self.recorder.intent(action, host, command, stage.timeout)
                 try:
-                    ended = await remote.run(command, timeout=stage.timeout, output=sink)
+                    spot = Spot(self.spool_name, action, host or LOCAL_ALIAS)
+                    ended = await remote.run(command, spot=spot, timeout=stage.timeout, output=sink)
                 except asyncio.CancelledError:
                     await self._cancelled(action, host, out, err)
                     raise

@@ -1,6 +1,6 @@
 """Sessions as data: the key layout of a session in the store, and its owner lease.
 
-    /dsh/v1/u/USER/s/NAME/meta             {"name", "created", "machine"}
+    /dsh/v1/u/USER/s/NAME/meta             {"name", "created", "machine", "id"}
     /dsh/v1/u/USER/s/NAME/owner            {"machine", "pid", "since"}, on the owner's lease
     /dsh/v1/u/USER/s/NAME/run/RUN          a statement: {"run", "line", "source", "args", "plan"}
     /dsh/v1/u/USER/s/NAME/act/ACTION/HOST  intent, then result of one attempt on one host
@@ -9,6 +9,9 @@
     /dsh/v1/u/USER/s/NAME/j/SEQ            the journal: every state change, in order
 
 RUN numbers the statements a session has run; ACTION is RUN.STAGE.ATTEMPT.
+The meta's random `id` tells this session from an earlier one of the same
+name: spools on hosts are keyed by NAME.ID, so a session removed and made
+again never meets the claims of the old one.
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ class Session:
         self.timeout = timeout
         self.lease = 0
         self.runs = 0
+        self.id = ""  # known once claimed
         self.checkpoints: Checkpointer | None = None
         self._keepalive: asyncio.Task[None] | None = None
         #: Called when the lease is lost: the driver cancels what is running.
@@ -166,7 +170,6 @@ class Session:
         """Take ownership under a new lease, or fail if a live owner holds it."""
         lease = await self.store.grant(self.lease_ttl, timeout=self.timeout)
         owner = json.dumps({"machine": self.machine, "pid": os.getpid(), "since": time.time()}).encode()
-        meta = json.dumps({"name": self.keys.name, "created": time.time(), "machine": self.machine}).encode()
         result = await self.store.txn(
             [Compare(self.keys.owner, "version", "==", 0)],
             [Put(self.keys.owner, owner, lease.id)],
@@ -181,8 +184,13 @@ class Session:
                 f"(pid {who.get('pid', '?')}); choose another --session"
             )
         self.lease = lease.id
-        if await self.store.get(self.keys.meta, timeout=self.timeout) is None:
-            await self.store.put(self.keys.meta, meta, timeout=self.timeout)
+        held_meta = await self.store.get(self.keys.meta, timeout=self.timeout)
+        if held_meta is None:
+            self.id = os.urandom(6).hex()
+            meta = {"name": self.keys.name, "created": time.time(), "machine": self.machine, "id": self.id}
+            await self.store.put(self.keys.meta, json.dumps(meta).encode(), timeout=self.timeout)
+        else:
+            self.id = str(json.loads(held_meta.value).get("id", "0"))
         self.lease_ttl = lease.ttl
         fence = Compare(self.keys.owner, "create", "==", result.revision)
         last_entry = await self.store.last(self.keys.journal, timeout=self.timeout)
@@ -248,6 +256,11 @@ class Session:
             with contextlib.suppress(StoreError, TimeoutError):  # else it expires by itself
                 await self.store.revoke(self.lease, timeout=self.timeout)
             self.lease = 0
+
+    @property
+    def spool_name(self) -> str:
+        """The name of this session's spools on hosts (see the module's doc)."""
+        return f"{self.keys.name}.{self.id}"
 
     def next_run(self) -> int:
         self.runs += 1

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
+from tests.conftest import SPOOL
+
+_actions = iter(range(1, 1_000_000))
+
+
+async def run(command: str, *, timeout: float, output: OutputSink, kill_grace: float = 2.0) -> Exec:
+    shell = LocalShell(SPOOL, kill_grace=kill_grace)
+    spot = Spot("test-local", f"{next(_actions)}.1.1", "local")
+    return await shell.run(command, spot=spot, timeout=timeout, output=output)
 
 
 class Collect:
@@ -33,7 +43,7 @@ def alive(pid: int) -> bool:
 
 async def test_output_and_exit_status() -> None:
     out = Collect()
-    ex = await LocalShell().run("echo out; echo err >&2; exit 3", timeout=5, output=out)
+    ex = await run("echo out; echo err >&2; exit 3", timeout=5, output=out)
     assert (ex.outcome, ex.exit_status) == ("failed", 3)
     assert out.text("stdout") == b"out\n"
     assert out.text("stderr") == b"err\n"
@@ -42,7 +52,7 @@ async def test_output_and_exit_status() -> None:
 async def test_output_streams_while_the_command_runs() -> None:
     out = Collect()
     started = time.monotonic()
-    ex = await LocalShell().run("echo first; sleep 0.5; echo second", timeout=5, output=out)
+    ex = await run("echo first; sleep 0.5; echo second", timeout=5, output=out)
     assert ex.outcome == "ok"
     first = next(t for s, d, t in out.chunks if b"first" in d)
     assert first - started < 0.4
@@ -50,7 +60,7 @@ async def test_output_streams_while_the_command_runs() -> None:
 
 async def test_stdin_is_dev_null() -> None:
     out = Collect()
-    ex = await LocalShell().run("cat; echo done", timeout=5, output=out)
+    ex = await run("cat; echo done", timeout=5, output=out)
     assert ex.outcome == "ok" and out.text("stdout") == b"done\n"
 
 
@@ -58,7 +68,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     command = f"sleep 30 & echo $! > {pids}; sh -c 'echo $$ >> {pids}; exec sleep 30'"
     started = time.monotonic()
-    ex = await LocalShell().run(command, timeout=0.5, output=Collect())
+    ex = await run(command, timeout=0.5, output=Collect())
     elapsed = time.monotonic() - started
     assert ex.outcome == "timeout" and ex.exit_status is None
     assert 0.4 < elapsed < 3
@@ -67,9 +77,8 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 
 async def test_term_ignoring_process_gets_killed() -> None:
-    shell = LocalShell(kill_grace=0.3)
     started = time.monotonic()
-    ex = await shell.run("trap '' TERM; sleep 30", timeout=0.3, output=Collect())
+    ex = await run("trap '' TERM; sleep 30", timeout=0.3, output=Collect(), kill_grace=0.3)
     assert ex.outcome == "timeout"
     assert time.monotonic() - started < 3
 
@@ -77,7 +86,7 @@ async def test_term_ignoring_process_gets_killed() -> None:
 async def test_background_children_end_with_the_command(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     started = time.monotonic()
-    ex = await LocalShell().run(f"sleep 30 & echo $! > {pidfile}", timeout=5, output=Collect())
+    ex = await run(f"sleep 30 & echo $! > {pidfile}", timeout=5, output=Collect())
     assert ex.outcome == "ok"
     assert time.monotonic() - started < 3
     assert not alive(int(pidfile.read_text()))
@@ -85,9 +94,7 @@ async def test_background_children_end_with_the_command(tmp_path: Path) -> None:
 
 async def test_cancel_kills_and_reraises(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    task = asyncio.ensure_future(
-        LocalShell().run(f"echo $$ > {pidfile}; exec sleep 30", timeout=30, output=Collect())
-    )
+    task = asyncio.ensure_future(run(f"echo $$ > {pidfile}; exec sleep 30", timeout=30, output=Collect()))
     for _ in range(100):
         if pidfile.exists() and pidfile.read_text().strip():
             break
@@ -99,7 +106,7 @@ async def test_cancel_kills_and_reraises(tmp_path: Path) -> None:
 
 
 async def test_signal_death_is_reported() -> None:
-    ex = await LocalShell().run("kill -KILL $$", timeout=5, output=Collect())
+    ex = await run("kill -KILL $$", timeout=5, output=Collect())
     assert (ex.outcome, ex.exit_status) == ("failed", 137)
     assert "SIGKILL" in ex.message
 
@@ -108,7 +115,7 @@ async def test_environment_and_cwd_are_inherited(tmp_path: Path) -> None:
     out = Collect()
     os.environ["DSH_TEST_MARK"] = "m1"
     try:
-        await LocalShell().run("echo $DSH_TEST_MARK", timeout=5, output=out)
+        await run("echo $DSH_TEST_MARK", timeout=5, output=out)
     finally:
         del os.environ["DSH_TEST_MARK"]
     assert out.text("stdout") == b"m1\n"

@@ -9,12 +9,13 @@ import pytest
 from dsh.errors import StoreError
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
-from dsh.remote.base import Exec, OutputSink
+from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor
 from dsh.runtime.session import Keys, Session, SessionRecorder, in_flight, read_journal
 from dsh.store.base import Put
 from dsh.store.sqlite import SqliteStore
+from tests.conftest import SPOOL
 from tests.runtime.test_executor import Recorder
 
 
@@ -28,7 +29,7 @@ class Loud:
     def name(self) -> str:
         return self._name
 
-    async def run(self, command: str, *, timeout: float, output: OutputSink) -> Exec:
+    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         noise = bytes(range(256)) * 256
         output("stdout", noise)
         output("stderr", noise)
@@ -44,7 +45,7 @@ async def open_session(tmp_path: Path, name: str = "t") -> Session:
 async def test_forty_loud_hosts_fit_the_store(tmp_path: Path) -> None:
     session = await open_session(tmp_path)
     executor = Executor(
-        reporter=Recorder(), local=LocalShell(), hosts=Loud, recorder=SessionRecorder(session)
+        reporter=Recorder(), local=LocalShell(SPOOL), hosts=Loud, recorder=SessionRecorder(session)
     )
     plan = compile_source(Source("t", "v = @h[1-40] noise"), Context())
     (line,) = await executor.run_plan(plan)

@@ -16,10 +16,11 @@ from dsh import plan as p
 from dsh.errors import DshError
 from dsh.lang.compiler import Context, Limits, compile_source
 from dsh.lang.source import Source
-from dsh.remote.base import Exec, OutputSink
+from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor, Refused
 from dsh.runtime.results import HostResult, LineResult
+from tests.conftest import SPOOL
 
 
 class FakeClock:
@@ -49,9 +50,11 @@ class FakeHost:
     def name(self) -> str:
         return self._name
 
-    async def run(self, command: str, *, timeout: float, output: OutputSink) -> Exec:
+    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         self.log.append((self._name, command))
-        return await LocalShell().run(f"HOST={self._name}; {command}", timeout=timeout, output=output)
+        return await LocalShell(SPOOL).run(
+            f"HOST={self._name}; {command}", spot=spot, timeout=timeout, output=output
+        )
 
 
 @dataclass
@@ -100,7 +103,7 @@ def make_rig(args: tuple[str, ...] = (), inventory: dict[str, str] | None = None
     rec, clock, log = Recorder(), FakeClock(), []
     ex = Executor(
         reporter=rec,
-        local=LocalShell(),
+        local=LocalShell(SPOOL),
         hosts=lambda h: FakeHost(h, log),
         clock=clock,
         args=args,
@@ -238,7 +241,7 @@ async def test_fanout_limits_concurrency() -> None:
 
 
 async def test_hosts_without_a_remote_are_refused_before_running() -> None:
-    ex = Executor(reporter=Recorder(), local=LocalShell())
+    ex = Executor(reporter=Recorder(), local=LocalShell(SPOOL))
     plan = compile_source(Source("t", "@h1 true"), Context())
     with pytest.raises(DshError, match="SSH"):
         await ex.run_plan(plan)
