@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -25,6 +25,7 @@ from dsh.errors import DshError, LangError, UsageError
 
 if TYPE_CHECKING:
     from dsh.driver import Driver
+    from dsh.remote.base import Hosts
     from dsh.runtime.session import Session
     from dsh.store.base import Store
 
@@ -69,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", metavar="URL", help="local | sqlite:///PATH | etcd://HOST:PORT[,…]")
     parser.add_argument("--ssh-config", metavar="FILE", help="an ssh config file instead of ~/.ssh/config")
     parser.add_argument(
+        "--host-keys",
+        choices=("strict", "accept-new", "off"),
+        help="host keys not in known_hosts: refuse (strict, the default), record (accept-new) or "
+        "trust (off); a changed key is always refused",
+    )
+    parser.add_argument(
         "--config",
         metavar="FILE",
         help="dsh's configuration (default: $DSH_CONFIG or $XDG_CONFIG_HOME/dsh/config.toml)",
@@ -104,6 +111,7 @@ class Settings:
             raise UsageError(f"{self.ssh_config}: no such ssh config file")
         path = Path(opts.config) if opts.config else config.default_path(env)
         self.config = config.load(path, required=bool(opts.config or env.get("DSH_CONFIG")))
+        self.host_keys: str = opts.host_keys or self.config.ssh.host_keys
         no_color = bool(env.get("NO_COLOR"))
         self.color = not self.json and not no_color and sys.stdout.isatty()
 
@@ -233,6 +241,7 @@ def _session(settings: Settings, store: Store) -> Session:
 def _driver(settings: Settings, args: tuple[str, ...] | None, *, stateful: bool = True) -> Driver:
     """The one place that picks the renderer and the driver (imported late: start-up)."""
     from dsh.driver import Driver
+    from dsh.remote.base import LazyHosts
     from dsh.render import JsonRenderer, TextRenderer
     from dsh.runtime.session import machine_id
     from dsh.store.sqlite import default_path
@@ -241,7 +250,25 @@ def _driver(settings: Settings, args: tuple[str, ...] | None, *, stateful: bool 
     session = _session(settings, _store(settings)) if stateful else None
     machine = machine_id(settings.env).replace("/", "_")
     spool_root = default_path(settings.env).parent / "spool" / machine
-    return Driver(settings.config, renderer, renderer.message, spool_root, args, session)
+    hosts = LazyHosts(lambda: _fleet(settings, renderer.message))
+    return Driver(settings.config, renderer, renderer.message, spool_root, args, session, hosts)
+
+
+def _fleet(settings: Settings, warn: Callable[[str], None]) -> Hosts:
+    """The one place that picks SSH for hosts (asyncssh is imported here, on first use)."""
+    from dsh.remote.ssh import SshFleet
+    from dsh.remote.sshconfig import SshConfig
+
+    paths = [settings.ssh_config] if settings.ssh_config else None
+    config = SshConfig.load(paths)
+    for warning in config.warnings:
+        warn(f"ssh config: {warning}")
+    return SshFleet(
+        config,
+        host_keys=settings.host_keys,
+        connect_timeout=settings.config.ssh.connect_timeout,
+        warn=warn,
+    )
 
 
 def _run(settings: Settings, text: str, name: str, args: tuple[str, ...] | None) -> int:

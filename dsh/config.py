@@ -12,6 +12,10 @@ max_retries = 100
 [groups]
 web = "web[01-40]"
 db = "db[1-2]"
+
+[ssh]
+host_keys = "strict"      # strict | accept-new | off (--host-keys wins)
+connect_timeout = "10s"   # unless the ssh config's ConnectTimeout says otherwise
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from dsh.plan import RESULT_SETS
 
 _GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _DURATIONS = {"default_timeout", "default_backoff", "max_wait", "max_line"}
+HOST_KEY_POLICIES = ("strict", "accept-new", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Ssh:
+    host_keys: str = "strict"
+    connect_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     groups: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
+    ssh: Ssh = field(default_factory=Ssh)
 
 
 def default_path(env: Mapping[str, str]) -> Path:
@@ -66,9 +78,9 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
-    unknown = set(data) - {"limits", "groups"}
+    unknown = set(data) - {"limits", "groups", "ssh"}
     if unknown:
-        raise UsageError(f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups)")
+        raise UsageError(f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh)")
     limits = _limits(data.get("limits", {}), path)
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
@@ -78,7 +90,25 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             raise UsageError(f"{path}: {name!r} cannot name a group")
         if not isinstance(value, str):
             raise UsageError(f'{path}: group {name!r} must be a node-set string like "web[1-4]"')
-    return Config(limits, dict(groups), path)
+    return Config(limits, dict(groups), path, _ssh(data.get("ssh", {}), path))
+
+
+def _ssh(table: Any, path: Path) -> Ssh:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [ssh] must be a table")
+    unknown = set(table) - {"host_keys", "connect_timeout"}
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown setting ssh.{sorted(unknown)[0]} (known: connect_timeout, host_keys)"
+        )
+    host_keys = table.get("host_keys", "strict")
+    if host_keys not in HOST_KEY_POLICIES:
+        raise UsageError(f"{path}: ssh.host_keys must be one of {', '.join(HOST_KEY_POLICIES)}")
+    raw = table.get("connect_timeout", "10s")
+    seconds = parse_duration(raw) if isinstance(raw, str) else None
+    if seconds is None or not 0 < seconds <= 3600:
+        raise UsageError(f'{path}: ssh.connect_timeout must be a duration like "10s", at most 1h')
+    return Ssh(host_keys, seconds)
 
 
 def _limits(table: Any, path: Path) -> Limits:

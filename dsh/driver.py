@@ -21,6 +21,7 @@ from dsh.config import Config
 from dsh.errors import DshError, IncompleteInput, LangError
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
+from dsh.remote.base import Hosts
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor, Reporter
 from dsh.runtime.journal import LeaseLost
@@ -40,11 +41,13 @@ class Driver:
     spool_root: Path
     args: tuple[str, ...] | None = None
     session: Session | None = None
+    hosts: Hosts | None = None
 
     def __post_init__(self) -> None:
         self.executor = Executor(
             reporter=self.reporter,
             local=LocalShell(self.spool_root),
+            hosts=self.hosts,
             args=self.args or (),
             inventory=self.config.groups,
         )
@@ -66,12 +69,16 @@ class Driver:
 
     async def release(self) -> None:
         """Write what is deferred, let the lease go, close the store."""
-        if self.session is not None:
-            self.executor.recorder = None
-            try:
-                await self.session.release()
-            finally:
-                await self.session.store.close()
+        try:
+            if self.hosts is not None:
+                await self.hosts.close()
+        finally:
+            if self.session is not None:
+                self.executor.recorder = None
+                try:
+                    await self.session.release()
+                finally:
+                    await self.session.store.close()
 
     async def idle(self) -> None:
         """Before waiting for input: nothing may sit deferred while nobody runs."""

@@ -142,6 +142,7 @@ class TextRenderer:
                 self.out.write(f"  {neutralise(line)}\n")
             if len(lines) > SUMMARY_LINES:
                 self.out.write(f"  … {len(lines) - SUMMARY_LINES} more lines\n")
+        self.out.write(_total(result) + "\n")
         self.out.flush()
 
     def _write_head(self, head: str, ok: bool) -> None:
@@ -155,6 +156,16 @@ class TextRenderer:
                 file=self.out, highlight=False, soft_wrap=True, force_terminal=True, no_color=False
             )
         self._console.print(head, style="green" if ok else "bold red", markup=False)
+
+
+def _total(result: LineResult) -> str:
+    """`3 hosts: 2 ok, 1 failed in 1.2s` — outcomes in their usual order."""
+    counts: dict[str, int] = {}
+    for h in result.hosts:
+        counts[h.outcome] = counts.get(h.outcome, 0) + 1
+    parts = ", ".join(f"{counts[o]} {o}" for o in p.OUTCOMES if o in counts)
+    n = len(result.hosts)
+    return f"{n} host{'s' if n != 1 else ''}: {parts} in {format_duration(result.seconds)}"
 
 
 class JsonRenderer:

@@ -7,10 +7,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.sshd import USER as SSH_USER
+from tests.sshd import Sshd, free_port
 
 BIN = Path(sys.executable).parent
 #: The local spool of in-process tests (claims never meet: executors spool under
@@ -27,7 +31,7 @@ def dsh_path() -> str:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """An environment with private XDG dirs, no colour, and the venv first on PATH."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("DSH_")}
+    e = {k: v for k, v in os.environ.items() if not k.startswith("DSH_") and k != "SSH_AUTH_SOCK"}
     e.update(
         {
             "NO_COLOR": "1",
@@ -95,3 +99,38 @@ def start_dsh(env: dict[str, str], args: Sequence[str]) -> subprocess.Popen[str]
 def assert_no_process(pattern: str) -> None:
     left = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     assert left.stdout == "", f"left behind: {left.stdout}"
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[Sshd]:
+    """A real OpenSSH sshd on loopback, logging in the non-root test user."""
+    server = Sshd().start()
+    yield server
+    server.cleanup()
+
+
+@dataclass(frozen=True)
+class SshSetup:
+    """A private ssh config: `h*` and `web*` reach `sshd`; `down` is a closed port."""
+
+    server: Sshd
+    config: Path
+    known_hosts: Path
+
+    def args(self) -> list[str]:
+        return ["--ssh-config", str(self.config)]
+
+
+@pytest.fixture(scope="session")
+def ssh_setup(sshd: Sshd) -> SshSetup:
+    d = Path(tempfile.mkdtemp(prefix="dsh-ssh-client-"))
+    known = d / "known_hosts"
+    known.write_text(sshd.known_hosts_line())
+    config = d / "ssh_config"
+    closed = free_port()
+    config.write_text(
+        sshd.host_block(["h*", "web*"], known)
+        + f"Host down\n  HostName 127.0.0.1\n  Port {closed}\n  User {SSH_USER}\n"
+        + f"  IdentityFile {sshd.client_key}\n  UserKnownHostsFile {known}\n"
+    )
+    return SshSetup(sshd, config, known)

@@ -1,0 +1,402 @@
+"""Hosts over SSH (the only asyncssh user): one connection per host, reused by a session.
+
+A `SshFleet` serves the lines of one session. It reads the ssh config once
+(dsh/remote/sshconfig.py: asyncssh's own reading is off, it would parse the
+files again for every connection), loads each identity and known_hosts file
+once, and keeps one connection per alias, opened on first use and reused by
+later lines. Every command starts through the spool wrapper as one exec
+(claim, launch and streaming together); a timeout or a cancel runs KILL as a
+second exec on the same connection.
+
+Host keys: `strict` (the default) trusts only known_hosts; `accept-new`
+trusts and records the key of a host that known_hosts does not name at all;
+`off` trusts such a host without recording it. Under every policy a key that
+differs from the one known_hosts holds for the host is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from dsh.plan import KILL_GRACE
+from dsh.remote import spool
+from dsh.remote.base import Exec, OutputSink, Spot
+from dsh.remote.sshconfig import HostOptions, SshConfig
+
+#: Defaults, unless the ssh config's ConnectTimeout / ServerAlive* say otherwise.
+CONNECT_TIMEOUT = 10.0
+KEEPALIVE_INTERVAL = 15.0
+KEEPALIVE_COUNT = 3
+#: How long the wrapper may take to notice its command ended (its slowest poll, and more).
+SETTLE = 5.0
+_DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_dsa")
+
+
+class Unusable(Exception):
+    """A host cannot take commands: `outcome` is `unreachable` or `refused`."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
+class SshFleet:
+    """Connections to hosts for one session (callable: alias -> Remote)."""
+
+    def __init__(
+        self,
+        config: SshConfig,
+        *,
+        host_keys: str = "strict",
+        connect_timeout: float = CONNECT_TIMEOUT,
+        kill_grace: float = KILL_GRACE,
+        root: str = spool.REMOTE_ROOT,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.host_keys = host_keys
+        self.connect_timeout = connect_timeout
+        self.kill_grace = kill_grace
+        self.root = root
+        self.warn = warn or (lambda text: None)
+        self._conns: dict[tuple[str, ...], asyncio.Future[asyncssh.SSHClientConnection]] = {}
+        self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
+        self._known: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
+        self._hosts: dict[str, SshHost] = {}
+        _raise_open_file_limit()
+
+    def __call__(self, alias: str) -> SshHost:
+        host = self._hosts.get(alias)
+        if host is None:
+            host = self._hosts[alias] = SshHost(self, alias)
+        return host
+
+    async def close(self) -> None:
+        """Close every connection (bounded: a peer that does not answer is dropped)."""
+        conns = [f.result() for f in self._conns.values() if f.done() and not f.exception()]
+        for f in self._conns.values():
+            f.cancel()
+        self._conns.clear()
+        for conn in conns:
+            conn.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(c.wait_closed() for c in conns)), 2.0)
+
+    # -- connections -------------------------------------------------------------
+
+    async def connection(self, alias: str) -> asyncssh.SSHClientConnection:
+        """The open connection to `alias` (through its ProxyJump hosts), made on first use."""
+        opts = self.config.resolve(alias)
+        return await self._connection((*opts.proxy_jump, alias), opts)
+
+    def forget(self, alias: str, conn: asyncssh.SSHClientConnection) -> None:
+        """Drop a connection that broke, so that the next use makes a new one."""
+        for key, fut in list(self._conns.items()):
+            if fut.done() and not fut.cancelled() and not fut.exception() and fut.result() is conn:
+                del self._conns[key]
+
+    async def _connection(self, chain: tuple[str, ...], opts: HostOptions) -> asyncssh.SSHClientConnection:
+        fut = self._conns.get(chain)
+        if (
+            fut is not None
+            and fut.done()
+            and not fut.cancelled()
+            and not fut.exception()
+            and fut.result().is_closed()
+        ):
+            del self._conns[chain]
+            fut = None
+        if fut is None:
+            fut = asyncio.ensure_future(self._connect(chain, opts))
+            self._conns[chain] = fut
+        try:
+            return await asyncio.shield(fut)
+        except Unusable:
+            if self._conns.get(chain) is fut:  # a later line tries again
+                del self._conns[chain]
+            raise
+
+    async def _connect(self, chain: tuple[str, ...], opts: HostOptions) -> asyncssh.SSHClientConnection:
+        tunnel: asyncssh.SSHClientConnection | None = None
+        if len(chain) > 1:
+            hop = _hop(self.config, chain[-2])
+            try:
+                tunnel = await self._connection((*chain[:-2], chain[-2]), hop)
+            except Unusable as exc:
+                raise Unusable("unreachable", f"through ProxyJump {chain[-2]}: {exc.message}") from None
+        timeout = opts.connect_timeout or self.connect_timeout
+        where = f"{opts.hostname}:{opts.port}"
+        keys = self._client_keys(opts)
+        known = self._known_hosts(opts)
+        policy = _HostKeys(self, opts, known)
+        kwargs: dict[str, Any] = {
+            "port": opts.port,
+            "username": opts.user,
+            "config": [],
+            "client_factory": lambda: policy,
+            "known_hosts": known,
+            "client_keys": keys,
+            "connect_timeout": timeout,
+            "login_timeout": timeout,
+            "keepalive_interval": opts.server_alive_interval or KEEPALIVE_INTERVAL,
+            "keepalive_count_max": opts.server_alive_count_max or KEEPALIVE_COUNT,
+            "host_key_alias": opts.host_key_alias,
+        }
+        agent = _agent_path(opts)
+        if agent is not None:
+            kwargs["agent_path"] = agent or None
+        if tunnel is not None:
+            kwargs["tunnel"] = tunnel
+        elif opts.proxy_command:
+            kwargs["proxy_command"] = opts.proxy_command
+        try:
+            return await asyncio.wait_for(asyncssh.connect(opts.hostname, **kwargs), timeout + 1)
+        except asyncssh.HostKeyNotVerifiable:
+            raise Unusable("refused", policy.verdict or f"the host key of {where} is not trusted") from None
+        except asyncssh.PermissionDenied as exc:
+            raise Unusable("refused", f"{opts.user}@{where}: authentication failed ({exc.reason})") from None
+        except TimeoutError:
+            raise Unusable("unreachable", f"{where}: no SSH connection within {timeout:g}s") from None
+        except asyncssh.Error as exc:
+            raise Unusable("unreachable", f"{where}: {exc.reason}") from None
+        except OSError as exc:
+            raise Unusable("unreachable", f"{where}: {exc.strerror or exc}") from None
+
+    def _client_keys(self, opts: HostOptions) -> list[asyncssh.SSHKeyPair]:
+        paths = list(opts.identity_files)
+        if not paths:
+            home = Path.home() / ".ssh"
+            paths = [str(home / name) for name in _DEFAULT_IDENTITIES if (home / name).exists()]
+        keys: list[asyncssh.SSHKeyPair] = []
+        for path in paths:
+            if path not in self._keys:
+                self._keys[path] = self._load_key(path, explicit=bool(opts.identity_files))
+            keys.extend(self._keys[path])
+        return keys
+
+    def _load_key(self, path: str, *, explicit: bool) -> list[asyncssh.SSHKeyPair]:
+        try:
+            return list(asyncssh.load_keypairs([path]))
+        except FileNotFoundError:
+            if explicit:
+                self.warn(f"ssh: identity file {path} does not exist")
+        except (OSError, asyncssh.KeyImportError, ValueError) as exc:
+            self.warn(f"ssh: identity file {path} not used ({exc}); an ssh-agent may hold it")
+        return []
+
+    def _known_hosts(self, opts: HostOptions) -> asyncssh.SSHKnownHosts:
+        files = (*opts.user_known_hosts, *opts.global_known_hosts)
+        known = self._known.get(files)
+        if known is None:
+            text = []
+            for name in files:
+                with contextlib.suppress(OSError):
+                    text.append(Path(name).read_text(encoding="utf-8", errors="replace"))
+            known = self._known[files] = asyncssh.import_known_hosts("\n".join(text))
+        return known
+
+    def record(self, opts: HostOptions, name: str, key: asyncssh.SSHKey) -> None:
+        """accept-new: append a new host's key to the first UserKnownHostsFile."""
+        if not opts.user_known_hosts:
+            return
+        line = f"{name} {key.export_public_key().decode().strip()}\n"
+        path = Path(opts.user_known_hosts[0])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError as exc:
+            self.warn(f"ssh: cannot record the host key of {name} in {path}: {exc.strerror}")
+            return
+        files = (*opts.user_known_hosts, *opts.global_known_hosts)
+        self._known.pop(files, None)  # read again, with the new line, by the next connection
+
+
+class _HostKeys(asyncssh.SSHClient):
+    """dsh's host-key policy, asked by asyncssh when known_hosts does not trust a key."""
+
+    def __init__(self, fleet: SshFleet, opts: HostOptions, known: asyncssh.SSHKnownHosts) -> None:
+        self.fleet = fleet
+        self.opts = opts
+        self.known = known
+        self.verdict = ""
+        self.accepted: tuple[str, asyncssh.SSHKey] | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        name = host if port == 22 else f"[{host}]:{port}"
+        host_keys, ca_keys, revoked, *_ = self.known.match(host, addr, port if port != 22 else None)
+        if host_keys or ca_keys or key in revoked:
+            self.verdict = (
+                f"HOST KEY CHANGED for {name}: the key it offers ({key.get_algorithm()}) is not the "
+                "one known_hosts holds; nothing was run (remove the old key if the change is expected)"
+            )
+            return False
+        if self.fleet.host_keys == "strict":
+            self.verdict = (
+                f"the host key of {name} is not in known_hosts; nothing was run "
+                "(add it, e.g. with ssh-keyscan, or use --host-keys accept-new)"
+            )
+            return False
+        if self.fleet.host_keys == "accept-new":
+            self.accepted = (name, key)
+        return True
+
+    def auth_completed(self) -> None:
+        if self.accepted is not None:
+            name, key = self.accepted
+            self.fleet.record(self.opts, name, key)
+
+
+class SshHost:
+    """One host over SSH (a Remote)."""
+
+    def __init__(self, fleet: SshFleet, alias: str) -> None:
+        self.fleet = fleet
+        self._name = alias
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+        started = time.monotonic()
+        fleet = self.fleet
+        try:
+            conn = await fleet.connection(self._name)
+        except Unusable as exc:
+            return Exec(exc.outcome, None, time.monotonic() - started, exc.message)
+        watch = spool.Watch(output)
+        backstop = timeout + fleet.kill_grace + SETTLE
+        argv = spool.launch_argv(fleet.root, spot.session, spot.action, spot.alias, backstop, command)
+        exec_ = _Exec(watch.sink)
+        try:
+            chan, _ = await asyncio.wait_for(
+                conn.create_session(lambda: exec_, spool.as_command(argv), encoding=None),
+                fleet.connect_timeout,
+            )
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            fleet.forget(self._name, conn)
+            why = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+            return Exec("unreachable", None, time.monotonic() - started, f"cannot start a command: {why}")
+        chan.write_eof()
+        timed_out = False
+        try:
+            waits: list[asyncio.Future[Any]] = [exec_.closed, exec_.failed]
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if exec_.failed.done():
+                raise exec_.failed.result()
+            if not done:
+                timed_out = True
+                await self._kill(conn, spot, exec_)
+        except BaseException:
+            await asyncio.shield(self._kill(conn, spot, exec_))
+            chan.close()
+            raise
+        seconds = time.monotonic() - started
+        if timed_out:
+            chan.close()
+            return Exec("timeout", None, seconds, f"no exit within {timeout:g}s")
+        if exec_.status is None:
+            fleet.forget(self._name, conn)
+            why = f"killed by {exec_.signal}" if exec_.signal else "the connection was lost"
+            return Exec(
+                "unreachable",
+                None,
+                seconds,
+                f"{why} while the command ran; it goes on in the host's spool ({spot.action}@{spot.alias})",
+            )
+        return watch.result(exec_.status, seconds)
+
+    async def _kill(self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec) -> None:
+        """KILL from a new exec; the launching exec then ends as it sees the status."""
+        fleet = self.fleet
+        argv = spool.kill_argv(fleet.root, spot.session, spot.action, spot.alias, fleet.kill_grace)
+        with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+            await asyncio.wait_for(conn.run(spool.as_command(argv)), fleet.kill_grace + SETTLE)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exec_.closed), SETTLE)
+
+
+class _Exec(asyncssh.SSHClientSession[bytes]):
+    """One LAUNCH exec: output to the sink as it arrives, then its exit status."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        loop = asyncio.get_running_loop()
+        self.sink = sink
+        self.status: int | None = None
+        self.signal = ""
+        self.closed: asyncio.Future[None] = loop.create_future()
+        #: The sink failed (dsh's own stdout closed): the command is stopped too.
+        self.failed: asyncio.Future[BaseException] = loop.create_future()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.failed.done():
+            return
+        try:
+            self.sink("stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout", data)
+        except Exception as exc:
+            self.failed.set_result(exc)
+
+    def exit_status_received(self, status: int) -> None:
+        self.status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.signal = signal
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _hop(config: SshConfig, spec: str) -> HostOptions:
+    """A ProxyJump hop `[user@]host[:port]`, resolved through the ssh config like any host."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, ""
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port.removeprefix(":")
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    opts = config.resolve(host)
+    changes: dict[str, Any] = {}
+    if user:
+        changes["user"] = user
+    if port.isdigit():
+        changes["port"] = int(port)
+    if changes:
+        from dataclasses import replace
+
+        opts = replace(opts, **changes)
+    return opts
+
+
+def _agent_path(opts: HostOptions) -> str | None:
+    """None: asyncssh's default ($SSH_AUTH_SOCK); "": no agent; else the socket."""
+    agent = opts.identity_agent
+    if agent is None:
+        return "" if opts.identities_only and opts.identity_files else None
+    if agent == "none":
+        return ""
+    if agent == "SSH_AUTH_SOCK":
+        return os.environ.get("SSH_AUTH_SOCK", "")
+    if agent.startswith("$"):
+        return os.environ.get(agent[1:], "")
+    return agent
+
+
+def _raise_open_file_limit() -> None:
+    """One connection per host: hundreds of sockets want more than the usual 1024."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

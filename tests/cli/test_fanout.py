@@ -1,0 +1,135 @@
+"""Fan-out over SSH to a real OpenSSH sshd on loopback (issue 4's acceptance)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tests.conftest import SshSetup
+from tests.sshd import USER, Sshd, kill_user_processes, processes_of, user_home
+
+
+def test_one_line_per_host_labelled(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "-c", "@h[1-3] echo $host"])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sorted(line for line in lines if " | " in line) == ["h1 | h1", "h2 | h2", "h3 | h3"]
+
+
+def test_a_failing_exit_is_summarised_by_folded_hosts(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "-c", "@h[1-3] exit 3"])
+    assert r.returncode == 1
+    assert "h[1-3] (3)  failed (exit 3)" in r.stdout
+
+
+def test_identical_outputs_fold_into_one_group(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "-c", "@h[1-6] hostname"])
+    assert r.returncode == 0, r.stderr
+    assert "h[1-6] (6)  ok" in r.stdout
+    heads = [line for line in r.stdout.splitlines() if line.startswith("h[")]
+    assert len(heads) == 1
+
+
+def test_a_remote_timeout_kills_the_remote_command(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    marker = "sleep 31.5"
+    started = time.monotonic()
+    r = run_dsh([*ssh_setup.args(), "-c", f"@h2 {marker} | within 1s"])
+    elapsed = time.monotonic() - started
+    try:
+        assert r.returncode == 1
+        assert "h2 (1)  timeout" in r.stdout
+        assert elapsed < 6, elapsed
+        deadline = time.monotonic() + 3
+        while processes_of(USER, marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_of(USER, marker) == {}
+    finally:
+        kill_user_processes(USER, marker)
+
+
+def test_a_remote_pipeline_and_the_remote_environment(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "-c", "@h1 printf 'a\\nb\\n' | grep -c b"])
+    assert r.returncode == 0, r.stderr
+    assert "h1 | 1" in r.stdout.splitlines()
+    r = run_dsh([*ssh_setup.args(), "-c", "@h1 echo $HOME"])
+    assert f"h1 | {user_home()}" in r.stdout.splitlines()
+
+
+def test_failed_hosts_of_a_session_are_the_next_target(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    first = run_dsh(
+        [*ssh_setup.args(), "--session", "s1", "-c", "@h[1-5] case $host in h2|h4) exit 7;; esac"]
+    )
+    assert first.returncode == 1
+    second = run_dsh([*ssh_setup.args(), "--session", "s1", "--json", "-c", "@{failed} echo again"])
+    assert second.returncode == 0, second.stderr
+    events = [json.loads(line) for line in second.stdout.splitlines()]
+    assert sorted(e["host"] for e in events if e["event"] == "result") == ["h2", "h4"]
+
+
+def test_unreachable_port_while_the_others_finish(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "--json", "-c", "@h1,down,h2 echo up"])
+    assert r.returncode == 1
+    results = {e["host"]: e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"}
+    assert results["down"]["outcome"] == "unreachable"
+    assert results["h1"]["outcome"] == results["h2"]["outcome"] == "ok"
+
+
+def test_a_changed_host_key_is_refused_and_nothing_runs(run_dsh, ssh_setup: SshSetup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with Sshd(client_key=ssh_setup.server.client_key) as other:
+        known = tmp_path / "known_hosts"
+        # `other` is known, but with the first server's key: as if its key changed.
+        known.write_text(
+            ssh_setup.server.known_hosts_line() + other.known_hosts_line(ssh_setup.server.host_key)
+        )
+        config = tmp_path / "ssh_config"
+        config.write_text(ssh_setup.server.host_block(["h*"], known) + other.host_block(["moved"], known))
+        mark = f"/tmp/dsh-mark-{os.getpid()}-{time.time_ns()}"
+        for policy in ("strict", "accept-new", "off"):
+            line = f"@h1,moved touch {mark}-$host"
+            r = run_dsh(["--ssh-config", str(config), "--host-keys", policy, "--json", "-c", line])
+            results = {e["host"]: e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"}
+            assert results["moved"]["outcome"] == "refused", policy
+            assert "HOST KEY CHANGED" in results["moved"]["message"]
+            assert results["h1"]["outcome"] == "ok"
+            assert r.returncode == 1
+        assert Path(f"{mark}-h1").exists() and not Path(f"{mark}-moved").exists()
+        Path(f"{mark}-h1").unlink()
+
+
+def test_an_unknown_host_key_strict_refuses_accept_new_records(
+    run_dsh, ssh_setup: SshSetup, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    with Sshd(client_key=ssh_setup.server.client_key) as other:
+        known = tmp_path / "known_hosts"
+        known.write_text("")
+        config = tmp_path / "ssh_config"
+        config.write_text(other.host_block(["new"], known))
+        r = run_dsh(["--ssh-config", str(config), "--json", "-c", "@new true"])
+        (result,) = [e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"]
+        assert result["outcome"] == "refused" and "not in known_hosts" in result["message"]
+        r = run_dsh(["--ssh-config", str(config), "--host-keys", "off", "-c", "@new true"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert known.read_text() == ""  # off trusts without recording
+        r = run_dsh(["--ssh-config", str(config), "--host-keys", "accept-new", "-c", "@new true"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert known.read_text() == other.known_hosts_line()
+        r = run_dsh(["--ssh-config", str(config), "-c", "@new true"])  # strict now knows it
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_spool_holds_claim_output_and_status(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "--session", "spooled", "-c", "@h1 echo x"])
+    assert r.returncode == 0, r.stderr
+    (d,) = (user_home() / ".local/state/dsh/spool").glob("spooled.*/1.1.1@h1")
+    assert (d / "out").read_text() == "x\n"
+    assert (d / "status").read_text() == "0\n"
+    assert (d / "boot").read_text().strip() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_hostile_remote_output_is_shown_escaped(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "-c", r"@h1 printf '\033]0;x\007\033[2J \377\n'"])
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert r"h1 | \x1b]0;x\x07\x1b[2J \xff" in r.stdout.splitlines()
