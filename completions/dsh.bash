@@ -10,7 +10,7 @@
 # other word or `--`.
 
 # Options that take a value, and options that do not.
-_dsh_opts_with_arg="--session --store --ssh-config --config"
+_dsh_opts_with_arg="--session --store --ssh-config --host-keys --config"
 _dsh_opts_flag="--json --verbose --version --help"
 _dsh_subcommands="explain log"
 
@@ -108,6 +108,9 @@ _dsh() {
             --store)
                 compopt -o nospace 2>/dev/null
                 COMPREPLY=($(compgen -W "local sqlite:///" -- "$cur"))
+                ;;
+            --host-keys)
+                COMPREPLY=($(compgen -W "strict accept-new off" -- "$cur"))
                 ;;
             --ssh-config | --config)
                 _dsh_files "$cur"

@@ -36,3 +36,11 @@ def test_local_example_runs(run_dsh, script: Path) -> None:  # type: ignore[no-u
     if script.name == "hello.dsh":
         assert "hello world from" in r.stdout
         assert "world $who " in r.stdout
+
+
+def test_fleet_example_runs_over_ssh(run_dsh, ssh_setup) -> None:  # type: ignore[no-untyped-def]
+    script = Path(__file__).parent.parent / "examples" / "fleet.dsh"
+    r = run_dsh([*ssh_setup.args(), str(script)], timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "web[01-40] (40)  ok" in r.stdout or "40 hosts: 40 ok" in r.stdout
+    assert "@{notok} is empty: nothing to run" in r.stderr

@@ -35,15 +35,15 @@ _LIVE: dict[Path, int] = {}
 
 def kill_all() -> None:
     """SIGKILL every command (and its launcher) this process started that may still run."""
-    for directory, launcher in list(_LIVE.items()):
+    for spooled, launcher in list(_LIVE.items()):
         try:
-            pgid = int((directory / "pid").read_text())
+            pgid = int(spooled.with_name(spooled.name + ".pid").read_text())
         except (OSError, ValueError):
             pgid = 0
         if pgid > 1:
             _signal_group(pgid, signal.SIGKILL)
         _signal_group(launcher, signal.SIGKILL)
-        _LIVE.pop(directory, None)
+        _LIVE.pop(spooled, None)
 
 
 class LocalShell:
@@ -63,7 +63,9 @@ class LocalShell:
         loop = asyncio.get_running_loop()
         watch = spool.Watch(output)
         backstop = timeout + self.kill_grace + SETTLE
-        argv = spool.launch_argv(str(self.root), spot.session, spot.action, spot.alias, backstop, command)
+        argv = spool.launch_argv(
+            str(self.root), spot.session, spot.action, spot.alias, backstop, command, self.kill_grace
+        )
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),
@@ -78,8 +80,8 @@ class LocalShell:
             if exc.errno == errno.E2BIG:
                 why = "the command is too long for /bin/sh -c (is a bound value that large?)"
             return Exec("failed", None, time.monotonic() - started, f"cannot start /bin/sh: {why}")
-        directory = self.root / spot.session / f"{spot.action}@{spot.alias}"
-        _LIVE[directory] = transport.get_pid()
+        spooled = self.root / spot.session / f"{spot.action}@{spot.alias}"
+        _LIVE[spooled] = transport.get_pid()
         assert protocol.stdout is not None and protocol.stderr is not None
         # The sink may fail (stdout closed under us): that ends the command too.
         failed: asyncio.Future[BaseException] = loop.create_future()
@@ -101,9 +103,9 @@ class LocalShell:
             for pump in pumps:
                 pump.cancel()
             transport.close()
-            _LIVE.pop(directory, None)
+            _LIVE.pop(spooled, None)
             raise
-        _LIVE.pop(directory, None)
+        _LIVE.pop(spooled, None)
         _done, pending = await asyncio.wait(pumps, timeout=DRAIN)
         for pump in pending:
             pump.cancel()

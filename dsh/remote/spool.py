@@ -4,25 +4,29 @@ find out what became of it (design §4).
 Three POSIX sh scripts, each run as one exec (`sh -c SCRIPT NAME ARGS…`), so
 a host needs nothing but `sh`, `setsid`, `cat`, `sleep` and `kill`:
 
-- LAUNCH claims the action atomically (`mkdir` of its spool directory, keyed
-  by session, action and host alias), records the boot id, starts a detached
-  runner (its own session) that starts the command in a process group of its
-  own with stdin from /dev/null and stdout, stderr and then its exit status in
-  spool files, and enforces the timeout itself as a backstop. The same exec
-  then streams the two files back as they grow (one `cat` per poll, on file
-  descriptors that keep their offsets) and exits with the command's status.
-  A dropped connection loses nothing: the command goes on, its spool fills.
+- LAUNCH claims the action atomically (an O_EXCL create of its claim file,
+  keyed by session, action and host alias, holding the boot id), starts a
+  detached runner (its own session) that starts the command in a process
+  group of its own with stdin from /dev/null and stdout, stderr and then its
+  exit status in spool files. The same exec then streams the two files back
+  as they grow (a `cat` per poll when there is output, on file descriptors
+  that keep their offsets) and exits with the command's status; its poll
+  loop also enforces the timeout as a backstop (TERM, then KILL). A dropped
+  connection loses nothing: LAUNCH ignores SIGPIPE and keeps polling, the
+  command goes on, its spool fills.
 - KILL sends TERM to the command's process group from a new exec, then KILL.
 - PROBE tells a new owner what became of an action: `status N`, `alive`
   (same boot, same pid and start time), `lost` (claimed, dead, no status) or
   `none` (never claimed).
 
-Spool files, in ROOT/SESSION/ACTION@ALIAS/ (one directory per claim, so the
-claim is a single `mkdir` once the session's directory exists): boot, pid
-(the command's process group), start (its start time in clock ticks since
-boot), out, err, status (`N` or `timeout`, written last, one line). A ROOT
-that is not absolute is under the user's home (`~/.local/state/dsh/spool` on
-a remote host).
+Spool files, all ROOT/SESSION/ACTION@ALIAS.EXT, so that the claim is one
+open without a fork once the session's directory exists: claim (the boot
+id), pid (the command's process group), start (its start time in clock
+ticks since boot), out, err, timedout (the backstop fired), status (`N` or
+`timeout`, written last, one line). A ROOT that is not absolute is under the
+user's home (`~/.local/state/dsh/spool` on a remote host). On a host that
+runs a `true`, this costs four processes besides the command's shell: two
+`setsid`s (runner, command) and one or two `sleep`s of the poll.
 
 `Watch` reads one LAUNCH exec for a Remote: it passes the output on and tells
 the wrapper's own statuses from the command's.
@@ -47,65 +51,85 @@ GRACE = 2
 
 _READ_START = 'read -r _s < "/proc/$1/stat" && set -f && set -- ${_s#*) } && shift 19 && echo "$1"'
 
+#: Started detached (its own session) by LAUNCH: starts the command in a process
+#: group of its own, waits for it, ends what it left in the background, and
+#: writes the status last.
 RUNNER = (
     r"""
-d=$1 t=$2 c=$3
-setsid sh -c "$c" </dev/null >"$d/out" 2>"$d/err" &
+f=$1 c=$2
+setsid sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
 p=$!
-printf '%s\n' "$p" >"$d/pid"
+printf '%s\n' "$p" >"$f.pid"
 start() { """
     + _READ_START
     + r"""; }
-start "$p" >"$d/start" 2>/dev/null
-( sleep "$t"; : >"$d/timedout"; kill -TERM "-$p" 2>/dev/null; sleep """
-    + str(GRACE)
-    + r"""
-  kill -KILL "-$p" 2>/dev/null ) &
+start "$p" >"$f.start" 2>/dev/null
 wait "$p"; rc=$?
 kill -TERM "-$p" 2>/dev/null
-if [ -e "$d/timedout" ]; then rc=timeout; fi
-printf '%s\n' "$rc" >"$d/status"
-kill -KILL "-$$" 2>/dev/null
+if [ -e "$f.timedout" ]; then rc=timeout; fi
+printf '%s\n' "$rc" >"$f.status"
 """
 )
 
+#: Claims with `set -C` (an O_EXCL open, no fork), starts RUNNER, then streams
+#: the spool files while it polls for the status; the poll also keeps the
+#: backstop: past T hundredths of a second it TERMs the command's group, and
+#: KILLs it G hundredths later. Its own SIGPIPE is ignored once the runner has
+#: started, so a dropped connection leaves it polling (and enforcing).
 LAUNCH = r"""
-root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 runner=$7
+root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 runner=$8
 case $root in /*) ;; *) root=$HOME/$root ;; esac
-d="$root/$session/$action@$alias"
-if ! mkdir "$d" 2>/dev/null; then
-  [ -d "$d" ] && { echo "dsh-spool: claimed: $action on $alias was started before" >&2; exit 253; }
-  mkdir -p "$root/$session" 2>/dev/null && mkdir "$d" 2>/dev/null ||
-    { echo "dsh-spool: cannot make $d" >&2; exit 252; }
-fi
+d="$root/$session" f="$root/$session/$action@$alias"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
-printf '%s\n' "$boot" >"$d/boot" && : >"$d/out" && : >"$d/err" ||
-  { echo "dsh-spool: cannot write $d" >&2; exit 252; }
-setsid sh -c "$runner" dsh-run "$d" "$t" "$c" </dev/null >/dev/null 2>&1 &
-exec 3<"$d/out" 4<"$d/err"
-n=0
+set -C
+if ! { printf '%s\n' "$boot" >"$f.claim"; } 2>/dev/null; then
+  [ -e "$f.claim" ] && { echo "dsh-spool: claimed: $action on $alias was started before" >&2; exit 253; }
+  { mkdir -p "$d" && printf '%s\n' "$boot" >"$f.claim"; } 2>/dev/null ||
+    { echo "dsh-spool: cannot write $f.claim" >&2; exit 252; }
+fi
+set +C
+{ : >"$f.out" && : >"$f.err"; } 2>/dev/null || { echo "dsh-spool: cannot write $f.out" >&2; exit 252; }
+setsid sh -c "$runner" dsh-run "$f" "$c" </dev/null >/dev/null 2>&1 &
+trap '' PIPE
+exec 3<"$f.out" 4<"$f.err"
+n=0 e=0 k=
 while :; do
-  fin=0; read -r st 2>/dev/null <"$d/status" && fin=1
-  [ -s "$d/out" ] && cat <&3
-  [ -s "$d/err" ] && cat <&4 >&2
+  fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
+  [ -s "$f.out" ] && cat <&3
+  [ -s "$f.err" ] && cat <&4 >&2
   [ "$fin" = 1 ] && break
+  if [ "$e" -ge "$t" ] && read -r p 2>/dev/null <"$f.pid"; then
+    if [ -z "$k" ]; then
+      : >"$f.timedout"; kill -TERM "-$p" 2>/dev/null; k=$e
+    elif [ "$e" -ge "$((k + g))" ]; then
+      kill -KILL "-$p" 2>/dev/null
+    fi
+  fi
   n=$((n + 1))
-  if [ "$n" -lt 20 ]; then sleep 0.01; elif [ "$n" -lt 60 ]; then sleep 0.05; else sleep 0.2; fi
+  if [ "$n" -lt 20 ]; then sleep 0.01; e=$((e + 1))
+  elif [ "$n" -lt 60 ]; then sleep 0.05; e=$((e + 5))
+  else sleep 0.2; e=$((e + 20)); fi
 done
 case $st in
-  timeout) echo "dsh-spool: timed out after ${t}s (the wrapper's backstop)" >&2; exit 251 ;;
+  timeout) echo "dsh-spool: timed out (the wrapper's backstop)" >&2; exit 251 ;;
   *) exit "$st" ;;
 esac
 """
 
 #: A spool root that is not absolute is under the (remote) user's home.
-_SPOOL_DIR = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac; d="$r/$2/$3@$4"
+_SPOOL_FILE = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac; f="$r/$2/$3@$4"
 """
 
+#: TERM the command's group, KILL it G tenths of a second later. A command just
+#: claimed may not have its pid yet: wait a little for it (or for its status).
 KILL = (
-    _SPOOL_DIR
+    _SPOOL_FILE
     + r"""g=${5:-20}
-read -r p 2>/dev/null <"$d/pid" || exit 0
+i=0
+while ! read -r p 2>/dev/null <"$f.pid"; do
+  [ -e "$f.status" ] || [ ! -e "$f.claim" ] || [ "$i" -ge 20 ] && exit 0
+  sleep 0.1; i=$((i + 1))
+done
 kill -TERM "-$p" 2>/dev/null || exit 0
 i=0
 while kill -0 "-$p" 2>/dev/null && [ "$i" -lt "$g" ]; do sleep 0.1; i=$((i + 1)); done
@@ -115,14 +139,14 @@ exit 0
 )
 
 PROBE = (
-    _SPOOL_DIR
+    _SPOOL_FILE
     + r"""
-[ -d "$d" ] || { echo none; exit 0; }
-if read -r st 2>/dev/null <"$d/status"; then echo "status $st"; exit 0; fi
+[ -e "$f.claim" ] || { echo none; exit 0; }
+if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; exit 0; fi
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
-read -r b0 2>/dev/null <"$d/boot" || b0=
-read -r p 2>/dev/null <"$d/pid" || p=
-read -r s0 2>/dev/null <"$d/start" || s0=
+read -r b0 2>/dev/null <"$f.claim" || b0=
+read -r p 2>/dev/null <"$f.pid" || p=
+read -r s0 2>/dev/null <"$f.start" || s0=
 start() { """
     + _READ_START
     + r"""; }
@@ -139,9 +163,15 @@ def _argv(script: str, name: str, args: Sequence[str]) -> list[str]:
     return ["sh", "-c", script, name, *args]
 
 
-def launch_argv(root: str, session: str, action: str, alias: str, timeout: float, command: str) -> list[str]:
-    """The argv of one LAUNCH exec: claim, start, stream; its status is the command's."""
-    return _argv(LAUNCH, "dsh-spool", [root, session, action, alias, f"{timeout:g}", command, RUNNER])
+def launch_argv(
+    root: str, session: str, action: str, alias: str, timeout: float, command: str, grace: float = GRACE
+) -> list[str]:
+    """The argv of one LAUNCH exec: claim, start, stream; its status is the command's.
+    `timeout` and `grace` are the backstop's (sent in hundredths of a second)."""
+    hundredths = [str(max(1, round(x * 100))) for x in (timeout, grace)]
+    return _argv(
+        LAUNCH, "dsh-spool", [root, session, action, alias, hundredths[0], command, hundredths[1], RUNNER]
+    )
 
 
 def kill_argv(root: str, session: str, action: str, alias: str, grace: float = GRACE) -> list[str]:

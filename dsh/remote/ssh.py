@@ -277,7 +277,9 @@ class SshHost:
             return Exec(exc.outcome, None, time.monotonic() - started, exc.message)
         watch = spool.Watch(output)
         backstop = timeout + fleet.kill_grace + SETTLE
-        argv = spool.launch_argv(fleet.root, spot.session, spot.action, spot.alias, backstop, command)
+        argv = spool.launch_argv(
+            fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace
+        )
         exec_ = _Exec(watch.sink)
         try:
             chan, _ = await asyncio.wait_for(

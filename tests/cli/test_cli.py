@@ -186,9 +186,12 @@ def test_no_escape_sequences_when_not_a_terminal(run_dsh) -> None:  # type: igno
     assert "\x1b" not in r.stdout + r.stderr
 
 
-def test_hosts_need_ssh_clear_error(run_dsh) -> None:  # type: ignore[no-untyped-def]
-    r = run_dsh(["-c", "@h1 true"])
-    assert r.returncode == 2 and "SSH" in r.stderr and "Traceback" not in r.stderr
+def test_a_host_name_that_does_not_resolve_is_unreachable(run_dsh, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "ssh_config"
+    empty.write_text("")
+    r = run_dsh(["--ssh-config", str(empty), "-c", "@no-such-host.invalid true"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "no-such-host.invalid (1)  unreachable: no-such-host.invalid:22: " in r.stdout
 
 
 def test_start_up_imports_no_heavy_library(env) -> None:  # type: ignore[no-untyped-def]

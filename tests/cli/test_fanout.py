@@ -120,12 +120,14 @@ def test_an_unknown_host_key_strict_refuses_accept_new_records(
 
 
 def test_the_spool_holds_claim_output_and_status(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
-    r = run_dsh([*ssh_setup.args(), "--session", "spooled", "-c", "@h1 echo x"])
+    name = f"spooled-{time.time_ns()}"
+    r = run_dsh([*ssh_setup.args(), "--session", name, "-c", "@h1 echo x"])
     assert r.returncode == 0, r.stderr
-    (d,) = (user_home() / ".local/state/dsh/spool").glob("spooled.*/1.1.1@h1")
-    assert (d / "out").read_text() == "x\n"
-    assert (d / "status").read_text() == "0\n"
-    assert (d / "boot").read_text().strip() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    (d,) = (user_home() / ".local/state/dsh/spool").glob(f"{name}.*")
+    assert (d / "1.1.1@h1.out").read_text() == "x\n"
+    assert (d / "1.1.1@h1.status").read_text() == "0\n"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert (d / "1.1.1@h1.claim").read_text().strip() == boot
 
 
 def test_hostile_remote_output_is_shown_escaped(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]

@@ -33,13 +33,17 @@ def alive(pid: int) -> bool:
         return False
 
 
+spool_files = ["claim", "err", "out", "pid", "start", "status"]
+
+
 def test_output_status_and_spool_files(tmp_path: Path) -> None:
     r = launch(tmp_path, "1.1.1", "echo out; echo err >&2; exit 3")
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
-    d = tmp_path / "s1" / "1.1.1@h1"
-    assert sorted(p.name for p in d.iterdir()) == ["boot", "err", "out", "pid", "start", "status"]
-    assert (d / "out").read_text() == "out\n" and (d / "status").read_text() == "3\n"
-    assert (d / "boot").read_text().strip() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    d = tmp_path / "s1"
+    assert sorted(p.name for p in d.iterdir()) == [f"1.1.1@h1.{ext}" for ext in spool_files]
+    assert (d / "1.1.1@h1.out").read_text() == "out\n" and (d / "1.1.1@h1.status").read_text() == "3\n"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert (d / "1.1.1@h1.claim").read_text().strip() == boot
     assert probe(tmp_path, "1.1.1") == "status 3"
 
 
@@ -79,17 +83,17 @@ def test_a_dropped_connection_loses_nothing(tmp_path: Path) -> None:
     while probe(tmp_path, "1.1.1") == "alive" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert probe(tmp_path, "1.1.1") == "status 0"
-    assert (tmp_path / "s1" / "1.1.1@h1" / "out").read_text() == "a\nb\n"
+    assert (tmp_path / "s1" / "1.1.1@h1.out").read_text() == "a\nb\n"
 
 
 def test_kill_from_a_new_exec_ends_the_whole_group(tmp_path: Path) -> None:
     argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 60, "sleep 30 & sleep 30")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    d = tmp_path / "s1" / "1.1.1@h1"
+    pid = tmp_path / "s1" / "1.1.1@h1.pid"
     deadline = time.monotonic() + 5
-    while not (d / "pid").exists() and time.monotonic() < deadline:
+    while not pid.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    pgid = int((d / "pid").read_text())
+    pgid = int(pid.read_text())
     started = time.monotonic()
     subprocess.run(spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1"), check=True, timeout=10)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
@@ -108,13 +112,13 @@ def test_the_wrapper_enforces_the_timeout_itself(tmp_path: Path) -> None:
 
 
 def test_claimed_but_dead_without_status_is_lost(tmp_path: Path) -> None:
-    d = tmp_path / "s1" / "1.1.1@h1"
+    d = tmp_path / "s1"
     d.mkdir(parents=True)
-    (d / "boot").write_text(Path("/proc/sys/kernel/random/boot_id").read_text())
+    (d / "1.1.1@h1.claim").write_text(Path("/proc/sys/kernel/random/boot_id").read_text())
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (d / "pid").write_text(f"{dead.pid}\n")
-    (d / "start").write_text("1\n")
+    (d / "1.1.1@h1.pid").write_text(f"{dead.pid}\n")
+    (d / "1.1.1@h1.start").write_text("1\n")
     assert probe(tmp_path, "1.1.1") == "lost"
-    (d / "pid").write_text(f"{os.getpid()}\n")  # alive, but not the process that was started
+    (d / "1.1.1@h1.pid").write_text(f"{os.getpid()}\n")  # alive, but not the process that was started
     assert probe(tmp_path, "1.1.1") == "lost"
