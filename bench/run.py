@@ -5,6 +5,11 @@
 Cases so far:
   startup   `dsh -c 'echo hi'` wall time, against `python -c pass` for scale and
             against the 150 ms target of design §8.
+  store     a fenced write on the embedded store, against a raw sqlite3 write.
+  checkpoint  a step's checkpoint overhead (intent and result in the store).
+  fanout    `true` on 200 aliases of one loopback sshd, cold, against clush,
+            parallel-ssh and a bare asyncssh floor (bench/fanout.py; at most 5
+            runs, needs `pip install -e '.[bench]'`).
 Each case alternates dsh and its references run by run, so that load on the
 machine hits both alike, and reports medians.
 """
@@ -42,9 +47,9 @@ def _timed(argv: Sequence[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def _alternate(case: str, runs: dict[str, Callable[[], float]], repeat: int) -> list[Row]:
+def _alternate(case: str, runs: dict[str, Callable[[], float]], repeat: int, *, warmup: int = 2) -> list[Row]:
     rows = {name: Row(case, name) for name in runs}
-    for _ in range(2):  # warm the page cache and .pyc files
+    for _ in range(warmup):  # warm the page cache and .pyc files
         for fn in runs.values():
             fn()
     for _ in range(repeat):
@@ -196,7 +201,13 @@ def checkpoint(repeat: int) -> tuple[list[Row], dict[str, float]]:
     return rows, {"checkpoint overhead per step, ms": overhead, "overhead / 1 ms target": overhead}
 
 
-CASES = {"startup": startup, "store": store, "checkpoint": checkpoint}
+def fanout(repeat: int) -> tuple[list[Row], dict[str, float]]:
+    from bench.fanout import case
+
+    return case(repeat)
+
+
+CASES = {"startup": startup, "store": store, "checkpoint": checkpoint, "fanout": fanout}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,13 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, object] = {}
     for case in opts.cases or list(CASES):
         rows, ratios = CASES[case](opts.repeat)
+        runs = len(rows[0].samples) if rows else opts.repeat  # a case may cap its runs (fanout)
         report[case] = {
             "medians_ms": {r.name: round(r.median_ms, 2) for r in rows},
             "ratios": {k: round(v, 3) for k, v in ratios.items()},
-            "repeat": opts.repeat,
+            "repeat": runs,
         }
         if not opts.json:
-            print(f"== {case} (median of {opts.repeat}, alternating)")
+            print(f"== {case} (median of {runs}, alternating)")
             for r in rows:
                 print(f"  {r.name:<28} {r.median_ms:8.1f} ms")
             for k, v in ratios.items():

@@ -5,15 +5,16 @@ Three POSIX sh scripts, each run as one exec (`sh -c SCRIPT NAME ARGS…`), so
 a host needs nothing but `sh`, `setsid`, `cat`, `sleep` and `kill`:
 
 - LAUNCH claims the action atomically (an O_EXCL create of its claim file,
-  keyed by session, action and host alias, holding the boot id), starts a
-  detached runner (its own session) that starts the command in a process
-  group of its own with stdin from /dev/null and stdout, stderr and then its
-  exit status in spool files. The same exec then streams the two files back
-  as they grow (a `cat` per poll when there is output, on file descriptors
-  that keep their offsets) and exits with the command's status; its poll
-  loop also enforces the timeout as a backstop (TERM, then KILL). A dropped
-  connection loses nothing: LAUNCH ignores SIGPIPE and keeps polling, the
-  command goes on, its spool fills.
+  keyed by session, action and host alias, holding the boot id) and starts
+  the command with `setsid`, in a session and process group of its own,
+  stdin from /dev/null, stdout and stderr to spool files. The same exec then
+  polls: it streams the two files back as they grow (a `cat` per poll when
+  there is output, on file descriptors that keep their offsets), reaps the
+  command when it ends, writes its exit status to the spool and exits with
+  it. The poll loop also enforces the timeout as a backstop (TERM, then
+  KILL). A dropped connection loses nothing: LAUNCH ignores SIGPIPE and
+  SIGHUP once the command runs and goes on polling, the command goes on, the
+  spool fills.
 - KILL sends TERM to the command's process group from a new exec, then KILL.
 - PROBE tells a new owner what became of an action: `status N`, `alive`
   (same boot, same pid and start time), `lost` (claimed, dead, no status) or
@@ -25,8 +26,8 @@ id), pid (the command's process group), start (its start time in clock
 ticks since boot), out, err, timedout (the backstop fired), status (`N` or
 `timeout`, written last, one line). A ROOT that is not absolute is under the
 user's home (`~/.local/state/dsh/spool` on a remote host). On a host that
-runs a `true`, this costs four processes besides the command's shell: two
-`setsid`s (runner, command) and one or two `sleep`s of the poll.
+runs a `true`, this costs two processes besides the wrapper's own shell: the
+command's (through `setsid`) and one `sleep` of the poll.
 
 `Watch` reads one LAUNCH exec for a Remote: it passes the output on and tells
 the wrapper's own statuses from the command's.
@@ -51,33 +52,17 @@ GRACE = 2
 
 _READ_START = 'read -r _s < "/proc/$1/stat" && set -f && set -- ${_s#*) } && shift 19 && echo "$1"'
 
-#: Started detached (its own session) by LAUNCH: starts the command in a process
-#: group of its own, waits for it, ends what it left in the background, and
-#: writes the status last.
-RUNNER = (
+#: Claims with `set -C` (an O_EXCL open, no fork), starts the command with
+#: `setsid` (its own session and process group), then polls: it streams the
+#: spool files as they grow, reaps the command when its /proc stat says it is
+#: a zombie (then TERMs what it left in the group and writes the status, last),
+#: and keeps the backstop: past T hundredths of a second it TERMs the group,
+#: and KILLs it G hundredths later. SIGPIPE and SIGHUP are ignored once the
+#: command has started, so a dropped connection leaves it polling, enforcing
+#: and writing the status.
+LAUNCH = (
     r"""
-f=$1 c=$2
-setsid sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
-p=$!
-printf '%s\n' "$p" >"$f.pid"
-start() { """
-    + _READ_START
-    + r"""; }
-start "$p" >"$f.start" 2>/dev/null
-wait "$p"; rc=$?
-kill -TERM "-$p" 2>/dev/null
-if [ -e "$f.timedout" ]; then rc=timeout; fi
-printf '%s\n' "$rc" >"$f.status"
-"""
-)
-
-#: Claims with `set -C` (an O_EXCL open, no fork), starts RUNNER, then streams
-#: the spool files while it polls for the status; the poll also keeps the
-#: backstop: past T hundredths of a second it TERMs the command's group, and
-#: KILLs it G hundredths later. Its own SIGPIPE is ignored once the runner has
-#: started, so a dropped connection leaves it polling (and enforcing).
-LAUNCH = r"""
-root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 runner=$8
+root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7
 case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
@@ -89,16 +74,23 @@ if ! { printf '%s\n' "$boot" >"$f.claim"; } 2>/dev/null; then
 fi
 set +C
 { : >"$f.out" && : >"$f.err"; } 2>/dev/null || { echo "dsh-spool: cannot write $f.out" >&2; exit 252; }
-setsid sh -c "$runner" dsh-run "$f" "$c" </dev/null >/dev/null 2>&1 &
-trap '' PIPE
+setsid sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
+p=$!
+trap '' PIPE HUP
+printf '%s\n' "$p" >"$f.pid"
+start() { """
+    + _READ_START
+    + r"""; }
+start "$p" >"$f.start" 2>/dev/null
 exec 3<"$f.out" 4<"$f.err"
 n=0 e=0 k=
 while :; do
-  fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
+  fin=1
+  if read -r s 2>/dev/null <"/proc/$p/stat"; then s=${s##*) }; [ "${s%% *}" = Z ] || fin=0; fi
   [ -s "$f.out" ] && cat <&3
   [ -s "$f.err" ] && cat <&4 >&2
   [ "$fin" = 1 ] && break
-  if [ "$e" -ge "$t" ] && read -r p 2>/dev/null <"$f.pid"; then
+  if [ "$e" -ge "$t" ]; then
     if [ -z "$k" ]; then
       : >"$f.timedout"; kill -TERM "-$p" 2>/dev/null; k=$e
     elif [ "$e" -ge "$((k + g))" ]; then
@@ -110,11 +102,16 @@ while :; do
   elif [ "$n" -lt 60 ]; then sleep 0.05; e=$((e + 5))
   else sleep 0.2; e=$((e + 20)); fi
 done
+wait "$p"; st=$?
+kill -TERM "-$p" 2>/dev/null
+[ -e "$f.timedout" ] && st=timeout
+printf '%s\n' "$st" >"$f.status"
 case $st in
   timeout) echo "dsh-spool: timed out (the wrapper's backstop)" >&2; exit 251 ;;
   *) exit "$st" ;;
 esac
 """
+)
 
 #: A spool root that is not absolute is under the (remote) user's home.
 _SPOOL_FILE = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac; f="$r/$2/$3@$4"
@@ -151,7 +148,11 @@ start() { """
     + _READ_START
     + r"""; }
 if [ -n "$p" ] && [ "$boot" = "$b0" ] && [ "$(start "$p" 2>/dev/null)" = "$s0" ]; then
-  echo alive
+  read -r s 2>/dev/null <"/proc/$p/stat"; s=${s##*) }
+  [ "${s%% *}" != Z ] && { echo alive; exit 0; }
+  # Ended, not yet reaped: its wrapper writes the status at its next poll, if it lives.
+  sleep 0.5
+  if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; else echo lost; fi
 else
   echo lost
 fi
@@ -169,9 +170,7 @@ def launch_argv(
     """The argv of one LAUNCH exec: claim, start, stream; its status is the command's.
     `timeout` and `grace` are the backstop's (sent in hundredths of a second)."""
     hundredths = [str(max(1, round(x * 100))) for x in (timeout, grace)]
-    return _argv(
-        LAUNCH, "dsh-spool", [root, session, action, alias, hundredths[0], command, hundredths[1], RUNNER]
-    )
+    return _argv(LAUNCH, "dsh-spool", [root, session, action, alias, hundredths[0], command, hundredths[1]])
 
 
 def kill_argv(root: str, session: str, action: str, alias: str, grace: float = GRACE) -> list[str]:

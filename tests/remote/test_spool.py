@@ -74,16 +74,28 @@ def test_output_streams_while_the_command_runs(tmp_path: Path) -> None:
 
 def test_a_dropped_connection_loses_nothing(tmp_path: Path) -> None:
     argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "echo a; sleep 0.6; echo b")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "a\n"
-    os.killpg(proc.pid, signal.SIGKILL)  # the exec (our connection) dies
-    proc.wait(timeout=5)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"a\n"
+    proc.stdout.close()  # the connection drops: nobody reads the stream any more
+    proc.stderr.close()
     assert probe(tmp_path, "1.1.1") == "alive"
-    deadline = time.monotonic() + 10
-    while probe(tmp_path, "1.1.1") == "alive" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert proc.wait(timeout=10) == 0  # the wrapper went on polling to the end
     assert probe(tmp_path, "1.1.1") == "status 0"
     assert (tmp_path / "s1" / "1.1.1@h1.out").read_text() == "a\nb\n"
+
+
+def test_a_killed_wrapper_leaves_the_command_lost_not_alive(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "echo a; sleep 0.4")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline() == b"a\n"
+    os.killpg(proc.pid, signal.SIGKILL)  # the wrapper itself is killed (the command is not)
+    proc.wait(timeout=5)
+    assert probe(tmp_path, "1.1.1") == "alive"
+    deadline = time.monotonic() + 5
+    while probe(tmp_path, "1.1.1") == "alive" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert probe(tmp_path, "1.1.1") == "lost"  # it ended, and nobody could write its status
 
 
 def test_kill_from_a_new_exec_ends_the_whole_group(tmp_path: Path) -> None:
