@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -135,3 +136,38 @@ def test_hostile_remote_output_is_shown_escaped(run_dsh, ssh_setup: SshSetup) ->
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout
     assert r"h1 | \x1b]0;x\x07\x1b[2J \xff" in r.stdout.splitlines()
+
+
+def test_keys_from_an_ssh_agent(run_dsh, env, ssh_setup: SshSetup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = ssh_setup.server
+    config = tmp_path / "ssh_config"
+    block = server.host_block(["viaagent"], ssh_setup.known_hosts)
+    config.write_text("".join(line + "\n" for line in block.splitlines() if "Identit" not in line))
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(sock)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = run_dsh(["--ssh-config", str(config), "--json", "-c", "@viaagent true"])
+        (result,) = [e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"]
+        assert result["outcome"] == "refused" and "authentication failed" in result["message"]
+        subprocess.run(
+            ["ssh-add", "-q", str(server.client_key)],
+            env={**env, "SSH_AUTH_SOCK": str(sock)},
+            check=True,
+            timeout=10,
+            capture_output=True,
+        )
+        env["SSH_AUTH_SOCK"] = str(sock)
+        r = run_dsh(["--ssh-config", str(config), "-c", "@viaagent true"])
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        agent.kill()
+        agent.wait(5)
