@@ -290,6 +290,9 @@ class SshHost:
             fleet.forget(self._name, conn)
             why = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
             return Exec("unreachable", None, time.monotonic() - started, f"cannot start a command: {why}")
+        except asyncio.CancelledError:  # the exec may have started all the same
+            await asyncio.shield(self._kill(conn, spot, None))
+            raise
         chan.write_eof()
         timed_out = False
         try:
@@ -319,14 +322,16 @@ class SshHost:
             )
         return watch.result(exec_.status, seconds)
 
-    async def _kill(self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec) -> None:
-        """KILL from a new exec; the launching exec then ends as it sees the status."""
+    async def _kill(self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec | None) -> None:
+        """KILL from a new exec; the launching exec (if it is ours) then ends as it sees
+        the status."""
         fleet = self.fleet
         argv = spool.kill_argv(fleet.root, spot.session, spot.action, spot.alias, fleet.kill_grace)
         with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
             await asyncio.wait_for(conn.run(spool.as_command(argv)), fleet.kill_grace + SETTLE)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(exec_.closed), SETTLE)
+        if exec_ is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exec_.closed), SETTLE)
 
 
 class _Exec(asyncssh.SSHClientSession[bytes]):
