@@ -148,7 +148,7 @@ class _Instant:
 
     name = "instant"
 
-    async def run(self, command: str, *, timeout: float, output: object) -> object:
+    async def run(self, command: str, *, spot: object, timeout: float, output: object) -> object:
         from dsh.remote.base import Exec
 
         return Exec("ok", 0, 0.0)
