@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import SshSetup
+from tests.conftest import SshSetup, dsh_path
 from tests.sshd import USER, Sshd, kill_user_processes, processes_of, user_home
 
 
@@ -171,3 +172,27 @@ def test_keys_from_an_ssh_agent(run_dsh, env, ssh_setup: SshSetup, tmp_path: Pat
     finally:
         agent.kill()
         agent.wait(5)
+
+
+def test_interrupt_kills_the_remote_commands(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    marker = "sleep 33.75"
+    proc = subprocess.Popen(
+        [dsh_path(), *ssh_setup.args(), "-c", f"@h[1-3] {marker}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(processes_of(USER, marker)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(processes_of(USER, marker)) >= 3
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        assert processes_of(USER, marker) == {}
+    finally:
+        proc.kill()
+        kill_user_processes(USER, marker)
