@@ -138,8 +138,10 @@ class Interrupted(DshError):
 
 
 async def guarded(work: Awaitable[T]) -> T:
-    """Run `work`; SIGTERM or SIGHUP cancel it (so its commands are killed) and raise
-    Interrupted. SIGINT is asyncio's: it cancels too and ends as KeyboardInterrupt."""
+    """Run `work`; SIGINT, SIGTERM or SIGHUP cancel it, so that its commands are
+    killed (on hosts too, which takes a round trip), then raise KeyboardInterrupt
+    (SIGINT) or Interrupted. A second signal while the kills are under way does
+    not cut them short: every one of them is bounded."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -147,18 +149,22 @@ async def guarded(work: Awaitable[T]) -> T:
 
     def on_signal(signum: int) -> None:
         received.append(signum)
-        task.cancel()
+        if len(received) == 1:
+            task.cancel()
 
-    for signum in _STOP_SIGNALS:
+    signals = (signal.SIGINT, *_STOP_SIGNALS)
+    for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         return await work
     except asyncio.CancelledError:
+        if received and received[0] == signal.SIGINT:
+            raise KeyboardInterrupt from None
         if received:
             raise Interrupted(received[0]) from None
         raise
     finally:
-        for signum in _STOP_SIGNALS:
+        for signum in signals:
             loop.remove_signal_handler(signum)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.sshd import USER as SSH_USER
-from tests.sshd import Sshd, free_port
+from tests.sshd import Sshd
 
 BIN = Path(sys.executable).parent
 #: The local spool of in-process tests (claims never meet: executors spool under
@@ -122,15 +123,26 @@ class SshSetup:
 
 
 @pytest.fixture(scope="session")
-def ssh_setup(sshd: Sshd) -> SshSetup:
+def ssh_setup(sshd: Sshd) -> Iterator[SshSetup]:
     d = Path(tempfile.mkdtemp(prefix="dsh-ssh-client-"))
     known = d / "known_hosts"
     known.write_text(sshd.known_hosts_line())
     config = d / "ssh_config"
-    closed = free_port()
+    # A port bound but not listening refuses connections, and no later server takes it.
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    closed = reserved.getsockname()[1]
     config.write_text(
         sshd.host_block(["h*", "web*"], known)
         + f"Host down\n  HostName 127.0.0.1\n  Port {closed}\n  User {SSH_USER}\n"
         + f"  IdentityFile {sshd.client_key}\n  UserKnownHostsFile {known}\n"
     )
-    return SshSetup(sshd, config, known)
+    yield SshSetup(sshd, config, known)
+    reserved.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_test_spool() -> Iterator[None]:
+    yield
+    shutil.rmtree(SPOOL, ignore_errors=True)

@@ -123,7 +123,7 @@ class Sshd:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.cleanup()
 
     def known_hosts_line(self, key: Path | None = None) -> str:
         """known_hosts' line for this server (with another server's key, if given)."""

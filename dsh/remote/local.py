@@ -97,9 +97,9 @@ class LocalShell:
                 raise failed.result()
             if not done:
                 timed_out = True
-                await self._kill(spot, transport, protocol.exited)
+                await self._kill(spot, transport, protocol.exited, "timeout")
         except BaseException:
-            await asyncio.shield(self._kill(spot, transport, protocol.exited))
+            await asyncio.shield(self._kill(spot, transport, protocol.exited, "cancelled"))
             for pump in pumps:
                 pump.cancel()
             transport.close()
@@ -120,10 +120,10 @@ class LocalShell:
         return watch.result(code, seconds)
 
     async def _kill(
-        self, spot: Spot, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None]
+        self, spot: Spot, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None], why: str
     ) -> None:
         """KILL the command from a new exec; then the launcher ends as it sees the status."""
-        argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace)
+        argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace, why)
         try:
             killer = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

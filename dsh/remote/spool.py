@@ -1,33 +1,41 @@
 """The spool wrapper: how every command starts on a host, so that a later owner can
 find out what became of it (design §4).
 
-Three POSIX sh scripts, each run as one exec (`sh -c SCRIPT NAME ARGS…`), so
-a host needs nothing but `sh`, `setsid`, `cat`, `sleep` and `kill`:
+Three POSIX sh scripts, each run as one exec, so that a host needs nothing
+but `sh`, `setsid`, `cat`, `sleep` and `kill` (locally `sh -c SCRIPT NAME
+ARGS…`; over SSH `sh -s` with `set -- ARGS` and the script on its stdin, so
+that the login shell, whatever it is, never parses them):
 
 - LAUNCH claims the action atomically (an O_EXCL create of its claim file,
-  keyed by session, action and host alias, holding the boot id) and starts
-  the command with `setsid`, in a session and process group of its own,
-  stdin from /dev/null, stdout and stderr to spool files. The same exec then
-  polls: it streams the two files back as they grow (a `cat` per poll when
-  there is output, on file descriptors that keep their offsets), reaps the
-  command when it ends, writes its exit status to the spool and exits with
-  it. The poll loop also enforces the timeout as a backstop (TERM, then
-  KILL). A dropped connection loses nothing: LAUNCH ignores SIGPIPE and
-  SIGHUP once the command runs and goes on polling, the command goes on, the
-  spool fills.
-- KILL sends TERM to the command's process group from a new exec, then KILL.
-- PROBE tells a new owner what became of an action: `status N`, `alive`
-  (same boot, same pid and start time), `lost` (claimed, dead, no status) or
-  `none` (never claimed).
+  keyed by session, action and host alias, holding the boot id and LAUNCH's
+  own pid and start time) and starts a detached runner (`setsid`; stdin,
+  stdout and stderr away from the connection). The runner starts the
+  command in a session and process group of its own, stdin from /dev/null,
+  stdout and stderr to spool files; keeps a watchdog that TERMs the group at
+  the backstop timeout and KILLs it after the grace; waits; TERMs what the
+  command left in its group; and writes the exit status last. LAUNCH
+  meanwhile streams the two files back as they grow (a `cat` per poll when
+  there is output, on file descriptors that keep their offsets) until the
+  status appears, and exits with it. A dropped or stalled connection blocks
+  or ends LAUNCH only: the runner, the watchdog and the spool go on.
+- KILL, from a new exec, records why (timeout or cancelled), TERMs the
+  command's group and KILLs it after the grace. An action not yet claimed it
+  claims itself with a tombstone, so that a LAUNCH arriving later starts
+  nothing.
+- PROBE tells a new owner what became of an action: `status N|timeout|
+  cancelled`, `alive` (its runner, or the LAUNCH starting it, is the same
+  live process: same boot, pid and start time), `lost` (claimed, nobody
+  alive to write a status, none written) or `none` (never claimed).
 
 Spool files, all ROOT/SESSION/ACTION@ALIAS.EXT, so that the claim is one
-open without a fork once the session's directory exists: claim (the boot
-id), pid (the command's process group), start (its start time in clock
-ticks since boot), out, err, timedout (the backstop fired), status (`N` or
-`timeout`, written last, one line). A ROOT that is not absolute is under the
-user's home (`~/.local/state/dsh/spool` on a remote host). On a host that
-runs a `true`, this costs two processes besides the wrapper's own shell: the
-command's (through `setsid`) and one `sleep` of the poll.
+open without a fork once the session's directory exists: claim, run (the
+runner's pid and start time), pid (the command's process group and start
+time), out, err, killed (why dsh or the watchdog ended it), status (`N`,
+`timeout` or `cancelled`, written last, one line); all private to the user
+(umask 077). A ROOT that is not absolute is under the user's home
+(`~/.local/state/dsh/spool` on a remote host). For a `true` on a host the
+wrapper costs four processes besides its own shell: the runner's and the
+command's `setsid`, the watchdog and its `sleep`, and a `sleep` of the poll.
 
 `Watch` reads one LAUNCH exec for a Remote: it passes the output on and tells
 the wrapper's own statuses from the command's.
@@ -35,6 +43,7 @@ the wrapper's own statuses from the command's.
 
 from __future__ import annotations
 
+import math
 import shlex
 import signal
 from collections.abc import Sequence
@@ -45,89 +54,109 @@ from dsh.remote.base import Exec, OutputSink
 #: then starts with `dsh-spool: `.
 CLAIMED = 253  # the action was claimed before: nothing was started
 SPOOL_FAILED = 252  # the spool could not be written: nothing was started
-BACKSTOP = 251  # the wrapper's own timeout killed the command
+TIMED_OUT = 251  # the backstop, or dsh's KILL for a timeout, ended the command
+CANCELLED = 250  # dsh's KILL for a cancel ended the command
 
 #: Seconds between TERM and KILL, here and in the backstop.
 GRACE = 2
 
-_READ_START = 'read -r _s < "/proc/$1/stat" && set -f && set -- ${_s#*) } && shift 19 && echo "$1"'
+#: Sets `started` to the start time (clock ticks since boot) of process $1,
+#: with builtins only (a function has its own positional parameters).
+_STARTED = r"""started() { started=; read -r _s 2>/dev/null <"/proc/$1/stat" || return 1
+  set -f; set -- ${_s#*) }; shift 19; started=$1; set +f; }
+"""
 
-#: Claims with `set -C` (an O_EXCL open, no fork), starts the command with
-#: `setsid` (its own session and process group), then polls: it streams the
-#: spool files as they grow, reaps the command when its /proc stat says it is
-#: a zombie (then TERMs what it left in the group and writes the status, last),
-#: and keeps the backstop: past T hundredths of a second it TERMs the group,
-#: and KILLs it G hundredths later. SIGPIPE and SIGHUP are ignored once the
-#: command has started, so a dropped connection leaves it polling, enforcing
-#: and writing the status.
+#: Started detached (`setsid`: its own session) by LAUNCH, with stdin, stdout
+#: and stderr away from the connection, so nothing that happens to the
+#: connection reaches it. It records itself (.run), starts the command in a
+#: session and process group of its own (.pid: its pid and start time), keeps a
+#: watchdog for the backstop, waits, TERMs what the command left in its group,
+#: and writes the status last; then it ends its own group (the watchdog).
+RUNNER = (
+    "umask 077\n"
+    + _STARTED
+    + r"""f=$1 c=$2 t=$3 g=$4
+started $$; printf '%s %s\n' "$$" "$started" >"$f.run"
+setsid sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
+p=$!
+started "$p"; printf '%s %s\n' "$p" "$started" >"$f.pid"
+( sleep "$t"; [ -e "$f.status" ] && exit 0; echo timeout >"$f.killed"
+  kill -TERM "-$p" 2>/dev/null; sleep "$g"; kill -KILL "-$p" 2>/dev/null ) &
+wait "$p"; rc=$?
+kill -TERM "-$p" 2>/dev/null
+read -r why 2>/dev/null <"$f.killed" && rc=$why
+printf '%s\n' "$rc" >"$f.status"
+kill -KILL "-$$" 2>/dev/null
+"""
+)
+
+#: Claims with `set -C` (an O_EXCL open: no fork once the session's directory
+#: exists), recording the boot id and its own pid and start time in the claim;
+#: starts RUNNER; then streams the spool files back as they grow until the
+#: status appears, and exits with it. It may be blocked by a slow connection,
+#: or die with it: the runner does not depend on it.
 LAUNCH = (
-    r"""
-root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7
+    "umask 077\n"
+    + _STARTED
+    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 runner=$8
 case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
+started $$
+claim() { { printf '%s %s %s\n' "$boot" "$$" "$started" >"$f.claim"; } 2>/dev/null; }
 set -C
-if ! { printf '%s\n' "$boot" >"$f.claim"; } 2>/dev/null; then
-  [ -e "$f.claim" ] && { echo "dsh-spool: claimed: $action on $alias was started before" >&2; exit 253; }
-  { mkdir -p "$d" && printf '%s\n' "$boot" >"$f.claim"; } 2>/dev/null ||
-    { echo "dsh-spool: cannot write $f.claim" >&2; exit 252; }
-fi
+ok=0
+claim && ok=1
+if [ "$ok" = 0 ] && [ ! -e "$f.claim" ]; then mkdir -p "$d" 2>/dev/null; claim && ok=1; fi
 set +C
+if [ "$ok" = 0 ]; then
+  [ -e "$f.claim" ] && { echo "dsh-spool: claimed: $action on $alias was started before" >&2; exit 253; }
+  echo "dsh-spool: cannot write $f.claim" >&2; exit 252
+fi
 { : >"$f.out" && : >"$f.err"; } 2>/dev/null || { echo "dsh-spool: cannot write $f.out" >&2; exit 252; }
-setsid sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
-p=$!
-trap '' PIPE HUP
-printf '%s\n' "$p" >"$f.pid"
-start() { """
-    + _READ_START
-    + r"""; }
-start "$p" >"$f.start" 2>/dev/null
+setsid sh -c "$runner" dsh-run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
 exec 3<"$f.out" 4<"$f.err"
-n=0 e=0 k=
+n=0
 while :; do
-  fin=1
-  if read -r s 2>/dev/null <"/proc/$p/stat"; then s=${s##*) }; [ "${s%% *}" = Z ] || fin=0; fi
+  fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
   [ -s "$f.out" ] && cat <&3
   [ -s "$f.err" ] && cat <&4 >&2
   [ "$fin" = 1 ] && break
-  if [ "$e" -ge "$t" ]; then
-    if [ -z "$k" ]; then
-      : >"$f.timedout"; kill -TERM "-$p" 2>/dev/null; k=$e
-    elif [ "$e" -ge "$((k + g))" ]; then
-      kill -KILL "-$p" 2>/dev/null
-    fi
-  fi
   n=$((n + 1))
-  if [ "$n" -lt 20 ]; then sleep 0.01; e=$((e + 1))
-  elif [ "$n" -lt 60 ]; then sleep 0.05; e=$((e + 5))
-  else sleep 0.2; e=$((e + 20)); fi
+  if [ "$n" -lt 20 ]; then sleep 0.01; elif [ "$n" -lt 60 ]; then sleep 0.05; else sleep 0.2; fi
 done
-wait "$p"; st=$?
-kill -TERM "-$p" 2>/dev/null
-[ -e "$f.timedout" ] && st=timeout
-printf '%s\n' "$st" >"$f.status"
 case $st in
-  timeout) echo "dsh-spool: timed out (the wrapper's backstop)" >&2; exit 251 ;;
+  timeout) echo "dsh-spool: timed out" >&2; exit 251 ;;
+  cancelled) echo "dsh-spool: cancelled" >&2; exit 250 ;;
   *) exit "$st" ;;
 esac
 """
 )
 
 #: A spool root that is not absolute is under the (remote) user's home.
-_SPOOL_FILE = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac; f="$r/$2/$3@$4"
+_SPOOL_FILE = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac; d="$r/$2" f="$r/$2/$3@$4"
 """
 
-#: TERM the command's group, KILL it G tenths of a second later. A command just
-#: claimed may not have its pid yet: wait a little for it (or for its status).
+#: Ends an action for a REASON (timeout | cancelled). Not yet claimed: it claims
+#: it itself, with a tombstone, so that a LAUNCH arriving later starts nothing.
+#: Else it marks why, waits a little for the command's pid (just launched) and
+#: its process group (made by setsid after the fork), TERMs the group and KILLs
+#: it G tenths of a second later.
 KILL = (
-    _SPOOL_FILE
-    + r"""g=${5:-20}
+    "umask 077\n"
+    + _SPOOL_FILE
+    + r"""g=${5:-20} why=${6:-cancelled}
+tomb() { { echo "$why" >"$f.claim"; } 2>/dev/null; }
+set -C
+if tomb || { [ ! -e "$f.claim" ] && mkdir -p "$d" 2>/dev/null && tomb; }; then exit 0; fi
+set +C
+[ -e "$f.status" ] && exit 0
+echo "$why" >"$f.killed"
 i=0
-while ! read -r p 2>/dev/null <"$f.pid"; do
-  [ -e "$f.status" ] || [ ! -e "$f.claim" ] || [ "$i" -ge 20 ] && exit 0
-  sleep 0.1; i=$((i + 1))
+until read -r p _ 2>/dev/null <"$f.pid" && kill -TERM "-$p" 2>/dev/null; do
+  [ -e "$f.status" ] || [ "$i" -ge 40 ] && exit 0
+  sleep 0.05; i=$((i + 1))
 done
-kill -TERM "-$p" 2>/dev/null || exit 0
 i=0
 while kill -0 "-$p" 2>/dev/null && [ "$i" -lt "$g" ]; do sleep 0.1; i=$((i + 1)); done
 kill -KILL "-$p" 2>/dev/null
@@ -135,27 +164,24 @@ exit 0
 """
 )
 
+#: What became of an action: `none`, `status N|timeout|cancelled`, `alive` (its
+#: runner, or the LAUNCH that is starting it, is the same live process: same
+#: boot, pid and start time) or `lost` (claimed, nobody alive, no status).
 PROBE = (
-    _SPOOL_FILE
-    + r"""
-[ -e "$f.claim" ] || { echo none; exit 0; }
+    _STARTED
+    + _SPOOL_FILE
+    + r"""[ -e "$f.claim" ] || { echo none; exit 0; }
 if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; exit 0; fi
+read -r b0 p s0 2>/dev/null <"$f.claim"
+case $b0 in timeout|cancelled) echo "status $b0"; exit 0 ;; esac
+read -r p s0 2>/dev/null <"$f.run"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
-read -r b0 2>/dev/null <"$f.claim" || b0=
-read -r p 2>/dev/null <"$f.pid" || p=
-read -r s0 2>/dev/null <"$f.start" || s0=
-start() { """
-    + _READ_START
-    + r"""; }
-if [ -n "$p" ] && [ "$boot" = "$b0" ] && [ "$(start "$p" 2>/dev/null)" = "$s0" ]; then
+if [ "$boot" = "$b0" ] && [ -n "$p" ] && started "$p" && [ "$started" = "$s0" ]; then
   read -r s 2>/dev/null <"/proc/$p/stat"; s=${s##*) }
   [ "${s%% *}" != Z ] && { echo alive; exit 0; }
-  # Ended, not yet reaped: its wrapper writes the status at its next poll, if it lives.
-  sleep 0.5
-  if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; else echo lost; fi
-else
-  echo lost
 fi
+sleep 0.3  # it may have ended just now: its status comes last
+if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; else echo lost; fi
 """
 )
 
@@ -164,27 +190,45 @@ def _argv(script: str, name: str, args: Sequence[str]) -> list[str]:
     return ["sh", "-c", script, name, *args]
 
 
+def _seconds(x: float) -> str:
+    """Whole seconds, rounded up: `sleep` may not take fractions everywhere."""
+    return str(max(1, math.ceil(x)))
+
+
 def launch_argv(
     root: str, session: str, action: str, alias: str, timeout: float, command: str, grace: float = GRACE
 ) -> list[str]:
     """The argv of one LAUNCH exec: claim, start, stream; its status is the command's.
-    `timeout` and `grace` are the backstop's (sent in hundredths of a second)."""
-    hundredths = [str(max(1, round(x * 100))) for x in (timeout, grace)]
-    return _argv(LAUNCH, "dsh-spool", [root, session, action, alias, hundredths[0], command, hundredths[1]])
+    `timeout` and `grace` are the backstop's, in whole seconds (rounded up)."""
+    args = [root, session, action, alias, _seconds(timeout), command, _seconds(grace), RUNNER]
+    return _argv(LAUNCH, "dsh-spool", args)
 
 
-def kill_argv(root: str, session: str, action: str, alias: str, grace: float = GRACE) -> list[str]:
-    """The argv of one KILL exec: TERM the command's group, KILL it after `grace` seconds."""
-    return _argv(KILL, "dsh-kill", [root, session, action, alias, str(max(1, round(grace * 10)))])
+def kill_argv(
+    root: str, session: str, action: str, alias: str, grace: float = GRACE, why: str = "cancelled"
+) -> list[str]:
+    """The argv of one KILL exec: TERM the command's group, KILL it after `grace`
+    seconds; the status records `why` (timeout | cancelled)."""
+    return _argv(KILL, "dsh-kill", [root, session, action, alias, str(max(1, round(grace * 10))), why])
 
 
 def probe_argv(root: str, session: str, action: str, alias: str) -> list[str]:
     return _argv(PROBE, "dsh-probe", [root, session, action, alias])
 
 
-def as_command(argv: Sequence[str]) -> str:
-    """One shell command line for an SSH exec (the remote login shell parses it)."""
-    return " ".join(shlex.quote(a) for a in argv)
+def as_stdin(argv: Sequence[str]) -> str:
+    """An argv made by this module as a script for `sh -s` on its stdin.
+
+    The remote login shell then only runs `sh -s`, which every shell (fish and
+    csh included) reads alike; the arguments are quoted for sh, not for it.
+    """
+    assert argv[:2] == ["sh", "-c"]
+    args = " ".join(shlex.quote(a) for a in argv[4:])
+    return f"set -- {args}\n{argv[2]}"
+
+
+#: What an SSH exec runs: a POSIX shell reading its script from stdin.
+REMOTE_SHELL = "sh -s"
 
 
 #: Where the spool is on a remote host (relative: under the login user's home).
@@ -236,8 +280,10 @@ class Watch:
                 return Exec("lost", None, seconds, f"not started again: {why} (the spool holds its claim)")
             return Exec("failed", None, seconds, f"nothing started: {why}")
         self._release()
-        if status == BACKSTOP and b"dsh-spool: timed out" in self._tail:
-            return Exec("timeout", None, seconds, "the wrapper's own timeout (the backstop) ended it")
+        if status == TIMED_OUT and b"dsh-spool: timed out" in self._tail:
+            return Exec("timeout", None, seconds, "the wrapper's backstop timeout ended it")
+        if status == CANCELLED and b"dsh-spool: cancelled" in self._tail:
+            return Exec("cancelled", None, seconds, "cancelled")
         if status == 0:
             return Exec("ok", 0, seconds)
         return Exec("failed", status, seconds, _signal_hint(status))

@@ -30,7 +30,7 @@ import asyncssh
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
 from dsh.remote.base import Exec, OutputSink, Spot
-from dsh.remote.sshconfig import HostOptions, SshConfig
+from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
 
 #: Defaults, unless the ssh config's ConnectTimeout / ServerAlive* say otherwise.
 CONNECT_TIMEOUT = 10.0
@@ -73,6 +73,7 @@ class SshFleet:
         self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
         self._known: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
         self._hosts: dict[str, SshHost] = {}
+        self._recorded: set[str] = set()
         _raise_open_file_limit()
 
     def __call__(self, alias: str) -> SshHost:
@@ -96,17 +97,37 @@ class SshFleet:
 
     async def connection(self, alias: str) -> asyncssh.SSHClientConnection:
         """The open connection to `alias` (through its ProxyJump hosts), made on first use."""
-        opts = self.config.resolve(alias)
-        return await self._connection((*opts.proxy_jump, alias), opts)
+        try:
+            path = self._path(alias, self.config.resolve(alias), 0)
+        except SshConfigError as exc:
+            raise Unusable("refused", f"ssh config: {exc.message}") from None
+        return await self._open(path)
 
-    def forget(self, alias: str, conn: asyncssh.SSHClientConnection) -> None:
-        """Drop a connection that broke, so that the next use makes a new one."""
+    def _path(self, name: str, opts: HostOptions, depth: int) -> list[tuple[str, HostOptions]]:
+        """The hops to `name`, itself last: its ProxyJump hosts in order, the first of
+        them reached through its own ProxyJump if it has one (as ssh -J does)."""
+        if depth > 8:
+            raise Unusable("unreachable", f"ProxyJump: more than 8 jumps on the way to {name}")
+        path: list[tuple[str, HostOptions]] = []
+        for spec in opts.proxy_jump:
+            hop = _hop(self.config, spec)
+            if path:
+                path.append((spec, hop))
+            else:
+                path = self._path(spec, hop, depth + 1)
+        path.append((name, opts))
+        return path
+
+    def forget(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Drop (and close) a connection that broke, so that the next use makes a new one."""
         for key, fut in list(self._conns.items()):
             if fut.done() and not fut.cancelled() and not fut.exception() and fut.result() is conn:
                 del self._conns[key]
+        conn.close()
 
-    async def _connection(self, chain: tuple[str, ...], opts: HostOptions) -> asyncssh.SSHClientConnection:
-        fut = self._conns.get(chain)
+    async def _open(self, path: list[tuple[str, HostOptions]]) -> asyncssh.SSHClientConnection:
+        key = tuple(name for name, _ in path)
+        fut = self._conns.get(key)
         if (
             fut is not None
             and fut.done()
@@ -114,28 +135,38 @@ class SshFleet:
             and not fut.exception()
             and fut.result().is_closed()
         ):
-            del self._conns[chain]
+            del self._conns[key]
             fut = None
         if fut is None:
-            fut = asyncio.ensure_future(self._connect(chain, opts))
-            self._conns[chain] = fut
+            fut = asyncio.ensure_future(self._connect(path))
+            self._conns[key] = fut
         try:
             return await asyncio.shield(fut)
-        except Unusable:
-            if self._conns.get(chain) is fut:  # a later line tries again
-                del self._conns[chain]
+        except Exception:
+            if self._conns.get(key) is fut:  # a later line tries again
+                del self._conns[key]
             raise
 
-    async def _connect(self, chain: tuple[str, ...], opts: HostOptions) -> asyncssh.SSHClientConnection:
-        tunnel: asyncssh.SSHClientConnection | None = None
-        if len(chain) > 1:
-            hop = _hop(self.config, chain[-2])
-            try:
-                tunnel = await self._connection((*chain[:-2], chain[-2]), hop)
-            except Unusable as exc:
-                raise Unusable("unreachable", f"through ProxyJump {chain[-2]}: {exc.message}") from None
-        timeout = opts.connect_timeout or self.connect_timeout
+    async def _connect(self, path: list[tuple[str, HostOptions]]) -> asyncssh.SSHClientConnection:
+        opts = path[-1][1]
         where = f"{opts.hostname}:{opts.port}"
+        tunnel: asyncssh.SSHClientConnection | None = None
+        if len(path) > 1:
+            try:
+                tunnel = await self._open(path[:-1])
+            except Unusable as exc:
+                raise Unusable("unreachable", f"through ProxyJump {path[-2][0]}: {exc.message}") from None
+        try:
+            return await self._login(opts, where, tunnel)
+        except Unusable:
+            raise
+        except Exception as exc:  # whatever asyncssh or the system says, it is this host's outcome
+            raise Unusable("unreachable", f"{where}: {type(exc).__name__}: {exc}") from None
+
+    async def _login(
+        self, opts: HostOptions, where: str, tunnel: asyncssh.SSHClientConnection | None
+    ) -> asyncssh.SSHClientConnection:
+        timeout = opts.connect_timeout or self.connect_timeout
         keys = self._client_keys(opts)
         known = self._known_hosts(opts)
         policy = _HostKeys(self, opts, known)
@@ -157,8 +188,8 @@ class SshFleet:
             kwargs["agent_path"] = agent or None
         if tunnel is not None:
             kwargs["tunnel"] = tunnel
-        elif opts.proxy_command:
-            kwargs["proxy_command"] = opts.proxy_command
+        elif opts.proxy_command:  # a shell command line, as ssh runs it
+            kwargs["proxy_command"] = ["/bin/sh", "-c", opts.proxy_command]
         try:
             return await asyncio.wait_for(asyncssh.connect(opts.hostname, **kwargs), timeout + 1)
         except asyncssh.HostKeyNotVerifiable:
@@ -198,18 +229,30 @@ class SshFleet:
         files = (*opts.user_known_hosts, *opts.global_known_hosts)
         known = self._known.get(files)
         if known is None:
-            text = []
+            good = []
             for name in files:
-                with contextlib.suppress(OSError):
-                    text.append(Path(name).read_text(encoding="utf-8", errors="replace"))
-            known = self._known[files] = asyncssh.import_known_hosts("\n".join(text))
+                try:
+                    lines = Path(name).read_text(encoding="utf-8", errors="replace").splitlines()
+                except OSError:
+                    continue
+                for number, line in enumerate(lines, 1):
+                    if not line.strip() or line.lstrip().startswith("#"):
+                        continue
+                    try:  # OpenSSH skips a line it cannot read; so does dsh, saying so
+                        asyncssh.import_known_hosts(line)
+                    except (ValueError, asyncssh.KeyImportError) as exc:
+                        self.warn(f"ssh: {name}:{number}: known_hosts line skipped ({exc})")
+                        continue
+                    good.append(line)
+            known = self._known[files] = asyncssh.import_known_hosts("\n".join(good))
         return known
 
     def record(self, opts: HostOptions, name: str, key: asyncssh.SSHKey) -> None:
         """accept-new: append a new host's key to the first UserKnownHostsFile."""
-        if not opts.user_known_hosts:
-            return
         line = f"{name} {key.export_public_key().decode().strip()}\n"
+        if not opts.user_known_hosts or line in self._recorded:
+            return
+        self._recorded.add(line)
         path = Path(opts.user_known_hosts[0])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +277,8 @@ class _HostKeys(asyncssh.SSHClient):
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         name = host if port == 22 else f"[{host}]:{port}"
-        host_keys, ca_keys, revoked, *_ = self.known.match(host, addr, port if port != 22 else None)
+        # By name only: OpenSSH no longer checks host keys by address (CheckHostIP no).
+        host_keys, ca_keys, revoked, *_ = self.known.match(host, "", port if port != 22 else None)
         if host_keys or ca_keys or key in revoked:
             self.verdict = (
                 f"HOST KEY CHANGED for {name}: the key it offers ({key.get_algorithm()}) is not the "
@@ -271,10 +315,14 @@ class SshHost:
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         started = time.monotonic()
         fleet = self.fleet
+
+        def ended(outcome: str, message: str) -> Exec:
+            return Exec(outcome, None, time.monotonic() - started, message)
+
         try:
             conn = await fleet.connection(self._name)
         except Unusable as exc:
-            return Exec(exc.outcome, None, time.monotonic() - started, exc.message)
+            return ended(exc.outcome, exc.message)
         watch = spool.Watch(output)
         backstop = timeout + fleet.kill_grace + SETTLE
         argv = spool.launch_argv(
@@ -283,55 +331,75 @@ class SshHost:
         exec_ = _Exec(watch.sink)
         try:
             chan, _ = await asyncio.wait_for(
-                conn.create_session(lambda: exec_, spool.as_command(argv), encoding=None),
-                fleet.connect_timeout,
+                conn.create_session(lambda: exec_, spool.REMOTE_SHELL, encoding=None), fleet.connect_timeout
             )
+            chan.write(spool.as_stdin(argv).encode())
+            chan.write_eof()
+        except asyncssh.ChannelOpenError as exc:  # refused before anything was asked to run
+            fleet.forget(conn)
+            return ended("unreachable", f"cannot start a command: {exc.reason}")
         except (asyncssh.Error, OSError, TimeoutError) as exc:
-            fleet.forget(self._name, conn)
-            why = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
-            return Exec("unreachable", None, time.monotonic() - started, f"cannot start a command: {why}")
-        except asyncio.CancelledError:  # the exec may have started all the same
-            await asyncio.shield(self._kill(conn, spot, None))
+            # The exec may have started: end it (or claim it dead) before anyone retries.
+            if await self._kill(conn, spot, None, "cancelled"):
+                return ended("unreachable", f"cannot start a command: {_why(exc)}")
+            fleet.forget(conn)
+            return ended("lost", f"the command may have started, and cannot be reached: {_why(exc)}")
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(conn, spot, None, "cancelled"))
             raise
-        chan.write_eof()
-        timed_out = False
         try:
             waits: list[asyncio.Future[Any]] = [exec_.closed, exec_.failed]
             done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if exec_.failed.done():
                 raise exec_.failed.result()
             if not done:
-                timed_out = True
-                await self._kill(conn, spot, exec_)
+                killed = await self._kill(conn, spot, exec_, "timeout")
+                chan.close()
+                if killed:
+                    return ended("timeout", f"no exit within {timeout:g}s")
+                fleet.forget(conn)
+                return ended(
+                    "lost",
+                    f"no exit within {timeout:g}s, and the kill could not be confirmed; "
+                    "the wrapper's backstop ends it",
+                )
         except BaseException:
-            await asyncio.shield(self._kill(conn, spot, exec_))
+            await asyncio.shield(self._kill(conn, spot, exec_, "cancelled"))
             chan.close()
             raise
-        seconds = time.monotonic() - started
-        if timed_out:
-            chan.close()
-            return Exec("timeout", None, seconds, f"no exit within {timeout:g}s")
-        if exec_.status is None:
-            fleet.forget(self._name, conn)
+        if exec_.status is None:  # the command goes on; its result is out of reach for now
+            fleet.forget(conn)
             why = f"killed by {exec_.signal}" if exec_.signal else "the connection was lost"
-            return Exec(
-                "unreachable",
-                None,
-                seconds,
-                f"{why} while the command ran; it goes on in the host's spool ({spot.action}@{spot.alias})",
+            return ended(
+                "lost", f"{why} while the command ran; its spool keeps it ({spot.action}@{spot.alias})"
             )
-        return watch.result(exec_.status, seconds)
+        return watch.result(exec_.status, time.monotonic() - started)
 
-    async def _kill(self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec | None) -> None:
-        """KILL from a new exec; the launching exec (if it is ours) then ends as it sees
-        the status."""
+    async def _kill(
+        self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec | None, why: str
+    ) -> bool:
+        """KILL from a new exec; then the launching exec (if ours) ends as it sees the
+        status. True when that is confirmed: the action is over on the host."""
         fleet = self.fleet
-        argv = spool.kill_argv(fleet.root, spot.session, spot.action, spot.alias, fleet.kill_grace)
-        with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
-            await asyncio.wait_for(conn.run(spool.as_command(argv)), fleet.kill_grace + SETTLE)
+        argv = spool.kill_argv(fleet.root, spot.session, spot.action, spot.alias, fleet.kill_grace, why)
+        try:
+            done = await asyncio.wait_for(
+                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.kill_grace + SETTLE
+            )
+        except (asyncssh.Error, OSError, TimeoutError):
+            return False
+        if done.exit_status != 0:
+            return False
         if exec_ is not None:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(asyncio.shield(exec_.closed), SETTLE)
+            except TimeoutError:
+                return False
+        return True
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "reason", "") or str(exc) or type(exc).__name__
 
 
 class _Exec(asyncssh.SSHClientSession[bytes]):

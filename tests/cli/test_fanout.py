@@ -129,7 +129,7 @@ def test_the_spool_holds_claim_output_and_status(run_dsh, ssh_setup: SshSetup) -
     assert (d / "1.1.1@h1.out").read_text() == "x\n"
     assert (d / "1.1.1@h1.status").read_text() == "0\n"
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    assert (d / "1.1.1@h1.claim").read_text().strip() == boot
+    assert (d / "1.1.1@h1.claim").read_text().split()[0] == boot
 
 
 def test_hostile_remote_output_is_shown_escaped(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
@@ -196,3 +196,82 @@ def test_interrupt_kills_the_remote_commands(env, ssh_setup: SshSetup) -> None: 
     finally:
         proc.kill()
         kill_user_processes(USER, marker)
+
+
+def test_a_second_interrupt_does_not_cut_the_kills_short(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    marker = "sleep 34.25"
+    proc = subprocess.Popen(
+        [dsh_path(), *ssh_setup.args(), "-c", f"@h[1-8] {marker}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(processes_of(USER, marker)) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "destroyed" not in err
+        assert processes_of(USER, marker) == {}
+    finally:
+        proc.kill()
+        kill_user_processes(USER, marker)
+
+
+def test_a_dropped_connection_is_lost_and_never_run_twice(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    mark = f"/tmp/dsh-drop-{os.getpid()}-{time.time_ns()}"
+    marker = "sleep 1.75"
+    proc = subprocess.Popen(
+        [dsh_path(), *ssh_setup.args(), "--json", "-c", f"@h1 {marker}; echo x >> {mark} | retry 2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not processes_of(USER, marker) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid, cmd in processes_of(USER, "sshd: ").items():  # the connection's own sshd process
+            if cmd.startswith(f"sshd: {USER}"):
+                os.kill(pid, signal.SIGKILL)
+        out, _err = proc.communicate(timeout=20)
+        (result,) = [e for e in map(json.loads, out.splitlines()) if e["event"] == "result"]
+        assert result["outcome"] == "lost", result
+        assert result["attempts"] == 1
+        assert proc.returncode == 1
+        deadline = time.monotonic() + 5
+        while not Path(mark).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert Path(mark).read_text() == "x\n"  # it went on in its spool, once
+    finally:
+        proc.kill()
+        Path(mark).unlink(missing_ok=True)
+
+
+def test_one_hosts_config_error_is_that_hosts_outcome(run_dsh, ssh_setup: SshSetup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "ssh_config"
+    config.write_text("Host h2\n  IdentityFile ${DSH_NO_SUCH_VAR}/key\n" + ssh_setup.config.read_text())
+    r = run_dsh(["--ssh-config", str(config), "--json", "-c", "@h[1-3] echo ok"])
+    results = {e["host"]: e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"}
+    assert results["h2"]["outcome"] == "refused" and "ssh config" in results["h2"]["message"]
+    assert results["h1"]["outcome"] == results["h3"]["outcome"] == "ok"
+    assert r.returncode == 1
+
+
+def test_a_bad_known_hosts_line_is_skipped_with_a_warning(
+    run_dsh, ssh_setup: SshSetup, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    known = tmp_path / "known_hosts"
+    known.write_text("garbage\n" + ssh_setup.known_hosts.read_text())
+    config = tmp_path / "ssh_config"
+    config.write_text(ssh_setup.server.host_block(["h*"], known))
+    r = run_dsh(["--ssh-config", str(config), "-c", "@h1 echo ok"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{known}:1: known_hosts line skipped" in r.stderr

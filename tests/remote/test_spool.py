@@ -33,7 +33,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-spool_files = ["claim", "err", "out", "pid", "start", "status"]
+spool_files = ["claim", "err", "out", "pid", "run", "status"]
 
 
 def test_output_status_and_spool_files(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_output_status_and_spool_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in d.iterdir()) == [f"1.1.1@h1.{ext}" for ext in spool_files]
     assert (d / "1.1.1@h1.out").read_text() == "out\n" and (d / "1.1.1@h1.status").read_text() == "3\n"
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    assert (d / "1.1.1@h1.claim").read_text().strip() == boot
+    assert (d / "1.1.1@h1.claim").read_text().split()[0] == boot
     assert probe(tmp_path, "1.1.1") == "status 3"
 
 
@@ -79,46 +79,78 @@ def test_a_dropped_connection_loses_nothing(tmp_path: Path) -> None:
     assert proc.stdout.readline() == b"a\n"
     proc.stdout.close()  # the connection drops: nobody reads the stream any more
     proc.stderr.close()
+    os.killpg(proc.pid, signal.SIGKILL)  # and the exec that streamed it dies
+    proc.wait(timeout=5)
     assert probe(tmp_path, "1.1.1") == "alive"
-    assert proc.wait(timeout=10) == 0  # the wrapper went on polling to the end
+    deadline = time.monotonic() + 10
+    while probe(tmp_path, "1.1.1") == "alive" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert probe(tmp_path, "1.1.1") == "status 0"
     assert (tmp_path / "s1" / "1.1.1@h1.out").read_text() == "a\nb\n"
 
 
-def test_a_killed_wrapper_leaves_the_command_lost_not_alive(tmp_path: Path) -> None:
-    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "echo a; sleep 0.4")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
-    assert proc.stdout is not None and proc.stdout.readline() == b"a\n"
-    os.killpg(proc.pid, signal.SIGKILL)  # the wrapper itself is killed (the command is not)
-    proc.wait(timeout=5)
-    assert probe(tmp_path, "1.1.1") == "alive"
+def wait_for_line(path: Path) -> str:
     deadline = time.monotonic() + 5
-    while probe(tmp_path, "1.1.1") == "alive" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert probe(tmp_path, "1.1.1") == "lost"  # it ended, and nobody could write its status
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("\n"):
+            return path.read_text()
+        time.sleep(0.01)
+    raise AssertionError(f"{path} was not written")
+
+
+def test_a_killed_runner_leaves_the_action_lost(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "sleep 0.5")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runner = int(wait_for_line(tmp_path / "s1" / "1.1.1@h1.run").split()[0])
+    assert probe(tmp_path, "1.1.1") == "alive"
+    os.killpg(runner, signal.SIGKILL)  # behind dsh's back: nobody will write the status
+    assert probe(tmp_path, "1.1.1") == "lost"
+    proc.kill()
+    proc.wait(timeout=5)
 
 
 def test_kill_from_a_new_exec_ends_the_whole_group(tmp_path: Path) -> None:
     argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 60, "sleep 30 & sleep 30")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pid = tmp_path / "s1" / "1.1.1@h1.pid"
-    deadline = time.monotonic() + 5
-    while not pid.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    pgid = int(pid.read_text())
+    pgid = int(wait_for_line(tmp_path / "s1" / "1.1.1@h1.pid").split()[0])
     started = time.monotonic()
     subprocess.run(spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1"), check=True, timeout=10)
-    assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert proc.wait(timeout=10) == spool.CANCELLED
     assert time.monotonic() - started < 3
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
-    assert probe(tmp_path, "1.1.1") == f"status {128 + signal.SIGTERM}"
+    assert probe(tmp_path, "1.1.1") == "status cancelled"
+
+
+def test_kill_for_a_timeout_is_recorded_as_one(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 60, "sleep 30")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_line(tmp_path / "s1" / "1.1.1@h1.pid")
+    kill = spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1", 0.5, "timeout")
+    subprocess.run(kill, check=True, timeout=10)
+    assert proc.wait(timeout=10) == spool.TIMED_OUT
+    assert probe(tmp_path, "1.1.1") == "status timeout"
+
+
+def test_kill_before_launch_leaves_nothing_to_start(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    subprocess.run(spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1"), check=True, timeout=10)
+    r = launch(tmp_path, "1.1.1", f"touch {marker}")
+    assert r.returncode == spool.CLAIMED
+    assert not marker.exists()
+    assert probe(tmp_path, "1.1.1") == "status cancelled"
+
+
+def test_the_spool_is_private(tmp_path: Path) -> None:
+    assert launch(tmp_path, "1.1.1", "echo secret").returncode == 0
+    for path in (tmp_path / "s1").iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_the_wrapper_enforces_the_timeout_itself(tmp_path: Path) -> None:
     started = time.monotonic()
     r = launch(tmp_path, "1.1.1", "trap '' TERM; sleep 30", timeout=0.5)
-    assert r.returncode == spool.BACKSTOP and "timed out" in r.stderr
+    assert r.returncode == spool.TIMED_OUT and "timed out" in r.stderr
     assert time.monotonic() - started < 0.5 + spool.GRACE + 2
     assert probe(tmp_path, "1.1.1") == "status timeout"
 
@@ -126,11 +158,16 @@ def test_the_wrapper_enforces_the_timeout_itself(tmp_path: Path) -> None:
 def test_claimed_but_dead_without_status_is_lost(tmp_path: Path) -> None:
     d = tmp_path / "s1"
     d.mkdir(parents=True)
-    (d / "1.1.1@h1.claim").write_text(Path("/proc/sys/kernel/random/boot_id").read_text())
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    me = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+    claim = d / "1.1.1@h1.claim"
+    claim.write_text(f"{boot} {os.getpid()} {me}\n")  # the wrapper that claimed it is alive
+    assert probe(tmp_path, "1.1.1") == "alive"
+    claim.write_text(f"{boot} {os.getpid()} 1\n")  # a live pid, but not the process that claimed
+    assert probe(tmp_path, "1.1.1") == "lost"
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (d / "1.1.1@h1.pid").write_text(f"{dead.pid}\n")
-    (d / "1.1.1@h1.start").write_text("1\n")
+    claim.write_text(f"{boot} {dead.pid} {me}\n")
     assert probe(tmp_path, "1.1.1") == "lost"
-    (d / "1.1.1@h1.pid").write_text(f"{os.getpid()}\n")  # alive, but not the process that was started
+    claim.write_text(f"another-boot {os.getpid()} {me}\n")
     assert probe(tmp_path, "1.1.1") == "lost"
