@@ -8,16 +8,17 @@ that the login shell, whatever it is, never parses them):
 
 - LAUNCH claims the action atomically (an O_EXCL create of its claim file,
   keyed by session, action and host alias, holding the boot id and LAUNCH's
-  own pid and start time) and starts a detached runner (`setsid`; stdin,
-  stdout and stderr away from the connection). The runner starts the
-  command in a session and process group of its own, stdin from /dev/null,
-  stdout and stderr to spool files; keeps a watchdog that TERMs the group at
-  the backstop timeout and KILLs it after the grace; waits; TERMs what the
-  command left in its group; and writes the exit status last. LAUNCH
-  meanwhile streams the two files back as they grow (a `cat` per poll when
-  there is output, on file descriptors that keep their offsets) until the
-  status appears, and exits with it. A dropped or stalled connection blocks
-  or ends LAUNCH only: the runner, the watchdog and the spool go on.
+  own pid and start time) and starts the runner in the background (a
+  subshell; stdin, stdout and stderr away from the connection). The runner
+  starts the command in a session and process group of its own (`setsid`),
+  stdin from /dev/null, stdout and stderr to spool files; waits for it with
+  a `sleep` as the backstop's timer (TERM the group when it runs out, KILL
+  after the grace); TERMs what the command left in its group; and writes
+  the exit status last. LAUNCH meanwhile streams the two files back as they
+  grow (a `cat` per poll when there is output, on file descriptors that keep
+  their offsets) until the status appears, and exits with it. A dropped or
+  stalled connection blocks or ends LAUNCH only (SIGPIPE reaches LAUNCH, not
+  its process group): the runner, its timer and the spool go on.
 - KILL, from a new exec, records why (timeout or cancelled), TERMs the
   command's group and KILLs it after the grace. An action not yet claimed it
   claims itself with a tombstone, so that a LAUNCH arriving later starts
@@ -34,8 +35,8 @@ time), out, err, killed (why dsh or the watchdog ended it), status (`N`,
 `timeout` or `cancelled`, written last, one line); all private to the user
 (umask 077). A ROOT that is not absolute is under the user's home
 (`~/.local/state/dsh/spool` on a remote host). For a `true` on a host the
-wrapper costs four processes besides its own shell: the runner's and the
-command's `setsid`, the watchdog and its `sleep`, and a `sleep` of the poll.
+wrapper costs four processes besides its own shell: the runner (a fork), the
+command (`setsid sh`), the timer's `sleep` and a `sleep` of the poll.
 
 `Watch` reads one LAUNCH exec for a Remote: it passes the output on and tells
 the wrapper's own statuses from the command's.
@@ -66,39 +67,50 @@ _STARTED = r"""started() { started=; read -r _s 2>/dev/null <"/proc/$1/stat" || 
   set -f; set -- ${_s#*) }; shift 19; started=$1; set +f; }
 """
 
-#: Started detached (`setsid`: its own session) by LAUNCH, with stdin, stdout
-#: and stderr away from the connection, so nothing that happens to the
-#: connection reaches it. It records itself (.run), starts the command in a
-#: session and process group of its own (.pid: its pid and start time), keeps a
-#: watchdog for the backstop, waits, TERMs what the command left in its group,
-#: and writes the status last; then it ends its own group (the watchdog).
-RUNNER = (
-    "umask 077\n"
-    + _STARTED
-    + r"""f=$1 c=$2 t=$3 g=$4
-started $$; printf '%s %s\n' "$$" "$started" >"$f.run"
+#: The runner: a function LAUNCH runs in the background (a subshell: a fork,
+#: no exec), with stdin, stdout and stderr away from the connection, so that
+#: nothing that happens to the connection reaches it. It starts the command
+#: in a session and process group of its own (.pid: its pid and start time)
+#: and waits for it with a `sleep` as the backstop's timer: with SIGCHLD
+#: trapped, `wait` also returns when the timer ends (POSIX: a trapped signal
+#: ends a wait), and a timer no longer alive means time is up: TERM the group,
+#: then after the grace KILL it. Then it TERMs what the command left in its
+#: group and writes the status last.
+RUNNER = r"""run() {
+f=$1 c=$2 t=$3 g=$4
 setsid sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
 p=$!
 started "$p"; printf '%s %s\n' "$p" "$started" >"$f.pid"
-( sleep "$t"; [ -e "$f.status" ] && exit 0; echo timeout >"$f.killed"
-  kill -TERM "-$p" 2>/dev/null; sleep "$g"; kill -KILL "-$p" 2>/dev/null ) &
-wait "$p"; rc=$?
+sleep "$t" & w=$!
+trap ': ' CHLD
+k=0
+while :; do
+  wait "$p"; rc=$?
+  kill -0 "$w" 2>/dev/null && break
+  case $k in
+    0) echo timeout >"$f.killed"; kill -TERM "-$p" 2>/dev/null; k=1; sleep "$g" & w=$! ;;
+    1) kill -KILL "-$p" 2>/dev/null; k=2; sleep 3600 & w=$! ;;
+    *) break ;;
+  esac
+done
+trap - CHLD
+kill "$w" 2>/dev/null
 kill -TERM "-$p" 2>/dev/null
 read -r why 2>/dev/null <"$f.killed" && rc=$why
 printf '%s\n' "$rc" >"$f.status"
-kill -KILL "-$$" 2>/dev/null
+}
 """
-)
 
 #: Claims with `set -C` (an O_EXCL open: no fork once the session's directory
 #: exists), recording the boot id and its own pid and start time in the claim;
-#: starts RUNNER; then streams the spool files back as they grow until the
+#: starts the runner (.run: its pid and start time); then streams the spool files back as they grow until the
 #: status appears, and exits with it. It may be blocked by a slow connection,
 #: or die with it: the runner does not depend on it.
 LAUNCH = (
     "umask 077\n"
     + _STARTED
-    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 runner=$8
+    + RUNNER
+    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7
 case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
@@ -114,7 +126,9 @@ if [ "$ok" = 0 ]; then
   echo "dsh-spool: cannot write $f.claim" >&2; exit 252
 fi
 { : >"$f.out" && : >"$f.err"; } 2>/dev/null || { echo "dsh-spool: cannot write $f.out" >&2; exit 252; }
-setsid sh -c "$runner" dsh-run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
+run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
+r=$!
+started "$r"; printf '%s %s\n' "$r" "$started" >"$f.run"
 exec 3<"$f.out" 4<"$f.err"
 n=0
 while :; do
@@ -200,7 +214,7 @@ def launch_argv(
 ) -> list[str]:
     """The argv of one LAUNCH exec: claim, start, stream; its status is the command's.
     `timeout` and `grace` are the backstop's, in whole seconds (rounded up)."""
-    args = [root, session, action, alias, _seconds(timeout), command, _seconds(grace), RUNNER]
+    args = [root, session, action, alias, _seconds(timeout), command, _seconds(grace)]
     return _argv(LAUNCH, "dsh-spool", args)
 
 

@@ -79,7 +79,7 @@ def test_a_dropped_connection_loses_nothing(tmp_path: Path) -> None:
     assert proc.stdout.readline() == b"a\n"
     proc.stdout.close()  # the connection drops: nobody reads the stream any more
     proc.stderr.close()
-    os.killpg(proc.pid, signal.SIGKILL)  # and the exec that streamed it dies
+    proc.kill()  # and the exec that streamed it dies (SIGPIPE would, at its next write)
     proc.wait(timeout=5)
     assert probe(tmp_path, "1.1.1") == "alive"
     deadline = time.monotonic() + 10
@@ -103,7 +103,7 @@ def test_a_killed_runner_leaves_the_action_lost(tmp_path: Path) -> None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     runner = int(wait_for_line(tmp_path / "s1" / "1.1.1@h1.run").split()[0])
     assert probe(tmp_path, "1.1.1") == "alive"
-    os.killpg(runner, signal.SIGKILL)  # behind dsh's back: nobody will write the status
+    os.kill(runner, signal.SIGKILL)  # behind dsh's back: nobody will write the status
     assert probe(tmp_path, "1.1.1") == "lost"
     proc.kill()
     proc.wait(timeout=5)
