@@ -174,10 +174,11 @@ def test_keys_from_an_ssh_agent(run_dsh, env, ssh_setup: SshSetup, tmp_path: Pat
         agent.wait(5)
 
 
-def test_interrupt_kills_the_remote_commands(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
-    marker = "sleep 33.75"
+def interrupt_fan_out(env: dict[str, str], ssh_setup: SshSetup, hosts: int, marker: str, times: int) -> None:
+    """Run `@h[1-HOSTS] MARKER`, send SIGINT `times` times 50 ms apart once every host
+    runs it: dsh must exit 130 with no traceback and no remote command left."""
     proc = subprocess.Popen(
-        [dsh_path(), *ssh_setup.args(), "-c", f"@h[1-3] {marker}"],
+        [dsh_path(), *ssh_setup.args(), "-c", f"@h[1-{hosts}] {marker}"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -185,35 +186,12 @@ def test_interrupt_kills_the_remote_commands(env, ssh_setup: SshSetup) -> None: 
     )
     try:
         deadline = time.monotonic() + 10
-        while len(processes_of(USER, marker)) < 3 and time.monotonic() < deadline:
+        while len(processes_of(USER, marker)) < hosts and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(processes_of(USER, marker)) >= 3
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 130, err
-        assert "Traceback" not in err
-        assert processes_of(USER, marker) == {}
-    finally:
-        proc.kill()
-        kill_user_processes(USER, marker)
-
-
-def test_a_second_interrupt_does_not_cut_the_kills_short(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
-    marker = "sleep 34.25"
-    proc = subprocess.Popen(
-        [dsh_path(), *ssh_setup.args(), "-c", f"@h[1-8] {marker}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while len(processes_of(USER, marker)) < 8 and time.monotonic() < deadline:
+        assert len(processes_of(USER, marker)) >= hosts
+        for _ in range(times):
+            proc.send_signal(signal.SIGINT)
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=20)
         assert proc.returncode == 130, err
         assert "Traceback" not in err and "destroyed" not in err
@@ -221,6 +199,14 @@ def test_a_second_interrupt_does_not_cut_the_kills_short(env, ssh_setup: SshSetu
     finally:
         proc.kill()
         kill_user_processes(USER, marker)
+
+
+def test_interrupt_kills_the_remote_commands(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    interrupt_fan_out(env, ssh_setup, 3, "sleep 33.75", 1)
+
+
+def test_a_second_interrupt_does_not_cut_the_kills_short(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    interrupt_fan_out(env, ssh_setup, 8, "sleep 34.25", 2)
 
 
 def test_a_dropped_connection_is_lost_and_never_run_twice(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
