@@ -39,6 +39,15 @@ class Spot:
     alias: str
 
 
+class RemoteUnreachable(Exception):
+    """A host could not be asked (its outcome and message say why)."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
 class Remote(Protocol):
     """A place commands run: this machine, or one host over SSH."""
 
@@ -53,6 +62,17 @@ class Remote(Protocol):
         cancellation the command's process group is killed from a new exec.
         Cancellation is re-raised after the kill.
         """
+        ...
+
+    async def probe(self, spot: Spot) -> str:
+        """What became of an action launched before: `none` (never claimed), `alive`,
+        `lost` (claimed, nobody left to report its end) or `status S` (S is an exit
+        status, `timeout` or `cancelled`). Raises RemoteUnreachable when it cannot ask."""
+        ...
+
+    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+        """Stream an action launched before (by another owner) from its start to its
+        end, like `run` without starting anything; bounded and killed like `run`."""
         ...
 
 

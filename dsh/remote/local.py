@@ -18,7 +18,7 @@ from typing import Any
 
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
-from dsh.remote.base import Exec, OutputSink, Spot
+from dsh.remote.base import Exec, OutputSink, RemoteUnreachable, Spot
 
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
@@ -59,13 +59,35 @@ class LocalShell:
         return self._name
 
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        watch = spool.Watch(output)
         backstop = timeout + self.kill_grace + SETTLE
         argv = spool.launch_argv(
             str(self.root), spot.session, spot.action, spot.alias, backstop, command, self.kill_grace
         )
+        return await self._exec(argv, spot, timeout, output)
+
+    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+        argv = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
+        return await self._exec(argv, spot, timeout, output)
+
+    async def probe(self, spot: Spot) -> str:
+        argv = spool.probe_argv(str(self.root), spot.session, spot.action, spot.alias)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), SETTLE)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RemoteUnreachable("lost", "the local spool did not answer") from None
+        return out.decode(errors="replace").strip()
+
+    async def _exec(self, argv: list[str], spot: Spot, timeout: float, output: OutputSink) -> Exec:
+        """One exec of the wrapper (LAUNCH or FOLLOW): stream it, bound it, kill on
+        timeout or cancel, and read its outcome."""
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        watch = spool.Watch(output)
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),

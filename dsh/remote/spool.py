@@ -57,6 +57,7 @@ CLAIMED = 253  # the action was claimed before: nothing was started
 SPOOL_FAILED = 252  # the spool could not be written: nothing was started
 TIMED_OUT = 251  # the backstop, or dsh's KILL for a timeout, ended the command
 CANCELLED = 250  # dsh's KILL for a cancel ended the command
+LOST = 249  # followed: its runner is gone and no status was written
 
 #: Seconds between TERM and KILL, here and in the backstop.
 GRACE = 2
@@ -101,6 +102,34 @@ printf '%s\n' "$rc" >"$f.status"
 }
 """
 
+#: Streams .out and .err from their start as they grow until the status appears,
+#: then exits with it. With $watch set (a follower, not the launcher), it also
+#: checks every few polls that the runner lives: a runner gone without a status
+#: means nobody will ever write one (exit 249, lost).
+_STREAM = r"""exec 3<"$f.out" 4<"$f.err"
+n=0
+while :; do
+  fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
+  [ -s "$f.out" ] && cat <&3
+  [ -s "$f.err" ] && cat <&4 >&2
+  [ "$fin" = 1 ] && break
+  n=$((n + 1))
+  if [ -n "$watch" ] && [ $((n % 10)) = 0 ]; then
+    read -r rp rs 2>/dev/null <"$f.run"
+    if ! started "$rp" || [ "$started" != "$rs" ]; then
+      sleep 0.3; read -r st 2>/dev/null <"$f.status" && continue
+      echo "dsh-spool: lost: its runner is gone and no status was written" >&2; exit 249
+    fi
+  fi
+  if [ "$n" -lt 20 ]; then sleep 0.01; elif [ "$n" -lt 60 ]; then sleep 0.05; else sleep 0.2; fi
+done
+case $st in
+  timeout) echo "dsh-spool: timed out" >&2; exit 251 ;;
+  cancelled) echo "dsh-spool: cancelled" >&2; exit 250 ;;
+  *) exit "$st" ;;
+esac
+"""
+
 #: Claims with `set -C` (an O_EXCL open: no fork once the session's directory
 #: exists), recording the boot id and its own pid and start time in the claim;
 #: starts the runner (.run: its pid and start time); then streams the spool files back as they grow until the
@@ -110,7 +139,7 @@ LAUNCH = (
     "umask 077\n"
     + _STARTED
     + RUNNER
-    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7
+    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=
 case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
@@ -129,22 +158,8 @@ fi
 run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
 r=$!
 started "$r"; printf '%s %s\n' "$r" "$started" >"$f.run"
-exec 3<"$f.out" 4<"$f.err"
-n=0
-while :; do
-  fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
-  [ -s "$f.out" ] && cat <&3
-  [ -s "$f.err" ] && cat <&4 >&2
-  [ "$fin" = 1 ] && break
-  n=$((n + 1))
-  if [ "$n" -lt 20 ]; then sleep 0.01; elif [ "$n" -lt 60 ]; then sleep 0.05; else sleep 0.2; fi
-done
-case $st in
-  timeout) echo "dsh-spool: timed out" >&2; exit 251 ;;
-  cancelled) echo "dsh-spool: cancelled" >&2; exit 250 ;;
-  *) exit "$st" ;;
-esac
 """
+    + _STREAM
 )
 
 #: A spool root that is not absolute is under the (remote) user's home.
@@ -200,6 +215,19 @@ if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; else echo lost; 
 )
 
 
+#: Streams an action launched before (by another owner) to its end: what a new
+#: owner does with an action PROBE says is `alive` (or ended: it then streams
+#: the whole output and exits with the status at once).
+FOLLOW = (
+    _STARTED
+    + _SPOOL_FILE
+    + r"""watch=1
+[ -e "$f.out" ] || { echo "dsh-spool: lost: $3 on $4 has no spool" >&2; exit 249; }
+"""
+    + _STREAM
+)
+
+
 def _argv(script: str, name: str, args: Sequence[str]) -> list[str]:
     return ["sh", "-c", script, name, *args]
 
@@ -227,7 +255,13 @@ def kill_argv(
 
 
 def probe_argv(root: str, session: str, action: str, alias: str) -> list[str]:
+    """The argv of one PROBE exec: prints `none`, `alive`, `lost` or `status S`."""
     return _argv(PROBE, "dsh-probe", [root, session, action, alias])
+
+
+def follow_argv(root: str, session: str, action: str, alias: str) -> list[str]:
+    """The argv of one FOLLOW exec: the action's output from its start, then its status."""
+    return _argv(FOLLOW, "dsh-follow", [root, session, action, alias])
 
 
 def as_stdin(argv: Sequence[str]) -> str:
@@ -287,9 +321,11 @@ class Watch:
 
     def result(self, status: int, seconds: float) -> Exec:
         """The outcome of an exec that exited with `status`."""
-        if self._held.startswith(_PREFIX) and status in (CLAIMED, SPOOL_FAILED):
+        if self._held.startswith(_PREFIX) and status in (CLAIMED, SPOOL_FAILED, LOST):
             why = self._held[len(_PREFIX) :].decode("utf-8", "replace").strip()
             self._held = bytearray()
+            if status == LOST:
+                return Exec("lost", None, seconds, why.removeprefix("lost: "))
             if status == CLAIMED:
                 return Exec("lost", None, seconds, f"not started again: {why} (the spool holds its claim)")
             return Exec("failed", None, seconds, f"nothing started: {why}")
@@ -298,6 +334,8 @@ class Watch:
             return Exec("timeout", None, seconds, "the wrapper's backstop timeout ended it")
         if status == CANCELLED and b"dsh-spool: cancelled" in self._tail:
             return Exec("cancelled", None, seconds, "cancelled")
+        if status == LOST and b"dsh-spool: lost" in self._tail:
+            return Exec("lost", None, seconds, "launched before, and nobody is left to report its end")
         if status == 0:
             return Exec("ok", 0, seconds)
         return Exec("failed", status, seconds, _signal_hint(status))

@@ -30,6 +30,7 @@ import asyncssh
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
 from dsh.remote.base import Exec, OutputSink, Spot
+from dsh.remote.base import RemoteUnreachable as Unusable
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
 
 #: Defaults, unless the ssh config's ConnectTimeout / ServerAlive* say otherwise.
@@ -39,15 +40,6 @@ KEEPALIVE_COUNT = 3
 #: How long the wrapper may take to notice its command ended (its slowest poll, and more).
 SETTLE = 5.0
 _DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_dsa")
-
-
-class Unusable(Exception):
-    """A host cannot take commands: `outcome` is `unreachable` or `refused`."""
-
-    def __init__(self, outcome: str, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.message = message
 
 
 class SshFleet:
@@ -313,6 +305,32 @@ class SshHost:
         return self._name
 
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+        fleet = self.fleet
+        backstop = timeout + fleet.kill_grace + SETTLE
+        argv = spool.launch_argv(
+            fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace
+        )
+        return await self._exec(argv, spot, timeout, output)
+
+    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+        argv = spool.follow_argv(self.fleet.root, spot.session, spot.action, spot.alias)
+        return await self._exec(argv, spot, timeout, output)
+
+    async def probe(self, spot: Spot) -> str:
+        fleet = self.fleet
+        conn = await fleet.connection(self._name)
+        argv = spool.probe_argv(fleet.root, spot.session, spot.action, spot.alias)
+        try:
+            done = await asyncio.wait_for(
+                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.connect_timeout
+            )
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            fleet.forget(conn)
+            raise Unusable("unreachable", f"cannot ask the spool: {_why(exc)}") from None
+        return str(done.stdout or "").strip()
+
+    async def _exec(self, argv: list[str], spot: Spot, timeout: float, output: OutputSink) -> Exec:
+        """One exec of the wrapper (LAUNCH or FOLLOW) on this host's connection."""
         started = time.monotonic()
         fleet = self.fleet
 
@@ -324,10 +342,6 @@ class SshHost:
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
         watch = spool.Watch(output)
-        backstop = timeout + fleet.kill_grace + SETTLE
-        argv = spool.launch_argv(
-            fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace
-        )
         exec_ = _Exec(watch.sink)
         try:
             chan, _ = await asyncio.wait_for(

@@ -171,3 +171,32 @@ def test_claimed_but_dead_without_status_is_lost(tmp_path: Path) -> None:
     assert probe(tmp_path, "1.1.1") == "lost"
     claim.write_text(f"another-boot {os.getpid()} {me}\n")
     assert probe(tmp_path, "1.1.1") == "lost"
+
+
+def test_follow_streams_an_action_from_its_start_to_its_end(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "echo a; sleep 0.6; echo b; exit 4")
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert first.stdout is not None and first.stdout.readline() == b"a\n"
+    first.kill()  # the first owner's exec is gone
+    first.wait(5)
+    r = subprocess.run(spool.follow_argv(str(tmp_path), "s1", "1.1.1", "h1"), capture_output=True, timeout=10)
+    assert (r.returncode, r.stdout) == (4, b"a\nb\n")  # the whole output, once, and its status
+    again = subprocess.run(
+        spool.follow_argv(str(tmp_path), "s1", "1.1.1", "h1"), capture_output=True, timeout=10
+    )
+    assert (again.returncode, again.stdout) == (4, b"a\nb\n")  # an ended action: collected at once
+
+
+def test_follow_of_an_action_whose_runner_died_is_lost(tmp_path: Path) -> None:
+    argv = spool.launch_argv(str(tmp_path), "s1", "1.1.1", "h1", 10, "sleep 1")
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runner = int(wait_for_line(tmp_path / "s1" / "1.1.1@h1.run").split()[0])
+    os.kill(runner, signal.SIGKILL)
+    r = subprocess.run(spool.follow_argv(str(tmp_path), "s1", "1.1.1", "h1"), capture_output=True, timeout=10)
+    assert r.returncode == spool.LOST and b"dsh-spool: lost" in r.stderr
+    first.kill()
+    first.wait(5)
+    none = subprocess.run(
+        spool.follow_argv(str(tmp_path), "s1", "9.9.9", "h1"), capture_output=True, timeout=10
+    )
+    assert none.returncode == spool.LOST
