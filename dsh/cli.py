@@ -40,7 +40,9 @@ EXIT_INTERNAL = 70
 EXIT_HANGUP = 128 + 1
 EXIT_INTERRUPTED = 128 + 2
 EXIT_TERMINATED = 128 + 15
-SUBCOMMANDS = ("explain", "log")
+SUBCOMMANDS = ("explain", "log", "attach", "ls", "run")
+#: How long `run --detach` waits for its executor to own the session.
+DETACH_TIMEOUT = 15.0
 #: Every store call from the CLI is bounded by this.
 STORE_TIMEOUT = 10.0
 _SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -52,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `dsh --help`)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, run: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dsh",
         usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | explain TEXT|SCRIPT [ARGS…] | log SESSION]",
@@ -83,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object per output line and result")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--version", action="version", version=f"dsh {__version__}")
+    if run:  # `dsh run [OPTIONS] [--detach] SCRIPT [ARGS]` takes the same options
+        parser.add_argument("--detach", action="store_true")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -193,6 +197,16 @@ def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors)
         return _explain(settings, rest[1:])
     if rest and rest[0] == "log":
         return _log(settings, rest[1:])
+    if rest and rest[0] == "attach":
+        return _attach(settings, errors, rest[1:])
+    if rest and rest[0] == "ls":
+        return _ls(settings, rest[1:])
+    if rest and rest[0] == "run":
+        sub = _parser(run=True).parse_args(rest[1:])
+        for key, value in vars(sub).items():  # options after `run` win over those before it
+            if key not in ("rest", "detach") and value not in (None, False):
+                setattr(opts, key, value)
+        return _run_command(Settings(opts, env), opts, sub.rest, detach=sub.detach)
     if rest:
         path, args = rest[0], tuple(rest[1:])
         return _run(settings, _read_script(path), path, args)
@@ -277,10 +291,8 @@ def _run(settings: Settings, text: str, name: str, args: tuple[str, ...] | None)
     return run_text(_driver(settings, args), text, name)
 
 
-def _lines(settings: Settings, errors: _Errors, *, interactive: bool) -> int:
-    from dsh.driver import run_lines
-
-    driver = _driver(settings, None)
+def _reader(interactive: bool) -> Callable[[str], str | None]:
+    """Lines from the terminal (with line editing) or from piped stdin."""
     if interactive:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing for the plain prompt)
@@ -295,7 +307,144 @@ def _lines(settings: Settings, errors: _Errors, *, interactive: bool) -> int:
         line = sys.stdin.readline()
         return None if line == "" else line.rstrip("\n").removesuffix("\r")
 
-    return run_lines(driver, read, "<stdin>", interactive=interactive, report_error=errors)
+    return read
+
+
+def _lines(settings: Settings, errors: _Errors, *, interactive: bool) -> int:
+    from dsh.driver import run_lines
+
+    driver = _driver(settings, None)
+    return run_lines(driver, _reader(interactive), "<stdin>", interactive=interactive, report_error=errors)
+
+
+def _run_command(settings: Settings, opts: argparse.Namespace, rest: list[str], *, detach: bool) -> int:
+    """`dsh run [--detach] SCRIPT [ARGS]`: run a script; detached, in an executor
+    process of its own (its own process session, output to a log file), printing
+    the session's name once that process owns the session."""
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if not rest:
+        raise UsageError("run needs a script: dsh run [--detach] SCRIPT [ARGS…]")
+    path, args = rest[0], tuple(rest[1:])
+    text = _read_script(path)
+    if not detach:
+        return _run(settings, text, path, args)
+    _driver(settings, args or None, stateful=False).compile(text, path)  # errors now, not in a log
+    from dsh.runtime.session import generated_name
+
+    name = settings.session or generated_name()
+    return _detach(settings, opts, name, os.path.abspath(path), args)
+
+
+def _detach(
+    settings: Settings, opts: argparse.Namespace, name: str, script: str, args: tuple[str, ...]
+) -> int:
+    import asyncio
+    import json
+    import subprocess
+    import time
+
+    from dsh.runtime.session import Keys, user_name
+    from dsh.store.sqlite import default_path
+
+    logs = default_path(settings.env).parent / "log"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name}.log"
+    argv = [sys.executable, "-m", "dsh", "--session", name]
+    for flag, value in (
+        ("--store", opts.store),
+        ("--ssh-config", opts.ssh_config),
+        ("--config", opts.config),
+        ("--host-keys", opts.host_keys),
+    ):
+        if value:
+            argv += [flag, os.path.abspath(value) if flag in ("--ssh-config", "--config") else value]
+    argv += ["--", script, *args]
+    with open(log, "ab") as out:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
+        )
+    store = _store(settings)
+    keys = Keys(user_name(), name)
+
+    async def owned() -> bool:
+        try:
+            deadline = time.monotonic() + DETACH_TIMEOUT
+            while time.monotonic() < deadline and child.poll() is None:
+                held = await store.get(keys.owner, timeout=STORE_TIMEOUT)
+                if held is not None and json.loads(held.value).get("pid") == child.pid:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            await store.close()
+
+    # A script so short that it finished before we looked has run all the same.
+    if not asyncio.run(owned()) and child.poll() not in (EXIT_OK, EXIT_NOT_OK):
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        why = f": {' / '.join(tail)}" if tail else ""
+        raise UsageError(f"the executor of session {name!r} did not start{why} (log: {log})")
+    print(name)
+    return EXIT_OK
+
+
+def _one_session(rest: list[str], usage: str) -> str:
+    names = [a for a in rest if a != "--json"]
+    if len(names) != 1 or names[0].startswith("-"):
+        raise UsageError(f"{usage} needs one session name: dsh {usage} SESSION")
+    if not _SESSION_NAME.fullmatch(names[0]):
+        raise UsageError(f"{names[0]!r} cannot name a session")
+    return names[0]
+
+
+def _attach(settings: Settings, errors: _Errors, rest: list[str]) -> int:
+    """`dsh attach SESSION`: take over a session whose owner died, finish what it
+    left, then run lines from the terminal or stdin in it."""
+    from dsh.driver import attach
+
+    settings.session = _one_session(rest, "attach")
+    interactive = sys.stdin.isatty()
+    driver = _driver(settings, None)
+    return attach(driver, _reader(interactive), "<stdin>", interactive=interactive, report_error=errors)
+
+
+def _ls(settings: Settings, rest: list[str]) -> int:
+    """`dsh ls [--json]`: the user's sessions, newest first."""
+    import asyncio
+    import json
+    import time
+
+    from dsh.runtime.session import list_sessions, user_name
+
+    as_json = settings.json or "--json" in rest
+    if [a for a in rest if a != "--json"]:
+        raise UsageError("ls takes no arguments but --json")
+    store = _store(settings)
+
+    async def read() -> list[dict[str, object]]:
+        try:
+            return await list_sessions(store, user_name(), timeout=STORE_TIMEOUT)
+        finally:
+            await store.close()
+
+    sessions = asyncio.run(read())
+    if as_json:
+        for entry in sessions:
+            print(json.dumps(entry, ensure_ascii=False))
+        return EXIT_OK
+    now = time.time()
+    for e in sessions:
+        owner = f"{e['owner_machine']} pid {e['owner_pid']}" if e["state"] == "running" else "-"
+        age = now - float(str(e["created"]))
+        print(f"{e['name']:<32} {e['state']:<8} {owner:<28} {_age(age):>6}  {e['last_line'] or ''}")
+    return EXIT_OK
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 def _explain(settings: Settings, rest: list[str]) -> int:

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from dsh import plan as p
 from dsh.config import Config
-from dsh.errors import DshError, IncompleteInput, LangError
+from dsh.errors import DshError, IncompleteInput, LangError, UsageError
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.remote.base import Hosts
@@ -65,6 +65,18 @@ class Driver:
             await self.session.claim()
             await self.load()  # what a previous owner left, now that nobody else writes
             self.executor.spool_name = self.session.spool_name
+            self.executor.machine = self.session.machine
+            self.executor.recorder = SessionRecorder(self.session)
+
+    async def take(self) -> None:
+        """Own an existing session: if its owner died, once its lease has run out."""
+        if self.session is not None:
+            if await self.session.store.get(self.session.keys.meta, timeout=self.session.timeout) is None:
+                raise UsageError(f"no session named {self.session.keys.name!r} in {self.session.store.name}")
+            await self.session.take()
+            await self.load()
+            self.executor.spool_name = self.session.spool_name
+            self.executor.machine = self.session.machine
             self.executor.recorder = SessionRecorder(self.session)
 
     async def release(self) -> None:
@@ -93,6 +105,41 @@ class Driver:
                 await self.session.release()
             await self.claim()
 
+    async def resume(self) -> list[LineResult]:
+        """Once claimed: finish the statement a previous owner started and did not
+        finish — each of its actions collected, followed, started (if never
+        claimed) or lost, none launched twice. [] when there was none."""
+        if self.session is None:
+            return []
+        found = await self.session.unfinished()
+        if found is None:
+            return []
+        plan, run, args = found
+        self.say(f"resuming run {run}: {plan.statements[0].source}")
+        self.executor.args = args
+        table = await self.session.resume(run)
+        return [await self._guard_lost(self.executor.run_statement(plan.statements[0], plan, resume=table))]
+
+    async def _guard_lost(self, work: Awaitable[T]) -> T:
+        """Run `work` so that a lost lease cancels it and says so."""
+        task = asyncio.current_task()
+        if self.session is not None and task is not None:
+
+            def stop() -> None:  # a lost lease stops what runs, at once
+                task.cancel()
+
+            self.session.on_lost = stop
+        try:
+            return await work
+        except asyncio.CancelledError:
+            checkpoints = self.session.checkpoints if self.session else None
+            if checkpoints is not None and checkpoints.lost:
+                raise LeaseLost("the session's lease was lost: its commands were stopped") from None
+            raise
+        finally:
+            if self.session is not None:
+                self.session.on_lost = None
+
     def compile(self, text: str, name: str, first_line: int = 1) -> p.Plan:
         ctx = Context(
             limits=self.config.limits,
@@ -103,23 +150,7 @@ class Driver:
         return compile_source(Source(name, text, first_line), ctx)
 
     async def run(self, plan: p.Plan, *, stop_on_failure: bool = True) -> list[LineResult]:
-        task = asyncio.current_task()
-        if self.session is not None and task is not None:
-
-            def stop() -> None:  # a lost lease stops what runs, at once
-                task.cancel()
-
-            self.session.on_lost = stop
-        try:
-            results = await self.executor.run_plan(plan, stop_on_failure=stop_on_failure)
-        except asyncio.CancelledError:
-            checkpoints = self.session.checkpoints if self.session else None
-            if checkpoints is not None and checkpoints.lost:
-                raise LeaseLost("the session's lease was lost: its commands were stopped") from None
-            raise
-        finally:
-            if self.session is not None:
-                self.session.on_lost = None
+        results = await self._guard_lost(self.executor.run_plan(plan, stop_on_failure=stop_on_failure))
         left = len(plan.statements) - len(results)
         if left and results and not results[-1].ok:
             self.say(
@@ -186,6 +217,28 @@ def run_text(driver: Driver, text: str, name: str) -> int:
             await driver.release()
 
     return status_of(asyncio.run(guarded(main())))
+
+
+def attach(
+    driver: Driver,
+    read: Callable[[str], str | None],
+    name: str,
+    *,
+    interactive: bool,
+    report_error: Callable[[DshError], object],
+) -> int:
+    """Take over a session whose owner died: finish what it left (resume), then run
+    what is read, like run_lines. The status is the session's: its last line's."""
+    with asyncio.Runner() as runner:
+        try:
+            runner.run(driver.take())
+            status = status_of(runner.run(guarded(driver.resume())))
+            if status and not interactive:
+                return status
+            later = _read_eval(driver, runner, read, name, interactive, report_error)
+            return later if later or not interactive else status
+        finally:
+            runner.run(driver.release())
 
 
 def run_lines(

@@ -14,12 +14,13 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import DshError
-from dsh.remote.base import Exec, Remote, Spot
+from dsh.remote.base import Exec, OutputSink, Remote, RemoteUnreachable, Spot
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.results import KEEP_BYTES, HostResult, LineResult
 from dsh.runtime.values import (
@@ -70,9 +71,9 @@ class Recorder(Protocol):
     happen.
     """
 
-    async def line_started(self, stmt: p.Statement, args: Sequence[str]) -> int:
-        """Record a statement about to run (its compiled form and the script's
-        arguments, which a resume needs); returns its run number."""
+    async def line_started(self, stmt: p.Statement, args: Sequence[str], plan: p.Plan) -> int:
+        """Record a statement about to run (its compiled form, the script's arguments
+        and the plan's limits, which a resume needs); returns its run number."""
         ...
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None: ...
@@ -89,13 +90,41 @@ class Recorder(Protocol):
         err: bytes,
     ) -> None: ...
 
-    async def sleep(self, run: int, host: str | None, seconds: float, deadline: float) -> None: ...
+    async def sleep(self, action: str, host: str | None, seconds: float, deadline: float) -> None:
+        """A durable timer: its absolute deadline (wall clock), which a resume keeps."""
+        ...
 
     async def bound(self, run: int, name: str, value: Value) -> None: ...
 
     async def line_done(
         self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A run that a previous owner started and did not finish: its run number, and
+    the records of its actions by (action, host) — `state` `intent` or `done`, or
+    a `deadline` for a durable timer."""
+
+    run: int
+    actions: Mapping[tuple[str, str | None], Mapping[str, object]]
+
+
+def _recorded(held: Mapping[str, object]) -> Exec:
+    exit_status = held.get("exit")
+    return Exec(
+        str(held.get("outcome", "lost")),
+        exit_status if isinstance(exit_status, int) else None,
+        float(held.get("seconds", 0.0)),  # type: ignore[arg-type]
+        str(held.get("message", "")),
+    )
+
+
+def _untail(value: object) -> bytes:
+    """The output tail a result record keeps (text; bytes that were not UTF-8 come
+    back as `\\xNN`: the whole output is in the host's spool)."""
+    return value.encode() if isinstance(value, str) else b""
 
 
 class Executor:
@@ -125,6 +154,10 @@ class Executor:
         #: once it is claimed; unique for a run without a session).
         self.spool_name = f"anon.{os.getpid()}.{os.urandom(4).hex()}"
         self._unrecorded = 0
+        #: This machine's id: a local action another machine launched is out of reach.
+        self.machine = ""
+        #: The run being resumed, if the current statement is one.
+        self.resume: Resume | None = None
 
     def binding_kinds(self) -> dict[str, str]:
         """Each bound name's kind, for compiling the lines that follow."""
@@ -141,9 +174,16 @@ class Executor:
                 break
         return results
 
-    async def run_statement(self, stmt: p.Statement, plan: p.Plan) -> LineResult:
-        if self.recorder:
-            run = await self.recorder.line_started(stmt, self.args)
+    async def run_statement(
+        self, stmt: p.Statement, plan: p.Plan, *, resume: Resume | None = None
+    ) -> LineResult:
+        """Run one statement; with `resume`, the run a previous owner started, whose
+        recorded actions are taken up where they stand instead of started again."""
+        self.resume = resume
+        if resume is not None:
+            run = resume.run
+        elif self.recorder:
+            run = await self.recorder.line_started(stmt, self.args, plan)
         else:  # unrecorded runs still need action ids of their own for the spool
             self._unrecorded += 1
             run = self._unrecorded
@@ -176,6 +216,22 @@ class Executor:
             sets = self.result_sets if result.on_hosts else None
             await self.recorder.line_done(run, result.ok, result.seconds, sets)
         return result
+
+    async def _take_up(
+        self, remote: Remote, spot: Spot, command: str, timeout: float, sink: OutputSink
+    ) -> Exec:
+        """An action whose intent a previous owner recorded: collect its status, follow
+        it if it still runs, start it if it never was (the claim keeps a late launch
+        of the old owner's from running too), or call it lost. Never twice."""
+        try:
+            state = await remote.probe(spot)
+        except RemoteUnreachable as exc:
+            return Exec("lost", None, 0.0, f"launched before; its spool cannot be asked: {exc.message}")
+        if state == "none":
+            return await remote.run(command, spot=spot, timeout=timeout, output=sink)
+        if state == "lost":
+            return Exec("lost", None, 0.0, "launched before, and nobody is left to report its end")
+        return await remote.follow(spot, timeout=timeout, output=sink)
 
     async def _cancelled(self, action: str, host: str | None, out: bytearray, err: bytearray) -> None:
         """Journal a cancelled action, if the store still takes it (it may be why)."""
@@ -286,11 +342,17 @@ class Executor:
 
         attempts = 0
         ended = Exec("ok", 0, 0.0)
+        resume = self.resume
         for index, stage in enumerate(pipe.stages, 1):
             if isinstance(stage, p.Sleep):
+                action = f"{run}.{index}.1"
+                held = resume.actions.get((action, host)) if resume else None
+                if held is not None and "deadline" in held:  # a durable timer: its stored deadline
+                    await self.clock.sleep(max(0.0, float(str(held["deadline"])) - self.clock.wall()))
+                    continue
                 if self.recorder:
                     deadline = self.clock.wall() + stage.seconds
-                    await self.recorder.sleep(run, host, stage.seconds, deadline)
+                    await self.recorder.sleep(action, host, stage.seconds, deadline)
                 await self.clock.sleep(stage.seconds)
                 continue
             try:
@@ -299,20 +361,39 @@ class Executor:
                 ended = Exec("failed", None, 0.0, exc.message)
                 break
             for attempt in range(stage.attempts):
+                action = f"{run}.{index}.{attempt + 1}"
+                held = resume.actions.get((action, host)) if resume else None
                 if attempt:
                     wait = stage.backoff * 2 ** (attempt - 1)
                     self.reporter.retrying(stmt, host, ended, attempt, wait)
-                    await self.clock.sleep(wait)
+                    if held is None:  # else the wait was over before the crash
+                        await self.clock.sleep(wait)
                 out.clear()
                 err.clear()
                 truncated = False
                 attempts += 1
-                action = f"{run}.{index}.{attempt + 1}"
-                if self.recorder:  # checkpoint before effect
-                    await self.recorder.intent(action, host, command, stage.timeout)
+                spot = Spot(self.spool_name, action, host or LOCAL_ALIAS)
+                if held is not None and held.get("state") == "done":  # ended before: its record
+                    ended = _recorded(held)
+                    sink("stdout", _untail(held.get("out")))
+                    sink("stderr", _untail(held.get("err")))
+                    if ended.outcome in _FINAL:
+                        break
+                    continue
                 try:
-                    spot = Spot(self.spool_name, action, host or LOCAL_ALIAS)
-                    ended = await remote.run(command, spot=spot, timeout=stage.timeout, output=sink)
+                    if held is not None and host is None and held.get("machine") != self.machine:
+                        ended = Exec(
+                            "lost",
+                            None,
+                            0.0,
+                            f"launched on machine {held.get('machine')}, whose local spool is out of reach",
+                        )
+                    elif held is not None:  # intent recorded, end unknown: ask the host's spool
+                        ended = await self._take_up(remote, spot, command, stage.timeout, sink)
+                    else:
+                        if self.recorder:  # checkpoint before effect
+                            await self.recorder.intent(action, host, command, stage.timeout)
+                        ended = await remote.run(command, spot=spot, timeout=stage.timeout, output=sink)
                 except asyncio.CancelledError:
                     await self._cancelled(action, host, out, err)
                     raise

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsh.errors import StoreError, UsageError
-from dsh.plan import Statement, dump_statement
+from dsh.plan import Bound, Plan, Statement, dump_statement, load_statement
+from dsh.runtime.executor import Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import HostResult
 from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
@@ -166,10 +167,28 @@ class Session:
         #: Called when the lease is lost: the driver cancels what is running.
         self.on_lost: Callable[[], None] | None = None
 
+    async def take(self, *, patience: float = 1.0) -> None:
+        """Claim, waiting for the lease of an owner that died to run out: up to its TTL
+        and `patience` more. A UsageError still if the owner lives."""
+        deadline = time.monotonic() + patience
+        held = await self.store.get(self.keys.owner, timeout=self.timeout)
+        if held is not None:
+            deadline += float(json.loads(held.value).get("ttl", self.lease_ttl))
+        while True:
+            try:
+                await self.claim()
+                return
+            except UsageError:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.2)
+
     async def claim(self) -> None:
         """Take ownership under a new lease, or fail if a live owner holds it."""
         lease = await self.store.grant(self.lease_ttl, timeout=self.timeout)
-        owner = json.dumps({"machine": self.machine, "pid": os.getpid(), "since": time.time()}).encode()
+        owner = json.dumps(
+            {"machine": self.machine, "pid": os.getpid(), "since": time.time(), "ttl": self.lease_ttl}
+        ).encode()
         result = await self.store.txn(
             [Compare(self.keys.owner, "version", "==", 0)],
             [Put(self.keys.owner, owner, lease.id)],
@@ -262,6 +281,39 @@ class Session:
         """The name of this session's spools on hosts (see the module's doc)."""
         return f"{self.keys.name}.{self.id}"
 
+    async def unfinished(self) -> tuple[Plan, int, tuple[str, ...]] | None:
+        """The statement a previous owner started and did not finish, as a plan of
+        its own, with its run number and the script's arguments; None if none."""
+        last = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
+        if last is None:
+            return None
+        record = json.loads(last.value)
+        run = int(record["run"])
+        for entry in reversed(await read_journal(self.store, self.keys, timeout=self.timeout)):
+            if entry.get("kind") == "done" and entry.get("run") == run:
+                return None
+            if entry.get("kind") == "line" and entry.get("run") == run:
+                break
+        stmt = load_statement(record["plan"])
+        limits = record.get("limits", {})
+        plan = Plan(
+            str(limits.get("name", "<resumed>")),
+            (stmt,),
+            Bound(None, None, 0.0),
+            int(limits.get("step_budget", 10000)),
+            int(limits.get("fanout", 256)),
+        )
+        return plan, run, tuple(record.get("args", ()))
+
+    async def resume(self, run: int) -> Resume:
+        """The records of the actions of `run`: what a resume takes up."""
+        kvs, _ = await self.store.range(self.keys.root + f"act/{run}.".encode(), timeout=self.timeout)
+        actions: dict[tuple[str, str | None], dict[str, Any]] = {}
+        for kv in kvs:
+            record = json.loads(kv.value)
+            actions[(record["action"], record.get("host"))] = record
+        return Resume(run, actions)
+
     def next_run(self) -> int:
         self.runs += 1
         return self.runs
@@ -270,6 +322,45 @@ class Session:
         if self.checkpoints is None:
             raise LeaseLost("the session is not claimed")
         return self.checkpoints
+
+
+async def list_sessions(store: Store, user: str, *, timeout: float) -> list[dict[str, Any]]:
+    """Every session of `user`: name, state (running: an owner holds its lease;
+    unfinished: a run started and not done, nobody owns it; idle), owner, the
+    last line run, and when it was made. Newest first."""
+    prefix = f"/dsh/v1/u/{user}/s/".encode()
+    kvs, _ = await store.range(prefix, timeout=timeout)
+    found: dict[str, dict[str, Any]] = {}
+    for kv in kvs:
+        name, _, rest = kv.key[len(prefix) :].decode(errors="replace").partition("/")
+        entry = found.setdefault(
+            name,
+            {"name": name, "state": "idle", "owner_machine": None, "owner_pid": None, "created": 0.0},
+        )
+        entry.setdefault("last_line", None)
+        entry.setdefault("_run", 0)
+        entry.setdefault("_done", 0)
+        if rest == "meta":
+            entry["created"] = json.loads(kv.value).get("created", 0.0)
+        elif rest == "owner":
+            owner = json.loads(kv.value)
+            entry.update(state="running", owner_machine=owner.get("machine"), owner_pid=owner.get("pid"))
+        elif rest.startswith("run/"):
+            record = json.loads(kv.value)
+            entry["_run"] = int(record["run"])
+            entry["last_line"] = record.get("source")
+        elif rest.startswith("j/"):
+            journal = json.loads(kv.value)
+            if journal.get("kind") == "done":
+                entry["_done"] = max(entry["_done"], int(journal.get("run", 0)))
+    out = []
+    for entry in found.values():
+        if entry["state"] != "running" and entry.pop("_run") > entry.pop("_done"):
+            entry["state"] = "unfinished"
+        entry.pop("_run", None)
+        entry.pop("_done", None)
+        out.append(entry)
+    return sorted(out, key=lambda e: -float(e["created"]))
 
 
 async def read_journal(store: Store, keys: Keys, *, timeout: float) -> list[dict[str, Any]]:
@@ -296,10 +387,11 @@ class SessionRecorder:
         self.session = session
         self.keys = session.keys
 
-    async def line_started(self, stmt: Statement, args: Sequence[str]) -> int:
+    async def line_started(self, stmt: Statement, args: Sequence[str], plan: Plan) -> int:
         run = self.session.next_run()
         cp = self.session.checkpointer()
-        record = {"run": run, "line": stmt.line, "source": stmt.source, "args": list(args)}
+        record: dict[str, Any] = {"run": run, "line": stmt.line, "source": stmt.source, "args": list(args)}
+        record["limits"] = {"step_budget": plan.step_budget, "fanout": plan.fanout, "name": plan.source_name}
         record["plan"] = dump_statement(stmt)
         cp.defer(
             [
@@ -311,7 +403,14 @@ class SessionRecorder:
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None:
         cp = self.session.checkpointer()
-        record = {"state": "intent", "action": action, "host": host, "command": command, "timeout": timeout}
+        record = {
+            "state": "intent",
+            "action": action,
+            "host": host,
+            "command": command,
+            "timeout": timeout,
+            "machine": self.session.machine,
+        }
         await cp.write(
             [
                 Put(self.keys.action(action, host), json.dumps(record).encode()),
@@ -344,9 +443,15 @@ class SessionRecorder:
             [Put(self.keys.action(action, host), json.dumps(record).encode()), cp.entry("end", **fields)]
         )
 
-    async def sleep(self, run: int, host: str | None, seconds: float, deadline: float) -> None:
+    async def sleep(self, action: str, host: str | None, seconds: float, deadline: float) -> None:
         cp = self.session.checkpointer()
-        await cp.write([cp.entry("sleep", run=run, host=host, seconds=seconds, deadline=round(deadline, 6))])
+        record = {"state": "sleep", "action": action, "host": host, "deadline": round(deadline, 6)}
+        await cp.write(
+            [
+                Put(self.keys.action(action, host), json.dumps(record).encode()),
+                cp.entry("sleep", action=action, host=host, seconds=seconds, deadline=round(deadline, 6)),
+            ]
+        )
 
     async def bound(self, run: int, name: str, value: Value) -> None:
         cp = self.session.checkpointer()

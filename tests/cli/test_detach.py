@@ -1,0 +1,70 @@
+"""Sessions that outlive their process: run --detach, kill -9, attach from another machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.conftest import SshSetup
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_detached_session_killed_mid_fan_out_is_taken_over_and_followed(  # type: ignore[no-untyped-def]
+    run_dsh, env, ssh_setup: SshSetup, tmp_path: Path
+) -> None:
+    marks = Path(tempfile.mkdtemp(prefix="dsh-detach-"))
+    marks.chmod(0o777)  # the test user writes the markers
+    script = tmp_path / "script.dsh"
+    script.write_text(
+        f"@h[1-3] sh -c 'echo start >> {marks}/M.$0; sleep 4; echo end >> {marks}/M.$0' $host\n"
+    )
+    env["DSH_LEASE_TTL"] = "1"
+    r = run_dsh([*ssh_setup.args(), "run", "--detach", "--session", "s1", str(script)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "s1"
+    ls = run_dsh(["ls", "--json"])
+    (entry,) = [e for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == "s1"]
+    assert entry["state"] == "running" and isinstance(entry["owner_pid"], int)
+    wait_for(lambda: all((marks / f"M.h{i}").exists() for i in (1, 2, 3)))
+    os.kill(entry["owner_pid"], signal.SIGKILL)  # mid-sleep: the executor dies, the commands do not
+    env["DSH_MACHINE_ID"] = "other"
+    started = time.monotonic()
+    r = run_dsh([*ssh_setup.args(), "attach", "s1"], timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert time.monotonic() - started < 8
+    for i in (1, 2, 3):
+        assert (marks / f"M.h{i}").read_text() == "start\nend\n"  # followed, not started again
+    ls = run_dsh(["ls", "--json"])
+    (entry,) = [e for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == "s1"]
+    assert entry["state"] == "idle"
+
+
+def test_run_without_detach_runs_in_the_foreground(run_dsh, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "s.dsh"
+    script.write_text("echo here $1\n")
+    r = run_dsh(["run", str(script), "x"])
+    assert (r.returncode, r.stdout) == (0, "here x\n")
+
+
+def test_attach_to_no_such_session_is_a_usage_error(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh(["attach", "nosuch"])
+    assert r.returncode == 2 and "no session named 'nosuch'" in r.stderr
+
+
+def test_a_compile_error_is_reported_before_detaching(run_dsh, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "bad.dsh"
+    script.write_text("echo ok | within\n")
+    r = run_dsh(["run", "--detach", str(script)])
+    assert r.returncode == 2 and "^" in r.stderr
+    assert subprocess.run(["pgrep", "-f", str(script)], capture_output=True).stdout == b""
