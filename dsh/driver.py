@@ -23,7 +23,7 @@ from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.remote.base import Hosts
 from dsh.remote.local import LocalShell
-from dsh.runtime.executor import Executor, Reporter
+from dsh.runtime.executor import Executor, Reporter, Resume
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import LineResult
 from dsh.runtime.session import Session, SessionRecorder
@@ -106,19 +106,32 @@ class Driver:
             await self.claim()
 
     async def resume(self) -> list[LineResult]:
-        """Once claimed: finish the statement a previous owner started and did not
-        finish — each of its actions collected, followed, started (if never
-        claimed) or lost, none launched twice. [] when there was none."""
+        """Once claimed: finish what a previous owner was running — the statement it
+        started and did not finish, each of its actions collected, followed,
+        started (if never claimed) or lost, none launched twice; then the rest
+        of its plan. [] when there was nothing left."""
         if self.session is None:
             return []
-        found = await self.session.unfinished()
-        if found is None:
+        last = await self.session.last_run()
+        left = await self.session.left()
+        first: Resume | None = None
+        if left is not None:
+            plan, start, args, plan_id = left
+            if last is not None and last[5] == plan_id and last[3] >= start:  # progress lags behind
+                start = last[3] + 1 if last[4] else last[3]
+                if not last[4]:
+                    first = await self.session.resume(last[1])
+            if start >= len(plan.statements):
+                return []
+        elif last is not None and not last[4]:  # a statement on its own (no plan kept)
+            plan, start, args = last[0], 0, last[2]
+            first = await self.session.resume(last[1])
+        else:
             return []
-        plan, run, args = found
-        self.say(f"resuming run {run}: {plan.statements[0].source}")
+        if first is not None:
+            self.say(f"resuming run {first.run}: {plan.statements[start].source}")
         self.executor.args = args
-        table = await self.session.resume(run)
-        return [await self._guard_lost(self.executor.run_statement(plan.statements[0], plan, resume=table))]
+        return await self._guard_lost(self.executor.run_plan(plan, start=start, first=first))
 
     async def _guard_lost(self, work: Awaitable[T]) -> T:
         """Run `work` so that a lost lease cancels it and says so."""
@@ -150,6 +163,8 @@ class Driver:
         return compile_source(Source(name, text, first_line), ctx)
 
     async def run(self, plan: p.Plan, *, stop_on_failure: bool = True) -> list[LineResult]:
+        if self.executor.recorder is not None:
+            await self.executor.recorder.plan_started(plan, self.executor.args)
         results = await self._guard_lost(self.executor.run_plan(plan, stop_on_failure=stop_on_failure))
         left = len(plan.statements) - len(results)
         if left and results and not results[-1].ok:

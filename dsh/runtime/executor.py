@@ -71,9 +71,10 @@ class Recorder(Protocol):
     happen.
     """
 
-    async def line_started(self, stmt: p.Statement, args: Sequence[str], plan: p.Plan) -> int:
-        """Record a statement about to run (its compiled form, the script's arguments
-        and the plan's limits, which a resume needs); returns its run number."""
+    async def line_started(self, stmt: p.Statement, args: Sequence[str], plan: p.Plan, index: int) -> int:
+        """Record a statement about to run (its compiled form, its index in the plan,
+        the script's arguments and the plan's limits, which a resume needs);
+        returns its run number."""
         ...
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None: ...
@@ -99,6 +100,15 @@ class Recorder(Protocol):
     async def line_done(
         self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
     ) -> None: ...
+
+    async def plan_started(self, plan: p.Plan, args: Sequence[str]) -> None:
+        """Record a plan about to run (a script, or the text of one `-c` or prompt
+        line), so that a new owner can run what is left of it."""
+        ...
+
+    async def progress(self, done: int) -> None:
+        """The statements of the plan before index `done` are over."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,7 @@ class Executor:
         #: once it is claimed; unique for a run without a session).
         self.spool_name = f"anon.{os.getpid()}.{os.urandom(4).hex()}"
         self._unrecorded = 0
+        self._index = 0  # of the statement running, in its plan
         #: This machine's id: a local action another machine launched is out of reach.
         self.machine = ""
         #: The run being resumed, if the current statement is one.
@@ -164,13 +175,21 @@ class Executor:
         kinds = {StrValue: p.VALUE, HostsValue: p.HOSTS, ResultValue: p.RESULT}
         return {name: kinds[type(value)] for name, value in self.bindings.items()}
 
-    async def run_plan(self, plan: p.Plan, *, stop_on_failure: bool = True) -> list[LineResult]:
-        """Run every statement; with stop_on_failure, stop after the first line not ok."""
+    async def run_plan(
+        self, plan: p.Plan, *, stop_on_failure: bool = True, start: int = 0, first: Resume | None = None
+    ) -> list[LineResult]:
+        """Run the statements from index `start` (the first of them resumed from
+        `first`, if given); with stop_on_failure, stop after the first line not ok."""
         results = []
-        for stmt in plan.statements:
-            result = await self.run_statement(stmt, plan)
+        for index in range(start, len(plan.statements)):
+            self._index = index
+            resume = first if index == start else None
+            result = await self.run_statement(plan.statements[index], plan, resume=resume)
             results.append(result)
-            if stop_on_failure and not result.ok:
+            stop = stop_on_failure and not result.ok
+            if self.recorder:
+                await self.recorder.progress(len(plan.statements) if stop else index + 1)
+            if stop:
                 break
         return results
 
@@ -183,7 +202,7 @@ class Executor:
         if resume is not None:
             run = resume.run
         elif self.recorder:
-            run = await self.recorder.line_started(stmt, self.args, plan)
+            run = await self.recorder.line_started(stmt, self.args, plan, self._index)
         else:  # unrecorded runs still need action ids of their own for the spool
             self._unrecorded += 1
             run = self._unrecorded

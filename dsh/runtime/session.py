@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsh.errors import StoreError, UsageError
-from dsh.plan import Bound, Plan, Statement, dump_statement, load_statement
+from dsh.plan import Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
 from dsh.runtime.executor import Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import HostResult
@@ -88,6 +88,14 @@ class Keys:
     @property
     def bindings(self) -> bytes:
         return self.root + b"bind/"
+
+    @property
+    def todo(self) -> bytes:
+        return self.root + b"todo"
+
+    @property
+    def todo_next(self) -> bytes:
+        return self.root + b"todo-next"
 
     def run(self, run: int) -> bytes:
         return self.root + b"run/%08d" % run
@@ -281,17 +289,20 @@ class Session:
         """The name of this session's spools on hosts (see the module's doc)."""
         return f"{self.keys.name}.{self.id}"
 
-    async def unfinished(self) -> tuple[Plan, int, tuple[str, ...]] | None:
-        """The statement a previous owner started and did not finish, as a plan of
-        its own, with its run number and the script's arguments; None if none."""
+    async def last_run(self) -> tuple[Plan, int, tuple[str, ...], int, bool, str] | None:
+        """The last statement run in this session, as a plan of its own, with its run
+        number, the script's arguments, its index in its plan, whether it ended
+        (a `done` entry), and the id of its plan; None if nothing ran yet."""
         last = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
         if last is None:
             return None
         record = json.loads(last.value)
         run = int(record["run"])
+        done = False
         for entry in reversed(await read_journal(self.store, self.keys, timeout=self.timeout)):
             if entry.get("kind") == "done" and entry.get("run") == run:
-                return None
+                done = True
+                break
             if entry.get("kind") == "line" and entry.get("run") == run:
                 break
         stmt = load_statement(record["plan"])
@@ -303,7 +314,23 @@ class Session:
             int(limits.get("step_budget", 10000)),
             int(limits.get("fanout", 256)),
         )
-        return plan, run, tuple(record.get("args", ()))
+        args = tuple(record.get("args", ()))
+        return plan, run, args, int(record.get("index", 0)), done, str(record.get("plan_id", ""))
+
+    async def left(self) -> tuple[Plan, int, tuple[str, ...], str] | None:
+        """The plan a previous owner was running and the index of its first statement
+        not over (which may be the unfinished one), with its arguments; None when
+        it was run to its end."""
+        held = await self.store.get(self.keys.todo, timeout=self.timeout)
+        if held is None:
+            return None
+        record = json.loads(held.value)
+        plan = loads(json.dumps(record["plan"]))
+        done = await self.store.get(self.keys.todo_next, timeout=self.timeout)
+        index = int(done.value) if done is not None else 0
+        if index >= len(plan.statements):
+            return None
+        return plan, index, tuple(record.get("args", ())), str(record.get("id", ""))
 
     async def resume(self, run: int) -> Resume:
         """The records of the actions of `run`: what a resume takes up."""
@@ -386,11 +413,14 @@ class SessionRecorder:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.keys = session.keys
+        self.plan_id = ""  # of the plan running (see plan_started)
 
-    async def line_started(self, stmt: Statement, args: Sequence[str], plan: Plan) -> int:
+    async def line_started(self, stmt: Statement, args: Sequence[str], plan: Plan, index: int) -> int:
         run = self.session.next_run()
         cp = self.session.checkpointer()
         record: dict[str, Any] = {"run": run, "line": stmt.line, "source": stmt.source, "args": list(args)}
+        record["index"] = index
+        record["plan_id"] = self.plan_id
         record["limits"] = {"step_budget": plan.step_budget, "fanout": plan.fanout, "name": plan.source_name}
         record["plan"] = dump_statement(stmt)
         cp.defer(
@@ -461,6 +491,15 @@ class SessionRecorder:
                 cp.entry("bind", run=run, name=name),
             ]
         )
+
+    async def plan_started(self, plan: Plan, args: Sequence[str]) -> None:
+        cp = self.session.checkpointer()
+        self.plan_id = os.urandom(6).hex()
+        record = {"id": self.plan_id, "plan": json.loads(dumps(plan)), "args": list(args)}
+        cp.defer([Put(self.keys.todo, json.dumps(record).encode()), Put(self.keys.todo_next, b"0")])
+
+    async def progress(self, done: int) -> None:
+        self.session.checkpointer().defer([Put(self.keys.todo_next, str(done).encode())])
 
     async def line_done(
         self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None

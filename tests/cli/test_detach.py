@@ -68,3 +68,46 @@ def test_a_compile_error_is_reported_before_detaching(run_dsh, tmp_path: Path) -
     r = run_dsh(["run", "--detach", str(script)])
     assert r.returncode == 2 and "^" in r.stderr
     assert subprocess.run(["pgrep", "-f", str(script)], capture_output=True).stdout == b""
+
+
+def owner_pid(run_dsh, name: str) -> int:  # type: ignore[no-untyped-def]
+    ls = run_dsh(["ls", "--json"])
+    (entry,) = [e for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == name]
+    assert entry["state"] == "running", entry
+    return int(entry["owner_pid"])
+
+
+def test_a_durable_timer_fires_at_its_deadline_and_the_rest_of_the_script_runs(  # type: ignore[no-untyped-def]
+    run_dsh, env, tmp_path: Path
+) -> None:
+    mark = tmp_path / "M"
+    script = tmp_path / "timer.dsh"
+    script.write_text(f"echo before >> {mark}\nsleep 3s\necho after >> {mark}\n")
+    env["DSH_LEASE_TTL"] = "1"
+    started = time.monotonic()
+    r = run_dsh(["run", "--detach", "--session", "t1", str(script)])
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: mark.exists())
+    time.sleep(0.3)  # into the sleep
+    os.kill(owner_pid(run_dsh, "t1"), signal.SIGKILL)
+    r = run_dsh(["attach", "t1"], timeout=30)
+    elapsed = time.monotonic() - started
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mark.read_text() == "before\nafter\n"  # each once: nothing before the crash ran again
+    assert 3 <= elapsed < 5.5, elapsed  # the deadline was kept: not 3 s more after the takeover
+
+
+def test_a_local_action_launched_by_another_machine_is_lost(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    mark = tmp_path / "M"
+    script = tmp_path / "local.dsh"
+    script.write_text(f"sh -c 'echo start >> {mark}; sleep 3; echo end >> {mark}'\n")
+    env["DSH_LEASE_TTL"] = "1"
+    r = run_dsh(["run", "--detach", "--session", "l1", str(script)])
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: mark.exists())
+    os.kill(owner_pid(run_dsh, "l1"), signal.SIGKILL)
+    env["DSH_MACHINE_ID"] = "elsewhere"
+    r = run_dsh(["--json", "attach", "l1"], timeout=30)
+    assert r.returncode == 1
+    (result,) = [e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"]
+    assert result["outcome"] == "lost" and "out of reach" in result["message"]
