@@ -40,7 +40,7 @@ EXIT_INTERNAL = 70
 EXIT_HANGUP = 128 + 1
 EXIT_INTERRUPTED = 128 + 2
 EXIT_TERMINATED = 128 + 15
-SUBCOMMANDS = ("explain", "log", "attach", "ls", "run")
+SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill")
 #: How long `run --detach` waits for its executor to own the session.
 DETACH_TIMEOUT = 15.0
 #: Every store call from the CLI is bounded by this.
@@ -201,6 +201,8 @@ def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors)
         return _attach(settings, errors, rest[1:])
     if rest and rest[0] == "ls":
         return _ls(settings, rest[1:])
+    if rest and rest[0] == "kill":
+        return _kill(settings, rest[1:])
     if rest and rest[0] == "run":
         sub = _parser(run=True).parse_args(rest[1:])
         for key, value in vars(sub).items():  # options after `run` win over those before it
@@ -406,6 +408,28 @@ def _attach(settings: Settings, errors: _Errors, rest: list[str]) -> int:
     interactive = sys.stdin.isatty()
     driver = _driver(settings, None)
     return attach(driver, _reader(interactive), "<stdin>", interactive=interactive, report_error=errors)
+
+
+def _kill(settings: Settings, rest: list[str]) -> int:
+    """`dsh kill SESSION`: stop its work, here or on whatever machine owns it, and
+    end the commands it left running on its hosts."""
+    import asyncio
+
+    from dsh.driver import guarded
+
+    settings.session = _one_session(rest, "kill")
+    driver = _driver(settings, None)
+
+    async def kill() -> int:
+        try:
+            return await driver.kill()
+        finally:
+            await driver.release()
+
+    ended = asyncio.run(guarded(kill()))
+    if ended:
+        driver.say(f"ended {ended} action{'s' if ended != 1 else ''} left running")
+    return EXIT_OK
 
 
 def _ls(settings: Settings, rest: list[str]) -> int:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +23,16 @@ from dsh.config import Config
 from dsh.errors import DshError, IncompleteInput, LangError, UsageError
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
-from dsh.remote.base import Hosts
+from dsh.remote.base import Hosts, Spot
 from dsh.remote.local import LocalShell
-from dsh.runtime.executor import Executor, Reporter, Resume
+from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import LineResult
 from dsh.runtime.session import Session, SessionRecorder
 
 T = TypeVar("T")
+#: How long `dsh kill` waits, beyond the owner's lease TTL, for a live owner to stop.
+KILL_PATIENCE = 15.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -78,6 +82,48 @@ class Driver:
             self.executor.spool_name = self.session.spool_name
             self.executor.machine = self.session.machine
             self.executor.recorder = SessionRecorder(self.session)
+
+    async def kill(self) -> int:
+        """`dsh kill`: a live owner is asked to stop (and waited for); then, as the
+        owner, end what a dead one left running on its hosts, and mark its work
+        over. Returns how many actions were ended."""
+        session = self.session
+        assert session is not None
+        store, keys, timeout = session.store, session.keys, session.timeout
+        if await store.get(keys.meta, timeout=timeout) is None:
+            raise UsageError(f"no session named {keys.name!r} in {store.name}")
+        held = await store.get(keys.owner, timeout=timeout)
+        if held is not None:
+            await store.put(keys.kill, json.dumps({"by": session.machine}).encode(), timeout=timeout)
+            ttl = float(json.loads(held.value).get("ttl", session.lease_ttl))
+            deadline = time.monotonic() + ttl + KILL_PATIENCE
+            while await store.get(keys.owner, timeout=timeout) is not None:
+                if time.monotonic() > deadline:
+                    raise UsageError(f"session {keys.name!r}: its owner did not stop")
+                await asyncio.sleep(0.1)
+        await self.take()
+        ended = 0
+        recorder = SessionRecorder(session)
+        last = await session.last_run()
+        if last is not None and not last[4]:
+            table = await session.resume(last[1])
+            for (action, host), record in table.actions.items():
+                if record.get("state") != "intent":
+                    continue
+                if host is None and record.get("machine") != session.machine:
+                    continue  # another machine's local spool is out of reach
+                hosts = self.executor.host_remote
+                remote = self.executor.local if host is None or hosts is None else hosts(host)
+                spot = Spot(session.spool_name, action, host or LOCAL_ALIAS)
+                await remote.kill(spot)
+                ended += 1
+                await recorder.result(action, host, "cancelled", None, 0.0, "dsh kill", b"", b"")
+            await recorder.line_done(last[1], False, 0.0, None)
+        left = await session.left()
+        if left is not None:
+            await recorder.progress(len(left[0].statements))
+        await store.delete(keys.kill, timeout=timeout)
+        return ended
 
     async def release(self) -> None:
         """Write what is deferred, let the lease go, close the store."""
@@ -145,6 +191,8 @@ class Driver:
         try:
             return await work
         except asyncio.CancelledError:
+            if self.session is not None and self.session.killed:
+                raise Killed(f"session {self.session.keys.name!r} was killed (dsh kill)") from None
             checkpoints = self.session.checkpoints if self.session else None
             if checkpoints is not None and checkpoints.lost:
                 raise LeaseLost("the session's lease was lost: its commands were stopped") from None
@@ -173,6 +221,12 @@ class Driver:
                 f"{left} more statement{'s' if left != 1 else ''} not run"
             )
         return results
+
+
+class Killed(DshError):
+    """`dsh kill` stopped the session's work; its commands were killed."""
+
+    exit_code = 4
 
 
 class Interrupted(DshError):

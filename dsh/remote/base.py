@@ -70,6 +70,11 @@ class Remote(Protocol):
         status, `timeout` or `cancelled`). Raises RemoteUnreachable when it cannot ask."""
         ...
 
+    async def kill(self, spot: Spot) -> bool:
+        """End an action from a new exec (or tombstone it if never claimed); True
+        when the host confirmed it."""
+        ...
+
     async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
         """Stream an action launched before (by another owner) from its start to its
         end, like `run` without starting anything; bounded and killed like `run`."""

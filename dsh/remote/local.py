@@ -69,6 +69,18 @@ class LocalShell:
         argv = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
         return await self._exec(argv, spot, timeout, output)
 
+    async def kill(self, spot: Spot) -> bool:
+        argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            return await asyncio.wait_for(proc.wait(), self.kill_grace + SETTLE) == 0
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return False
+
     async def probe(self, spot: Spot) -> str:
         argv = spool.probe_argv(str(self.root), spot.session, spot.action, spot.alias)
         proc = await asyncio.create_subprocess_exec(

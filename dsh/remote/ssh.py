@@ -316,6 +316,13 @@ class SshHost:
         argv = spool.follow_argv(self.fleet.root, spot.session, spot.action, spot.alias)
         return await self._exec(argv, spot, timeout, output)
 
+    async def kill(self, spot: Spot) -> bool:
+        try:
+            conn = await self.fleet.connection(self._name)
+        except Unusable:
+            return False
+        return await self._kill(conn, spot, None, "cancelled")
+
     async def probe(self, spot: Spot) -> str:
         fleet = self.fleet
         conn = await fleet.connection(self._name)

@@ -90,6 +90,10 @@ class Keys:
         return self.root + b"bind/"
 
     @property
+    def kill(self) -> bytes:
+        return self.root + b"kill"
+
+    @property
     def todo(self) -> bytes:
         return self.root + b"todo"
 
@@ -170,6 +174,8 @@ class Session:
         self.lease = 0
         self.runs = 0
         self.id = ""  # known once claimed
+        #: `dsh kill` asked this owner to stop (its running line is cancelled).
+        self.killed = False
         self.checkpoints: Checkpointer | None = None
         self._keepalive: asyncio.Task[None] | None = None
         #: Called when the lease is lost: the driver cancels what is running.
@@ -237,6 +243,11 @@ class Session:
             try:
                 await self.store.keepalive(self.lease, timeout=self.lease_ttl / 3)
                 renewed = time.monotonic()
+                killed = await self.store.get(self.keys.kill, timeout=self.lease_ttl / 3)
+                if killed is not None and not self.killed:
+                    self.killed = True
+                    if self.on_lost is not None:  # stop what runs, its commands killed
+                        self.on_lost()
                 continue
             except LeaseNotFound:
                 pass

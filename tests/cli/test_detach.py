@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import SshSetup
+from tests.sshd import USER, kill_user_processes, processes_of
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -111,3 +112,48 @@ def test_a_local_action_launched_by_another_machine_is_lost(run_dsh, env, tmp_pa
     assert r.returncode == 1
     (result,) = [e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"]
     assert result["outcome"] == "lost" and "out of reach" in result["message"]
+
+
+def test_kill_stops_a_live_detached_session_and_its_remote_commands(  # type: ignore[no-untyped-def]
+    run_dsh, env, ssh_setup: SshSetup, tmp_path: Path
+) -> None:
+    marker = "sleep 35.5"
+    script = tmp_path / "long.dsh"
+    script.write_text(f"@h[1-3] {marker}\necho never\n")
+    env["DSH_LEASE_TTL"] = "1"
+    r = run_dsh([*ssh_setup.args(), "run", "--detach", "--session", "k1", str(script)])
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_for(lambda: len(processes_of(USER, marker)) >= 3)
+        pid = owner_pid(run_dsh, "k1")
+        r = run_dsh([*ssh_setup.args(), "kill", "k1"], timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert processes_of(USER, marker) == {}
+        wait_for(lambda: not Path(f"/proc/{pid}").exists())
+        log = Path(env["XDG_STATE_HOME"]) / "dsh" / "log" / "k1.log"
+        assert "was killed" in log.read_text()
+        ls = run_dsh(["ls", "--json"])
+        (entry,) = [e for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == "k1"]
+        assert entry["state"] == "idle"
+        r = run_dsh([*ssh_setup.args(), "attach", "k1"])  # nothing left to resume: `echo never` stays unrun
+        assert r.returncode == 0 and "never" not in r.stdout
+    finally:
+        kill_user_processes(USER, marker)
+
+
+def test_kill_ends_what_a_dead_owner_left_running(run_dsh, env, ssh_setup: SshSetup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    marker = "sleep 36.5"
+    script = tmp_path / "long.dsh"
+    script.write_text(f"@h[1-2] {marker}\n")
+    env["DSH_LEASE_TTL"] = "1"
+    r = run_dsh([*ssh_setup.args(), "run", "--detach", "--session", "k2", str(script)])
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_for(lambda: len(processes_of(USER, marker)) >= 2)
+        os.kill(owner_pid(run_dsh, "k2"), signal.SIGKILL)
+        r = run_dsh([*ssh_setup.args(), "kill", "k2"], timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "ended 2 actions" in r.stderr
+        assert processes_of(USER, marker) == {}
+    finally:
+        kill_user_processes(USER, marker)
