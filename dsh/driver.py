@@ -302,10 +302,17 @@ def attach(
         try:
             runner.run(driver.take())
             status = status_of(runner.run(guarded(driver.resume())))
-            if status and not interactive:
-                return status
-            later = _read_eval(driver, runner, read, name, interactive, report_error)
-            return later if later or not interactive else status
+            # What was read is new work, whatever became of the old (`@{lost} …`).
+            ran: list[bool] = []
+
+            def counted(prompt: str) -> str | None:
+                line = read(prompt)
+                if line is not None and line.strip():
+                    ran.append(True)
+                return line
+
+            later = _read_eval(driver, runner, counted, name, interactive, report_error)
+            return later if ran else status
         finally:
             runner.run(driver.release())
 

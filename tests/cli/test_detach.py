@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import SshSetup
-from tests.sshd import USER, kill_user_processes, processes_of
+from tests.sshd import USER, kill_user_processes, processes_of, user_home
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -155,5 +155,34 @@ def test_kill_ends_what_a_dead_owner_left_running(run_dsh, env, ssh_setup: SshSe
         assert r.returncode == 0, r.stderr
         assert "ended 2 actions" in r.stderr
         assert processes_of(USER, marker) == {}
+    finally:
+        kill_user_processes(USER, marker)
+
+
+def test_an_action_killed_behind_dshs_back_is_lost_and_lost_targets_it(  # type: ignore[no-untyped-def]
+    run_dsh, env, ssh_setup: SshSetup, tmp_path: Path
+) -> None:
+    marker = "sleep 3.25"
+    name = f"lost{time.time_ns()}"  # spools on the test host outlive test runs
+    script = tmp_path / "lost.dsh"
+    script.write_text(f"@h[1-2] {marker}\n")
+    env["DSH_LEASE_TTL"] = "1"
+    r = run_dsh([*ssh_setup.args(), "run", "--detach", "--session", name, str(script)])
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_for(lambda: len(processes_of(USER, marker)) >= 2)
+        os.kill(owner_pid(run_dsh, name), signal.SIGKILL)
+        # Behind dsh's back, h2's runner and command die: no status will ever be written.
+        spool = user_home() / ".local/state/dsh/spool"
+        (run_file,) = spool.glob(f"{name}.*/1.1.1@h2.run")
+        os.kill(int(run_file.read_text().split()[0]), signal.SIGKILL)
+        pid_file = run_file.with_name("1.1.1@h2.pid")
+        os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        r = run_dsh([*ssh_setup.args(), "--json", "attach", name], input="@{lost} echo again on $host\n")
+        events = [json.loads(line) for line in r.stdout.splitlines()]
+        results = [e for e in events if e["event"] == "result"]
+        assert sorted((e["host"], e["outcome"]) for e in results[:2]) == [("h1", "ok"), ("h2", "lost")]
+        assert [(e["host"], e["outcome"]) for e in results[2:]] == [("h2", "ok")]
+        assert any(e["event"] == "output" and e["text"] == "again on h2" for e in events)
     finally:
         kill_user_processes(USER, marker)
