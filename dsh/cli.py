@@ -40,7 +40,7 @@ EXIT_INTERNAL = 70
 EXIT_HANGUP = 128 + 1
 EXIT_INTERRUPTED = 128 + 2
 EXIT_TERMINATED = 128 + 15
-SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill")
+SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm")
 #: How long `run --detach` waits for its executor to own the session.
 DETACH_TIMEOUT = 15.0
 #: Every store call from the CLI is bounded by this.
@@ -203,6 +203,8 @@ def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors)
         return _ls(settings, rest[1:])
     if rest and rest[0] == "kill":
         return _kill(settings, rest[1:])
+    if rest and rest[0] == "rm":
+        return _rm(settings, rest[1:])
     if rest and rest[0] == "run":
         sub = _parser(run=True).parse_args(rest[1:])
         for key, value in vars(sub).items():  # options after `run` win over those before it
@@ -429,6 +431,26 @@ def _kill(settings: Settings, rest: list[str]) -> int:
     ended = asyncio.run(guarded(kill()))
     if ended:
         driver.say(f"ended {ended} action{'s' if ended != 1 else ''} left running")
+    return EXIT_OK
+
+
+def _rm(settings: Settings, rest: list[str]) -> int:
+    """`dsh rm SESSION`: remove a session that does not run, and its spools."""
+    import asyncio
+
+    settings.session = _one_session(rest, "rm")
+    driver = _driver(settings, None)
+
+    async def remove() -> list[str]:
+        try:
+            return await driver.remove()
+        finally:
+            await driver.release()
+
+    failed = asyncio.run(remove())
+    if failed:
+        driver.say(f"removed; the spools on {', '.join(failed)} could not be reached and stay")
+        return EXIT_NOT_OK
     return EXIT_OK
 
 

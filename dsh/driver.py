@@ -125,6 +125,34 @@ class Driver:
         await store.delete(keys.kill, timeout=timeout)
         return ended
 
+    async def remove(self) -> list[str]:
+        """`dsh rm`: the session and its spools (here and on every host it ran on)
+        removed; refused while an owner runs it. Returns the hosts whose spool
+        could not be removed."""
+        session = self.session
+        assert session is not None
+        store, keys, timeout = session.store, session.keys, session.timeout
+        if await store.get(keys.meta, timeout=timeout) is None:
+            raise UsageError(f"no session named {keys.name!r} in {store.name}")
+        try:
+            await session.take(patience=0.0)
+        except UsageError as exc:
+            raise UsageError(f"{exc.message}; stop it first with `dsh kill {keys.name}`") from None
+        kvs, _ = await store.range(keys.root + b"act/", timeout=timeout)
+        hosts = sorted({kv.key.rsplit(b"/", 1)[1].decode() for kv in kvs} - {"-"})
+        failed: list[str] = []
+        await self.executor.local.remove(session.spool_name)
+        make = self.executor.host_remote
+        if hosts and make is not None:
+            done = await asyncio.gather(*(make(h).remove(session.spool_name) for h in hosts))
+            failed = [h for h, ok in zip(hosts, done, strict=True) if not ok]
+        if session.checkpoints is not None:
+            await session.checkpoints.close()
+            session.checkpoints = None  # nothing more is written: the keys go now
+        self.executor.recorder = None
+        await store.delete(keys.root, prefix=True, timeout=timeout)
+        return failed
+
     async def release(self) -> None:
         """Write what is deferred, let the lease go, close the store."""
         try:

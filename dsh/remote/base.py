@@ -70,6 +70,10 @@ class Remote(Protocol):
         status, `timeout` or `cancelled`). Raises RemoteUnreachable when it cannot ask."""
         ...
 
+    async def remove(self, session: str) -> bool:
+        """Remove a session's spool from this host; True when the host confirmed it."""
+        ...
+
     async def kill(self, spot: Spot) -> bool:
         """End an action from a new exec (or tombstone it if never claimed); True
         when the host confirmed it."""

@@ -71,6 +71,13 @@ class LocalShell:
 
     async def kill(self, spot: Spot) -> bool:
         argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace)
+        return await self._quick(argv)
+
+    async def remove(self, session: str) -> bool:
+        return await self._quick(spool.remove_argv(str(self.root), session))
+
+    async def _quick(self, argv: list[str]) -> bool:
+        """A short wrapper exec (KILL, REMOVE), bounded; True when it exited 0."""
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -228,6 +228,13 @@ FOLLOW = (
 )
 
 
+#: Removes a session's spool on a host (`dsh rm`).
+REMOVE = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac
+[ -n "$2" ] && [ -d "$r/$2" ] || exit 0
+rm -rf -- "$r/$2"
+"""
+
+
 def _argv(script: str, name: str, args: Sequence[str]) -> list[str]:
     return ["sh", "-c", script, name, *args]
 
@@ -257,6 +264,11 @@ def kill_argv(
 def probe_argv(root: str, session: str, action: str, alias: str) -> list[str]:
     """The argv of one PROBE exec: prints `none`, `alive`, `lost` or `status S`."""
     return _argv(PROBE, "dsh-probe", [root, session, action, alias])
+
+
+def remove_argv(root: str, session: str) -> list[str]:
+    """The argv of one REMOVE exec: the session's spool on that host, gone."""
+    return _argv(REMOVE, "dsh-rm", [root, session])
 
 
 def follow_argv(root: str, session: str, action: str, alias: str) -> list[str]:

@@ -323,6 +323,18 @@ class SshHost:
             return False
         return await self._kill(conn, spot, None, "cancelled")
 
+    async def remove(self, session: str) -> bool:
+        fleet = self.fleet
+        try:
+            conn = await fleet.connection(self._name)
+            argv = spool.remove_argv(fleet.root, session)
+            done = await asyncio.wait_for(
+                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.connect_timeout
+            )
+        except (Unusable, asyncssh.Error, OSError, TimeoutError):
+            return False
+        return done.exit_status == 0
+
     async def probe(self, spot: Spot) -> str:
         fleet = self.fleet
         conn = await fleet.connection(self._name)

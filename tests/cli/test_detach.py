@@ -186,3 +186,32 @@ def test_an_action_killed_behind_dshs_back_is_lost_and_lost_targets_it(  # type:
         assert any(e["event"] == "output" and e["text"] == "again on h2" for e in events)
     finally:
         kill_user_processes(USER, marker)
+
+
+def test_rm_removes_the_session_and_its_spools(run_dsh, env, ssh_setup: SshSetup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    name = f"rm{time.time_ns()}"
+    r = run_dsh([*ssh_setup.args(), "--session", name, "-c", "@h[1-2] echo x\necho here"])
+    assert r.returncode == 0, r.stderr
+    spool = user_home() / ".local/state/dsh/spool"
+    assert len(list(spool.glob(f"{name}.*"))) == 1
+    local = list((Path(env["XDG_STATE_HOME"]) / "dsh" / "spool").glob(f"*/{name}.*"))
+    assert len(local) == 1
+    r = run_dsh([*ssh_setup.args(), "rm", name])
+    assert r.returncode == 0, r.stderr
+    assert list(spool.glob(f"{name}.*")) == [] and not local[0].exists()
+    ls = run_dsh(["ls", "--json"])
+    assert name not in ls.stdout
+    r = run_dsh(["rm", name])
+    assert r.returncode == 2 and "no session named" in r.stderr
+
+
+def test_rm_refuses_a_running_session(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "slow.dsh"
+    script.write_text("command sleep 38.5\n")
+    r = run_dsh(["run", "--detach", "--session", "busy", str(script)])
+    assert r.returncode == 0, r.stderr
+    try:
+        r = run_dsh(["rm", "busy"])
+        assert r.returncode == 2 and "dsh kill busy" in r.stderr
+    finally:
+        assert run_dsh(["kill", "busy"], timeout=30).returncode == 0
