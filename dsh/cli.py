@@ -41,6 +41,10 @@ EXIT_HANGUP = 128 + 1
 EXIT_INTERRUPTED = 128 + 2
 EXIT_TERMINATED = 128 + 15
 SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm")
+#: `dsh log -f` polls the journal this often.
+FOLLOW_POLL = 0.2
+#: `dsh log --output` follows an action still running at most this long.
+OUTPUT_TIMEOUT = 3600.0
 #: How long `run --detach` waits for its executor to own the session.
 DETACH_TIMEOUT = 15.0
 #: Every store call from the CLI is bounded by this.
@@ -519,36 +523,111 @@ def _explain(settings: Settings, rest: list[str]) -> int:
 
 
 def _log(settings: Settings, rest: list[str]) -> int:
-    """`dsh log SESSION`: the journal of a session as a timeline (or JSON lines)."""
+    """`dsh log SESSION [-f] [--json] [--output ACTION HOST]`: the journal of a
+    session as a timeline (or JSON lines), followed with -f until its work is
+    over; or the whole output of one action, fetched from its host's spool."""
     import asyncio
     import json
 
     from dsh.runtime.session import Keys, read_journal, user_name
 
-    as_json = settings.json or "--json" in rest
-    names = [a for a in rest if a != "--json"]
-    if len(names) != 1 or names[0].startswith("-"):
-        raise UsageError("log needs one session name: dsh log SESSION [--json]")
-    name = names[0]
+    args = list(rest)
+    as_json = settings.json or _flag(args, "--json")
+    follow = _flag(args, "-f") or _flag(args, "--follow")
+    output: tuple[str, str] | None = None
+    if "--output" in args:
+        at = args.index("--output")
+        if len(args) < at + 3:
+            raise UsageError("--output needs an action and a host: dsh log SESSION --output 3.1.1 web1")
+        output = (args[at + 1], args[at + 2])
+        del args[at : at + 3]
+    if len(args) != 1 or args[0].startswith("-"):
+        raise UsageError("log needs one session name: dsh log SESSION [-f] [--json] [--output ACTION HOST]")
+    name = args[0]
     if not _SESSION_NAME.fullmatch(name):
         raise UsageError(f"{name!r} cannot name a session")
+    if output is not None:
+        settings.session = name
+        return _log_output(settings, *output)
     store = _store(settings)
     keys = Keys(user_name(), name)
 
-    async def read() -> list[dict[str, object]]:
+    def show(entries: list[dict[str, object]]) -> None:
+        if as_json:
+            for entry in entries:
+                print(json.dumps(entry, ensure_ascii=False), flush=True)
+        else:
+            from dsh.render import timeline
+
+            print(timeline(entries), end="", flush=True)
+
+    async def read() -> None:
         try:
             if await store.get(keys.meta, timeout=STORE_TIMEOUT) is None:
                 raise UsageError(f"no session named {name!r} in {store.name}")
-            return await read_journal(store, keys, timeout=STORE_TIMEOUT)
+            seen = 0
+            while True:
+                entries = await read_journal(store, keys, timeout=STORE_TIMEOUT)
+                show(entries[seen:])
+                seen = len(entries)
+                if not follow or await store.get(keys.owner, timeout=STORE_TIMEOUT) is None:
+                    return  # with -f: until nobody runs the session's work
+                await asyncio.sleep(FOLLOW_POLL)
         finally:
             await store.close()
 
-    entries = asyncio.run(read())
-    if as_json:
-        for entry in entries:
-            print(json.dumps(entry, ensure_ascii=False))
-    else:
-        from dsh.render import timeline
+    from dsh.driver import guarded
 
-        print(timeline(entries), end="")
+    asyncio.run(guarded(read()))
     return EXIT_OK
+
+
+def _flag(args: list[str], flag: str) -> bool:
+    if flag in args:
+        args.remove(flag)
+        return True
+    return False
+
+
+def _log_output(settings: Settings, action: str, host: str) -> int:
+    """The stdout and stderr of one action (as the host's spool holds them), and its
+    exit status as dsh's: 0 when it ended ok."""
+    import asyncio
+
+    from dsh.remote.base import Spot
+    from dsh.runtime.executor import LOCAL_ALIAS
+
+    driver = _driver(settings, None)
+    session = driver.session
+    assert session is not None
+
+    def write(stream: str, data: bytes) -> None:
+        target = sys.stdout if stream == "stdout" else sys.stderr
+        target.flush()
+        target.buffer.write(data)
+        target.buffer.flush()
+
+    async def fetch() -> int:
+        try:
+            meta = await session.store.get(session.keys.meta, timeout=STORE_TIMEOUT)
+            if meta is None:
+                raise UsageError(f"no session named {session.keys.name!r}")
+            import json
+
+            spool_name = f"{session.keys.name}.{json.loads(meta.value).get('id', '0')}"
+            local = host in ("-", LOCAL_ALIAS)
+            make = driver.executor.host_remote
+            remote = driver.executor.local if local or make is None else make(host)
+            spot = Spot(spool_name, action, LOCAL_ALIAS if local else host)
+            ended = await remote.follow(spot, timeout=OUTPUT_TIMEOUT, output=write)
+            if ended.outcome != "ok":
+                driver.say(
+                    f"{action} on {host}: {ended.outcome}" + (f": {ended.message}" if ended.message else "")
+                )
+            return EXIT_OK if ended.outcome == "ok" else EXIT_NOT_OK
+        finally:
+            await driver.release()
+
+    from dsh.driver import guarded
+
+    return asyncio.run(guarded(fetch()))

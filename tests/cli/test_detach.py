@@ -215,3 +215,25 @@ def test_rm_refuses_a_running_session(run_dsh, env, tmp_path: Path) -> None:  # 
         assert r.returncode == 2 and "dsh kill busy" in r.stderr
     finally:
         assert run_dsh(["kill", "busy"], timeout=30).returncode == 0
+
+
+def test_log_output_fetches_an_actions_whole_output_from_its_spool(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    name = f"out{time.time_ns()}"
+    r = run_dsh([*ssh_setup.args(), "--session", name, "-c", "@h1 seq 1 3000; echo warn >&2\nseq 1 2"])
+    assert r.returncode == 0, r.stderr
+    r = run_dsh([*ssh_setup.args(), "log", name, "--output", "1.1.1", "h1"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "".join(f"{i}\n" for i in range(1, 3001)) and r.stderr == "warn\n"
+    r = run_dsh(["log", name, "--output", "2.1.1", "-"])
+    assert (r.returncode, r.stdout) == (0, "1\n2\n")
+
+
+def test_log_follow_ends_when_the_work_is_over(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "short.dsh"
+    script.write_text("echo one\ncommand sleep 1\necho two\n")
+    r = run_dsh(["run", "--detach", "--session", "f1", str(script)])
+    assert r.returncode == 0, r.stderr
+    r = run_dsh(["log", "-f", "--json", "f1"], timeout=30)
+    assert r.returncode == 0, r.stderr
+    kinds = [json.loads(line)["kind"] for line in r.stdout.splitlines()]
+    assert kinds.count("line") == 3 and kinds.count("done") == 3
