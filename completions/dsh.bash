@@ -4,15 +4,17 @@
 # /usr/share/bash-completion/completions/dsh (or ~/.local/share/bash-completion/completions/dsh).
 #
 # It follows dsh's own argument parsing (dsh/cli.py): options come first; the
-# first word that is not an option is the `explain` subcommand or SCRIPT, and
-# every word after it belongs to the script (offered as file names). After
-# `-c TEXT`, words beginning with `-` are still dsh options until the first
-# other word or `--`.
+# first word that is not an option is a subcommand (explain, log, run, attach,
+# ls, kill, rm) or SCRIPT, and every word after SCRIPT belongs to the script (offered as
+# file names). After `-c TEXT`, words beginning with `-` are still dsh options
+# until the first other word or `--`. After `run`, dsh's options (and
+# --detach) come again, up to SCRIPT. `attach`, `log`, `kill` and `rm`
+# complete session names, read from `dsh ls --json` (nothing if that fails).
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --config"
 _dsh_opts_flag="--json --verbose --version --help"
-_dsh_subcommands="explain log"
+_dsh_subcommands="explain log attach ls run kill rm"
 
 # The long option that WORD names (an exact name or an unambiguous prefix, as
 # argparse accepts), or nothing.
@@ -37,6 +39,28 @@ _dsh_files() {
     COMPREPLY=($(compgen -f -- "$1"))
 }
 
+# The names of the sessions in the store ($1: a --store URL, or empty), from
+# `dsh ls --json`; nothing when dsh is missing or fails, or when the store's
+# file does not exist (completing never creates a store). Session names are
+# letters, digits, '.', '_' and '-' only, so the JSON needs no decoding.
+_dsh_sessions() {
+    local dsh=${COMP_WORDS[0]:-dsh} store=${1:-${DSH_STORE:-local}}
+    case $store in
+        local) [[ -f ${XDG_STATE_HOME:-$HOME/.local/state}/dsh/store.db ]] || return 0 ;;
+        sqlite://*) [[ -f ${store#sqlite://} ]] || return 0 ;;
+        *) return 0 ;;
+    esac
+    type -P "$dsh" >/dev/null 2>&1 || dsh=dsh
+    type -P "$dsh" >/dev/null 2>&1 || return 0
+    local -a argv=("$dsh")
+    [[ -n $1 ]] && argv+=(--store "$1")
+    argv+=(ls --json)
+    if type -P timeout >/dev/null 2>&1; then
+        argv=(timeout 5 "${argv[@]}")
+    fi
+    "${argv[@]}" 2>/dev/null </dev/null | sed -n 's/^{"name": "\([A-Za-z0-9._-]*\)".*/\1/p' 2>/dev/null
+}
+
 _dsh() {
     local cur=${COMP_WORDS[COMP_CWORD]}
     local prev=""
@@ -57,30 +81,50 @@ _dsh() {
     fi
 
     # Walk the words before the cursor as dsh parses them.
-    # state: opts (reading dsh options), text (-c given: its ARGS), rest (after SCRIPT/explain/--)
-    local state=opts want_arg="" i word opt
+    # state: opts (reading dsh options), text (-c given: its ARGS), run (after
+    # `run`: dsh options again), sub (after another subcommand: $sub, with $nargs
+    # words after it), rest (after SCRIPT or --)
+    local state=opts want_arg="" i word opt sub="" nargs=0 skip=0 flags="" store=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
         if [[ -n $want_arg ]]; then
+            [[ $want_arg == --store ]] && store=$word
             want_arg=""
             continue
         fi
         [[ $state == rest ]] && break
+        if [[ $state == sub ]]; then
+            if ((skip > 0)); then
+                ((skip--))
+            elif [[ $word == --output ]]; then
+                skip=2 # log --output ACTION HOST
+            elif [[ $word == -* ]]; then
+                flags+=" $word "
+            else
+                ((nargs++))
+            fi
+            continue
+        fi
         case $word in
             --)
                 state=rest
                 ;;
             =)
                 # the value of --opt=value split by readline
-                [[ ${COMP_WORDS[i - 1]} == --* ]] && ((i++))
+                if [[ ${COMP_WORDS[i - 1]} == --* ]]; then
+                    [[ $(_dsh_long_opt "${COMP_WORDS[i - 1]}") == --store ]] && store=${COMP_WORDS[i + 1]}
+                    ((i++))
+                fi
                 ;;
             --*)
                 opt=$(_dsh_long_opt "$word")
-                if [[ $word != *=* && " $_dsh_opts_with_arg " == *" $opt "* ]]; then
+                if [[ $word == *=* ]]; then
+                    [[ $opt == --store ]] && store=${word#*=}
+                elif [[ " $_dsh_opts_with_arg " == *" $opt "* ]]; then
                     if [[ $((i + 1)) -lt $COMP_CWORD && ${COMP_WORDS[i + 1]} == "=" ]]; then
                         ((i++))
                     fi
-                    want_arg=1
+                    want_arg=$opt
                 fi
                 ;;
             -?*)
@@ -96,8 +140,17 @@ _dsh() {
                 done
                 ;;
             *)
-                # the first word that is not an option: SCRIPT, `explain`, or (after -c) an ARG
-                state=rest
+                # the first word that is not an option: SCRIPT, a subcommand, or (after -c) an ARG
+                if [[ $state == opts && " $_dsh_subcommands " == *" $word "* ]]; then
+                    sub=$word
+                    if [[ $word == run ]]; then
+                        state=run
+                    else
+                        state=sub
+                    fi
+                else
+                    state=rest
+                fi
                 ;;
         esac
     done
@@ -129,8 +182,47 @@ _dsh() {
         return 0
     fi
 
+    if [[ $state == sub ]]; then
+        case $sub in
+            ls)
+                [[ $flags != *" --json "* ]] && COMPREPLY=($(compgen -W "--json" -- "$cur"))
+                ;;
+            attach | log | kill | rm)
+                if ((skip > 0)); then
+                    : # log --output ACTION HOST: nothing to offer
+                elif [[ $cur == -* ]]; then
+                    if [[ $sub == log ]]; then
+                        local flag offer=""
+                        for flag in -f --follow --json --output; do
+                            [[ $flags == *" $flag "* ]] || offer+=" $flag"
+                        done
+                        COMPREPLY=($(compgen -W "$offer" -- "$cur"))
+                    fi
+                elif ((nargs == 0)); then
+                    local IFS=$'\n'
+                    COMPREPLY=($(compgen -W "$(_dsh_sessions "$store")" -- "$cur"))
+                fi
+                ;;
+            *)
+                # explain TEXT|SCRIPT [ARGS]
+                _dsh_files "$cur"
+                ;;
+        esac
+        return 0
+    fi
+
     if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "-c -v -h $_dsh_opts_with_arg $_dsh_opts_flag" -- "$cur"))
+        if [[ $state == run ]]; then
+            COMPREPLY=($(compgen -W "--detach -v -h $_dsh_opts_with_arg $_dsh_opts_flag" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "-c -v -h $_dsh_opts_with_arg $_dsh_opts_flag" -- "$cur"))
+        fi
+        return 0
+    fi
+
+    if [[ $state == run ]]; then
+        # SCRIPT
+        _dsh_files "$cur"
         return 0
     fi
 

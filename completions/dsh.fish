@@ -4,10 +4,12 @@
 # /usr/share/fish/vendor_completions.d/dsh.fish).
 #
 # It follows dsh's own argument parsing (dsh/cli.py): options come first; the
-# first word that is not an option is the `explain` subcommand or SCRIPT, and
-# every word after it belongs to the script (offered as file names). After
-# `-c TEXT`, words beginning with `-` are still dsh options until the first
-# other word or `--`.
+# first word that is not an option is a subcommand (explain, log, run, attach,
+# ls, kill, rm) or SCRIPT, and every word after SCRIPT belongs to the script (offered as
+# file names). After `-c TEXT`, words beginning with `-` are still dsh options
+# until the first other word or `--`. After `run`, dsh's options (and
+# --detach) come again, up to SCRIPT. `attach`, `log`, `kill` and `rm`
+# complete session names, read from `dsh ls --json` (nothing if that fails).
 
 # The words before the cursor, without the command name.
 function __fish_dsh_tokens
@@ -30,21 +32,39 @@ function __fish_dsh_long_opt -a word
     test (count $found) -eq 1; and echo $found
 end
 
-# Succeeds while dsh still reads its own options: no SCRIPT, `explain`,
-# -c ARG or `--` yet. With `-c`, also prints "c".
-function __fish_dsh_state
+# Where the cursor is, as dsh parses the words before it: prints `opts` (dsh
+# reads its own options), `c` (the same, with -c given), `run` (after `run`,
+# dsh's options again), `sub NAME N` (after the subcommand NAME, with N
+# arguments other than options after it), `output` (after `log … --output`,
+# its ACTION and HOST) or `rest` (after SCRIPT, -c's first ARG or `--`).
+function __fish_dsh_where
     set -l tokens (__fish_dsh_tokens)
     set -e tokens[1]
     set -l want_arg 0
     set -l saw_c 0
+    set -l in_run 0
+    set -l sub
+    set -l n 0
+    set -l skip 0
     for tok in $tokens
+        if test -n "$sub"
+            if test $skip -gt 0
+                set skip (math $skip - 1)
+            else if test "$tok" = --output
+                set skip 2 # log --output ACTION HOST
+            else if not string match -q -- '-*' $tok
+                set n (math $n + 1)
+            end
+            continue
+        end
         if test $want_arg -eq 1
             set want_arg 0
             continue
         end
         switch $tok
             case --
-                return 1
+                echo rest
+                return
             case '--*=*'
             case '--*'
                 if contains -- (__fish_dsh_long_opt $tok) --session --store --ssh-config --host-keys --config
@@ -59,25 +79,94 @@ function __fish_dsh_state
                 else if string match -qr '^[hv]*c' -- $cluster
                     set saw_c 1
                 end
+            case explain log attach ls kill rm
+                if test $saw_c -eq 1 -o $in_run -eq 1
+                    echo rest
+                    return
+                end
+                set sub $tok
+            case run
+                if test $saw_c -eq 1 -o $in_run -eq 1
+                    echo rest
+                    return
+                end
+                set in_run 1
             case '*'
-                return 1
+                echo rest
+                return
         end
     end
-    test $saw_c -eq 1; and echo c
-    return 0
+    if test -n "$sub" -a $skip -gt 0
+        echo output
+    else if test -n "$sub"
+        echo sub $sub $n
+    else if test $in_run -eq 1
+        echo run
+    else if test $saw_c -eq 1
+        echo c
+    else
+        echo opts
+    end
 end
 
 function __fish_dsh_reading_options
-    __fish_dsh_state >/dev/null
+    contains -- (__fish_dsh_where) opts c run
 end
 
 function __fish_dsh_wants_subcommand
-    set -l state (__fish_dsh_state); or return 1
-    test "$state" != c
+    test (__fish_dsh_where) = opts
+end
+
+function __fish_dsh_in_run
+    test (__fish_dsh_where) = run
+end
+
+# Succeeds after the subcommand $argv[1] with fewer than $argv[2] (default: any
+# number of) arguments after it.
+function __fish_dsh_after -a name max
+    set -l where (string split ' ' -- (__fish_dsh_where))
+    test "$where[1]" = sub -a "$where[2]" = $name; or return 1
+    test -z "$max"; or test $where[3] -lt $max
+end
+
+# The sessions in the store (the --store given on the line, if any), from
+# `dsh ls --json`; nothing when dsh is missing or fails, or when the store's
+# file does not exist (completing never creates a store). Session names are
+# letters, digits, '.', '_' and '-' only, so the JSON needs no decoding.
+function __fish_dsh_sessions
+    command -q dsh; or return 0
+    set -l store
+    set -l tokens (__fish_dsh_tokens)
+    for i in (seq (count $tokens))
+        switch $tokens[$i]
+            case '--store=*' '--stor=*' '--sto=*' '--st=*'
+                set store (string split -m1 = -- $tokens[$i])[2]
+            case --store --stor --sto --st
+                test $i -lt (count $tokens); and set store $tokens[(math $i + 1)]
+        end
+    end
+    set -l url $store
+    test -n "$url"; or set url $DSH_STORE
+    test -n "$url"; or set url local
+    set -l state_home $XDG_STATE_HOME
+    test -n "$state_home"; or set state_home $HOME/.local/state
+    switch $url
+        case local
+            test -f $state_home/dsh/store.db; or return 0
+        case 'sqlite://*'
+            test -f (string replace -r '^sqlite://' '' -- $url); or return 0
+        case '*'
+            return 0
+    end
+    set -l cmd dsh
+    test -n "$store"; and set cmd $cmd --store $store
+    set cmd $cmd ls --json
+    command -q timeout; and set cmd timeout 5 $cmd
+    command $cmd 2>/dev/null </dev/null | string replace -rf '^\{"name": "([A-Za-z0-9._-]+)".*' '$1'
 end
 
 # SCRIPT and the script's arguments are files (fish's default); options only before them.
-complete -c dsh -n __fish_dsh_reading_options -s c -x -d 'Run TEXT (further arguments are $1…)'
+complete -c dsh -n '__fish_dsh_reading_options; and not __fish_dsh_in_run' -s c -x -d 'Run TEXT (further arguments are $1…)'
 complete -c dsh -n __fish_dsh_reading_options -l session -x -d "The session's name (default: \$DSH_SESSION)"
 complete -c dsh -n __fish_dsh_reading_options -l store -x -a 'local\t"the default" sqlite:///\t"a SQLite file"' -d 'Where sessions are kept (default: $DSH_STORE or local)'
 complete -c dsh -n __fish_dsh_reading_options -l ssh-config -r -F -d 'An ssh config file instead of ~/.ssh/config'
@@ -91,3 +180,18 @@ complete -c dsh -n __fish_dsh_reading_options -s h -l help -d 'Show a usage summ
 # The subcommand (it wins over a file of the same name; ./explain runs the file).
 complete -c dsh -n __fish_dsh_wants_subcommand -a explain -d 'Show the compiled plan and its worst case, run nothing'
 complete -c dsh -n __fish_dsh_wants_subcommand -a log -d 'Show the journal of a session as a timeline'
+complete -c dsh -n __fish_dsh_wants_subcommand -a run -d 'Run a script; with --detach, in a process of its own'
+complete -c dsh -n __fish_dsh_wants_subcommand -a attach -d 'Take over a session whose owner died and resume it'
+complete -c dsh -n __fish_dsh_wants_subcommand -a ls -d 'List the sessions and their state'
+complete -c dsh -n __fish_dsh_wants_subcommand -a kill -d 'Stop the work of a session and end the commands it left running'
+complete -c dsh -n __fish_dsh_wants_subcommand -a rm -d 'Remove a session and its spools'
+
+# run [OPTIONS] [--detach] SCRIPT [ARGS…]: the options above, --detach, then files.
+complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process of its own; print the session name'
+# ls [--json]; attach|kill|rm SESSION; log SESSION [-f] [--json] [--output ACTION HOST]: no files.
+complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
+complete -c dsh -n '__fish_dsh_after log' -f -l json -d 'One JSON object per journal entry'
+complete -c dsh -n '__fish_dsh_after log' -f -s f -l follow -d 'Go on printing new entries while the session runs'
+complete -c dsh -n '__fish_dsh_after log' -f -l output -d "The whole output of one action (ACTION HOST) from its host's spool"
+complete -c dsh -n '__fish_dsh_after attach 1; or __fish_dsh_after log 1; or __fish_dsh_after kill 1; or __fish_dsh_after rm 1' -f -a '(__fish_dsh_sessions)' -d Session
+complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm' -f
