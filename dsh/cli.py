@@ -262,7 +262,11 @@ def _session(settings: Settings, store: Store) -> Session:
     if not 0.5 <= ttl <= 3600:
         raise UsageError(f"DSH_LEASE_TTL={raw!r}: give the lease TTL in seconds, from 0.5 to 3600")
     keys = Keys(user_name(), settings.session or generated_name())
-    return Session(store, keys, machine_id(settings.env), lease_ttl=ttl, timeout=STORE_TIMEOUT)
+    crash = settings.env.get("DSH_FAULT_CRASH_AFTER", "")  # the crash tests' fault injection
+    crash_after = int(crash) if crash.isdigit() else 0
+    return Session(
+        store, keys, machine_id(settings.env), lease_ttl=ttl, timeout=STORE_TIMEOUT, crash_after=crash_after
+    )
 
 
 def _driver(settings: Settings, args: tuple[str, ...] | None, *, stateful: bool = True) -> Driver:

@@ -50,14 +50,19 @@ def run_dsh(env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def
     """Run the dsh command; returns the CompletedProcess (text mode)."""
 
     def run(
-        args: Sequence[str], *, input: str | None = None, timeout: float = 30, cwd: Path | None = None
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float = 30,
+        cwd: Path | None = None,
+        env_extra: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [dsh_path(), *args],
             input=input if input is not None else "",
             capture_output=True,
             text=True,
-            env=env,
+            env={**env, **(env_extra or {})},
             timeout=timeout,
             cwd=cwd or tmp_path,
         )

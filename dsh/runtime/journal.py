@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,10 @@ class Checkpointer:
     _deferred_task: asyncio.Task[None] | None = None
     lost: bool = False
     broken: Exception | None = None
+    #: Fault injection for the crash tests (DSH_FAULT_CRASH_AFTER): the process
+    #: dies (exit 137, as kill -9) right after this many transactions are durable.
+    crash_after: int = 0
+    _written: int = 0
 
     def entry(self, kind: str, **fields: Any) -> Put:
         """A journal entry (append-only, numbered) as a Put."""
@@ -123,6 +128,9 @@ class Checkpointer:
             try:
                 for chunk in _chunks([p for item in batch for p in item.puts]):
                     result = await self.store.txn([self.fence], chunk, timeout=self.timeout)
+                    self._written += 1
+                    if self.crash_after and self._written >= self.crash_after and result.succeeded:
+                        os._exit(137)
                     if not result.succeeded:
                         self.lost = True
                         raise LeaseLost(

@@ -165,7 +165,17 @@ def _b64(data: bytes) -> str:
 class Session:
     """A session opened for running: its keys, its owner lease and its checkpointer."""
 
-    def __init__(self, store: Store, keys: Keys, machine: str, *, lease_ttl: float, timeout: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: Keys,
+        machine: str,
+        *,
+        lease_ttl: float,
+        timeout: float,
+        crash_after: int = 0,
+    ) -> None:
+        self.crash_after = crash_after
         self.store = store
         self.keys = keys
         self.machine = machine
@@ -229,7 +239,9 @@ class Session:
         last_entry = await self.store.last(self.keys.journal, timeout=self.timeout)
         last_run = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
         self.runs = int(last_run.key.rsplit(b"/", 1)[1]) if last_run else 0
-        self.checkpoints = Checkpointer(self.store, self.keys.journal, fence, time.time, self.timeout)
+        self.checkpoints = Checkpointer(
+            self.store, self.keys.journal, fence, time.time, self.timeout, crash_after=self.crash_after
+        )
         self.checkpoints.seq = int(last_entry.key.rsplit(b"/", 1)[1]) if last_entry else 0
         self._keepalive = asyncio.ensure_future(self._keep())
 
