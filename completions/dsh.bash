@@ -185,7 +185,7 @@ _dsh() {
     if [[ $state == sub ]]; then
         case $sub in
             ls)
-                [[ $flags != *" --json "* ]] && COMPREPLY=($(compgen -W "--json" -- "$cur"))
+                COMPREPLY=($(compgen -W "--json --all" -- "$cur"))
                 ;;
             attach | log | kill | rm)
                 if ((skip > 0)); then

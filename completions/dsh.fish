@@ -190,6 +190,7 @@ complete -c dsh -n __fish_dsh_wants_subcommand -a rm -d 'Remove a session and it
 complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process of its own; print the session name'
 # ls [--json]; attach|kill|rm SESSION; log SESSION [-f] [--json] [--output ACTION HOST]: no files.
 complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
+complete -c dsh -n '__fish_dsh_after ls' -f -l all -d 'Also the sessions of single runs (dsh -c without --session)'
 complete -c dsh -n '__fish_dsh_after log' -f -l json -d 'One JSON object per journal entry'
 complete -c dsh -n '__fish_dsh_after log' -f -s f -l follow -d 'Go on printing new entries while the session runs'
 complete -c dsh -n '__fish_dsh_after log' -f -l output -d "The whole output of one action (ACTION HOST) from its host's spool"

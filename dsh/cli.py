@@ -262,11 +262,14 @@ def _session(settings: Settings, store: Store) -> Session:
     if not 0.5 <= ttl <= 3600:
         raise UsageError(f"DSH_LEASE_TTL={raw!r}: give the lease TTL in seconds, from 0.5 to 3600")
     keys = Keys(user_name(), settings.session or generated_name())
+    named = settings.session is not None
     crash = settings.env.get("DSH_FAULT_CRASH_AFTER", "")  # the crash tests' fault injection
     crash_after = int(crash) if crash.isdigit() else 0
-    return Session(
+    session = Session(
         store, keys, machine_id(settings.env), lease_ttl=ttl, timeout=STORE_TIMEOUT, crash_after=crash_after
     )
+    session.named = named
+    return session
 
 
 def _driver(settings: Settings, args: tuple[str, ...] | None, *, stateful: bool = True) -> Driver:
@@ -468,7 +471,9 @@ def _rm(settings: Settings, rest: list[str]) -> int:
 
 
 def _ls(settings: Settings, rest: list[str]) -> int:
-    """`dsh ls [--json]`: the user's sessions, newest first."""
+    """`dsh ls [--all] [--json]`: the user's sessions, newest first; the ones dsh
+    named for a single `dsh -c` or script only with --all, or while they run or
+    are unfinished."""
     import asyncio
     import json
     import time
@@ -476,8 +481,9 @@ def _ls(settings: Settings, rest: list[str]) -> int:
     from dsh.runtime.session import list_sessions, user_name
 
     as_json = settings.json or "--json" in rest
-    if [a for a in rest if a != "--json"]:
-        raise UsageError("ls takes no arguments but --json")
+    every = "--all" in rest
+    if [a for a in rest if a not in ("--json", "--all")]:
+        raise UsageError("ls takes no arguments but --all and --json")
     store = _store(settings)
 
     async def read() -> list[dict[str, object]]:
@@ -486,7 +492,7 @@ def _ls(settings: Settings, rest: list[str]) -> int:
         finally:
             await store.close()
 
-    sessions = asyncio.run(read())
+    sessions = [e for e in asyncio.run(read()) if every or e.get("named", True) or e["state"] != "idle"]
     if as_json:
         for entry in sessions:
             print(json.dumps(entry, ensure_ascii=False))

@@ -176,6 +176,8 @@ class Session:
         crash_after: int = 0,
     ) -> None:
         self.crash_after = crash_after
+        #: Named by the user (--session), not generated for one `dsh -c`.
+        self.named = True
         self.store = store
         self.keys = keys
         self.machine = machine
@@ -230,7 +232,13 @@ class Session:
         held_meta = await self.store.get(self.keys.meta, timeout=self.timeout)
         if held_meta is None:
             self.id = os.urandom(6).hex()
-            meta = {"name": self.keys.name, "created": time.time(), "machine": self.machine, "id": self.id}
+            meta = {
+                "name": self.keys.name,
+                "created": time.time(),
+                "machine": self.machine,
+                "id": self.id,
+                "named": self.named,
+            }
             await self.store.put(self.keys.meta, json.dumps(meta).encode(), timeout=self.timeout)
         else:
             self.id = str(json.loads(held_meta.value).get("id", "0"))
@@ -391,7 +399,9 @@ async def list_sessions(store: Store, user: str, *, timeout: float) -> list[dict
         entry.setdefault("_run", 0)
         entry.setdefault("_done", 0)
         if rest == "meta":
-            entry["created"] = json.loads(kv.value).get("created", 0.0)
+            meta = json.loads(kv.value)
+            entry["created"] = meta.get("created", 0.0)
+            entry["named"] = bool(meta.get("named", True))
         elif rest == "owner":
             owner = json.loads(kv.value)
             entry.update(state="running", owner_machine=owner.get("machine"), owner_pid=owner.get("pid"))

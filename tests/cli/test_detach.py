@@ -237,3 +237,14 @@ def test_log_follow_ends_when_the_work_is_over(run_dsh, env, tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
     kinds = [json.loads(line)["kind"] for line in r.stdout.splitlines()]
     assert kinds.count("line") == 3 and kinds.count("done") == 3
+
+
+def test_ls_hides_the_sessions_of_single_runs_unless_all(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    assert run_dsh(["-c", "echo once"]).returncode == 0
+    assert run_dsh(["--session", "kept", "-c", "echo kept"]).returncode == 0
+    names = [json.loads(line)["name"] for line in run_dsh(["ls", "--json"]).stdout.splitlines()]
+    assert names == ["kept"]
+    every = [json.loads(line) for line in run_dsh(["ls", "--all", "--json"]).stdout.splitlines()]
+    assert len(every) == 2 and {e["named"] for e in every} == {True, False}
+    text = run_dsh(["ls"]).stdout
+    assert text.startswith("kept ") and "idle" in text
