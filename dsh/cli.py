@@ -420,12 +420,13 @@ def _one_session(rest: list[str], usage: str) -> str:
 def _attach(settings: Settings, errors: _Errors, rest: list[str]) -> int:
     """`dsh attach SESSION`: take over a session whose owner died, finish what it
     left, then run lines from the terminal or stdin in it."""
-    from dsh.driver import attach
+    from dsh.driver import run_lines
 
     settings.session = _one_session(rest, "attach")
     interactive = sys.stdin.isatty()
     driver = _driver(settings, None)
-    return attach(driver, _reader(interactive), "<stdin>", interactive=interactive, report_error=errors)
+    read = _reader(interactive)
+    return run_lines(driver, read, "<stdin>", interactive=interactive, report_error=errors, take_over=True)
 
 
 def _kill(settings: Settings, rest: list[str]) -> int:

@@ -316,21 +316,33 @@ def run_text(driver: Driver, text: str, name: str) -> int:
     return status_of(asyncio.run(guarded(main())))
 
 
-def attach(
+def run_lines(
     driver: Driver,
     read: Callable[[str], str | None],
     name: str,
     *,
     interactive: bool,
     report_error: Callable[[DshError], object],
+    take_over: bool = False,
 ) -> int:
-    """Take over a session whose owner died: finish what it left (resume), then run
-    what is read, like run_lines. The status is the session's: its last line's."""
+    """Read and run text a statement at a time (a REPL, or lines piped in).
+
+    `read(prompt)` returns the next line without its newline, or None at the
+    end. Interactive: errors and failures are shown and reading goes on, and
+    Ctrl-C cancels the running line. Otherwise the first error ends it.
+
+    With `take_over` (`dsh attach`): take over an existing session whose owner
+    died and finish what it left (resume) first; the lines read are new work
+    whatever became of the old (`@{lost} …`), and without any the status is
+    the resumed work's.
+    """
     with asyncio.Runner() as runner:
         try:
+            if not take_over:
+                runner.run(driver.claim())
+                return _read_eval(driver, runner, read, name, interactive, report_error)
             runner.run(driver.take())
             status = status_of(runner.run(guarded(driver.resume())))
-            # What was read is new work, whatever became of the old (`@{lost} …`).
             ran: list[bool] = []
 
             def counted(prompt: str) -> str | None:
@@ -341,28 +353,6 @@ def attach(
 
             later = _read_eval(driver, runner, counted, name, interactive, report_error)
             return later if ran else status
-        finally:
-            runner.run(driver.release())
-
-
-def run_lines(
-    driver: Driver,
-    read: Callable[[str], str | None],
-    name: str,
-    *,
-    interactive: bool,
-    report_error: Callable[[DshError], object],
-) -> int:
-    """Read and run text a statement at a time (a REPL, or lines piped in).
-
-    `read(prompt)` returns the next line without its newline, or None at the
-    end. Interactive: errors and failures are shown and reading goes on, and
-    Ctrl-C cancels the running line. Otherwise the first error ends it.
-    """
-    with asyncio.Runner() as runner:
-        try:
-            runner.run(driver.claim())
-            return _read_eval(driver, runner, read, name, interactive, report_error)
         finally:
             runner.run(driver.release())
 
