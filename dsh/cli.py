@@ -301,6 +301,7 @@ def _fleet(settings: Settings, warn: Callable[[str], None]) -> Hosts:
         config,
         host_keys=settings.host_keys,
         connect_timeout=settings.config.ssh.connect_timeout,
+        spool_keep=settings.config.spool.keep,
         warn=warn,
     )
 

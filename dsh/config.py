@@ -16,6 +16,9 @@ db = "db[1-2]"
 [ssh]
 host_keys = "strict"      # strict | accept-new | off (--host-keys wins)
 connect_timeout = "10s"   # unless the ssh config's ConnectTimeout says otherwise
+
+[spool]
+keep = "7d"               # a session's spool untouched this long is removed
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ HOST_KEY_POLICIES = ("strict", "accept-new", "off")
 
 
 @dataclass(frozen=True, slots=True)
+class Spool:
+    keep: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Ssh:
     host_keys: str = "strict"
     connect_timeout: float = 10.0
@@ -49,6 +57,7 @@ class Config:
     groups: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
     ssh: Ssh = field(default_factory=Ssh)
+    spool: Spool = field(default_factory=Spool)
 
 
 def default_path(env: Mapping[str, str]) -> Path:
@@ -78,9 +87,11 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
-    unknown = set(data) - {"limits", "groups", "ssh"}
+    unknown = set(data) - {"limits", "groups", "ssh", "spool"}
     if unknown:
-        raise UsageError(f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh)")
+        raise UsageError(
+            f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh, spool)"
+        )
     limits = _limits(data.get("limits", {}), path)
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
@@ -90,7 +101,19 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             raise UsageError(f"{path}: {name!r} cannot name a group")
         if not isinstance(value, str):
             raise UsageError(f'{path}: group {name!r} must be a node-set string like "web[1-4]"')
-    return Config(limits, dict(groups), path, _ssh(data.get("ssh", {}), path))
+    return Config(
+        limits, dict(groups), path, _ssh(data.get("ssh", {}), path), _spool(data.get("spool", {}), path)
+    )
+
+
+def _spool(table: Any, path: Path) -> Spool:
+    if not isinstance(table, dict) or set(table) - {"keep"}:
+        raise UsageError(f'{path}: [spool] takes one setting, keep = "7d"')
+    raw = table.get("keep", "7d")
+    seconds = parse_duration(raw) if isinstance(raw, str) else None
+    if seconds is None or seconds < 60:
+        raise UsageError(f'{path}: spool.keep must be a duration of at least a minute, like "7d"')
+    return Spool(seconds)
 
 
 def _ssh(table: Any, path: Path) -> Ssh:

@@ -23,6 +23,7 @@ from dsh.config import Config
 from dsh.errors import DshError, IncompleteInput, LangError, UsageError
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
+from dsh.remote import spool
 from dsh.remote.base import Hosts, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
@@ -68,6 +69,8 @@ class Driver:
         if self.session is not None:
             await self.session.claim()
             await self.load()  # what a previous owner left, now that nobody else writes
+            if spool.cleans(self.session.spool_name):  # one session in 16 pays for it
+                await self.clean_local()
             self.executor.spool_name = self.session.spool_name
             self.executor.machine = self.session.machine
             self.executor.recorder = SessionRecorder(self.session)
@@ -152,6 +155,10 @@ class Driver:
         self.executor.recorder = None
         await store.delete(keys.root, prefix=True, timeout=timeout)
         return failed
+
+    async def clean_local(self) -> None:
+        """This machine's spools of sessions untouched for `[spool] keep`, removed."""
+        await self.executor.local.clean(self.config.spool.keep)
 
     async def release(self) -> None:
         """Write what is deferred, let the lease go, close the store."""

@@ -70,6 +70,11 @@ class Remote(Protocol):
         status, `timeout` or `cancelled`). Raises RemoteUnreachable when it cannot ask."""
         ...
 
+    async def clean(self, keep: float) -> None:
+        """Remove the spools of sessions untouched for `keep` seconds (bounded; a host
+        that does not answer keeps them)."""
+        ...
+
     async def remove(self, session: str) -> bool:
         """Remove a session's spool from this host; True when the host confirmed it."""
         ...

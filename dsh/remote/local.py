@@ -76,6 +76,9 @@ class LocalShell:
     async def remove(self, session: str) -> bool:
         return await self._quick(spool.remove_argv(str(self.root), session))
 
+    async def clean(self, keep: float) -> None:
+        await self._quick(spool.clean_argv(str(self.root), keep))
+
     async def _quick(self, argv: list[str]) -> bool:
         """A short wrapper exec (KILL, REMOVE), bounded; True when it exited 0."""
         proc = await asyncio.create_subprocess_exec(

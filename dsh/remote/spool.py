@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import shlex
 import signal
+import zlib
 from collections.abc import Sequence
 
 from dsh.remote.base import Exec, OutputSink
@@ -235,6 +236,15 @@ rm -rf -- "$r/$2"
 """
 
 
+#: Removes the spools of sessions untouched for M minutes (the session's
+#: directory gets a new entry with every action started there).
+CLEAN = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac
+[ -d "$r" ] || exit 0
+find "$r" -mindepth 1 -maxdepth 1 -type d -mmin "+$2" -exec rm -rf {} + 2>/dev/null
+exit 0
+"""
+
+
 def _argv(script: str, name: str, args: Sequence[str]) -> list[str]:
     return ["sh", "-c", script, name, *args]
 
@@ -271,6 +281,17 @@ def remove_argv(root: str, session: str) -> list[str]:
     return _argv(REMOVE, "dsh-rm", [root, session])
 
 
+def clean_argv(root: str, keep: float) -> list[str]:
+    """The argv of one CLEAN exec: spools untouched for `keep` seconds removed."""
+    return _argv(CLEAN, "dsh-clean", [root, str(max(1, int(keep // 60)))])
+
+
+def cleans(session: str) -> bool:
+    """Whether this session's first command on each host also cleans that host's
+    spool: one session in CLEAN_EVERY, so that a fan-out rarely pays for it."""
+    return zlib.crc32(session.encode()) % CLEAN_EVERY == 0
+
+
 def follow_argv(root: str, session: str, action: str, alias: str) -> list[str]:
     """The argv of one FOLLOW exec: the action's output from its start, then its status."""
     return _argv(FOLLOW, "dsh-follow", [root, session, action, alias])
@@ -290,6 +311,9 @@ def as_stdin(argv: Sequence[str]) -> str:
 #: What an SSH exec runs: a POSIX shell reading its script from stdin.
 REMOTE_SHELL = "sh -s"
 
+
+#: One session in this many cleans the spools of the hosts it runs on.
+CLEAN_EVERY = 16
 
 #: Where the spool is on a remote host (relative: under the login user's home).
 REMOTE_ROOT = ".local/state/dsh/spool"

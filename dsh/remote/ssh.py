@@ -53,6 +53,7 @@ class SshFleet:
         connect_timeout: float = CONNECT_TIMEOUT,
         kill_grace: float = KILL_GRACE,
         root: str = spool.REMOTE_ROOT,
+        spool_keep: float = 7 * 86400.0,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
@@ -60,6 +61,8 @@ class SshFleet:
         self.connect_timeout = connect_timeout
         self.kill_grace = kill_grace
         self.root = root
+        self.spool_keep = spool_keep
+        self._cleaning: dict[str, asyncio.Task[None]] = {}
         self.warn = warn or (lambda text: None)
         self._conns: dict[tuple[str, ...], asyncio.Future[asyncssh.SSHClientConnection]] = {}
         self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
@@ -74,8 +77,19 @@ class SshFleet:
             host = self._hosts[alias] = SshHost(self, alias)
         return host
 
+    def clean_once(self, alias: str, session: str) -> None:
+        """For one session in spool.CLEAN_EVERY, clean each host's old spools once,
+        beside its first command (on the same connection, not waited for)."""
+        if alias not in self._cleaning and spool.cleans(session):
+            self._cleaning[alias] = asyncio.ensure_future(self(alias).clean(self.spool_keep))
+
     async def close(self) -> None:
         """Close every connection (bounded: a peer that does not answer is dropped)."""
+        cleaning = [t for t in self._cleaning.values() if not t.done()]
+        if cleaning:
+            _done, late = await asyncio.wait(cleaning, timeout=2.0)
+            for task in late:
+                task.cancel()
         conns = [f.result() for f in self._conns.values() if f.done() and not f.exception()]
         for f in self._conns.values():
             f.cancel()
@@ -306,6 +320,7 @@ class SshHost:
 
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         fleet = self.fleet
+        fleet.clean_once(self._name, spot.session)
         backstop = timeout + fleet.kill_grace + SETTLE
         argv = spool.launch_argv(
             fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace
@@ -322,6 +337,15 @@ class SshHost:
         except Unusable:
             return False
         return await self._kill(conn, spot, None, "cancelled")
+
+    async def clean(self, keep: float) -> None:
+        fleet = self.fleet
+        with contextlib.suppress(Unusable, asyncssh.Error, OSError, TimeoutError):
+            conn = await fleet.connection(self._name)
+            argv = spool.clean_argv(fleet.root, keep)
+            await asyncio.wait_for(
+                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.connect_timeout
+            )
 
     async def remove(self, session: str) -> bool:
         fleet = self.fleet

@@ -200,3 +200,19 @@ def test_follow_of_an_action_whose_runner_died_is_lost(tmp_path: Path) -> None:
         spool.follow_argv(str(tmp_path), "s1", "9.9.9", "h1"), capture_output=True, timeout=10
     )
     assert none.returncode == spool.LOST
+
+
+def test_clean_removes_the_spools_of_sessions_untouched_for_long(tmp_path: Path) -> None:
+    assert launch(tmp_path, "1.1.1", "true").returncode == 0
+    old = tmp_path / "s1"
+    fresh = tmp_path / "s2"
+    fresh.mkdir()
+    long_ago = time.time() - 3 * 3600
+    os.utime(old, (long_ago, long_ago))
+    subprocess.run(spool.clean_argv(str(tmp_path), 2 * 3600), check=True, timeout=10)
+    assert not old.exists() and fresh.exists()
+
+
+def test_one_session_in_sixteen_cleans() -> None:
+    picked = sum(spool.cleans(f"s{i}.{i:012x}") for i in range(1600))
+    assert 60 < picked < 140

@@ -107,3 +107,28 @@ async def test_unreachable_within_the_connect_timeout(ssh_setup: SshSetup) -> No
         assert ex.outcome == "unreachable" and ex.seconds < 3
     finally:
         await fleet.close()
+
+
+async def test_a_session_that_cleans_removes_old_spools_on_its_hosts(ssh_setup: SshSetup) -> None:
+    import itertools
+    import pwd
+
+    from dsh.remote import spool as spool_module
+    from tests.sshd import user_home
+
+    name = next(n for n in (f"clean{i}" for i in itertools.count()) if spool_module.cleans(n))
+    root = user_home() / ".local/state/dsh/spool"
+    old = root / f"old-{time.time_ns()}"
+    old.mkdir(parents=True)
+    account = pwd.getpwnam(USER)
+    os.chown(old, account.pw_uid, account.pw_gid)
+    month_ago = time.time() - 30 * 86400
+    os.utime(old, (month_ago, month_ago))
+    fleet = SshFleet(SshConfig.load([ssh_setup.config]))
+    try:
+        ex = await fleet("h1").run("true", spot=Spot(name, "1.1.1", "h1"), timeout=10, output=Collect())
+        assert ex.outcome == "ok"
+    finally:
+        await fleet.close()  # waits (bounded) for the cleaning it started
+    assert not old.exists()
+    assert list(root.glob(f"{name}*"))  # this session's own spool stays
