@@ -408,7 +408,10 @@ class Executor:
                             f"launched on machine {held.get('machine')}, whose local spool is out of reach",
                         )
                     elif held is not None:  # intent recorded, end unknown: ask the host's spool
-                        ended = await self._take_up(remote, spot, command, stage.timeout, sink)
+                        at = held.get("at")  # what is left of its timeout, since it was started
+                        since = self.clock.wall() - float(at) if isinstance(at, int | float) else 0.0
+                        left = max(1.0, stage.timeout - max(0.0, since))
+                        ended = await self._take_up(remote, spot, command, left, sink)
                     else:
                         if self.recorder:  # checkpoint before effect
                             await self.recorder.intent(action, host, command, stage.timeout)

@@ -473,6 +473,7 @@ class SessionRecorder:
             "command": command,
             "timeout": timeout,
             "machine": self.session.machine,
+            "at": round(time.time(), 3),
         }
         await cp.write(
             [

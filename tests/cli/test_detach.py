@@ -248,3 +248,21 @@ def test_ls_hides_the_sessions_of_single_runs_unless_all(run_dsh) -> None:  # ty
     assert len(every) == 2 and {e["named"] for e in every} == {True, False}
     text = run_dsh(["ls"]).stdout
     assert text.startswith("kept ") and "idle" in text
+
+
+def test_a_followed_action_keeps_what_was_left_of_its_timeout(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "slow.dsh"
+    script.write_text("command sleep 39.25 | within 4s\n")
+    env["DSH_LEASE_TTL"] = "1"
+    started = time.monotonic()
+    r = run_dsh(["run", "--detach", "--session", "w1", str(script)])
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: subprocess.run(["pgrep", "-f", "sleep 39.25"], capture_output=True).stdout != b"")
+    os.kill(owner_pid(run_dsh, "w1"), signal.SIGKILL)
+    r = run_dsh(["--json", "attach", "w1"], timeout=30)
+    elapsed = time.monotonic() - started
+    assert r.returncode == 1
+    (result,) = [e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"]
+    assert result["outcome"] == "timeout", result
+    assert elapsed < 6.5, elapsed  # 4 s from its start, not 4 s more after the takeover
+    assert subprocess.run(["pgrep", "-f", "sleep 39.25"], capture_output=True).stdout == b""
