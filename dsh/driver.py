@@ -199,6 +199,8 @@ class Driver:
         if left is not None:
             plan, start, args, plan_id = left
             if last is not None and last[5] == plan_id and last[3] >= start:  # progress lags behind
+                if last[4] and not last[6]:  # it ended not ok: the plan stopped there
+                    return []
                 start = last[3] + 1 if last[4] else last[3]
                 if not last[4]:
                     first = await self.session.resume(last[1])

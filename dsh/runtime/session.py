@@ -320,19 +320,21 @@ class Session:
         """The name of this session's spools on hosts (see the module's doc)."""
         return f"{self.keys.name}.{self.id}"
 
-    async def last_run(self) -> tuple[Plan, int, tuple[str, ...], int, bool, str] | None:
+    async def last_run(self) -> tuple[Plan, int, tuple[str, ...], int, bool, str, bool] | None:
         """The last statement run in this session, as a plan of its own, with its run
         number, the script's arguments, its index in its plan, whether it ended
-        (a `done` entry), and the id of its plan; None if nothing ran yet."""
+        (a `done` entry), the id of its plan, and whether it ended ok; None if
+        nothing ran yet."""
         last = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
         if last is None:
             return None
         record = json.loads(last.value)
         run = int(record["run"])
         done = False
+        ok = True
         for entry in reversed(await read_journal(self.store, self.keys, timeout=self.timeout)):
             if entry.get("kind") == "done" and entry.get("run") == run:
-                done = True
+                done, ok = True, bool(entry.get("ok"))
                 break
             if entry.get("kind") == "line" and entry.get("run") == run:
                 break
@@ -346,7 +348,7 @@ class Session:
             int(limits.get("fanout", 256)),
         )
         args = tuple(record.get("args", ()))
-        return plan, run, args, int(record.get("index", 0)), done, str(record.get("plan_id", ""))
+        return plan, run, args, int(record.get("index", 0)), done, str(record.get("plan_id", "")), ok
 
     async def left(self) -> tuple[Plan, int, tuple[str, ...], str] | None:
         """The plan a previous owner was running and the index of its first statement

@@ -116,7 +116,8 @@ async def test_a_session_that_cleans_removes_old_spools_on_its_hosts(ssh_setup: 
     from dsh.remote import spool as spool_module
     from tests.sshd import user_home
 
-    name = next(n for n in (f"clean{i}" for i in itertools.count()) if spool_module.cleans(n))
+    stamp = time.time_ns()  # spools on the test host outlive test runs: a name of its own
+    name = next(n for n in (f"clean{stamp}-{i}" for i in itertools.count()) if spool_module.cleans(n))
     root = user_home() / ".local/state/dsh/spool"
     old = root / f"old-{time.time_ns()}"
     old.mkdir(parents=True)
