@@ -372,8 +372,17 @@ class SshHost:
             raise Unusable("unreachable", f"cannot ask the spool: {_why(exc)}") from None
         return str(done.stdout or "").strip()
 
-    async def _exec(self, argv: list[str], spot: Spot, timeout: float, output: OutputSink) -> Exec:
-        """One exec of the wrapper (LAUNCH or FOLLOW) on this host's connection."""
+    async def _exec(
+        self,
+        argv: list[str],
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        skip: dict[str, int] | None = None,
+    ) -> Exec:
+        """One exec of the wrapper (LAUNCH or FOLLOW) on this host's connection. If the
+        connection drops while the command runs, a new connection FOLLOWs it from
+        where the stream stopped (once, within what is left of the timeout)."""
         started = time.monotonic()
         fleet = self.fleet
 
@@ -385,7 +394,7 @@ class SshHost:
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
         watch = spool.Watch(output)
-        exec_ = _Exec(watch.sink)
+        exec_ = _Exec(watch.sink, skip)
         try:
             chan, _ = await asyncio.wait_for(
                 conn.create_session(lambda: exec_, spool.REMOTE_SHELL, encoding=None), fleet.connect_timeout
@@ -424,9 +433,20 @@ class SshHost:
             await asyncio.shield(self._kill(conn, spot, exec_, "cancelled"))
             chan.close()
             raise
-        if exec_.status is None:  # the command goes on; its result is out of reach for now
+        if exec_.status is None:  # the command goes on in its spool: follow it there
             fleet.forget(conn)
             why = f"killed by {exec_.signal}" if exec_.signal else "the connection was lost"
+            left = timeout - (time.monotonic() - started)
+            if skip is None and left > 0:
+                argv = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
+                rejoined = await self._exec(argv, spot, left, output, exec_.received)
+                if rejoined.outcome not in ("unreachable", "refused"):
+                    return Exec(
+                        rejoined.outcome,
+                        rejoined.exit_status,
+                        time.monotonic() - started,
+                        rejoined.message,
+                    )
             return ended(
                 "lost", f"{why} while the command ran; its spool keeps it ({spot.action}@{spot.alias})"
             )
@@ -460,11 +480,15 @@ def _why(exc: BaseException) -> str:
 
 
 class _Exec(asyncssh.SSHClientSession[bytes]):
-    """One LAUNCH exec: output to the sink as it arrives, then its exit status."""
+    """One LAUNCH or FOLLOW exec: output to the sink as it arrives, then its exit
+    status. It counts the bytes of each stream; `skip` drops as many at the
+    start (a FOLLOW after a dropped connection: what was shown already)."""
 
-    def __init__(self, sink: OutputSink) -> None:
+    def __init__(self, sink: OutputSink, skip: dict[str, int] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.sink = sink
+        self.received = dict(skip or {"stdout": 0, "stderr": 0})
+        self.skip = dict(skip or {"stdout": 0, "stderr": 0})
         self.status: int | None = None
         self.signal = ""
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -474,8 +498,16 @@ class _Exec(asyncssh.SSHClientSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self.failed.done():
             return
+        stream = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
+        if self.skip[stream]:
+            dropped = min(self.skip[stream], len(data))
+            self.skip[stream] -= dropped
+            data = data[dropped:]
+            if not data:
+                return
+        self.received[stream] += len(data)
         try:
-            self.sink("stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout", data)
+            self.sink(stream, data)
         except Exception as exc:
             self.failed.set_result(exc)
 
