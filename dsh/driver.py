@@ -108,8 +108,8 @@ class Driver:
         ended = 0
         recorder = SessionRecorder(session)
         last = await session.last_run()
-        if last is not None and not last[4]:
-            table = await session.resume(last[1])
+        if last is not None and not last.done:
+            table = await session.resume(last.run)
             for (action, host), record in table.actions.items():
                 if record.get("state") != "intent":
                     continue
@@ -121,7 +121,7 @@ class Driver:
                 await remote.kill(spot)
                 ended += 1
                 await recorder.result(action, host, "cancelled", None, 0.0, "dsh kill", b"", b"")
-            await recorder.line_done(last[1], False, 0.0, None)
+            await recorder.line_done(last.run, False, 0.0, None)
         left = await session.left()
         if left is not None:
             await recorder.progress(len(left[0].statements))
@@ -198,17 +198,17 @@ class Driver:
         first: Resume | None = None
         if left is not None:
             plan, start, args, plan_id = left
-            if last is not None and last[5] == plan_id and last[3] >= start:  # progress lags behind
-                if last[4] and not last[6]:  # it ended not ok: the plan stopped there
+            if last is not None and last.plan_id == plan_id and last.index >= start:  # progress lags
+                if last.done and not last.ok:  # it ended not ok: the plan stopped there
                     return []
-                start = last[3] + 1 if last[4] else last[3]
-                if not last[4]:
-                    first = await self.session.resume(last[1])
+                start = last.index + 1 if last.done else last.index
+                if not last.done:
+                    first = await self.session.resume(last.run)
             if start >= len(plan.statements):
                 return []
-        elif last is not None and not last[4]:  # a statement on its own (no plan kept)
-            plan, start, args = last[0], 0, last[2]
-            first = await self.session.resume(last[1])
+        elif last is not None and not last.done:  # a statement on its own (no plan kept)
+            plan, start, args = last.plan, 0, last.args
+            first = await self.session.resume(last.run)
         else:
             return []
         if first is not None:

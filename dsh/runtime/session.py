@@ -162,6 +162,21 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """The last statement a session ran: as a plan of its own, its run number, the
+    script's arguments, its index in the plan it was part of (whose id is
+    `plan_id`), whether it ended (a `done` entry) and whether it ended ok."""
+
+    plan: Plan
+    run: int
+    args: tuple[str, ...]
+    index: int
+    done: bool
+    ok: bool
+    plan_id: str
+
+
 class Session:
     """A session opened for running: its keys, its owner lease and its checkpointer."""
 
@@ -320,11 +335,8 @@ class Session:
         """The name of this session's spools on hosts (see the module's doc)."""
         return f"{self.keys.name}.{self.id}"
 
-    async def last_run(self) -> tuple[Plan, int, tuple[str, ...], int, bool, str, bool] | None:
-        """The last statement run in this session, as a plan of its own, with its run
-        number, the script's arguments, its index in its plan, whether it ended
-        (a `done` entry), the id of its plan, and whether it ended ok; None if
-        nothing ran yet."""
+    async def last_run(self) -> LastRun | None:
+        """The last statement run in this session; None if nothing ran yet."""
         last = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
         if last is None:
             return None
@@ -347,8 +359,15 @@ class Session:
             int(limits.get("step_budget", 10000)),
             int(limits.get("fanout", 256)),
         )
-        args = tuple(record.get("args", ()))
-        return plan, run, args, int(record.get("index", 0)), done, str(record.get("plan_id", "")), ok
+        return LastRun(
+            plan,
+            run,
+            tuple(record.get("args", ())),
+            int(record.get("index", 0)),
+            done,
+            ok,
+            str(record.get("plan_id", "")),
+        )
 
     async def left(self) -> tuple[Plan, int, tuple[str, ...], str] | None:
         """The plan a previous owner was running and the index of its first statement
