@@ -24,8 +24,11 @@ from dsh import __version__
 from dsh.errors import DshError, LangError, UsageError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from dsh.driver import Driver
     from dsh.remote.base import Hosts
+    from dsh.render import Renderer
     from dsh.runtime.session import Session
     from dsh.store.base import Store
 
@@ -119,6 +122,19 @@ class Settings:
             raise UsageError(f"{self.store!r} is not a store URL (local, sqlite:///PATH, etcd://HOST:PORT)")
         if self.store.startswith("etcd"):
             raise UsageError("the etcd store is not available in this version of dsh; use --store local")
+        #: The options an executor process started for this one is given.
+        self.passed: list[str] = []
+        for flag, value in (
+            ("--store", opts.store),
+            ("--ssh-config", opts.ssh_config),
+            ("--config", opts.config),
+            ("--host-keys", opts.host_keys),
+        ):
+            if value:
+                self.passed += [
+                    flag,
+                    os.path.abspath(value) if flag in ("--ssh-config", "--config") else value,
+                ]
         self.ssh_config = Path(opts.ssh_config) if opts.ssh_config else None
         if self.ssh_config is not None and not self.ssh_config.is_file():
             raise UsageError(f"{self.ssh_config}: no such ssh config file")
@@ -214,6 +230,8 @@ def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors)
         return _kill(settings, rest[1:])
     if rest and rest[0] == "rm":
         return _rm(settings, rest[1:])
+    if rest and rest[0] == "_executor":  # started by dsh itself (see dsh.daemon)
+        return _executor(settings, rest[1:])
     if rest and rest[0] == "run":
         sub = _parser(run=True).parse_args(rest[1:])
         for key, value in vars(sub).items():  # options after `run` win over those before it
@@ -272,20 +290,42 @@ def _session(settings: Settings, store: Store) -> Session:
     return session
 
 
-def _driver(settings: Settings, args: tuple[str, ...] | None, *, stateful: bool = True) -> Driver:
+def _driver(
+    settings: Settings,
+    args: tuple[str, ...] | None,
+    *,
+    stateful: bool = True,
+    reporter: Renderer | None = None,
+    session: Session | None = None,
+) -> Driver:
     """The one place that picks the renderer and the driver (imported late: start-up)."""
     from dsh.driver import Driver
     from dsh.remote.base import LazyHosts
-    from dsh.render import JsonRenderer, TextRenderer
-    from dsh.runtime.session import machine_id
-    from dsh.store.sqlite import default_path
 
-    renderer = JsonRenderer() if settings.json else TextRenderer(color=settings.color)
-    session = _session(settings, _store(settings)) if stateful else None
-    machine = machine_id(settings.env).replace("/", "_")
-    spool_root = default_path(settings.env).parent / "spool" / machine
+    renderer = reporter or _renderer(settings)
+    if session is None and stateful:
+        session = _session(settings, _store(settings))
+    spool_root = _state_dir(settings) / "spool" / _machine(settings)
     hosts = LazyHosts(lambda: _fleet(settings, renderer.message))
     return Driver(settings.config, renderer, renderer.message, spool_root, args, session, hosts)
+
+
+def _renderer(settings: Settings) -> Renderer:
+    from dsh.render import JsonRenderer, TextRenderer
+
+    return JsonRenderer() if settings.json else TextRenderer(color=settings.color)
+
+
+def _state_dir(settings: Settings) -> Path:
+    from dsh.store.sqlite import default_path
+
+    return default_path(settings.env).parent
+
+
+def _machine(settings: Settings) -> str:
+    from dsh.runtime.session import machine_id
+
+    return machine_id(settings.env).replace("/", "_")
 
 
 def _fleet(settings: Settings, warn: Callable[[str], None]) -> Hosts:
@@ -332,10 +372,14 @@ def _reader(interactive: bool) -> Callable[[str], str | None]:
 
 
 def _lines(settings: Settings, errors: _Errors, *, interactive: bool) -> int:
+    """`dsh` alone: at a terminal, a client of the session's executor process (the
+    REPL); with lines piped in, they run here, in this process."""
+    if interactive:
+        return _client(settings, errors, attach=False)
     from dsh.driver import run_lines
 
     driver = _driver(settings, None)
-    return run_lines(driver, _reader(interactive), "<stdin>", interactive=interactive, report_error=errors)
+    return run_lines(driver, _reader(False), "<stdin>", interactive=False, report_error=errors)
 
 
 def _run_command(settings: Settings, opts: argparse.Namespace, rest: list[str], *, detach: bool) -> int:
@@ -354,37 +398,36 @@ def _run_command(settings: Settings, opts: argparse.Namespace, rest: list[str], 
     from dsh.runtime.session import generated_name
 
     name = settings.session or generated_name()
-    return _detach(settings, opts, name, os.path.abspath(path), args)
+    return _detach(settings, name, os.path.abspath(path), args)
 
 
-def _detach(
-    settings: Settings, opts: argparse.Namespace, name: str, script: str, args: tuple[str, ...]
-) -> int:
+def _log_path(settings: Settings, name: str) -> Path:
+    logs = _state_dir(settings) / "log"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"{name}.log"
+
+
+def _spawn(settings: Settings, name: str, extra: list[str]) -> subprocess.Popen[bytes]:
+    """Start the executor process of session `name` (design §4: with subprocess,
+    in its own process session, its output to the session's log)."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "dsh", "--session", name, *settings.passed, "_executor", *extra]
+    with open(_log_path(settings, name), "ab") as out:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
+        )
+
+
+def _detach(settings: Settings, name: str, script: str, args: tuple[str, ...]) -> int:
     import asyncio
     import json
-    import subprocess
     import time
 
     from dsh.runtime.session import Keys, user_name
-    from dsh.store.sqlite import default_path
 
-    logs = default_path(settings.env).parent / "log"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{name}.log"
-    argv = [sys.executable, "-m", "dsh", "--session", name]
-    for flag, value in (
-        ("--store", opts.store),
-        ("--ssh-config", opts.ssh_config),
-        ("--config", opts.config),
-        ("--host-keys", opts.host_keys),
-    ):
-        if value:
-            argv += [flag, os.path.abspath(value) if flag in ("--ssh-config", "--config") else value]
-    argv += ["--", script, *args]
-    with open(log, "ab") as out:
-        child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
-        )
+    log = _log_path(settings, name)
+    child = _spawn(settings, name, ["--", script, *args])
     store = _store(settings)
     keys = Keys(user_name(), name)
 
@@ -409,6 +452,92 @@ def _detach(
     return EXIT_OK
 
 
+def _executor(settings: Settings, rest: list[str]) -> int:
+    """The executor process of a session (dsh.daemon): `_executor [--take]
+    [--linger S] [--first-client S] [-- SCRIPT ARGS…]`, started by dsh."""
+    import asyncio
+
+    from dsh.daemon import Daemon, socket_path
+    from dsh.driver import guarded
+    from dsh.render import TextRenderer
+
+    take, linger, first_client = False, 0.0, 0.0
+    script: list[str] = []
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--take":
+            take = True
+        elif arg in ("--linger", "--first-client") and rest:
+            value = float(rest.pop(0))
+            linger, first_client = (value, first_client) if arg == "--linger" else (linger, value)
+        elif arg == "--":
+            script = rest
+            break
+        else:
+            raise UsageError(f"_executor: unexpected {arg!r}")
+    if settings.session is None:
+        raise UsageError("_executor needs --session")
+    session = _session(settings, _store(settings))
+    daemon = Daemon(
+        session, socket_path(_state_dir(settings), _machine(settings), settings.session), TextRenderer()
+    )
+    args = tuple(script[1:]) if script else None
+    driver = _driver(settings, args, reporter=daemon.reporter, session=session)
+    plan = driver.compile(_read_script(script[0]), script[0]) if script else None
+    work = daemon.serve(driver, take=take, script=plan, linger=linger, first_client=first_client)
+    return asyncio.run(guarded(work))
+
+
+def _client(settings: Settings, errors: _Errors, *, attach: bool) -> int:
+    """The REPL and `dsh attach`: a client of the session's executor process,
+    which is started (taking the session over if its owner died) when none runs
+    on this machine."""
+    from dsh.client import Client, Detach, Link, completeness, read_eval
+    from dsh.render import timeline
+    from dsh.runtime.session import Keys, generated_name, user_name
+    from dsh.runtime.wire import Replay
+
+    name = settings.session or generated_name()
+    store = _store(settings)
+    keys = Keys(user_name(), name)
+    link = Link(
+        store,
+        keys,
+        _machine(settings),
+        lambda take: _spawn(settings, name, ["--first-client", "5", *(["--take"] if take else [])]),
+        _log_path(settings, name),
+    )
+    renderer = _renderer(settings)
+    client = Client(link, Replay(renderer, renderer.message), renderer.message, _show_error)
+    interactive = sys.stdin.isatty()
+    compiler = _driver(settings, None, stateful=False)
+    try:
+        if attach and client._run(store.get(keys.meta, timeout=STORE_TIMEOUT)) is None:
+            raise UsageError(f"no session named {name!r} in {store.name}")
+        if attach and not settings.json:
+            sys.stdout.write(client.history(timeline))
+            sys.stdout.flush()
+        client.connect(take=attach)
+        complete = completeness(lambda text, first: compiler.compile(text, "<stdin>", first))
+        try:
+            status = read_eval(client, _reader(interactive), complete, "<stdin>", interactive=interactive)
+        except Detach:
+            stays = client.leave()
+            going = "its work goes on; " if stays else ""
+            renderer.message(f"detached from session {name}: {going}dsh attach {name} to come back")
+            return EXIT_OK
+        client.leave()
+        return status
+    finally:
+        client.close()
+
+
+def _show_error(text: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def _one_session(rest: list[str], usage: str) -> str:
     names = [a for a in rest if a != "--json"]
     if len(names) != 1 or names[0].startswith("-"):
@@ -419,15 +548,10 @@ def _one_session(rest: list[str], usage: str) -> str:
 
 
 def _attach(settings: Settings, errors: _Errors, rest: list[str]) -> int:
-    """`dsh attach SESSION`: take over a session whose owner died, finish what it
-    left, then run lines from the terminal or stdin in it."""
-    from dsh.driver import run_lines
-
+    """`dsh attach SESSION`: what happened in it lately, then its live progress and
+    lines from the terminal or stdin run in it; taken over first if its owner died."""
     settings.session = _one_session(rest, "attach")
-    interactive = sys.stdin.isatty()
-    driver = _driver(settings, None)
-    read = _reader(interactive)
-    return run_lines(driver, read, "<stdin>", interactive=interactive, report_error=errors, take_over=True)
+    return _client(settings, errors, attach=True)
 
 
 def _kill(settings: Settings, rest: list[str]) -> int:

@@ -247,9 +247,12 @@ class Driver:
         )
         return compile_source(Source(name, text, first_line), ctx)
 
-    async def run(self, plan: p.Plan, *, stop_on_failure: bool = True) -> list[LineResult]:
+    async def run(
+        self, plan: p.Plan, *, stop_on_failure: bool = True, taken: int | None = None
+    ) -> list[LineResult]:
+        """Run a plan, kept for a resume first; `taken`: the submitted line it is."""
         if self.executor.recorder is not None:
-            await self.executor.recorder.plan_started(plan, self.executor.args)
+            await self.executor.recorder.plan_started(plan, self.executor.args, taken)
         results = await self._guard_lost(self.executor.run_plan(plan, stop_on_failure=stop_on_failure))
         left = len(plan.statements) - len(results)
         if left and results and not results[-1].ok:

@@ -13,13 +13,21 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from dsh import nodeset
 from dsh import plan as p
 from dsh.lang.durations import format_duration
 from dsh.remote.base import Exec
+from dsh.runtime.executor import Reporter
 from dsh.runtime.results import HostResult, LineResult
+
+
+class Renderer(Reporter, Protocol):
+    """A Reporter that also shows dsh's own messages."""
+
+    def message(self, text: str) -> None: ...
+
 
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: Lines of output shown per group in a folded summary.
@@ -265,6 +273,8 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             what = f"  sleep {format_duration(e['seconds'])} {where}"
         elif kind == "bind":
             what = f"  bind  {e['name']}"
+        elif kind == "rejected":
+            what = f"rejected a line: {e.get('error', '')}"
         elif kind == "done":
             what = f"done run {e['run']}: {'ok' if e['ok'] else 'not ok'} in {format_duration(e['seconds'])}"
         else:

@@ -101,9 +101,10 @@ class Recorder(Protocol):
         self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
     ) -> None: ...
 
-    async def plan_started(self, plan: p.Plan, args: Sequence[str]) -> None:
+    async def plan_started(self, plan: p.Plan, args: Sequence[str], taken: int | None = None) -> None:
         """Record a plan about to run (a script, or the text of one `-c` or prompt
-        line), so that a new owner can run what is left of it."""
+        line), so that a new owner can run what is left of it; `taken` is the
+        number of the submitted line it came from, consumed with it."""
         ...
 
     async def progress(self, done: int) -> None:

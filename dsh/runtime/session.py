@@ -7,6 +7,13 @@
     /dsh/v1/u/USER/s/NAME/bind/NAME        a binding's value
     /dsh/v1/u/USER/s/NAME/sets             result sets of the last line that ran on hosts
     /dsh/v1/u/USER/s/NAME/j/SEQ            the journal: every state change, in order
+    /dsh/v1/u/USER/s/NAME/todo             the plan being run {"id", "plan", "args"}
+    /dsh/v1/u/USER/s/NAME/todo-next        the index of its first statement not over
+    /dsh/v1/u/USER/s/NAME/kill             `dsh kill` asks the owner to stop
+    /dsh/v1/u/USER/s/NAME/ctl/in/SEQ       a line a client submitted {"id", "text", "name", "first_line"}
+    /dsh/v1/u/USER/s/NAME/ctl/in-seq       the last SEQ given out (submissions are numbered by CAS)
+    /dsh/v1/u/USER/s/NAME/ctl/taken        the last SEQ the executor took (with the plan it became)
+    /dsh/v1/u/USER/s/NAME/ctl/cancel/ID    a client asks to cancel the submission ID
 
 RUN numbers the statements a session has run; ACTION is RUN.STAGE.ATTEMPT.
 The meta's random `id` tells this session from an earlier one of the same
@@ -100,6 +107,25 @@ class Keys:
     @property
     def todo_next(self) -> bytes:
         return self.root + b"todo-next"
+
+    @property
+    def inbox(self) -> bytes:
+        return self.root + b"ctl/in/"
+
+    @property
+    def in_seq(self) -> bytes:
+        return self.root + b"ctl/in-seq"
+
+    @property
+    def taken(self) -> bytes:
+        return self.root + b"ctl/taken"
+
+    @property
+    def cancels(self) -> bytes:
+        return self.root + b"ctl/cancel/"
+
+    def submission(self, seq: int) -> bytes:
+        return self.inbox + b"%08d" % seq
 
     def run(self, run: int) -> bytes:
         return self.root + b"run/%08d" % run
@@ -207,6 +233,8 @@ class Session:
         self._keepalive: asyncio.Task[None] | None = None
         #: Called when the lease is lost: the driver cancels what is running.
         self.on_lost: Callable[[], None] | None = None
+        #: More about the owner, for its clients (an executor process's socket).
+        self.owner_extra: dict[str, Any] = {}
 
     async def take(self, *, patience: float = 1.0) -> None:
         """Claim, waiting for the lease of an owner that died to run out: up to its TTL
@@ -228,7 +256,13 @@ class Session:
         """Take ownership under a new lease, or fail if a live owner holds it."""
         lease = await self.store.grant(self.lease_ttl, timeout=self.timeout)
         owner = json.dumps(
-            {"machine": self.machine, "pid": os.getpid(), "since": time.time(), "ttl": self.lease_ttl}
+            {
+                "machine": self.machine,
+                "pid": os.getpid(),
+                "since": time.time(),
+                "ttl": self.lease_ttl,
+                **self.owner_extra,
+            }
         ).encode()
         result = await self.store.txn(
             [Compare(self.keys.owner, "version", "==", 0)],
@@ -547,11 +581,17 @@ class SessionRecorder:
             ]
         )
 
-    async def plan_started(self, plan: Plan, args: Sequence[str]) -> None:
+    async def plan_started(self, plan: Plan, args: Sequence[str], taken: int | None = None) -> None:
+        """The plan about to run (kept for a resume); `taken`: the submission it came
+        from, which is then consumed in the same transaction (so that a plan is
+        either in the inbox or kept to resume, never both, never neither)."""
         cp = self.session.checkpointer()
         self.plan_id = os.urandom(6).hex()
         record = {"id": self.plan_id, "plan": json.loads(dumps(plan)), "args": list(args)}
-        cp.defer([Put(self.keys.todo, json.dumps(record).encode()), Put(self.keys.todo_next, b"0")])
+        puts = [Put(self.keys.todo, json.dumps(record).encode()), Put(self.keys.todo_next, b"0")]
+        if taken is not None:
+            puts.append(Put(self.keys.taken, str(taken).encode()))
+        cp.defer(puts)
 
     async def progress(self, done: int) -> None:
         self.session.checkpointer().defer([Put(self.keys.todo_next, str(done).encode())])

@@ -1,0 +1,359 @@
+"""A client of a session's executor process: what the REPL and `dsh attach` are.
+
+A client never runs work itself. It finds the session's executor through the
+owner record in the store (or starts one, which takes the session over if
+its owner died), connects to its socket, and then: submits each complete
+line to the session's inbox in the store (numbered by compare-and-set),
+shows the live output the executor sends, and waits for that line's status.
+Ctrl-C asks the executor to cancel the line; Ctrl-\\ or `detach` leaves the
+work running and ends only the client; so does the terminal closing (SIGHUP
+ends the client, never the executor, which is in a process session of its
+own). At the end of its input a client waits for the session's work to be
+over and exits with its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dsh.errors import DshError, IncompleteInput, LangError, StoreError, UsageError
+from dsh.runtime.session import Keys, read_journal
+from dsh.runtime.wire import Event, Replay
+from dsh.store.base import Compare, Put, Store
+
+T = TypeVar("T")
+#: How long a client waits for the executor it started to own the session,
+#: beyond the lease TTL of an owner that died (a takeover waits for it).
+SPAWN_TIMEOUT = 15.0
+#: How long a client waits for the executor's answer to `bye`.
+BYE_TIMEOUT = 10.0
+#: Journal entries shown when attaching (the rest: `dsh log SESSION`).
+HISTORY = 20
+#: Lines of output tail shown per action in that history.
+TAIL_LINES = 3
+#: Events a client queues while it is not reading them (at the prompt).
+CLIENT_QUEUE = 100_000
+_POLL = 0.1
+
+
+class Detach(Exception):
+    """The user asked to leave the session running (Ctrl-\\ or `detach`)."""
+
+
+class SessionEnded(DshError):
+    """The session's executor stopped: killed (4), lease lost (3), or gone."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Link:
+    """How to reach a session's executor, or start one."""
+
+    store: Store
+    keys: Keys
+    machine: str
+    #: Starts an executor process for the session (with take: taking it over).
+    spawn: Callable[[bool], subprocess.Popen[bytes]]
+    log: Path
+
+
+class Client:
+    def __init__(
+        self,
+        link: Link,
+        replay: Replay,
+        say: Callable[[str], None],
+        show_error: Callable[[str], None],
+    ) -> None:
+        self.link = link
+        self.replay = replay
+        self.say = say
+        self.show_error = show_error
+        self.runner = asyncio.Runner()
+        self.sock: socket.socket | None = None
+        self.events: queue.Queue[Event | None] = queue.Queue(CLIENT_QUEUE)
+        self.status = 0
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.runner.run(coro)
+
+    # -- connecting ------------------------------------------------------------------
+
+    def _owner(self) -> dict[str, Any] | None:
+        held = self._run(self.link.store.get(self.link.keys.owner, timeout=10.0))
+        return json.loads(held.value) if held is not None else None
+
+    def connect(self, *, take: bool) -> None:
+        """Connect to the session's executor, starting one if none runs here."""
+        owner = self._owner()
+        if owner is not None and owner.get("machine") == self.link.machine and owner.get("socket"):
+            self.sock = _dial(str(owner["socket"]))
+        if self.sock is None:
+            ttl = float(owner.get("ttl", 5.0)) if owner else 0.0
+            child = self.link.spawn(take or owner is not None)
+            deadline = time.monotonic() + SPAWN_TIMEOUT + ttl
+            while self.sock is None:
+                code = child.poll()
+                if code is not None:
+                    raise SessionEnded(self._why(f"its executor stopped (exit {code})"), code or 3)
+                if time.monotonic() > deadline:
+                    child.terminate()
+                    raise SessionEnded(self._why("its executor did not take it in time"), 3)
+                owner = self._owner()
+                if owner is not None and owner.get("pid") == child.pid and owner.get("socket"):
+                    self.sock = _dial(str(owner["socket"]))
+                if self.sock is None:
+                    time.sleep(0.05)
+        reader = threading.Thread(target=self._read, args=(self.sock,), daemon=True)
+        reader.start()
+
+    def _why(self, what: str) -> str:
+        name = self.link.keys.name
+        try:
+            lines = self.link.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        said = [line.removeprefix("dsh: ") for line in lines[-3:] if line.startswith("dsh: ")]
+        because = f": {' / '.join(said)}" if said else ""
+        return f"session {name!r}: {what}{because} (log: {self.link.log})"
+
+    def _read(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError), sock.makefile("rb") as stream:
+            for raw in stream:
+                with contextlib.suppress(ValueError):
+                    self.events.put(json.loads(raw), timeout=60.0)
+        with contextlib.suppress(queue.Full):
+            self.events.put(None, timeout=5.0)
+
+    def _send(self, op: dict[str, Any]) -> None:
+        assert self.sock is not None
+        with contextlib.suppress(OSError):
+            self.sock.sendall(json.dumps(op).encode() + b"\n")
+
+    # -- events ------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Show what arrived while nobody looked (before a prompt)."""
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(event)
+
+    def _wait(self, until: Callable[[Event], bool], timeout: float | None = None) -> Event | None:
+        """Show events until one satisfies `until` (returned); None at `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            if self._handle(event) and event is not None and until(event):
+                return event
+        return None
+
+    def _handle(self, event: Event | None) -> bool:
+        """Show one event; True when it is a control event for the caller to see."""
+        if event is None:
+            raise SessionEnded(self._why("its executor stopped unexpectedly"), 3)
+        if self.replay(event):
+            return False
+        kind = event.get("ev")
+        if kind == "end":
+            raise SessionEnded(str(event.get("message", "the session ended")), int(event.get("exit", 3)))
+        return True
+
+    # -- lines -------------------------------------------------------------------------
+
+    def submit(self, text: str, name: str, first_line: int) -> int | None:
+        """Run a line in the session: submit it, show its output, return its status
+        (None when it ran nothing). Ctrl-C asks the executor to cancel it."""
+        sid = os.urandom(6).hex()
+        record = {"id": sid, "text": text, "name": name, "first_line": first_line, "by": self.link.machine}
+        self._run(self._put(json.dumps(record).encode()))
+        self._send({"op": "poke"})
+
+        def finished(event: Event) -> bool:
+            return event.get("ev") == "done" and event.get("id") == sid
+
+        while True:
+            try:
+                done = self._wait(finished)
+                break
+            except KeyboardInterrupt:
+                self._send({"op": "cancel", "id": sid})
+        assert done is not None
+        if done.get("error"):
+            self.show_error(str(done["error"]))
+        status = done.get("status")
+        if status is not None:
+            self.status = int(status)
+        return None if status is None else int(status)
+
+    async def _put(self, record: bytes) -> None:
+        store, keys = self.link.store, self.link.keys
+        for _ in range(100):  # a race with other clients is lost at most this often
+            held = await store.get(keys.in_seq, timeout=10.0)
+            seq = int(held.value) + 1 if held is not None else 1
+            mod = held.mod_revision if held is not None else 0
+            result = await store.txn(
+                [Compare(keys.in_seq, "mod", "==", mod)],
+                [Put(keys.in_seq, b"%d" % seq), Put(keys.submission(seq), record)],
+                timeout=10.0,
+            )
+            if result.succeeded:
+                return
+        raise StoreError("the line could not be submitted: too many clients submitting at once")
+
+    def wait_idle(self) -> int:
+        """Wait for the session's work to be over; its status."""
+        self._send({"op": "wait"})
+        event = self._wait(lambda e: e.get("ev") in ("idle", "bye"))
+        if event is not None and event.get("ev") == "idle":
+            return int(event.get("status", 0))
+        return int(event.get("exit") or 0) if event is not None else self.status
+
+    def leave(self) -> bool:
+        """Say bye; True when the executor stays (work runs, or other clients)."""
+        if self.sock is None:
+            return False
+        self._send({"op": "bye"})
+        event = None
+        with contextlib.suppress(DshError):
+            event = self._wait(lambda e: e.get("ev") == "bye", BYE_TIMEOUT)
+        return bool(event.get("stays")) if event is not None else False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+        with contextlib.suppress(Exception):
+            self._run(self.link.store.close())
+        self.runner.close()
+
+    # -- attaching ---------------------------------------------------------------------
+
+    def history(self, timeline: Callable[[list[dict[str, Any]]], str]) -> str:
+        """What happened in the session lately: its last journal entries, with the
+        tail of the output of the actions among them."""
+        store, keys = self.link.store, self.link.keys
+        entries = self._run(read_journal(store, keys, timeout=10.0))
+        if not entries:
+            return ""
+        shown = entries[-HISTORY:]
+        lines = []
+        if len(entries) > len(shown):
+            lines.append(f"… {len(entries) - len(shown)} earlier entries: dsh log {keys.name}\n")
+        for entry in shown:
+            lines.append(timeline([entry]))
+            if entry.get("kind") == "end":
+                held = self._run(store.get(keys.action(entry["action"], entry.get("host")), timeout=10.0))
+                out = json.loads(held.value).get("out", "") if held is not None else ""
+                for text in out.rstrip("\n").split("\n")[-TAIL_LINES:] if out.strip() else []:
+                    lines.append(f"{'':25}| {text}\n")
+        return "".join(lines)
+
+
+def _dial(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5.0)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    sock.settimeout(None)
+    return sock
+
+
+def read_eval(
+    client: Client,
+    read: Callable[[str], str | None],
+    complete: Callable[[str, int], bool],
+    name: str,
+    *,
+    interactive: bool,
+) -> int:
+    """Read lines, submit each complete statement, show what it does.
+
+    Interactive, errors and failures are shown and reading goes on; else the
+    first line not ok ends the reading with its status. At the end of input,
+    the client waits for the session's work to be over and returns its
+    status (a line's, else whatever the session was running)."""
+    buffer: list[str] = []
+    first_line = 1
+    ran = False
+    status = 0
+
+    def detach(signum: int, frame: object) -> None:
+        raise Detach
+
+    old = signal.signal(signal.SIGQUIT, detach)
+    try:
+        while True:
+            client.drain()
+            try:
+                line = read("... " if buffer else "dsh> ")
+            except KeyboardInterrupt:
+                if not interactive:
+                    raise
+                buffer = []
+                print()
+                continue
+            if line is None:
+                break
+            if not buffer and line.strip() == "detach":
+                raise Detach
+            buffer.append(line)
+            text = "\n".join(buffer) + "\n"
+            if not complete(text, first_line):
+                continue
+            start, first_line, buffer = first_line, first_line + len(buffer), []
+            if not text.strip() or all(not t.strip() or t.lstrip().startswith("#") for t in text.split("\n")):
+                continue
+            got = client.submit(text, name, start)
+            if got is None:
+                continue
+            ran, status = True, got
+            if status and not interactive:
+                return status
+        if buffer and any(b.strip() for b in buffer):
+            got = client.submit("\n".join(buffer) + "\n", name, first_line)  # its error, shown
+            return got if got is not None else 2
+        idle = client.wait_idle()
+        return status if ran else idle
+    finally:
+        signal.signal(signal.SIGQUIT, old)
+
+
+def completeness(compile_: Callable[[str, int], object]) -> Callable[[str, int], bool]:
+    """Whether text is a whole statement (else the reader continues it): what the
+    local compile says, without its other errors (the executor reports them)."""
+
+    def complete(text: str, first_line: int) -> bool:
+        try:
+            compile_(text, first_line)
+        except IncompleteInput:
+            return False
+        except (LangError, UsageError):
+            return True
+        return True
+
+    return complete

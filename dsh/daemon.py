@@ -1,0 +1,363 @@
+"""The executor process of a session: owns it, runs its work, serves its clients.
+
+`dsh run --detach`, the REPL and `dsh attach` start it with subprocess (never
+fork), in a process session of its own, its output to a log file. It holds
+the session's lease; finishes what a previous owner left (a resume); runs the
+script it was given, if any; then takes the lines that clients submit through
+the store (`ctl/in/SEQ`, numbered by compare-and-set), one at a time, in
+order, each consumed in the same transaction as the plan it becomes.
+
+Clients on this machine connect to a Unix socket (its path is in the owner
+record) and receive live output as JSON lines (dsh.runtime.wire), the status
+of each submission, and `idle` when asked to wait for the session's work.
+They send `poke` (a line was submitted: read the inbox now), `cancel ID`,
+`wait` and `bye`. A slow client never slows the work: past CLIENT_EVENTS
+queued events its output is dropped (and it is told how much).
+
+The process stays while a client is connected or a line is queued, and for
+`linger` seconds after it starts; then it lets the session go and exits with
+the status of the last work it ran (or 3 when the lease was lost, 4 when the
+session was killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from dsh import plan as p
+from dsh.driver import Driver, Killed, status_of
+from dsh.errors import DshError, LangError
+from dsh.remote.base import Exec
+from dsh.runtime.journal import LeaseLost
+from dsh.runtime.results import HostResult, LineResult
+from dsh.runtime.session import Session
+from dsh.runtime.wire import Event, WireReporter
+from dsh.store.base import Put
+
+#: The inbox and the cancel requests in the store are read at least this often.
+POLL = 0.25
+#: Output events queued for one client before its output is dropped.
+CLIENT_EVENTS = 10_000
+#: A client that does not read for this long is disconnected.
+CLIENT_STALL = 30.0
+#: Unix socket paths are limited to about 108 bytes.
+SOCKET_PATH_MAX = 100
+#: The exit status of a line cancelled by a client (as for Ctrl-C).
+CANCELLED = 130
+
+
+def socket_path(state: Path, machine: str, name: str) -> Path:
+    """Where the executor of session `name` on `machine` listens (private to the user)."""
+    path = state / "run" / machine.replace("/", "_") / f"{name}.sock"
+    if len(str(path)) > SOCKET_PATH_MAX:
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:20]
+        path = Path(tempfile.gettempdir()) / f"dsh-{os.getuid()}" / f"{digest}.sock"
+    return path
+
+
+class _Client:
+    """One connected client: its queue of events, written by its own task."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.events: deque[Event] = deque()
+        self.dropped = 0
+        self.ready = asyncio.Event()
+        self.waiting = False  # asked to be told when the session's work is over
+        self.leaving = False  # said bye; answered once the executor knows whether it stays
+        self.gone = False  # disconnected: nothing more is written
+        self.closing = False  # write what is queued, then close
+        self.task: asyncio.Future[None] | None = None
+
+    def send(self, event: Event, *, control: bool = False) -> None:
+        if self.gone or self.closing:
+            return
+        if not control and len(self.events) >= CLIENT_EVENTS:
+            self.dropped += 1
+            return
+        self.events.append(event)
+        self.ready.set()
+
+    def close(self) -> None:
+        self.closing = True
+        self.ready.set()
+
+    async def pump(self) -> None:
+        """Write queued events until the client goes (or stalls), or is closed."""
+        try:
+            while not self.gone:
+                await self.ready.wait()
+                self.ready.clear()
+                while self.events and not self.gone:
+                    if self.dropped:
+                        note = f"{self.dropped} events of output were dropped: this client read too slowly"
+                        self.writer.write(_line({"ev": "msg", "text": note}))
+                        self.dropped = 0
+                    self.writer.write(_line(self.events.popleft()))
+                    await asyncio.wait_for(self.writer.drain(), CLIENT_STALL)
+                if self.closing:
+                    break
+        except (OSError, TimeoutError):
+            self.gone = True
+        finally:
+            self.writer.close()
+
+
+def _line(event: Event) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+class _Tee:
+    """A Reporter that tells the log (a renderer) and the clients (the wire)."""
+
+    def __init__(self, log: Any, wire: WireReporter) -> None:
+        self.log = log
+        self.wire = wire
+
+    def line_started(self, stmt: p.Statement, hosts: Any) -> None:
+        self.log.line_started(stmt, hosts)
+        self.wire.line_started(stmt, hosts)
+
+    def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
+        self.log.output(stmt, host, stream, data, shown)
+        self.wire.output(stmt, host, stream, data, shown)
+
+    def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
+        self.log.retrying(stmt, host, failed, attempt, wait)
+        self.wire.retrying(stmt, host, failed, attempt, wait)
+
+    def host_done(self, stmt: p.Statement, result: HostResult) -> None:
+        self.log.host_done(stmt, result)
+        self.wire.host_done(stmt, result)
+
+    def line_done(self, result: LineResult) -> None:
+        self.log.line_done(result)
+        self.wire.line_done(result)
+
+    def message(self, text: str) -> None:
+        self.log.message(text)
+        self.wire.message(text)
+
+
+class Daemon:
+    """Serves one session until nobody needs it; see the module's doc."""
+
+    def __init__(self, session: Session, socket: Path, log_renderer: Any) -> None:
+        self.session = session
+        self.socket = socket
+        self.clients: set[_Client] = set()
+        self.wire = WireReporter(self._broadcast)
+        self.reporter = _Tee(log_renderer, self.wire)
+        self.wake = asyncio.Event()
+        self.status = 0
+        self.taken = 0
+        self.current: tuple[str, asyncio.Future[list[LineResult]]] | None = None
+        self.cancelled: set[str] = set()
+        self.connected = asyncio.Event()  # a first client came
+
+    def _broadcast(self, event: Event, *, control: bool = False) -> None:
+        for client in list(self.clients):
+            client.send(event, control=control)
+
+    # -- clients -------------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = _Client(writer)
+        hello: Event = {"ev": "hello", "session": self.session.keys.name, "pid": os.getpid()}
+        hello["running"] = self.current[0] if self.current else None
+        client.send(hello, control=True)
+        for event in self.wire.greeting():
+            client.send(event, control=True)
+        self.clients.add(client)
+        self.connected.set()
+        pump = client.task = asyncio.ensure_future(client.pump())
+        try:
+            while not client.gone:
+                raw = await reader.readline()
+                if not raw:
+                    break
+                try:
+                    op = json.loads(raw)
+                except ValueError:
+                    continue
+                self._op(client, op)
+        except OSError:
+            pass
+        finally:
+            client.gone = True
+            client.ready.set()
+            self.clients.discard(client)
+            self.wake.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pump, CLIENT_STALL)
+
+    def _op(self, client: _Client, op: dict[str, Any]) -> None:
+        kind = op.get("op")
+        if kind == "cancel":
+            self.cancel(str(op.get("id", "")))
+        elif kind == "wait":
+            client.waiting = True
+        elif kind == "bye":
+            others = [c for c in self.clients if c is not client and not c.leaving]
+            if others or self.current is not None:
+                client.send({"ev": "bye", "stays": True}, control=True)
+            else:
+                client.leaving = True
+        self.wake.set()
+
+    def cancel(self, sid: str) -> None:
+        if self.current is not None and sid in (self.current[0], "*"):
+            self.cancelled.add(self.current[0])
+            self.current[1].cancel()
+
+    # -- the work ----------------------------------------------------------------------
+
+    async def work(self, sid: str, coro: Awaitable[list[LineResult]]) -> int | None:
+        """Run one unit of work (a resume, the script, a submitted line) so that it
+        can be cancelled by a client; its status (None when it ran nothing)."""
+        task = asyncio.ensure_future(coro)
+        self.current = (sid, task)
+        self.wake.set()
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=POLL)
+                if not task.done():
+                    await self._store_cancels()
+            results = task.result()
+        except asyncio.CancelledError:
+            if sid in self.cancelled and task.cancelled():
+                self.reporter.message("cancelled")
+                return CANCELLED
+            raise
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            self.current = None
+            self.cancelled.discard(sid)
+            self.wire.running.clear()
+        return status_of(results) if results else None
+
+    async def _store_cancels(self) -> None:
+        """Cancel requests written to the store (by clients that have no socket)."""
+        keys = self.session.keys
+        kvs, _ = await self.session.store.range(keys.cancels, timeout=self.session.timeout)
+        for kv in kvs:
+            self.cancel(kv.key[len(keys.cancels) :].decode())
+            await self.session.store.delete(kv.key, timeout=self.session.timeout)
+
+    async def _next(self) -> tuple[int, dict[str, Any]] | None:
+        """The oldest submission not taken yet."""
+        store, keys = self.session.store, self.session.keys
+        kvs, _ = await store.range(keys.inbox, timeout=self.session.timeout)
+        for kv in kvs:
+            seq = int(kv.key[len(keys.inbox) :])
+            if seq > self.taken:
+                return seq, json.loads(kv.value)
+            await store.delete(kv.key, timeout=self.session.timeout)  # consumed before
+        return None
+
+    async def submission(self, driver: Driver, seq: int, item: dict[str, Any]) -> None:
+        sid = str(item.get("id", seq))
+        cp = self.session.checkpointer()
+        try:
+            plan = driver.compile(
+                str(item["text"]), str(item.get("name", "<stdin>")), int(item["first_line"])
+            )
+        except LangError as exc:
+            await cp.write(
+                [Put(self.session.keys.taken, b"%d" % seq), cp.entry("rejected", error=exc.message)]
+            )
+            self.taken = seq
+            self.status = exc.exit_code
+            self._broadcast(
+                {"ev": "done", "id": sid, "status": exc.exit_code, "error": exc.render()}, control=True
+            )
+            return
+        self.taken = seq
+        status: int | None = None
+        if plan.statements:
+            status = await self.work(sid, driver.run(plan, stop_on_failure=True, taken=seq))
+        else:
+            await cp.write([Put(self.session.keys.taken, b"%d" % seq)])
+        await driver.idle()
+        if status is not None:
+            self.status = status
+        self._broadcast({"ev": "done", "id": sid, "status": status}, control=True)
+
+    async def serve(
+        self, driver: Driver, *, take: bool, script: p.Plan | None, linger: float, first_client: float
+    ) -> int:
+        """Own the session, run its work, serve its clients; the exit status."""
+        self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        server = await asyncio.start_unix_server(self._client, path=str(self.socket))
+        os.chmod(self.socket, 0o600)
+        self.session.owner_extra = {"socket": str(self.socket)}
+        code: int | None = None
+        try:
+            await (driver.take() if take else driver.claim())
+            taken = await self.session.store.get(self.session.keys.taken, timeout=self.session.timeout)
+            self.taken = int(taken.value) if taken is not None else 0
+            if first_client > 0:  # started for a client: let it see the work from its start
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.connected.wait(), first_client)
+            status = await self.work("resume", driver.resume())
+            self.status = self.status if status is None else status
+            if script is not None:
+                status = await self.work("script", driver.run(script))
+                self.status = self.status if status is None else status
+            started = time.monotonic()
+            while True:
+                if self.session.killed:
+                    raise Killed(f"session {self.session.keys.name!r} was killed (dsh kill)")
+                found = await self._next()
+                if found is not None:
+                    await self.submission(driver, *found)
+                    continue
+                await driver.idle()
+                for client in self.clients:
+                    if client.waiting:
+                        client.waiting = False
+                        client.send({"ev": "idle", "status": self.status}, control=True)
+                staying = [c for c in self.clients if not c.leaving and not c.gone]
+                if not staying and time.monotonic() - started >= linger:
+                    break
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), POLL)
+            code = self.status
+        except (Killed, LeaseLost) as exc:
+            code = exc.exit_code
+            self.reporter.message(exc.message)
+            self._broadcast({"ev": "end", "exit": code, "message": exc.message}, control=True)
+        except DshError as exc:
+            code = exc.exit_code
+            self.reporter.message(exc.message)
+            self._broadcast({"ev": "end", "exit": code, "message": exc.message}, control=True)
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.socket.unlink()
+            try:
+                await driver.release()
+            finally:
+                self._broadcast({"ev": "bye", "stays": False, "exit": code}, control=True)
+                pumps = [c.task for c in self.clients if c.task is not None]
+                for client in list(self.clients):
+                    client.close()
+                if pumps:
+                    await asyncio.wait(pumps, timeout=2.0)
+        return code if code is not None else self.status
