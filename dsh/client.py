@@ -44,13 +44,17 @@ BYE_TIMEOUT = 10.0
 HISTORY = 20
 #: Lines of output tail shown per action in that history.
 TAIL_LINES = 3
-#: Events a client queues while it is not reading them (at the prompt).
-CLIENT_QUEUE = 100_000
+#: Control events (statuses, ends) a client keeps until it looks at them.
+CLIENT_QUEUE = 10_000
 _POLL = 0.1
 
 
 class Detach(Exception):
     """The user asked to leave the session running (Ctrl-\\ or `detach`)."""
+
+
+class _Woken(Exception):
+    """Raised in the main thread, while it waits for input, when the session ends."""
 
 
 class SessionEnded(DshError):
@@ -89,6 +93,8 @@ class Client:
         self.sock: socket.socket | None = None
         self.events: queue.Queue[Event | None] = queue.Queue(CLIENT_QUEUE)
         self.status = 0
+        #: The main thread is waiting for input: an ending session interrupts it.
+        self.reading = False
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(coro)
@@ -134,12 +140,34 @@ class Client:
         return f"session {name!r}: {what}{because} (log: {self.link.log})"
 
     def _read(self, sock: socket.socket) -> None:
+        """The reader thread: events from the socket into the queue; an end of the
+        session wakes the main thread if it waits for input."""
         with contextlib.suppress(OSError), sock.makefile("rb") as stream:
             for raw in stream:
-                with contextlib.suppress(ValueError):
-                    self.events.put(json.loads(raw), timeout=60.0)
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                try:
+                    if self.replay(event):  # shown at once, even while a prompt waits
+                        continue
+                except (OSError, ValueError, KeyError):
+                    continue  # a broken event, or our own output closed: show what else comes
+                with contextlib.suppress(queue.Full):
+                    self.events.put(event, timeout=60.0)
+                if event.get("ev") == "end":
+                    self._wake()
         with contextlib.suppress(queue.Full):
             self.events.put(None, timeout=5.0)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.reading:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def on_wake(self, signum: int, frame: object) -> None:
+        if self.reading:
+            raise _Woken
 
     def _send(self, op: dict[str, Any]) -> None:
         assert self.sock is not None
@@ -149,7 +177,7 @@ class Client:
     # -- events ------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Show what arrived while nobody looked (before a prompt)."""
+        """Act on what the executor said while nobody looked (before a prompt)."""
         while True:
             try:
                 event = self.events.get_nowait()
@@ -158,7 +186,7 @@ class Client:
             self._handle(event)
 
     def _wait(self, until: Callable[[Event], bool], timeout: float | None = None) -> Event | None:
-        """Show events until one satisfies `until` (returned); None at `timeout`."""
+        """Wait for a control event that satisfies `until` (returned); None at `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while deadline is None or time.monotonic() < deadline:
             try:
@@ -170,11 +198,9 @@ class Client:
         return None
 
     def _handle(self, event: Event | None) -> bool:
-        """Show one event; True when it is a control event for the caller to see."""
+        """Act on one control event; True when the caller should see it."""
         if event is None:
             raise SessionEnded(self._why("its executor stopped unexpectedly"), 3)
-        if self.replay(event):
-            return False
         kind = event.get("ev")
         if kind == "end":
             raise SessionEnded(str(event.get("message", "the session ended")), int(event.get("exit", 3)))
@@ -306,17 +332,23 @@ def read_eval(
         raise Detach
 
     old = signal.signal(signal.SIGQUIT, detach)
+    old_usr1 = signal.signal(signal.SIGUSR1, client.on_wake)
     try:
         while True:
             client.drain()
             try:
+                client.reading = True
                 line = read("... " if buffer else "dsh> ")
+            except _Woken:
+                continue  # the session ended: drain() says how
             except KeyboardInterrupt:
                 if not interactive:
                     raise
                 buffer = []
                 print()
                 continue
+            finally:
+                client.reading = False
             if line is None:
                 break
             if not buffer and line.strip() == "detach":
@@ -341,6 +373,7 @@ def read_eval(
         return status if ran else idle
     finally:
         signal.signal(signal.SIGQUIT, old)
+        signal.signal(signal.SIGUSR1, old_usr1)
 
 
 def completeness(compile_: Callable[[str, int], object]) -> Callable[[str, int], bool]:

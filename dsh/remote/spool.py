@@ -188,7 +188,17 @@ until read -r p _ 2>/dev/null <"$f.pid" && kill -TERM "-$p" 2>/dev/null; do
   sleep 0.05; i=$((i + 1))
 done
 i=0
-while kill -0 "-$p" 2>/dev/null && [ "$i" -lt "$g" ]; do sleep 0.1; i=$((i + 1)); done
+# a member of the group alive? (zombies answer kill -0 too: where /proc is, they do not count)
+alive() {
+  [ -r /proc/self/stat ] || { kill -0 "-$p" 2>/dev/null; return; }
+  for s in /proc/[0-9]*/stat; do
+    read -r l 2>/dev/null <"$s" || continue
+    set -- ${l##*) }
+    [ "$3" = "$p" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+while alive && [ "$i" -lt "$g" ]; do sleep 0.1; i=$((i + 1)); done
 kill -KILL "-$p" 2>/dev/null
 exit 0
 """
