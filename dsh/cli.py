@@ -307,7 +307,8 @@ def _driver(
         session = _session(settings, _store(settings))
     spool_root = _state_dir(settings) / "spool" / _machine(settings)
     hosts = LazyHosts(lambda: _fleet(settings, renderer.message))
-    return Driver(settings.config, renderer, renderer.message, spool_root, args, session, hosts)
+    log_dir = _state_dir(settings) / "log"
+    return Driver(settings.config, renderer, renderer.message, spool_root, args, session, hosts, log_dir)
 
 
 def _renderer(settings: Settings) -> Renderer:

@@ -36,7 +36,7 @@ from typing import Any
 
 from dsh import plan as p
 from dsh.driver import Driver, Killed, status_of
-from dsh.errors import DshError, LangError
+from dsh.errors import DshError, LangError, StoreError
 from dsh.remote.base import Exec
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import HostResult, LineResult
@@ -251,11 +251,12 @@ class Daemon:
 
     async def _store_cancels(self) -> None:
         """Cancel requests written to the store (by clients that have no socket)."""
-        keys = self.session.keys
-        kvs, _ = await self.session.store.range(keys.cancels, timeout=self.session.timeout)
-        for kv in kvs:
-            self.cancel(kv.key[len(keys.cancels) :].decode())
-            await self.session.store.delete(kv.key, timeout=self.session.timeout)
+        keys, store = self.session.keys, self.session.store
+        with contextlib.suppress(StoreError, TimeoutError):  # the checkpoints will say so
+            kvs, _ = await store.range(keys.cancels, timeout=self.session.timeout)
+            for kv in kvs:
+                self.cancel(kv.key[len(keys.cancels) :].decode())
+                await store.delete(kv.key, timeout=self.session.timeout)
 
     async def _next(self) -> tuple[int, dict[str, Any]] | None:
         """The oldest submission not taken yet."""

@@ -47,6 +47,8 @@ class Driver:
     args: tuple[str, ...] | None = None
     session: Session | None = None
     hosts: Hosts | None = None
+    #: Where executor processes write their logs (cleaned with the local spools).
+    log_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.executor = Executor(
@@ -157,8 +159,14 @@ class Driver:
         return failed
 
     async def clean_local(self) -> None:
-        """This machine's spools of sessions untouched for `[spool] keep`, removed."""
+        """This machine's spools and executor logs untouched for `[spool] keep`, removed."""
         await self.executor.local.clean(self.config.spool.keep)
+        if self.log_dir is not None:
+            before = time.time() - self.config.spool.keep
+            for log in self.log_dir.glob("*.log"):
+                with contextlib.suppress(OSError):
+                    if log.stat().st_mtime < before:
+                        log.unlink()
 
     async def release(self) -> None:
         """Write what is deferred, let the lease go, close the store."""

@@ -39,7 +39,7 @@ from dsh.errors import StoreError, UsageError
 from dsh.plan import Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
 from dsh.runtime.executor import Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
-from dsh.runtime.results import HostResult
+from dsh.runtime.results import dump_host_result, load_host_result
 from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
 from dsh.store.base import Compare, LeaseNotFound, Put, Store
 
@@ -141,21 +141,7 @@ def encode_value(value: Value) -> bytes:
         data = {"kind": "hosts", "hosts": list(value.hosts)}
     else:
         keep = max(256, min(BIND_BYTES, BIND_TOTAL // (2 * max(len(value.results), 1))))
-        data = {
-            "kind": "result",
-            "hosts": [
-                {
-                    "host": r.host,
-                    "outcome": r.outcome,
-                    "exit": r.exit_status,
-                    "seconds": r.seconds,
-                    "out": _b64(r.out[:keep]),
-                    "err": _b64(r.err[:keep]),
-                    "truncated": r.truncated or len(r.out) > keep or len(r.err) > keep,
-                }
-                for r in value.results
-            ],
-        }
+        data = {"kind": "result", "hosts": [dump_host_result(r, keep) for r in value.results]}
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -166,20 +152,7 @@ def decode_value(raw: bytes) -> Value:
             return StrValue(base64.b64decode(data["text"]).decode("utf-8", "surrogateescape"))
         if data["kind"] == "hosts":
             return HostsValue(tuple(data["hosts"]))
-        return ResultValue(
-            tuple(
-                HostResult(
-                    h["host"],
-                    h["outcome"],
-                    h["exit"],
-                    h["seconds"],
-                    out=base64.b64decode(h["out"]),
-                    err=base64.b64decode(h["err"]),
-                    truncated=h["truncated"],
-                )
-                for h in data["hosts"]
-            )
-        )
+        return ResultValue(tuple(load_host_result(h) for h in data["hosts"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"a stored binding is corrupt ({exc})") from exc
 

@@ -19,44 +19,12 @@ from typing import Any
 from dsh import plan as p
 from dsh.remote.base import Exec
 from dsh.runtime.executor import Reporter
-from dsh.runtime.results import HostResult, LineResult
+from dsh.runtime.results import HostResult, LineResult, dump_host_result, load_host_result
 
 #: Bytes of each host's stdout and stderr that a line's summary carries to clients.
 SUMMARY_BYTES = 16 * 1024
 
 Event = dict[str, Any]
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _host_result(result: HostResult, keep: int) -> Event:
-    return {
-        "host": result.host,
-        "outcome": result.outcome,
-        "exit": result.exit_status,
-        "seconds": result.seconds,
-        "attempts": result.attempts,
-        "message": result.message,
-        "out": _b64(result.out[:keep]),
-        "err": _b64(result.err[:keep]),
-        "truncated": result.truncated or len(result.out) > keep or len(result.err) > keep,
-    }
-
-
-def _load_host_result(data: Event) -> HostResult:
-    return HostResult(
-        data["host"],
-        data["outcome"],
-        data["exit"],
-        float(data["seconds"]),
-        attempts=int(data["attempts"]),
-        message=str(data["message"]),
-        out=base64.b64decode(data["out"]),
-        err=base64.b64decode(data["err"]),
-        truncated=bool(data["truncated"]),
-    )
 
 
 class WireReporter:
@@ -87,7 +55,8 @@ class WireReporter:
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
         if shown:  # a bound stage's output is captured, and no client shows it
             k = self._number(stmt)
-            self.send({"ev": "out", "k": k, "host": host, "stream": stream, "data": _b64(data)})
+            text = base64.b64encode(data).decode()
+            self.send({"ev": "out", "k": k, "host": host, "stream": stream, "data": text})
 
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         how = {"outcome": failed.outcome, "exit": failed.exit_status, "seconds": failed.seconds}
@@ -96,7 +65,7 @@ class WireReporter:
         self.send({**event, "attempt": attempt, "wait": wait})
 
     def host_done(self, stmt: p.Statement, result: HostResult) -> None:
-        self.send({"ev": "host", "k": self._number(stmt), "result": _host_result(result, 0)})
+        self.send({"ev": "host", "k": self._number(stmt), "result": dump_host_result(result, 0)})
 
     def line_done(self, result: LineResult) -> None:
         k = self._number(result.statement)
@@ -107,7 +76,7 @@ class WireReporter:
                 "ev": "done-line",
                 "k": k,
                 "def": p.dump_statement(result.statement),
-                "hosts": [_host_result(h, SUMMARY_BYTES) for h in result.hosts],
+                "hosts": [dump_host_result(h, SUMMARY_BYTES) for h in result.hosts],
                 "seconds": result.seconds,
                 "on_hosts": result.on_hosts,
                 "note": result.note,
@@ -141,7 +110,7 @@ class Replay:
             return True
         if kind == "done-line":
             stmt = self.statements.pop(event["k"], None) or p.load_statement(event["def"])
-            hosts = tuple(_load_host_result(h) for h in event["hosts"])
+            hosts = tuple(load_host_result(h) for h in event["hosts"])
             result = LineResult(stmt, hosts, float(event["seconds"]), bool(event["on_hosts"]), event["note"])
             self.reporter.line_done(result)
             return True
@@ -158,5 +127,5 @@ class Replay:
             failed = Exec(f["outcome"], f["exit"], float(f["seconds"]), f["message"])
             self.reporter.retrying(known, event["host"], failed, int(event["attempt"]), float(event["wait"]))
         else:
-            self.reporter.host_done(known, _load_host_result(event["result"]))
+            self.reporter.host_done(known, load_host_result(event["result"]))
         return True

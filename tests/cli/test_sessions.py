@@ -235,3 +235,27 @@ def test_a_failed_claim_lets_the_session_go(run_dsh, env) -> None:  # type: igno
     assert r.returncode == 3 and "corrupt" in r.stderr
 
     assert with_store(env, lambda store: store.get(Keys(user_name(), "bad").owner, timeout=10)) is None
+
+
+def test_local_clean_up_removes_old_spools_and_executor_logs(tmp_path: Path) -> None:
+    from dsh.config import Config
+    from dsh.driver import Driver
+    from dsh.render import TextRenderer
+
+    spool_root, logs = tmp_path / "spool" / "m1", tmp_path / "log"
+    old_spool, new_spool = spool_root / "old.1", spool_root / "new.2"
+    old_log, new_log = logs / "old.log", logs / "new.log"
+    for d in (old_spool, new_spool):
+        d.mkdir(parents=True)
+        (d / "1.1.1@local.status").write_text("0\n")
+    logs.mkdir()
+    old_log.write_text("x")
+    new_log.write_text("y")
+    month_ago = time.time() - 30 * 86400
+    for path in (old_spool / "1.1.1@local.status", old_spool, old_log):
+        os.utime(path, (month_ago, month_ago))
+    renderer = TextRenderer()
+    driver = Driver(Config(), renderer, renderer.message, spool_root, log_dir=logs)
+    asyncio.run(driver.clean_local())
+    assert (old_spool.exists(), new_spool.exists()) == (False, True)
+    assert (old_log.exists(), new_log.exists()) == (False, True)
