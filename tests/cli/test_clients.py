@@ -171,3 +171,22 @@ def test_a_session_run_elsewhere_in_process_is_not_taken_from_its_live_owner(  #
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_a_submitted_line_whose_executor_crashes_runs_once_after_a_takeover(  # type: ignore[no-untyped-def]
+    run_dsh, tmp_path: Path
+) -> None:
+    for crash_after in (1, 2):  # after its intent; after its result (the line is over)
+        name, mark = f"c8-{crash_after}", tmp_path / f"mark{crash_after}"
+        line = f"sh -c 'echo x >> {mark}'"
+        extra = {"DSH_FAULT_CRASH_AFTER": str(crash_after), "DSH_LEASE_TTL": "1"}
+        r = run_dsh(["--session", name, "attach", name], input="", env_extra={"DSH_LEASE_TTL": "1"})
+        assert r.returncode == 2  # no such session yet: attach makes none
+        assert run_dsh(["--session", name, "-c", "true"]).returncode == 0
+        r = run_dsh(["attach", name], input=line + "\n", env_extra=extra)
+        assert r.returncode == 3 and "stopped unexpectedly" in r.stderr, r.stderr
+        r = run_dsh(["attach", name], env_extra={"DSH_LEASE_TTL": "1"})
+        assert r.returncode == 0, r.stderr
+        assert mark.read_text() == "x\n"  # launched once, whether it had started or ended
+        sources = [e["source"] for e in journal(run_dsh, name) if e["kind"] == "line"]
+        assert sources.count(line) == 1
