@@ -200,8 +200,8 @@ class Client:
     def _handle(self, event: Event | None) -> bool:
         """Act on one control event; True when the caller should see it."""
         if event is None:
-            name = self.link.keys.name
-            raise SessionEnded(self._why(f"its executor stopped unexpectedly (dsh attach {name} takes over)"), 3)
+            retry = f"dsh attach {self.link.keys.name} takes over"
+            raise SessionEnded(self._why(f"its executor stopped unexpectedly ({retry})"), 3)
         kind = event.get("ev")
         if kind == "end":
             raise SessionEnded(str(event.get("message", "the session ended")), int(event.get("exit", 3)))
