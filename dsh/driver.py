@@ -343,36 +343,18 @@ def run_lines(
     *,
     interactive: bool,
     report_error: Callable[[DshError], object],
-    take_over: bool = False,
 ) -> int:
-    """Read and run text a statement at a time (a REPL, or lines piped in).
+    """Read and run text a statement at a time, here (lines piped in; the REPL is
+    a client of an executor process, dsh.client).
 
     `read(prompt)` returns the next line without its newline, or None at the
     end. Interactive: errors and failures are shown and reading goes on, and
     Ctrl-C cancels the running line. Otherwise the first error ends it.
-
-    With `take_over` (`dsh attach`): take over an existing session whose owner
-    died and finish what it left (resume) first; the lines read are new work
-    whatever became of the old (`@{lost} …`), and without any the status is
-    the resumed work's.
     """
     with asyncio.Runner() as runner:
         try:
-            if not take_over:
-                runner.run(driver.claim())
-                return _read_eval(driver, runner, read, name, interactive, report_error)
-            runner.run(driver.take())
-            status = status_of(runner.run(guarded(driver.resume())))
-            ran: list[bool] = []
-
-            def counted(prompt: str) -> str | None:
-                line = read(prompt)
-                if line is not None and line.strip():
-                    ran.append(True)
-                return line
-
-            later = _read_eval(driver, runner, counted, name, interactive, report_error)
-            return later if ran else status
+            runner.run(driver.claim())
+            return _read_eval(driver, runner, read, name, interactive, report_error)
         finally:
             runner.run(driver.release())
 
