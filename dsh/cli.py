@@ -43,7 +43,7 @@ EXIT_INTERNAL = 70
 EXIT_HANGUP = 128 + 1
 EXIT_INTERRUPTED = 128 + 2
 EXIT_TERMINATED = 128 + 15
-SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm")
+SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm", "signal", "key")
 #: `dsh log -f` polls the journal this often.
 FOLLOW_POLL = 0.2
 #: `dsh log --output` follows an action still running at most this long.
@@ -230,6 +230,10 @@ def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors)
         return _kill(settings, rest[1:])
     if rest and rest[0] == "rm":
         return _rm(settings, rest[1:])
+    if rest and rest[0] == "signal":
+        return _signal(settings, rest[1:])
+    if rest and rest[0] == "key":
+        return _key(settings, rest[1:])
     if rest and rest[0] == "_executor":  # started by dsh itself (see dsh.daemon)
         return _executor(settings, rest[1:])
     if rest and rest[0] == "run":
@@ -595,6 +599,74 @@ def _rm(settings: Settings, rest: list[str]) -> int:
         driver.say(f"removed; the spools on {', '.join(failed)} could not be reached and stay")
         return EXIT_NOT_OK
     return EXIT_OK
+
+
+_SIGNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEY = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
+
+
+def _signal(settings: Settings, rest: list[str]) -> int:
+    """`dsh signal SESSION NAME [VALUE]`: send a durable signal; the first `await
+    signal NAME` of the session that looks takes it (now, or once it runs)."""
+    import asyncio
+    import time
+
+    from dsh.runtime.session import Keys, user_name
+
+    if len(rest) not in (2, 3):
+        raise UsageError("signal needs a session and a name: dsh signal SESSION NAME [VALUE]")
+    name, signal, value = rest[0], rest[1], rest[2] if len(rest) == 3 else ""
+    if not _SESSION_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} cannot name a session")
+    if not _SIGNAL_NAME.fullmatch(signal):
+        raise UsageError(f"{signal!r} cannot name a signal (letters, digits, '.', '_', '-')")
+    store = _store(settings)
+    keys = Keys(user_name(), name)
+
+    async def send() -> None:
+        try:
+            if await store.get(keys.meta, timeout=STORE_TIMEOUT) is None:
+                raise UsageError(f"no session named {name!r} in {store.name}")
+            seq = b"%020d-%s" % (time.time_ns(), os.urandom(3).hex().encode())
+            await store.put(keys.signals(signal) + seq, value.encode(), timeout=STORE_TIMEOUT)
+        finally:
+            await store.close()
+
+    asyncio.run(send())
+    return EXIT_OK
+
+
+def _key(settings: Settings, rest: list[str]) -> int:
+    """`dsh key put KEY VALUE` / `dsh key get KEY`: keys of the user's in the store,
+    which `await key` waits for. `get` of a key not set is status 1."""
+    import asyncio
+
+    from dsh.runtime.session import Keys, user_name
+
+    usage = "dsh key put KEY VALUE | dsh key get KEY"
+    if not rest or rest[0] not in ("put", "get") or len(rest) != (3 if rest[0] == "put" else 2):
+        raise UsageError(f"key takes: {usage}")
+    key = rest[1]
+    if not _KEY.fullmatch(key):
+        raise UsageError(f"{key!r} cannot be a key (no spaces or control characters; at most 256)")
+    store = _store(settings)
+    where = Keys(user_name(), "-").user_key(key)
+
+    async def act() -> int:
+        try:
+            if rest[0] == "put":
+                await store.put(where, rest[2].encode(), timeout=STORE_TIMEOUT)
+                return EXIT_OK
+            held = await store.get(where, timeout=STORE_TIMEOUT)
+        finally:
+            await store.close()
+        if held is None:
+            sys.stderr.write(f"dsh: key {key} is not set\n")
+            return EXIT_NOT_OK
+        print(held.value.decode("utf-8", "replace"))
+        return EXIT_OK
+
+    return asyncio.run(act())
 
 
 def _ls(settings: Settings, rest: list[str]) -> int:

@@ -29,7 +29,7 @@ from dsh.remote.local import LocalShell
 from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import LineResult
-from dsh.runtime.session import Session, SessionRecorder
+from dsh.runtime.session import Session, SessionEvents, SessionRecorder
 
 T = TypeVar("T")
 #: How long `dsh kill` waits, beyond the owner's lease TTL, for a live owner to stop.
@@ -76,6 +76,7 @@ class Driver:
             self.executor.spool_name = self.session.spool_name
             self.executor.machine = self.session.machine
             self.executor.recorder = SessionRecorder(self.session)
+            self.executor.events = SessionEvents(self.session)
 
     async def take(self) -> None:
         """Own an existing session: if its owner died, once its lease has run out."""
@@ -87,6 +88,7 @@ class Driver:
             self.executor.spool_name = self.session.spool_name
             self.executor.machine = self.session.machine
             self.executor.recorder = SessionRecorder(self.session)
+            self.executor.events = SessionEvents(self.session)
 
     async def kill(self) -> int:
         """`dsh kill`: a live owner is asked to stop (and waited for); then, as the

@@ -6,9 +6,13 @@ from dsh import plan as p
 from dsh.lang.durations import format_duration as fd
 
 
-def _stage(index: int, stage: p.Command | p.Sleep) -> str:
+def _stage(index: int, stage: p.Stage) -> str:
     if isinstance(stage, p.Sleep):
         return f"  stage {index}  sleep {fd(stage.seconds)}"
+    if isinstance(stage, p.Await):
+        binds = f", binds {stage.bind}" if stage.bind else ""
+        every = f"looks every {fd(stage.every)}"
+        return f"  stage {index}  `{stage.written}`: within {fd(stage.timeout)}, {every}{binds}"
     line = f"  stage {index}  command `{stage.written}`: timeout {fd(stage.timeout)}"
     if stage.retries:
         waits = [stage.backoff * 2**k for k in range(stage.retries)]
@@ -22,8 +26,8 @@ def _stage(index: int, stage: p.Command | p.Sleep) -> str:
 def _formula(pipe: p.Pipeline, waves: int) -> str:
     terms: list[str] = []
     for stage in pipe.stages:
-        if isinstance(stage, p.Sleep):
-            terms.append(fd(stage.seconds))
+        if isinstance(stage, p.Sleep | p.Await):
+            terms.append(fd(stage.worst_seconds()))
             continue
         terms.append(f"{stage.attempts}*{fd(stage.timeout)}" if stage.attempts > 1 else fd(stage.timeout))
         waits = [stage.backoff * 2**k for k in range(stage.retries)]
@@ -63,7 +67,7 @@ def _pipeline(pipe: p.Pipeline, bound: p.Bound, fanout: int) -> list[str]:
     return lines
 
 
-def _stages(plan: p.Plan) -> list[p.Command | p.Sleep]:
+def _stages(plan: p.Plan) -> list[p.Stage]:
     pipes = [
         s.pipeline if isinstance(s, p.Run) else s.value
         for s in plan.statements

@@ -21,6 +21,8 @@ PLAN_VERSION = 1
 OUTCOMES = ("ok", "failed", "timeout", "unreachable", "refused", "cancelled", "skipped", "lost")
 #: Result sets of the previous line: one per outcome, plus every host not ok.
 RESULT_SETS = (*OUTCOMES, "notok")
+#: What `await` waits for.
+AWAIT_KINDS = ("port", "http", "file", "cmd", "key", "signal")
 #: How long a timed-out command's process group has after TERM before KILL.
 KILL_GRACE = 2.0
 #: Kinds of bindings: a value, a node set, or the result of a stage.
@@ -94,9 +96,29 @@ class Sleep:
 
 
 @dataclass(frozen=True, slots=True)
+class Await:
+    """An event to wait for (design §3): `kind` is one of AWAIT_KINDS; `args` are
+    what to wait for (see the language reference); `bind` names the value it
+    brings (a signal's, a key's, a body, a probe's output)."""
+
+    kind: str
+    args: tuple[Text, ...]
+    written: str
+    timeout: float
+    every: float
+    bind: str | None = None
+
+    def worst_seconds(self) -> float:
+        return self.timeout
+
+
+Stage = Command | Sleep | Await
+
+
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     target: HostSet | None
-    stages: tuple[Command | Sleep, ...]
+    stages: tuple[Stage, ...]
 
     def steps_per_host(self) -> int:
         return sum(s.attempts if isinstance(s, Command) else 1 for s in self.stages)
@@ -152,7 +174,8 @@ class Plan:
 # -- serialisation ------------------------------------------------------------------
 
 _TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Lit, Var, Text, HostSet, Command, Sleep, Pipeline, Bound, Run, Bind, Plan)
+    cls.__name__: cls
+    for cls in (Lit, Var, Text, HostSet, Command, Sleep, Await, Pipeline, Bound, Run, Bind, Plan)
 }
 
 

@@ -273,6 +273,13 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             what = f"  sleep {format_duration(e['seconds'])} {where}"
         elif kind == "bind":
             what = f"  bind  {e['name']}"
+        elif kind == "await":
+            until = time.strftime("%H:%M:%S", time.localtime(float(e["deadline"])))
+            what = f"  await {e['action']} {where}: {e['what']} (until {until})"
+        elif kind == "signal":
+            what = f"  signal {e['name']} taken by {e['action']}" + (
+                f": {e['value']}" if e.get("value") else ""
+            )
         elif kind == "rejected":
             what = f"rejected a line: {e.get('error', '')}"
         elif kind == "done":

@@ -55,7 +55,20 @@ class SleepStage:
     span: Span
 
 
-Stage = CommandStage | SleepStage
+@dataclass(frozen=True, slots=True)
+class AwaitStage:
+    """`await KIND ARGS [as NAME] [within D] [every D]`."""
+
+    kind: str
+    kind_span: Span
+    args: tuple[Value, ...]
+    bind: str | None
+    within: Within | None
+    every: float | None
+    span: Span
+
+
+Stage = CommandStage | SleepStage | AwaitStage
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ budget, or with a wait over the configured cap, is refused where it is written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from dsh import plan as p
 from dsh.errors import LangError
 from dsh.lang import ast
 from dsh.lang.durations import format_duration
-from dsh.lang.parser import parse
+from dsh.lang.parser import literal_text, parse
 from dsh.lang.source import Source, Span
 from dsh.lang.tokens import Lit, Part, Ref
 from dsh.plan import HOSTS, RESULT, VALUE
@@ -43,6 +44,11 @@ class Context:
     groups: Mapping[str, str] = field(default_factory=dict)  # inventory: name -> node set
     bindings: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] | None = None
+
+
+#: How often an await looks, unless it says (`every D`): the store is cheap to ask.
+_EVERY = {"key": 0.25, "signal": 0.25}
+_SIGNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class _Compiler:
@@ -113,10 +119,12 @@ class _Compiler:
             )
         return pipe, p.Bound(hosts, steps, seconds)
 
-    def stage(self, node: ast.Stage, host_flow: bool) -> p.Command | p.Sleep:
+    def stage(self, node: ast.Stage, host_flow: bool) -> p.Stage:
         if isinstance(node, ast.SleepStage):
             self._cap(node.seconds, node.span)
             return p.Sleep(node.seconds)
+        if isinstance(node, ast.AwaitStage):
+            return self.await_(node, host_flow)
         timeout = self.limits.default_timeout
         if node.within is not None:
             timeout = node.within.seconds
@@ -142,6 +150,73 @@ class _Compiler:
                 )
         text = self.text(node.parts, quoting="shell", host_flow=host_flow)
         return p.Command(text, node.text, timeout, retries, backoff)
+
+    def await_(self, node: ast.AwaitStage, host_flow: bool) -> p.Await:
+        timeout = self.limits.default_timeout
+        if node.within is not None:
+            timeout = node.within.seconds
+            self._cap(timeout, node.within.span)
+        every = node.every if node.every is not None else _EVERY.get(node.kind, 1.0)
+        every = min(every, timeout)
+        args = self._await_args(node, host_flow)
+        if node.bind is not None:
+            if node.kind in ("port", "file"):
+                raise LangError(f"`await {node.kind}` brings no value to bind with 'as'", node.span)
+            if host_flow and node.kind in ("http", "cmd"):
+                raise LangError(
+                    f"in a host flow each host would bind its own `await {node.kind}` value; "
+                    "await it in a line of its own to bind it",
+                    node.span,
+                )
+            self.bindings[node.bind] = VALUE
+        return p.Await(node.kind, args, node.span.text, timeout, every, node.bind)
+
+    def _await_args(self, node: ast.AwaitStage, host_flow: bool) -> tuple[p.Text, ...]:
+        """Check what an await waits for; its texts (a cmd's refs are quoted for sh)."""
+        kind, args = node.kind, node.args
+        literal = [literal_text(a.parts) for a in args]
+        where = node.args[0].span if node.args else node.kind_span
+
+        def need(count: str, form: str) -> LangError:
+            return LangError(f"`await {kind}` takes {count}: await {kind} {form}", where)
+
+        if kind == "cmd":
+            if not args:
+                raise need("a command", "'test -f /run/app.ready'")
+            joined = [self.text(a.parts, quoting="raw", host_flow=host_flow) for a in args]
+            parts: list[p.Lit | p.Var] = []
+            for i, text in enumerate(joined):
+                if i:
+                    parts.append(p.Lit(" "))
+                parts += [p.Var(v.name, v.field, "shell") if isinstance(v, p.Var) else v for v in text.parts]
+            return (p.Text(tuple(parts)),)
+        if kind == "http":
+            status = literal[1:] if len(args) == 3 else []
+            if len(args) not in (1, 3) or (status and status[0] != "status"):
+                raise need("a URL and maybe a status", "https://web1/health [status 200]")
+            if status and not (status[1] or "").isdigit():
+                raise LangError("'status' needs a number, like `status 200`", args[2].span)
+            url = literal[0]
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise LangError(f"{url!r} is not an http:// or https:// URL", args[0].span)
+            texts = [self.text(args[0].parts, quoting="raw", host_flow=host_flow)]
+            if status:
+                texts.append(p.Text((p.Lit(str(status[1])),)))
+            return tuple(texts)
+        if kind == "key":
+            if len(args) not in (1, 3) or (len(args) == 3 and literal[1] != "="):
+                raise need("a key and maybe a value", "/deploy/go [= yes]")
+            return tuple(self.text(a.parts, quoting="raw", host_flow=host_flow) for a in (args[0], *args[2:]))
+        if len(args) != 1:
+            forms = {"port": "[HOST:]PORT", "file": "PATH", "signal": "NAME"}
+            raise need("one argument", forms[kind])
+        if kind == "signal" and (literal[0] is None or not _SIGNAL_NAME.fullmatch(literal[0])):
+            raise LangError("a signal's name is a plain word, like `approve`", args[0].span)
+        if kind == "port" and literal[0] is not None:
+            host, _, port = literal[0].rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65536 or (":" in literal[0] and not host):
+                raise LangError(f"{literal[0]!r} is not a port, nor HOST:PORT", args[0].span)
+        return (self.text(args[0].parts, quoting="raw", host_flow=host_flow),)
 
     def _bound(self, name: str, host_flow: bool) -> bool:
         if name == "@" or name.isdigit():

@@ -8,8 +8,10 @@ Grammar (EBNF, kept in step with man/dsh.7):
     value     = WORD | STRING ;
     pipeline  = head { "|" stage } ;
     head      = TARGET COMMAND | COMMAND | sleep ;
-    stage     = COMMAND | sleep | within | retry ;
+    stage     = COMMAND | sleep | await | within | retry ;
     sleep     = "sleep" DURATION ;
+    await     = "await" KIND { ARG } [ "as" NAME ] [ "within" DURATION ] [ "every" DURATION ] ;
+    KIND      = "port" | "http" | "file" | "cmd" | "key" | "signal" ;
     within    = "within" DURATION ;
     retry     = "retry" INT [ "backoff" DURATION ] ;
 """
@@ -23,10 +25,13 @@ from dsh.lang import ast
 from dsh.lang.durations import parse_duration
 from dsh.lang.lexer import Kind, Lit, Token, tokenize
 from dsh.lang.source import Source, Span
+from dsh.plan import AWAIT_KINDS
+
+#: Words that end the arguments of an await and start its options.
+_AWAIT_OPTIONS = ("as", "within", "every")
 
 #: Keywords that later versions give meaning to; they are refused, not run.
 _RESERVED = {
-    "await": "events (await)",
     "batch": "rolling batches (batch)",
     "where": "filters (where)",
     "gather": "barriers (gather)",
@@ -125,6 +130,8 @@ class Parser:
         if tok.kind is Kind.KEYWORD:
             if tok.text == "sleep":
                 return self._sleep()
+            if tok.text == "await":
+                return self._await()
             self._reserved(tok)
             raise self._fail(f"'{tok.text}' must follow a stage, as in `CMD | {tok.text} …`")
         raise self._fail(f"expected a command, found {tok.describe()}")
@@ -140,8 +147,19 @@ class Parser:
         if tok.text == "sleep":
             stages.append(self._sleep())
             return
+        if tok.text == "await":
+            stages.append(self._await())
+            return
+        if tok.text == "within" and isinstance(stages[-1], ast.AwaitStage):
+            last_await = stages[-1]
+            if last_await.within is not None:
+                raise self._fail("this await already has a 'within'")
+            stages[-1] = dataclasses.replace(last_await, within=self._within())
+            return
         if tok.text in ("within", "retry"):
             last = stages[-1]
+            if isinstance(last, ast.AwaitStage):
+                raise self._fail("'retry' applies to a command; an await waits until its 'within'")
             if not isinstance(last, ast.CommandStage):
                 raise self._fail(f"'{tok.text}' applies to a command; the stage before it is a sleep")
             if tok.text == "within":
@@ -190,6 +208,54 @@ class Parser:
         seconds, span = self._duration(kw)
         self._end_of_args(kw)
         return ast.SleepStage(seconds, kw.span.to(span))
+
+    def _await(self) -> ast.AwaitStage:
+        kw = self._next()
+        kinds = ", ".join(AWAIT_KINDS)
+        if not self._at(Kind.WORD):
+            raise self._fail(f"'await' needs what to wait for: {kinds}")
+        kind = self._next()
+        if kind.text == "callback":
+            message = "callbacks (`await callback`) come with `dsh serve`, not in this version"
+            raise LangError(message, kind.span)
+        if kind.text not in AWAIT_KINDS:
+            raise LangError(f"cannot await {kind.text!r}; an await waits for one of: {kinds}", kind.span)
+        args: list[ast.Value] = []
+        bind: str | None = None
+        within: ast.Within | None = None
+        every: float | None = None
+        end = kind.span
+        while self._at(Kind.WORD) or self._at(Kind.STRING):
+            tok = self.tok
+            option = tok.text if tok.kind is Kind.WORD and tok.text in _AWAIT_OPTIONS else None
+            if option is None:
+                if bind is not None or within is not None or every is not None:
+                    what = f"unexpected {tok.describe()}"
+                    raise self._fail(f"{what}: what to wait for comes before as/within/every")
+                self._next()
+                args.append(ast.Value(tok.parts, tok.span))
+                end = tok.span
+                continue
+            self._next()
+            if option == "as":
+                name = self.tok
+                if bind is not None:
+                    raise self._fail("this await already has an 'as'", tok)
+                if name.kind is not Kind.WORD or not name.text.isidentifier():
+                    raise self._fail("'as' needs a name to bind, like `as who`")
+                self._next()
+                bind, end = name.text, name.span
+            elif option == "within":
+                if within is not None:
+                    raise self._fail("this await already has a 'within'", tok)
+                seconds, end = self._duration(tok)
+                within = ast.Within(seconds, tok.span.to(end))
+            else:
+                if every is not None:
+                    raise self._fail("this await already has an 'every'", tok)
+                every, end = self._duration(tok)
+        self._end_of_args(kw)
+        return ast.AwaitStage(kind.text, kind.span, tuple(args), bind, within, every, kw.span.to(end))
 
     def _within(self) -> ast.Within:
         kw = self._next()

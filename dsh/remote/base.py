@@ -39,6 +39,16 @@ class Spot:
     alias: str
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """How one probe ended (`await file`, `await cmd`): its exit status, or None
+    when it did not end in time or could not run (`message` says why)."""
+
+    status: int | None
+    out: bytes = b""
+    message: str = ""
+
+
 class RemoteUnreachable(Exception):
     """A host could not be asked (its outcome and message say why)."""
 
@@ -87,6 +97,16 @@ class Remote(Protocol):
     async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
         """Stream an action launched before (by another owner) from its start to its
         end, like `run` without starting anything; bounded and killed like `run`."""
+        ...
+
+    async def check(self, command: str, *, timeout: float) -> Check:
+        """Run a probe with `/bin/sh -c`, outside the spool (a probe is read-only and
+        may run many times), bounded by `timeout`; its stdout is kept (64 KiB)."""
+        ...
+
+    async def port_open(self, port: int, *, timeout: float) -> bool:
+        """Whether TCP `port` of this host takes a connection (over SSH: a channel
+        to the host's own localhost), within `timeout`."""
         ...
 
 

@@ -8,6 +8,7 @@ KILL as a new exec, which ends the command's whole process group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
-from dsh.remote.base import Exec, OutputSink, RemoteUnreachable, Spot
+from dsh.remote.base import Check, Exec, OutputSink, RemoteUnreachable, Spot
 
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
@@ -44,6 +45,22 @@ def kill_all() -> None:
             _signal_group(pgid, signal.SIGKILL)
         _signal_group(launcher, signal.SIGKILL)
         _LIVE.pop(spooled, None)
+
+
+#: Bytes of a probe's stdout kept (`await cmd … as NAME` binds them).
+CHECK_BYTES = 64 * 1024
+
+
+async def tcp_open(host: str, port: int, timeout: float) -> bool:
+    """Whether host:port takes a TCP connection within `timeout` (from this machine)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class LocalShell:
@@ -78,6 +95,29 @@ class LocalShell:
 
     async def clean(self, keep: float) -> None:
         await self._quick(spool.clean_argv(str(self.root), keep))
+
+    async def check(self, command: str, *, timeout: float) -> Check:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            return Check(None, b"", f"the probe did not end within {timeout:g}s")
+        finally:
+            if proc.returncode is None:  # timed out or cancelled: no probe outlives its wait
+                _signal_group(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        return Check(proc.returncode, out[:CHECK_BYTES])
+
+    async def port_open(self, port: int, *, timeout: float) -> bool:
+        return await tcp_open("127.0.0.1", port, timeout)
 
     async def _quick(self, argv: list[str]) -> bool:
         """A short wrapper exec (KILL, REMOVE), bounded; True when it exited 0."""

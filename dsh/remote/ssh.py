@@ -29,8 +29,9 @@ import asyncssh
 
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
-from dsh.remote.base import Exec, OutputSink, Spot
+from dsh.remote.base import Check, Exec, OutputSink, Spot
 from dsh.remote.base import RemoteUnreachable as Unusable
+from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
 
 #: Defaults, unless the ssh config's ConnectTimeout / ServerAlive* say otherwise.
@@ -358,6 +359,30 @@ class SshHost:
         except (Unusable, asyncssh.Error, OSError, TimeoutError):
             return False
         return done.exit_status == 0
+
+    async def check(self, command: str, *, timeout: float) -> Check:
+        try:
+            conn = await self.fleet.connection(self._name)
+        except Unusable as exc:
+            return Check(None, b"", exc.message)
+        try:
+            done = await conn.run(command, stdin=asyncssh.DEVNULL, encoding=None, timeout=timeout)
+        except TimeoutError:  # asyncssh's is one too
+            return Check(None, b"", f"the probe did not end within {timeout:g}s")
+        except (asyncssh.Error, OSError) as exc:
+            self.fleet.forget(conn)
+            return Check(None, b"", _why(exc))
+        out = done.stdout if isinstance(done.stdout, bytes) else b""
+        return Check(done.exit_status, out[:CHECK_BYTES])
+
+    async def port_open(self, port: int, *, timeout: float) -> bool:
+        try:
+            conn = await self.fleet.connection(self._name)
+            _, writer = await asyncio.wait_for(conn.open_connection("localhost", port), timeout)
+        except (Unusable, asyncssh.Error, OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
 
     async def probe(self, spot: Spot) -> str:
         fleet = self.fleet

@@ -22,6 +22,7 @@ from dsh import plan as p
 from dsh.errors import DshError
 from dsh.remote.base import Exec, OutputSink, Remote, RemoteUnreachable, Spot
 from dsh.runtime.clock import Clock, SystemClock
+from dsh.runtime.events import Arrived, Events, looker, timed_out, wait_for_event
 from dsh.runtime.results import KEEP_BYTES, HostResult, LineResult
 from dsh.runtime.values import (
     BindingError,
@@ -101,6 +102,11 @@ class Recorder(Protocol):
         self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
     ) -> None: ...
 
+    async def awaiting(self, action: str, host: str | None, what: str, deadline: float) -> None:
+        """An await begins: what it waits for, and its deadline (absolute, so that a
+        resumed await keeps it)."""
+        ...
+
     async def plan_started(self, plan: p.Plan, args: Sequence[str], taken: int | None = None) -> None:
         """Record a plan about to run (a script, or the text of one `-c` or prompt
         line), so that a new owner can run what is left of it; `taken` is the
@@ -170,6 +176,10 @@ class Executor:
         self.machine = ""
         #: The run being resumed, if the current statement is one.
         self.resume: Resume | None = None
+        #: Keys and signals in the store (a session's); awaits on them need it.
+        self.events: Events | None = None
+        #: A signal awaited in a host flow: one wait (and one signal) for all its hosts.
+        self._shared: dict[tuple[int, int], asyncio.Future[Arrived]] = {}
 
     def binding_kinds(self) -> dict[str, str]:
         """Each bound name's kind, for compiling the lines that follow."""
@@ -214,6 +224,10 @@ class Executor:
                 with contextlib.suppress(Exception):
                     await self.recorder.line_done(run, False, 0.0, None)
             raise
+        finally:
+            for shared in self._shared.values():
+                shared.cancel()
+            self._shared.clear()
 
     async def _statement(self, stmt: p.Statement, plan: p.Plan, run: int) -> LineResult:
         if isinstance(stmt, p.Run):
@@ -252,6 +266,51 @@ class Executor:
         if state == "lost":
             return Exec("lost", None, 0.0, "launched before, and nobody is left to report its end")
         return await remote.follow(spot, timeout=timeout, output=sink)
+
+    async def _await(
+        self, stage: p.Await, run: int, index: int, host: str | None, remote: Remote
+    ) -> tuple[Exec, str]:
+        """Wait for an event (design §3), journaled as pending, then its end; a
+        resumed await keeps its deadline, and one that ended keeps its record."""
+        action = f"{run}.{index}.1"
+        resume = self.resume
+        held = resume.actions.get((action, host)) if resume else None
+        if stage.kind == "signal" and resume is not None:  # consumed for every host at once
+            consumed = resume.actions.get((action, None))
+            if consumed is not None and consumed.get("state") == "done":
+                held = consumed
+        if held is not None and held.get("state") == "done":
+            return _recorded(held), _untail(held.get("out")).decode("utf-8", "replace")
+        try:
+            args = [render(text, self.bindings, self.args, host) for text in stage.args]
+        except BindingError as exc:
+            return Exec("failed", None, 0.0, exc.message), ""
+        started = self.clock.monotonic()
+        deadline = held.get("deadline") if held is not None else None
+        if not isinstance(deadline, int | float):
+            deadline = self.clock.wall() + stage.timeout
+            if self.recorder:
+                await self.recorder.awaiting(action, host, stage.written, deadline)
+        shared_host = None if stage.kind == "signal" else host
+        look, what = looker(stage.kind, args, remote, self.events, action, shared_host)
+        wait = wait_for_event(self.clock, float(deadline), stage.every, look, timed_out(what, stage.timeout))
+        if stage.kind == "signal" and host is not None:
+            shared = self._shared.get((run, index))
+            if shared is None:
+                shared = self._shared[(run, index)] = asyncio.ensure_future(wait)
+            else:
+                wait.close()
+            arrived = await asyncio.shield(shared)
+        else:
+            arrived = await wait
+        seconds = self.clock.monotonic() - started
+        ended = Exec("ok", 0, seconds) if arrived.ok else Exec("timeout", None, seconds, arrived.message)
+        if self.recorder:
+            value = arrived.value.encode()
+            await self.recorder.result(
+                action, host, ended.outcome, ended.exit_status, seconds, ended.message, value, b""
+            )
+        return ended, arrived.value
 
     async def _cancelled(self, action: str, host: str | None, out: bytearray, err: bytearray) -> None:
         """Journal a cancelled action, if the store still takes it (it may be why)."""
@@ -374,6 +433,13 @@ class Executor:
                     deadline = self.clock.wall() + stage.seconds
                     await self.recorder.sleep(action, host, stage.seconds, deadline)
                 await self.clock.sleep(stage.seconds)
+                continue
+            if isinstance(stage, p.Await):
+                ended, value = await self._await(stage, run, index, host, remote)
+                if ended.outcome != "ok":
+                    break
+                if stage.bind is not None:
+                    await self._bind(run, stage.bind, StrValue(value))
                 continue
             try:
                 command = render(stage.text, self.bindings, self.args, host)

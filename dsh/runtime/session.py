@@ -14,6 +14,8 @@
     /dsh/v1/u/USER/s/NAME/ctl/in-seq       the last SEQ given out (submissions are numbered by CAS)
     /dsh/v1/u/USER/s/NAME/ctl/taken        the last SEQ the executor took (with the plan it became)
     /dsh/v1/u/USER/s/NAME/ctl/cancel/ID    a client asks to cancel the submission ID
+    /dsh/v1/u/USER/s/NAME/sig/SIGNAL/SEQ   a signal sent (`dsh signal`), until an await takes it
+    /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
 
 RUN numbers the statements a session has run; ACTION is RUN.STAGE.ATTEMPT.
 The meta's random `id` tells this session from an earlier one of the same
@@ -41,7 +43,7 @@ from dsh.runtime.executor import Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import dump_host_result, load_host_result
 from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
-from dsh.store.base import Compare, LeaseNotFound, Put, Store
+from dsh.store.base import Compare, Delete, LeaseNotFound, Put, Store
 
 #: Bytes of a bound result's stdout/stderr kept per host in the store, and for
 #: all hosts of one binding together (so that it fits in one store value).
@@ -123,6 +125,12 @@ class Keys:
     @property
     def cancels(self) -> bytes:
         return self.root + b"ctl/cancel/"
+
+    def signals(self, signal: str) -> bytes:
+        return self.root + f"sig/{signal}/".encode()
+
+    def user_key(self, key: str) -> bytes:
+        return f"/dsh/v1/u/{self.user}/keys/{key.lstrip('/')}".encode()
 
     def submission(self, seq: int) -> bytes:
         return self.inbox + b"%08d" % seq
@@ -410,6 +418,44 @@ class Session:
         return self.checkpoints
 
 
+class SessionEvents:
+    """Keys and signals for the awaits of an owned session (executor.Events)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def key(self, key: str) -> str | None:
+        held = await self.session.store.get(self.session.keys.user_key(key), timeout=self.session.timeout)
+        return held.value.decode("utf-8", "replace") if held is not None else None
+
+    async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
+        session, keys = self.session, self.session.keys
+        kvs, _ = await session.store.range(keys.signals(name), timeout=session.timeout)
+        if not kvs:
+            return None
+        oldest = kvs[0]
+        value = oldest.value.decode("utf-8", "replace")
+        cp = session.checkpointer()
+        await cp.flush()  # the journal stays in order
+        record: dict[str, Any] = {"state": "done", "action": action, "host": host, "outcome": "ok"}
+        record.update(exit=0, seconds=0.0, message="", out=value, err="")
+        ops: list[Put | Delete] = [
+            Delete(oldest.key),
+            Put(keys.action(action, host), json.dumps(record).encode()),
+            cp.entry("signal", action=action, name=name, value=value),
+        ]
+        result = await session.store.txn(
+            [cp.fence, Compare(oldest.key, "mod", "==", oldest.mod_revision)], ops, timeout=session.timeout
+        )
+        if result.succeeded:
+            return value
+        owner = await session.store.get(keys.owner, timeout=session.timeout)
+        if owner is None or owner.create_revision != cp.fence.operand:
+            session.lost()
+            raise LeaseLost("the session's lease was lost: the signal was left for its next owner")
+        return None  # taken meanwhile (it cannot be: one owner); look again
+
+
 async def list_sessions(store: Store, user: str, *, timeout: float) -> list[dict[str, Any]]:
     """Every session of `user`: name, state (running: an owner holds its lease;
     unfinished: a run started and not done, nobody owns it; idle), owner, the
@@ -533,6 +579,22 @@ class SessionRecorder:
         record = {"state": "done", **fields, "out": tail(out), "err": tail(err)}
         cp.defer(
             [Put(self.keys.action(action, host), json.dumps(record).encode()), cp.entry("end", **fields)]
+        )
+
+    async def awaiting(self, action: str, host: str | None, what: str, deadline: float) -> None:
+        cp = self.session.checkpointer()
+        record = {
+            "state": "await",
+            "action": action,
+            "host": host,
+            "what": what,
+            "deadline": round(deadline, 6),
+        }
+        await cp.write(
+            [
+                Put(self.keys.action(action, host), json.dumps(record).encode()),
+                cp.entry("await", action=action, host=host, what=what, deadline=round(deadline, 6)),
+            ]
         )
 
     async def sleep(self, action: str, host: str | None, seconds: float, deadline: float) -> None:

@@ -1,0 +1,152 @@
+"""Awaiting events: what each `await` kind looks at, and how often, until its deadline.
+
+An await looks, waits `every`, and looks again until what it waits for holds
+or its deadline (an absolute wall-clock time, stored when the wait began, so
+a resumed await keeps it) has passed. Probes are bounded by what is left of
+the wait. What an await looks at:
+
+- `port [HOST:]PORT`: HOST:PORT from the session's machine; a bare PORT on the
+  flow's host (over SSH: a channel to the host's own localhost).
+- `http URL [status N]`: from the session's machine; N, else any 2xx.
+- `file PATH`, `cmd 'WORDS'`: on the flow's host, outside the spool (a probe is
+  read-only and may run many times).
+- `key KEY [= VALUE]` and `signal NAME`: the store, through `Events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dsh.remote.base import Remote
+from dsh.remote.local import tcp_open
+from dsh.runtime.clock import Clock
+
+#: One probe never takes longer than this, whatever is left of the wait.
+PROBE_MAX = 10.0
+#: Bytes of an HTTP body kept (`await http … as NAME`).
+BODY_BYTES = 64 * 1024
+
+
+class Events(Protocol):
+    """The store's side of awaits: keys and durable signals of a session's user."""
+
+    async def key(self, key: str) -> str | None:
+        """The value of `key`, None when it is not set."""
+        ...
+
+    async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
+        """Consume the oldest signal `name` sent to the session, if any (recording,
+        in the same fenced transaction, that `action` got it); its value."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """How an await ended: `ok` (with the value it brings) or not (with why)."""
+
+    ok: bool
+    value: str = ""
+    message: str = ""
+
+
+Look = Callable[[float], Awaitable[tuple[bool, str, str]]]
+
+
+async def wait_for_event(clock: Clock, deadline: float, every: float, look: Look, what: str) -> Arrived:
+    """Look until `look(bound)` says (True, value, _) or the deadline passes."""
+    last = ""
+    while True:
+        left = deadline - clock.wall()
+        held, value, note = await look(max(0.1, min(PROBE_MAX, every, left)))
+        if held:
+            return Arrived(True, value)
+        last = note or last
+        left = deadline - clock.wall()
+        if left <= 0:
+            return Arrived(False, "", f"{what}{f' (last: {last})' if last else ''}")
+        await clock.sleep(min(every, left))
+
+
+def looker(
+    kind: str,
+    args: list[str],
+    remote: Remote,
+    events: Events | None,
+    action: str,
+    host: str | None,
+) -> tuple[Look, str]:
+    """How one await looks, and what its timeout says it was waiting for."""
+    if kind == "port":
+        where, _, port_text = args[0].rpartition(":")
+        port = int(port_text) if port_text.isdigit() else 0
+
+        async def port_look(bound: float) -> tuple[bool, str, str]:
+            if not 0 < port < 65536:
+                return False, "", f"{args[0]!r} is not a port"
+            if where:
+                return await tcp_open(where.strip("[]"), port, bound), "", ""
+            return await remote.port_open(port, timeout=bound), "", ""
+
+        return port_look, f"port {args[0]} not open"
+    if kind == "http":
+        url, wanted = args[0], int(args[1]) if len(args) > 1 else None
+
+        async def http_look(bound: float) -> tuple[bool, str, str]:
+            status, body, note = await asyncio.to_thread(_get, url, bound)
+            held = status == wanted if wanted is not None else status is not None and 200 <= status < 300
+            return held, body, note or (f"status {status}" if status is not None else "")
+
+        return http_look, f"{url} did not answer {wanted if wanted else '2xx'}"
+    if kind in ("file", "cmd"):
+        command = f"test -e {shlex.quote(args[0])}" if kind == "file" else args[0]
+
+        async def check_look(bound: float) -> tuple[bool, str, str]:
+            checked = await remote.check(command, timeout=bound)
+            note = checked.message or (f"exit {checked.status}" if checked.status else "")
+            out = checked.out.decode("utf-8", "replace").rstrip("\n")  # as sh's $(…) gives it
+            return checked.status == 0, out, note
+
+        what = f"{args[0]} did not appear" if kind == "file" else f"`{args[0]}` did not exit 0"
+        return check_look, what
+    if events is None:
+        raise RuntimeError("awaiting keys and signals needs a session")
+    store_events = events
+    if kind == "key":
+        key, wanted_value = args[0], args[1] if len(args) > 1 else None
+
+        async def key_look(bound: float) -> tuple[bool, str, str]:
+            value = await store_events.key(key)
+            held = value is not None and (wanted_value is None or value == wanted_value)
+            return held, value or "", ""
+
+        what = f"key {key} not set" + (f" to {wanted_value!r}" if wanted_value is not None else "")
+        return key_look, what
+
+    async def signal_look(bound: float) -> tuple[bool, str, str]:
+        value = await store_events.take_signal(args[0], action, host)
+        return value is not None, value or "", ""
+
+    return signal_look, f"no signal {args[0]!r}"
+
+
+def _get(url: str, timeout: float) -> tuple[int | None, str, str]:
+    """GET url: (status, body, note); status None when nothing answered."""
+    request = urllib.request.Request(url, headers={"User-Agent": "dsh"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read(BODY_BYTES).decode("utf-8", "replace"), ""
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), "", ""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, "", str(reason)
+
+
+def timed_out(what: str, timeout: float) -> str:
+    return f"{what} within {timeout:g}s"
