@@ -9,6 +9,12 @@ from dsh.lang.durations import format_duration as fd
 def _stage(index: int, stage: p.Stage) -> str:
     if isinstance(stage, p.Sleep):
         return f"  stage {index}  sleep {fd(stage.seconds)}"
+    if isinstance(stage, p.Where):
+        if stage.regex is not None:
+            return f"  stage {index}  where {stage.stream} ~ {stage.regex!r}: the others end here"
+        return f"  stage {index}  where {stage.outcome}: only those go on (a failure let through is consumed)"
+    if isinstance(stage, p.Gather):
+        return f"  stage {index}  gather: every host waits for the others"
     if isinstance(stage, p.Await):
         binds = f", binds {stage.bind}" if stage.bind else ""
         every = f"looks every {fd(stage.every)}"
@@ -26,6 +32,8 @@ def _stage(index: int, stage: p.Stage) -> str:
 def _formula(pipe: p.Pipeline, waves: int) -> str:
     terms: list[str] = []
     for stage in pipe.stages:
+        if isinstance(stage, p.Where | p.Gather):
+            continue
         if isinstance(stage, p.Sleep | p.Await):
             terms.append(fd(stage.worst_seconds()))
             continue
@@ -35,9 +43,10 @@ def _formula(pipe: p.Pipeline, waves: int) -> str:
             terms.extend(fd(w) for w in waits)
         else:
             terms.append(f"{fd(sum(waits))} of backoff")
-    text = " + ".join(terms)
+    text = " + ".join(terms) or "0s"
     if waves > 1:
-        text = f"({text}) * {waves} waves of the fan-out"
+        of = "batches" if pipe.batch else "waves of the fan-out"
+        text = f"({text}) * {waves} {of}"
     return text
 
 
@@ -50,10 +59,16 @@ def _pipeline(pipe: p.Pipeline, bound: p.Bound, fanout: int) -> list[str]:
     else:
         n = pipe.target.size
         lines.append(f"  on       {pipe.target.written}: {n} host{'s' if n != 1 else ''}, fan-out {fanout}")
+    if pipe.batch is not None:
+        size = f"{pipe.batch.size}%" if pipe.batch.percent else str(pipe.batch.size)
+        lines.append(
+            f"  batch    {size} hosts at a time through every stage; the rest skipped once more "
+            f"than {pipe.batch.max_fail} are not ok"
+        )
     lines += [_stage(i, s) for i, s in enumerate(pipe.stages, 1)]
     per_host = pipe.steps_per_host()
     hosts = bound.hosts
-    waves = 1 if hosts is None else -(-max(hosts, 1) // fanout)
+    waves = 1 if hosts is None else pipe.waves(hosts, fanout)
     formula = _formula(pipe, waves)
     if bound.steps is None:
         lines.append(

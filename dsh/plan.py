@@ -112,19 +112,65 @@ class Await:
         return self.timeout
 
 
-Stage = Command | Sleep | Await
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A filter: a host's flow goes on when its last outcome is `outcome` (or any
+    but ok, for `notok`), or when the `stream` of its last stage matches `regex`;
+    else the flow ends there, with that outcome. A failure it lets through is
+    consumed: it does not fail the line."""
+
+    outcome: str | None
+    stream: str | None = None
+    regex: str | None = None
+
+    def worst_seconds(self) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """A barrier: every host's flow waits here until all the others have come or ended."""
+
+    def worst_seconds(self) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Roll `size` hosts (a percentage of them, with `percent`) at a time through the
+    whole pipeline; once more than `max_fail` hosts are not ok, the rest are skipped."""
+
+    size: int
+    percent: bool = False
+    max_fail: int = 0
+
+    def wave(self, hosts: int) -> int:
+        """How many hosts one wave holds."""
+        return max(1, -(-hosts * self.size // 100)) if self.percent else self.size
+
+
+Stage = Command | Sleep | Await | Where | Gather
 
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     target: HostSet | None
     stages: tuple[Stage, ...]
+    batch: Batch | None = None
 
     def steps_per_host(self) -> int:
-        return sum(s.attempts if isinstance(s, Command) else 1 for s in self.stages)
+        return sum(
+            s.attempts if isinstance(s, Command) else 1 if isinstance(s, Sleep | Await) else 0
+            for s in self.stages
+        )
 
     def seconds_per_host(self) -> float:
         return sum(s.worst_seconds() for s in self.stages)
+
+    def waves(self, hosts: int, fanout: int) -> int:
+        """How many rounds the hosts go through at worst: the fan-out's, or the batch's."""
+        at_once = min(fanout, self.batch.wave(hosts)) if self.batch else fanout
+        return -(-max(hosts, 1) // max(at_once, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +221,23 @@ class Plan:
 
 _TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Lit, Var, Text, HostSet, Command, Sleep, Await, Pipeline, Bound, Run, Bind, Plan)
+    for cls in (
+        Lit,
+        Var,
+        Text,
+        HostSet,
+        Command,
+        Sleep,
+        Await,
+        Where,
+        Gather,
+        Batch,
+        Pipeline,
+        Bound,
+        Run,
+        Bind,
+        Plan,
+    )
 }
 
 

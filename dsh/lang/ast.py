@@ -68,7 +68,32 @@ class AwaitStage:
     span: Span
 
 
-Stage = CommandStage | SleepStage | AwaitStage
+@dataclass(frozen=True, slots=True)
+class WhereStage:
+    """`where OUTCOME` (or `notok`), or `where out|err ~ REGEX`."""
+
+    outcome: str | None
+    stream: str | None
+    regex: str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class GatherStage:
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStage:
+    """`batch N[%] [max-fail K]`: governs the whole pipeline, wherever it is written."""
+
+    size: int
+    percent: bool
+    max_fail: int
+    span: Span
+
+
+Stage = CommandStage | SleepStage | AwaitStage | WhereStage | GatherStage | BatchStage
 
 
 @dataclass(frozen=True, slots=True)

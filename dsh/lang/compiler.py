@@ -98,12 +98,24 @@ class _Compiler:
 
     def pipeline(self, node: ast.Pipeline) -> tuple[p.Pipeline, p.Bound]:
         target = self.target(node.target) if node.target else None
-        stages = tuple(self.stage(s, host_flow=target is not None) for s in node.stages)
-        pipe = p.Pipeline(target, stages)
+        batches = [s for s in node.stages if isinstance(s, ast.BatchStage)]
+        if len(batches) > 1:
+            raise LangError("a line rolls in one way: it has a 'batch' already", batches[1].span)
+        if batches and target is None:
+            raise LangError("'batch' rolls the hosts of a target; this line has none", batches[0].span)
+        batch = p.Batch(batches[0].size, batches[0].percent, batches[0].max_fail) if batches else None
+        stages = tuple(
+            self.stage(s, host_flow=target is not None)
+            for s in node.stages
+            if not isinstance(s, ast.BatchStage)
+        )
+        if not stages or all(isinstance(s, p.Where | p.Gather) for s in stages):
+            raise LangError("this line has nothing to run", node.span)
+        pipe = p.Pipeline(target, stages, batch)
         hosts = 1 if target is None else target.size
         per_host = pipe.steps_per_host()
         steps = None if hosts is None else hosts * per_host
-        waves = 1 if hosts is None else -(-max(hosts, 1) // self.limits.fanout)
+        waves = 1 if hosts is None else pipe.waves(hosts, self.limits.fanout)
         seconds = pipe.seconds_per_host() * waves
         if steps is not None and steps > self.limits.step_budget:
             raise LangError(
@@ -125,6 +137,16 @@ class _Compiler:
             return p.Sleep(node.seconds)
         if isinstance(node, ast.AwaitStage):
             return self.await_(node, host_flow)
+        if isinstance(node, ast.WhereStage):
+            if node.regex is not None:
+                try:
+                    re.compile(node.regex)
+                except re.error as exc:
+                    raise LangError(f"bad regular expression: {exc}", node.span) from None
+            return p.Where(node.outcome, node.stream, node.regex)
+        if isinstance(node, ast.GatherStage):
+            return p.Gather()
+        assert not isinstance(node, ast.BatchStage)  # taken out by pipeline()
         timeout = self.limits.default_timeout
         if node.within is not None:
             timeout = node.within.seconds

@@ -8,10 +8,13 @@ Grammar (EBNF, kept in step with man/dsh.7):
     value     = WORD | STRING ;
     pipeline  = head { "|" stage } ;
     head      = TARGET COMMAND | COMMAND | sleep ;
-    stage     = COMMAND | sleep | await | within | retry ;
+    stage     = COMMAND | sleep | await | within | retry | where | gather | batch ;
     sleep     = "sleep" DURATION ;
     await     = "await" KIND { ARG } [ "as" NAME ] [ "within" DURATION ] [ "every" DURATION ] ;
     KIND      = "port" | "http" | "file" | "cmd" | "key" | "signal" ;
+    where     = "where" ( OUTCOME | "notok" | ( "out" | "err" ) "~" REGEX ) ;
+    gather    = "gather" ;
+    batch     = "batch" COUNT [ "%" ] [ "max-fail" INT ] ;
     within    = "within" DURATION ;
     retry     = "retry" INT [ "backoff" DURATION ] ;
 """
@@ -25,16 +28,13 @@ from dsh.lang import ast
 from dsh.lang.durations import parse_duration
 from dsh.lang.lexer import Kind, Lit, Token, tokenize
 from dsh.lang.source import Source, Span
-from dsh.plan import AWAIT_KINDS
+from dsh.plan import AWAIT_KINDS, OUTCOMES
 
 #: Words that end the arguments of an await and start its options.
 _AWAIT_OPTIONS = ("as", "within", "every")
 
 #: Keywords that later versions give meaning to; they are refused, not run.
 _RESERVED = {
-    "batch": "rolling batches (batch)",
-    "where": "filters (where)",
-    "gather": "barriers (gather)",
     "if": "conditionals (if)",
     "else": "conditionals (else)",
     "for": "loops (for)",
@@ -150,6 +150,17 @@ class Parser:
         if tok.text == "await":
             stages.append(self._await())
             return
+        if tok.text == "where":
+            stages.append(self._where())
+            return
+        if tok.text == "gather":
+            kw = self._next()
+            self._end_of_args(kw)
+            stages.append(ast.GatherStage(kw.span))
+            return
+        if tok.text == "batch":
+            stages.append(self._batch())
+            return
         if tok.text == "within" and isinstance(stages[-1], ast.AwaitStage):
             last_await = stages[-1]
             if last_await.within is not None:
@@ -158,6 +169,8 @@ class Parser:
             return
         if tok.text in ("within", "retry"):
             last = stages[-1]
+            if isinstance(last, ast.WhereStage | ast.GatherStage | ast.BatchStage):
+                raise self._fail(f"'{tok.text}' applies to a command; the stage before it is not one")
             if isinstance(last, ast.AwaitStage):
                 raise self._fail("'retry' applies to a command; an await waits until its 'within'")
             if not isinstance(last, ast.CommandStage):
@@ -256,6 +269,52 @@ class Parser:
                 every, end = self._duration(tok)
         self._end_of_args(kw)
         return ast.AwaitStage(kind.text, kind.span, tuple(args), bind, within, every, kw.span.to(end))
+
+    def _where(self) -> ast.WhereStage:
+        kw = self._next()
+        outcomes = ", ".join((*OUTCOMES, "notok"))
+        tok = self.tok
+        if tok.kind is not Kind.WORD:
+            raise self._fail(f"'where' needs an outcome ({outcomes}) or `out ~ REGEX`")
+        self._next()
+        if tok.text in ("out", "err"):
+            tilde = self.tok
+            if not (tilde.kind is Kind.WORD and tilde.text == "~"):
+                raise self._fail(f"expected '~' and a regular expression after 'where {tok.text}'")
+            self._next()
+            pattern = self.tok
+            if pattern.kind not in (Kind.WORD, Kind.STRING):
+                raise self._fail("'~' needs a regular expression, like `where out ~ 'active'`")
+            self._next()
+            regex = literal_text(pattern.parts)
+            if regex is None:
+                raise LangError("a 'where' pattern cannot hold dsh names ($…)", pattern.span)
+            self._end_of_args(kw)
+            return ast.WhereStage(None, tok.text, regex, kw.span.to(pattern.span))
+        if tok.text not in (*OUTCOMES, "notok"):
+            raise LangError(f"{tok.text!r} is not an outcome; 'where' takes one of: {outcomes}", tok.span)
+        self._end_of_args(kw)
+        return ast.WhereStage(tok.text, None, None, kw.span.to(tok.span))
+
+    def _batch(self) -> ast.BatchStage:
+        kw = self._next()
+        tok = self.tok
+        text = tok.text if tok.kind is Kind.WORD else ""
+        number = text.removesuffix("%")
+        if not number.isdigit() or int(number) == 0 or (text.endswith("%") and int(number) > 100):
+            raise self._fail("'batch' needs how many hosts at a time, like `batch 2` or `batch 25%`")
+        self._next()
+        end = tok.span
+        max_fail = 0
+        if self._at(Kind.WORD, "max-fail"):
+            mf = self._next()
+            count = self.tok
+            if count.kind is not Kind.WORD or not count.text.isdigit():
+                raise self._fail("'max-fail' needs a whole number of hosts, like `max-fail 1`", mf)
+            self._next()
+            max_fail, end = int(count.text), count.span
+        self._end_of_args(kw)
+        return ast.BatchStage(int(number), text.endswith("%"), max_fail, kw.span.to(end))
 
     def _within(self) -> ast.Within:
         kw = self._next()

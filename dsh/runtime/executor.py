@@ -23,6 +23,7 @@ from dsh.errors import DshError
 from dsh.remote.base import Exec, OutputSink, Remote, RemoteUnreachable, Spot
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.events import Arrived, Events, looker, timed_out, wait_for_event
+from dsh.runtime.flows import Barrier, where_holds
 from dsh.runtime.results import KEEP_BYTES, HostResult, LineResult
 from dsh.runtime.values import (
     BindingError,
@@ -116,6 +117,15 @@ class Recorder(Protocol):
     async def progress(self, done: int) -> None:
         """The statements of the plan before index `done` are over."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What one host flow shares with the others of its wave."""
+
+    barriers: Mapping[int, Barrier]
+    passed: set[int]
+    fan: asyncio.Semaphore
 
 
 @dataclass(frozen=True)
@@ -382,28 +392,67 @@ class Executor:
                 "of dsh does not have yet; a line without a target runs here"
             )
         self.reporter.line_started(stmt, hosts)
-        gate = asyncio.Semaphore(plan.fanout)
-        make = self.host_remote
-
-        async def one(host: str) -> HostResult:
-            async with gate:
-                return await self._flow(stmt, pipe, run, host, make(host), capture)
-
-        flows = [asyncio.ensure_future(one(h)) for h in hosts]
-        try:
-            results = await asyncio.gather(*flows)
-        except BaseException:  # e.g. the lease is lost: no flow may go on acting
-            for flow in flows:
-                flow.cancel()
-            await asyncio.gather(*flows, return_exceptions=True)
-            raise
+        results = await self._waves(stmt, pipe, plan, run, hosts, capture)
         result = LineResult(stmt, tuple(results), self.clock.monotonic() - started, on_hosts=True)
         self.result_sets = result.result_sets()
         self.reporter.line_done(result)
         return result
 
+    async def _waves(
+        self, stmt: p.Statement, pipe: p.Pipeline, plan: p.Plan, run: int, hosts: list[str], capture: bool
+    ) -> list[HostResult]:
+        """The hosts' flows, up to the fan-out at once; with `batch`, a wave at a time,
+        the rest skipped once more than max-fail hosts are not ok."""
+        fan = asyncio.Semaphore(plan.fanout)
+        make = self.host_remote
+        assert make is not None
+        size = pipe.batch.wave(len(hosts)) if pipe.batch else len(hosts)
+        results: list[HostResult] = []
+        failed = 0
+
+        async def one(host: str, barriers: Mapping[int, Barrier]) -> HostResult:
+            passed: set[int] = set()
+            try:
+                async with fan:
+                    shared = _Shared(barriers, passed, fan)
+                    return await self._flow(stmt, pipe, run, host, make(host), capture, shared)
+            finally:
+                for index, barrier in barriers.items():
+                    if index not in passed:  # it ended before: the others need not wait for it
+                        barrier.leave()
+
+        for first in range(0, len(hosts), size):
+            wave = hosts[first : first + size]
+            if pipe.batch is not None and failed > pipe.batch.max_fail:
+                why = f"not started: {failed} hosts were not ok, over max-fail {pipe.batch.max_fail}"
+                for host in wave:
+                    skipped = HostResult(host, "skipped", None, 0.0, 0, why)
+                    self.reporter.host_done(stmt, skipped)
+                    results.append(skipped)
+                continue
+            gathers = [i for i, s in enumerate(pipe.stages, 1) if isinstance(s, p.Gather)]
+            barriers = {i: Barrier(len(wave)) for i in gathers}
+            flows = [asyncio.ensure_future(one(h, barriers)) for h in wave]
+            try:
+                done = await asyncio.gather(*flows)
+            except BaseException:  # e.g. the lease is lost: no flow may go on acting
+                for flow in flows:
+                    flow.cancel()
+                await asyncio.gather(*flows, return_exceptions=True)
+                raise
+            results += done
+            failed += sum(not r.ok for r in done)
+        return results
+
     async def _flow(
-        self, stmt: p.Statement, pipe: p.Pipeline, run: int, host: str | None, remote: Remote, capture: bool
+        self,
+        stmt: p.Statement,
+        pipe: p.Pipeline,
+        run: int,
+        host: str | None,
+        remote: Remote,
+        capture: bool,
+        shared: _Shared | None = None,
     ) -> HostResult:
         started = self.clock.monotonic()
         out = bytearray()
@@ -423,6 +472,22 @@ class Executor:
         ended = Exec("ok", 0, 0.0)
         resume = self.resume
         for index, stage in enumerate(pipe.stages, 1):
+            if isinstance(stage, p.Where):
+                if not where_holds(stage, ended, bytes(out), bytes(err)):
+                    break  # the flow ends here, with the outcome it had
+                ended = Exec("ok", 0, ended.seconds)  # a failure let through is consumed
+                continue
+            if ended.outcome != "ok":
+                break
+            if isinstance(stage, p.Gather):
+                if shared is not None and index in shared.barriers:
+                    shared.passed.add(index)
+                    shared.fan.release()  # waiting for the others frees a place in the fan-out
+                    try:
+                        await shared.barriers[index].arrive()
+                    finally:
+                        await shared.fan.acquire()
+                continue
             if isinstance(stage, p.Sleep):
                 action = f"{run}.{index}.1"
                 held = resume.actions.get((action, host)) if resume else None
@@ -436,16 +501,14 @@ class Executor:
                 continue
             if isinstance(stage, p.Await):
                 ended, value = await self._await(stage, run, index, host, remote)
-                if ended.outcome != "ok":
-                    break
-                if stage.bind is not None:
+                if ended.outcome == "ok" and stage.bind is not None:
                     await self._bind(run, stage.bind, StrValue(value))
                 continue
             try:
                 command = render(stage.text, self.bindings, self.args, host)
             except BindingError as exc:
                 ended = Exec("failed", None, 0.0, exc.message)
-                break
+                continue
             for attempt in range(stage.attempts):
                 action = f"{run}.{index}.{attempt + 1}"
                 held = resume.actions.get((action, host)) if resume else None
@@ -499,8 +562,6 @@ class Executor:
                     )
                 if ended.outcome in _FINAL:
                     break
-            if ended.outcome != "ok":
-                break
         result = HostResult(
             host,
             ended.outcome,

@@ -80,7 +80,7 @@ def test_line_duration_is_capped() -> None:
         ("@h1", 1, "needs a command"),
         ("@web@x true", 1, "@{name}"),
         ("echo ${v.out}", 6, "not bound"),
-        ("await port 80", 1, "not supported"),
+        ("await port 99999", 12, "is not a port"),
         ("true | batch 2", 8, "not supported"),
         ("x = 'a' b", 9, "unexpected"),
         ("@h[3-1] true", 1, "bad node set"),
