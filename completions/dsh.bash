@@ -5,16 +5,17 @@
 #
 # It follows dsh's own argument parsing (dsh/cli.py): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
-# ls, kill, rm) or SCRIPT, and every word after SCRIPT belongs to the script (offered as
-# file names). After `-c TEXT`, words beginning with `-` are still dsh options
-# until the first other word or `--`. After `run`, dsh's options (and
-# --detach) come again, up to SCRIPT. `attach`, `log`, `kill` and `rm`
-# complete session names, read from `dsh ls --json` (nothing if that fails).
+# ls, kill, rm, signal, key) or SCRIPT, and every word after SCRIPT belongs to the
+# script (offered as file names). After `-c TEXT`, words beginning with `-` are
+# still dsh options until the first other word or `--`. After `run`, dsh's
+# options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
+# and `signal` complete session names, read from `dsh ls --json` (nothing if
+# that fails); `key` completes `put` and `get`.
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --config"
 _dsh_opts_flag="--json --verbose --version --help"
-_dsh_subcommands="explain log attach ls run kill rm"
+_dsh_subcommands="explain log attach ls run kill rm signal key"
 
 # The long option that WORD names (an exact name or an unambiguous prefix, as
 # argparse accepts), or nothing.
@@ -187,7 +188,12 @@ _dsh() {
             ls)
                 COMPREPLY=($(compgen -W "--json --all" -- "$cur"))
                 ;;
-            attach | log | kill | rm)
+            key)
+                # key put KEY VALUE | key get KEY
+                ((nargs == 0)) && COMPREPLY=($(compgen -W "put get" -- "$cur"))
+                ;;
+            attach | log | kill | rm | signal)
+                # signal SESSION NAME [VALUE]: the session, then nothing to offer
                 if ((skip > 0)); then
                     : # log --output ACTION HOST: nothing to offer
                 elif [[ $cur == -* ]]; then

@@ -21,6 +21,7 @@ from typing import TypeVar
 from dsh import plan as p
 from dsh.config import Config
 from dsh.errors import DshError, IncompleteInput, LangError, UsageError
+from dsh.lang.ast import FnDef
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.remote import spool
@@ -51,6 +52,8 @@ class Driver:
     log_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        #: Functions defined by the text compiled so far (a REPL's earlier lines).
+        self.functions: dict[str, FnDef] = {}
         self.executor = Executor(
             reporter=self.reporter,
             local=LocalShell(self.spool_root),
@@ -209,11 +212,23 @@ class Driver:
         if left is not None:
             plan, start, args, plan_id = left
             if last is not None and last.plan_id == plan_id and last.index >= start:  # progress lags
-                if last.done and not last.ok:  # it ended not ok: the plan stopped there
+                if isinstance(plan.statements[last.index], p.If | p.For):  # a compound statement
+                    table = await self.session.replay(plan_id, last.index)
+                    top = table.get("")
+                    if top is not None and top.done and not top.ok:
+                        return []
+                    start = last.index + 1 if top is not None and top.done else last.index
+                    if start == last.index:
+                        self.executor.replay = table
+                        self.say(
+                            f"resuming line {plan.statements[start].line}: {plan.statements[start].source}"
+                        )
+                elif last.done and not last.ok:  # it ended not ok: the plan stopped there
                     return []
-                start = last.index + 1 if last.done else last.index
-                if not last.done:
-                    first = await self.session.resume(last.run)
+                else:
+                    start = last.index + 1 if last.done else last.index
+                    if not last.done:
+                        first = await self.session.resume(last.run)
             if start >= len(plan.statements):
                 return []
         elif last is not None and not last.done:  # a statement on its own (no plan kept)
@@ -254,8 +269,9 @@ class Driver:
             groups=self.config.groups,
             bindings=self.executor.binding_kinds(),
             args=self.args,
+            functions=self.functions,
         )
-        return compile_source(Source(name, text, first_line), ctx)
+        return compile_source(Source(name, text, first_line), ctx, self.functions)
 
     async def run(
         self, plan: p.Plan, *, stop_on_failure: bool = True, taken: int | None = None

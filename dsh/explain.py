@@ -82,37 +82,94 @@ def _pipeline(pipe: p.Pipeline, bound: p.Bound, fanout: int) -> list[str]:
     return lines
 
 
+def _flatten(statements: tuple[p.Statement, ...]) -> list[p.Statement]:
+    """Every statement, those inside `if` and `for` too."""
+    out: list[p.Statement] = []
+    for stmt in statements:
+        out.append(stmt)
+        if isinstance(stmt, p.If):
+            cond = [stmt.cond] if isinstance(stmt.cond, p.Run) else []
+            out += _flatten((*cond, *stmt.then, *stmt.orelse))
+        elif isinstance(stmt, p.For):
+            out += _flatten(stmt.body)
+    return out
+
+
 def _stages(plan: p.Plan) -> list[p.Stage]:
     pipes = [
         s.pipeline if isinstance(s, p.Run) else s.value
-        for s in plan.statements
-        if isinstance(s, p.Run) or isinstance(s.value, p.Pipeline)
+        for s in _flatten(plan.statements)
+        if isinstance(s, p.Run) or (isinstance(s, p.Bind) and isinstance(s.value, p.Pipeline))
     ]
     return [stage for pipe in pipes if isinstance(pipe, p.Pipeline) for stage in pipe.stages]
+
+
+def _worst(bound: p.Bound) -> str:
+    steps = (
+        "steps known at run time"
+        if bound.steps is None
+        else f"{bound.steps} step{'s' if bound.steps != 1 else ''}"
+    )
+    return f"{steps}, {fd(bound.seconds)}"
+
+
+def _statement(stmt: p.Statement, fanout: int, indent: str) -> list[str]:
+    out = [f"{indent}line {stmt.line}: {stmt.source}"]
+    pad = indent + "  "
+    if isinstance(stmt, p.If):
+        if isinstance(stmt.cond, p.Compare):
+            out.append(f"{pad}if       a comparison of texts ({stmt.cond.op})")
+        else:
+            out.append(
+                f"{pad}if       every host of this is ok (a failure is consumed; unreachable fails the line):"
+            )
+            out += _statement(stmt.cond, fanout, pad + "  ")
+        out.append(f"{pad}then")
+        for inner in stmt.then:
+            out += _statement(inner, fanout, pad + "  ")
+        if stmt.orelse:
+            out.append(f"{pad}else")
+            for inner in stmt.orelse:
+                out += _statement(inner, fanout, pad + "  ")
+        out.append(f"{pad}worst    {_worst(stmt.bound)} (the longer branch)")
+        return out
+    if isinstance(stmt, p.For):
+        count = (
+            "items known at run time (checked against the budget when it starts)"
+            if stmt.count is None
+            else f"{stmt.count} items"
+        )
+        out.append(f"{pad}for      {stmt.name} in {count}, one after another:")
+        for inner in stmt.body:
+            out += _statement(inner, fanout, pad + "  ")
+        each = "" if stmt.count is not None else " per item"
+        out.append(f"{pad}worst    {_worst(stmt.bound)}{each}")
+        return out
+    if isinstance(stmt, p.Run):
+        out += [pad[2:] + line for line in _pipeline(stmt.pipeline, stmt.bound, fanout)]
+    elif isinstance(stmt.value, p.Pipeline):
+        out.append(f"{pad}binds    {stmt.name}: the result of the stage (out, err, rc, outcome, hosts)")
+        out += [pad[2:] + line for line in _pipeline(stmt.value, stmt.bound, fanout)]
+    elif isinstance(stmt.value, p.HostSet):
+        size = stmt.value.size
+        count = "hosts known at run time" if size is None else f"{size} host{'s' if size != 1 else ''}"
+        out.append(f"{pad}binds    {stmt.name}: the node set {stmt.value.written} ({count})")
+    else:
+        out.append(f"{pad}binds    {stmt.name}: a value")
+    if stmt.unbound:
+        where = (
+            "kept as written in the value"
+            if isinstance(stmt, p.Bind) and isinstance(stmt.value, p.Text)
+            else "left to the shell that runs the command"
+        )
+        out.append(f"{pad}unbound  {' '.join(stmt.unbound)} ({where})")
+    return out
 
 
 def explain(plan: p.Plan) -> str:
     out: list[str] = []
     for stmt in plan.statements:
-        out.append(f"line {stmt.line}: {stmt.source}")
-        if isinstance(stmt, p.Run):
-            out += _pipeline(stmt.pipeline, stmt.bound, plan.fanout)
-        elif isinstance(stmt.value, p.Pipeline):
-            out.append(f"  binds    {stmt.name}: the result of the stage (out, err, rc, outcome, hosts)")
-            out += _pipeline(stmt.value, stmt.bound, plan.fanout)
-        elif isinstance(stmt.value, p.HostSet):
-            size = stmt.value.size
-            count = "hosts known at run time" if size is None else f"{size} host{'s' if size != 1 else ''}"
-            out.append(f"  binds    {stmt.name}: the node set {stmt.value.written} ({count})")
-        else:
-            out.append(f"  binds    {stmt.name}: a value")
-        if stmt.unbound:
-            where = (
-                "kept as written in the value"
-                if isinstance(stmt, p.Bind) and isinstance(stmt.value, p.Text)
-                else "left to the shell that runs the command"
-            )
-            out.append(f"  unbound  {' '.join(stmt.unbound)} ({where})")
+        out += _statement(stmt, plan.fanout, "")
     if any(isinstance(s, p.Command) for s in _stages(plan)):
         out.append(
             f"note: a command that outlives its timeout is killed (TERM, then KILL after "

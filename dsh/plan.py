@@ -204,7 +204,45 @@ class Bind:
     unbound: tuple[str, ...] = ()
 
 
-Statement = Run | Bind
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`$x == value` / `!=` in an `if`: texts compared once rendered."""
+
+    left: Text
+    op: str
+    right: Text
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    """`if COND { … } else { … }`: COND is a statement of its own (true when every
+    host is ok; a failure there is consumed) or a comparison."""
+
+    line: int
+    source: str
+    cond: Run | Compare
+    then: tuple[Statement, ...]
+    orelse: tuple[Statement, ...]
+    bound: Bound
+    unbound: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class For:
+    """`for NAME in ITEMS { … }`, one iteration after another; `count` is None when
+    the items are known only at run time (checked against the budget then)."""
+
+    line: int
+    source: str
+    name: str
+    items: tuple[Text | HostSet, ...]
+    body: tuple[Statement, ...]
+    bound: Bound
+    count: int | None
+    unbound: tuple[str, ...] = ()
+
+
+Statement = Run | Bind | If | For
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +274,9 @@ _TYPES: dict[str, type] = {
         Bound,
         Run,
         Bind,
+        Compare,
+        If,
+        For,
         Plan,
     )
 }
@@ -291,7 +332,7 @@ def load_statement(data: dict[str, Any]) -> Statement:
     """The inverse of dump_statement; PlanError for corrupt or newer data."""
     _check_version(data.get("version") if isinstance(data, dict) else None, "statement")
     stmt = _decode(data.get("statement"))
-    if not isinstance(stmt, Run | Bind):
+    if not isinstance(stmt, Run | Bind | If | For):
         raise PlanError("the stored data is not a dsh statement")
     return stmt
 

@@ -121,7 +121,7 @@ class TextRenderer:
             self.message(result.note)
         if result.on_hosts:
             self._summary(result)
-        elif result.hosts and not result.ok:
+        elif result.hosts and not result.ok and not result.consumed:
             self.message(f"line {result.statement.line}: {_describe(result.hosts[0])}")
 
     # -- the rest ----------------------------------------------------------------

@@ -111,7 +111,44 @@ class Binding:
     span: Span
 
 
-Statement = Pipeline | Binding
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`if $x == VALUE` / `!=`: a comparison on bindings (as text)."""
+
+    left: Value
+    op: str
+    right: Value
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    cond: Pipeline | Compare
+    then: tuple[Statement, ...]
+    orelse: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class For:
+    """`for NAME in ITEMS { … }`: ITEMS are words, node sets or bindings."""
+
+    name: str
+    name_span: Span
+    items: tuple[Value | Target, ...]
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FnDef:
+    name: str
+    params: tuple[str, ...]
+    body: tuple[Statement, ...]
+    span: Span
+
+
+Statement = Pipeline | Binding | If | For | FnDef
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ class Context:
     groups: Mapping[str, str] = field(default_factory=dict)  # inventory: name -> node set
     bindings: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] | None = None
+    functions: Mapping[str, ast.FnDef] = field(default_factory=dict)
 
 
 #: How often an await looks, unless it says (`every D`): the store is cheap to ask.
@@ -58,12 +59,19 @@ class _Compiler:
         self.limits = ctx.limits
         self.bindings: dict[str, str] = dict(ctx.bindings)
         self.unbound: list[str] = []
+        #: Functions known: those of earlier lines (ctx.functions, which a successful
+        #: compile extends) and this text's.
+        self.functions: dict[str, ast.FnDef] = dict(ctx.functions)
+        #: Inside a function's body: its parameters' names as bound.
+        self.renames: dict[str, str] = {}
 
     def script(self, tree: ast.Script) -> p.Plan:
-        statements = tuple(self.statement(s) for s in tree.statements)
-        hosts_known = all(s.bound.steps is not None for s in statements)
-        steps = sum(s.bound.steps or 0 for s in statements) if hosts_known else None
-        seconds = sum(s.bound.seconds for s in statements)
+        defined = [s for s in tree.statements if isinstance(s, ast.FnDef)]
+        for fn in defined:
+            self.functions[fn.name] = fn
+        _check_cycles(self.functions, defined)
+        statements = self.block(tree.statements, top=True)
+        steps, seconds = _sequence(statements)
         return p.Plan(
             self.source.name,
             statements,
@@ -74,10 +82,36 @@ class _Compiler:
 
     # -- statements --------------------------------------------------------------
 
+    def block(self, nodes: tuple[ast.Statement, ...], *, top: bool = False) -> tuple[p.Statement, ...]:
+        """Statements compiled in order; a function call becomes its body."""
+        out: list[p.Statement] = []
+        for node in nodes:
+            if isinstance(node, ast.FnDef):
+                if not top:
+                    raise LangError("functions are defined at the top level, not in a block", node.span)
+                continue
+            called = self._called(node)
+            if called is not None:
+                out += self.call(called, node)
+            else:
+                out.append(self.statement(node))
+            if len(out) > self.limits.step_budget:
+                raise LangError(
+                    f"this expands to more than {self.limits.step_budget} statements "
+                    "(config: limits.step_budget)",
+                    node.span,
+                )
+        return tuple(out)
+
     def statement(self, node: ast.Statement) -> p.Statement:
         self.unbound = []
         line = node.span.line
         text = node.span.text
+        if isinstance(node, ast.If):
+            return self.if_(node)
+        if isinstance(node, ast.For):
+            return self.for_(node)
+        assert not isinstance(node, ast.FnDef)
         if isinstance(node, ast.Pipeline):
             pipe, bound = self.pipeline(node)
             return p.Run(line, text, pipe, bound, tuple(dict.fromkeys(self.unbound)))
@@ -93,8 +127,116 @@ class _Compiler:
         else:
             value, bound = self.pipeline(node.value)
             kind = RESULT
-        self.bindings[node.name] = kind
-        return p.Bind(line, text, node.name, value, bound, tuple(dict.fromkeys(self.unbound)))
+        name = self.renames.get(node.name, node.name)
+        self.bindings[name] = kind
+        return p.Bind(line, text, name, value, bound, tuple(dict.fromkeys(self.unbound)))
+
+    def if_(self, node: ast.If) -> p.If:
+        cond: p.Run | p.Compare
+        if isinstance(node.cond, ast.Compare):
+            left = self.text(node.cond.left.parts, quoting="raw", host_flow=False)
+            right = self.text(node.cond.right.parts, quoting="raw", host_flow=False)
+            cond = p.Compare(left, node.cond.op, right)
+            cond_steps: int | None = 0
+            cond_seconds = 0.0
+        else:
+            run = self.statement(node.cond)
+            assert isinstance(run, p.Run)
+            cond, cond_steps, cond_seconds = run, run.bound.steps, run.bound.seconds
+        then = self.block(node.then)
+        orelse = self.block(node.orelse)
+        then_steps, then_seconds = _sequence(then)
+        else_steps, else_seconds = _sequence(orelse)
+        parts = (cond_steps, then_steps, else_steps)
+        steps = None if None in parts else (cond_steps or 0) + max(then_steps or 0, else_steps or 0)
+        bound = p.Bound(None, steps, cond_seconds + max(then_seconds, else_seconds))
+        self._check_bound(bound, node.span, "this if")
+        return p.If(node.span.line, _head(node.span.text), cond, then, orelse, bound)
+
+    def for_(self, node: ast.For) -> p.For:
+        items: list[p.Text | p.HostSet] = []
+        count: int | None = 0
+        for item in node.items:
+            if isinstance(item, ast.Target):
+                hosts = self.target(item)
+                items.append(hosts)
+                count = None if count is None or hosts.size is None else count + hosts.size
+            else:
+                text = self.text(item.parts, quoting="raw", host_flow=False)
+                items.append(text)
+                literal = all(isinstance(part, p.Lit) for part in text.parts)
+                count = None if count is None or not literal else count + 1
+        name = self.renames.get(node.name, node.name)
+        self.bindings[name] = VALUE
+        body = self.block(node.body)
+        body_steps, body_seconds = _sequence(body)
+        per = body_steps if body_steps is not None else None
+        steps = None if count is None or per is None else count * per
+        seconds = body_seconds * (count if count is not None else 1)
+        if count is not None and steps is not None and steps > self.limits.step_budget:
+            raise LangError(
+                f"this for goes through {count} items, so it may take {steps} steps, over the "
+                f"step budget of {self.limits.step_budget} (config: limits.step_budget)",
+                node.span,
+            )
+        bound = p.Bound(None, steps, seconds)
+        self._check_bound(bound, node.span, "this for")
+        return p.For(node.span.line, _head(node.span.text), name, tuple(items), body, bound, count)
+
+    def _check_bound(self, bound: p.Bound, span: Span, what: str) -> None:
+        if bound.steps is not None and bound.steps > self.limits.step_budget:
+            raise LangError(
+                f"{what} may take {bound.steps} steps, over the step budget of "
+                f"{self.limits.step_budget} (config: limits.step_budget)",
+                span,
+            )
+        if bound.seconds > self.limits.max_line:
+            raise LangError(
+                f"{what} may last {format_duration(bound.seconds)}, over the cap of "
+                f"{format_duration(self.limits.max_line)} (config: limits.max_line)",
+                span,
+            )
+
+    # -- functions -----------------------------------------------------------------
+
+    def _called(self, node: ast.Statement) -> ast.FnDef | None:
+        """The function a statement calls: a line with no target whose one command
+        starts with a function's name (`command NAME` runs the command instead)."""
+        if not isinstance(node, ast.Pipeline) or node.target is not None or len(node.stages) != 1:
+            return None
+        stage = node.stages[0]
+        if not isinstance(stage, ast.CommandStage) or stage.within or stage.retry:
+            return None
+        first = stage.text.split(None, 1)[0] if stage.text.strip() else ""
+        return self.functions.get(first)
+
+    def call(self, fn: ast.FnDef, node: ast.Statement) -> list[p.Statement]:
+        """A call, expanded: its arguments bound to the function's parameters (named
+        `FN-PARAM`, so they cannot meet the caller's names), then its body."""
+        assert isinstance(node, ast.Pipeline)
+        stage = node.stages[0]
+        assert isinstance(stage, ast.CommandStage)
+        words = _words(stage.parts)[1:]
+        if len(words) != len(fn.params):
+            taken = ", ".join(fn.params) or "none"
+            raise LangError(
+                f"{fn.name} takes {len(fn.params)} argument{'s' if len(fn.params) != 1 else ''} "
+                f"({taken}); this call gives {len(words)}",
+                node.span,
+            )
+        out: list[p.Statement] = []
+        renames = {param: f"{fn.name}-{param}" for param in fn.params}
+        for param, word in zip(fn.params, words, strict=True):
+            self.unbound = []
+            value = self.text(word, quoting="raw", host_flow=False)
+            self.bindings[renames[param]] = VALUE
+            out.append(p.Bind(node.span.line, node.span.text, renames[param], value, p.Bound(None, 0, 0.0)))
+        saved, self.renames = self.renames, renames
+        try:
+            out += self.block(fn.body)
+        finally:
+            self.renames = saved
+        return out
 
     def pipeline(self, node: ast.Pipeline) -> tuple[p.Pipeline, p.Bound]:
         target = self.target(node.target) if node.target else None
@@ -266,10 +408,11 @@ class _Compiler:
                 pattern.append(part.text)
                 continue
             source = self._target_ref(part)
-            pattern.append(f"@{source}:{part.name}")
+            name = self.renames.get(part.name, part.name) if source == nodeset.VARIABLES else part.name
+            pattern.append(f"@{source}:{name}")
             # Inventory groups are known now; result sets and bindings at run time.
             members = self.ctx.groups[part.name] if source == nodeset.INVENTORY else "stub"
-            stub.setdefault(source, {})[part.name] = members
+            stub.setdefault(source, {})[name] = members
         text = "".join(pattern)
         try:
             hosts = nodeset.expand(text, stub, limit=self.limits.step_budget)
@@ -299,7 +442,7 @@ class _Compiler:
                 f"{', '.join(p.RESULT_SETS)})",
                 ref.span,
             )
-        kind = self.bindings.get(ref.name)
+        kind = self.bindings.get(self.renames.get(ref.name, ref.name))
         if kind is None or ref.field is not None:
             raise LangError(f"{ref.raw} is not a binding that holds hosts", ref.span)
         if kind == RESULT:
@@ -328,7 +471,7 @@ class _Compiler:
         return p.Text(tuple(out))
 
     def _ref(self, ref: Ref, quoting: str, host_flow: bool) -> p.Lit | p.Var:
-        name = ref.name
+        name = self.renames.get(ref.name, ref.name)
         if quoting == "backquote":
             if self._bound(name, host_flow):
                 raise LangError(
@@ -372,10 +515,100 @@ class _Compiler:
         return p.Var(name, ref.field, quoting)
 
 
-def compile_source(source: Source, ctx: Context | None = None) -> p.Plan:
-    """Parse and compile; raises LangError with the span of the first problem."""
+def _sequence(statements: tuple[p.Statement, ...]) -> tuple[int | None, float]:
+    """The worst case of statements run one after another: steps (None when some are
+    known only at run time) and seconds."""
+    known = all(s.bound.steps is not None for s in statements)
+    steps = sum(s.bound.steps or 0 for s in statements) if known else None
+    return steps, sum(s.bound.seconds for s in statements)
+
+
+def _head(text: str) -> str:
+    """The first line of a compound statement's text (what the journal shows)."""
+    first = text.split("\n", 1)[0]
+    return first if first == text else first + " …"
+
+
+def _words(parts: tuple[Part, ...]) -> list[tuple[Part, ...]]:
+    """A command's words, as sh would split them: at unquoted blanks, quotes taken off."""
+    words: list[list[Part]] = []
+    current: list[Part] = []
+    started = False
+    quote = ""
+    for part in parts:
+        if not isinstance(part, Lit):
+            current.append(part)
+            started = True
+            continue
+        buf: list[str] = []
+        for ch in part.text:
+            if quote:
+                if ch == quote:
+                    quote = ""
+                else:
+                    buf.append(ch)
+            elif ch in "'\"":
+                quote, started = ch, True
+            elif ch in " \t\n":
+                if buf:
+                    current.append(Lit("".join(buf)))
+                    buf = []
+                if started:
+                    words.append(current)
+                current, started = [], False
+            else:
+                buf.append(ch)
+                started = True
+        if buf:
+            current.append(Lit("".join(buf)))
+    if started:
+        words.append(current)
+    return [tuple(w) for w in words]
+
+
+def _check_cycles(functions: Mapping[str, ast.FnDef], defined: list[ast.FnDef]) -> None:
+    """Refuse functions that call each other in a cycle (the plan must stay a finite tree)."""
+
+    def calls(statements: tuple[ast.Statement, ...]) -> list[str]:
+        found: list[str] = []
+        for node in statements:
+            if isinstance(node, ast.If):
+                found += calls(node.then) + calls(node.orelse)
+            elif isinstance(node, ast.For):
+                found += calls(node.body)
+            elif isinstance(node, ast.Pipeline) and node.target is None and len(node.stages) == 1:
+                stage = node.stages[0]
+                if isinstance(stage, ast.CommandStage) and stage.text.strip():
+                    first = stage.text.split(None, 1)[0]
+                    if first in functions:
+                        found.append(first)
+        return found
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = [*path[path.index(name) :], name]
+            raise LangError(
+                f"functions may not call themselves, directly or not: {' → '.join(cycle)}",
+                functions[cycle[0]].span,
+            )
+        for callee in calls(functions[name].body):
+            visit(callee, [*path, name])
+
+    for fn in defined:
+        visit(fn.name, [])
+
+
+def compile_source(
+    source: Source, ctx: Context | None = None, functions: dict[str, ast.FnDef] | None = None
+) -> p.Plan:
+    """Parse and compile; raises LangError with the span of the first problem. The
+    functions known after it (earlier ones and the text's) go to `functions`."""
     tree = parse(source)
-    return _Compiler(source, ctx or Context()).script(tree)
+    compiler = _Compiler(source, ctx or Context())
+    plan = compiler.script(tree)
+    if functions is not None:
+        functions.update(compiler.functions)
+    return plan
 
 
 def binding_kinds(plan: p.Plan) -> dict[str, str]:

@@ -43,6 +43,8 @@ class Lexer:
         self.text = source.text
         self.pos = 0
         self.block_depth = 0
+        #: In an `if` condition: a command there ends at a `{` word (the block's).
+        self.cond = False
         self.out: list[Token] = []
 
     # -- helpers -----------------------------------------------------------
@@ -113,6 +115,7 @@ class Lexer:
             if ch == "{" and mode in (_Mode.ARGS, _Mode.AFTER_STAGE):
                 self.pos += 1
                 self.block_depth += 1
+                self.cond = False
                 self._emit(Kind.LBRACE, start)
                 mode = _Mode.HEAD
                 continue
@@ -146,6 +149,9 @@ class Lexer:
                 assert word is not None
                 self.pos += len(word)
                 self._emit(Kind.KEYWORD, start)
+                if word == "if":  # its condition is a stage, or a comparison
+                    self.cond = True
+                    return _Mode.HEAD
                 return _Mode.ARGS
             if mode is _Mode.VALUE and self._single_word_value():
                 self._bare_word()
@@ -158,6 +164,8 @@ class Lexer:
         if mode is _Mode.ARGS:
             if ch in "'\"":
                 self._string()
+            elif ch == "@":  # `for h in @web[1-4] {`
+                self._target()
             else:
                 self._bare_word()
             return _Mode.ARGS
@@ -303,7 +311,7 @@ class Lexer:
 
     def _command(self) -> None:
         start = self.pos
-        scanner = CommandScanner(self.src, start, self.block_depth)
+        scanner = CommandScanner(self.src, start, self.block_depth, cond=self.cond)
         self.pos = scanner.scan()
         end = self.pos
         while end > start and self.text[end - 1] in " \t\r" and not escaped(self.text, end - 1):

@@ -3,7 +3,12 @@
 Grammar (EBNF, kept in step with man/dsh.7):
 
     script    = { NEWLINE } [ statement { NEWLINE { NEWLINE } statement } ] { NEWLINE } EOF ;
-    statement = binding | pipeline ;
+    statement = binding | pipeline | if | for | fn ;
+    block     = "{" { NEWLINE } [ statement { NEWLINE { NEWLINE } statement } ] { NEWLINE } "}" ;
+    if        = "if" ( pipeline | compare ) block [ { NEWLINE } "else" block ] ;
+    compare   = OPERAND ( "==" | "!=" ) OPERAND ;
+    for       = "for" NAME "in" ( WORD | STRING | TARGET ) { WORD | STRING | TARGET } block ;
+    fn        = "fn" NAME "(" [ NAME { "," NAME } ] ")" block ;
     binding   = NAME "=" ( value | TARGET | pipeline ) ;
     value     = WORD | STRING ;
     pipeline  = head { "|" stage } ;
@@ -22,24 +27,22 @@ Grammar (EBNF, kept in step with man/dsh.7):
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from dsh.errors import IncompleteInput, LangError
 from dsh.lang import ast
 from dsh.lang.durations import parse_duration
-from dsh.lang.lexer import Kind, Lit, Token, tokenize
+from dsh.lang.lexer import Kind, Lit, Ref, Token, tokenize
 from dsh.lang.source import Source, Span
 from dsh.plan import AWAIT_KINDS, OUTCOMES
 
 #: Words that end the arguments of an await and start its options.
 _AWAIT_OPTIONS = ("as", "within", "every")
 
-#: Keywords that later versions give meaning to; they are refused, not run.
-_RESERVED = {
-    "if": "conditionals (if)",
-    "else": "conditionals (else)",
-    "for": "loops (for)",
-    "fn": "functions (fn)",
-}
+_COMPARE = re.compile(r"\s*(\S+)\s+(==|!=)\s+(\S+)\s*")
+_FN_HEAD = re.compile(
+    r"([A-Za-z_][A-Za-z0-9_]*)\(\s*((?:[A-Za-z_][A-Za-z0-9_]*\s*,\s*)*[A-Za-z_][A-Za-z0-9_]*)?\s*\)"
+)
 
 
 class Parser:
@@ -84,6 +87,14 @@ class Parser:
         return ast.Script(tuple(statements), self.source.span(0, len(self.source.text)))
 
     def statement(self) -> ast.Statement:
+        if self._at(Kind.KEYWORD, "if"):
+            return self._if()
+        if self._at(Kind.KEYWORD, "for"):
+            return self._for()
+        if self._at(Kind.KEYWORD, "fn"):
+            return self._fn()
+        if self._at(Kind.KEYWORD, "else"):
+            raise self._fail("'else' without an 'if': it follows the '}' that closes the if's block")
         if self._at(Kind.WORD) and self.toks[self.i + 1].kind is Kind.ASSIGN:
             name = self._next()
             self._next()
@@ -132,7 +143,8 @@ class Parser:
                 return self._sleep()
             if tok.text == "await":
                 return self._await()
-            self._reserved(tok)
+            if tok.text in ("if", "else", "for", "fn"):
+                raise self._fail(f"'{tok.text}' starts a statement; it cannot be a stage")
             raise self._fail(f"'{tok.text}' must follow a stage, as in `CMD | {tok.text} …`")
         raise self._fail(f"expected a command, found {tok.describe()}")
 
@@ -184,18 +196,98 @@ class Parser:
                     raise self._fail("this stage already has a 'retry'")
                 stages[-1] = dataclasses.replace(last, retry=self._retry())
             return
-        self._reserved(tok)
         raise self._fail(f"'{tok.text}' cannot start a stage")
 
-    def _reserved(self, tok: Token) -> None:
-        if tok.text in _RESERVED:
-            if tok.text in ("if", "else", "for", "fn"):
-                hint = "for the shell's own, write it inside braces: `{ if …; fi; }`"
-            else:
-                hint = f"write `command {tok.text} …` to run a command of that name"
-            raise LangError(
-                f"{_RESERVED[tok.text]} are not supported in this version of dsh; {hint}", tok.span
+    # -- blocks ------------------------------------------------------------------
+
+    def _block(self, what: str) -> tuple[tuple[ast.Statement, ...], Span]:
+        if not self._at(Kind.LBRACE):
+            raise self._fail(f"expected '{{' to open the block of '{what}'")
+        opening = self._next()
+        statements: list[ast.Statement] = []
+        while True:
+            while self._at(Kind.NEWLINE):
+                self._next()
+            if self._at(Kind.RBRACE):
+                return tuple(statements), self._next().span
+            if self._at(Kind.EOF):
+                raise IncompleteInput(f"the block of '{what}' is not closed with '}}'", opening.span)
+            statements.append(self.statement())
+            if not (self._at(Kind.NEWLINE) or self._at(Kind.RBRACE) or self._at(Kind.EOF)):
+                raise self._fail(f"unexpected {self.tok.describe()}; a statement ends at the end of its line")
+
+    def _if(self) -> ast.If:
+        kw = self._next()
+        tok = self.tok
+        cond: ast.Pipeline | ast.Compare
+        m = _COMPARE.fullmatch(tok.text) if tok.kind is Kind.COMMAND else None
+        if m is not None and tok.text.lstrip().startswith(("$", '"', "'")):
+            self._next()
+            cond = ast.Compare(
+                self._operand(m.group(1), tok), m.group(2), self._operand(m.group(3), tok), tok.span
             )
+        elif tok.kind in (Kind.LBRACE, Kind.NEWLINE, Kind.EOF):
+            raise self._fail("'if' needs a condition: a stage (`if @db1 test -f /x {`) or `$x == value`")
+        else:
+            cond = self.pipeline()
+        then, end = self._block("if")
+        orelse: tuple[ast.Statement, ...] = ()
+        ahead = self.i
+        while self.toks[ahead].kind is Kind.NEWLINE:
+            ahead += 1
+        if self.toks[ahead].kind is Kind.KEYWORD and self.toks[ahead].text == "else":
+            self.i = ahead
+            self._next()
+            orelse, end = self._block("else")
+        return ast.If(cond, then, orelse, kw.span.to(end))
+
+    def _operand(self, text: str, tok: Token) -> ast.Value:
+        """One side of a comparison: `$name`, `${name.field}`, or a word (quotes taken off)."""
+        m = re.fullmatch(
+            r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_]+))?\})", text
+        )
+        if m is not None:
+            name = m.group(1) or m.group(2)
+            return ast.Value((Ref(name, m.group(3), "value", text, tok.span),), tok.span)
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            text = text[1:-1]
+        return ast.Value((Lit(text),), tok.span)
+
+    def _for(self) -> ast.For:
+        kw = self._next()
+        name = self.tok
+        if name.kind is not Kind.WORD or not name.text.isidentifier():
+            raise self._fail("'for' needs a name, as in `for h in @web[1-4] { … }`")
+        self._next()
+        if not self._at(Kind.WORD, "in"):
+            raise self._fail(f"expected 'in' after 'for {name.text}'")
+        self._next()
+        items: list[ast.Value | ast.Target] = []
+        while self.tok.kind in (Kind.WORD, Kind.STRING, Kind.TARGET):
+            tok = self._next()
+            items.append(
+                ast.Target(tok.parts, tok.span) if tok.kind is Kind.TARGET else ast.Value(tok.parts, tok.span)
+            )
+        if not items:
+            raise self._fail("'for' needs what to go through: words, a node set or a binding")
+        body, end = self._block("for")
+        return ast.For(name.text, name.span, tuple(items), body, kw.span.to(end))
+
+    def _fn(self) -> ast.FnDef:
+        kw = self._next()
+        words: list[Token] = []
+        while self._at(Kind.WORD):
+            words.append(self._next())
+        head = "".join(w.text for w in words)
+        m = _FN_HEAD.fullmatch(head)
+        if m is None:
+            where = words[0] if words else None
+            raise self._fail("'fn' needs a name and parameters, as in `fn restart(h) { … }`", where)
+        params = tuple(p.strip() for p in (m.group(2) or "").split(",") if p.strip())
+        if len(set(params)) != len(params):
+            raise LangError("a parameter is named twice", words[0].span.to(words[-1].span))
+        body, end = self._block("fn")
+        return ast.FnDef(m.group(1), params, body, kw.span.to(end))
 
     # -- keyword stages --------------------------------------------------------
 
@@ -340,8 +432,6 @@ class Parser:
     def _end_of_args(self, keyword: Token) -> None:
         if self.tok.kind in (Kind.WORD, Kind.STRING):
             raise self._fail(f"unexpected {self.tok.describe()} after '{keyword.text}'")
-        if self.tok.kind in (Kind.LBRACE, Kind.RBRACE):
-            raise self._fail(f"unexpected {self.tok.describe()}: blocks are not supported in this version")
 
 
 def parse(source: Source) -> ast.Script:

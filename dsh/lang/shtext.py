@@ -65,11 +65,15 @@ def escaped(text: str, pos: int) -> bool:
     return count % 2 == 1
 
 
+_ENDS = ("", " ", "\t", "\n")
+
+
 class CommandScanner:
     """Scans one command stage from `start`; `scan()` returns where it ends."""
 
-    def __init__(self, source: Source, start: int, block_depth: int) -> None:
+    def __init__(self, source: Source, start: int, block_depth: int, *, cond: bool = False) -> None:
         self.src = source
+        self.cond = cond
         self.text = source.text
         self.pos = start
         self.block_depth = block_depth
@@ -179,6 +183,14 @@ class CommandScanner:
             elif self._word_start() and (m := _CASE.match(text, self.pos)):
                 case_depth = case_depth + 1 if m.group() == "case" else max(case_depth - 1, 0)
                 self.pos = m.end()
+            elif (
+                self.cond
+                and closer is None
+                and ch == "{"
+                and self._word_start()
+                and self._peek(1) in ("", " ", "\t", "\n")
+            ):
+                return  # the block of an `if`: the condition ends here
             elif closer is None and ch == "{" and self._word_start() and self._peek(1) in (" ", "\t", "\n"):
                 sh_braces += 1
                 self.pos += 1

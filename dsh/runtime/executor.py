@@ -39,6 +39,8 @@ from dsh.runtime.values import (
 _REFERENCE = re.compile(r"@(inv|res|var):([A-Za-z_][A-Za-z0-9_-]*)")
 #: The alias of the session's own machine in its spool.
 LOCAL_ALIAS = "local"
+#: Outcomes that make an `if` condition neither true nor false: the line fails.
+_BROKEN = frozenset({"unreachable", "refused", "lost", "cancelled"})
 #: Outcomes that another attempt cannot change.
 _FINAL = frozenset({"ok", "refused", "cancelled", "skipped", "lost"})
 
@@ -73,10 +75,12 @@ class Recorder(Protocol):
     happen.
     """
 
-    async def line_started(self, stmt: p.Statement, args: Sequence[str], plan: p.Plan, index: int) -> int:
-        """Record a statement about to run (its compiled form, its index in the plan,
-        the script's arguments and the plan's limits, which a resume needs);
-        returns its run number."""
+    async def line_started(
+        self, stmt: p.Statement, args: Sequence[str], plan: p.Plan, index: int, path: str = ""
+    ) -> int:
+        """Record a statement about to run (its compiled form, its index in the plan
+        and its path inside a compound statement there, the script's arguments and
+        the plan's limits, which a resume needs); returns its run number."""
         ...
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None: ...
@@ -126,6 +130,17 @@ class _Shared:
     barriers: Mapping[int, Barrier]
     passed: set[int]
     fan: asyncio.Semaphore
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A statement inside a compound one, as a previous owner left it: its run, whether
+    it ended (and ok), and what its actions were when it did not."""
+
+    run: int
+    done: bool
+    ok: bool
+    resume: Resume | None
 
 
 @dataclass(frozen=True)
@@ -186,6 +201,8 @@ class Executor:
         self.machine = ""
         #: The run being resumed, if the current statement is one.
         self.resume: Resume | None = None
+        #: A compound statement being resumed: what its inner statements did, by path.
+        self.replay: Mapping[str, Replayed] | None = None
         #: Keys and signals in the store (a session's); awaits on them need it.
         self.events: Events | None = None
         #: A signal awaited in a host flow: one wait (and one signal) for all its hosts.
@@ -205,7 +222,10 @@ class Executor:
         for index in range(start, len(plan.statements)):
             self._index = index
             resume = first if index == start else None
-            result = await self.run_statement(plan.statements[index], plan, resume=resume)
+            try:
+                result = await self.run_statement(plan.statements[index], plan, resume=resume)
+            finally:
+                self.replay = None  # it was for the statement a previous owner left unfinished
             results.append(result)
             stop = stop_on_failure and not result.ok
             if self.recorder:
@@ -215,20 +235,27 @@ class Executor:
         return results
 
     async def run_statement(
-        self, stmt: p.Statement, plan: p.Plan, *, resume: Resume | None = None
+        self, stmt: p.Statement, plan: p.Plan, *, resume: Resume | None = None, path: str = ""
     ) -> LineResult:
         """Run one statement; with `resume`, the run a previous owner started, whose
-        recorded actions are taken up where they stand instead of started again."""
+        recorded actions are taken up where they stand instead of started again.
+        `path` places a statement inside a compound one (`if`, `for`): `c` its
+        condition, `t0`… and `e0`… its branches, `f3.0`… the iterations of a loop."""
+        replayed = self.replay.get(path) if self.replay is not None else None
+        if resume is None and replayed is not None:
+            resume = replayed.resume
         self.resume = resume
         if resume is not None:
             run = resume.run
+        elif replayed is not None:
+            run = replayed.run
         elif self.recorder:
-            run = await self.recorder.line_started(stmt, self.args, plan, self._index)
+            run = await self.recorder.line_started(stmt, self.args, plan, self._index, path)
         else:  # unrecorded runs still need action ids of their own for the spool
             self._unrecorded += 1
             run = self._unrecorded
         try:
-            return await self._statement(stmt, plan, run)
+            return await self._statement(stmt, plan, run, path)
         except BaseException:
             if self.recorder:  # refused or cancelled: the run is over all the same
                 with contextlib.suppress(Exception):
@@ -239,9 +266,16 @@ class Executor:
                 shared.cancel()
             self._shared.clear()
 
-    async def _statement(self, stmt: p.Statement, plan: p.Plan, run: int) -> LineResult:
-        if isinstance(stmt, p.Run):
-            result = await self._pipeline(stmt, stmt.pipeline, plan, run, capture=False)
+    async def _statement(self, stmt: p.Statement, plan: p.Plan, run: int, path: str) -> LineResult:
+        if isinstance(stmt, p.If | p.For):
+            result = await (
+                self._if(stmt, plan, run, path)
+                if isinstance(stmt, p.If)
+                else self._for(stmt, plan, run, path)
+            )
+        elif isinstance(stmt, p.Run):
+            consumed = path.endswith("c")  # an if's condition
+            result = await self._pipeline(stmt, stmt.pipeline, plan, run, capture=False, consumed=consumed)
         elif isinstance(stmt.value, p.Pipeline):
             result = await self._pipeline(stmt, stmt.value, plan, run, capture=True)
             await self._bind(run, stmt.name, ResultValue(result.hosts))
@@ -260,6 +294,87 @@ class Executor:
             sets = self.result_sets if result.on_hosts else None
             await self.recorder.line_done(run, result.ok, result.seconds, sets)
         return result
+
+    # -- compound statements ----------------------------------------------------------
+
+    async def _inner(self, stmt: p.Statement, plan: p.Plan, path: str) -> LineResult:
+        """A statement inside a compound one. Resumed, one that ended before is not run
+        again: its recorded end stands (its bindings are in the store already)."""
+        replayed = self.replay.get(path) if self.replay is not None else None
+        if replayed is not None and replayed.done:
+            outcome = "ok" if replayed.ok else "failed"
+            recorded = HostResult(None, outcome, None, 0.0, 0, "as recorded before the takeover")
+            return LineResult(stmt, (recorded,), 0.0, on_hosts=False)
+        saved = self.resume
+        try:
+            return await self.run_statement(stmt, plan, path=path)
+        finally:
+            self.resume = saved
+
+    async def _sequence(
+        self, statements: tuple[p.Statement, ...], plan: p.Plan, path: str, last: LineResult | None
+    ) -> LineResult | None:
+        """Statements one after another, stopping after the first not ok."""
+        for i, inner in enumerate(statements):
+            last = await self._inner(inner, plan, f"{path}{i}")
+            if not last.ok:
+                break
+        return last
+
+    async def _if(self, stmt: p.If, plan: p.Plan, run: int, path: str) -> LineResult:
+        started = self.clock.monotonic()
+        prefix = f"{path}/" if path else ""
+        if isinstance(stmt.cond, p.Compare):
+            try:
+                left = render(stmt.cond.left, self.bindings, self.args, None)
+                right = render(stmt.cond.right, self.bindings, self.args, None)
+            except BindingError as exc:
+                raise Refused(f"line {stmt.line}: {exc.message}") from exc
+            holds = (left == right) == (stmt.cond.op == "==")
+            last: LineResult | None = None
+        else:
+            last = await self._inner(stmt.cond, plan, f"{prefix}c")
+            broken = [h for h in last.hosts if h.outcome in _BROKEN]
+            if broken:  # not false: unknown; the line fails
+                return LineResult(stmt, last.hosts, self.clock.monotonic() - started, on_hosts=False)
+            holds = last.ok
+        branch, mark = (stmt.then, "t") if holds else (stmt.orelse, "e")
+        ran = await self._sequence(branch, plan, f"{prefix}{mark}", None)
+        hosts = ran.hosts if ran is not None else ()  # a failure of the condition is consumed
+        return LineResult(stmt, hosts, self.clock.monotonic() - started, on_hosts=False)
+
+    async def _for(self, stmt: p.For, plan: p.Plan, run: int, path: str) -> LineResult:
+        started = self.clock.monotonic()
+        prefix = f"{path}/" if path else ""
+        items: list[str] = []
+        for item in stmt.items:
+            if isinstance(item, p.HostSet):
+                items += self.resolve(item, plan.step_budget)
+                continue
+            try:
+                text = render(item, self.bindings, self.args, None)
+            except BindingError as exc:
+                raise Refused(f"line {stmt.line}: {exc.message}") from exc
+            lines = (
+                len(item.parts) == 1
+                and isinstance(item.parts[0], p.Var)
+                and item.parts[0].field in ("out", "err")
+            )
+            items += [x for x in text.splitlines() if x] if lines else text.split()
+        body_steps = sum(s.bound.steps or 0 for s in stmt.body)
+        if len(items) * body_steps > plan.step_budget:
+            raise Refused(
+                f"line {stmt.line}: this for goes through {len(items)} items, so it may take "
+                f"{len(items) * body_steps} steps, over the step budget of {plan.step_budget}"
+            )
+        last: LineResult | None = None
+        for j, value in enumerate(items):
+            await self._bind(run, stmt.name, StrValue(value))
+            last = await self._sequence(stmt.body, plan, f"{prefix}f{j}.", None)
+            if last is not None and not last.ok:
+                break
+        hosts = last.hosts if last is not None else ()
+        return LineResult(stmt, hosts, self.clock.monotonic() - started, on_hosts=False)
 
     async def _take_up(
         self, remote: Remote, spot: Spot, command: str, timeout: float, sink: OutputSink
@@ -364,13 +479,21 @@ class Executor:
     # -- lines ---------------------------------------------------------------------------
 
     async def _pipeline(
-        self, stmt: p.Statement, pipe: p.Pipeline, plan: p.Plan, run: int, *, capture: bool
+        self,
+        stmt: p.Statement,
+        pipe: p.Pipeline,
+        plan: p.Plan,
+        run: int,
+        *,
+        capture: bool,
+        consumed: bool = False,
     ) -> LineResult:
         started = self.clock.monotonic()
         if pipe.target is None:
             self.reporter.line_started(stmt, None)
             host_result = await self._flow(stmt, pipe, run, None, self.local, capture)
-            result = LineResult(stmt, (host_result,), self.clock.monotonic() - started, on_hosts=False)
+            seconds = self.clock.monotonic() - started
+            result = LineResult(stmt, (host_result,), seconds, on_hosts=False, consumed=consumed)
             self.reporter.line_done(result)
             return result
         hosts = self.resolve(pipe.target, plan.step_budget)
@@ -393,7 +516,8 @@ class Executor:
             )
         self.reporter.line_started(stmt, hosts)
         results = await self._waves(stmt, pipe, plan, run, hosts, capture)
-        result = LineResult(stmt, tuple(results), self.clock.monotonic() - started, on_hosts=True)
+        seconds = self.clock.monotonic() - started
+        result = LineResult(stmt, tuple(results), seconds, on_hosts=True, consumed=consumed)
         self.result_sets = result.result_sets()
         self.reporter.line_done(result)
         return result

@@ -68,6 +68,8 @@ class LineResult:
     seconds: float
     on_hosts: bool  # the line had a target (its results become the result sets)
     note: str = ""
+    #: An `if` condition: a failure here is consumed (the renderer does not call it one).
+    consumed: bool = False
 
     @property
     def ok(self) -> bool:

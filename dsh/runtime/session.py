@@ -39,7 +39,7 @@ from typing import Any
 
 from dsh.errors import StoreError, UsageError
 from dsh.plan import Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
-from dsh.runtime.executor import Resume
+from dsh.runtime.executor import Replayed, Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import dump_host_result, load_host_result
 from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
@@ -399,6 +399,26 @@ class Session:
             return None
         return plan, index, tuple(record.get("args", ())), str(record.get("id", ""))
 
+    async def replay(self, plan_id: str, index: int) -> dict[str, Replayed]:
+        """What the statements of a compound statement (index `index` of plan
+        `plan_id`) did before a takeover, by path: the one that did not end comes
+        with its actions' records, to be taken up."""
+        kvs, _ = await self.store.range(self.keys.root + b"run/", timeout=self.timeout)
+        runs: dict[int, str] = {}
+        for kv in kvs:
+            record = json.loads(kv.value)
+            if record.get("plan_id") == plan_id and int(record.get("index", -1)) == index:
+                runs[int(record["run"])] = str(record.get("path", ""))
+        ended: dict[int, bool] = {}
+        for entry in await read_journal(self.store, self.keys, timeout=self.timeout):
+            if entry.get("kind") == "done" and int(entry.get("run", 0)) in runs:
+                ended[int(entry["run"])] = bool(entry.get("ok"))
+        table: dict[str, Replayed] = {}
+        for run, path in runs.items():
+            done = run in ended
+            table[path] = Replayed(run, done, ended.get(run, False), None if done else await self.resume(run))
+        return table
+
     async def resume(self, run: int) -> Resume:
         """The records of the actions of `run`: what a resume takes up."""
         kvs, _ = await self.store.range(self.keys.root + f"act/{run}.".encode(), timeout=self.timeout)
@@ -522,11 +542,14 @@ class SessionRecorder:
         self.keys = session.keys
         self.plan_id = ""  # of the plan running (see plan_started)
 
-    async def line_started(self, stmt: Statement, args: Sequence[str], plan: Plan, index: int) -> int:
+    async def line_started(
+        self, stmt: Statement, args: Sequence[str], plan: Plan, index: int, path: str = ""
+    ) -> int:
         run = self.session.next_run()
         cp = self.session.checkpointer()
         record: dict[str, Any] = {"run": run, "line": stmt.line, "source": stmt.source, "args": list(args)}
         record["index"] = index
+        record["path"] = path
         record["plan_id"] = self.plan_id
         record["limits"] = {"step_budget": plan.step_budget, "fanout": plan.fanout, "name": plan.source_name}
         record["plan"] = dump_statement(stmt)

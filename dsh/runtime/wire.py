@@ -80,6 +80,7 @@ class WireReporter:
                 "seconds": result.seconds,
                 "on_hosts": result.on_hosts,
                 "note": result.note,
+                "consumed": result.consumed,
             }
         )
 
@@ -111,7 +112,8 @@ class Replay:
         if kind == "done-line":
             stmt = self.statements.pop(event["k"], None) or p.load_statement(event["def"])
             hosts = tuple(load_host_result(h) for h in event["hosts"])
-            result = LineResult(stmt, hosts, float(event["seconds"]), bool(event["on_hosts"]), event["note"])
+            seconds, on_hosts = float(event["seconds"]), bool(event["on_hosts"])
+            result = LineResult(stmt, hosts, seconds, on_hosts, event["note"], bool(event.get("consumed")))
             self.reporter.line_done(result)
             return True
         if kind not in ("out", "retry", "host"):

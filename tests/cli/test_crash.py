@@ -30,9 +30,9 @@ def ends(run_dsh, name: str) -> list[tuple[str, str, str]]:  # type: ignore[no-u
     return sorted((e["action"], e["host"], e["outcome"]) for e in entries if e["kind"] == "end")
 
 
-def test_crash_at_every_step_boundary_then_resume_elsewhere(  # type: ignore[no-untyped-def]
-    run_dsh, env, ssh_setup: SshSetup, tmp_path: Path
-) -> None:
+def crash_everywhere(run_dsh, env, ssh_setup: SshSetup, tmp_path: Path, script_text: str, marks_want: str):  # type: ignore[no-untyped-def]
+    """Run the script crashing after its 1st, 2nd, … checkpoint, each time taken over
+    elsewhere; returns the clean run's ends and the resumed runs' ends."""
     env["DSH_LEASE_TTL"] = "0.5"
     reference = None
     resumed_journals: dict[int, list[tuple[str, str, str]]] = {}
@@ -40,7 +40,7 @@ def test_crash_at_every_step_boundary_then_resume_elsewhere(  # type: ignore[no-
         marks = Path(tempfile.mkdtemp(prefix=f"dsh-crash-{n}-"))
         marks.chmod(0o777)
         script = tmp_path / f"ref{n}.dsh"
-        script.write_text(SCRIPT.format(d=marks))
+        script.write_text(script_text.format(d=marks))
         name = f"crash{n}x{time.time_ns()}"
         crashed = run_dsh(
             [*ssh_setup.args(), "--session", name, str(script)],
@@ -55,11 +55,44 @@ def test_crash_at_every_step_boundary_then_resume_elsewhere(  # type: ignore[no-
         )
         assert resumed.returncode == 0, f"boundary {n}: {resumed.stdout}{resumed.stderr}"
         for host in ("h1", "h2"):
-            assert (marks / f"M.{host}").read_text() == f"a{host}\nb{host}\nc{host}\n", f"boundary {n}"
+            assert (marks / f"M.{host}").read_text() == marks_want.format(h=host), f"boundary {n}"
         resumed_journals[n] = ends(run_dsh, name)
+    assert reference is not None
+    return reference, resumed_journals
+
+
+def test_crash_at_every_step_boundary_then_resume_elsewhere(  # type: ignore[no-untyped-def]
+    run_dsh, env, ssh_setup: SshSetup, tmp_path: Path
+) -> None:
+    reference, resumed_journals = crash_everywhere(
+        run_dsh, env, ssh_setup, tmp_path, SCRIPT, "a{h}\nb{h}\nc{h}\n"
+    )
     # Checkpoints are batched: a clean run of this script takes a handful of
     # transactions (5 here), every one of them a boundary crashed at above.
-    assert reference is not None and len(resumed_journals) >= 4
+    assert len(resumed_journals) >= 4
     assert reference == sorted((f"{run}.1.1", h, "ok") for run in (1, 3, 4) for h in ("h1", "h2"))
     for n, got in resumed_journals.items():  # the same final journal, each action ended once
+        assert got == reference, f"boundary {n}: {got}"
+
+
+COMPOUND = """\
+fn mark(tag) {{ @h[1-2] sh -c 'echo $1$0 >> {d}/M.$0' $host $tag }}
+for t in a b {{ mark $t }}
+if @h1 test -d {d} {{
+  mark c
+}} else {{
+  mark x
+}}
+"""
+
+
+def test_crash_inside_for_and_if_then_resume_elsewhere(  # type: ignore[no-untyped-def]
+    run_dsh, env, ssh_setup: SshSetup, tmp_path: Path
+) -> None:
+    reference, resumed_journals = crash_everywhere(
+        run_dsh, env, ssh_setup, tmp_path, COMPOUND, "a{h}\nb{h}\nc{h}\n"
+    )
+    assert len(resumed_journals) >= 4
+    assert len(reference) == 7  # 2 hosts x 3 marks, and the condition on h1
+    for n, got in resumed_journals.items():
         assert got == reference, f"boundary {n}: {got}"

@@ -75,7 +75,9 @@ def test_batch_stops_the_roll_after_max_fail(run_dsh, ssh_setup: SshSetup) -> No
         "h6": "skipped",
     }
     assert sorted(p.name for p in marks.iterdir()) == ["h1", "h2", "h3", "h4"]  # h5, h6 never started
-    r = run_dsh([*ssh_setup.args(), "--session", "roll", "-c", "@{skipped} echo later $host"])  # the skipped are a result set
+    r = run_dsh(
+        [*ssh_setup.args(), "--session", "roll", "-c", "@{skipped} echo later $host"]
+    )  # the skipped are a result set
     assert sorted(line for line in r.stdout.splitlines() if " | " in line) == [
         "h5 | later h5",
         "h6 | later h6",
