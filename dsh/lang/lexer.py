@@ -112,7 +112,7 @@ class Lexer:
                 while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
                     self.pos += 1
                 continue
-            if ch == "{" and mode in (_Mode.ARGS, _Mode.AFTER_STAGE):
+            if ch == "{" and (mode in (_Mode.ARGS, _Mode.AFTER_STAGE) or (self.cond and mode is _Mode.HEAD)):
                 self.pos += 1
                 self.block_depth += 1
                 self.cond = False

@@ -40,9 +40,9 @@ from dsh.plan import AWAIT_KINDS, OUTCOMES
 _AWAIT_OPTIONS = ("as", "within", "every")
 
 _COMPARE = re.compile(r"\s*(\S+)\s+(==|!=)\s+(\S+)\s*")
-_FN_HEAD = re.compile(
-    r"([A-Za-z_][A-Za-z0-9_]*)\(\s*((?:[A-Za-z_][A-Za-z0-9_]*\s*,\s*)*[A-Za-z_][A-Za-z0-9_]*)?\s*\)"
-)
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_FN_HEAD = re.compile(rf"({_NAME})\(\s*((?:{_NAME}\s*,\s*)*{_NAME})?\s*\)")
+_OPERAND_REF = re.compile(rf"\$(?:({_NAME})|\{{({_NAME})(?:\.([A-Za-z_]+))?\}})")
 
 
 class Parser:
@@ -243,15 +243,13 @@ class Parser:
 
     def _operand(self, text: str, tok: Token) -> ast.Value:
         """One side of a comparison: `$name`, `${name.field}`, or a word (quotes taken off)."""
-        m = re.fullmatch(
-            r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_]+))?\})", text
-        )
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        inner = text[1:-1] if quoted else text
+        m = _OPERAND_REF.fullmatch(inner) if not text.startswith("'") else None
         if m is not None:
             name = m.group(1) or m.group(2)
-            return ast.Value((Ref(name, m.group(3), "value", text, tok.span),), tok.span)
-        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-            text = text[1:-1]
-        return ast.Value((Lit(text),), tok.span)
+            return ast.Value((Ref(name, m.group(3), "value", inner, tok.span),), tok.span)
+        return ast.Value((Lit(inner),), tok.span)
 
     def _for(self) -> ast.For:
         kw = self._next()

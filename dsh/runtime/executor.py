@@ -355,11 +355,12 @@ class Executor:
                 text = render(item, self.bindings, self.args, None)
             except BindingError as exc:
                 raise Refused(f"line {stmt.line}: {exc.message}") from exc
-            lines = (
-                len(item.parts) == 1
-                and isinstance(item.parts[0], p.Var)
-                and item.parts[0].field in ("out", "err")
-            )
+            only = item.parts[0] if len(item.parts) == 1 else None
+            held = self.bindings.get(only.name) if isinstance(only, p.Var) and only.field is None else None
+            if isinstance(held, HostsValue):  # a node set: its hosts
+                items += held.hosts
+                continue
+            lines = isinstance(only, p.Var) and only.field in ("out", "err")  # an output: its lines
             items += [x for x in text.splitlines() if x] if lines else text.split()
         body_steps = sum(s.bound.steps or 0 for s in stmt.body)
         if len(items) * body_steps > plan.step_budget:

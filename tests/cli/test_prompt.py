@@ -98,3 +98,26 @@ def test_prompt_claims_the_session_again_after_an_idle_pause(env) -> None:  # ty
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_an_unclosed_brace_continues_and_functions_stay_known(env) -> None:  # type: ignore[no-untyped-def]
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendline("if true {")
+        child.expect(r"\.\.\.")
+        child.sendline("echo in''side")
+        child.expect(r"\.\.\.")
+        child.sendline("}")
+        child.expect("inside")
+        child.expect("dsh>")
+        child.sendline("fn hi(who) { echo hi-$who }")
+        child.expect("dsh>")
+        child.sendline("hi there")
+        child.expect("hi-there")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0

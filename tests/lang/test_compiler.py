@@ -81,7 +81,7 @@ def test_line_duration_is_capped() -> None:
         ("@web@x true", 1, "@{name}"),
         ("echo ${v.out}", 6, "not bound"),
         ("await port 99999", 12, "is not a port"),
-        ("true | batch 2", 8, "not supported"),
+        ("true | batch 2", 8, "this line has none"),
         ("x = 'a' b", 9, "unexpected"),
         ("@h[3-1] true", 1, "bad node set"),
         ("@{nope} true", 2, "unknown group"),

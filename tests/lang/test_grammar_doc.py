@@ -25,3 +25,16 @@ def test_every_parser_rule_is_in_the_man_page() -> None:
     assert set(code) >= {"script", "statement", "binding", "pipeline", "stage", "retry"}
     for name, body in code.items():
         assert man.get(name) == body, f"rule {name!r} differs between parser.py and man/dsh.7"
+
+
+def test_every_keyword_and_await_kind_is_in_the_man_page() -> None:
+    from dsh.lang.lexer import KEYWORDS
+    from dsh.plan import AWAIT_KINDS
+
+    text = MAN7.read_text().replace("\\-", "-")
+    words = set(re.findall(r"[a-z][a-z-]*", text))
+    for word in sorted({*KEYWORDS, *AWAIT_KINDS, "as", "every", "in", "max-fail", "notok", "command"}):
+        assert word in words, f"{word!r} is not in man/dsh.7"
+    assert "while" not in KEYWORDS  # no unbounded loop: `while` is only the shell's
+    for section in ("EVENTS", "CONDITIONALS", "LOOPS", "FUNCTIONS", "ROLLING"):
+        assert re.search(rf"^\.SH {section}", text, re.M), f"man/dsh.7 has no {section} section"
