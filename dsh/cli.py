@@ -65,14 +65,18 @@ def _parser(*, run: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dsh",
         usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | run [--detach] SCRIPT [ARGS…] | "
-        "attach SESSION | ls | log SESSION | kill SESSION | rm SESSION | explain TEXT|SCRIPT]",
+        "attach SESSION | ls | log SESSION | kill SESSION | rm SESSION | signal SESSION NAME [VALUE] | "
+        "key put|get KEY [VALUE] | explain TEXT|SCRIPT]",
         description="An interactive distributed shell: lines of remote actions, awaits and "
         "timeouts, compiled into bounded plans.",
         epilog="Subcommands: run [--detach] SCRIPT [ARGS] — run a script, or start it in a process "
-        "of its own and print the session's name; attach SESSION — take over a session whose "
-        "owner died, finish what it left, then run lines in it; ls [--json] — your sessions; "
+        "of its own and print the session's name; attach SESSION — what happened in it lately, "
+        "then its live output and a prompt in it (taken over first if its owner died); "
+        "ls [--json] — your sessions; "
         "log SESSION [-f] [--json] [--output ACTION HOST] — the journal, or one action's output; "
         "kill SESSION — stop its work and its commands; rm SESSION — remove it and its spools; "
+        "signal SESSION NAME [VALUE] — release an `await signal NAME` (kept until one takes it); "
+        "key put KEY VALUE | key get KEY — the keys `await key` waits for; "
         "explain TEXT|SCRIPT — show the compiled plan and its worst case. "
         "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
         "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted, "
