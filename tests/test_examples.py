@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import dsh_path
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.dsh"))
 EXPECTED_STATUS = {"timeouts.dsh": 1}
@@ -24,7 +29,7 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_compiles(run_dsh, script: Path) -> None:  # type: ignore[no-untyped-def]
-    r = run_dsh(["explain", str(script), "arg"])
+    r = run_dsh(["explain", str(script), "arg", "80"])
     assert r.returncode == 0, r.stderr
     assert "worst" in r.stdout
 
@@ -44,3 +49,56 @@ def test_fleet_example_runs_over_ssh(run_dsh, ssh_setup) -> None:  # type: ignor
     assert r.returncode == 0, r.stdout + r.stderr
     assert "web[01-40] (40)  ok" in r.stdout or "40 hosts: 40 ok" in r.stdout
     assert "@{notok} is empty: nothing to run" in r.stderr
+
+
+def test_rolling_example_rolls_and_stops_after_max_fail(run_dsh, ssh_setup) -> None:  # type: ignore[no-untyped-def]
+    script = Path(__file__).parent.parent / "examples" / "rolling.dsh"
+    port = str(ssh_setup.server.port)  # each host's own sshd stands in for the web server
+    r = run_dsh([*ssh_setup.args(), str(script), 'echo restarting "$0"', port], timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"all listening on port {port}" in r.stdout
+    failing = 'test "$0" != web03 -a "$0" != web04'
+    r = run_dsh([*ssh_setup.args(), "--json", str(script), failing, port], timeout=60)
+    assert r.returncode == 1
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    first = [e for e in events if e["event"] == "result" and e["line"] == 11]
+    outcomes = {e["host"]: e["outcome"] for e in first}
+    assert [outcomes[f"web0{i}"] for i in range(1, 7)] == [
+        "ok",
+        "ok",
+        "failed",
+        "failed",
+        "skipped",
+        "skipped",
+    ]
+    said = [e["text"] for e in events if e["event"] == "output"]
+    assert sorted(t for t in said if "failed here" in t) == [
+        "web03: the restart failed here",
+        "web04: the restart failed here",
+    ]
+
+
+def test_gate_example_waits_for_its_approval(run_dsh, env, ssh_setup) -> None:  # type: ignore[no-untyped-def]
+    script = Path(__file__).parent.parent / "examples" / "gate.dsh"
+    assert run_dsh(["--session", "deploy", "-c", "true"]).returncode == 0
+    proc = subprocess.Popen(
+        [dsh_path(), *ssh_setup.args(), "--session", "deploy", str(script), 'echo restarting "$0"'],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(
+            '"kind": "await"' in line for line in run_dsh(["log", "--json", "deploy"]).stdout.splitlines()
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, "the gate never waited"
+            time.sleep(0.1)
+        assert run_dsh(["signal", "deploy", "approve", "alice"]).returncode == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "approved by alice" in out
+    assert "web10 | restarting web10" in out

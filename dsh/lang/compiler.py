@@ -134,12 +134,23 @@ class _Compiler:
     def if_(self, node: ast.If) -> p.If:
         cond: p.Run | p.Compare
         if isinstance(node.cond, ast.Compare):
+            for side in (node.cond.left, node.cond.right):
+                ref = side.parts[0] if isinstance(side.parts[0], Ref) else None
+                if ref is not None and not self._bound(self.renames.get(ref.name, ref.name), False):
+                    raise LangError(f"{ref.raw} is not bound here, so it cannot be compared", node.cond.span)
             left = self.text(node.cond.left.parts, quoting="raw", host_flow=False)
             right = self.text(node.cond.right.parts, quoting="raw", host_flow=False)
             cond = p.Compare(left, node.cond.op, right)
             cond_steps: int | None = 0
             cond_seconds = 0.0
         else:
+            called = self._called(node.cond)
+            if called is not None:
+                raise LangError(
+                    f"{called.name} is a function: an if condition is one stage; run "
+                    f"`command {called.name}` for the shell's, or test what the function leaves",
+                    node.cond.span,
+                )
             run = self.statement(node.cond)
             assert isinstance(run, p.Run)
             cond, cond_steps, cond_seconds = run, run.bound.steps, run.bound.seconds

@@ -199,7 +199,8 @@ class Lexer:
             return False
         while i < len(self.text) and self.text[i] in " \t\r":
             i += 1
-        return i >= len(self.text) or self.text[i] in "\n#"
+        ends = "\n#}" if self.block_depth else "\n#"  # `{ x = 5 }`: the block's brace ends it
+        return i >= len(self.text) or self.text[i] in ends
 
     # -- pieces ------------------------------------------------------------
 

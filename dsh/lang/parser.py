@@ -42,7 +42,7 @@ _AWAIT_OPTIONS = ("as", "within", "every")
 _COMPARE = re.compile(r"\s*(\S+)\s+(==|!=)\s+(\S+)\s*")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _FN_HEAD = re.compile(rf"({_NAME})\(\s*((?:{_NAME}\s*,\s*)*{_NAME})?\s*\)")
-_OPERAND_REF = re.compile(rf"\$(?:({_NAME})|\{{({_NAME})(?:\.([A-Za-z_]+))?\}})")
+_OPERAND_REF = re.compile(rf"\$(?:({_NAME}|[1-9])|\{{({_NAME}|[1-9])(?:\.([A-Za-z_]+))?\}})")
 
 
 class Parser:
