@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -137,6 +135,9 @@ def looker(
 
 def _get(url: str, timeout: float) -> tuple[int | None, str, str]:
     """GET url: (status, body, note); status None when nothing answered."""
+    import urllib.error  # here: urllib.request costs ~20 ms of start-up
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": "dsh"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
