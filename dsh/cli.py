@@ -18,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dsh import __version__
 from dsh.errors import DshError, LangError, UsageError
@@ -500,7 +500,18 @@ def _executor(settings: Settings, rest: list[str]) -> int:
 def _client(settings: Settings, errors: _Errors, *, attach: bool) -> int:
     """The REPL and `dsh attach`: a client of the session's executor process,
     which is started (taking the session over if its owner died) when none runs
-    on this machine."""
+    on this machine. At a terminal lines are read by the prompt-toolkit REPL,
+    with output printed above the prompt."""
+    interactive = sys.stdin.isatty()
+    if not interactive:
+        return _client_in(settings, attach=attach, interactive=False)
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    with patch_stdout(raw=True):
+        return _client_in(settings, attach=attach, interactive=True)
+
+
+def _client_in(settings: Settings, *, attach: bool, interactive: bool) -> int:
     from dsh.client import Client, Detach, Link, completeness, read_eval
     from dsh.render import timeline
     from dsh.runtime.session import Keys, generated_name, user_name
@@ -518,7 +529,6 @@ def _client(settings: Settings, errors: _Errors, *, attach: bool) -> int:
     )
     renderer = _renderer(settings)
     client = Client(link, Replay(renderer, renderer.message), renderer.message, _show_error)
-    interactive = sys.stdin.isatty()
     compiler = _driver(settings, None, stateful=False)
     try:
         if attach and client._run(store.get(keys.meta, timeout=STORE_TIMEOUT)) is None:
@@ -528,8 +538,12 @@ def _client(settings: Settings, errors: _Errors, *, attach: bool) -> int:
             sys.stdout.flush()
         client.connect(take=attach)
         complete = completeness(lambda text, first: compiler.compile(text, "<stdin>", first))
+        read = _reader(False)
+        builtin = None
+        if interactive:
+            read, builtin = _repl(settings, client, compiler, name)
         try:
-            status = read_eval(client, _reader(interactive), complete, "<stdin>", interactive=interactive)
+            status = read_eval(client, read, complete, "<stdin>", interactive=interactive, builtin=builtin)
         except Detach:
             stays = client.leave()
             going = "its work goes on; " if stays else ""
@@ -539,6 +553,75 @@ def _client(settings: Settings, errors: _Errors, *, attach: bool) -> int:
         return status
     finally:
         client.close()
+
+
+def _repl(
+    settings: Settings, client: Any, compiler: Driver, name: str
+) -> tuple[Callable[[str], str | None], Callable[[str], str | None]]:
+    """The prompt-toolkit REPL's reader and built-ins for a client (dsh.repl)."""
+    import asyncio
+
+    from dsh.client import Detach
+    from dsh.explain import explain
+    from dsh.repl.app import DetachKey, Repl, history_path
+    from dsh.repl.completion import Sources
+    from dsh.repl.shell import Builtins, Toolbar
+    from dsh.runtime.session import list_sessions, user_name
+
+    aliases: list[str] = []
+
+    def hosts() -> list[str]:
+        if not aliases:
+            from dsh.remote.sshconfig import SshConfig
+
+            paths = [settings.ssh_config] if settings.ssh_config else None
+            aliases.extend(SshConfig.load(paths).aliases() or ["-"])
+        return [a for a in aliases if a != "-"]
+
+    def refresh() -> None:  # what the session has bound, for checks and completion
+        compiler.executor.bindings = client.bindings()
+
+    def sessions() -> list[dict[str, object]]:
+        return list(asyncio.run(list_sessions(_store(settings), user_name(), timeout=STORE_TIMEOUT)))
+
+    history = history_path(_state_dir(settings), settings.store)
+    repl = Repl(
+        history=history,
+        sources=Sources(
+            hosts=hosts,
+            groups=lambda: settings.config.groups.keys(),
+            bindings=lambda: compiler.executor.bindings.keys(),
+            functions=lambda: compiler.functions.keys(),
+        ),
+        bound=lambda: set(compiler.executor.bindings),
+        compile_=lambda text: compiler.compile(text, "<stdin>"),
+        toolbar=Toolbar(name, settings.store, _machine(settings)),
+        color=settings.color,
+    )
+    builtins = Builtins(
+        say=lambda text: print(text, flush=True),
+        explain=lambda text: explain(compiler.compile(text, "<explain>")),
+        hosts=hosts,
+        groups=lambda: dict(settings.config.groups),
+        sessions=sessions,
+        history=history,
+    )
+
+    def read(prompt: str) -> str | None:
+        refresh()
+        try:
+            return repl.read(prompt)
+        except DetachKey:
+            raise Detach from None
+
+    def builtin(text: str) -> str | None:
+        try:
+            return builtins(text)
+        except DshError as exc:
+            _show_error(exc.render() if isinstance(exc, LangError) else f"dsh: {exc.message}")
+            return "done"
+
+    return read, builtin
 
 
 def _show_error(text: str) -> None:

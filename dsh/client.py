@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dsh.errors import DshError, IncompleteInput, LangError, StoreError, UsageError
-from dsh.runtime.session import Keys, read_journal
+from dsh.runtime.session import Keys, decode_value, read_journal
+from dsh.runtime.values import Value
 from dsh.runtime.wire import Event, Replay
 from dsh.store.base import Compare, Put, Store
 
@@ -275,6 +276,16 @@ class Client:
             self._run(self.link.store.close())
         self.runner.close()
 
+    def bindings(self) -> dict[str, Value]:
+        """What the session has bound (for checking and completing what is typed)."""
+        store, keys = self.link.store, self.link.keys
+        kvs, _ = self._run(store.range(keys.bindings, timeout=10.0))
+        out: dict[str, Value] = {}
+        for kv in kvs:
+            with contextlib.suppress(DshError):
+                out[kv.key[len(keys.bindings) :].decode()] = decode_value(kv.value)
+        return out
+
     # -- attaching ---------------------------------------------------------------------
 
     def history(self, timeline: Callable[[list[dict[str, Any]]], str]) -> str:
@@ -317,6 +328,7 @@ def read_eval(
     name: str,
     *,
     interactive: bool,
+    builtin: Callable[[str], str | None] | None = None,
 ) -> int:
     """Read lines, submit each complete statement, show what it does.
 
@@ -360,6 +372,11 @@ def read_eval(
                 continue
             start, first_line, buffer = first_line, first_line + len(buffer), []
             if not text.strip() or all(not t.strip() or t.lstrip().startswith("#") for t in text.split("\n")):
+                continue
+            done = builtin(text) if builtin is not None else None
+            if done == "exit":
+                break
+            if done is not None:
                 continue
             got = client.submit(text, name, start)
             if got is None:

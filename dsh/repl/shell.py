@@ -1,0 +1,114 @@
+"""The REPL's own words: `help`, `explain`, `hosts`, `sessions`, `history`, `exit`
+(`detach` is the client's), and the toolbar under the prompt.
+
+A built-in is a line that is exactly one of these words (with its
+arguments); `command help` runs a command of that name instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HELP = {
+    "": """dsh runs lines of remote actions, awaits and timeouts, bounded and checkpointed.
+  @web[1-4] uptime | within 10s        a command on hosts (no target: this machine)
+  x = @db1 cat /etc/version            bind a result; ${x.out} in later lines
+  @{failed} systemctl restart nginx    the hosts that failed on the line before
+Topics: help targets | stages | events | blocks | keys | builtins.  Language: man 7 dsh""",
+    "targets": """Targets (ClusterShell node sets): @web[1-10]!web3  @{group}  @{failed}  @$hosts
+  result sets of the line before: ok failed timeout unreachable refused cancelled skipped lost notok""",
+    "stages": """Stages after `|`: within D | retry N [backoff D] | where OUTCOME | where out ~ RE
+  | gather | batch N[%] [max-fail K] | sleep D | await …
+  @web[1-20] deploy.sh | await port 80 within 30s | batch 2 max-fail 1""",
+    "events": """await port [HOST:]PORT | http URL [status N] | file PATH | cmd 'WORDS' | key KEY [= V]
+  | signal NAME   … [as NAME] [within D] [every D]
+  await signal approve as who within 1h    (dsh signal SESSION approve alice)""",
+    "blocks": """if @db1 test -f /etc/maint { echo skip } else { @{web} deploy.sh }
+  for h in @web[1-4] { restart $h }      fn restart(h) { @$h systemctl restart nginx }
+  An unclosed { or a trailing | continues on the next line.""",
+    "keys": """Enter runs a whole statement; Tab completes; Ctrl-R searches history;
+  Ctrl-C cancels the running line (and kills its commands) or drops what is typed;
+  Ctrl-\\ or `detach` leaves the session running; Ctrl-D on an empty line ends the client.""",
+    "builtins": """help [TOPIC]  explain LINE  hosts [PATTERN]  sessions  history  detach  exit""",
+}
+
+
+@dataclass
+class Toolbar:
+    """The line under the prompt: session, store, owner, the last line's end."""
+
+    session: str
+    store: str
+    machine: str
+    last: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def __call__(self) -> str:
+        last = f" · {self.last}" if self.last else ""
+        return f" session {self.session} · store {self.store} · on {self.machine}{last}"
+
+    def ended(self, status: int | None, seconds: float) -> None:
+        word = "ok" if status == 0 else f"status {status}"
+        self.last = f"last line: {word} in {seconds:.1f}s"
+
+
+@dataclass
+class Builtins:
+    say: Callable[[str], None]
+    explain: Callable[[str], str]
+    hosts: Callable[[], Iterable[str]]
+    groups: Callable[[], dict[str, str]]
+    sessions: Callable[[], list[dict[str, object]]]
+    history: Path
+
+    def __call__(self, text: str) -> str | None:
+        """Run `text` if it is a built-in: "exit", "done", or None (not one)."""
+        word, _, rest = text.strip().partition(" ")
+        rest = rest.strip()
+        if word == "exit" and not rest:
+            return "exit"
+        if word == "help":
+            topic = rest or ""
+            self.say(HELP.get(topic, f"no help on {topic!r}; topics: {', '.join(t for t in HELP if t)}"))
+            return "done"
+        if word == "explain" and rest:
+            self.say(self.explain(rest))
+            return "done"
+        if word == "hosts":
+            pattern = rest or "*"
+            names = sorted(h for h in self.hosts() if fnmatch.fnmatch(h, pattern))
+            groups = {g: m for g, m in self.groups().items() if fnmatch.fnmatch(g, pattern)}
+            lines = [*names, *(f"@{{{g}}} = {m}" for g, m in sorted(groups.items()))]
+            self.say("\n".join(lines) if lines else f"no host or group matches {pattern!r}")
+            return "done"
+        if word == "sessions" and not rest:
+            lines = [f"{e['name']:<32} {e['state']:<10} {e.get('last_line') or ''}" for e in self.sessions()]
+            self.say("\n".join(lines) if lines else "no sessions")
+            return "done"
+        if word == "history" and not rest:
+            self.say("\n".join(_history(self.history)[-50:]) or "no history yet")
+            return "done"
+        return None
+
+
+def _history(path: Path) -> list[str]:
+    """The entries of a prompt-toolkit history file, oldest first."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    entries: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        if line.startswith("+"):
+            current.append(line[1:])
+        elif current:
+            entries.append("\n".join(current))
+            current = []
+    if current:
+        entries.append("\n".join(current))
+    return entries

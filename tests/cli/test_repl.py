@@ -1,0 +1,149 @@
+"""The prompt-toolkit REPL in a real terminal (pexpect): marks, completion, history,
+Ctrl-C over SSH, built-ins; and the dsh lexer for Pygments."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pexpect
+
+from tests.cli.test_prompt import spawn
+from tests.conftest import BIN, SshSetup
+from tests.sshd import USER, processes_of
+
+EXAMPLES = sorted((Path(__file__).parent.parent.parent / "examples").glob("*.dsh"))
+
+
+def spawn_with(env: dict[str, str], args: list[str]) -> pexpect.spawn:
+    env = {**env, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    from tests.conftest import dsh_path
+
+    return pexpect.spawn(dsh_path(), args, env=env, dimensions=(24, 120), encoding="utf-8", timeout=15)
+
+
+def test_a_typo_is_marked_where_it_is(env) -> None:  # type: ignore[no-untyped-def]
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendline("@h1 true | within 3 ")
+        child.expect("'3' is not a duration")
+        child.sendintr()
+        child.expect("dsh>")
+        child.sendline("@h[1-")  # an unclosed bracket: refused, not run
+        child.expect("unclosed '\\['")
+        child.sendintr()
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+
+
+def test_tab_completes_hosts_inside_a_node_set(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "ssh_config"
+    config.write_text("".join(f"Host h{i}\n  HostName 127.0.0.1\n" for i in range(1, 7)) + "Host web1\n")
+    child = spawn_with(env, ["--ssh-config", str(config)])
+    try:
+        child.expect("dsh>")
+        child.send("@h[1-")
+        child.send("\t")
+        child.expect(r"h\[1-6\]")
+        child.expect("6 hosts")
+        child.sendintr()
+        child.expect("dsh>")
+        child.send("wi")  # keywords at a statement's start
+        child.send("\t")
+        child.expect("thin")  # drawn after the "wi" typed
+        child.sendintr()
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+
+
+def test_ctrl_r_finds_an_earlier_line_after_a_restart(env) -> None:  # type: ignore[no-untyped-def]
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendline("echo remembered-line")
+        child.expect("remembered-line")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    child = spawn(env)
+    try:
+        child.expect("dsh>")
+        child.sendcontrol("r")
+        child.expect("I-search backward")
+        child.send("remembered")
+        child.expect("-line")  # the entry found, its match highlighted
+        child.send("\r")  # take it
+        child.send("\r")  # and run it
+        child.expect("remembered-line\r\n")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+
+
+def test_ctrl_c_cancels_a_remote_sleep_at_once(env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    child = spawn_with(env, ssh_setup.args())
+    try:
+        child.expect("dsh>")
+        child.sendline("@h1 sleep 30.25")
+        deadline = time.monotonic() + 10
+        while not processes_of(USER, "sleep 30.25"):
+            assert time.monotonic() < deadline, "the remote sleep never started"
+            time.sleep(0.05)
+        child.sendintr()
+        child.expect("cancelled", timeout=5)
+        child.expect("dsh>", timeout=5)
+        assert processes_of(USER, "sleep 30.25") == {}
+        child.sendline("echo still''-here")
+        child.expect("still-here")
+        child.expect("dsh>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+
+
+def test_builtins(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "ssh_config"
+    config.write_text("Host db1 db2 web1\n  HostName 127.0.0.1\n")
+    child = spawn_with(env, ["--ssh-config", str(config), "--session", "bi"])
+    try:
+        child.expect("dsh>")
+        child.sendline("help events")
+        child.expect("await port")
+        child.sendline("hosts db*")
+        child.expect("db1\r\ndb2\r\n")
+        child.sendline("explain @web1 true | within 5s")
+        child.expect("worst    1 step")
+        child.sendline("sessions")
+        child.expect(r"bi\s+running")
+        child.sendline("history")
+        child.expect("explain @web1 true")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def test_pygmentize_highlights_every_example_without_error_tokens() -> None:
+    for example in EXAMPLES:
+        r = subprocess.run(
+            [str(BIN / "pygmentize"), "-l", "dsh", "-f", "raw", str(example)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "Token.Keyword" in r.stdout or "Token.Name.Namespace" in r.stdout
+        assert "Token.Error" not in r.stdout, example.name
