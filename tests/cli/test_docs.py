@@ -146,8 +146,7 @@ def test_man_page_names_the_environment_variables_the_code_reads() -> None:
 
 
 def test_man_page_renders_without_warnings() -> None:
-    if shutil.which("groff") is None:
-        pytest.skip("groff is not installed")
+    assert shutil.which("groff"), "groff is not installed (scripts/system-deps installs it)"
     r = subprocess.run(["groff", "-man", "-ww", "-z", str(MAN)], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (0, "")
 
@@ -189,10 +188,8 @@ def test_completions_name_every_subcommand(path: Path) -> None:
         assert re.search(rf"\b{re.escape(name)}\b", text), f"{path.name} does not complete {name}"
 
 
-def bash_complete(*words: str) -> list[str]:
+def bash_complete(*words: str, env: dict[str, str] | None = None) -> list[str]:
     """What the bash completion offers for the last of `words`, run in a real bash."""
-    if shutil.which("bash") is None:
-        pytest.skip("bash is not installed")
     quoted = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
     script = (
         f'source "$1"\n'
@@ -206,9 +203,17 @@ def bash_complete(*words: str) -> list[str]:
         text=True,
         timeout=30,
         cwd=ROOT,
+        env=env,
     )
     assert r.returncode == 0, r.stderr
     return [line for line in r.stdout.splitlines() if line]
+
+
+def test_bash_offers_session_names_after_attach(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    assert run_dsh(["--session", "completed-one", "-c", "true"]).returncode == 0
+    assert bash_complete("dsh", "at", env=env) == ["attach"]
+    assert "completed-one" in bash_complete("dsh", "attach", "", env=env)
+    assert bash_complete("dsh", "attach", "compl", env=env) == ["completed-one"]
 
 
 def test_bash_completes_a_long_option_prefix() -> None:
@@ -239,15 +244,13 @@ def test_bash_offers_store_urls() -> None:
 
 @pytest.mark.parametrize(("shell", "path"), [("zsh", ZSH), ("fish", FISH)])
 def test_zsh_and_fish_completions_parse(shell: str, path: Path) -> None:
-    if shutil.which(shell) is None:
-        pytest.skip(f"{shell} is not installed")
+    assert shutil.which(shell), f"{shell} is not installed (scripts/system-deps installs it)"
     r = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stderr) == (0, "")
 
 
 def test_fish_completes_a_long_option_prefix() -> None:
-    if shutil.which("fish") is None:
-        pytest.skip("fish is not installed")
+    assert shutil.which("fish"), "fish is not installed (scripts/system-deps installs it)"
     r = subprocess.run(
         ["fish", "--no-config", "-c", 'source $argv[1]; complete -C "dsh --st"', str(FISH)],
         capture_output=True,

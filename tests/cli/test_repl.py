@@ -147,3 +147,32 @@ def test_pygmentize_highlights_every_example_without_error_tokens() -> None:
         assert r.returncode == 0, r.stderr
         assert "Token.Keyword" in r.stdout or "Token.Name.Namespace" in r.stdout
         assert "Token.Error" not in r.stdout, example.name
+
+
+def test_remote_escape_sequences_and_bad_utf8_are_shown_escaped(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    text = r"@h[1-2] printf '\033]0;pwned\007 \033[2J \377 end\n'"
+    r = run_dsh([*ssh_setup.args(), "-c", text])
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "h1 | \\x1b]0;pwned\\x07 \\x1b[2J \\xff end" in r.stdout.splitlines()
+
+
+def test_no_escape_sequence_without_a_terminal(run_dsh, env, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    env.pop("NO_COLOR")  # colour is off because stdout is not a terminal, not because it was asked
+    r = run_dsh([*ssh_setup.args(), "-c", "@h[1-2] echo hi\n@down true\nfalse"])
+    assert r.returncode == 1
+    assert "\x1b" not in r.stdout + r.stderr
+
+
+def test_man_pages_render_with_no_warnings() -> None:
+    root = Path(__file__).parent.parent.parent
+    for page in ("dsh.1", "dsh.7"):
+        r = subprocess.run(
+            ["man", "--warnings", "-l", str(root / "man" / page)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )
+        assert r.returncode == 0 and r.stderr == "", (page, r.stderr)
+        assert len(r.stdout) > 1000
