@@ -595,7 +595,7 @@ def _repl(
         ),
         bound=lambda: set(compiler.executor.bindings),
         compile_=lambda text: compiler.compile(text, "<stdin>"),
-        toolbar=Toolbar(name, settings.store, _machine(settings)),
+        toolbar=Toolbar(name, settings.store, _machine(settings), client.progress),
         color=settings.color,
     )
     builtins = Builtins(

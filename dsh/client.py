@@ -96,6 +96,9 @@ class Client:
         self.status = 0
         #: The main thread is waiting for input: an ending session interrupts it.
         self.reading = False
+        #: Lines the executor runs now (by statement number): source, hosts, hosts done, start.
+        self.running: dict[int, list[Any]] = {}
+        self.last_line = ""
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(coro)
@@ -149,6 +152,7 @@ class Client:
                     event = json.loads(raw)
                 except ValueError:
                     continue
+                self._track(event)
                 try:
                     if self.replay(event):  # shown at once, even while a prompt waits
                         continue
@@ -161,6 +165,35 @@ class Client:
         with contextlib.suppress(queue.Full):
             self.events.put(None, timeout=5.0)
         self._wake()
+
+    def _track(self, event: Event) -> None:
+        """What runs now, for the toolbar and for Ctrl-D (the reader thread's)."""
+        kind, k = event.get("ev"), event.get("k")
+        if kind in ("line", "stmt") and isinstance(k, int):  # stmt: running when we connected
+            source = str(event.get("def", {}).get("statement", {}).get("source", ""))
+            self.running[k] = [source, len(event.get("hosts") or []), 0, time.monotonic()]
+        elif kind == "host" and k in self.running:
+            self.running[k][2] += 1
+        elif kind == "done-line":
+            self.running.pop(k, None)  # type: ignore[arg-type]
+        elif kind in ("done", "idle"):  # a unit of work is over (a cancelled one says no done-line)
+            self.running.clear()
+
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    def progress(self) -> str:
+        """The lines running now, as the toolbar shows them (or how the last one ended)."""
+        if not self.running and self.last_line:
+            return self.last_line
+        parts = []
+        for source, total, done, started in list(self.running.values()):
+            hosts = f" {done}/{total} hosts" if total else ""
+            parts.append(f"running {source[:40]!r}{hosts}, {time.monotonic() - started:.0f}s")
+        return "; ".join(parts)
+
+    def cancel_all(self) -> None:
+        self._send({"op": "cancel", "id": "*"})
 
     def _wake(self) -> None:
         if self.reading:
@@ -214,6 +247,7 @@ class Client:
         """Run a line in the session: submit it, show its output, return its status
         (None when it ran nothing). Ctrl-C asks the executor to cancel it."""
         sid = os.urandom(6).hex()
+        began = time.monotonic()
         record = {"id": sid, "text": text, "name": name, "first_line": first_line, "by": self.link.machine}
         self._run(self._put(json.dumps(record).encode()))
         self._send({"op": "poke"})
@@ -233,6 +267,8 @@ class Client:
         status = done.get("status")
         if status is not None:
             self.status = int(status)
+            word = "ok" if status == 0 else f"status {status}"
+            self.last_line = f"last line: {word} in {time.monotonic() - began:.1f}s"
         return None if status is None else int(status)
 
     async def _put(self, record: bytes) -> None:
@@ -363,6 +399,15 @@ def read_eval(
             finally:
                 client.reading = False
             if line is None:
+                if interactive and client.busy():  # Ctrl-D while the session works: which?
+                    client.reading = True
+                    try:
+                        answer = read("work is running in this session: [d]etach or [c]ancel it? ")
+                    finally:
+                        client.reading = False
+                    if answer is None or not answer.strip().lower().startswith("c"):
+                        raise Detach
+                    client.cancel_all()
                 break
             if not buffer and line.strip() == "detach":
                 raise Detach

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import zlib
 from collections.abc import Sequence
 from typing import IO, Any, Protocol
 
@@ -32,6 +33,14 @@ class Renderer(Reporter, Protocol):
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: Lines of output shown per group in a folded summary.
 SUMMARY_LINES = 10
+#: Characters of one output line shown; the rest is counted, not shown.
+LINE_MAX = 4000
+#: Lines shown live per host and statement; then a note says where the rest is.
+HOST_LINES = 1000
+#: Bytes of a line without its newline kept before it is shown as it is.
+PARTIAL_MAX = 64 * 1024
+#: Host labels' colours (ANSI), one per host, the same for a host every time.
+_PALETTE = ("36", "33", "35", "32", "34", "96", "93", "95", "92", "94")
 
 
 def neutralise(data: bytes) -> str:
@@ -60,6 +69,9 @@ class _Lines:
         key = (host, stream)
         buf = self.partial.pop(key, b"") + data
         *lines, rest = buf.split(b"\n")
+        if len(rest) > PARTIAL_MAX:  # a flood with no newline: shown in pieces, memory bounded
+            lines.append(rest)
+            rest = b""
         if rest:
             self.partial[key] = rest
         return lines
@@ -80,11 +92,13 @@ class TextRenderer:
         self.color = color
         self.lines = _Lines()
         self._console: Any = None
+        #: Lines shown live per host, for the statement running.
+        self.shown: dict[str, int] = {}
 
     # -- Reporter --------------------------------------------------------------
 
     def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
-        pass
+        self.shown.clear()
 
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
         if not shown:
@@ -132,7 +146,22 @@ class TextRenderer:
         self.err.flush()
 
     def _host_line(self, target: IO[str], host: str, line: bytes) -> None:
-        target.write(f"{host} | {neutralise(line)}\n")
+        count = self.shown.get(host, 0) + 1
+        self.shown[host] = count
+        if count > HOST_LINES:
+            if count == HOST_LINES + 1:
+                self.message(
+                    f"{host}: output capped after {HOST_LINES} lines; the whole of it stays in the "
+                    f"host's spool: dsh log SESSION --output ACTION {host} (ACTION from dsh log SESSION)"
+                )
+            return
+        text = neutralise(line[: LINE_MAX * 4])
+        if len(text) > LINE_MAX:
+            text = f"{text[:LINE_MAX]} … ({len(line) - LINE_MAX} more bytes)"
+        label = host
+        if self.color:
+            label = f"\x1b[{_PALETTE[zlib.crc32(host.encode()) % len(_PALETTE)]}m{host}\x1b[0m"
+        target.write(f"{label} | {text}\n")
         target.flush()
 
     def _summary(self, result: LineResult) -> None:

@@ -72,3 +72,27 @@ def test_json_events() -> None:
     assert events[0] == {"event": "output", "line": 1, "host": "web1", "stream": "stdout", "text": "x\\xff"}
     assert events[1]["event"] == "result" and events[1]["outcome"] == "ok"
     assert events[2]["sets"] == {"ok": "web1", "timeout": "web2", "notok": "web2"}
+
+
+def test_long_lines_and_floods_are_capped_with_a_note() -> None:
+    from dsh.render import HOST_LINES, LINE_MAX
+
+    out, err = io.StringIO(), io.StringIO()
+    r = TextRenderer(out, err)
+    r.line_started(STMT, ["h1"])
+    r.output(STMT, "h1", "stdout", b"x" * (LINE_MAX + 50) + b"\n", True)
+    assert out.getvalue() == f"h1 | {'x' * LINE_MAX} … (50 more bytes)\n"
+    r.output(STMT, "h1", "stdout", b"line\n" * (HOST_LINES + 10), True)
+    assert out.getvalue().count("\n") == HOST_LINES
+    assert err.getvalue().count("output capped") == 1
+    assert "dsh log SESSION --output ACTION h1" in err.getvalue()
+
+
+def test_a_host_keeps_its_colour() -> None:
+    out = io.StringIO()
+    r = TextRenderer(out, io.StringIO(), color=True)
+    for host in ("web1", "web2", "web1"):
+        r.output(STMT, host, "stdout", b"hi\n", True)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == lines[2] and lines[0] != lines[1]
+    assert lines[0].startswith("\x1b[") and lines[0].endswith(" | hi")

@@ -96,6 +96,7 @@ class Repl:
             key_bindings=keys,
             bottom_toolbar=toolbar,
             prompt_continuation="... ",
+            refresh_interval=0.5,  # the toolbar shows work that runs meanwhile
             enable_history_search=False,
             color_depth=None,
         )

@@ -8,9 +8,8 @@ arguments); `command help` runs a command of that name instead.
 from __future__ import annotations
 
 import fnmatch
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HELP = {
@@ -44,16 +43,12 @@ class Toolbar:
     session: str
     store: str
     machine: str
-    last: str = ""
-    started: float = field(default_factory=time.monotonic)
+    #: What the session's executor runs now (hosts done of all, time), or how the last line ended.
+    running: Callable[[], str] = lambda: ""
 
     def __call__(self) -> str:
-        last = f" · {self.last}" if self.last else ""
-        return f" session {self.session} · store {self.store} · on {self.machine}{last}"
-
-    def ended(self, status: int | None, seconds: float) -> None:
-        word = "ok" if status == 0 else f"status {status}"
-        self.last = f"last line: {word} in {seconds:.1f}s"
+        now = self.running()
+        return f" session {self.session} · store {self.store} · on {self.machine}{f' · {now}' if now else ''}"
 
 
 @dataclass

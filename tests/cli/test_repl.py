@@ -67,8 +67,8 @@ def test_ctrl_r_finds_an_earlier_line_after_a_restart(env) -> None:  # type: ign
     child = spawn(env)
     try:
         child.expect("dsh>")
-        child.sendline("echo remembered-line")
-        child.expect("remembered-line")
+        child.sendline("echo remembered''-line")
+        child.expect("remembered-line")  # the output, not the line as typed
         child.expect("dsh>")
         child.sendeof()
         child.expect(pexpect.EOF)
@@ -176,3 +176,59 @@ def test_man_pages_render_with_no_warnings() -> None:
         )
         assert r.returncode == 0 and r.stderr == "", (page, r.stderr)
         assert len(r.stdout) > 1000
+
+
+def test_ctrl_d_while_work_runs_asks_detach_or_cancel(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "long.dsh"
+    script.write_text("command sleep 33.25\n")
+    for answer, then in (("d", "detached from session"), ("c", "cancelled")):
+        name = f"ask-{answer}"
+        assert run_dsh(["run", "--detach", "--session", name, str(script)]).returncode == 0
+        child = spawn_with(env, ["attach", name])
+        try:
+            child.expect("dsh>")
+            time.sleep(0.5)  # the executor's greeting says what runs
+            child.sendeof()
+            child.expect(r"\[d\]etach or \[c\]ancel it\?")
+            child.sendline(answer)
+            child.expect(then)
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+        if answer == "d":
+            assert processes_of_any("sleep 33.25")
+            assert run_dsh(["kill", name]).returncode == 0
+    time.sleep(0.5)
+    assert not processes_of_any("sleep 33.25")
+
+
+def processes_of_any(pattern: str) -> list[str]:
+    r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return r.stdout.split()
+
+
+def test_the_toolbar_says_what_runs_and_how_the_last_line_ended() -> None:
+    # (prompt-toolkit draws no toolbar where the terminal's height is unknown, as
+    # under pexpect without cursor-position replies: so the parts, directly)
+    import io
+
+    from dsh.client import Client, Link
+    from dsh.lang.compiler import compile_source
+    from dsh.lang.source import Source
+    from dsh.plan import dump_statement
+    from dsh.render import TextRenderer
+    from dsh.repl.shell import Toolbar
+    from dsh.runtime.wire import Replay
+
+    renderer = TextRenderer(io.StringIO(), io.StringIO())
+    link = Link(None, None, "m1", lambda take: None, Path("/nonexistent"))  # type: ignore[arg-type]
+    client = Client(link, Replay(renderer, renderer.message), renderer.message, print)
+    toolbar = Toolbar("s1", "local", "m1", client.progress)
+    assert toolbar() == " session s1 · store local · on m1"
+    stmt = compile_source(Source("t", "@h[1-3] sleep 1")).statements[0]
+    client._track({"ev": "line", "k": 1, "def": dump_statement(stmt), "hosts": ["h1", "h2", "h3"]})
+    client._track({"ev": "host", "k": 1})
+    assert "running '@h[1-3] sleep 1' 1/3 hosts" in toolbar()
+    client._track({"ev": "done-line", "k": 1})
+    assert toolbar() == " session s1 · store local · on m1"
+    client.runner.close()
