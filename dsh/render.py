@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 import zlib
 from collections.abc import Sequence
 from typing import IO, Any, Protocol
@@ -39,6 +40,8 @@ LINE_MAX = 4000
 HOST_LINES = 1000
 #: Bytes of a line without its newline kept before it is shown as it is.
 PARTIAL_MAX = 64 * 1024
+#: A line on more hosts than this shows a progress bar (at a terminal, in colour).
+PROGRESS_HOSTS = 20
 #: Host labels' colours (ANSI), one per host, the same for a host every time.
 _PALETTE = ("36", "33", "35", "32", "34", "96", "93", "95", "92", "94")
 
@@ -94,11 +97,16 @@ class TextRenderer:
         self._console: Any = None
         #: Lines shown live per host, for the statement running.
         self.shown: dict[str, int] = {}
+        #: A line on many hosts, at a terminal: hosts in all, hosts done, its start.
+        self.bar: list[float] | None = None
 
     # -- Reporter --------------------------------------------------------------
 
     def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
         self.shown.clear()
+        if self.color and hosts and len(hosts) > PROGRESS_HOSTS and self.err.isatty():
+            self.bar = [len(hosts), 0, time.monotonic()]
+            self._draw_bar()
 
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
         if not shown:
@@ -124,6 +132,25 @@ class TextRenderer:
 
     def host_done(self, stmt: p.Statement, result: HostResult) -> None:
         self._flush_host(result.host)
+        if self.bar is not None:
+            self.bar[1] += 1
+            self._draw_bar()
+
+    def _draw_bar(self) -> None:
+        """`[#####.....] 12/40 hosts 3s` on the terminal's last line, redrawn in place."""
+        assert self.bar is not None
+        total, done, started = self.bar
+        width = 30
+        filled = int(width * done / total)
+        bar = "#" * filled + "." * (width - filled)
+        text = f"[{bar}] {int(done)}/{int(total)} hosts {time.monotonic() - started:.0f}s"
+        self.err.write(f"\r\x1b[K{text}")
+        self.err.flush()
+
+    def _clear_bar(self) -> None:
+        if self.bar is not None:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
 
     def _flush_host(self, host: str | None) -> None:
         for stream, rest in self.lines.flush(host):
@@ -131,6 +158,8 @@ class TextRenderer:
                 self._host_line(self.out if stream == "stdout" else self.err, host, rest)
 
     def line_done(self, result: LineResult) -> None:
+        self._clear_bar()
+        self.bar = None
         if result.note:
             self.message(result.note)
         if result.on_hosts:
@@ -142,8 +171,11 @@ class TextRenderer:
 
     def message(self, text: str) -> None:
         self.out.flush()
+        self._clear_bar()
         self.err.write(f"dsh: {text}\n")
         self.err.flush()
+        if self.bar is not None:
+            self._draw_bar()
 
     def _host_line(self, target: IO[str], host: str, line: bytes) -> None:
         count = self.shown.get(host, 0) + 1
@@ -161,8 +193,11 @@ class TextRenderer:
         label = host
         if self.color:
             label = f"\x1b[{_PALETTE[zlib.crc32(host.encode()) % len(_PALETTE)]}m{host}\x1b[0m"
+        self._clear_bar()
         target.write(f"{label} | {text}\n")
         target.flush()
+        if self.bar is not None:
+            self._draw_bar()
 
     def _summary(self, result: LineResult) -> None:
         groups: dict[tuple[str, bytes], list[HostResult]] = {}
@@ -280,7 +315,6 @@ class JsonRenderer:
 
 def timeline(entries: Sequence[dict[str, Any]]) -> str:
     """A session's journal as lines of `time  what`, for `dsh log`."""
-    import time
 
     out = []
     for e in entries:

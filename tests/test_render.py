@@ -96,3 +96,26 @@ def test_a_host_keeps_its_colour() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == lines[2] and lines[0] != lines[1]
     assert lines[0].startswith("\x1b[") and lines[0].endswith(" | hi")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_progress_bar_on_many_hosts_at_a_terminal_only() -> None:
+    hosts = [f"web{i}" for i in range(1, 26)]
+    out, err = io.StringIO(), _Terminal()
+    r = TextRenderer(out, err, color=True)
+    r.line_started(STMT, hosts)
+    for host in hosts[:10]:
+        r.output(STMT, host, "stdout", b"up\n", True)
+        r.host_done(STMT, ok(host, b"up\n"))
+    assert "10/25 hosts" in err.getvalue() and "\r\x1b[K" in err.getvalue()
+    r.line_done(line(*(ok(h, b"up\n") for h in hosts)))
+    assert err.getvalue().endswith("\r\x1b[K")  # cleared before the summary
+    plain = io.StringIO()
+    r = TextRenderer(io.StringIO(), plain, color=True)  # not a terminal: no bar
+    r.line_started(STMT, hosts)
+    r.host_done(STMT, ok("web1", b""))
+    assert plain.getvalue() == ""

@@ -259,3 +259,30 @@ def test_fish_completes_a_long_option_prefix() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["--store"]
+
+
+def test_the_man_pages_are_in_the_wheel(tmp_path: Path) -> None:
+    import sys
+    import zipfile
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    (wheel,) = tmp_path.glob("dsh-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for page in ("share/man/man1/dsh.1", "share/man/man7/dsh.7"):
+        assert any(n.endswith(".data/data/" + page) for n in names), page
