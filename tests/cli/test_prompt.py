@@ -9,7 +9,7 @@ from tests.conftest import dsh_path
 
 def spawn(env: dict[str, str]) -> pexpect.spawn:
     env = {**env, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
-    return pexpect.spawn(dsh_path(), env=env, dimensions=(24, 120), encoding="utf-8", timeout=15)
+    return pexpect.spawn(dsh_path(), env=env, dimensions=(24, 120), encoding="utf-8", timeout=30)
 
 
 def test_prompt_runs_lines_keeps_bindings_and_survives_errors(env) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ def spawn_with(env: dict[str, str], args: list[str]) -> pexpect.spawn:
     env = {**env, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
     from tests.conftest import dsh_path
 
-    return pexpect.spawn(dsh_path(), args, env=env, dimensions=(24, 120), encoding="utf-8", timeout=15)
+    return pexpect.spawn(dsh_path(), args, env=env, dimensions=(24, 120), encoding="utf-8", timeout=30)
 
 
 def test_a_typo_is_marked_where_it_is(env) -> None:  # type: ignore[no-untyped-def]
