@@ -584,6 +584,10 @@ class Executor:
         err = bytearray()
         truncated = False
 
+        # `gather` folds: the hosts' stdout is shown once they have all come, in the
+        # summary, identical outputs together, not line by line as it streams.
+        folded = host is not None and any(isinstance(s, p.Gather) for s in pipe.stages)
+
         def sink(stream: str, data: bytes) -> None:
             nonlocal truncated
             buf = out if stream == "stdout" else err
@@ -591,7 +595,7 @@ class Executor:
             if room < len(data):
                 truncated = True
             buf += data[: max(room, 0)]
-            self.reporter.output(stmt, host, stream, data, not (capture and stream == "stdout"))
+            self.reporter.output(stmt, host, stream, data, not (stream == "stdout" and (capture or folded)))
 
         attempts = 0
         ended = Exec("ok", 0, 0.0)

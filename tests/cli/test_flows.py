@@ -105,3 +105,12 @@ def test_flow_stages_are_checked_at_compile_time(run_dsh) -> None:  # type: igno
     for text, message in cases.items():
         r = run_dsh(["-c", text])
         assert r.returncode == 2 and message in r.stderr, (text, r.stderr)
+
+
+def test_gather_folds_identical_outputs_instead_of_streaming_them(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*ssh_setup.args(), "-c", "@h[1-4] true | gather | echo same"])
+    assert r.returncode == 0, r.stderr
+    assert " | same" not in r.stdout  # not line by line
+    assert "h[1-4] (4)  ok" in r.stdout and "  same" in r.stdout  # once, folded
+    r = run_dsh([*ssh_setup.args(), "-c", "@h[1-2] echo streamed"])
+    assert "h1 | streamed" in r.stdout  # without gather, lines stream as they come
