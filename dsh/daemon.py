@@ -291,6 +291,7 @@ class Daemon:
         if plan.statements:
             status = await self.work(sid, driver.run(plan, stop_on_failure=True, taken=seq))
         else:
+            await driver.keep_functions()  # a line of only `fn` definitions
             await cp.write([Put(self.session.keys.taken, b"%d" % seq)])
         await driver.idle()
         if status is not None:

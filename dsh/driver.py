@@ -31,6 +31,7 @@ from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import LineResult
 from dsh.runtime.session import Session, SessionEvents, SessionRecorder
+from dsh.store.base import Put
 
 T = TypeVar("T")
 #: How long `dsh kill` waits, beyond the owner's lease TTL, for a live owner to stop.
@@ -52,8 +53,10 @@ class Driver:
     log_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        #: Functions defined by the text compiled so far (a REPL's earlier lines).
+        #: Functions defined by the text compiled so far (a REPL's earlier lines), and
+        #: those of them not kept with the session yet (name → source text).
         self.functions: dict[str, FnDef] = {}
+        self._unsaved: dict[str, str] = {}
         self.executor = Executor(
             reporter=self.reporter,
             local=LocalShell(self.spool_root),
@@ -63,11 +66,27 @@ class Driver:
         )
 
     async def load(self) -> None:
-        """The bindings and result sets of earlier runs of the session (a read)."""
+        """The bindings, result sets and functions of earlier runs of the session (a read)."""
         if self.session is not None:
             bindings, sets = await self.session.load()
             self.executor.bindings.update(bindings)
             self.executor.result_sets = sets
+            ctx = Context(limits=self.config.limits)
+            for name, text in sorted((await self.session.function_sources()).items()):
+                if name in self._unsaved:  # defined again here, and not kept yet: the newer wins
+                    continue
+                with contextlib.suppress(LangError):  # one a newer dsh wrote, say: left out
+                    compile_source(Source(f"<fn {name}>", text), ctx, self.functions)
+
+    async def keep_functions(self) -> None:
+        """Functions defined since the last time, kept with the session (fenced)."""
+        if self.session is not None and self._unsaved and self.session.checkpoints is not None:
+            keys = self.session.keys
+            puts = [
+                Put(keys.functions + name.encode(), text.encode()) for name, text in self._unsaved.items()
+            ]
+            self.session.checkpoints.defer(puts)
+            self._unsaved.clear()
 
     async def claim(self) -> None:
         """Own the session (its lease) and checkpoint everything from now on."""
@@ -271,12 +290,18 @@ class Driver:
             args=self.args,
             functions=self.functions,
         )
-        return compile_source(Source(name, text, first_line), ctx, self.functions)
+        before = dict(self.functions)
+        plan = compile_source(Source(name, text, first_line), ctx, self.functions)
+        for fn_name, fn in self.functions.items():
+            if before.get(fn_name) is not fn:
+                self._unsaved[fn_name] = fn.span.text
+        return plan
 
     async def run(
         self, plan: p.Plan, *, stop_on_failure: bool = True, taken: int | None = None
     ) -> list[LineResult]:
         """Run a plan, kept for a resume first; `taken`: the submitted line it is."""
+        await self.keep_functions()
         if self.executor.recorder is not None:
             await self.executor.recorder.plan_started(plan, self.executor.args, taken)
         results = await self._guard_lost(self.executor.run_plan(plan, stop_on_failure=stop_on_failure))
@@ -422,6 +447,8 @@ def _read_eval(
         first_line += len(buffer)
         buffer = []
         if not plan.statements:
+            runner.run(driver.ensure_owner())
+            runner.run(driver.keep_functions())
             continue
         try:
             runner.run(driver.ensure_owner())

@@ -15,6 +15,7 @@
     /dsh/v1/u/USER/s/NAME/ctl/taken        the last SEQ the executor took (with the plan it became)
     /dsh/v1/u/USER/s/NAME/ctl/cancel/ID    a client asks to cancel the submission ID
     /dsh/v1/u/USER/s/NAME/sig/SIGNAL/SEQ   a signal sent (`dsh signal`), until an await takes it
+    /dsh/v1/u/USER/s/NAME/fn/FN            a function defined in the session: its source text
     /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
 
 RUN numbers the statements a session has run; ACTION is RUN.STAGE.ATTEMPT.
@@ -125,6 +126,10 @@ class Keys:
     @property
     def cancels(self) -> bytes:
         return self.root + b"ctl/cancel/"
+
+    @property
+    def functions(self) -> bytes:
+        return self.root + b"fn/"
 
     def signals(self, signal: str) -> bytes:
         return self.root + f"sig/{signal}/".encode()
@@ -328,6 +333,13 @@ class Session:
         sets_kv = await self.store.get(self.keys.sets, timeout=self.timeout)
         sets = {k: tuple(v) for k, v in json.loads(sets_kv.value).items()} if sets_kv else {}
         return bindings, sets
+
+    async def function_sources(self) -> dict[str, str]:
+        """The source text of each function the session defined, by name."""
+        kvs, _ = await self.store.range(self.keys.functions, timeout=self.timeout)
+        return {
+            kv.key[len(self.keys.functions) :].decode(): kv.value.decode("utf-8", "replace") for kv in kvs
+        }
 
     async def release(self) -> None:
         """Write what is deferred, then let the lease go. LeaseLost if it was lost."""

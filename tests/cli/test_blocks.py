@@ -109,3 +109,15 @@ def test_explain_bounds_compound_statements(run_dsh) -> None:  # type: ignore[no
     assert r.returncode == 0, r.stderr
     assert "for      h in 3 items" in r.stdout
     assert "worst    6 steps, 18s" in r.stdout  # 3 items x (1 s condition + the longer branch, 5 s)
+
+
+def test_functions_are_kept_with_the_session(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    assert run_dsh(["--session", "fk", "-c", "fn hi(who) { echo hi $who }"]).returncode == 0
+    r = run_dsh(["--session", "fk", "-c", "hi there"])
+    assert (r.returncode, r.stdout) == (0, "hi there\n"), r.stderr
+    r = run_dsh(["attach", "fk"], input="hi attached\n", env_extra={"DSH_MACHINE_ID": "other"})
+    assert (r.returncode, r.stdout.splitlines()[-1]) == (0, "hi attached"), r.stdout + r.stderr
+    assert run_dsh(["--session", "fk", "-c", "fn hi(who) { echo hello $who }"]).returncode == 0
+    assert run_dsh(["--session", "fk", "-c", "hi again"]).stdout == "hello again\n"  # the newer one
+    r = run_dsh(["--session", "other-session", "-c", "hi x"])  # a session's own
+    assert r.returncode == 1 and "not found" in r.stderr
