@@ -286,6 +286,34 @@ def probe_argv(root: str, session: str, action: str, alias: str) -> list[str]:
     return _argv(PROBE, "dsh-probe", [root, session, action, alias])
 
 
+#: A probe (`await file`, `await cmd`) bounded on the host itself: over SSH without
+#: a pty, a channel that closes does not end its command. The command runs in a
+#: process group of its own; past T seconds the group is TERMed, then KILLed,
+#: and the exit status is 124 (as coreutils' timeout says it).
+CHECK = r"""t=$1 c=$2
+setsid sh -c "$c" </dev/null & p=$!
+watch() {
+  trap 'kill "$s" 2>/dev/null; exit 0' TERM
+  sleep "$t" & s=$!
+  wait "$s" || exit 0
+  kill -TERM "-$p" 2>/dev/null; sleep 1; kill -KILL "-$p" 2>/dev/null
+}
+watch </dev/null >/dev/null 2>&1 &
+w=$!
+wait "$p"; rc=$?
+if kill "$w" 2>/dev/null; then exit "$rc"; fi
+[ "$rc" -ge 128 ] && exit 124
+exit "$rc"
+"""
+#: The exit status of a probe its host ended for running too long.
+CHECK_TIMED_OUT = 124
+
+
+def check_argv(command: str, timeout: float) -> list[str]:
+    """The argv of one bounded probe (see CHECK)."""
+    return _argv(CHECK, "dsh-check", [_seconds(timeout), command])
+
+
 def remove_argv(root: str, session: str) -> list[str]:
     """The argv of one REMOVE exec: the session's spool on that host, gone."""
     return _argv(REMOVE, "dsh-rm", [root, session])

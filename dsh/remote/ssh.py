@@ -365,14 +365,17 @@ class SshHost:
             conn = await self.fleet.connection(self._name)
         except Unusable as exc:
             return Check(None, b"", exc.message)
+        script = spool.as_stdin(spool.check_argv(command, timeout)).encode()  # bounded on the host too
         try:
-            done = await conn.run(command, stdin=asyncssh.DEVNULL, encoding=None, timeout=timeout)
+            done = await conn.run(spool.REMOTE_SHELL, input=script, encoding=None, timeout=timeout + SETTLE)
         except TimeoutError:  # asyncssh's is one too
             return Check(None, b"", f"the probe did not end within {timeout:g}s")
         except (asyncssh.Error, OSError) as exc:
             self.fleet.forget(conn)
             return Check(None, b"", _why(exc))
         out = done.stdout if isinstance(done.stdout, bytes) else b""
+        if done.exit_status == spool.CHECK_TIMED_OUT:
+            return Check(None, out[:CHECK_BYTES], f"the probe did not end within {timeout:g}s")
         return Check(done.exit_status, out[:CHECK_BYTES])
 
     async def port_open(self, port: int, *, timeout: float) -> bool:

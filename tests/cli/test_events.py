@@ -218,3 +218,16 @@ def test_await_is_checked_at_compile_time(run_dsh) -> None:  # type: ignore[no-u
         assert "^" in r.stderr
     r = run_dsh(["explain", "@h[1-4] true | await port 80 within 30s every 2s"])
     assert r.returncode == 0 and "within 30s, looks every 2s" in r.stdout
+
+
+def test_a_probe_that_outlives_its_wait_is_ended_on_the_host(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    from tests.sshd import USER, processes_of
+
+    r = run_dsh([*ssh_setup.args(), "-c", "@h1 true | await cmd 'sleep 31.75' within 2s every 1s"])
+    assert r.returncode == 1 and "did not exit 0 within 2s" in r.stdout + r.stderr
+    deadline = time.monotonic() + 5
+    while processes_of(USER, "sleep 31.75"):  # a probe over SSH without a pty: dsh ends it itself
+        assert time.monotonic() < deadline, "the probe was left running on the host"
+        time.sleep(0.1)
+    r = run_dsh([*ssh_setup.args(), "-c", "@h1 true | await cmd 'test -d /' within 5s | echo after"])
+    assert r.returncode == 0 and "h1 | after" in r.stdout, r.stdout + r.stderr
