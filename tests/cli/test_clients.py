@@ -13,6 +13,7 @@ from pathlib import Path
 import pexpect
 
 from tests.cli.test_detach import wait_for
+from tests.cli.test_prompt import end
 from tests.conftest import assert_no_process, dsh_path
 
 
@@ -48,8 +49,7 @@ def test_a_second_attach_follows_the_live_owner_and_its_lines_run_in_the_session
         child.expect("tick 6")  # the owner finishes its line first,
         child.expect("typed-here 7")  # then runs the one typed here, with its bindings
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
     assert child.exitstatus == 0

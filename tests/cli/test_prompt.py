@@ -12,6 +12,16 @@ def spawn(env: dict[str, str]) -> pexpect.spawn:
     return pexpect.spawn(dsh_path(), env=env, dimensions=(24, 120), encoding="utf-8", timeout=30)
 
 
+def end(child: pexpect.spawn) -> None:
+    """Ctrl-D at a prompt that is surely up: a built-in's answer comes before it (a
+    Ctrl-D sent while the prompt before is still going away would be lost)."""
+    child.sendline("help builtins")
+    child.expect("explain LINE")
+    child.expect("dsh>")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+
+
 def test_prompt_runs_lines_keeps_bindings_and_survives_errors(env) -> None:  # type: ignore[no-untyped-def]
     child = spawn(env)
     try:
@@ -35,8 +45,7 @@ def test_prompt_runs_lines_keeps_bindings_and_survives_errors(env) -> None:  # t
         child.sendline("echo still-here")
         child.expect("still-here")
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
     assert child.exitstatus == 0  # like sh: the status of the last line
@@ -57,8 +66,7 @@ def test_ctrl_c_cancels_the_running_line(env) -> None:  # type: ignore[no-untype
         child.sendline("echo after")
         child.expect("after")
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
 
@@ -74,8 +82,7 @@ def test_empty_lines_do_not_reset_the_status(env) -> None:  # type: ignore[no-un
         child.expect("dsh>")
         child.sendline("# a comment")
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
     assert child.exitstatus == 1
@@ -94,8 +101,7 @@ def test_prompt_claims_the_session_again_after_an_idle_pause(env) -> None:  # ty
         child.sendline("echo x=$x")
         child.expect("x=41")
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
     assert child.exitstatus == 0
@@ -117,8 +123,7 @@ def test_an_unclosed_brace_continues_and_functions_stay_known(env) -> None:  # t
         child.sendline("hi there")
         child.expect("hi-there")
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
     assert child.exitstatus == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pexpect
 
-from tests.cli.test_prompt import spawn
+from tests.cli.test_prompt import end, spawn
 from tests.conftest import BIN, SshSetup
 from tests.sshd import USER, processes_of
 
@@ -35,8 +35,7 @@ def test_a_typo_is_marked_where_it_is(env) -> None:  # type: ignore[no-untyped-d
         child.expect("unclosed '\\['")
         child.sendintr()
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
 
@@ -57,8 +56,7 @@ def test_tab_completes_hosts_inside_a_node_set(env, tmp_path: Path) -> None:  # 
         child.send("\t")
         child.expect("thin")  # drawn after the "wi" typed
         child.sendintr()
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
 
@@ -70,8 +68,7 @@ def test_ctrl_r_finds_an_earlier_line_after_a_restart(env) -> None:  # type: ign
         child.sendline("echo remembered''-line")
         child.expect("remembered-line")  # the output, not the line as typed
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
     child = spawn(env)
@@ -85,8 +82,7 @@ def test_ctrl_r_finds_an_earlier_line_after_a_restart(env) -> None:  # type: ign
         child.send("\r")  # and run it
         child.expect("remembered-line\r\n")
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
 
@@ -107,8 +103,7 @@ def test_ctrl_c_cancels_a_remote_sleep_at_once(env, ssh_setup: SshSetup) -> None
         child.sendline("echo still''-here")
         child.expect("still-here")
         child.expect("dsh>")
-        child.sendeof()
-        child.expect(pexpect.EOF)
+        end(child)
     finally:
         child.close()
 
