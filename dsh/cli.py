@@ -53,7 +53,7 @@ DETACH_TIMEOUT = 15.0
 #: Every store call from the CLI is bounded by this.
 STORE_TIMEOUT = 10.0
 _SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_STORE_URL = re.compile(r"local|sqlite:///.+|etcds?://[^/\s]+(?:,[^/\s]+)*/?")
+_STORE_URL = re.compile(r"local|sqlite:///.+|etcds?://[^/\s]+(?:/\S*)?")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,8 +124,6 @@ class Settings:
         self.store = opts.store or env.get("DSH_STORE") or "local"
         if not _STORE_URL.fullmatch(self.store):
             raise UsageError(f"{self.store!r} is not a store URL (local, sqlite:///PATH, etcd://HOST:PORT)")
-        if self.store.startswith("etcd"):
-            raise UsageError("the etcd store is not available in this version of dsh; use --store local")
         #: The options an executor process started for this one is given.
         self.passed: list[str] = []
         for flag, value in (
@@ -269,12 +267,10 @@ def _read_script(path: str) -> str:
 
 
 def _store(settings: Settings) -> Store:
-    """The one place that picks the store: `local`, `sqlite:///PATH` (etcd to come)."""
-    from dsh.store.sqlite import SqliteStore, default_path
+    """The one place that picks the store: `local`, `sqlite:///PATH` or etcd."""
+    from dsh.store import open_store
 
-    if settings.store == "local":
-        return SqliteStore(default_path(settings.env))
-    return SqliteStore(settings.store.removeprefix("sqlite://"))
+    return open_store(settings.store, settings.env, settings.config.etcd)
 
 
 def _session(settings: Settings, store: Store) -> Session:

@@ -19,6 +19,14 @@ connect_timeout = "10s"   # unless the ssh config's ConnectTimeout says otherwis
 
 [spool]
 keep = "7d"               # a session's spool untouched this long is removed
+
+[etcd]                    # for --store etcd://… (DSH_ETCD_* variables win)
+prefix = "/team-a"        # every key under it
+ca = "/etc/dsh/ca.pem"    # TLS: the CA, and a client certificate and key
+cert = "/etc/dsh/client.pem"
+key = "/etc/dsh/client.key"
+user = "dsh"
+password_file = "~/.config/dsh/etcd-password"
 """
 
 from __future__ import annotations
@@ -51,6 +59,10 @@ class Ssh:
     connect_timeout: float = 10.0
 
 
+#: The settings of the [etcd] section, each also a DSH_ETCD_* variable.
+ETCD_SETTINGS = ("prefix", "ca", "cert", "key", "user", "password_file")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     limits: Limits = field(default_factory=Limits)
@@ -58,6 +70,7 @@ class Config:
     path: Path | None = None
     ssh: Ssh = field(default_factory=Ssh)
     spool: Spool = field(default_factory=Spool)
+    etcd: Mapping[str, str] = field(default_factory=dict)
 
 
 def default_path(env: Mapping[str, str]) -> Path:
@@ -87,10 +100,10 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
-    unknown = set(data) - {"limits", "groups", "ssh", "spool"}
+    unknown = set(data) - {"limits", "groups", "ssh", "spool", "etcd"}
     if unknown:
         raise UsageError(
-            f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh, spool)"
+            f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh, spool, etcd)"
         )
     limits = _limits(data.get("limits", {}), path)
     groups = data.get("groups", {})
@@ -102,8 +115,27 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         if not isinstance(value, str):
             raise UsageError(f'{path}: group {name!r} must be a node-set string like "web[1-4]"')
     return Config(
-        limits, dict(groups), path, _ssh(data.get("ssh", {}), path), _spool(data.get("spool", {}), path)
+        limits,
+        dict(groups),
+        path,
+        _ssh(data.get("ssh", {}), path),
+        _spool(data.get("spool", {}), path),
+        _etcd(data.get("etcd", {}), path),
     )
+
+
+def _etcd(table: Any, path: Path) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [etcd] must be a table")
+    unknown = set(table) - set(ETCD_SETTINGS)
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown setting etcd.{sorted(unknown)[0]} (known: {', '.join(ETCD_SETTINGS)})"
+        )
+    for name, value in table.items():
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{path}: etcd.{name} must be a non-empty string")
+    return {name: os.path.expanduser(value) if name != "prefix" else value for name, value in table.items()}
 
 
 def _spool(table: Any, path: Path) -> Spool:

@@ -1,3 +1,41 @@
 """Stores: the Store protocol (etcd's semantics) and its implementations."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from dsh.errors import UsageError
+from dsh.store.base import Store
+
+
+def open_store(url: str, env: Mapping[str, str], etcd: Mapping[str, str] | None = None) -> Store:
+    """The store a URL names: `local` (the embedded default), `sqlite:///PATH`, or
+    `etcd[s]://HOST:PORT[,…][/PREFIX]` with the [etcd] settings of the
+    configuration, each overridden by its DSH_ETCD_* variable."""
+    if url == "local" or url.startswith("sqlite://"):
+        from dsh.store.sqlite import SqliteStore, default_path
+
+        return SqliteStore(default_path(env) if url == "local" else url.removeprefix("sqlite://"))
+    from dsh.store.etcd import EtcdStore, parse_url
+
+    settings = dict(etcd or {})
+    for name in ("prefix", "ca", "cert", "key", "user", "password", "password_file"):
+        if env.get(f"DSH_ETCD_{name.upper()}"):
+            settings[name] = env[f"DSH_ETCD_{name.upper()}"]
+    password = settings.get("password")
+    if password is None and settings.get("password_file"):
+        try:
+            password = Path(settings["password_file"]).read_text(encoding="utf-8").rstrip("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{settings['password_file']}: cannot read the etcd password ({exc})") from None
+    options = parse_url(
+        url,
+        ca=settings.get("ca"),
+        cert=settings.get("cert"),
+        key=settings.get("key"),
+        user=settings.get("user"),
+        password=password,
+        prefix=settings.get("prefix"),
+    )
+    return EtcdStore(options)

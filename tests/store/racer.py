@@ -1,4 +1,4 @@
-"""A second process for the conformance suite: `python -m tests.store.racer SPEC KEY ME`.
+"""A second process for the conformance suite: `python -m tests.store.racer URL KEY ME`.
 
 Waits for a line on stdin (so that racers start together), then tries to
 create KEY with a compare-and-set and prints `won` or `lost`.
@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from dsh.store import open_store
 from dsh.store.base import Compare, Put
-from dsh.store.sqlite import SqliteStore
 
 
 async def race(spec: str, key: bytes, me: bytes) -> str:
-    kind, _, where = spec.partition(":")
-    assert kind == "sqlite", kind
-    store = SqliteStore(where)
+    store = open_store(spec, {})
     try:
         await store.get(b"warm-up", timeout=10)  # open before the start signal
         print("ready", flush=True)

@@ -1,0 +1,617 @@
+"""The shared store: etcd v3 over gRPC, for sessions that several machines share.
+
+This is the only module that imports an etcd client. It drives aetcd's
+generated stubs (`aetcd.rpc`) over a `grpc.aio` channel of its own, because
+aetcd's `Client` takes one endpoint over an insecure channel. Here:
+
+- several endpoints form one channel with gRPC's round-robin policy: a member
+  that dies is skipped, and calls wait (within their timeout) for a ready one;
+- `etcds://` (or a CA, a client certificate and key) gives a TLS channel;
+- a user and password authenticate; a token that etcd forgot or let expire
+  is renewed on the first call it fails (once per call);
+- a key prefix puts every key of this store under it (several dsh
+  installations, or tests, in one etcd);
+- reads, lease grants and keep-alives are retried within their timeout when
+  the cluster is unavailable (a member down, a leader election); writes are
+  not (their outcome is unknown: the caller decides, see the checkpointer);
+- a watch whose stream breaks (etcd restarted) is re-created from the
+  revision after the last one it delivered, so no event is lost or repeated.
+
+etcd's limits are checked before sending (`check_request`), so a refusal is the
+same on every store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+from aetcd import rpc
+from grpc import aio
+
+from dsh.errors import StoreError, UsageError
+from dsh.store.base import (
+    KV,
+    MAX_REQUEST,
+    Compacted,
+    Compare,
+    Delete,
+    Event,
+    Lease,
+    LeaseNotFound,
+    Op,
+    Put,
+    RequestTooLarge,
+    StoreTimeout,
+    TxnResult,
+    check_request,
+    prefix_end,
+)
+
+#: A broken watch stream is re-created after this wait, doubling up to RETRY_MAX.
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+#: Pages of a range read: etcd answers at most this many keys per request.
+RANGE_PAGE = 1000
+
+_TARGETS = {
+    "value": rpc.Compare.VALUE,
+    "version": rpc.Compare.VERSION,
+    "create": rpc.Compare.CREATE,
+    "mod": rpc.Compare.MOD,
+}
+_RESULTS = {
+    "==": rpc.Compare.EQUAL,
+    "!=": rpc.Compare.NOT_EQUAL,
+    "<": rpc.Compare.LESS,
+    ">": rpc.Compare.GREATER,
+}
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdOptions:
+    """Where etcd is and how to talk to it (see `parse_url`)."""
+
+    endpoints: tuple[tuple[str, int], ...]
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = None
+    prefix: bytes = b""
+
+
+def parse_url(
+    url: str,
+    *,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    prefix: str | None = None,
+) -> EtcdOptions:
+    """`etcd://[USER@]HOST:PORT[,HOST:PORT…][/PREFIX]`, `etcds://…` for TLS.
+
+    A CA, certificate or key also turns TLS on; the password comes from the
+    caller (an environment variable or a file), never from the URL.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("etcd", "etcds"):
+        raise UsageError(f"{url!r} is not an etcd URL (etcd://HOST:PORT[,HOST:PORT…][/PREFIX])")
+    where, _, path = rest.partition("/")
+    if "@" in where:
+        named, _, where = where.rpartition("@")
+        if ":" in named:
+            raise UsageError("give the etcd password in DSH_ETCD_PASSWORD or a file, not in the URL")
+        user = user or unquote(named)
+    endpoints: list[tuple[str, int]] = []
+    for part in where.split(","):
+        host, colon, port = part.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"{part!r} in {url!r} is not HOST:PORT")
+        endpoints.append((host, int(port)))
+    if password is not None and not user:
+        raise UsageError("an etcd password was given without a user (etcd://USER@HOST:PORT or DSH_ETCD_USER)")
+    if user and password is None:
+        raise UsageError(f"etcd user {user!r} needs a password (DSH_ETCD_PASSWORD or [etcd] password_file)")
+    if bool(cert) != bool(key):
+        raise UsageError("an etcd client certificate needs its key, and a key its certificate")
+    chosen = prefix if prefix is not None else unquote(path)
+    if chosen and not chosen.endswith("/"):
+        chosen += "/"
+    return EtcdOptions(
+        tuple(endpoints),
+        tls=scheme == "etcds" or bool(ca or cert),
+        ca=ca,
+        cert=cert,
+        key=key,
+        user=user or None,
+        password=password,
+        prefix=("/" + chosen.lstrip("/")).encode() if chosen else b"",
+    )
+
+
+class EtcdStore:
+    def __init__(self, options: EtcdOptions) -> None:
+        self.options = options
+        self._prefix = options.prefix
+        self._channel: aio.Channel | None = None
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
+        self._watches: set[_EtcdWatch] = set()
+        self.closed = False
+
+    @property
+    def name(self) -> str:
+        scheme = "etcds" if self.options.tls else "etcd"
+        where = ",".join(f"{h}:{p}" for h, p in self.options.endpoints)
+        return f"{scheme}://{where}{self._prefix.decode(errors='replace').rstrip('/')}"
+
+    # -- the channel ----------------------------------------------------------------
+
+    def _open(self) -> aio.Channel:
+        if self.closed:
+            raise StoreError(f"the store at {self.name} is closed")
+        if self._channel is not None:
+            return self._channel
+        options: list[tuple[str, Any]] = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_send_message_length", MAX_REQUEST + 65536),
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            # A member that went away is found within seconds, and a restarted one
+            # is reconnected to within a second (gRPC's default backoff reaches 120 s).
+            ("grpc.keepalive_time_ms", 5000),
+            ("grpc.keepalive_timeout_ms", 3000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        target = _target(self.options.endpoints)
+        if self.options.tls:
+            first = self.options.endpoints[0][0]
+            if not _is_ip(first):  # the certificate names the host, the target is its addresses
+                options.append(("grpc.ssl_target_name_override", first))
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(self.options.ca),
+                private_key=_read(self.options.key),
+                certificate_chain=_read(self.options.cert),
+            )
+            self._channel = aio.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = aio.insecure_channel(target, options=options)
+        channel = self._channel
+        self._kv = rpc.KVStub(channel)
+        self._lease = rpc.LeaseStub(channel)
+        self._watch = rpc.WatchStub(channel)
+        self._auth = rpc.AuthStub(channel)
+        return channel
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("token", self._token),) if self._token else None
+
+    async def _authenticate(self, stale: str | None, timeout: float) -> None:
+        async with self._auth_lock:
+            if self._token != stale:  # another call renewed it meanwhile
+                return
+            request = rpc.AuthenticateRequest(name=self.options.user, password=self.options.password)
+            try:
+                response = await self._auth.Authenticate(request, timeout=timeout, wait_for_ready=True)
+            except aio.AioRpcError as exc:
+                raise self._error(exc, "authenticate") from None
+            self._token = response.token
+
+    async def _call(self, method: str, request: Any, *, timeout: float, retry: bool = False) -> Any:
+        """One unary call, bounded by timeout; retried within it when `retry`."""
+        self._open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        wait = RETRY_FIRST
+        renewed = False
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise StoreTimeout(f"etcd at {self.name} did not answer within {timeout:g}s")
+            if self.options.user and self._token is None:
+                await self._authenticate(None, remaining)
+            stub = self._lease if method.startswith("Lease") else self._kv
+            token = self._token
+            try:
+                return await getattr(stub, method)(
+                    request, timeout=remaining, metadata=self._metadata(), wait_for_ready=True
+                )
+            except aio.AioRpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED and self.options.user and not renewed:
+                    renewed = True  # an expired or forgotten token: once more with a new one
+                    await self._authenticate(token, max(deadline - loop.time(), 0.1))
+                    continue
+                if retry and code in _RETRYABLE and deadline - loop.time() > wait:
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RETRY_MAX)
+                    continue
+                raise self._error(exc, method, request) from None
+
+    def _error(self, exc: aio.AioRpcError, method: str, request: Any = None) -> StoreError:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return StoreTimeout(f"etcd at {self.name} did not answer in time ({method})")
+        if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
+            lease = getattr(request, "ID", 0) or getattr(request, "lease", 0)
+            return LeaseNotFound(int(lease))
+        if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+            revision = int(getattr(request, "revision", 0))
+            return Compacted(revision, revision)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return StoreError(f"etcd at {self.name} is unavailable ({details})")
+        if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
+            return StoreError(f"etcd at {self.name} refused {method}: {details}")
+        if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details:
+            return RequestTooLarge(f"etcd at {self.name} refused a request as too large ({details})")
+        return StoreError(f"etcd at {self.name} failed {method}: {details or code.name}")
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _key(self, key: bytes) -> bytes:
+        return self._prefix + key
+
+    def _kv_of(self, kv: Any) -> KV:
+        return KV(
+            kv.key[len(self._prefix) :], kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease
+        )
+
+    def _range_request(self, prefix: bytes) -> tuple[bytes, bytes]:
+        full = self._key(prefix)
+        return (full or b"\x00"), prefix_end(full)
+
+    async def get(self, key: bytes, *, timeout: float) -> KV | None:
+        response = await self._call(
+            "Range", rpc.RangeRequest(key=self._key(key)), timeout=timeout, retry=True
+        )
+        return self._kv_of(response.kvs[0]) if response.kvs else None
+
+    async def range(self, prefix: bytes, *, timeout: float) -> tuple[list[KV], int]:
+        """Read in pages, every page at the revision of the first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        start, end = self._range_request(prefix)
+        found: list[KV] = []
+        revision = 0
+        while True:
+            request = rpc.RangeRequest(key=start, range_end=end, limit=RANGE_PAGE, revision=revision)
+            response = await self._call(
+                "Range", request, timeout=max(deadline - loop.time(), 0.001), retry=True
+            )
+            revision = revision or response.header.revision
+            found += [self._kv_of(kv) for kv in response.kvs]
+            if not response.more or not response.kvs:
+                return found, revision
+            start = response.kvs[-1].key + b"\x00"
+
+    async def last(self, prefix: bytes, *, timeout: float) -> KV | None:
+        start, end = self._range_request(prefix)
+        request = rpc.RangeRequest(
+            key=start,
+            range_end=end,
+            limit=1,
+            sort_order=rpc.RangeRequest.DESCEND,
+            sort_target=rpc.RangeRequest.KEY,
+        )
+        response = await self._call("Range", request, timeout=timeout, retry=True)
+        return self._kv_of(response.kvs[0]) if response.kvs else None
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0, timeout: float) -> int:
+        check_request([Put(key, value, lease)])
+        request = rpc.PutRequest(key=self._key(key), value=value, lease=lease)
+        response = await self._call("Put", request, timeout=timeout)
+        return int(response.header.revision)
+
+    async def delete(self, key: bytes, *, prefix: bool = False, timeout: float) -> int:
+        check_request([Delete(key, prefix)])
+        if prefix:
+            start, end = self._range_request(key)
+            request = rpc.DeleteRangeRequest(key=start, range_end=end)
+        else:
+            request = rpc.DeleteRangeRequest(key=self._key(key))
+        response = await self._call("DeleteRange", request, timeout=timeout)
+        return int(response.deleted)
+
+    def _op(self, op: Op) -> Any:
+        if isinstance(op, Put):
+            return rpc.RequestOp(
+                request_put=rpc.PutRequest(key=self._key(op.key), value=op.value, lease=op.lease)
+            )
+        if op.prefix:
+            start, end = self._range_request(op.key)
+            return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=start, range_end=end))
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._key(op.key)))
+
+    def _compare(self, compare: Compare) -> Any:
+        message = rpc.Compare(
+            key=self._key(compare.key), target=_TARGETS[compare.target], result=_RESULTS[compare.op]
+        )
+        if compare.target == "value":
+            assert isinstance(compare.operand, bytes)
+            message.value = compare.operand
+        elif compare.target == "version":
+            message.version = int(compare.operand)
+        elif compare.target == "create":
+            message.create_revision = int(compare.operand)
+        else:
+            message.mod_revision = int(compare.operand)
+        return message
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op] = (),
+        *,
+        timeout: float,
+    ) -> TxnResult:
+        check_request(success, failure, compares)
+        request = rpc.TxnRequest(
+            compare=[self._compare(c) for c in compares],
+            success=[self._op(op) for op in success],
+            failure=[self._op(op) for op in failure],
+        )
+        try:
+            response = await self._call("Txn", request, timeout=timeout)
+        except LeaseNotFound:
+            raise LeaseNotFound(
+                next((op.lease for op in success if isinstance(op, Put) and op.lease), 0)
+            ) from None
+        return TxnResult(bool(response.succeeded), int(response.header.revision))
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def grant(self, ttl: float, *, timeout: float) -> Lease:
+        request = rpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)))
+        response = await self._call("LeaseGrant", request, timeout=timeout, retry=True)
+        if response.error:
+            raise StoreError(f"etcd at {self.name} granted no lease: {response.error}")
+        return Lease(int(response.ID), float(response.TTL))
+
+    async def keepalive(self, lease: int, *, timeout: float) -> float:
+        self._open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        wait = RETRY_FIRST
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise StoreTimeout(f"etcd at {self.name} did not renew lease {lease:x} within {timeout:g}s")
+            if self.options.user and self._token is None:
+                await self._authenticate(None, remaining)
+            token = self._token
+            call = self._lease.LeaseKeepAlive(
+                timeout=remaining, metadata=self._metadata(), wait_for_ready=True
+            )
+            try:
+                await call.write(rpc.LeaseKeepAliveRequest(ID=lease))
+                response = await call.read()
+            except aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and self.options.user:
+                    await self._authenticate(token, max(deadline - loop.time(), 0.1))
+                    continue
+                if exc.code() in _RETRYABLE and deadline - loop.time() > wait:
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RETRY_MAX)
+                    continue
+                raise self._error(exc, "LeaseKeepAlive", rpc.LeaseKeepAliveRequest(ID=lease)) from None
+            finally:
+                call.cancel()
+            if response is aio.EOF or response.TTL <= 0:
+                raise LeaseNotFound(lease)
+            return float(response.TTL)
+
+    async def revoke(self, lease: int, *, timeout: float) -> None:
+        with contextlib.suppress(LeaseNotFound):  # gone already: what revoking wants
+            await self._call("LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease), timeout=timeout, retry=True)
+
+    # -- watches and compaction ------------------------------------------------------
+
+    async def watch(self, prefix: bytes, *, start_revision: int, timeout: float) -> _EtcdWatch:
+        start, end = self._range_request(prefix)
+        watch = _EtcdWatch(self, start, end, start_revision)
+        await watch.open(timeout)
+        self._watches.add(watch)
+        return watch
+
+    async def compact(self, revision: int, *, timeout: float) -> None:
+        try:
+            await self._call("Compact", rpc.CompactionRequest(revision=revision), timeout=timeout)
+        except StoreError as exc:
+            if "future revision" in str(exc):
+                raise StoreError(f"cannot compact at revision {revision}: etcd is not there yet") from None
+            raise
+
+    async def close(self) -> None:
+        self.closed = True
+        for watch in list(self._watches):
+            await watch.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+
+class _EtcdWatch:
+    """One watch stream; re-created from the next revision when it breaks."""
+
+    def __init__(self, store: EtcdStore, key: bytes, end: bytes, start_revision: int) -> None:
+        self.store = store
+        self.key = key
+        self.end = end
+        self.next = start_revision  # the first revision not yet delivered
+        self._call: Any = None
+        self._closed = False
+
+    async def open(self, timeout: float) -> None:
+        """Create the stream; Compacted if its start is older than etcd's history."""
+        store = self.store
+        store._open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        wait = RETRY_FIRST
+        while True:
+            try:
+                await asyncio.wait_for(self._create(), max(deadline - loop.time(), 0.001))
+                return
+            except TimeoutError:
+                raise StoreTimeout(
+                    f"etcd at {store.name} did not start a watch within {timeout:g}s"
+                ) from None
+            except aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and store.options.user:
+                    await store._authenticate(store._token, max(deadline - loop.time(), 0.1))
+                elif exc.code() not in _RETRYABLE or deadline - loop.time() <= wait:
+                    raise store._error(exc, "Watch") from None
+                else:
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RETRY_MAX)
+
+    async def _create(self) -> None:
+        store = self.store
+        if store.options.user and store._token is None:
+            await store._authenticate(None, 10.0)
+        if self.next > 0:
+            # etcd creates a watch on compacted history and cancels it only later:
+            # a read at the start revision tells at once.
+            probe = rpc.RangeRequest(key=self.key, range_end=self.end, revision=self.next, count_only=True)
+            try:
+                await store._kv.Range(probe, timeout=10.0, metadata=store._metadata(), wait_for_ready=True)
+            except aio.AioRpcError as exc:
+                details = exc.details() or ""
+                if exc.code() != grpc.StatusCode.OUT_OF_RANGE:
+                    raise
+                if "compacted" in details:
+                    raise await self._compacted() from None
+                # else a future revision: the watch waits for it
+        call = store._watch.Watch(metadata=store._metadata(), wait_for_ready=True)
+        create = rpc.WatchCreateRequest(key=self.key, range_end=self.end, start_revision=max(self.next, 0))
+        await call.write(rpc.WatchRequest(create_request=create))
+        response = await call.read()
+        if response is aio.EOF or not response.created:
+            call.cancel()
+            raise StoreError(f"etcd at {store.name} did not create the watch")
+        if response.compact_revision:
+            call.cancel()
+            raise Compacted(self.next, int(response.compact_revision))
+        if self.next <= 0:
+            self.next = int(response.header.revision) + 1
+        self._call = call
+
+    async def _compacted(self) -> Compacted:
+        """The compaction revision etcd reports for a start it has forgotten."""
+        store = self.store
+        call = store._watch.Watch(metadata=store._metadata(), wait_for_ready=True)
+        try:
+            create = rpc.WatchCreateRequest(key=self.key, range_end=self.end, start_revision=self.next)
+            await call.write(rpc.WatchRequest(create_request=create))
+            while True:
+                response = await call.read()
+                if response is aio.EOF:
+                    return Compacted(self.next, self.next)
+                if response.compact_revision:
+                    return Compacted(self.next, int(response.compact_revision))
+        finally:
+            call.cancel()
+
+    def __aiter__(self) -> AsyncIterator[list[Event]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[list[Event]]:
+        store = self.store
+        wait = RETRY_FIRST
+        while not self._closed:
+            try:
+                if self._call is None:
+                    await self._create()
+                    wait = RETRY_FIRST
+                response = await self._call.read()
+            except aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
+                    return
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and store.options.user:
+                    await store._authenticate(store._token, 10.0)
+                self._drop()
+                await asyncio.sleep(wait)  # etcd restarting, or a member gone: again from self.next
+                wait = min(wait * 2, RETRY_MAX)
+                continue
+            if response is aio.EOF:
+                self._drop()
+                continue
+            if response.compact_revision:
+                self._drop()
+                raise Compacted(self.next, int(response.compact_revision))
+            if response.canceled:
+                self._drop()
+                continue
+            events = [self._event(e) for e in response.events if e.kv.mod_revision >= self.next]
+            if events:
+                self.next = events[-1].kv.mod_revision + 1
+                yield events
+
+    def _event(self, event: Any) -> Event:
+        kind = "put" if event.type == rpc.Event.PUT else "delete"
+        return Event(kind, self.store._kv_of(event.kv))  # type: ignore[arg-type]
+
+    def _drop(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    async def close(self) -> None:
+        self._closed = True
+        self._drop()
+        self.store._watches.discard(self)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+def _target(endpoints: Sequence[tuple[str, int]]) -> str:
+    """One gRPC target for every member: `ipv4:A:P,B:Q` (names resolved once, here)."""
+    addresses: list[str] = []
+    for host, port in endpoints:
+        if _is_ip(host):
+            found = [host]
+        else:
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise StoreError(f"etcd endpoint {host}:{port}: cannot resolve it ({exc})") from None
+            found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in found]
+    six = any(a.startswith("[") for a in addresses)
+    if six and not all(a.startswith("[") for a in addresses):
+        return "ipv4:" + ",".join(a for a in addresses if not a.startswith("["))
+    return ("ipv6:" if six else "ipv4:") + ",".join(addresses)
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it for the etcd TLS connection ({exc.strerror})") from None
