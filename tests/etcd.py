@@ -197,3 +197,88 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def make_tls(where: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and localhost, and a client
+    certificate, all signed by the CA: {ca, server_cert, server_key, client_cert, client_key}."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    paths: dict[str, Path] = {}
+
+    def save(name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None) -> None:
+        paths[f"{name}_cert" if key is not None else name] = where / f"{name}.pem"
+        (where / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            paths[f"{name}_key"] = where / f"{name}.key"
+            (where / f"{name}.key").write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            (where / f"{name}.key").chmod(0o600)
+
+    def issue(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        *,
+        ca: bool = False,
+        usage: ExtendedKeyUsageOID | None = None,
+        san: bool = False,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if usage is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if san:
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsh test CA")])
+    save("ca", issue("dsh test CA", ca_key, ca_name, ca_key, ca=True))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    save(
+        "server",
+        issue("localhost", server_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH, san=True),
+        server_key,
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    save(
+        "client", issue("dsh", client_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH), client_key
+    )
+    return paths
+
+
+def etcdctl(endpoint: str, *args: str, extra: list[str] | None = None) -> str:
+    """Run etcdctl against one member; its stdout (it must succeed)."""
+    done = subprocess.run(
+        [shutil.which("etcdctl") or "etcdctl", "--endpoints", endpoint, *(extra or []), *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout

@@ -414,7 +414,10 @@ class EtcdStore:
                 raise self._error(exc, "LeaseKeepAlive", rpc.LeaseKeepAliveRequest(ID=lease)) from None
             finally:
                 call.cancel()
-            if response is aio.EOF or response.TTL <= 0:
+            if response is aio.EOF:  # the member went away mid-call: ask again
+                await asyncio.sleep(min(wait, max(deadline - loop.time(), 0)))
+                continue
+            if response.TTL <= 0:
                 raise LeaseNotFound(lease)
             return float(response.TTL)
 
@@ -500,13 +503,19 @@ class _EtcdWatch:
                 if "compacted" in details:
                     raise await self._compacted() from None
                 # else a future revision: the watch waits for it
+        token = store._token
         call = store._watch.Watch(metadata=store._metadata(), wait_for_ready=True)
         create = rpc.WatchCreateRequest(key=self.key, range_end=self.end, start_revision=max(self.next, 0))
         await call.write(rpc.WatchRequest(create_request=create))
         response = await call.read()
-        if response is aio.EOF or not response.created:
+        if response is not aio.EOF and response.canceled and _is_auth(response.cancel_reason):
+            call.cancel()  # a token etcd forgot: a new one, and the watch again
+            await store._authenticate(token, 10.0)
+            return await self._create()
+        if response is aio.EOF or not response.created or response.canceled:
             call.cancel()
-            raise StoreError(f"etcd at {store.name} did not create the watch")
+            reason = "" if response is aio.EOF else f" ({response.cancel_reason})"
+            raise StoreError(f"etcd at {store.name} did not create the watch{reason}")
         if response.compact_revision:
             call.cancel()
             raise Compacted(self.next, int(response.compact_revision))
@@ -559,6 +568,8 @@ class _EtcdWatch:
                 raise Compacted(self.next, int(response.compact_revision))
             if response.canceled:
                 self._drop()
+                if _is_auth(response.cancel_reason):
+                    await store._authenticate(store._token, 10.0)
                 continue
             events = [self._event(e) for e in response.events if e.kv.mod_revision >= self.next]
             if events:
@@ -578,6 +589,10 @@ class _EtcdWatch:
         self._closed = True
         self._drop()
         self.store._watches.discard(self)
+
+
+def _is_auth(reason: str) -> bool:
+    return "token" in reason or "auth" in reason
 
 
 def _is_ip(host: str) -> bool:
