@@ -163,6 +163,8 @@ class Daemon:
         self.taken = 0
         self.current: tuple[str, asyncio.Future[list[LineResult]]] | None = None
         self.cancelled: set[str] = set()
+        #: The inbox could not be read (said once until it can again).
+        self.unreachable = False
         self.connected = asyncio.Event()  # a first client came
 
     def _broadcast(self, event: Event, *, control: bool = False) -> None:
@@ -258,6 +260,23 @@ class Daemon:
                 self.cancel(kv.key[len(keys.cancels) :].decode())
                 await store.delete(kv.key, timeout=self.session.timeout)
 
+    async def _inbox(self) -> tuple[int, dict[str, Any]] | None:
+        """`_next`, or None while the store cannot be reached (said once): the
+        lease decides how long that may last."""
+        try:
+            found = await self._next()
+        except LeaseLost:
+            raise
+        except (StoreError, TimeoutError) as exc:
+            if not self.unreachable:
+                self.reporter.message(f"the store cannot be reached ({exc}); trying again")
+            self.unreachable = True
+            return None
+        if self.unreachable:
+            self.reporter.message("the store answers again")
+        self.unreachable = False
+        return found
+
     async def _next(self) -> tuple[int, dict[str, Any]] | None:
         """The oldest submission not taken yet."""
         store, keys = self.session.store, self.session.keys
@@ -325,7 +344,8 @@ class Daemon:
             while True:
                 if self.session.killed:
                     raise Killed(f"session {self.session.keys.name!r} was killed (dsh kill)")
-                found = await self._next()
+                self.session.ensure_owned()  # a lease lost while idle ends it
+                found = await self._inbox()
                 if found is not None:
                     await self.submission(driver, *found)
                     continue

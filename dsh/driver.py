@@ -91,6 +91,7 @@ class Driver:
     async def claim(self) -> None:
         """Own the session (its lease) and checkpoint everything from now on."""
         if self.session is not None:
+            self.session.say = self.say
             await self.session.claim()
             await self.load()  # what a previous owner left, now that nobody else writes
             if spool.cleans(self.session.spool_name):  # one session in 16 pays for it
@@ -105,6 +106,7 @@ class Driver:
         if self.session is not None:
             if await self.session.store.get(self.session.keys.meta, timeout=self.session.timeout) is None:
                 raise UsageError(f"no session named {self.session.keys.name!r} in {self.session.store.name}")
+            self.session.say = self.say
             await self.session.take()
             await self.load()
             self.executor.spool_name = self.session.spool_name

@@ -18,17 +18,23 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dsh.errors import StoreError
-from dsh.store.base import MAX_REQUEST, MAX_TXN_OPS, Compare, Put, Store
+from dsh.store.base import MAX_REQUEST, MAX_TXN_OPS, Compare, Put, RequestTooLarge, Store, TxnResult
 
 #: Bytes of stdout and of stderr kept in the store per host and action.
 TAIL_BYTES = 4096
 #: How long a deferred record may wait for a transaction to carry it.
 DEFER_SECONDS = 0.05
+#: How long a checkpoint waits for an unreachable store before dsh stops (the
+#: lease, renewed meanwhile or lost, usually decides first).
+STORE_PATIENCE = 120.0
+#: A checkpoint slower than this is said to be waiting for the store.
+SLOW_STORE = 1.0
 
 
 class LeaseLost(StoreError):
@@ -62,6 +68,9 @@ class Checkpointer:
     #: dies (exit 137, as kill -9) right after this many transactions are durable.
     crash_after: int = 0
     _written: int = 0
+    #: Tells the user that the store cannot be reached (and when it can again).
+    say: Callable[[str], None] | None = None
+    patience: float = STORE_PATIENCE
 
     def entry(self, kind: str, **fields: Any) -> Put:
         """A journal entry (append-only, numbered) as a Put."""
@@ -127,7 +136,7 @@ class Checkpointer:
             batch, self._pending = self._pending, []
             try:
                 for chunk in _chunks([p for item in batch for p in item.puts]):
-                    result = await self.store.txn([self.fence], chunk, timeout=self.timeout)
+                    result = await self._txn(chunk)
                     self._written += 1
                     if self.crash_after and self._written >= self.crash_after and result.succeeded:
                         os._exit(137)
@@ -151,6 +160,45 @@ class Checkpointer:
             for item in batch:
                 if not item.done.done():
                     item.done.set_result(None)
+
+    async def _txn(self, chunk: list[Put]) -> TxnResult:
+        """One fenced transaction, tried again while the store cannot be reached.
+
+        Trying again is safe: its puts are the same (a first try that did land
+        is only written over with the same values), and the fence still decides.
+        Meanwhile nothing new starts, since every action waits for its intent.
+        """
+        started = time.monotonic()
+        wait = 0.1
+        said = False
+        while True:
+            call = asyncio.ensure_future(self.store.txn([self.fence], chunk, timeout=self.timeout))
+            if not said and self.say is not None:
+                await asyncio.wait({call}, timeout=SLOW_STORE)
+                if not call.done():
+                    said = True
+                    self.say(
+                        f"waiting for the store ({self.store.name}): no new action starts until it answers"
+                    )
+            try:
+                result = await call
+            except RequestTooLarge:
+                raise
+            except (StoreError, TimeoutError) as exc:
+                if self.lost or time.monotonic() - started + wait > self.patience:
+                    raise
+                if not said and self.say is not None:
+                    self.say(
+                        f"the store cannot be reached ({exc}); no new action starts until it can "
+                        f"(running ones go on); trying again for up to {self.patience:g}s"
+                    )
+                said = True
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 2.0)
+                continue
+            if said and self.say is not None:
+                self.say(f"the store answers again after {time.monotonic() - started:.1f}s; going on")
+            return result
 
 
 def _chunks(puts: list[Put]) -> list[list[Put]]:

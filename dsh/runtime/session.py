@@ -221,6 +221,8 @@ class Session:
         self.on_lost: Callable[[], None] | None = None
         #: More about the owner, for its clients (an executor process's socket).
         self.owner_extra: dict[str, Any] = {}
+        #: Tells the user what the session's store does (unreachable, back again).
+        self.say: Callable[[str], None] | None = None
 
     async def take(self, *, patience: float = 1.0) -> None:
         """Claim, waiting for the lease of an owner that died to run out: up to its TTL
@@ -286,6 +288,7 @@ class Session:
             self.store, self.keys.journal, fence, time.time, self.timeout, crash_after=self.crash_after
         )
         self.checkpoints.seq = int(last_entry.key.rsplit(b"/", 1)[1]) if last_entry else 0
+        self.checkpoints.say = self.say
         self._keepalive = asyncio.ensure_future(self._keep())
 
     async def _keep(self) -> None:
@@ -443,6 +446,11 @@ class Session:
     def next_run(self) -> int:
         self.runs += 1
         return self.runs
+
+    def ensure_owned(self) -> None:
+        """LeaseLost unless this executor still owns the session."""
+        if self.checkpoints is None or self.checkpoints.lost:
+            raise LeaseLost("the session's lease was lost: this executor stops")
 
     def checkpointer(self) -> Checkpointer:
         if self.checkpoints is None:
