@@ -43,7 +43,7 @@ EXIT_INTERNAL = 70
 EXIT_HANGUP = 128 + 1
 EXIT_INTERRUPTED = 128 + 2
 EXIT_TERMINATED = 128 + 15
-SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm", "signal", "key")
+SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm", "signal", "key", "serve")
 #: `dsh log -f` polls the journal this often.
 FOLLOW_POLL = 0.2
 #: `dsh log --output` follows an action still running at most this long.
@@ -236,6 +236,8 @@ def _dispatch(opts: argparse.Namespace, env: Mapping[str, str], errors: _Errors)
         return _signal(settings, rest[1:])
     if rest and rest[0] == "key":
         return _key(settings, rest[1:])
+    if rest and rest[0] == "serve":
+        return _serve(settings, rest[1:])
     if rest and rest[0] == "_executor":  # started by dsh itself (see dsh.daemon)
         return _executor(settings, rest[1:])
     if rest and rest[0] == "run":
@@ -466,15 +468,22 @@ def _executor(settings: Settings, rest: list[str]) -> int:
     from dsh.driver import guarded
     from dsh.render import TextRenderer
 
-    take, linger, first_client = False, 0.0, 0.0
+    take, linger, first_client, patience, standby_for = False, 0.0, 0.0, 1.0, 0
     script: list[str] = []
     while rest:
         arg = rest.pop(0)
         if arg == "--take":
             take = True
-        elif arg in ("--linger", "--first-client") and rest:
+        elif arg == "--standby-for" and rest and rest[0].isdigit():
+            standby_for = int(rest.pop(0))
+        elif arg in ("--linger", "--first-client", "--patience") and rest:
             value = float(rest.pop(0))
-            linger, first_client = (value, first_client) if arg == "--linger" else (linger, value)
+            if arg == "--linger":
+                linger = value
+            elif arg == "--first-client":
+                first_client = value
+            else:
+                patience = value
         elif arg == "--":
             script = rest
             break
@@ -489,26 +498,40 @@ def _executor(settings: Settings, rest: list[str]) -> int:
     args = tuple(script[1:]) if script else None
     driver = _driver(settings, args, reporter=daemon.reporter, session=session)
     plan = driver.compile(_read_script(script[0]), script[0]) if script else None
-    work = daemon.serve(driver, take=take, script=plan, linger=linger, first_client=first_client)
+
+    def wanted() -> bool:  # a standby executor waits only while its client runs
+        return not standby_for or os.path.exists(f"/proc/{standby_for}")
+
+    work = daemon.serve(
+        driver,
+        take=take,
+        script=plan,
+        linger=linger,
+        first_client=first_client,
+        patience=patience,
+        wanted=wanted,
+    )
     return asyncio.run(guarded(work))
 
 
-def _client(settings: Settings, errors: _Errors, *, attach: bool) -> int:
+def _client(settings: Settings, errors: _Errors, *, attach: bool, handover: bool = False) -> int:
     """The REPL and `dsh attach`: a client of the session's executor process,
     which is started (taking the session over if its owner died) when none runs
     on this machine. At a terminal lines are read by the prompt-toolkit REPL,
     with output printed above the prompt."""
     interactive = sys.stdin.isatty()
     if not interactive:
-        return _client_in(settings, attach=attach, interactive=False)
+        return _client_in(settings, attach=attach, interactive=False, handover=handover)
     from prompt_toolkit.patch_stdout import patch_stdout
 
     with patch_stdout(raw=True):
-        return _client_in(settings, attach=attach, interactive=True)
+        return _client_in(settings, attach=attach, interactive=True, handover=handover)
 
 
-def _client_in(settings: Settings, *, attach: bool, interactive: bool) -> int:
-    from dsh.client import Client, Detach, Link, completeness, read_eval
+def _client_in(settings: Settings, *, attach: bool, interactive: bool, handover: bool) -> int:
+    import json
+
+    from dsh.client import Client, Detach, Link, completeness, output_tail, read_eval
     from dsh.render import timeline
     from dsh.runtime.session import Keys, generated_name, user_name
     from dsh.runtime.wire import Replay
@@ -516,15 +539,25 @@ def _client_in(settings: Settings, *, attach: bool, interactive: bool) -> int:
     name = settings.session or generated_name()
     store = _store(settings)
     keys = Keys(user_name(), name)
-    link = Link(
-        store,
-        keys,
-        _machine(settings),
-        lambda take: _spawn(settings, name, ["--first-client", "5", *(["--take"] if take else [])]),
-        _log_path(settings, name),
-    )
+
+    def spawn(take: bool, patience: float) -> subprocess.Popen[bytes]:
+        taking = ["--take"] if take else []
+        if take and patience:  # a standby: it waits for the owner to let go, while this client runs
+            taking += ["--patience", f"{patience:g}", "--standby-for", str(os.getpid())]
+        return _spawn(settings, name, ["--first-client", "5", *taking])
+
+    link = Link(store, keys, _machine(settings), spawn, _log_path(settings, name), lambda: _store(settings))
+
+    def show_entry(entry: dict[str, Any]) -> None:  # a session followed from another machine
+        if settings.json:
+            print(json.dumps({"event": "journal", **entry}), flush=True)
+        else:
+            out = str(entry.pop("out", "") or "")
+            sys.stdout.write(timeline([entry]) + output_tail(out))
+            sys.stdout.flush()
+
     renderer = _renderer(settings)
-    client = Client(link, Replay(renderer, renderer.message), renderer.message, _show_error)
+    client = Client(link, Replay(renderer, renderer.message), renderer.message, _show_error, show_entry)
     compiler = _driver(settings, None, stateful=False)
     try:
         if attach and client._run(store.get(keys.meta, timeout=STORE_TIMEOUT)) is None:
@@ -532,7 +565,7 @@ def _client_in(settings: Settings, *, attach: bool, interactive: bool) -> int:
         if attach and not settings.json:
             sys.stdout.write(client.history(timeline))
             sys.stdout.flush()
-        client.connect(take=attach)
+        client.connect(take=attach, handover=handover)
         complete = completeness(lambda text, first: compiler.compile(text, "<stdin>", first))
         read = _reader(False)
         builtin = None
@@ -638,8 +671,9 @@ def _one_session(rest: list[str], usage: str) -> str:
 def _attach(settings: Settings, errors: _Errors, rest: list[str]) -> int:
     """`dsh attach SESSION`: what happened in it lately, then its live progress and
     lines from the terminal or stdin run in it; taken over first if its owner died."""
-    settings.session = _one_session(rest, "attach")
-    return _client(settings, errors, attach=True)
+    take = "--take" in rest
+    settings.session = _one_session([a for a in rest if a != "--take"], "attach")
+    return _client(settings, errors, attach=True, handover=take)
 
 
 def _kill(settings: Settings, rest: list[str]) -> int:
@@ -750,6 +784,38 @@ def _key(settings: Settings, rest: list[str]) -> int:
         return EXIT_OK
 
     return asyncio.run(act())
+
+
+def _serve(settings: Settings, rest: list[str]) -> int:
+    """`dsh serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F]`: take
+    the POSTs of callbacks and write them into the store, until stopped."""
+    import asyncio
+    import signal
+
+    from dsh import serve
+
+    found = serve.options(list(rest))
+    host, port = serve.parse_listen(found["listen"])
+    tls = serve.tls_context(found["cert"], found["key"])
+    store = _store(settings)
+    server = serve.Server(store, host=host, port=port, public_url=found["public_url"], tls=tls)
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(server.run())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            return EXIT_OK
+        except OSError as exc:
+            raise UsageError(f"dsh serve cannot listen on {host}:{port}: {exc.strerror}") from None
+        finally:
+            await store.close()
+        return EXIT_OK
+
+    return asyncio.run(run())
 
 
 def _ls(settings: Settings, rest: list[str]) -> int:

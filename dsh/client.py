@@ -10,6 +10,11 @@ work running and ends only the client; so does the terminal closing (SIGHUP
 ends the client, never the executor, which is in a process session of its
 own). At the end of its input a client waits for the session's work to be
 over and exits with its status.
+
+When the executor runs on another machine, the client follows the session
+through the store instead (dsh.follow), and takes it over if its owner goes
+away; `dsh attach --take` asks a live owner to hand over (it lets the actions
+in hand end, checkpoints and lets go) and then takes over.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dsh.errors import DshError, IncompleteInput, LangError, StoreError, UsageError
+from dsh.follow import Follower
 from dsh.runtime.session import Keys, decode_value, read_journal
 from dsh.runtime.values import Value
 from dsh.runtime.wire import Event, Replay
@@ -39,6 +45,12 @@ T = TypeVar("T")
 #: How long a client waits for the executor it started to own the session,
 #: beyond the lease TTL of an owner that died (a takeover waits for it).
 SPAWN_TIMEOUT = 15.0
+#: How long `dsh attach --take` waits for a live owner to hand over: the actions
+#: it runs end first (each has a timeout).
+HANDOVER_WAIT = 900.0
+#: How long a follower's standby executor waits for the owner to let go (then a
+#: takeover starts an executor afresh).
+STANDBY_WAIT = 86400.0
 #: How long a client waits for the executor's answer to `bye`.
 BYE_TIMEOUT = 10.0
 #: Journal entries shown when attaching (the rest: `dsh log SESSION`).
@@ -73,9 +85,12 @@ class Link:
     store: Store
     keys: Keys
     machine: str
-    #: Starts an executor process for the session (with take: taking it over).
-    spawn: Callable[[bool], subprocess.Popen[bytes]]
+    #: Starts an executor process for the session (with take: taking it over,
+    #: waiting up to the given seconds more for a live owner to let go).
+    spawn: Callable[[bool, float], subprocess.Popen[bytes]]
     log: Path
+    #: Opens another handle on the store (for a follower's thread).
+    reopen: Callable[[], Store]
 
 
 class Client:
@@ -85,8 +100,14 @@ class Client:
         replay: Replay,
         say: Callable[[str], None],
         show_error: Callable[[str], None],
+        show_entry: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.link = link
+        #: Shows a journal entry of a session followed from another machine.
+        self.show_entry = show_entry or (lambda entry: say(json.dumps(entry)))
+        self.follower: Follower | None = None
+        #: A follower's executor in waiting: it takes the session over when its owner goes.
+        self.standby: subprocess.Popen[bytes] | None = None
         self.replay = replay
         self.say = say
         self.show_error = show_error
@@ -109,29 +130,107 @@ class Client:
         held = self._run(self.link.store.get(self.link.keys.owner, timeout=10.0))
         return json.loads(held.value) if held is not None else None
 
-    def connect(self, *, take: bool) -> None:
-        """Connect to the session's executor, starting one if none runs here."""
+    def connect(self, *, take: bool, handover: bool = False) -> None:
+        """Connect to the session's executor, starting one if none runs here; follow
+        it if it runs on another machine (or, with `handover`, ask it to hand over)."""
         owner = self._owner()
-        if owner is not None and owner.get("machine") == self.link.machine and owner.get("socket"):
+        here = owner is not None and owner.get("machine") == self.link.machine
+        if here and owner is not None and owner.get("socket"):
             self.sock = _dial(str(owner["socket"]))
+        if self.sock is None and owner is not None and not here:
+            if not handover:
+                self._follow(owner)
+                return
+            self._run(self._ask_handover())
+            self.say(
+                f"asked {owner.get('machine')} to hand session {self.link.keys.name} over: "
+                "the actions it runs end first"
+            )
         if self.sock is None:
-            ttl = float(owner.get("ttl", 5.0)) if owner else 0.0
-            child = self.link.spawn(take or owner is not None)
-            deadline = time.monotonic() + SPAWN_TIMEOUT + ttl
-            while self.sock is None:
-                code = child.poll()
-                if code is not None:
-                    raise SessionEnded(self._why(f"its executor stopped (exit {code})"), code or 3)
-                if time.monotonic() > deadline:
-                    child.terminate()
-                    raise SessionEnded(self._why("its executor did not take it in time"), 3)
+            self._start(take or owner is not None, HANDOVER_WAIT if handover else 0.0)
+            if self.sock is None:  # another machine took it first: follow that one
                 owner = self._owner()
-                if owner is not None and owner.get("pid") == child.pid and owner.get("socket"):
-                    self.sock = _dial(str(owner["socket"]))
-                if self.sock is None:
-                    time.sleep(0.05)
+                assert owner is not None
+                self._follow(owner)
+                return
         reader = threading.Thread(target=self._read, args=(self.sock,), daemon=True)
         reader.start()
+
+    def _start(self, take: bool, patience: float) -> None:
+        """Start an executor here and connect to it; no socket if another machine
+        won the session meanwhile."""
+        owner = self._owner()
+        ttl = float(owner.get("ttl", 5.0)) if owner else 0.0
+        child = self.link.spawn(take, patience)
+        deadline = time.monotonic() + SPAWN_TIMEOUT + ttl + patience
+        while self.sock is None:
+            code = child.poll()
+            if code is not None:
+                owner = self._owner()
+                if code == 2 and owner is not None and owner.get("machine") != self.link.machine:
+                    return  # lost a race to take it over
+                raise SessionEnded(self._why(f"its executor stopped (exit {code})"), code or 3)
+            if time.monotonic() > deadline:
+                child.terminate()
+                raise SessionEnded(self._why("its executor did not take it in time"), 3)
+            owner = self._owner()
+            if owner is not None and owner.get("pid") == child.pid and owner.get("socket"):
+                self.sock = _dial(str(owner["socket"]))
+            if self.sock is None:
+                time.sleep(0.05)
+
+    async def _ask_handover(self) -> None:
+        record = {"machine": self.link.machine, "pid": os.getpid(), "t": time.time()}
+        await self.link.store.put(self.link.keys.handover, json.dumps(record).encode(), timeout=10.0)
+
+    def _follow(self, owner: dict[str, Any]) -> None:
+        """Follow the session through the store, with an executor in waiting here
+        that takes it over as soon as its owner lets go or dies."""
+        self.follower = Follower(
+            self.link.reopen, self.link.keys, self.link.machine, self.events, self.show_entry, self._wake
+        )
+        self.follower.start()
+        if self.standby is None or self.standby.poll() is not None:
+            self.standby = self.link.spawn(True, STANDBY_WAIT)
+        name = self.link.keys.name
+        self.say(
+            f"session {name} runs on {owner.get('machine')} (pid {owner.get('pid')}): following it "
+            f"from here, and lines run there; dsh attach --take {name} takes it over"
+        )
+
+    def _take_over(self) -> None:
+        """The owner a follower followed let go or died: the executor in waiting here
+        takes the session over (or another machine's did: follow that one)."""
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+        standby, self.standby = self.standby, None
+        if standby is None or standby.poll() is not None:
+            self.connect(take=True)
+            return
+        deadline = time.monotonic() + SPAWN_TIMEOUT
+        while time.monotonic() < deadline and standby.poll() is None:
+            owner = self._owner()
+            if owner is not None and owner.get("pid") == standby.pid and owner.get("socket"):
+                self.sock = _dial(str(owner["socket"]))
+                if self.sock is not None:
+                    self.say(f"the owner of session {self.link.keys.name} let go: taken over here")
+                    threading.Thread(target=self._read, args=(self.sock,), daemon=True).start()
+                    return
+            elif owner is not None and owner.get("machine") != self.link.machine:
+                self.standby = standby  # another machine was first: it goes on waiting
+                self._follow(owner)
+                return
+            time.sleep(0.02)
+        self._stop_standby(standby)
+        self.connect(take=True)
+
+    @staticmethod
+    def _stop_standby(standby: subprocess.Popen[bytes] | None) -> None:
+        if standby is not None and standby.poll() is None:
+            standby.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                standby.wait(5.0)
 
     def _why(self, what: str) -> str:
         name = self.link.keys.name
@@ -204,6 +303,10 @@ class Client:
             raise _Woken
 
     def _send(self, op: dict[str, Any]) -> None:
+        if self.follower is not None:  # no socket: what the store can carry
+            if op.get("op") == "cancel":
+                self.follower.cancel(str(op.get("id", "*")))
+            return
         assert self.sock is not None
         with contextlib.suppress(OSError):
             self.sock.sendall(json.dumps(op).encode() + b"\n")
@@ -239,6 +342,9 @@ class Client:
         kind = event.get("ev")
         if kind == "end":
             raise SessionEnded(str(event.get("message", "the session ended")), int(event.get("exit", 3)))
+        if kind == "gone":
+            self._take_over()
+            return False
         return True
 
     # -- lines -------------------------------------------------------------------------
@@ -288,6 +394,10 @@ class Client:
 
     def wait_idle(self) -> int:
         """Wait for the session's work to be over; its status."""
+        while self.follower is not None and self.follower.work_left():
+            self._wait(lambda e: False, timeout=0.5)  # taken over meanwhile, perhaps
+        if self.follower is not None:
+            return self.status
         self._send({"op": "wait"})
         event = self._wait(lambda e: e.get("ev") in ("idle", "bye"))
         if event is not None and event.get("ev") == "idle":
@@ -296,6 +406,11 @@ class Client:
 
     def leave(self) -> bool:
         """Say bye; True when the executor stays (work runs, or other clients)."""
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+            self._stop_standby(self.standby)
+            return True
         if self.sock is None:
             return False
         self._send({"op": "bye"})
@@ -305,6 +420,9 @@ class Client:
         return bool(event.get("stays")) if event is not None else False
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+        self._stop_standby(self.standby)
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
@@ -340,9 +458,14 @@ class Client:
             if entry.get("kind") == "end":
                 held = self._run(store.get(keys.action(entry["action"], entry.get("host")), timeout=10.0))
                 out = json.loads(held.value).get("out", "") if held is not None else ""
-                for text in out.rstrip("\n").split("\n")[-TAIL_LINES:] if out.strip() else []:
-                    lines.append(f"{'':25}| {text}\n")
+                lines.append(output_tail(out))
         return "".join(lines)
+
+
+def output_tail(out: str) -> str:
+    """The last TAIL_LINES of an action's output, indented under its journal entry."""
+    tail = out.rstrip("\n").split("\n")[-TAIL_LINES:] if out.strip() else []
+    return "".join(f"{'':25}| {text}\n" for text in tail)
 
 
 def _dial(path: str) -> socket.socket | None:

@@ -30,7 +30,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,8 @@ class Daemon:
         self.cancelled: set[str] = set()
         #: The inbox could not be read (said once until it can again).
         self.unreachable = False
+        #: `dsh attach --take` on another machine asked for the session: who.
+        self.handover: dict[str, Any] | None = None
         self.connected = asyncio.Event()  # a first client came
 
     def _broadcast(self, event: Event, *, control: bool = False) -> None:
@@ -234,7 +236,10 @@ class Daemon:
             while not task.done():
                 await asyncio.wait({task}, timeout=POLL)
                 if not task.done():
-                    await self._store_cancels()
+                    await self._store_control()
+                if self.handover is not None and not self.session.in_flight and not task.done():
+                    await self.session.checkpointer().flush()  # every result in the store first
+                    self.session.lost()  # the lease goes with release(): the next owner claims
             results = task.result()
         except asyncio.CancelledError:
             if sid in self.cancelled and task.cancelled():
@@ -251,14 +256,49 @@ class Daemon:
             self.wire.running.clear()
         return status_of(results) if results else None
 
-    async def _store_cancels(self) -> None:
-        """Cancel requests written to the store (by clients that have no socket)."""
+    async def _store_control(self) -> None:
+        """What clients without a socket (on other machines) ask through the store:
+        cancels, and a handover, which stops new actions from starting."""
         keys, store = self.session.keys, self.session.store
         with contextlib.suppress(StoreError, TimeoutError):  # the checkpoints will say so
             kvs, _ = await store.range(keys.cancels, timeout=self.session.timeout)
             for kv in kvs:
                 self.cancel(kv.key[len(keys.cancels) :].decode())
                 await store.delete(kv.key, timeout=self.session.timeout)
+            if self.handover is None:
+                held = await store.get(keys.handover, timeout=self.session.timeout)
+                asked = json.loads(held.value) if held is not None else None
+                if asked is not None and asked.get("machine") != self.session.machine:
+                    self.handover = asked
+                    self.session.draining = True
+                    self.reporter.message(
+                        f"handing session {keys.name} over to {asked.get('machine')}: "
+                        "the actions running end, then it goes on there"
+                    )
+
+    async def _viewers(self) -> bool:
+        """Whether clients on other machines follow the session (through the store)."""
+        try:
+            kvs, _ = await self.session.store.range(self.session.keys.viewers, timeout=self.session.timeout)
+        except (StoreError, TimeoutError):
+            return True  # cannot tell: stay
+        return bool(kvs)
+
+    async def _answer(
+        self, item: dict[str, Any] | None, sid: str, status: int | None, error: str = ""
+    ) -> None:
+        """Tell the clients that submission `sid` is over: over the socket, and through
+        the store when it came from another machine."""
+        event: Event = {"ev": "done", "id": sid, "status": status}
+        if error:
+            event["error"] = error
+        self._broadcast(event, control=True)
+        if item is not None and item.get("by") not in (None, self.session.machine):
+            record = json.dumps({"status": status, "error": error}).encode()
+            with contextlib.suppress(StoreError, TimeoutError):
+                await self.session.store.put(
+                    self.session.keys.done + sid.encode(), record, timeout=self.session.timeout
+                )
 
     async def _inbox(self) -> tuple[int, dict[str, Any]] | None:
         """`_next`, or None while the store cannot be reached (said once): the
@@ -301,9 +341,7 @@ class Daemon:
             )
             self.taken = seq
             self.status = exc.exit_code
-            self._broadcast(
-                {"ev": "done", "id": sid, "status": exc.exit_code, "error": exc.render()}, control=True
-            )
+            await self._answer(item, sid, exc.exit_code, exc.render())
             return
         self.taken = seq
         status: int | None = None
@@ -315,10 +353,18 @@ class Daemon:
         await driver.idle()
         if status is not None:
             self.status = status
-        self._broadcast({"ev": "done", "id": sid, "status": status}, control=True)
+        await self._answer(item, sid, status)
 
     async def serve(
-        self, driver: Driver, *, take: bool, script: p.Plan | None, linger: float, first_client: float
+        self,
+        driver: Driver,
+        *,
+        take: bool,
+        script: p.Plan | None,
+        linger: float,
+        first_client: float,
+        patience: float = 1.0,
+        wanted: Callable[[], bool] | None = None,
     ) -> int:
         """Own the session, run its work, serve its clients; the exit status."""
         self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -329,14 +375,23 @@ class Daemon:
         self.session.owner_extra = {"socket": str(self.socket)}
         code: int | None = None
         try:
-            await (driver.take() if take else driver.claim())
-            taken = await self.session.store.get(self.session.keys.taken, timeout=self.session.timeout)
+            await (driver.take(patience, wanted) if take else driver.claim())
+            store, keys = self.session.store, self.session.keys
+            asked = await store.get(keys.handover, timeout=self.session.timeout)
+            if asked is not None and json.loads(asked.value).get("machine") == self.session.machine:
+                await store.delete(keys.handover, timeout=self.session.timeout)  # handed to us: done
+            taken = await store.get(keys.taken, timeout=self.session.timeout)
             self.taken = int(taken.value) if taken is not None else 0
+            # The line taken last may be the one to resume: its client waits for it.
+            last = await store.get(keys.submission(self.taken), timeout=self.session.timeout)
+            pending = json.loads(last.value) if last is not None else None
             if first_client > 0:  # started for a client: let it see the work from its start
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), first_client)
             status = await self.work("resume", driver.resume())
             self.status = self.status if status is None else status
+            if status is not None and pending is not None:
+                await self._answer(pending, str(pending.get("id", self.taken)), status)
             if script is not None:
                 status = await self.work("script", driver.run(script))
                 self.status = self.status if status is None else status
@@ -345,6 +400,9 @@ class Daemon:
                 if self.session.killed:
                     raise Killed(f"session {self.session.keys.name!r} was killed (dsh kill)")
                 self.session.ensure_owned()  # a lease lost while idle ends it
+                await self._store_control()
+                if self.handover is not None:
+                    break
                 found = await self._inbox()
                 if found is not None:
                     await self.submission(driver, *found)
@@ -355,16 +413,22 @@ class Daemon:
                         client.waiting = False
                         client.send({"ev": "idle", "status": self.status}, control=True)
                 staying = [c for c in self.clients if not c.leaving and not c.gone]
-                if not staying and time.monotonic() - started >= linger:
+                if not staying and time.monotonic() - started >= linger and not await self._viewers():
                     break
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), POLL)
             code = self.status
+            if self.handover is not None:
+                raise LeaseLost("handed over")
         except (Killed, LeaseLost) as exc:
             code = exc.exit_code
-            self.reporter.message(exc.message)
-            self._broadcast({"ev": "end", "exit": code, "message": exc.message}, control=True)
+            message = exc.message
+            if self.handover is not None and isinstance(exc, LeaseLost):
+                where = self.handover.get("machine")
+                message = f"session {self.session.keys.name} was handed over to {where}; it goes on there"
+            self.reporter.message(message)
+            self._broadcast({"ev": "end", "exit": code, "message": message}, control=True)
         except DshError as exc:
             code = exc.exit_code
             self.reporter.message(exc.message)

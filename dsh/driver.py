@@ -101,13 +101,14 @@ class Driver:
             self.executor.recorder = SessionRecorder(self.session)
             self.executor.events = SessionEvents(self.session)
 
-    async def take(self) -> None:
-        """Own an existing session: if its owner died, once its lease has run out."""
+    async def take(self, patience: float = 1.0, wanted: Callable[[], bool] | None = None) -> None:
+        """Own an existing session: if its owner died, once its lease has run out
+        (waiting `patience` s more, for an owner asked to hand over)."""
         if self.session is not None:
             if await self.session.store.get(self.session.keys.meta, timeout=self.session.timeout) is None:
                 raise UsageError(f"no session named {self.session.keys.name!r} in {self.session.store.name}")
             self.session.say = self.say
-            await self.session.take()
+            await self.session.take(patience=patience, wanted=wanted)
             await self.load()
             self.executor.spool_name = self.session.spool_name
             self.executor.machine = self.session.machine

@@ -22,13 +22,15 @@ OUTCOMES = ("ok", "failed", "timeout", "unreachable", "refused", "cancelled", "s
 #: Result sets of the previous line: one per outcome, plus every host not ok.
 RESULT_SETS = (*OUTCOMES, "notok")
 #: What `await` waits for.
-AWAIT_KINDS = ("port", "http", "file", "cmd", "key", "signal")
+AWAIT_KINDS = ("port", "http", "file", "cmd", "key", "signal", "callback")
+#: The await kind of `NAME = callback`: it makes a callback and binds its URL, waiting for nothing.
+NEW_CALLBACK = "new-callback"
 #: How long a timed-out command's process group has after TERM before KILL.
 KILL_GRACE = 2.0
 #: Kinds of bindings: a value, a node set, or the result of a stage.
 VALUE, HOSTS, RESULT = "value", "hosts", "result"
 #: Fields of a binding that holds the result of a stage.
-RESULT_FIELDS = ("out", "err", "rc", "outcome", "hosts")
+RESULT_FIELDS = ("out", "err", "rc", "outcome", "hosts", "url")
 
 
 # -- text with dsh references ------------------------------------------------

@@ -48,7 +48,9 @@ class Context:
 
 
 #: How often an await looks, unless it says (`every D`): the store is cheap to ask.
-_EVERY = {"key": 0.25, "signal": 0.25}
+_EVERY = {"key": 0.25, "signal": 0.25, "callback": 0.25}
+#: `NAME = callback` only writes the callback into the store: this bounds it.
+_NEW_CALLBACK_TIMEOUT = 30.0
 _SIGNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -327,6 +329,8 @@ class _Compiler:
         return p.Command(text, node.text, timeout, retries, backoff)
 
     def await_(self, node: ast.AwaitStage, host_flow: bool) -> p.Await:
+        if node.kind == p.NEW_CALLBACK:
+            return p.Await(node.kind, (), node.span.text, _NEW_CALLBACK_TIMEOUT, 1.0)
         timeout = self.limits.default_timeout
         if node.within is not None:
             timeout = node.within.seconds
@@ -337,7 +341,7 @@ class _Compiler:
         if node.bind is not None:
             if node.kind in ("port", "file"):
                 raise LangError(f"`await {node.kind}` brings no value to bind with 'as'", node.span)
-            if host_flow and node.kind in ("http", "cmd"):
+            if host_flow and node.kind in ("http", "cmd", "callback"):
                 raise LangError(
                     f"in a host flow each host would bind its own `await {node.kind}` value; "
                     "await it in a line of its own to bind it",
@@ -378,6 +382,10 @@ class _Compiler:
             if status:
                 texts.append(p.Text((p.Lit(str(status[1])),)))
             return tuple(texts)
+        if kind == "callback":
+            if len(args) > 1:
+                raise need("a callback made before, or nothing", "$cb (after `cb = callback`)")
+            return tuple(self.text(a.parts, quoting="raw", host_flow=host_flow) for a in args)
         if kind == "key":
             if len(args) not in (1, 3) or (len(args) == 3 and literal[1] != "="):
                 raise need("a key and maybe a value", "/deploy/go [= yes]")

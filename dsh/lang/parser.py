@@ -12,11 +12,11 @@ Grammar (EBNF, kept in step with man/dsh.7):
     binding   = NAME "=" ( value | TARGET | pipeline ) ;
     value     = WORD | STRING ;
     pipeline  = head { "|" stage } ;
-    head      = TARGET COMMAND | COMMAND | sleep ;
+    head      = TARGET COMMAND | COMMAND | sleep | "callback" ;
     stage     = COMMAND | sleep | await | within | retry | where | gather | batch ;
     sleep     = "sleep" DURATION ;
     await     = "await" KIND { ARG } [ "as" NAME ] [ "within" DURATION ] [ "every" DURATION ] ;
-    KIND      = "port" | "http" | "file" | "cmd" | "key" | "signal" ;
+    KIND      = "port" | "http" | "file" | "cmd" | "key" | "signal" | "callback" ;
     where     = "where" ( OUTCOME | "notok" | ( "out" | "err" ) "~" REGEX ) ;
     gather    = "gather" ;
     batch     = "batch" COUNT [ "%" ] [ "max-fail" INT ] ;
@@ -34,7 +34,7 @@ from dsh.lang import ast
 from dsh.lang.durations import parse_duration
 from dsh.lang.lexer import Kind, Lit, Ref, Token, tokenize
 from dsh.lang.source import Source, Span
-from dsh.plan import AWAIT_KINDS, OUTCOMES
+from dsh.plan import AWAIT_KINDS, NEW_CALLBACK, OUTCOMES
 
 #: Words that end the arguments of an await and start its options.
 _AWAIT_OPTIONS = ("as", "within", "every")
@@ -143,6 +143,10 @@ class Parser:
                 return self._sleep()
             if tok.text == "await":
                 return self._await()
+            if tok.text == "callback":  # `cb = callback`: make one, bind its URL
+                kw = self._next()
+                self._end_of_args(kw)
+                return ast.AwaitStage(NEW_CALLBACK, kw.span, (), None, None, None, kw.span)
             if tok.text in ("if", "else", "for", "fn"):
                 raise self._fail(f"'{tok.text}' starts a statement; it cannot be a stage")
             raise self._fail(f"'{tok.text}' must follow a stage, as in `CMD | {tok.text} …`")
@@ -318,9 +322,6 @@ class Parser:
         if not self._at(Kind.WORD):
             raise self._fail(f"'await' needs what to wait for: {kinds}")
         kind = self._next()
-        if kind.text == "callback":
-            message = "callbacks (`await callback`) come with `dsh serve`, not in this version"
-            raise LangError(message, kind.span)
         if kind.text not in AWAIT_KINDS:
             raise LangError(f"cannot await {kind.text!r}; an await waits for one of: {kinds}", kind.span)
         args: list[ast.Value] = []

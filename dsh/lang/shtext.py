@@ -15,7 +15,7 @@ from dsh.lang.source import Source, Span
 from dsh.lang.tokens import Lit, Part, Ref
 
 #: Words after an unquoted `|` that end a command stage (a new dsh stage).
-STAGE_KEYWORDS = frozenset({"await", "sleep", "within", "retry", "batch", "where", "gather"})
+STAGE_KEYWORDS = frozenset({"await", "sleep", "within", "retry", "batch", "where", "gather", "callback"})
 #: Characters that end a word for keyword and binding recognition.
 WORD_END = " \t\r\n|{}#;"
 #: How deeply `$(`, `(`, `${`, quotes may nest before dsh refuses the text.

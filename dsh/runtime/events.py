@@ -11,6 +11,8 @@ the wait. What an await looks at:
 - `file PATH`, `cmd 'WORDS'`: on the flow's host, outside the spool (a probe is
   read-only and may run many times).
 - `key KEY [= VALUE]` and `signal NAME`: the store, through `Events`.
+- `callback [URL]`: the event `dsh serve` wrote into the store when the
+  callback's URL got its POST (the body is the value).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from dsh.errors import DshError
 from dsh.remote.base import Remote
 from dsh.remote.local import tcp_open
 from dsh.runtime.clock import Clock
@@ -42,6 +45,26 @@ class Events(Protocol):
         """Consume the oldest signal `name` sent to the session, if any (recording,
         in the same fenced transaction, that `action` got it); its value."""
         ...
+
+    async def new_callback(self, action: str, host: str | None) -> tuple[str, bool]:
+        """Make the callback of `action` (the same one again after a takeover): its
+        URL, and whether it is new. CallbackError when no `dsh serve` is known."""
+        ...
+
+    async def callback(self, url: str, deadline: float | None) -> str | None:
+        """The body POSTed to the callback at `url`, None while none was; the first
+        look also records until when it is awaited (later POSTs are refused)."""
+        ...
+
+
+class CallbackError(DshError):
+    """A callback cannot be made (no `dsh serve` is known to the store)."""
+
+
+NO_SERVER = (
+    "no `dsh serve` runs against this session's store to take the callback's POST: "
+    "start one (dsh serve --listen ADDR:PORT) or set DSH_CALLBACK_URL"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +101,7 @@ def looker(
     events: Events | None,
     action: str,
     host: str | None,
+    deadline: float | None = None,
 ) -> tuple[Look, str]:
     """How one await looks, and what its timeout says it was waiting for."""
     if kind == "port":
@@ -125,6 +149,16 @@ def looker(
 
         what = f"key {key} not set" + (f" to {wanted_value!r}" if wanted_value is not None else "")
         return key_look, what
+
+    if kind == "callback":
+        url, first = args[0], [True]
+
+        async def callback_look(bound: float) -> tuple[bool, str, str]:
+            body = await store_events.callback(url, deadline if first[0] else None)
+            first[0] = False
+            return body is not None, body or "", ""
+
+        return callback_look, f"no POST to {url}"
 
     async def signal_look(bound: float) -> tuple[bool, str, str]:
         value = await store_events.take_signal(args[0], action, host)

@@ -22,7 +22,7 @@ from dsh import plan as p
 from dsh.errors import DshError
 from dsh.remote.base import Exec, OutputSink, Remote, RemoteUnreachable, Spot
 from dsh.runtime.clock import Clock, SystemClock
-from dsh.runtime.events import Arrived, Events, looker, timed_out, wait_for_event
+from dsh.runtime.events import Arrived, CallbackError, Events, looker, timed_out, wait_for_event
 from dsh.runtime.flows import Barrier, where_holds
 from dsh.runtime.results import KEEP_BYTES, HostResult, LineResult
 from dsh.runtime.values import (
@@ -107,6 +107,10 @@ class Recorder(Protocol):
         self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
     ) -> None: ...
 
+    async def callback(self, action: str, host: str | None, url: str) -> None:
+        """A callback was made: its URL, journaled."""
+        ...
+
     async def awaiting(self, action: str, host: str | None, what: str, deadline: float) -> None:
         """An await begins: what it waits for, and its deadline (absolute, so that a
         resumed await keeps it)."""
@@ -184,6 +188,8 @@ class Executor:
         recorder: Recorder | None = None,
     ) -> None:
         self.reporter = reporter
+        #: dsh's own messages (a callback's URL): the reporter's, when it has them.
+        self.say: Callable[[str], None] = getattr(reporter, "message", lambda text: None)
         self.recorder = recorder
         self.local = local
         self.host_remote = hosts
@@ -411,6 +417,18 @@ class Executor:
             args = [render(text, self.bindings, self.args, host) for text in stage.args]
         except BindingError as exc:
             return Exec("failed", None, 0.0, exc.message), ""
+        if stage.kind == p.NEW_CALLBACK or (stage.kind == "callback" and not args):
+            try:
+                args = [await self._new_callback(stage, action, host)]
+            except CallbackError as exc:
+                failed = Exec("failed", None, 0.0, exc.message)
+                if self.recorder:
+                    await self.recorder.result(action, host, "failed", None, 0.0, exc.message, b"", b"")
+                return failed, ""
+            if stage.kind == p.NEW_CALLBACK:
+                if self.recorder:
+                    await self.recorder.result(action, host, "ok", 0, 0.0, "", args[0].encode(), b"")
+                return Exec("ok", 0, 0.0), args[0]
         started = self.clock.monotonic()
         deadline = held.get("deadline") if held is not None else None
         if not isinstance(deadline, int | float):
@@ -418,7 +436,7 @@ class Executor:
             if self.recorder:
                 await self.recorder.awaiting(action, host, stage.written, deadline)
         shared_host = None if stage.kind == "signal" else host
-        look, what = looker(stage.kind, args, remote, self.events, action, shared_host)
+        look, what = looker(stage.kind, args, remote, self.events, action, shared_host, float(deadline))
         wait = wait_for_event(self.clock, float(deadline), stage.every, look, timed_out(what, stage.timeout))
         if stage.kind == "signal" and host is not None:
             shared = self._shared.get((run, index))
@@ -437,6 +455,18 @@ class Executor:
                 action, host, ended.outcome, ended.exit_status, seconds, ended.message, value, b""
             )
         return ended, arrived.value
+
+    async def _new_callback(self, stage: p.Await, action: str, host: str | None) -> str:
+        """Make (or make again, after a takeover) the callback of an action: its URL,
+        shown, and journaled when new."""
+        if self.events is None:
+            raise CallbackError("callbacks need a session (its store is where `dsh serve` writes)")
+        url, new = await self.events.new_callback(action, host)
+        who = f" {stage.bind}" if stage.bind else ""
+        self.say(f"callback{who}: POST to {url}")
+        if new and self.recorder:
+            await self.recorder.callback(action, host, url)
+        return url
 
     async def _cancelled(self, action: str, host: str | None, out: bytearray, err: bytearray) -> None:
         """Journal a cancelled action, if the store still takes it (it may be why)."""
@@ -630,6 +660,8 @@ class Executor:
                 continue
             if isinstance(stage, p.Await):
                 ended, value = await self._await(stage, run, index, host, remote)
+                if stage.kind == p.NEW_CALLBACK and ended.outcome == "ok":  # `cb = callback`: its URL
+                    out[:] = value.encode()
                 if ended.outcome == "ok" and stage.bind is not None:
                     await self._bind(run, stage.bind, StrValue(value))
                 continue

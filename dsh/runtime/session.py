@@ -14,9 +14,16 @@
     /dsh/v1/u/USER/s/NAME/ctl/in-seq       the last SEQ given out (submissions are numbered by CAS)
     /dsh/v1/u/USER/s/NAME/ctl/taken        the last SEQ the executor took (with the plan it became)
     /dsh/v1/u/USER/s/NAME/ctl/cancel/ID    a client asks to cancel the submission ID
+    /dsh/v1/u/USER/s/NAME/ctl/done/ID      the status of submission ID, for a client on another machine
+    /dsh/v1/u/USER/s/NAME/ctl/viewer/ID    a client on another machine follows (on its own lease)
+    /dsh/v1/u/USER/s/NAME/ctl/handover     `dsh attach --take` asks the live owner to hand over
     /dsh/v1/u/USER/s/NAME/sig/SIGNAL/SEQ   a signal sent (`dsh signal`), until an await takes it
     /dsh/v1/u/USER/s/NAME/fn/FN            a function defined in the session: its source text
+    /dsh/v1/u/USER/s/NAME/secret           the session's secret: callback tokens are HMACs under it
     /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
+    /dsh/v1/cb/TOKEN                       a callback {"user", "session", "action", "host", "deadline"}
+    /dsh/v1/cb/TOKEN/event                 its POST, written once by `dsh serve` {"body", "t", "from"}
+    /dsh/v1/serve/ID                       a running `dsh serve`: {"url"}, on its lease
 
 RUN numbers the statements a session has run; ACTION is RUN.STAGE.ATTEMPT.
 The meta's random `id` tells this session from an earlier one of the same
@@ -29,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -128,6 +137,22 @@ class Keys:
         return self.root + b"ctl/cancel/"
 
     @property
+    def secret(self) -> bytes:
+        return self.root + b"secret"
+
+    @property
+    def done(self) -> bytes:
+        return self.root + b"ctl/done/"
+
+    @property
+    def viewers(self) -> bytes:
+        return self.root + b"ctl/viewer/"
+
+    @property
+    def handover(self) -> bytes:
+        return self.root + b"ctl/handover"
+
+    @property
     def functions(self) -> bytes:
         return self.root + b"fn/"
 
@@ -223,22 +248,52 @@ class Session:
         self.owner_extra: dict[str, Any] = {}
         #: Tells the user what the session's store does (unreachable, back again).
         self.say: Callable[[str], None] | None = None
+        #: Handing over (`dsh attach --take`): no new action starts; those running end.
+        self.draining = False
+        #: The actions started and not ended yet, (action, host).
+        self.in_flight: set[tuple[str, str | None]] = set()
 
-    async def take(self, *, patience: float = 1.0) -> None:
-        """Claim, waiting for the lease of an owner that died to run out: up to its TTL
-        and `patience` more. A UsageError still if the owner lives."""
+    async def take(self, *, patience: float = 1.0, wanted: Callable[[], bool] | None = None) -> None:
+        """Claim, waiting for the owner to let go (or for its lease to run out): up to
+        its TTL and `patience` more, watching its key. A UsageError still if it
+        holds on. While a handover to another machine is asked for, that machine
+        goes first. `wanted` says whether to go on waiting (checked every second)."""
         deadline = time.monotonic() + patience
         held = await self.store.get(self.keys.owner, timeout=self.timeout)
         if held is not None:
             deadline += float(json.loads(held.value).get("ttl", self.lease_ttl))
         while True:
+            if wanted is not None and not wanted():
+                raise UsageError(f"no longer waiting to take session {self.keys.name!r} over")
+            asked = await self.store.get(self.keys.handover, timeout=self.timeout)
+            to = json.loads(asked.value).get("machine") if asked is not None else self.machine
             try:
-                await self.claim()
-                return
+                if to == self.machine:
+                    await self.claim()
+                    return
             except UsageError:
-                if time.monotonic() >= deadline:
-                    raise
-            await asyncio.sleep(0.2)
+                pass
+            if time.monotonic() >= deadline:
+                if to != self.machine:
+                    raise UsageError(f"session {self.keys.name!r} is being handed over to {to}")
+                await self.claim()  # its error says who holds the session
+                return
+            await self._owner_changes(min(deadline, time.monotonic() + 1.0))
+
+    async def _owner_changes(self, until: float) -> None:
+        """Wait until the owner key changes (or `until`, a monotonic time)."""
+        held = await self.store.get(self.keys.owner, timeout=self.timeout)
+        if held is None:
+            await asyncio.sleep(max(min(until - time.monotonic(), 0.2), 0))  # a handover goes first
+            return
+        watch = await self.store.watch(
+            self.keys.owner, start_revision=held.mod_revision + 1, timeout=self.timeout
+        )
+        try:
+            with contextlib.suppress(TimeoutError, StopAsyncIteration):
+                await asyncio.wait_for(watch.__aiter__().__anext__(), max(until - time.monotonic(), 0.001))
+        finally:
+            await watch.close()
 
     async def claim(self) -> None:
         """Take ownership under a new lease, or fail if a live owner holds it."""
@@ -248,7 +303,7 @@ class Session:
                 "machine": self.machine,
                 "pid": os.getpid(),
                 "since": time.time(),
-                "ttl": self.lease_ttl,
+                "ttl": lease.ttl,  # what the store granted (etcd raises short TTLs)
                 **self.owner_extra,
             }
         ).encode()
@@ -458,11 +513,73 @@ class Session:
         return self.checkpoints
 
 
+async def work_left(store: Store, keys: Keys, *, timeout: float) -> bool:
+    """Whether the session has work to do: a plan not run to its end, or a
+    submitted line not taken yet (what a client on another machine waits for)."""
+    held = await store.get(keys.todo, timeout=timeout)
+    if held is not None:
+        count = len(json.loads(held.value).get("plan", {}).get("statements", ()))
+        done = await store.get(keys.todo_next, timeout=timeout)
+        if (int(done.value) if done is not None else 0) < count:
+            return True
+    last = await store.get(keys.in_seq, timeout=timeout)
+    taken = await store.get(keys.taken, timeout=timeout)
+    return int(last.value if last else 0) > int(taken.value if taken else 0)
+
+
 class SessionEvents:
-    """Keys and signals for the awaits of an owned session (executor.Events)."""
+    """Keys, signals and callbacks for the awaits of an owned session (executor.Events)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._secret: bytes | None = None
+
+    async def _callback_secret(self) -> bytes:
+        """The session's secret, made once: callback tokens are HMACs under it."""
+        if self._secret is None:
+            store, key, timeout = self.session.store, self.session.keys.secret, self.session.timeout
+            made = os.urandom(32).hex().encode()
+            await store.txn([Compare(key, "version", "==", 0)], [Put(key, made)], timeout=timeout)
+            held = await store.get(key, timeout=timeout)
+            self._secret = held.value if held is not None else made
+        return self._secret
+
+    async def new_callback(self, action: str, host: str | None) -> tuple[str, bool]:
+        from dsh.runtime.events import NO_SERVER, CallbackError
+        from dsh.serve import callback_base, callback_key
+
+        session = self.session
+        base = await callback_base(session.store)
+        if base is None:
+            raise CallbackError(NO_SERVER)
+        secret = await self._callback_secret()
+        mac = hmac.new(secret, f"{session.id}/{action}/{host or ''}".encode(), hashlib.sha256).digest()
+        token = base64.urlsafe_b64encode(mac).decode().rstrip("=")[:32]
+        record = {"user": session.keys.user, "session": session.keys.name, "action": action, "host": host}
+        cp = session.checkpointer()
+        made = await session.store.txn(
+            [cp.fence, Compare(callback_key(token), "version", "==", 0)],
+            [Put(callback_key(token), json.dumps(record).encode())],
+            timeout=session.timeout,
+        )
+        return f"{base}/cb/{token}", made.succeeded
+
+    async def callback(self, url: str, deadline: float | None) -> str | None:
+        from dsh.serve import callback_key, event_key
+
+        store, timeout = self.session.store, self.session.timeout
+        token = url.rstrip("/").rsplit("/cb/", 1)[-1]
+        if deadline is not None:  # a POST after the wait is over is refused (410)
+            held = await store.get(callback_key(token), timeout=timeout)
+            if held is not None:
+                record = {**json.loads(held.value), "deadline": round(deadline, 3)}
+                await store.txn(
+                    [Compare(callback_key(token), "mod", "==", held.mod_revision)],
+                    [Put(callback_key(token), json.dumps(record).encode())],
+                    timeout=timeout,
+                )
+        event = await store.get(event_key(token), timeout=timeout)
+        return str(json.loads(event.value).get("body", "")) if event is not None else None
 
     async def key(self, key: str) -> str | None:
         held = await self.session.store.get(self.session.keys.user_key(key), timeout=self.session.timeout)
@@ -582,6 +699,8 @@ class SessionRecorder:
         return run
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None:
+        if self.session.draining:  # handing over: this action is the next owner's
+            await asyncio.Future()  # until the work is stopped
         cp = self.session.checkpointer()
         record = {
             "state": "intent",
@@ -598,6 +717,7 @@ class SessionRecorder:
                 cp.entry("start", action=action, host=host, command=command, timeout=timeout),
             ]
         )
+        self.session.in_flight.add((action, host))
 
     async def result(
         self,
@@ -619,7 +739,14 @@ class SessionRecorder:
             "seconds": round(seconds, 6),
             "message": message,
         }
-        record = {"state": "done", **fields, "out": tail(out), "err": tail(err)}
+        record = {
+            "state": "done",
+            **fields,
+            "out": tail(out),
+            "err": tail(err),
+            "machine": self.session.machine,
+        }
+        self.session.in_flight.discard((action, host))
         cp.defer(
             [Put(self.keys.action(action, host), json.dumps(record).encode()), cp.entry("end", **fields)]
         )
@@ -639,6 +766,10 @@ class SessionRecorder:
                 cp.entry("await", action=action, host=host, what=what, deadline=round(deadline, 6)),
             ]
         )
+
+    async def callback(self, action: str, host: str | None, url: str) -> None:
+        cp = self.session.checkpointer()
+        await cp.write([cp.entry("callback", action=action, host=host, url=url)])
 
     async def sleep(self, action: str, host: str | None, seconds: float, deadline: float) -> None:
         cp = self.session.checkpointer()

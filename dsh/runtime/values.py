@@ -40,7 +40,7 @@ def _text_of(data: bytes) -> str:
 
 
 def _result_field(name: str, value: ResultValue, fld: str | None, host: str | None) -> str:
-    fld = fld or "out"
+    fld = "out" if fld in (None, "url") else fld  # url: a callback's (its out)
     if fld == "hosts":
         return nodeset.fold(r.host for r in value.results if r.host is not None)
     mine = [r for r in value.results if host is not None and r.host == host]

@@ -113,7 +113,7 @@ def parse_url(
         named, _, where = where.rpartition("@")
         if ":" in named:
             raise UsageError("give the etcd password in DSH_ETCD_PASSWORD or a file, not in the URL")
-        user = user or unquote(named)
+        user = unquote(named)  # the URL is the most specific: it wins
     endpoints: list[tuple[str, int]] = []
     for part in where.split(","):
         host, colon, port = part.rpartition(":")
@@ -128,9 +128,9 @@ def parse_url(
         raise UsageError(f"etcd user {user!r} needs a password (DSH_ETCD_PASSWORD or [etcd] password_file)")
     if bool(cert) != bool(key):
         raise UsageError("an etcd client certificate needs its key, and a key its certificate")
-    chosen = prefix if prefix is not None else unquote(path)
-    if chosen and not chosen.endswith("/"):
-        chosen += "/"
+    # The URL's path wins too. dsh's keys start with "/", so the prefix ends without
+    # one: "/team-a" + "/dsh/v1/…".
+    chosen = (unquote(path) or prefix or "").strip("/")
     return EtcdOptions(
         tuple(endpoints),
         tls=scheme == "etcds" or bool(ca or cert),
@@ -139,7 +139,7 @@ def parse_url(
         key=key,
         user=user or None,
         password=password,
-        prefix=("/" + chosen.lstrip("/")).encode() if chosen else b"",
+        prefix=("/" + chosen).encode() if chosen else b"",
     )
 
 
@@ -157,7 +157,7 @@ class EtcdStore:
     def name(self) -> str:
         scheme = "etcds" if self.options.tls else "etcd"
         where = ",".join(f"{h}:{p}" for h, p in self.options.endpoints)
-        return f"{scheme}://{where}{self._prefix.decode(errors='replace').rstrip('/')}"
+        return f"{scheme}://{where}{self._prefix.decode(errors='replace')}"
 
     # -- the channel ----------------------------------------------------------------
 

@@ -216,7 +216,7 @@ def test_the_toolbar_says_what_runs_and_how_the_last_line_ended() -> None:
     from dsh.runtime.wire import Replay
 
     renderer = TextRenderer(io.StringIO(), io.StringIO())
-    link = Link(None, None, "m1", lambda take: None, Path("/nonexistent"))  # type: ignore[arg-type]
+    link = Link(None, None, "m1", lambda take, patience: None, Path("/nonexistent"), lambda: None)  # type: ignore[arg-type]
     client = Client(link, Replay(renderer, renderer.message), renderer.message, print)
     toolbar = Toolbar("s1", "local", "m1", client.progress)
     assert toolbar() == " session s1 · store local · on m1"

@@ -37,7 +37,9 @@ async def take(watch: Watch, count: int, within: float = 10.0) -> list[Event]:
 def test_urls_name_endpoints_tls_users_and_prefixes() -> None:
     options = parse_url("etcd://a.example:2379,10.0.0.2:2380/team-a")
     assert options.endpoints == (("a.example", 2379), ("10.0.0.2", 2380))
-    assert (options.tls, options.prefix, options.user) == (False, b"/team-a/", None)
+    assert (options.tls, options.prefix, options.user) == (False, b"/team-a", None)
+    assert parse_url("etcd://u@h:1/p/", user="other", password="x", prefix="q").user == "u"  # the URL wins
+    assert parse_url("etcd://h:1", prefix="/q/").prefix == b"/q"
     secure = parse_url("etcds://ops@[::1]:2379", password="pw")
     assert (secure.tls, secure.user, secure.endpoints) == (True, "ops", (("::1", 2379),))
     assert parse_url("etcd://h:1", ca="/ca.pem").tls  # a CA alone means TLS
@@ -57,24 +59,24 @@ async def test_a_prefix_keeps_two_stores_apart(etcd: Etcd) -> None:
     a = open_store(f"{etcd.url}/a", {})
     b = open_store(etcd.url, {"DSH_ETCD_PREFIX": "b"})
     try:
-        await a.put(b"k", b"from a", timeout=T)
-        rev = await b.put(b"k", b"from b", timeout=T)
+        await a.put(b"/k", b"from a", timeout=T)
+        rev = await b.put(b"/k", b"from b", timeout=T)
         watch = await a.watch(b"", start_revision=rev - 1, timeout=T)
         try:
             (event,) = await take(watch, 1)
-            assert (event.kv.key, event.kv.value) == (b"k", b"from a")
+            assert (event.kv.key, event.kv.value) == (b"/k", b"from a")
         finally:
             await watch.close()
         assert [kv.value for kv in (await a.range(b"", timeout=T))[0]] == [b"from a"]
-        assert (await b.get(b"k", timeout=T)).value == b"from b"  # type: ignore[union-attr]
-        assert await a.delete(b"k", prefix=True, timeout=T) == 1
+        assert (await b.get(b"/k", timeout=T)).value == b"from b"  # type: ignore[union-attr]
+        assert await a.delete(b"/k", prefix=True, timeout=T) == 1
         assert (await b.last(b"", timeout=T)).value == b"from b"  # type: ignore[union-attr]
         assert a.name.endswith("/a") and "etcd://127.0.0.1:" in b.name
     finally:
         await a.close()
         await b.close()
     raw = etcdctl(etcd.members[0].endpoint, "get", "--prefix", "/b/", "--keys-only")
-    assert raw.split() == ["/b/k"]
+    assert raw.split() == ["/b/k"]  # "/b" + "/k": dsh's keys start with "/"
 
 
 async def test_a_range_larger_than_a_page_is_read_whole(etcd: Etcd) -> None:

@@ -1,0 +1,183 @@
+"""Following a session whose executor runs on another machine, through the store.
+
+A client that cannot reach the executor's socket (it is on another machine)
+follows the session instead: it watches the session's keys and shows each
+journal entry as it is written, submits lines to the inbox as any client does,
+asks for cancels with `ctl/cancel/ID`, and learns a line's status from
+`ctl/done/ID`. While it follows, its `ctl/viewer/ID` key (on a lease of its
+own, renewed every TTL/3) keeps the executor from ending for want of clients.
+
+All of this runs on a thread of its own, with its own event loop and its own
+store handle; the client's main thread sees control events in its queue:
+
+    {"ev": "done", "id": SID, "status": N, "error": TEXT}   a submitted line is over
+    {"ev": "gone"}                                          the owner let go or died
+    {"ev": "end", "exit": 4, "message": TEXT}               the session was killed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dsh.errors import StoreError
+from dsh.runtime.session import Keys, work_left
+from dsh.store.base import Store
+
+#: The TTL of a follower's viewer key: an executor stays at most this long for
+#: a follower that died.
+VIEWER_TTL = 5.0
+#: Every store call of a follower is bounded by this.
+TIMEOUT = 10.0
+
+
+class Follower:
+    def __init__(
+        self,
+        open_store: Callable[[], Store],
+        keys: Keys,
+        machine: str,
+        events: queue.Queue[Any],
+        show: Callable[[dict[str, Any]], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.open_store = open_store
+        self.keys = keys
+        self.machine = machine
+        self.events = events
+        self.show = show
+        self.wake = wake
+        self.id = os.urandom(6).hex()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="dsh-follow", daemon=True)
+
+    def start(self, timeout: float = TIMEOUT) -> None:
+        """Begin following (the viewer key is in the store when this returns)."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise StoreError(f"could not follow session {self.keys.name!r} within {timeout:g}s")
+        if self._failed is not None:
+            raise self._failed
+
+    def call(self, coro_fn: Callable[[Store], Any], timeout: float = TIMEOUT) -> Any:
+        """Run `coro_fn(store)` on the follower's loop; its result."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(coro_fn(self._store), self._loop)
+        return future.result(timeout)
+
+    def cancel(self, sid: str) -> None:
+        async def put(store: Store) -> None:
+            await store.put(self.keys.cancels + sid.encode(), b"", timeout=TIMEOUT)
+
+        with contextlib.suppress(Exception):
+            self.call(put)
+
+    def work_left(self) -> bool:
+        async def ask(store: Store) -> bool:
+            return await work_left(store, self.keys, timeout=TIMEOUT)
+
+        try:
+            return bool(self.call(ask))
+        except Exception:
+            return True
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(TIMEOUT)
+
+    # -- the follower's thread ----------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._follow())
+        except BaseException as exc:  # said by start(), or ends the following
+            self._failed = exc
+            self._ready.set()
+
+    async def _follow(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        store = self._store = self.open_store()
+        keys = self.keys
+        try:
+            lease = await store.grant(VIEWER_TTL, timeout=TIMEOUT)
+            viewer = json.dumps({"machine": self.machine, "pid": os.getpid()}).encode()
+            await store.put(keys.viewers + self.id.encode(), viewer, lease=lease.id, timeout=TIMEOUT)
+            watch = await store.watch(keys.root, start_revision=0, timeout=TIMEOUT)
+            self._ready.set()
+            keeper = asyncio.ensure_future(self._keep(store, lease.id))
+            stopping = asyncio.ensure_future(self._stop.wait())
+            try:
+                iterator = watch.__aiter__()
+                while not self._stop.is_set():
+                    batch = asyncio.ensure_future(iterator.__anext__())
+                    await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if not batch.done():
+                        batch.cancel()
+                        break
+                    for event in batch.result():
+                        if await self._event(
+                            store, event.kind, event.kv.key[len(keys.root) :], event.kv.value
+                        ):
+                            return
+            finally:
+                keeper.cancel()
+                stopping.cancel()
+                await watch.close()
+                with contextlib.suppress(StoreError, TimeoutError):
+                    await store.revoke(lease.id, timeout=TIMEOUT)  # the viewer key goes with it
+        finally:
+            await store.close()
+
+    async def _keep(self, store: Store, lease: int) -> None:
+        while True:
+            await asyncio.sleep(VIEWER_TTL / 3)
+            with contextlib.suppress(StoreError, TimeoutError):
+                await store.keepalive(lease, timeout=VIEWER_TTL / 3)
+
+    async def _event(self, store: Store, kind: str, key: bytes, value: bytes) -> bool:
+        """Act on one change of the session's keys; True when following is over."""
+        if kind == "put" and key.startswith(b"j/"):
+            with contextlib.suppress(ValueError):
+                entry = json.loads(value)
+                if entry.get("kind") == "end":  # with the tail of its output, as attach shows it
+                    with contextlib.suppress(StoreError, TimeoutError, ValueError):
+                        held = await store.get(
+                            self.keys.action(entry["action"], entry.get("host")), timeout=TIMEOUT
+                        )
+                        if held is not None:
+                            entry["out"] = json.loads(held.value).get("out", "")
+                self.show(entry)
+        elif kind == "put" and key.startswith(b"ctl/done/"):
+            sid = key[len(b"ctl/done/") :].decode()
+            record = json.loads(value)
+            self._tell(
+                {"ev": "done", "id": sid, "status": record.get("status"), "error": record.get("error")}
+            )
+            with contextlib.suppress(StoreError, TimeoutError):
+                await store.delete(self.keys.done + sid.encode(), timeout=TIMEOUT)
+        elif kind == "put" and key == b"kill":
+            message = f"session {self.keys.name!r} was killed (dsh kill)"
+            self._tell({"ev": "end", "exit": 4, "message": message})
+            return True
+        elif kind == "delete" and key == b"owner":
+            self._tell({"ev": "gone"})
+            return True
+        return False
+
+    def _tell(self, event: dict[str, Any]) -> None:
+        with contextlib.suppress(queue.Full):
+            self.events.put(event, timeout=60.0)
+        self.wake()
