@@ -15,7 +15,11 @@ aetcd's `Client` takes one endpoint over an insecure channel. Here:
   the cluster is unavailable (a member down, a leader election); writes are
   not (their outcome is unknown: the caller decides, see the checkpointer);
 - a watch whose stream breaks (etcd restarted) is re-created from the
-  revision after the last one it delivered, so no event is lost or repeated.
+  revision after the last one it delivered, so no event is lost or repeated;
+- history is compacted as writes go, as the embedded store does: once the
+  revisions a write returns run `history_keep` + COMPACT_EVERY past the last
+  compaction, the history before the last `history_keep` revisions is
+  compacted (in the background; a compaction someone else did is fine).
 
 etcd's limits are checked before sending (`check_request`), so a refusal is the
 same on every store.
@@ -60,6 +64,9 @@ RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
 #: Pages of a range read: etcd answers at most this many keys per request.
 RANGE_PAGE = 1000
+#: Revisions kept when compacting, and how many more are written between compactions.
+HISTORY_KEEP = 100_000
+COMPACT_EVERY = 10_000
 
 _TARGETS = {
     "value": rpc.Compare.VALUE,
@@ -144,8 +151,12 @@ def parse_url(
 
 
 class EtcdStore:
-    def __init__(self, options: EtcdOptions) -> None:
+    def __init__(self, options: EtcdOptions, *, history_keep: int = HISTORY_KEEP) -> None:
         self.options = options
+        self.history_keep = history_keep
+        #: The revision compacted at last (as far as this handle knows); -1 before the first write.
+        self._compacted = -1
+        self._compacting: asyncio.Task[None] | None = None
         self._prefix = options.prefix
         self._channel: aio.Channel | None = None
         self._token: str | None = None
@@ -317,6 +328,7 @@ class EtcdStore:
         check_request([Put(key, value, lease)])
         request = rpc.PutRequest(key=self._key(key), value=value, lease=lease)
         response = await self._call("Put", request, timeout=timeout)
+        self._wrote(int(response.header.revision))
         return int(response.header.revision)
 
     async def delete(self, key: bytes, *, prefix: bool = False, timeout: float) -> int:
@@ -374,7 +386,23 @@ class EtcdStore:
             raise LeaseNotFound(
                 next((op.lease for op in success if isinstance(op, Put) and op.lease), 0)
             ) from None
+        self._wrote(int(response.header.revision))
         return TxnResult(bool(response.succeeded), int(response.header.revision))
+
+    def _wrote(self, revision: int) -> None:
+        """Compact once enough history has piled up since the last compaction."""
+        if self._compacted < 0:
+            self._compacted = max(revision - self.history_keep, 0)  # a first guess; no work at start
+        if revision - self._compacted < self.history_keep + COMPACT_EVERY:
+            return
+        if self._compacting is not None and not self._compacting.done():
+            return
+        self._compacted = revision - self.history_keep
+        self._compacting = asyncio.ensure_future(self._compact_quietly(self._compacted))
+
+    async def _compact_quietly(self, revision: int) -> None:
+        with contextlib.suppress(StoreError, TimeoutError):  # done by another, or etcd away: later
+            await self.compact(revision, timeout=30.0)
 
     # -- leases -----------------------------------------------------------------------
 
@@ -444,6 +472,9 @@ class EtcdStore:
 
     async def close(self) -> None:
         self.closed = True
+        if self._compacting is not None and not self._compacting.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._compacting, 5.0)
         for watch in list(self._watches):
             await watch.close()
         if self._channel is not None:

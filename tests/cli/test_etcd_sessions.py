@@ -357,3 +357,21 @@ def test_attach_from_another_machine_follows_the_live_owner_and_lines_run_there(
     assert "start" in attach.stdout and "| from-A-42" in attach.stdout, attach.stdout
     assert owner_puts(etcd.url, "follow", "f1", since) == []  # nobody took it over
     assert sessions(b)["f1"]["owner_pid"] in (pid, None)
+
+
+def test_an_executor_that_cannot_renew_its_lease_stops_acting(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    mark = tmp_path / "M"
+    with Etcd() as server:
+        e = machine(env, tmp_path, "A", server.url, "lost")
+        e["DSH_LEASE_TTL"] = "2"
+
+        def outage() -> None:  # longer than the lease: this executor must assume it lost it
+            server.members[0].kill()
+            time.sleep(4)
+            server.members[0].start(new=False)
+
+        r = run_through_a_fault(e, stepping_script(tmp_path, mark), mark, outage)
+        assert r.returncode == 3, r.stderr
+        assert "lease" in r.stderr and "lost" in r.stderr
+        done = mark.read_text().split()
+        assert done == [str(i) for i in range(len(done))] and len(done) < STEPS  # stopped, nothing twice

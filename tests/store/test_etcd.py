@@ -11,7 +11,7 @@ import pytest
 
 from dsh.errors import StoreError, UsageError
 from dsh.store import open_store
-from dsh.store.base import Compare, Event, Put, StoreTimeout, Watch
+from dsh.store.base import Compacted, Compare, Event, Put, StoreTimeout, Watch
 from dsh.store.etcd import EtcdStore, parse_url
 from tests.etcd import Etcd, etcdctl, make_tls
 
@@ -229,3 +229,22 @@ async def test_user_and_password_with_a_token_that_expires(tmp_path: Path) -> No
                 await wrong.get(b"k", timeout=T)
         finally:
             await wrong.close()
+
+
+async def test_history_is_compacted_as_writes_go(etcd: Etcd, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsh.store.etcd as adapter
+
+    monkeypatch.setattr(adapter, "COMPACT_EVERY", 20)
+    store = EtcdStore(parse_url(etcd.url), history_keep=50)
+    try:
+        first = await store.put(b"/h", b"0", timeout=T)
+        for i in range(100):
+            last = await store.put(b"/h", b"%d" % i, timeout=T)
+        if store._compacting is not None:
+            await store._compacting
+        with pytest.raises(Compacted):  # the oldest history is gone, the last 50 revisions stay
+            await store.watch(b"/h", start_revision=first, timeout=T)
+        watch = await store.watch(b"/h", start_revision=last - 40, timeout=T)
+        await watch.close()
+    finally:
+        await store.close()
