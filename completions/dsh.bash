@@ -5,17 +5,20 @@
 #
 # It follows dsh's own argument parsing (dsh/cli.py): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
-# ls, kill, rm, signal, key) or SCRIPT, and every word after SCRIPT belongs to the
-# script (offered as file names). After `-c TEXT`, words beginning with `-` are
-# still dsh options until the first other word or `--`. After `run`, dsh's
+# ls, kill, rm, signal, key, serve) or SCRIPT, and every word after SCRIPT belongs
+# to the script (offered as file names). After `-c TEXT`, words beginning with `-`
+# are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
 # and `signal` complete session names, read from `dsh ls --json` (nothing if
-# that fails); `key` completes `put` and `get`.
+# that fails), and `attach` also --take; `key` completes `put` and `get`;
+# `serve` completes its options (--listen, --public-url, --cert, --key).
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --config"
 _dsh_opts_flag="--json --verbose --version --help"
-_dsh_subcommands="explain log attach ls run kill rm signal key"
+_dsh_subcommands="explain log attach ls run kill rm signal key serve"
+# The options of `serve`: each takes a value.
+_dsh_serve_opts="--listen --public-url --cert --key"
 
 # The long option that WORD names (an exact name or an unambiguous prefix, as
 # argparse accepts), or nothing.
@@ -85,7 +88,7 @@ _dsh() {
     # state: opts (reading dsh options), text (-c given: its ARGS), run (after
     # `run`: dsh options again), sub (after another subcommand: $sub, with $nargs
     # words after it), rest (after SCRIPT or --)
-    local state=opts want_arg="" i word opt sub="" nargs=0 skip=0 flags="" store=""
+    local state=opts want_arg="" i word opt sub="" nargs=0 skip=0 flags="" store="" sub_opt=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
         if [[ -n $want_arg ]]; then
@@ -99,8 +102,16 @@ _dsh() {
                 ((skip--))
             elif [[ $word == --output ]]; then
                 skip=2 # log --output ACTION HOST
-            elif [[ $word == -* ]]; then
+            elif [[ $sub == serve && " $_dsh_serve_opts " == *" $word "* ]]; then
+                # serve --opt VALUE, or --opt = VALUE when readline splits at '='
+                sub_opt=$word
                 flags+=" $word "
+                skip=1
+                if [[ $((i + 1)) -lt $COMP_CWORD && ${COMP_WORDS[i + 1]} == "=" ]]; then
+                    ((i++))
+                fi
+            elif [[ $word == -* ]]; then
+                flags+=" ${word%%=*} "
             else
                 ((nargs++))
             fi
@@ -192,6 +203,24 @@ _dsh() {
                 # key put KEY VALUE | key get KEY
                 ((nargs == 0)) && COMPREPLY=($(compgen -W "put get" -- "$cur"))
                 ;;
+            serve)
+                # serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]
+                [[ -n $prefix ]] && sub_opt=${prefix%=} skip=1 # --opt=VALUE in one word
+                if ((skip > 0)); then
+                    case $sub_opt in
+                        --cert | --key) _dsh_files "$cur" ;;
+                        --listen) COMPREPLY=($(compgen -W "127.0.0.1:8470 0.0.0.0:8470" -- "$cur")) ;;
+                        *) ;; # --public-url URL: nothing to offer
+                    esac
+                    [[ -n $prefix ]] && COMPREPLY=("${COMPREPLY[@]/#/$prefix}")
+                elif [[ $cur == -* ]]; then
+                    local flag offer=""
+                    for flag in $_dsh_serve_opts; do
+                        [[ $flags == *" $flag "* ]] || offer+=" $flag"
+                    done
+                    COMPREPLY=($(compgen -W "$offer" -- "$cur"))
+                fi
+                ;;
             attach | log | kill | rm | signal)
                 # signal SESSION NAME [VALUE]: the session, then nothing to offer
                 if ((skip > 0)); then
@@ -203,6 +232,8 @@ _dsh() {
                             [[ $flags == *" $flag "* ]] || offer+=" $flag"
                         done
                         COMPREPLY=($(compgen -W "$offer" -- "$cur"))
+                    elif [[ $sub == attach && $flags != *" --take "* ]]; then
+                        COMPREPLY=($(compgen -W "--take" -- "$cur"))
                     fi
                 elif ((nargs == 0)); then
                     local IFS=$'\n'

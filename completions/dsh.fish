@@ -5,12 +5,13 @@
 #
 # It follows dsh's own argument parsing (dsh/cli.py): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
-# ls, kill, rm, signal, key) or SCRIPT, and every word after SCRIPT belongs to the
-# script (offered as file names). After `-c TEXT`, words beginning with `-` are
-# still dsh options until the first other word or `--`. After `run`, dsh's
+# ls, kill, rm, signal, key, serve) or SCRIPT, and every word after SCRIPT belongs
+# to the script (offered as file names). After `-c TEXT`, words beginning with `-`
+# are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
 # and `signal` complete session names, read from `dsh ls --json` (nothing if
-# that fails); `key` completes `put` and `get`.
+# that fails), and `attach` also --take; `key` completes `put` and `get`;
+# `serve` completes its options (--listen, --public-url, --cert, --key).
 
 # The words before the cursor, without the command name.
 function __fish_dsh_tokens
@@ -80,7 +81,7 @@ function __fish_dsh_where
                 else if string match -qr '^[hv]*c' -- $cluster
                     set saw_c 1
                 end
-            case explain log attach ls kill rm signal key
+            case explain log attach ls kill rm signal key serve
                 if test $saw_c -eq 1 -o $in_run -eq 1
                     echo rest
                     return
@@ -182,22 +183,30 @@ complete -c dsh -n __fish_dsh_reading_options -s h -l help -d 'Show a usage summ
 complete -c dsh -n __fish_dsh_wants_subcommand -a explain -d 'Show the compiled plan and its worst case, run nothing'
 complete -c dsh -n __fish_dsh_wants_subcommand -a log -d 'Show the journal of a session as a timeline'
 complete -c dsh -n __fish_dsh_wants_subcommand -a run -d 'Run a script; with --detach, in a process of its own'
-complete -c dsh -n __fish_dsh_wants_subcommand -a attach -d 'Take over a session whose owner died and resume it'
+complete -c dsh -n __fish_dsh_wants_subcommand -a attach -d 'Join a session: its output and a prompt in it; take it over if its owner died'
 complete -c dsh -n __fish_dsh_wants_subcommand -a ls -d 'List the sessions and their state'
 complete -c dsh -n __fish_dsh_wants_subcommand -a kill -d 'Stop the work of a session and end the commands it left running'
 complete -c dsh -n __fish_dsh_wants_subcommand -a rm -d 'Remove a session and its spools'
 complete -c dsh -n __fish_dsh_wants_subcommand -a signal -d 'Send a session a signal that an await waits for'
 complete -c dsh -n __fish_dsh_wants_subcommand -a key -d 'Set or print a key of yours in the store'
+complete -c dsh -n __fish_dsh_wants_subcommand -a serve -d 'Take the POSTs that callbacks wait for, into the store'
 
 # run [OPTIONS] [--detach] SCRIPT [ARGS…]: the options above, --detach, then files.
 complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process of its own; print the session name'
-# ls [--json]; attach|kill|rm SESSION; log SESSION [-f] [--json] [--output ACTION HOST];
-# signal SESSION NAME [VALUE]; key put KEY VALUE | key get KEY: no files.
+# ls [--json]; attach [--take] SESSION; kill|rm SESSION; log SESSION [-f] [--json]
+# [--output ACTION HOST]; signal SESSION NAME [VALUE]; key put KEY VALUE | key get KEY;
+# serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]: no files
+# (but after --cert and --key).
 complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
 complete -c dsh -n '__fish_dsh_after ls' -f -l all -d 'Also the sessions of single runs (dsh -c without --session)'
 complete -c dsh -n '__fish_dsh_after log' -f -l json -d 'One JSON object per journal entry'
 complete -c dsh -n '__fish_dsh_after log' -f -s f -l follow -d 'Go on printing new entries while the session runs'
 complete -c dsh -n '__fish_dsh_after log' -f -l output -d "The whole output of one action (ACTION HOST) from its host's spool"
+complete -c dsh -n '__fish_dsh_after attach' -f -l take -d 'Ask a live owner on another machine to hand the session over, and take it'
+complete -c dsh -n '__fish_dsh_after serve' -f -l listen -x -a '127.0.0.1:8470\t"the default" 0.0.0.0:8470\t"every address"' -d 'The address and port to listen on (default: 127.0.0.1:8470)'
+complete -c dsh -n '__fish_dsh_after serve' -f -l public-url -x -d 'The base of the callback URLs, as the senders of POSTs reach this server'
+complete -c dsh -n '__fish_dsh_after serve' -l cert -r -F -d 'Serve HTTPS with this certificate chain (PEM; needs --key)'
+complete -c dsh -n '__fish_dsh_after serve' -l key -r -F -d 'The private key of --cert (PEM)'
 complete -c dsh -n '__fish_dsh_after attach 1; or __fish_dsh_after log 1; or __fish_dsh_after kill 1; or __fish_dsh_after rm 1; or __fish_dsh_after signal 1' -f -a '(__fish_dsh_sessions)' -d Session
 complete -c dsh -n '__fish_dsh_after key 1' -f -a 'put\t"Set a key to a value" get\t"Print the value of a key"'
-complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key' -f
+complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key; or __fish_dsh_after serve' -f

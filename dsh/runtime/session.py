@@ -267,12 +267,11 @@ class Session:
                 raise UsageError(f"no longer waiting to take session {self.keys.name!r} over")
             asked = await self.store.get(self.keys.handover, timeout=self.timeout)
             to = json.loads(asked.value).get("machine") if asked is not None else self.machine
-            try:
-                if to == self.machine:
+            owner = await self.store.get(self.keys.owner, timeout=self.timeout)
+            if owner is None and to == self.machine:  # only then: a waiting executor writes nothing
+                with contextlib.suppress(UsageError):  # another was quicker: wait for it to go
                     await self.claim()
                     return
-            except UsageError:
-                pass
             if time.monotonic() >= deadline:
                 if to != self.machine:
                     raise UsageError(f"session {self.keys.name!r} is being handed over to {to}")

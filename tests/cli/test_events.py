@@ -208,7 +208,9 @@ def test_await_is_checked_at_compile_time(run_dsh) -> None:  # type: ignore[no-u
         "await signal go as": "'as' needs a name",
         "await port 80 as x": "brings no value",
         "true | await port 80 | retry 2": "'retry' applies to a command",
-        "await callback as cb within 1h": "come with `dsh serve`",
+        "await callback a b within 1h": "a callback made before, or nothing",
+        "@h[1-2] true | await callback as x": "each host would bind",
+        "cb = callback 5s": "unexpected",
         "await http ftp://x": "not an http",
         "@h[1-2] true | await cmd 'true' as x": "each host would bind",
     }
