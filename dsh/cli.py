@@ -65,18 +65,22 @@ def _parser(*, run: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dsh",
         usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | run [--detach] SCRIPT [ARGS…] | "
-        "attach SESSION | ls | log SESSION | kill SESSION | rm SESSION | signal SESSION NAME [VALUE] | "
-        "key put|get KEY [VALUE] | explain TEXT|SCRIPT]",
+        "attach [--take] SESSION | ls | log SESSION | kill SESSION | rm SESSION | "
+        "signal SESSION NAME [VALUE] | key put|get KEY [VALUE] | serve [--listen ADDR:PORT] | "
+        "explain TEXT|SCRIPT]",
         description="An interactive distributed shell: lines of remote actions, awaits and "
         "timeouts, compiled into bounded plans.",
         epilog="Subcommands: run [--detach] SCRIPT [ARGS] — run a script, or start it in a process "
         "of its own and print the session's name; attach SESSION — what happened in it lately, "
-        "then its live output and a prompt in it (taken over first if its owner died); "
+        "then its live output and a prompt in it (taken over first if its owner died; followed "
+        "through the store if it runs on another machine, --take asks that one to hand it over); "
         "ls [--json] — your sessions; "
         "log SESSION [-f] [--json] [--output ACTION HOST] — the journal, or one action's output; "
         "kill SESSION — stop its work and its commands; rm SESSION — remove it and its spools; "
         "signal SESSION NAME [VALUE] — release an `await signal NAME` (kept until one takes it); "
         "key put KEY VALUE | key get KEY — the keys `await key` waits for; "
+        "serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F] — take the POSTs "
+        "that `await callback` waits for; "
         "explain TEXT|SCRIPT — show the compiled plan and its worst case. "
         "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
         "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted, "
@@ -85,7 +89,9 @@ def _parser(*, run: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("-c", dest="text", metavar="TEXT", help="run TEXT (further arguments are $1…)")
     parser.add_argument("--session", metavar="NAME", help="the session's name (default: $DSH_SESSION)")
-    parser.add_argument("--store", metavar="URL", help="local | sqlite:///PATH | etcd://HOST:PORT[,…]")
+    parser.add_argument(
+        "--store", metavar="URL", help="local | sqlite:///PATH | etcd[s]://[USER@]HOST:PORT[,…][/PREFIX]"
+    )
     parser.add_argument("--ssh-config", metavar="FILE", help="an ssh config file instead of ~/.ssh/config")
     parser.add_argument(
         "--host-keys",

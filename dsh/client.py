@@ -141,6 +141,12 @@ class Client:
             if not handover:
                 self._follow(owner)
                 return
+            if not owner.get("socket"):
+                raise UsageError(
+                    f"session {self.link.keys.name} runs in the foreground on {owner.get('machine')} "
+                    "(dsh -c, a script or piped lines), which cannot hand it over: follow it with "
+                    f"dsh attach {self.link.keys.name}, or stop it there"
+                )
             self._run(self._ask_handover())
             self.say(
                 f"asked {owner.get('machine')} to hand session {self.link.keys.name} over: "

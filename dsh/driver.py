@@ -182,6 +182,13 @@ class Driver:
             await session.checkpoints.close()
             session.checkpoints = None  # nothing more is written: the keys go now
         self.executor.recorder = None
+        from dsh.serve import callback_key
+
+        made, _ = await store.range(keys.callbacks, timeout=timeout)
+        for kv in made:  # the callbacks (and their events) live outside the session's keys
+            await store.delete(
+                callback_key(kv.key[len(keys.callbacks) :].decode()), prefix=True, timeout=timeout
+            )
         await store.delete(keys.root, prefix=True, timeout=timeout)
         return failed
 

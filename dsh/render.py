@@ -343,6 +343,8 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             what = f"  signal {e['name']} taken by {e['action']}" + (
                 f": {e['value']}" if e.get("value") else ""
             )
+        elif kind == "callback":
+            what = f"  callback {e['action']} {where}: {e['url']}"
         elif kind == "rejected":
             what = f"rejected a line: {e.get('error', '')}"
         elif kind == "done":

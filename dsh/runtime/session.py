@@ -20,6 +20,7 @@
     /dsh/v1/u/USER/s/NAME/sig/SIGNAL/SEQ   a signal sent (`dsh signal`), until an await takes it
     /dsh/v1/u/USER/s/NAME/fn/FN            a function defined in the session: its source text
     /dsh/v1/u/USER/s/NAME/secret           the session's secret: callback tokens are HMACs under it
+    /dsh/v1/u/USER/s/NAME/cb/TOKEN         the callbacks the session made (so `dsh rm` removes them)
     /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
     /dsh/v1/cb/TOKEN                       a callback {"user", "session", "action", "host", "deadline"}
     /dsh/v1/cb/TOKEN/event                 its POST, written once by `dsh serve` {"body", "t", "from"}
@@ -135,6 +136,10 @@ class Keys:
     @property
     def cancels(self) -> bytes:
         return self.root + b"ctl/cancel/"
+
+    @property
+    def callbacks(self) -> bytes:
+        return self.root + b"cb/"
 
     @property
     def secret(self) -> bytes:
@@ -558,7 +563,11 @@ class SessionEvents:
         cp = session.checkpointer()
         made = await session.store.txn(
             [cp.fence, Compare(callback_key(token), "version", "==", 0)],
-            [Put(callback_key(token), json.dumps(record).encode())],
+            # With the session's index of its callbacks, so that `dsh rm` removes them.
+            [
+                Put(callback_key(token), json.dumps(record).encode()),
+                Put(session.keys.callbacks + token.encode(), b""),
+            ],
             timeout=session.timeout,
         )
         return f"{base}/cb/{token}", made.succeeded

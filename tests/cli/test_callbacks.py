@@ -175,3 +175,20 @@ def test_no_server_means_a_clear_failure(env, etcd: Etcd, tmp_path: Path) -> Non
         timeout=30,
     )
     assert r.returncode == 1 and "no `dsh serve`" in r.stderr, r.stderr
+
+
+def test_rm_removes_the_sessions_callbacks(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    e, (first, _) = served
+    r = subprocess.run(
+        [dsh_path(), "--session", "gone", "-c", "cb = callback\necho ${cb.url}"],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    url = r.stdout.strip()
+    log = subprocess.run([dsh_path(), "log", "gone"], env=e, capture_output=True, text=True, timeout=30)
+    assert f"callback 1.1.1 here: {url}" in log.stdout, log.stdout
+    assert subprocess.run([dsh_path(), "rm", "gone"], env=e, capture_output=True, timeout=30).returncode == 0
+    assert post(url, b"late")[0] == 404  # the callback went with the session
