@@ -178,7 +178,7 @@ def test_no_server_means_a_clear_failure(env, etcd: Etcd, tmp_path: Path) -> Non
 
 
 def test_rm_removes_the_sessions_callbacks(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    e, (first, _) = served
+    e, _ = served
     r = subprocess.run(
         [dsh_path(), "--session", "gone", "-c", "cb = callback\necho ${cb.url}"],
         env=e,

@@ -14,6 +14,7 @@ from dsh.store import open_store
 from dsh.store.base import Compacted, Compare, Event, Put, StoreTimeout, Watch
 from dsh.store.etcd import EtcdStore, parse_url
 from tests.etcd import Etcd, etcdctl, make_tls
+from tests.store.test_conformance import collect
 
 T = 10.0
 
@@ -25,13 +26,8 @@ def etcd() -> Iterator[Etcd]:
     server.stop()
 
 
-async def take(watch: Watch, count: int, within: float = 10.0) -> list[Event]:
-    events: list[Event] = []
-    iterator = watch.__aiter__()
-    deadline = time.monotonic() + within
-    while len(events) < count:
-        events += await asyncio.wait_for(iterator.__anext__(), max(deadline - time.monotonic(), 0.01))
-    return events
+async def take(watch: Watch, count: int) -> list[Event]:
+    return await collect(watch, count, within=10.0)
 
 
 def test_urls_name_endpoints_tls_users_and_prefixes() -> None:
