@@ -51,6 +51,8 @@ HANDOVER_WAIT = 900.0
 #: How long a follower's standby executor waits for the owner to let go (then a
 #: takeover starts an executor afresh).
 STANDBY_WAIT = 86400.0
+#: The TTL of a handover request's lease: it goes this long after its client.
+HANDOVER_TTL = 10.0
 #: How long a client waits for the executor's answer to `bye`.
 BYE_TIMEOUT = 10.0
 #: Journal entries shown when attaching (the rest: `dsh log SESSION`).
@@ -108,6 +110,8 @@ class Client:
         self.follower: Follower | None = None
         #: A follower's executor in waiting: it takes the session over when its owner goes.
         self.standby: subprocess.Popen[bytes] | None = None
+        #: The lease of this client's request for a handover (0: none).
+        self.handover_lease = 0
         self.replay = replay
         self.say = say
         self.show_error = show_error
@@ -153,7 +157,10 @@ class Client:
                 "the actions it runs end first"
             )
         if self.sock is None:
-            self._start(take or owner is not None, HANDOVER_WAIT if handover else 0.0)
+            try:
+                self._start(take or owner is not None, HANDOVER_WAIT if handover else 0.0)
+            finally:
+                self._withdraw_handover()
             if self.sock is None:  # another machine took it first: follow that one
                 owner = self._owner()
                 assert owner is not None
@@ -169,7 +176,12 @@ class Client:
         ttl = float(owner.get("ttl", 5.0)) if owner else 0.0
         child = self.link.spawn(take, patience)
         deadline = time.monotonic() + SPAWN_TIMEOUT + ttl + patience
+        renewed = time.monotonic()
         while self.sock is None:
+            if self.handover_lease and time.monotonic() - renewed > HANDOVER_TTL / 3:
+                renewed = time.monotonic()
+                with contextlib.suppress(DshError, TimeoutError):
+                    self._run(self.link.store.keepalive(self.handover_lease, timeout=HANDOVER_TTL / 3))
             code = child.poll()
             if code is not None:
                 owner = self._owner()
@@ -186,8 +198,19 @@ class Client:
                 time.sleep(0.05)
 
     async def _ask_handover(self) -> None:
+        """Ask for the session, on a lease this client keeps while it waits: a request
+        that nobody waits for any more goes away by itself."""
+        store = self.link.store
+        lease = await store.grant(HANDOVER_TTL, timeout=10.0)
+        self.handover_lease = lease.id
         record = {"machine": self.link.machine, "pid": os.getpid(), "t": time.time()}
-        await self.link.store.put(self.link.keys.handover, json.dumps(record).encode(), timeout=10.0)
+        await store.put(self.link.keys.handover, json.dumps(record).encode(), lease=lease.id, timeout=10.0)
+
+    def _withdraw_handover(self) -> None:
+        if self.handover_lease:
+            with contextlib.suppress(DshError, TimeoutError):
+                self._run(self.link.store.revoke(self.handover_lease, timeout=10.0))
+            self.handover_lease = 0
 
     def _follow(self, owner: dict[str, Any]) -> None:
         """Follow the session through the store, with an executor in waiting here
@@ -231,9 +254,14 @@ class Client:
         self._stop_standby(standby)
         self.connect(take=True)
 
-    @staticmethod
-    def _stop_standby(standby: subprocess.Popen[bytes] | None) -> None:
+    def _stop_standby(self, standby: subprocess.Popen[bytes] | None) -> None:
+        """Stop an executor in waiting, unless it has just taken the session over
+        (then it is the owner, with its work: it is left to run)."""
         if standby is not None and standby.poll() is None:
+            with contextlib.suppress(DshError, TimeoutError):
+                owner = self._owner()
+                if owner is not None and owner.get("pid") == standby.pid:
+                    return
             standby.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 standby.wait(5.0)

@@ -237,9 +237,10 @@ class Daemon:
                 await asyncio.wait({task}, timeout=POLL)
                 if not task.done():
                     await self._store_control()
-                if self.handover is not None and not self.session.in_flight and not task.done():
+                if self.handover is not None and not task.done() and self._drained():
                     await self.session.checkpointer().flush()  # every result in the store first
-                    self.session.lost()  # the lease goes with release(): the next owner claims
+                    if self._drained():  # (an intent written meanwhile is not launched: see intent)
+                        self.session.lost()  # the lease goes with release(): the next owner claims
             results = task.result()
         except asyncio.CancelledError:
             if sid in self.cancelled and task.cancelled():
@@ -275,6 +276,11 @@ class Daemon:
                         f"handing session {keys.name} over to {asked.get('machine')}: "
                         "the actions running end, then it goes on there"
                     )
+
+    def _drained(self) -> bool:
+        """No action runs any more (or those left are past their timeout and grace)."""
+        now = time.monotonic()
+        return all(until < now for until in self.session.in_flight.values())
 
     async def _viewers(self) -> bool:
         """Whether clients on other machines follow the session (through the store)."""

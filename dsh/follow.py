@@ -59,6 +59,7 @@ class Follower:
         self._ready = threading.Event()
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="dsh-follow", daemon=True)
+        self._shown = 0  # the last journal entry shown
 
     def start(self, timeout: float = TIMEOUT) -> None:
         """Begin following (the viewer key is in the store when this returns)."""
@@ -82,13 +83,20 @@ class Follower:
             self.call(put)
 
     def work_left(self) -> bool:
+        """Whether the session has work left (False once following ended: the
+        client sees why in its queue)."""
+
         async def ask(store: Store) -> bool:
             return await work_left(store, self.keys, timeout=TIMEOUT)
 
+        if not self._thread.is_alive():
+            return False
         try:
             return bool(self.call(ask))
+        except (StoreError, TimeoutError):
+            return True  # the store may be back at the next look
         except Exception:
-            return True
+            return self._thread.is_alive()
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -102,8 +110,13 @@ class Follower:
     def _main(self) -> None:
         try:
             asyncio.run(self._follow())
-        except BaseException as exc:  # said by start(), or ends the following
+        except BaseException as exc:  # said by start(), or ends the following (and the client)
             self._failed = exc
+            if self._ready.is_set():
+                why = exc.message if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+                self._tell(
+                    {"ev": "end", "exit": 3, "message": f"following session {self.keys.name} failed: {why}"}
+                )
             self._ready.set()
 
     async def _follow(self) -> None:
@@ -115,8 +128,13 @@ class Follower:
             lease = await store.grant(VIEWER_TTL, timeout=TIMEOUT)
             viewer = json.dumps({"machine": self.machine, "pid": os.getpid()}).encode()
             await store.put(keys.viewers + self.id.encode(), viewer, lease=lease.id, timeout=TIMEOUT)
-            watch = await store.watch(keys.root, start_revision=0, timeout=TIMEOUT)
+            # The owner read at a revision, and the watch from the next: no change between is missed.
+            owner, revision = await store.range(keys.owner, timeout=TIMEOUT)
+            watch = await store.watch(keys.root, start_revision=revision + 1, timeout=TIMEOUT)
             self._ready.set()
+            if not owner:
+                self._tell({"ev": "gone"})
+                self._stop.set()
             keeper = asyncio.ensure_future(self._keep(store, lease.id))
             stopping = asyncio.ensure_future(self._stop.wait())
             try:
@@ -152,6 +170,10 @@ class Follower:
         if kind == "put" and key.startswith(b"j/"):
             with contextlib.suppress(ValueError):
                 entry = json.loads(value)
+                seq = int(entry.get("seq", 0))
+                if seq and seq <= self._shown:  # written again (a retried checkpoint)
+                    return False
+                self._shown = max(self._shown, seq)
                 if entry.get("kind") == "end":  # with the tail of its output, as attach shows it
                     with contextlib.suppress(StoreError, TimeoutError, ValueError):
                         held = await store.get(

@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 from dsh.errors import StoreError, UsageError
-from dsh.store.base import Compare, Put, Store
+from dsh.store.base import Compare, LeaseNotFound, Put, Store
 
 #: The largest body a callback takes.
 BODY_MAX = 64 * 1024
@@ -85,21 +85,26 @@ async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int,
     """Accept one POST to a callback: (HTTP status, what to say)."""
     if not _TOKEN.fullmatch(token):
         return 404, "no such callback"
+    held = await store.get(callback_key(token), timeout=STORE_TIMEOUT)
+    if held is None:
+        return 404, "no such callback"
+    deadline = json.loads(held.value).get("deadline")
+    if isinstance(deadline, int | float) and time.time() > deadline:
+        return 410, "the wait for this callback is over"
     record = {"body": body.decode("utf-8", "replace"), "t": time.time(), "from": peer}
-    result = await store.txn(
-        [Compare(callback_key(token), "version", ">", 0), Compare(event_key(token), "version", "==", 0)],
+    result = await store.txn(  # the callback as read (its deadline too), and no event yet
+        [
+            Compare(callback_key(token), "mod", "==", held.mod_revision),
+            Compare(event_key(token), "version", "==", 0),
+        ],
         [Put(event_key(token), json.dumps(record).encode())],
         timeout=STORE_TIMEOUT,
     )
     if result.succeeded:
-        held = await store.get(callback_key(token), timeout=STORE_TIMEOUT)
-        deadline = json.loads(held.value).get("deadline") if held is not None else None
-        if isinstance(deadline, int | float) and time.time() > deadline:
-            return 410, "the wait for this callback is over; the event is kept but nothing takes it"
         return 202, "accepted"
-    if await store.get(callback_key(token), timeout=STORE_TIMEOUT) is None:
-        return 404, "no such callback"
-    return 409, "this callback was used already: each is accepted once"
+    if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
+        return 409, "this callback was used already: each is accepted once"
+    return 503, "the callback changed meanwhile; try again"
 
 
 class Server:
@@ -122,12 +127,8 @@ class Server:
             self.public_url = f"{'https' if self.tls else 'http'}://{host}:{port}"
         lease = await self.store.grant(REGISTRATION_TTL, timeout=STORE_TIMEOUT)
         registration = {"url": self.public_url, "pid": os.getpid(), "host": socket.gethostname()}
-        await self.store.put(
-            SERVERS + self.id.encode(),
-            json.dumps(registration).encode(),
-            lease=lease.id,
-            timeout=STORE_TIMEOUT,
-        )
+        registered = json.dumps(registration).encode()
+        await self.store.put(SERVERS + self.id.encode(), registered, lease=lease.id, timeout=STORE_TIMEOUT)
         print(
             f"dsh serve: callbacks at {self.public_url}/cb/TOKEN (listening on {self.host}:{port})",
             flush=True,
@@ -138,8 +139,16 @@ class Server:
             async with server:
                 while True:
                     await asyncio.sleep(REGISTRATION_TTL / 3)
-                    with contextlib.suppress(StoreError, TimeoutError):
+                    try:
                         await self.store.keepalive(lease.id, timeout=REGISTRATION_TTL / 3)
+                    except LeaseNotFound:  # gone in a long store outage: register again
+                        with contextlib.suppress(StoreError, TimeoutError):
+                            lease = await self.store.grant(REGISTRATION_TTL, timeout=STORE_TIMEOUT)
+                            await self.store.put(
+                                SERVERS + self.id.encode(), registered, lease=lease.id, timeout=STORE_TIMEOUT
+                            )
+                    except (StoreError, TimeoutError):
+                        pass
         finally:
             with contextlib.suppress(StoreError, TimeoutError):
                 await self.store.revoke(lease.id, timeout=STORE_TIMEOUT)
@@ -147,22 +156,31 @@ class Server:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername", ("?",))[0])
         try:
-            status, text = await asyncio.wait_for(self._request(reader, peer), REQUEST_TIMEOUT)
-        except (TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
-            status, text = 400, "a request must be HTTP/1.1, whole, and within 10s"
-        except (StoreError, OSError):
+            try:  # reading is bounded here; the store's calls have their own bounds
+                asked = await asyncio.wait_for(self._request(reader), REQUEST_TIMEOUT)
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                asked = (400, "a request must be HTTP/1.1, whole, and within 10s")
+            if isinstance(asked[0], int):
+                status, text = int(asked[0]), str(asked[1])
+            else:
+                status, text = await accept(self.store, asked[0], bytes(asked[1]), peer)
+        except (StoreError, TimeoutError):
             status, text = 503, "the store cannot be reached; try again"
+        except OSError:  # the client went away
+            writer.close()
+            return
         body = json.dumps({"status": status, "message": text}).encode() + b"\n"
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, TimeoutError):
             writer.write(head.encode() + body)
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
-            writer.close()
+        writer.close()
 
-    async def _request(self, reader: asyncio.StreamReader, peer: str) -> tuple[int, str]:
+    async def _request(self, reader: asyncio.StreamReader) -> tuple[int, str] | tuple[str, bytes]:
+        """A response to give at once, or the token and body of a callback's POST."""
         line = (await reader.readuntil(b"\r\n")).decode("latin-1").split()
         headers: dict[str, str] = {}
         while True:
@@ -187,8 +205,7 @@ class Server:
         length = int(headers["content-length"])
         if length > BODY_MAX or length < 0:
             return 413, f"a callback's body is at most {BODY_MAX} bytes"
-        body = await reader.readexactly(length)
-        return await accept(self.store, path[len("/cb/") :], body, peer)
+        return path[len("/cb/") :], await reader.readexactly(length)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -111,6 +111,10 @@ class Recorder(Protocol):
         """A callback was made: its URL, journaled."""
         ...
 
+    async def taking_up(self, action: str, host: str | None, timeout: float) -> None:
+        """An action an earlier owner started is taken up (followed, or started)."""
+        ...
+
     async def awaiting(self, action: str, host: str | None, what: str, deadline: float) -> None:
         """An await begins: what it waits for, and its deadline (absolute, so that a
         resumed await keeps it)."""
@@ -702,6 +706,8 @@ class Executor:
                         at = held.get("at")  # what is left of its timeout, since it was started
                         since = self.clock.wall() - float(at) if isinstance(at, int | float) else 0.0
                         left = max(1.0, stage.timeout - max(0.0, since))
+                        if self.recorder:
+                            await self.recorder.taking_up(action, host, left)
                         ended = await self._take_up(remote, spot, command, left, sink)
                     else:
                         if self.recorder:  # checkpoint before effect

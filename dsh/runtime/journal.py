@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsh.errors import StoreError
-from dsh.store.base import MAX_REQUEST, MAX_TXN_OPS, Compare, Put, RequestTooLarge, Store, TxnResult
+from dsh.store.base import (
+    MAX_REQUEST,
+    MAX_TXN_OPS,
+    Compare,
+    Put,
+    Store,
+    StoreTimeout,
+    StoreUnavailable,
+    TxnResult,
+)
 
 #: Bytes of stdout and of stderr kept in the store per host and action.
 TAIL_BYTES = 4096
@@ -182,9 +191,7 @@ class Checkpointer:
                     )
             try:
                 result = await call
-            except RequestTooLarge:
-                raise
-            except (StoreError, TimeoutError) as exc:
+            except (StoreTimeout, StoreUnavailable, TimeoutError) as exc:  # not a refusal: again
                 if self.lost or time.monotonic() - started + wait > self.patience:
                     raise
                 if not said and self.say is not None:

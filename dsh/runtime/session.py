@@ -49,12 +49,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsh.errors import StoreError, UsageError
-from dsh.plan import Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
+from dsh.plan import KILL_GRACE, Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
 from dsh.runtime.executor import Replayed, Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import dump_host_result, load_host_result
 from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
-from dsh.store.base import Compare, Delete, LeaseNotFound, Put, Store
+from dsh.store.base import Compacted, Compare, Delete, LeaseNotFound, Put, Store
 
 #: Bytes of a bound result's stdout/stderr kept per host in the store, and for
 #: all hosts of one binding together (so that it fits in one store value).
@@ -255,8 +255,9 @@ class Session:
         self.say: Callable[[str], None] | None = None
         #: Handing over (`dsh attach --take`): no new action starts; those running end.
         self.draining = False
-        #: The actions started and not ended yet, (action, host).
-        self.in_flight: set[tuple[str, str | None]] = set()
+        #: The actions started and not ended yet, (action, host): by when they end at
+        #: the latest (monotonic; their timeout and the kill's grace).
+        self.in_flight: dict[tuple[str, str | None], float] = {}
 
     async def take(self, *, patience: float = 1.0, wanted: Callable[[], bool] | None = None) -> None:
         """Claim, waiting for the owner to let go (or for its lease to run out): up to
@@ -286,13 +287,14 @@ class Session:
 
     async def _owner_changes(self, until: float) -> None:
         """Wait until the owner key changes (or `until`, a monotonic time)."""
-        held = await self.store.get(self.keys.owner, timeout=self.timeout)
-        if held is None:
+        held, revision = await self.store.range(self.keys.owner, timeout=self.timeout)
+        if not held:
             await asyncio.sleep(max(min(until - time.monotonic(), 0.2), 0))  # a handover goes first
             return
-        watch = await self.store.watch(
-            self.keys.owner, start_revision=held.mod_revision + 1, timeout=self.timeout
-        )
+        try:  # from the revision read at: whatever changes after it is seen
+            watch = await self.store.watch(self.keys.owner, start_revision=revision + 1, timeout=self.timeout)
+        except Compacted:
+            return  # compacted meanwhile: read again
         try:
             with contextlib.suppress(TimeoutError, StopAsyncIteration):
                 await asyncio.wait_for(watch.__aiter__().__anext__(), max(until - time.monotonic(), 0.001))
@@ -520,15 +522,18 @@ class Session:
 async def work_left(store: Store, keys: Keys, *, timeout: float) -> bool:
     """Whether the session has work to do: a plan not run to its end, or a
     submitted line not taken yet (what a client on another machine waits for)."""
-    held = await store.get(keys.todo, timeout=timeout)
-    if held is not None:
-        count = len(json.loads(held.value).get("plan", {}).get("statements", ()))
-        done = await store.get(keys.todo_next, timeout=timeout)
-        if (int(done.value) if done is not None else 0) < count:
-            return True
-    last = await store.get(keys.in_seq, timeout=timeout)
+    # The taken line first: a line taken after this read has its plan in `todo`
+    # (written in the same transaction), which is read after.
     taken = await store.get(keys.taken, timeout=timeout)
-    return int(last.value if last else 0) > int(taken.value if taken else 0)
+    last = await store.get(keys.in_seq, timeout=timeout)
+    if int(last.value if last else 0) > int(taken.value if taken else 0):
+        return True
+    held = await store.get(keys.todo, timeout=timeout)
+    if held is None:
+        return False
+    count = len(json.loads(held.value).get("plan", {}).get("statements", ()))
+    done = await store.get(keys.todo_next, timeout=timeout)
+    return (int(done.value) if done is not None else 0) < count
 
 
 class SessionEvents:
@@ -570,6 +575,12 @@ class SessionEvents:
             ],
             timeout=session.timeout,
         )
+        if (
+            not made.succeeded
+            and await session.store.get(callback_key(token), timeout=session.timeout) is None
+        ):
+            session.lost()  # the fence failed, not the callback's existence
+            raise LeaseLost("the session's lease was lost: no callback was made")
         return f"{base}/cb/{token}", made.succeeded
 
     async def callback(self, url: str, deadline: float | None) -> str | None:
@@ -707,9 +718,11 @@ class SessionRecorder:
         return run
 
     async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None:
-        if self.session.draining:  # handing over: this action is the next owner's
+        session = self.session
+        if session.draining:  # handing over: this action is the next owner's
             await asyncio.Future()  # until the work is stopped
-        cp = self.session.checkpointer()
+        session.in_flight[(action, host)] = time.monotonic() + timeout + KILL_GRACE + 5.0
+        cp = session.checkpointer()
         record = {
             "state": "intent",
             "action": action,
@@ -725,7 +738,15 @@ class SessionRecorder:
                 cp.entry("start", action=action, host=host, command=command, timeout=timeout),
             ]
         )
-        self.session.in_flight.add((action, host))
+        if session.draining:  # asked meanwhile: not launched; the next owner starts it (no claim)
+            session.in_flight.pop((action, host), None)
+            await asyncio.Future()
+
+    async def taking_up(self, action: str, host: str | None, timeout: float) -> None:
+        """An action of an earlier owner's is about to be followed (or started)."""
+        if self.session.draining:
+            await asyncio.Future()
+        self.session.in_flight[(action, host)] = time.monotonic() + timeout + KILL_GRACE + 5.0
 
     async def result(
         self,
@@ -754,7 +775,7 @@ class SessionRecorder:
             "err": tail(err),
             "machine": self.session.machine,
         }
-        self.session.in_flight.discard((action, host))
+        self.session.in_flight.pop((action, host), None)
         cp.defer(
             [Put(self.keys.action(action, host), json.dumps(record).encode()), cp.entry("end", **fields)]
         )

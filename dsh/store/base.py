@@ -34,6 +34,10 @@ class StoreTimeout(StoreError, TimeoutError):
     """A store call did not finish within its timeout."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (no member up, a leader election): worth trying again."""
+
+
 class Compacted(StoreError):
     """The revision asked for is older than the store's history."""
 

@@ -54,6 +54,7 @@ from dsh.store.base import (
     Put,
     RequestTooLarge,
     StoreTimeout,
+    StoreUnavailable,
     TxnResult,
     check_request,
     prefix_end,
@@ -214,6 +215,11 @@ class EtcdStore:
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
         return (("token", self._token),) if self._token else None
 
+    def _forget(self, stale: str | None) -> None:
+        """Drop a token etcd refused; the next call authenticates again."""
+        if self._token == stale:
+            self._token = None
+
     async def _authenticate(self, stale: str | None, timeout: float) -> None:
         async with self._auth_lock:
             if self._token != stale:  # another call renewed it meanwhile
@@ -237,7 +243,14 @@ class EtcdStore:
             if remaining <= 0:
                 raise StoreTimeout(f"etcd at {self.name} did not answer within {timeout:g}s")
             if self.options.user and self._token is None:
-                await self._authenticate(None, remaining)
+                try:
+                    await self._authenticate(None, remaining)
+                except StoreUnavailable:
+                    if not retry or deadline - loop.time() <= wait:
+                        raise
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RETRY_MAX)
+                    continue
             stub = self._lease if method.startswith("Lease") else self._kv
             token = self._token
             try:
@@ -248,7 +261,7 @@ class EtcdStore:
                 code = exc.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED and self.options.user and not renewed:
                     renewed = True  # an expired or forgotten token: once more with a new one
-                    await self._authenticate(token, max(deadline - loop.time(), 0.1))
+                    self._forget(token)
                     continue
                 if retry and code in _RETRYABLE and deadline - loop.time() > wait:
                     await asyncio.sleep(wait)
@@ -267,7 +280,7 @@ class EtcdStore:
             revision = int(getattr(request, "revision", 0))
             return Compacted(revision, revision)
         if code == grpc.StatusCode.UNAVAILABLE:
-            return StoreError(f"etcd at {self.name} is unavailable ({details})")
+            return StoreUnavailable(f"etcd at {self.name} is unavailable ({details})")
         if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
             return StoreError(f"etcd at {self.name} refused {method}: {details}")
         if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details:
@@ -536,12 +549,14 @@ class _EtcdWatch:
                 # else a future revision: the watch waits for it
         token = store._token
         call = store._watch.Watch(metadata=store._metadata(), wait_for_ready=True)
-        create = rpc.WatchCreateRequest(key=self.key, range_end=self.end, start_revision=max(self.next, 0))
+        create = rpc.WatchCreateRequest(
+            key=self.key, range_end=self.end, start_revision=max(self.next, 0), progress_notify=True
+        )
         await call.write(rpc.WatchRequest(create_request=create))
         response = await call.read()
         if response is not aio.EOF and response.canceled and _is_auth(response.cancel_reason):
             call.cancel()  # a token etcd forgot: a new one, and the watch again
-            await store._authenticate(token, 10.0)
+            store._forget(token)
             return await self._create()
         if response is aio.EOF or not response.created or response.canceled:
             call.cancel()
@@ -582,11 +597,17 @@ class _EtcdWatch:
                     await self._create()
                     wait = RETRY_FIRST
                 response = await self._call.read()
-            except aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
-                    return
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and store.options.user:
-                    await store._authenticate(store._token, 10.0)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    return  # closed from another task: its read was cancelled, not this task
+                raise
+            except (aio.AioRpcError, StoreUnavailable, StoreTimeout) as exc:
+                if isinstance(exc, aio.AioRpcError):
+                    if exc.code() == grpc.StatusCode.CANCELLED and self._closed:
+                        return
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED and store.options.user:
+                        store._forget(store._token)
                 self._drop()
                 await asyncio.sleep(wait)  # etcd restarting, or a member gone: again from self.next
                 wait = min(wait * 2, RETRY_MAX)
@@ -600,7 +621,10 @@ class _EtcdWatch:
             if response.canceled:
                 self._drop()
                 if _is_auth(response.cancel_reason):
-                    await store._authenticate(store._token, 10.0)
+                    store._forget(store._token)
+                continue
+            if not response.events:  # a progress notification: all before its revision was sent
+                self.next = max(self.next, int(response.header.revision) + 1)
                 continue
             events = [self._event(e) for e in response.events if e.kv.mod_revision >= self.next]
             if events:
