@@ -92,9 +92,9 @@ async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int,
     if isinstance(deadline, int | float) and time.time() > deadline:
         return 410, "the wait for this callback is over"
     record = {"body": body.decode("utf-8", "replace"), "t": time.time(), "from": peer}
-    result = await store.txn(  # the callback as read (its deadline too), and no event yet
+    result = await store.txn(  # the callback is there, and no event yet
         [
-            Compare(callback_key(token), "mod", "==", held.mod_revision),
+            Compare(callback_key(token), "version", ">", 0),
             Compare(event_key(token), "version", "==", 0),
         ],
         [Put(event_key(token), json.dumps(record).encode())],
@@ -104,7 +104,7 @@ async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int,
         return 202, "accepted"
     if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
         return 409, "this callback was used already: each is accepted once"
-    return 503, "the callback changed meanwhile; try again"
+    return 404, "no such callback"  # removed meanwhile (dsh rm)
 
 
 class Server:

@@ -234,7 +234,7 @@ def make_tls(where: Path) -> dict[str, Path]:
         signer: ec.EllipticCurvePrivateKey,
         *,
         ca: bool = False,
-        usage: ExtendedKeyUsageOID | None = None,
+        usage: x509.ObjectIdentifier | None = None,
         san: bool = False,
     ) -> x509.Certificate:
         builder = (
