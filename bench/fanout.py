@@ -1,22 +1,31 @@
-"""The fan-out case: `true` on 200 ssh aliases of one loopback OpenSSH sshd, cold.
+"""The SSH cases, on N aliases of one loopback OpenSSH sshd (bench/hosts.py).
 
-    .venv/bin/python -m bench.run fanout [--repeat N] [--json]
+    .venv/bin/python -m bench.run fanout warm output memory [--hosts 50,200,500]
 
-Every contender is a fresh process timed by its wall time, so each run makes new
-connections; none uses an ssh-agent; fan-out 256 everywhere:
+Every contender is a fresh process, timed by its wall time (and its peak RSS,
+from wait4), so each run makes new connections; none uses an ssh-agent; the
+fan-out is the same for all (256, or the host count when larger):
 
-  dsh          `dsh --ssh-config CFG -c '@h[1-200] true'`
-  clush        `clush -f 256 -w h[1-200] -o '-F CFG' -S -B true` (the `ssh` binary)
-  parallel-ssh `ParallelSSHClient(["127.0.0.1"] * 200, pool_size=256)` (libssh2;
-               reads neither ssh config nor known_hosts)
+  dsh          `dsh --ssh-config CFG -c '@h[1-N] CMD'`
+  clush        `clush -f F -w h[1-N] -o '-F CFG' -S CMD` (OpenSSH's `ssh` per host)
+  parallel-ssh `ParallelSSHClient(["127.0.0.1"] * N, pool_size=F)` (libssh2; reads
+               neither ssh config nor known_hosts)
   asyncssh     the floor for dsh's own stack: one process, key and known_hosts
-               loaded once, 200 `asyncssh.connect(..., config=[])` + `run("true")`
+               loaded once, N `asyncssh.connect(..., config=[])` + `run(CMD)`
 
-Each run takes seconds, so the case makes `max(1, min(repeat, 5))` runs of each,
-after one warm-up round. The aliases h1..h200 all lead to 127.0.0.1:PORT as the
-user `dshtest` (see tests/sshd.py), with the server's key in a known_hosts file
-of their own. A contender that fails (non-zero exit, any host not ok) is an error,
-not a sample.
+Cases:
+  fanout   `true` on each host count of --hosts (cold): dsh against all three.
+  warm     the second line of one dsh session (`@h[1-N] true` twice on stdin,
+           its `done` seconds) against the floor's second round on open
+           connections (timed inside the script).
+  output   `seq 1 200000` on 50 hosts: wall time and peak memory against all
+           three; every contender reads all of the output (dsh shows 1,000
+           lines per host and keeps the rest in the host's spool).
+  memory   `sleep 1` on 1,000 aliases at fan-out 1,000: dsh's peak RSS.
+
+Each run takes seconds, so a case makes `max(1, min(repeat, 5))` runs of each
+after one warm-up round. A contender that fails (non-zero exit, any host not
+ok) is an error, not a sample.
 
 This file is also the script that the parallel-ssh and asyncssh contenders run
 (`python bench/fanout.py pssh|floor ...`), so its top level imports the standard
@@ -28,16 +37,18 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bench.hosts import Fleet
     from bench.run import Row
 
-HOSTS = 200
 FANOUT = 256
 MAX_RUNS = 5
-TIMEOUT = 180.0  # seconds, per contender run
-INSTALL_HINT = "pip install -e '.[bench]' (or: .venv/bin/python -m pip install 'parallel-ssh>=2.12')"
+TIMEOUT = 900.0  # seconds, per contender run (clush reads 10 million lines slowly)
+OUTPUT_HOSTS = 50
+OUTPUT_COMMAND = "seq 1 200000"
+MEMORY_HOSTS = 1000
 
 DSH = "dsh"
 CLUSH = "clush"
@@ -48,7 +59,7 @@ FLOOR = "asyncssh floor"
 # ---------------------------------------------------------------- contenders run as scripts
 
 
-def _pssh(port: int, user: str, key: str, hosts: int) -> int:
+def _pssh(port: int, user: str, key: str, hosts: int, command: str) -> int:
     from pssh.clients import ParallelSSHClient
 
     client = ParallelSSHClient(
@@ -56,11 +67,15 @@ def _pssh(port: int, user: str, key: str, hosts: int) -> int:
         port=port,
         user=user,
         pkey=key,
-        pool_size=FANOUT,
+        pool_size=max(FANOUT, hosts),
         allow_agent=False,
         identity_auth=False,
     )
-    output = client.run_command("true")
+    output = client.run_command(command)
+    out = sys.stdout
+    for host_output in output:  # every line read, as the others read theirs
+        for line in host_output.stdout:
+            out.write(f"{host_output.host}: {line}\n")
     client.join(output)
     bad = [(o.host, o.exit_code, o.exception) for o in output if o.exception or o.exit_code != 0]
     if len(output) != hosts or bad:
@@ -69,8 +84,11 @@ def _pssh(port: int, user: str, key: str, hosts: int) -> int:
     return 0
 
 
-def _floor(port: int, user: str, key_path: str, known_hosts_path: str, hosts: int) -> int:
+def _floor(
+    port: int, user: str, key_path: str, known_hosts_path: str, hosts: int, command: str, warm: bool
+) -> int:
     import asyncio
+    import time
 
     import asyncssh
 
@@ -78,186 +96,289 @@ def _floor(port: int, user: str, key_path: str, known_hosts_path: str, hosts: in
         key = asyncssh.read_private_key(key_path)
         with open(known_hosts_path) as f:
             known_hosts = asyncssh.import_known_hosts(f.read())
-        gate = asyncio.Semaphore(FANOUT)
+        gate = asyncio.Semaphore(max(FANOUT, hosts))
+        out = sys.stdout
 
-        async def one() -> int | None:
-            async with (
-                gate,
-                asyncssh.connect(
-                    "127.0.0.1",
-                    port=port,
-                    username=user,
-                    client_keys=[key],
-                    known_hosts=known_hosts,
-                    config=[],
-                    agent_path=None,
-                ) as conn,
-            ):
-                result = await conn.run("true", check=True)
-                return result.exit_status
+        async def connect() -> asyncssh.SSHClientConnection:
+            return await asyncssh.connect(
+                "127.0.0.1",
+                port=port,
+                username=user,
+                client_keys=[key],
+                known_hosts=known_hosts,
+                config=[],
+                agent_path=None,
+            )
 
-        statuses = await asyncio.gather(*(one() for _ in range(hosts)))
-        return 0 if all(s == 0 for s in statuses) else 1
+        async def run(conn: asyncssh.SSHClientConnection, name: str) -> int | None:
+            result = await conn.run(command, check=True)
+            for line in str(result.stdout).splitlines():
+                out.write(f"{name}: {line}\n")
+            return result.exit_status
+
+        async def one(i: int) -> tuple[int | None, asyncssh.SSHClientConnection]:
+            async with gate:
+                conn = await connect()
+                return await run(conn, f"h{i}"), conn
+
+        done = await asyncio.gather(*(one(i) for i in range(hosts)))
+        status = 0 if all(s == 0 for s, _ in done) else 1
+        if warm:  # a second round on the open connections: the time of that alone
+            started = time.perf_counter()
+            again = await asyncio.gather(*(run(conn, f"h{i}") for i, (_, conn) in enumerate(done)))
+            print(f"warm-seconds {time.perf_counter() - started:.6f}", file=sys.stderr)
+            status = status or (0 if all(s == 0 for s in again) else 1)
+        for _, conn in done:
+            conn.close()
+        return status
 
     return asyncio.run(fan_out())
 
 
 def _script(argv: list[str]) -> int:
-    if len(argv) == 5 and argv[0] == "pssh":
-        return _pssh(int(argv[1]), argv[2], argv[3], int(argv[4]))
-    if len(argv) == 6 and argv[0] == "floor":
-        return _floor(int(argv[1]), argv[2], argv[3], argv[4], int(argv[5]))
+    if len(argv) == 6 and argv[0] == "pssh":
+        return _pssh(int(argv[1]), argv[2], argv[3], int(argv[4]), argv[5])
+    if len(argv) in (7, 8) and argv[0] == "floor":
+        warm = len(argv) == 8 and argv[7] == "--warm"
+        return _floor(int(argv[1]), argv[2], argv[3], argv[4], int(argv[5]), argv[6], warm)
     print(
-        "usage: fanout.py pssh PORT USER KEY HOSTS | floor PORT USER KEY KNOWN_HOSTS HOSTS",
+        "usage: fanout.py pssh PORT USER KEY HOSTS CMD | floor PORT USER KEY KNOWN_HOSTS HOSTS CMD [--warm]",
         file=sys.stderr,
     )
     return 2
 
 
-# ---------------------------------------------------------------- the case
-
-
-def _raise_nofile() -> None:
-    """Raise the open-file soft limit to the hard one; the contenders inherit it."""
-    import contextlib
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return
-    # If it cannot be raised, keep it: a contender short of files fails loudly.
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _tool(name: str, hint: str) -> str:
-    path = os.path.join(os.path.dirname(sys.executable), name)
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f"fanout: {path} is missing: {hint}")
-    return path
-
-
-def _check_peers() -> None:
-    import importlib.util
-
-    for module, what in (("pssh", "parallel-ssh"), ("asyncssh", "asyncssh")):
-        if importlib.util.find_spec(module) is None:
-            hint = INSTALL_HINT if module == "pssh" else "pip install -e ."
-            raise RuntimeError(f"fanout: {what} is not installed in {sys.prefix}: {hint}")
-
+# ---------------------------------------------------------------- timing a contender
 
 _PROGRESS = re.compile(r"\s*$|clush: *\d+/\d+")
 
 
-def _timed(name: str, argv: list[str], env: dict[str, str]) -> float:
+def _measured(name: str, argv: list[str], env: dict[str, str], stdin: bytes | None = None) -> dict[str, Any]:
+    """Run a contender: its wall seconds, peak RSS (MiB), and stderr lines."""
     import subprocess
+    import tempfile
     import time
 
-    started = time.perf_counter()
-    done = subprocess.run(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    # clush's progress meter ("clush:  148/200\r") is not a complaint.
-    err = [line for line in done.stderr.decode(errors="replace").splitlines() if not _PROGRESS.match(line)]
-    if done.returncode != 0:
-        tail = "\n".join(err[-10:])
-        raise RuntimeError(f"fanout: {name} exited with {done.returncode}:\n{tail}")
-    if err:
-        # A run that exits 0 but complains is suspect; keep the sample, but say so.
-        print(f"fanout: {name} wrote to stderr: {err[0][:200]}", file=sys.stderr)
-    return elapsed
-
-
-def case(repeat: int) -> tuple[list[Row], dict[str, float]]:
-    """`true` on 200 aliases of one loopback sshd: dsh against clush, parallel-ssh and
-    a bare asyncssh script; `max(1, min(repeat, 5))` runs of each after one warm-up."""
-    import compileall
-    import functools
-    import shlex
-    import tempfile
-    from pathlib import Path
-
-    import dsh as package
-    from bench.run import _alternate
-    from tests.sshd import USER, Sshd
-
-    runs = max(1, min(repeat, MAX_RUNS))
-    # As installed for users: bytecode present (PYTHONDONTWRITEBYTECODE may be set here).
-    compileall.compile_dir(os.path.dirname(package.__file__), quiet=1)
-    dsh = _tool("dsh", "pip install -e .")
-    clush = _tool("clush", "pip install -e . (ClusterShell is a dependency of dsh)")
-    _check_peers()
-    _raise_nofile()
-
-    sshd = Sshd()
-    try:
-        sshd.start()
-        work = sshd.dir
-        known_hosts = work / "known_hosts"
-        known_hosts.write_text(sshd.known_hosts_line())
-        ssh_config = work / "ssh_config"
-        ssh_config.write_text(sshd.host_block(["h*"], known_hosts))
-        home = Path(tempfile.mkdtemp(prefix="dsh-bench-", dir=work))
-        (home / "state").mkdir()
-        (home / "config").mkdir()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k != "SSH_AUTH_SOCK" and k != "SSH_AGENT_PID" and not k.startswith("DSH_")
-        }
-        # The sessions dsh makes stay out of the user's store; no user config for anyone.
-        env.update(NO_COLOR="1", XDG_STATE_HOME=str(home / "state"), XDG_CONFIG_HOME=str(home / "config"))
-        nodes = f"h[1-{HOSTS}]"
-        key = str(sshd.client_key)
-        script = os.path.abspath(__file__)
-        argvs = {
-            DSH: [dsh, "--ssh-config", str(ssh_config), "-c", f"@{nodes} true"],
-            CLUSH: [
-                clush,
-                "-f",
-                str(FANOUT),
-                "-w",
-                nodes,
-                "-o",
-                f"-F {shlex.quote(str(ssh_config))}",
-                "-S",  # exit with the largest return code (255 if any ssh failed)
-                "-B",
-                "true",
-            ],
-            PSSH: [sys.executable, script, "pssh", str(sshd.port), USER, key, str(HOSTS)],
-            FLOOR: [sys.executable, script, "floor", str(sshd.port), USER, key, str(known_hosts), str(HOSTS)],
-        }
-        rows = _alternate(
-            "fanout",
-            {name: functools.partial(_timed, name, argv, env) for name, argv in argvs.items()},
-            runs,
-            warmup=1,
+    with tempfile.TemporaryFile() as err_file:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            env=env,
         )
-        lines = sshd.log.read_text(errors="replace").splitlines()
-        # start() probes the port for the banner and hangs up: sshd logs that once.
-        probe = next((i for i, line in enumerate(lines) if "kex_exchange_identification" in line), None)
-        if probe is not None:
-            del lines[probe]
-        if lines:
-            print(f"fanout: sshd logged {len(lines)} line(s), e.g.: {lines[0][:200]}", file=sys.stderr)
-    finally:
-        sshd.cleanup()
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace").splitlines()
+    if elapsed > TIMEOUT:
+        raise RuntimeError(f"bench: {name} took {elapsed:.0f}s, over {TIMEOUT:.0f}s")
+    # clush's progress meter ("clush:  148/200\r") is not a complaint.
+    said = [line for line in err if not _PROGRESS.match(line)]
+    if proc.returncode != 0:
+        tail = "\n".join(said[-10:])
+        raise RuntimeError(f"bench: {name} exited with {proc.returncode}:\n{tail}")
+    return {"seconds": elapsed, "rss_mib": usage.ru_maxrss / 1024, "stderr": said}
 
-    ms = {r.name: r.median_ms for r in rows}
-    ratios = {
-        "dsh / clush (target 0.3)": ms[DSH] / ms[CLUSH],
-        "dsh / parallel-ssh (target 0.6)": ms[DSH] / ms[PSSH],
-        "dsh / floor (target 1.2)": ms[DSH] / ms[FLOOR],
+
+#: What dsh says on stderr by design: the output past 1,000 lines per host stays in the spool.
+_CAPPED = "output capped after"
+
+
+def _quiet(name: str, result: dict[str, Any]) -> None:
+    said = [line for line in result["stderr"] if _CAPPED not in line]
+    if said:  # a run that exits 0 but complains is suspect; keep the sample, but say so
+        print(f"bench: {name} wrote to stderr: {said[0][:200]}", file=sys.stderr)
+
+
+def _argvs(fleet: Fleet, hosts: int, command: str) -> dict[str, list[str]]:
+    import shlex
+
+    from bench.hosts import INSTALL_HINT, tool
+
+    dsh = tool("dsh", "pip install -e .")
+    clush = tool("clush", "pip install -e . (ClusterShell is a dependency of dsh)")
+    for module in ("pssh", "asyncssh"):
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            raise RuntimeError(f"bench: {module} is not installed in {sys.prefix}: {INSTALL_HINT}")
+    nodes = fleet.nodes(hosts)
+    fan = str(max(FANOUT, hosts))
+    script = os.path.abspath(__file__)
+    config = ["--ssh-config", str(fleet.ssh_config)]
+    if hosts > FANOUT:  # dsh's fan-out comes from its configuration
+        cfg = fleet.work / f"dsh-{hosts}.toml"
+        cfg.write_text(f"[limits]\nfanout = {hosts}\n")
+        config += ["--config", str(cfg)]
+    return {
+        DSH: [dsh, *config, "-c", f"@{nodes} {command}"],
+        CLUSH: [
+            clush,
+            "-f",
+            fan,
+            "-w",
+            nodes,
+            "-o",
+            f"-F {shlex.quote(str(fleet.ssh_config))}",
+            "-S",
+            command,
+        ],
+        PSSH: [sys.executable, script, "pssh", str(fleet.port), fleet.user, fleet.key, str(hosts), command],
+        FLOOR: [
+            sys.executable,
+            script,
+            "floor",
+            str(fleet.port),
+            fleet.user,
+            fleet.key,
+            str(fleet.known_hosts),
+            str(hosts),
+            command,
+        ],
     }
+
+
+def _compare(case: str, fleet: Fleet, hosts: int, command: str, runs: int, warmup: int = 1) -> list[Row]:
+    import functools
+
+    from bench.run import _alternate
+
+    def sample(name: str, argv: list[str]) -> float:
+        result = _measured(name, argv, fleet.env)
+        _quiet(name, result)
+        peaks.setdefault(name, []).append(result["rss_mib"])
+        return float(result["seconds"])
+
+    peaks: dict[str, list[float]] = {}
+    argvs = _argvs(fleet, hosts, command)
+    rows = _alternate(
+        case, {n: functools.partial(sample, n, a) for n, a in argvs.items()}, runs, warmup=warmup
+    )
+    for row in rows:
+        row.peaks = peaks[row.name][-len(row.samples) :]
+    return rows
+
+
+def _ratios(ms: dict[str, float], targets: dict[str, float | None]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for peer, target in targets.items():
+        label = f"dsh / {peer}" + (f" (target {target:g})" if target else "")
+        out[label] = ms[DSH] / ms[peer]
+    return out
+
+
+# ---------------------------------------------------------------- the cases
+
+
+def cold(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    """`true` on each host count, cold: dsh against clush, parallel-ssh and the floor."""
+    from bench.hosts import compiled, fleet
+
+    compiled()
+    rows: list[Row] = []
+    ratios: dict[str, float] = {}
+    with fleet() as f:
+        for n in hosts:
+            found = _compare(f"fanout {n}", f, n, "true", max(1, min(repeat, MAX_RUNS)))
+            for row in found:
+                row.name = f"{row.name} @{n}"
+            rows += found
+            ms = {r.name.rsplit(" @", 1)[0]: r.median_ms for r in found}
+            for label, value in _ratios(ms, {CLUSH: 0.3, PSSH: 0.6, FLOOR: 1.2}).items():
+                ratios[f"{label} @{n}"] = value
     return rows, ratios
+
+
+def output(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    """`seq 1 200000` on 50 hosts (fewer if --hosts says so): time and peak memory."""
+    from bench.hosts import compiled, fleet
+
+    compiled()
+    n = min([OUTPUT_HOSTS, *hosts])
+    with fleet() as f:  # 10 million lines per run: at most 2 runs, no warm-up
+        rows = _compare("output", f, n, OUTPUT_COMMAND, max(1, min(repeat, 2)), warmup=0)
+    ms = {r.name: r.median_ms for r in rows}
+    ratios = _ratios(ms, {CLUSH: None, PSSH: None, FLOOR: None})
+    import statistics
+
+    peak = {r.name: statistics.median(r.peaks) for r in rows}
+    for peer in (CLUSH, PSSH, FLOOR):
+        ratios[f"dsh / {peer} peak RSS"] = peak[DSH] / peak[peer]
+    lines = n * 200_000
+    ratios["dsh lines per second"] = lines / (ms[DSH] / 1000)
+    return rows, ratios
+
+
+def warm(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    """The second line of a session (connections open) against the floor's second round."""
+    from bench.hosts import compiled, fleet
+    from bench.run import Row
+
+    compiled()
+    n = 200 if 200 in hosts or not hosts else max(hosts)
+    runs = max(1, min(repeat, MAX_RUNS))
+    with fleet() as f:
+        argvs = _argvs(f, n, "true")
+        dsh_argv = [*argvs[DSH][:-2], "--json"]  # lines on stdin, one JSON event per result
+        line = f"@{f.nodes(n)} true\n".encode()
+        floor_argv = [*argvs[FLOOR], "--warm"]
+        dsh_row, floor_row = Row("warm", f"{DSH} second line @{n}"), Row("warm", f"{FLOOR} second round @{n}")
+        for i in range(runs + 1):
+            seconds = _second_line(f, dsh_argv, line)
+            result = _measured(FLOOR, floor_argv, f.env)
+            floor_seconds = next(
+                float(x.split()[1]) for x in result["stderr"] if x.startswith("warm-seconds ")
+            )
+            if i:  # the first round warms up
+                dsh_row.samples.append(seconds)
+                floor_row.samples.append(floor_seconds)
+    rows = [dsh_row, floor_row]
+    return rows, {f"dsh / floor, warm (target 1.3) @{n}": dsh_row.median_ms / floor_row.median_ms}
+
+
+def _second_line(f: Fleet, argv: list[str], line: bytes) -> float:
+    """Run two lines in one dsh; the second one's seconds, from its `done` event."""
+    import json
+    import subprocess
+
+    done = subprocess.run(argv, input=line * 2, capture_output=True, env=f.env, timeout=TIMEOUT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench: dsh exited with {done.returncode}: {done.stderr.decode()[-500:]}")
+    ends = [e for e in map(json.loads, done.stdout.splitlines()) if e.get("event") == "done"]
+    if len(ends) != 2 or not all(e["ok"] for e in ends):
+        raise RuntimeError(f"bench: dsh's two lines did not both end ok: {ends}")
+    return float(ends[1]["seconds"])
+
+
+def memory(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    """`sleep 1` on 1,000 aliases at fan-out 1,000 (or the largest --hosts count if
+    smaller): dsh's peak RSS (MiB, as `ms`) and wall time."""
+    import statistics
+
+    from bench.hosts import compiled, fleet
+    from bench.run import Row
+
+    compiled()
+    n = min([MEMORY_HOSTS, *hosts]) if hosts else MEMORY_HOSTS
+    runs = max(1, min(repeat, 3))
+    with fleet() as f:
+        argv = _argvs(f, n, "sleep 1")[DSH]
+        peaks, walls = [], []
+        for _ in range(runs):
+            result = _measured(DSH, argv, f.env)
+            _quiet(DSH, result)
+            peaks.append(result["rss_mib"])
+            walls.append(result["seconds"])
+    wall = Row("memory", f"dsh wall @{n}", walls)
+    peak = statistics.median(peaks)
+    return [wall], {f"dsh peak RSS MiB @{n} (target 300)": peak, "peak RSS / 300 MB target": peak / 286.1}
 
 
 if __name__ == "__main__":

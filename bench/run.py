@@ -1,17 +1,23 @@
-"""dsh benchmarks, run side by side with their reference in one run, reported as ratios.
+"""dsh benchmarks, run side by side with their references in one run, reported as ratios.
 
-    .venv/bin/python -m bench.run [--repeat N] [--json] [CASE …]
+    scripts/bench [--repeat N] [--hosts 50,200,500] [--json] [CASE …]
+    (.venv/bin/python -m bench.run … once scripts/bench has installed the peers)
 
-Cases so far:
-  startup   `dsh -c 'echo hi'` wall time, against `python -c pass` for scale and
-            against the 150 ms target of design §8.
-  store     a fenced write on the embedded store, against a raw sqlite3 write.
-  checkpoint  a step's checkpoint overhead (intent and result in the store).
-  fanout    `true` on 200 aliases of one loopback sshd, cold, against clush,
-            parallel-ssh and a bare asyncssh floor (bench/fanout.py; at most 5
-            runs, needs `pip install -e '.[bench]'`).
+Cases (design §8 has the targets):
+  fanout      `true` on 50, 200 and 500 aliases of one loopback sshd, cold, against
+              clush, parallel-ssh and a bare asyncssh floor (bench/fanout.py).
+  warm        the second line of a session, connections open, against the floor's
+              second round on open connections.
+  output      `seq 1 200000` on 50 hosts: time and peak memory against the three.
+  checkpoint  a 200-step local fragment's checkpoint overhead per step, on the
+              embedded store and on etcd (loopback), against one raw write of each.
+  takeover    kill -9 of a session's owner to another machine owning it, on etcd
+              with a 2 s lease.
+  startup     `dsh -c 'echo hi'` wall time, against `python -c pass` for scale.
+  memory      `sleep 1` on 1,000 aliases at fan-out 1,000: dsh's peak RSS.
+  store       a fenced write on the embedded store, against a raw sqlite3 write.
 Each case alternates dsh and its references run by run, so that load on the
-machine hits both alike, and reports medians.
+machine hits both alike, and reports medians. The SSH cases make at most 5 runs.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dsh.store.base import Store
 
 TARGET_STARTUP_MS = 150.0
 
@@ -35,6 +45,8 @@ class Row:
     case: str
     name: str
     samples: list[float] = field(default_factory=list)
+    #: Peak RSS of each run, MiB (the cases that measure it).
+    peaks: list[float] = field(default_factory=list)
 
     @property
     def median_ms(self) -> float:
@@ -58,7 +70,7 @@ def _alternate(case: str, runs: dict[str, Callable[[], float]], repeat: int, *, 
     return list(rows.values())
 
 
-def startup(repeat: int) -> tuple[list[Row], dict[str, float]]:
+def startup(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
     import compileall
 
     import dsh as package
@@ -87,7 +99,7 @@ def startup(repeat: int) -> tuple[list[Row], dict[str, float]]:
     return rows, ratios
 
 
-def store(repeat: int) -> tuple[list[Row], dict[str, float]]:
+def store(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
     """A fenced write on the embedded store (one CAS transaction, as a checkpoint
     will be), against one raw sqlite3 insert+commit with the same pragmas."""
     import asyncio
@@ -159,82 +171,222 @@ class _Quiet:
         return lambda *args, **kwargs: None
 
 
-def checkpoint(repeat: int) -> tuple[list[Row], dict[str, float]]:
-    """A 200-step local fragment with and without the embedded store's checkpoints
-    (intent and result of every step, fenced on the lease), per step."""
-    import asyncio
+def checkpoint(repeat: int, hosts: list[int], *, etcd: bool = True) -> tuple[list[Row], dict[str, float]]:
+    """A 200-step local fragment with and without checkpoints (intent and result of
+    every step, fenced on the lease), per step, on the embedded store and on etcd;
+    and one raw write of each store for scale."""
     import tempfile
+
+    from dsh.store.sqlite import SqliteStore
+
+    rows: list[Row] = []
+    ratios: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        found = _checkpoints("embedded", SqliteStore(f"{tmp}/store.db"), repeat)
+        rows += found
+        _overheads(ratios, "embedded", found)
+        if etcd:
+            from dsh.store import open_store
+            from tests.etcd import Etcd
+
+            with Etcd() as server:
+                found = _checkpoints("etcd", open_store(server.url, {}), repeat)
+            rows += found
+            _overheads(ratios, "etcd", found)
+    ratios["embedded overhead / 1 ms target"] = ratios["checkpoint overhead per step, embedded, ms"]
+    return rows, ratios
+
+
+def _overheads(ratios: dict[str, float], kind: str, found: list[Row]) -> None:
+    overhead = found[0].median_ms - found[1].median_ms
+    ratios[f"checkpoint overhead per step, {kind}, ms"] = overhead
+    ratios[f"overhead / one raw write, {kind}"] = overhead / found[2].median_ms
+
+
+def _checkpoints(kind: str, store: Store, repeat: int) -> list[Row]:
+    import asyncio
 
     from dsh.lang.compiler import compile_source
     from dsh.lang.source import Source
     from dsh.runtime.executor import Executor
     from dsh.runtime.session import Keys, Session, SessionRecorder
-    from dsh.store.sqlite import SqliteStore
 
     steps = 200
     plan = compile_source(Source("bench", "true\n" * steps))
+    loop = asyncio.new_event_loop()
+    session = Session(store, Keys("bench", "cp"), "bench", lease_ttl=30, timeout=10)
+    loop.run_until_complete(session.claim())
 
-    with tempfile.TemporaryDirectory() as tmp:
+    def run(recorded: bool) -> float:
+        executor = Executor(reporter=_Quiet(), local=_Instant())  # type: ignore[arg-type]
+        executor.recorder = SessionRecorder(session) if recorded else None
+        started = time.perf_counter()
+        loop.run_until_complete(executor.run_plan(plan))
+        return (time.perf_counter() - started) / steps
+
+    async def writes() -> float:
+        started = time.perf_counter()
+        for i in range(steps):
+            await store.put(b"/raw/%d" % i, b"v" * 200, timeout=10)
+        return (time.perf_counter() - started) / steps
+
+    try:
+        return _alternate(
+            f"checkpoint {kind}",
+            {
+                f"step with checkpoints, {kind}": lambda: run(True),
+                f"step without, {kind}": lambda: run(False),
+                f"one raw write, {kind}": lambda: loop.run_until_complete(writes()),
+            },
+            repeat,
+        )
+    finally:
+        loop.run_until_complete(session.release())
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+def takeover(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    """kill -9 of a detached session's executor on machine A, then `dsh attach` on
+    machine B (another DSH_MACHINE_ID and state directory, the same etcd): the
+    seconds from the kill to B owning the session (its owner key, polled in-process
+    every 10 ms). The lease TTL is 2 s (etcd's minimum with default settings)."""
+    import asyncio
+    import json
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    from bench.hosts import clean_env, compiled, tool
+    from dsh.runtime.session import Keys, user_name
+    from dsh.store import open_store
+    from tests.etcd import Etcd
+
+    compiled()
+    dsh = tool("dsh", "pip install -e .")
+    ttl = 2.0
+    runs = max(1, min(repeat, 5))
+    row = Row("takeover", "kill -9 to new owner, etcd, TTL 2 s")
+    with tempfile.TemporaryDirectory() as tmp, Etcd() as server:
+        script = Path(tmp) / "long.dsh"
+        script.write_text("sleep 30s\n")
+        machines = {m: clean_env(Path(tmp) / m) for m in ("A", "B")}
+        for m, env in machines.items():
+            env.update(DSH_MACHINE_ID=m, DSH_STORE=server.url, DSH_LEASE_TTL=str(ttl))
+        store = open_store(server.url, {})
         loop = asyncio.new_event_loop()
-        store = SqliteStore(f"{tmp}/store.db")
-        session = Session(store, Keys("bench", "cp"), "bench", lease_ttl=30, timeout=10)
-        loop.run_until_complete(session.claim())
 
-        def run(recorded: bool) -> float:
-            executor = Executor(reporter=_Quiet(), local=_Instant())  # type: ignore[arg-type]
-            executor.recorder = SessionRecorder(session) if recorded else None
-            started = time.perf_counter()
-            loop.run_until_complete(executor.run_plan(plan))
-            return (time.perf_counter() - started) / steps
+        def owner(name: str) -> dict[str, object] | None:
+            held = loop.run_until_complete(store.get(Keys(user_name(), name).owner, timeout=10))
+            return json.loads(held.value) if held is not None else None
 
         try:
-            rows = _alternate(
-                "checkpoint",
-                {"step with checkpoints": lambda: run(True), "step without": lambda: run(False)},
-                repeat,
-            )
+            for i in range(runs):
+                name = f"t{i}"
+                subprocess.run(
+                    [dsh, "run", "--detach", "--session", name, str(script)],
+                    env=machines["A"],
+                    check=True,
+                    capture_output=True,
+                    timeout=60,
+                )
+                held = owner(name)
+                assert held is not None
+                time.sleep(ttl)  # into the lease's life, as a real owner would be
+                os.kill(int(str(held["pid"])), signal.SIGKILL)
+                killed = time.perf_counter()
+                attach = subprocess.Popen(
+                    [dsh, "attach", name],
+                    env=machines["B"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                while (owner(name) or {}).get("machine") != "B":
+                    if time.perf_counter() - killed > 30:
+                        raise RuntimeError("bench: machine B did not take the session over within 30 s")
+                    time.sleep(0.01)
+                row.samples.append(time.perf_counter() - killed)
+                subprocess.run([dsh, "kill", name], env=machines["B"], capture_output=True, timeout=60)
+                attach.wait(30)
         finally:
-            loop.run_until_complete(session.release())
             loop.run_until_complete(store.close())
             loop.close()
-    overhead = rows[0].median_ms - rows[1].median_ms
-    return rows, {"checkpoint overhead per step, ms": overhead, "overhead / 1 ms target": overhead}
+    return [row], {"kill to new owner / (TTL + 1 s) target": row.median_ms / 1000 / (ttl + 1)}
 
 
-def fanout(repeat: int) -> tuple[list[Row], dict[str, float]]:
-    from bench.fanout import case
+def fanout(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    from bench.fanout import cold
 
-    return case(repeat)
+    return cold(repeat, hosts)
 
 
-CASES = {"startup": startup, "store": store, "checkpoint": checkpoint, "fanout": fanout}
+def warm(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    from bench.fanout import warm as case
+
+    return case(repeat, hosts)
+
+
+def output(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    from bench.fanout import output as case
+
+    return case(repeat, hosts)
+
+
+def memory(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
+    from bench.fanout import memory as case
+
+    return case(repeat, hosts)
+
+
+CASES: dict[str, Callable[[int, list[int]], tuple[list[Row], dict[str, float]]]] = {
+    "fanout": fanout,
+    "warm": warm,
+    "output": output,
+    "checkpoint": checkpoint,
+    "takeover": takeover,
+    "startup": startup,
+    "memory": memory,
+    "store": store,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("cases", nargs="*", metavar="CASE", help=f"one of: {', '.join(CASES)}")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument(
+        "--hosts", default="50,200,500", help="host counts of the fan-out case (and caps of the others)"
+    )
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args(argv)
+    try:
+        hosts = sorted({int(n) for n in opts.hosts.split(",") if n.strip()})
+    except ValueError:
+        parser.error(f"--hosts {opts.hosts!r}: give host counts, like 50,200,500")
+    if not hosts or hosts[0] < 1:
+        parser.error("--hosts: give host counts of 1 or more")
     unknown = [c for c in opts.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case {unknown[0]!r} (cases: {', '.join(CASES)})")
     report: dict[str, object] = {}
     for case in opts.cases or list(CASES):
-        rows, ratios = CASES[case](opts.repeat)
+        rows, ratios = CASES[case](opts.repeat, hosts)
         runs = len(rows[0].samples) if rows else opts.repeat  # a case may cap its runs (fanout)
         report[case] = {
             "medians_ms": {r.name: round(r.median_ms, 2) for r in rows},
+            "peak_rss_mib": {r.name: round(statistics.median(r.peaks), 1) for r in rows if r.peaks},
             "ratios": {k: round(v, 3) for k, v in ratios.items()},
             "repeat": runs,
         }
         if not opts.json:
-            print(f"== {case} (median of {runs}, alternating)")
+            print(f"== {case} (median of {runs}, alternating)", flush=True)
             for r in rows:
-                print(f"  {r.name:<28} {r.median_ms:8.1f} ms")
+                peak = f"  peak {statistics.median(r.peaks):7.1f} MiB" if r.peaks else ""
+                print(f"  {r.name:<44} {r.median_ms:10.1f} ms{peak}")
             for k, v in ratios.items():
-                unit = " ms" if k.endswith(", ms") else "x"
-                print(f"  {k.removesuffix(', ms'):<28} {v:8.2f}{unit}")
+                unit = " ms" if k.endswith(", ms") else "" if "MiB" in k or "per second" in k else "x"
+                print(f"  {k.removesuffix(', ms'):<44} {v:10.2f}{unit}", flush=True)
     if opts.json:
         print(json.dumps(report, indent=2))
     return 0
