@@ -157,6 +157,7 @@ def _measured(name: str, argv: list[str], env: dict[str, str], stdin: bytes | No
     """Run a contender: its wall seconds, peak RSS (MiB), and stderr lines."""
     import subprocess
     import tempfile
+    import threading
     import time
 
     with tempfile.TemporaryFile() as err_file:
@@ -172,13 +173,18 @@ def _measured(name: str, argv: list[str], env: dict[str, str], stdin: bytes | No
             assert proc.stdin is not None
             proc.stdin.write(stdin)
             proc.stdin.close()
-        _, status, usage = os.wait4(proc.pid, 0)
+        killer = threading.Timer(TIMEOUT, proc.kill)  # a contender that hangs is ended
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
         elapsed = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         err_file.seek(0)
         err = err_file.read().decode(errors="replace").splitlines()
-    if elapsed > TIMEOUT:
-        raise RuntimeError(f"bench: {name} took {elapsed:.0f}s, over {TIMEOUT:.0f}s")
+    if elapsed >= TIMEOUT:
+        raise RuntimeError(f"bench: {name} took over {TIMEOUT:.0f}s and was ended")
     # clush's progress meter ("clush:  148/200\r") is not a complaint.
     said = [line for line in err if not _PROGRESS.match(line)]
     if proc.returncode != 0:
