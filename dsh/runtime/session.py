@@ -697,6 +697,17 @@ class SessionRecorder:
         self.session = session
         self.keys = session.keys
         self.plan_id = ""  # of the plan running (see plan_started)
+        #: Statements as stored JSON text, by id (the statement is kept: its id stays its
+        #: own). A loop runs one statement many times; each is encoded once.
+        self._encoded: dict[int, tuple[Statement, str]] = {}
+
+    def _statement_json(self, stmt: Statement) -> str:
+        held = self._encoded.get(id(stmt))
+        if held is None or held[0] is not stmt:
+            if len(self._encoded) > 1000:
+                self._encoded.clear()
+            held = self._encoded[id(stmt)] = (stmt, json.dumps(dump_statement(stmt), separators=(",", ":")))
+        return held[1]
 
     async def line_started(
         self, stmt: Statement, args: Sequence[str], plan: Plan, index: int, path: str = ""
@@ -708,10 +719,11 @@ class SessionRecorder:
         record["path"] = path
         record["plan_id"] = self.plan_id
         record["limits"] = {"step_budget": plan.step_budget, "fanout": plan.fanout, "name": plan.source_name}
-        record["plan"] = dump_statement(stmt)
+        head = json.dumps(record, separators=(",", ":"))
+        text = f'{head[:-1]},"plan":{self._statement_json(stmt)}}}'  # the plan's text spliced in
         cp.defer(
             [
-                Put(self.keys.run(run), json.dumps(record, separators=(",", ":")).encode()),
+                Put(self.keys.run(run), text.encode()),
                 cp.entry("line", run=run, line=stmt.line, source=stmt.source),
             ]
         )
