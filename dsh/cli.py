@@ -296,7 +296,13 @@ def _session(settings: Settings, store: Store) -> Session:
     crash = settings.env.get("DSH_FAULT_CRASH_AFTER", "")  # the crash tests' fault injection
     crash_after = int(crash) if crash.isdigit() else 0
     session = Session(
-        store, keys, machine_id(settings.env), lease_ttl=ttl, timeout=STORE_TIMEOUT, crash_after=crash_after
+        store,
+        keys,
+        machine_id(settings.env),
+        lease_ttl=ttl,
+        timeout=STORE_TIMEOUT,
+        crash_after=crash_after,
+        reopen=lambda: _store(settings),
     )
     session.named = named
     return session

@@ -59,6 +59,7 @@ SPOOL_FAILED = 252  # the spool could not be written: nothing was started
 TIMED_OUT = 251  # the backstop, or dsh's KILL for a timeout, ended the command
 CANCELLED = 250  # dsh's KILL for a cancel ended the command
 LOST = 249  # followed: its runner is gone and no status was written
+ORPHANED = 248  # a reader whose parent went away ends (nobody reads this status)
 
 #: Seconds between TERM and KILL, here and in the backstop.
 GRACE = 2
@@ -104,10 +105,15 @@ printf '%s\n' "$rc" >"$f.status"
 """
 
 #: Streams .out and .err from their start as they grow until the status appears,
-#: then exits with it. With $watch set (a follower, not the launcher), it also
-#: checks every few polls that the runner lives: a runner gone without a status
-#: means nobody will ever write one (exit 249, lost).
+#: then exits with it. Every few polls it checks that the runner lives (a runner
+#: gone without a status means nobody will ever write one: exit 249, lost), and
+#: that whoever reads it is still there: a reader whose parent went away (dsh
+#: or the connection died: it was adopted) has nobody to stream to and ends;
+#: the runner goes on, and a later FOLLOW or PROBE collects its end.
 _STREAM = r"""exec 3<"$f.out" 4<"$f.err"
+parent() { parent=; read -r _p 2>/dev/null <"/proc/$$/stat" || return 1
+  set -f; set -- ${_p#*) }; parent=$2; set +f; }
+parent; reader=$parent
 n=0
 while :; do
   fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
@@ -115,6 +121,9 @@ while :; do
   [ -s "$f.err" ] && cat <&4 >&2
   [ "$fin" = 1 ] && break
   n=$((n + 1))
+  if [ $((n % 10)) = 0 ] && [ -n "$reader" ] && parent && [ "$parent" != "$reader" ]; then
+    exit 248
+  fi
   if [ -n "$watch" ] && [ $((n % 10)) = 0 ]; then
     read -r rp rs 2>/dev/null <"$f.run"
     if ! started "$rp" || [ "$started" != "$rs" ]; then
@@ -140,7 +149,7 @@ LAUNCH = (
     "umask 077\n"
     + _STARTED
     + RUNNER
-    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=
+    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1
 case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown

@@ -43,6 +43,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -231,8 +232,15 @@ class Session:
         lease_ttl: float,
         timeout: float,
         crash_after: int = 0,
+        reopen: Callable[[], Store] | None = None,
     ) -> None:
         self.crash_after = crash_after
+        #: Opens another handle on the store: the lease is then kept by a thread of its
+        #: own, so that an event loop busy for longer than the TTL (hundreds of SSH
+        #: handshakes at once) does not lose it. Without it, by a task of the loop.
+        self.reopen = reopen
+        self._keeper: threading.Thread | None = None
+        self._keeper_stop: Callable[[], None] | None = None
         #: Named by the user (--session), not generated for one `dsh -c`.
         self.named = True
         self.store = store
@@ -350,30 +358,72 @@ class Session:
         )
         self.checkpoints.seq = int(last_entry.key.rsplit(b"/", 1)[1]) if last_entry else 0
         self.checkpoints.say = self.say
-        self._keepalive = asyncio.ensure_future(self._keep())
+        self._start_keeping()
 
-    async def _keep(self) -> None:
+    def _start_keeping(self) -> None:
+        if self.reopen is None:
+            self._keepalive = asyncio.ensure_future(self._keep(self.store, self.lost, self._kill_asked))
+            return
+        main = asyncio.get_running_loop()
+        reopen = self.reopen
+        started = threading.Event()
+
+        def lost() -> None:
+            with contextlib.suppress(RuntimeError):  # the main loop closed: nothing to stop
+                main.call_soon_threadsafe(self.lost)
+
+        def killed() -> None:
+            with contextlib.suppress(RuntimeError):
+                main.call_soon_threadsafe(self._kill_asked)
+
+        async def keep() -> None:
+            store = reopen()
+            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            assert task is not None
+
+            def stop() -> None:
+                loop.call_soon_threadsafe(task.cancel)
+
+            self._keeper_stop = stop
+            started.set()
+            try:
+                await self._keep(store, lost, killed)
+            except asyncio.CancelledError:
+                pass
+            finally:
+                await store.close()
+
+        self._keeper = threading.Thread(target=lambda: asyncio.run(keep()), name="dsh-lease", daemon=True)
+        self._keeper.start()
+        started.wait(5.0)
+
+    def _kill_asked(self) -> None:
+        if not self.killed:
+            self.killed = True
+            if self.on_lost is not None:  # stop what runs, its commands killed
+                self.on_lost()
+
+    async def _keep(self, store: Store, lost: Callable[[], None], killed: Callable[[], None]) -> None:
         """Renew the lease every TTL/3. A slow or failed renewal is retried until the
         lease would have run out; then (or at once if the store says it is gone) the
-        checkpointer is marked lost and the running work is cancelled."""
+        checkpointer is marked lost and the running work is cancelled (`lost`). A
+        `dsh kill` seen meanwhile calls `killed`."""
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             try:
-                await self.store.keepalive(self.lease, timeout=self.lease_ttl / 3)
+                await store.keepalive(self.lease, timeout=self.lease_ttl / 3)
                 renewed = time.monotonic()
-                killed = await self.store.get(self.keys.kill, timeout=self.lease_ttl / 3)
-                if killed is not None and not self.killed:
-                    self.killed = True
-                    if self.on_lost is not None:  # stop what runs, its commands killed
-                        self.on_lost()
+                if await store.get(self.keys.kill, timeout=self.lease_ttl / 3) is not None:
+                    killed()
                 continue
             except LeaseNotFound:
                 pass
             except (StoreError, TimeoutError):
                 if time.monotonic() - renewed < self.lease_ttl:
                     continue
-            self.lost()
+            lost()
             return
 
     def lost(self) -> None:
@@ -416,6 +466,12 @@ class Session:
     async def _let_go(self) -> None:
         if self._keepalive is not None:
             self._keepalive.cancel()
+        if self._keeper is not None:
+            if self._keeper_stop is not None:
+                with contextlib.suppress(RuntimeError):  # its loop is over already
+                    self._keeper_stop()
+            await asyncio.to_thread(self._keeper.join, self.timeout)
+            self._keeper = None
         if self.lease:
             with contextlib.suppress(StoreError, TimeoutError):  # else it expires by itself
                 await self.store.revoke(self.lease, timeout=self.timeout)

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import SshSetup
+from tests.conftest import SshSetup, dsh_path
 from tests.sshd import USER, kill_user_processes, processes_of, user_home
 
 
@@ -268,3 +268,42 @@ def test_a_followed_action_keeps_what_was_left_of_its_timeout(run_dsh, env, tmp_
     (end,) = [e["t"] for e in journal if e["kind"] == "end"]
     assert 3.9 < end - start < 5.5, end - start  # 4 s from its start, not 4 s more after the takeover
     assert subprocess.run(["pgrep", "-f", "sleep 39.25"], capture_output=True).stdout == b""
+
+
+def test_a_reader_whose_dsh_died_ends_and_its_command_goes_on(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    mark = tmp_path / "M"
+    proc = subprocess.Popen(
+        [
+            dsh_path(),
+            "--session",
+            "orphan",
+            "-c",
+            f"sh -c 'echo start >> {mark}; sleep 4; echo end >> {mark}'",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: mark.exists())
+
+    def spool_processes() -> list[int]:  # the reader and the runner (a fork of it) name the session
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                    state = (entry / "stat").read_text().split(")")[-1].split()[0]
+                except OSError:
+                    continue
+                if b"dsh-spool" in cmdline and b"orphan." in cmdline and state != "Z":
+                    found.append(int(entry.name))
+        return found
+
+    assert len(spool_processes()) == 2
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: len(spool_processes()) == 1, timeout=2)  # the reader saw it was adopted …
+    assert "end" not in mark.read_text()  # … while its command still ran
+    wait_for(lambda: mark.read_text() == "start\nend\n", timeout=10)  # the command went on
+    wait_for(lambda: not spool_processes(), timeout=5)
