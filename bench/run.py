@@ -370,8 +370,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case {unknown[0]!r} (cases: {', '.join(CASES)})")
     report: dict[str, object] = {}
+    failed = 0
     for case in opts.cases or list(CASES):
-        rows, ratios = CASES[case](opts.repeat, hosts)
+        try:
+            rows, ratios = CASES[case](opts.repeat, hosts)
+        except RuntimeError as exc:  # a contender failed or hung: say so, and go on with the rest
+            failed += 1
+            report[case] = {"error": str(exc)}
+            if not opts.json:
+                print(f"== {case}: FAILED: {exc}", flush=True)
+            continue
         runs = len(rows[0].samples) if rows else opts.repeat  # a case may cap its runs (fanout)
         report[case] = {
             "medians_ms": {r.name: round(r.median_ms, 2) for r in rows},
@@ -389,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {k.removesuffix(', ms'):<44} {v:10.2f}{unit}", flush=True)
     if opts.json:
         print(json.dumps(report, indent=2))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
