@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +41,8 @@ def env(tmp_path: Path) -> dict[str, str]:
             "XDG_STATE_HOME": str(tmp_path / "state"),
             "PATH": f"{BIN}{os.pathsep}{e.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
+            # SIGABRT makes a stuck dsh print every thread's stack (see `finish`).
+            "PYTHONFAULTHANDLER": "1",
         }
     )
     return e
@@ -100,6 +103,22 @@ def start_dsh(env: dict[str, str], args: Sequence[str]) -> subprocess.Popen[str]
     )
     assert proc.stdout is not None and proc.stdout.readline() == "started\n"
     return proc
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> int:
+    """Wait for a dsh started with the `env` fixture and its stderr piped; if it
+    does not end within `timeout`, fail with every thread's stack (faulthandler
+    prints them on SIGABRT) and what it wrote to stderr."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+        pytest.fail(f"dsh did not end within {timeout:g}s; its stacks and stderr:\n{err}")
 
 
 def assert_no_process(pattern: str) -> None:

@@ -14,7 +14,7 @@ import pexpect
 
 from tests.cli.test_detach import wait_for
 from tests.cli.test_prompt import end
-from tests.conftest import assert_no_process, dsh_path
+from tests.conftest import assert_no_process, dsh_path, finish
 
 
 def spawn(env: dict[str, str], args: list[str], cwd: Path) -> pexpect.spawn:
@@ -160,6 +160,7 @@ def test_a_session_run_elsewhere_in_process_is_not_taken_from_its_live_owner(  #
         [dsh_path(), "--session", "c7", "-c", "echo started; command sleep 32.5"],
         env={**env, "DSH_LEASE_TTL": "1"},
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -170,7 +171,8 @@ def test_a_session_run_elsewhere_in_process_is_not_taken_from_its_live_owner(  #
         assert proc.poll() is None
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        # A cancel's kill is bounded by the kill grace and two settles (17 s).
+        assert finish(proc, 30) == 128 + signal.SIGTERM
 
 
 def test_a_submitted_line_whose_executor_crashes_runs_once_after_a_takeover(  # type: ignore[no-untyped-def]
