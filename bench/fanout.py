@@ -20,7 +20,9 @@ Cases:
            connections (timed inside the script).
   output   `seq 1 200000` on 50 hosts: wall time and peak memory against all
            three; every contender reads all of the output (dsh shows 1,000
-           lines per host and keeps the rest in the host's spool).
+           lines per host and keeps the rest in the host's spool). A contender
+           still running after OUTPUT_LIMIT seconds is stopped and reported
+           as taking more than that (its ratio is then "at most").
   memory   `sleep 1` on 1,000 aliases at fan-out 1,000: dsh's peak RSS.
 
 Each run takes seconds, so a case makes `max(1, min(repeat, 5))` runs of each
@@ -45,8 +47,12 @@ if TYPE_CHECKING:
 
 FANOUT = 256
 MAX_RUNS = 5
-TIMEOUT = 900.0  # seconds, per contender run (clush reads 10 million lines slowly)
+TIMEOUT = 900.0  # seconds, per contender run: one that takes longer has hung
 OUTPUT_HOSTS = 50
+#: Seconds after which a contender of the output case is stopped and reported as
+#: "more than" this: clush and parallel-ssh print 10 million lines at 20,000 a
+#: second (8 minutes a run), which would make the one command take an hour.
+OUTPUT_LIMIT = 60.0
 OUTPUT_COMMAND = "seq 1 200000"
 MEMORY_HOSTS = 1000
 
@@ -153,8 +159,15 @@ def _script(argv: list[str]) -> int:
 _PROGRESS = re.compile(r"\s*$|clush: *\d+/\d+")
 
 
-def _measured(name: str, argv: list[str], env: dict[str, str], stdin: bytes | None = None) -> dict[str, Any]:
-    """Run a contender: its wall seconds, peak RSS (MiB), and stderr lines."""
+def _measured(
+    name: str, argv: list[str], env: dict[str, str], stdin: bytes | None = None, limit: float | None = None
+) -> dict[str, Any]:
+    """Run a contender: its wall seconds, peak RSS (MiB), and stderr lines. Past
+    `limit` seconds it is stopped (its process group: clush's `ssh` children
+    too) and reported as `stopped`, with `limit` as its seconds; past TIMEOUT
+    it has hung, an error."""
+    import contextlib
+    import signal
     import subprocess
     import tempfile
     import threading
@@ -168,12 +181,19 @@ def _measured(name: str, argv: list[str], env: dict[str, str], stdin: bytes | No
             stdout=subprocess.DEVNULL,
             stderr=err_file,
             env=env,
+            start_new_session=True,
         )
         if stdin is not None:
             assert proc.stdin is not None
             proc.stdin.write(stdin)
             proc.stdin.close()
-        killer = threading.Timer(TIMEOUT, proc.kill)  # a contender that hangs is ended
+        bound = min(limit or TIMEOUT, TIMEOUT)
+
+        def stop() -> None:
+            with contextlib.suppress(ProcessLookupError):  # reaped already
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        killer = threading.Timer(bound, stop)
         killer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
@@ -183,6 +203,8 @@ def _measured(name: str, argv: list[str], env: dict[str, str], stdin: bytes | No
         proc.returncode = os.waitstatus_to_exitcode(status)
         err_file.seek(0)
         err = err_file.read().decode(errors="replace").splitlines()
+    if elapsed >= bound and limit is not None and limit < TIMEOUT:
+        return {"seconds": limit, "rss_mib": usage.ru_maxrss / 1024, "stderr": [], "stopped": True}
     if elapsed >= TIMEOUT:
         raise RuntimeError(f"bench: {name} took over {TIMEOUT:.0f}s and was ended")
     # clush's progress meter ("clush:  148/200\r") is not a complaint.
@@ -251,24 +273,30 @@ def _argvs(fleet: Fleet, hosts: int, command: str) -> dict[str, list[str]]:
     }
 
 
-def _compare(case: str, fleet: Fleet, hosts: int, command: str, runs: int, warmup: int = 1) -> list[Row]:
+def _compare(
+    case: str, fleet: Fleet, hosts: int, command: str, runs: int, warmup: int = 1, limit: float | None = None
+) -> list[Row]:
     import functools
 
     from bench.run import _alternate
 
     def sample(name: str, argv: list[str]) -> float:
-        result = _measured(name, argv, fleet.env)
+        result = _measured(name, argv, fleet.env, limit=limit)
+        if result.get("stopped"):
+            stopped.add(name)
         _quiet(name, result)
         peaks.setdefault(name, []).append(result["rss_mib"])
         return float(result["seconds"])
 
     peaks: dict[str, list[float]] = {}
+    stopped: set[str] = set()
     argvs = _argvs(fleet, hosts, command)
     rows = _alternate(
         case, {n: functools.partial(sample, n, a) for n, a in argvs.items()}, runs, warmup=warmup
     )
     for row in rows:
         row.peaks = peaks[row.name][-len(row.samples) :]
+        row.stopped = row.name in stopped
     return rows
 
 
@@ -309,9 +337,13 @@ def output(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
     compiled()
     n = min([OUTPUT_HOSTS, *hosts])
     with fleet() as f:  # 10 million lines per run: at most 2 runs, no warm-up
-        rows = _compare("output", f, n, OUTPUT_COMMAND, max(1, min(repeat, 2)), warmup=0)
+        rows = _compare("output", f, n, OUTPUT_COMMAND, max(1, min(repeat, 2)), warmup=0, limit=OUTPUT_LIMIT)
     ms = {r.name: r.median_ms for r in rows}
     ratios = _ratios(ms, {CLUSH: None, PSSH: None, FLOOR: None})
+    for r in rows:  # a peer stopped at the limit took longer: the ratio is at most this
+        if r.stopped and r.name != DSH:
+            key = f"dsh / {r.name}"
+            ratios[f"{key} (at most: {r.name} stopped at {OUTPUT_LIMIT:g} s)"] = ratios.pop(key)
     import statistics
 
     peak = {r.name: statistics.median(r.peaks) for r in rows}

@@ -47,6 +47,8 @@ class Row:
     samples: list[float] = field(default_factory=list)
     #: Peak RSS of each run, MiB (the cases that measure it).
     peaks: list[float] = field(default_factory=list)
+    #: Some run hit the case's limit and was stopped: its samples are lower bounds.
+    stopped: bool = False
 
     @property
     def median_ms(self) -> float:
@@ -384,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report[case] = {
             "medians_ms": {r.name: round(r.median_ms, 2) for r in rows},
             "peak_rss_mib": {r.name: round(statistics.median(r.peaks), 1) for r in rows if r.peaks},
+            "stopped_at_limit": [r.name for r in rows if r.stopped],
             "ratios": {k: round(v, 3) for k, v in ratios.items()},
             "repeat": runs,
         }
@@ -391,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== {case} (median of {runs}, alternating)", flush=True)
             for r in rows:
                 peak = f"  peak {statistics.median(r.peaks):7.1f} MiB" if r.peaks else ""
-                print(f"  {r.name:<44} {r.median_ms:10.1f} ms{peak}")
+                more = " (stopped: more than this)" if r.stopped else ""
+                print(f"  {r.name:<44} {r.median_ms:10.1f} ms{peak}{more}")
             for k, v in ratios.items():
                 unit = " ms" if k.endswith(", ms") else "" if "MiB" in k or "per second" in k else "x"
                 print(f"  {k.removesuffix(', ms'):<44} {v:10.2f}{unit}", flush=True)

@@ -284,11 +284,21 @@ _TYPES: dict[str, type] = {
 }
 
 
+#: Each node class's field names, found once (encoding runs for every statement).
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+_UNSEEN = ("",)
+
+
 def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {"@": type(value).__name__}
-        for f in dataclasses.fields(value):
-            out[f.name] = _encode(getattr(value, f.name))
+    cls = type(value)
+    names = _FIELDS.get(cls, _UNSEEN)
+    if names is _UNSEEN:
+        is_node = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value)) if is_node else None
+    if names is not None:
+        out: dict[str, Any] = {"@": cls.__name__}
+        for name in names:
+            out[name] = _encode(getattr(value, name))
         return out
     if isinstance(value, tuple):
         return [_encode(v) for v in value]

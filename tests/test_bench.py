@@ -40,3 +40,17 @@ def test_quick_cases_report_json() -> None:
     assert set(report) == {"store", "startup"}
     assert all(v > 0 for v in report["store"]["medians_ms"].values())
     assert report["startup"]["ratios"]["dsh / python -c pass"] > 1
+
+
+def test_a_contender_past_its_limit_is_stopped_with_its_children_and_reported_as_a_bound(
+    tmp_path: Path,
+) -> None:
+    from bench.fanout import _measured
+
+    child = tmp_path / "child.pid"
+    argv = ["sh", "-c", f"sleep 30 & echo $! > {child}; wait"]  # like clush and its ssh children
+    result = _measured("sleeper", argv, {"PATH": "/usr/bin:/bin"}, limit=0.5)
+    assert result["stopped"] is True and result["seconds"] == 0.5
+    pid = int(child.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert _measured("quick", ["true"], {"PATH": "/usr/bin:/bin"}, limit=5).get("stopped") is None

@@ -7,9 +7,14 @@ which watches poll. Leases expire on the wall clock: whoever reads, writes or
 polls first deletes the keys of dead leases, at a new revision, so watchers
 see it. History older than `history_keep` revisions is compacted as writes go.
 
-All SQLite work happens on one thread per store; the event loop only waits
-for it, with the call's timeout. (A call that times out may still finish:
-the caller must treat it as unknown, exactly as with etcd.)
+Short calls (point reads, transactions, leases) are first tried on the event
+loop's own thread, on a second connection that never waits for a lock: most
+take a fraction of a millisecond, less than the hop to a thread and back. A
+call that finds the database locked (by another process, or by this store's
+worker) goes to the worker. Everything else, and everything that waits for a
+lock, happens on one worker thread per store; the event loop only waits for
+it, with the call's timeout. (A call that times out may still finish: the
+caller must treat it as unknown, exactly as with etcd.)
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ class SqliteStore:
         self.clock = clock
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsh-sqlite")
         self._db: sqlite3.Connection | None = None
+        #: The event loop thread's connection (busy timeout 0), opened on first use.
+        self._quick: sqlite3.Connection | None = None
         self.closed = False
 
     @property
@@ -98,9 +105,26 @@ class SqliteStore:
 
     # -- the worker thread --------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, timeout: float, quick: bool = False) -> T:
+        """Run fn(connection, *args) on the worker thread, within `timeout`; a `quick`
+        call is tried first on this thread, without waiting for any lock. Each
+        fn is one transaction: a lock found held undoes it whole."""
         if self.closed and self._db is None:
             raise StoreError(f"the store at {self.path} is closed")
+        if quick and self._db is not None and not self.closed:  # made by the worker: the schema is there
+            db = self._quick
+            try:
+                if db is None:
+                    db = self._quick = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+                    db.execute("PRAGMA synchronous=NORMAL")
+                return fn(db, *args)
+            except sqlite3.OperationalError as exc:
+                if db is not None and db.in_transaction:
+                    db.execute("ROLLBACK")
+                if not _locked(exc):
+                    raise self._failed(exc) from exc
+            except sqlite3.DatabaseError as exc:
+                raise self._failed(exc) from exc
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._thread, self._guarded, fn, *args)
         try:
@@ -111,14 +135,15 @@ class SqliteStore:
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return fn(self._conn(), *args)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise StoreTimeout(
-                    f"the store at {self.path} stayed busy for {self.busy_timeout:g}s"
-                ) from exc
-            raise StoreError(f"the store at {self.path} failed: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"the store at {self.path} is damaged or not a dsh store: {exc}") from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: sqlite3.DatabaseError) -> StoreError:
+        if isinstance(exc, sqlite3.OperationalError):
+            if _locked(exc):
+                return StoreTimeout(f"the store at {self.path} stayed busy for {self.busy_timeout:g}s")
+            return StoreError(f"the store at {self.path} failed: {exc}")
+        return StoreError(f"the store at {self.path} is damaged or not a dsh store: {exc}")
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is not None:
@@ -165,7 +190,7 @@ class SqliteStore:
     # -- reads --------------------------------------------------------------------
 
     async def get(self, key: bytes, *, timeout: float) -> KV | None:
-        return await self._call(self._get, key, timeout=timeout)
+        return await self._call(self._get, key, timeout=timeout, quick=True)
 
     def _get(self, db: sqlite3.Connection, key: bytes) -> KV | None:
         self._expire(db)
@@ -192,7 +217,7 @@ class SqliteStore:
         return [KV(*r) for r in rows], revision
 
     async def last(self, prefix: bytes, *, timeout: float) -> KV | None:
-        return await self._call(self._last, prefix, timeout=timeout)
+        return await self._call(self._last, prefix, timeout=timeout, quick=True)
 
     def _last(self, db: sqlite3.Connection, prefix: bytes) -> KV | None:
         self._expire(db)
@@ -208,7 +233,7 @@ class SqliteStore:
         return result.revision
 
     async def delete(self, key: bytes, *, prefix: bool = False, timeout: float) -> int:
-        return await self._call(self._delete_count, key, prefix, timeout=timeout)
+        return await self._call(self._delete_count, key, prefix, timeout=timeout, quick=not prefix)
 
     def _delete_count(self, db: sqlite3.Connection, key: bytes, prefix: bool) -> int:
         with _Write(db) as w:
@@ -224,7 +249,9 @@ class SqliteStore:
         timeout: float,
     ) -> TxnResult:
         check_request(success, failure, compares)
-        return await self._call(self._txn, list(compares), list(success), list(failure), timeout=timeout)
+        return await self._call(
+            self._txn, list(compares), list(success), list(failure), timeout=timeout, quick=True
+        )
 
     def _txn(
         self, db: sqlite3.Connection, compares: list[Compare], success: list[Op], failure: list[Op]
@@ -285,7 +312,7 @@ class SqliteStore:
     # -- leases -----------------------------------------------------------------------
 
     async def grant(self, ttl: float, *, timeout: float) -> Lease:
-        return await self._call(self._grant, ttl, timeout=timeout)
+        return await self._call(self._grant, ttl, timeout=timeout, quick=True)
 
     def _grant(self, db: sqlite3.Connection, ttl: float) -> Lease:
         lease = (int.from_bytes(os.urandom(8), "big") >> 2) + 1
@@ -293,7 +320,7 @@ class SqliteStore:
         return Lease(lease, ttl)
 
     async def keepalive(self, lease: int, *, timeout: float) -> float:
-        return await self._call(self._keepalive, lease, timeout=timeout)
+        return await self._call(self._keepalive, lease, timeout=timeout, quick=True)
 
     def _keepalive(self, db: sqlite3.Connection, lease: int) -> float:
         with _Write(db) as w:  # check and renew in one transaction: expiry cannot slip between
@@ -306,7 +333,7 @@ class SqliteStore:
             return float(row[0])
 
     async def revoke(self, lease: int, *, timeout: float) -> None:
-        await self._call(self._revoke, lease, timeout=timeout)
+        await self._call(self._revoke, lease, timeout=timeout, quick=True)
 
     def _revoke(self, db: sqlite3.Connection, lease: int) -> None:
         with _Write(db) as w:
@@ -392,6 +419,9 @@ class SqliteStore:
             self._db = None
 
         self.closed = True
+        if self._quick is not None:
+            self._quick.close()
+            self._quick = None
         try:
             if self._db is not None:
                 await self._call(shut, timeout=self.busy_timeout + 1)
@@ -442,6 +472,10 @@ class _Write:
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _meta(db: sqlite3.Connection, name: str) -> int:

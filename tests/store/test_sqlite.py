@@ -51,6 +51,45 @@ async def test_a_locked_store_times_out_within_its_bound(tmp_path: Path) -> None
         await store.close()
 
 
+async def test_a_write_that_finds_the_lock_held_waits_for_it_on_the_worker(tmp_path: Path) -> None:
+    """Short calls are tried on the loop's thread without waiting for a lock; one
+    that finds it held must not fail, nor half-apply, but wait on the worker."""
+    import asyncio
+    import threading
+
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, busy_timeout=5)
+    try:
+        await store.put(b"k", b"v", timeout=5)
+        lease = await store.grant(30, timeout=5)
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        threading.Timer(0.3, lambda: blocker.execute("ROLLBACK")).start()
+        put = asyncio.ensure_future(store.put(b"k", b"w", lease=lease.id, timeout=5))
+        await asyncio.sleep(0.1)
+        assert not put.done()  # waiting for the lock, not failed
+        revision = await put
+        kv = await store.get(b"k", timeout=5)
+        assert kv is not None and (kv.value, kv.mod_revision, kv.version, kv.lease) == (
+            b"w",
+            revision,
+            2,
+            lease.id,
+        )
+        events = [e async for e in _first(await store.watch(b"k", start_revision=1, timeout=5))]
+        assert [e.kv.value for e in events] == [b"v", b"w"]  # each write once, in order
+        blocker.close()
+    finally:
+        await store.close()
+
+
+async def _first(watch):  # type: ignore[no-untyped-def]
+    async for batch in watch:
+        for event in batch:
+            yield event
+        return
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     store = SqliteStore(path)
