@@ -42,18 +42,19 @@ from dsh.errors import UsageError
 from dsh.lang.compiler import Limits
 from dsh.lang.durations import parse_duration
 from dsh.plan import RESULT_SETS
+from dsh.record import record
 
 _GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _DURATIONS = {"default_timeout", "default_backoff", "max_wait", "max_line"}
 HOST_KEY_POLICIES = ("strict", "accept-new", "off")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Spool:
     keep: float = 7 * 86400.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ssh:
     host_keys: str = "strict"
     connect_timeout: float = 10.0

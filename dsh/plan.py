@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from dsh.errors import PlanError
+from dsh.record import record
 
 PLAN_VERSION = 1
 
@@ -36,12 +36,12 @@ RESULT_FIELDS = ("out", "err", "rc", "outcome", "hosts", "url")
 # -- text with dsh references ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lit:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Var:
     """A dsh-bound name to insert. `quoting` is how the value is made data:
 
@@ -56,7 +56,7 @@ class Var:
     quoting: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Text:
     parts: tuple[Lit | Var, ...]
 
@@ -64,7 +64,7 @@ class Text:
 # -- targets and stages ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostSet:
     """A target: ClusterShell pattern with `@inv:` / `@res:` / `@var:` groups."""
 
@@ -73,7 +73,7 @@ class HostSet:
     size: int | None  # known at compile time when it names no group or binding
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Command:
     text: Text
     written: str
@@ -89,7 +89,7 @@ class Command:
         return float(self.attempts * self.timeout + self.backoff * (2**self.retries - 1))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Sleep:
     seconds: float
 
@@ -97,7 +97,7 @@ class Sleep:
         return self.seconds
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Await:
     """An event to wait for (design §3): `kind` is one of AWAIT_KINDS; `args` are
     what to wait for (see the language reference); `bind` names the value it
@@ -114,7 +114,7 @@ class Await:
         return self.timeout
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Where:
     """A filter: a host's flow goes on when its last outcome is `outcome` (or any
     but ok, for `notok`), or when the `stream` of its last stage matches `regex`;
@@ -129,7 +129,7 @@ class Where:
         return 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Gather:
     """A barrier: every host's flow waits here until all the others have come or ended."""
 
@@ -137,7 +137,7 @@ class Gather:
         return 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Batch:
     """Roll `size` hosts (a percentage of them, with `percent`) at a time through the
     whole pipeline; once more than `max_fail` hosts are not ok, the rest are skipped."""
@@ -154,7 +154,7 @@ class Batch:
 Stage = Command | Sleep | Await | Where | Gather
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Pipeline:
     target: HostSet | None
     stages: tuple[Stage, ...]
@@ -175,7 +175,7 @@ class Pipeline:
         return -(-max(hosts, 1) // max(at_once, 1))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Bound:
     """The worst case of a statement: steps are None when hosts are known only at run time."""
 
@@ -187,7 +187,7 @@ class Bound:
 # -- statements -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Run:
     line: int
     source: str
@@ -196,7 +196,7 @@ class Run:
     unbound: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Bind:
     line: int
     source: str
@@ -206,7 +206,7 @@ class Bind:
     unbound: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Compare:
     """`$x == value` / `!=` in an `if`: texts compared once rendered."""
 
@@ -215,7 +215,7 @@ class Compare:
     right: Text
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class If:
     """`if COND { … } else { … }`: COND is a statement of its own (true when every
     host is ok; a failure there is consumed) or a comparison."""
@@ -229,7 +229,7 @@ class If:
     unbound: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class For:
     """`for NAME in ITEMS { … }`, one iteration after another; `count` is None when
     the items are known only at run time (checked against the budget then)."""
@@ -247,7 +247,7 @@ class For:
 Statement = Run | Bind | If | For
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Plan:
     source_name: str
     statements: tuple[Statement, ...]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dsh.lang.source import Span
 from dsh.lang.tokens import Part, Ref
+from dsh.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Target:
     """`@nodeset`, `@{group}`, `@{failed}`, `@$var`, or a mix in ClusterShell syntax."""
 
@@ -16,7 +15,7 @@ class Target:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Value:
     """A literal value: a bare word or a quoted string (double quotes expand)."""
 
@@ -24,20 +23,20 @@ class Value:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Within:
     seconds: float
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Retry:
     count: int
     backoff: float | None
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommandStage:
     """Raw sh text, with the `$` references found in it."""
 
@@ -49,13 +48,13 @@ class CommandStage:
     retry: Retry | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SleepStage:
     seconds: float
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AwaitStage:
     """`await KIND ARGS [as NAME] [within D] [every D]`."""
 
@@ -68,7 +67,7 @@ class AwaitStage:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WhereStage:
     """`where OUTCOME` (or `notok`), or `where out|err ~ REGEX`."""
 
@@ -78,12 +77,12 @@ class WhereStage:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GatherStage:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BatchStage:
     """`batch N[%] [max-fail K]`: governs the whole pipeline, wherever it is written."""
 
@@ -96,14 +95,14 @@ class BatchStage:
 Stage = CommandStage | SleepStage | AwaitStage | WhereStage | GatherStage | BatchStage
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Pipeline:
     target: Target | None
     stages: tuple[Stage, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Binding:
     name: str
     name_span: Span
@@ -111,7 +110,7 @@ class Binding:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Compare:
     """`if $x == VALUE` / `!=`: a comparison on bindings (as text)."""
 
@@ -121,7 +120,7 @@ class Compare:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class If:
     cond: Pipeline | Compare
     then: tuple[Statement, ...]
@@ -129,7 +128,7 @@ class If:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class For:
     """`for NAME in ITEMS { … }`: ITEMS are words, node sets or bindings."""
 
@@ -140,7 +139,7 @@ class For:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FnDef:
     name: str
     params: tuple[str, ...]
@@ -151,7 +150,7 @@ class FnDef:
 Statement = Pipeline | Binding | If | For | FnDef
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Script:
     statements: tuple[Statement, ...]
     span: Span

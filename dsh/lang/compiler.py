@@ -21,9 +21,10 @@ from dsh.lang.parser import literal_text, parse
 from dsh.lang.source import Source, Span
 from dsh.lang.tokens import Lit, Part, Ref
 from dsh.plan import HOSTS, RESULT, VALUE
+from dsh.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Limits:
     """Defaults and caps from the configuration; every one has a documented default."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dsh.record import record
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -43,7 +45,7 @@ class Source:
         return Span(self, start, end)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Span:
     """Characters [start, end) of a source."""
 

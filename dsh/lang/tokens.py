@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from dsh.lang.source import Span
+from dsh.record import record
 
 #: Where a `$` reference stands, which decides how a value is inserted there:
 #: `shell` unquoted sh text; `dquote` inside double quotes, `${…}` or `$((…))`;
@@ -28,14 +28,14 @@ class Kind(enum.Enum):
     EOF = "end of input"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lit:
     """Literal text of a command, a string or a target."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ref:
     """A `$name`, `${name}` or `${name.field}` reference (or `{group}` in a target).
 
@@ -53,7 +53,7 @@ class Ref:
 Part = Lit | Ref
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Token:
     """A token; a COMMAND also carries its parts and the names it hands to sh
     with parameter operators (`${name:-…}`), which dsh must not shadow."""

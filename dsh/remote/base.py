@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
+
+from dsh.record import record
 
 #: Called with ("stdout" | "stderr", bytes) as output arrives.
 OutputSink = Callable[[str, bytes], None]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Exec:
     """How one command ended on one host.
 
@@ -25,7 +26,7 @@ class Exec:
     message: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Spot:
     """Where one action's spool is on its host: the claim key (design §4).
 
@@ -39,7 +40,7 @@ class Spot:
     alias: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Check:
     """How one probe ended (`await file`, `await cmd`): its exit status, or None
     when it did not end in time or could not run (`message` says why)."""

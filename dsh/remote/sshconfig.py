@@ -36,11 +36,11 @@ import pwd
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from dsh.errors import UsageError
+from dsh.record import record
 
 #: The system-wide file, read after the user's; relative Includes in it start here.
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
@@ -56,7 +56,7 @@ class SshConfigError(UsageError):
     """An ssh config dsh cannot use; the message starts `file:line:` when about a line."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostOptions:
     """What one alias resolves to, ready to hand to asyncssh.
 
@@ -142,7 +142,7 @@ def _compile(pattern: str) -> str | re.Pattern[str]:
     return re.compile(body, re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Patterns:
     """A pattern list: true if some pattern matches and no negated one does."""
 
@@ -167,7 +167,7 @@ class _Patterns:
         return found
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Host:
     """A `Host` line. `names`: its patterns when all are plain, positive names."""
 
@@ -176,7 +176,7 @@ class _Host:
     names: frozenset[str] | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Match:
     """A `Match` line: all criteria must hold; `never` if one is unsupported."""
 
@@ -190,7 +190,7 @@ _Setting = tuple[str, object, str]  # (keyword, parsed value, "file:line")
 _UNSET: tuple[object, str] = (None, "")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Block:
     """Settings that apply when every condition holds (enclosing Includes first)."""
 

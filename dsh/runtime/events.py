@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from dsh.errors import DshError
+from dsh.record import record
 from dsh.remote.base import Remote
 from dsh.remote.local import tcp_open
 from dsh.runtime.clock import Clock
@@ -67,7 +67,7 @@ NO_SERVER = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Arrived:
     """How an await ended: `ok` (with the value it brings) or not (with why)."""
 

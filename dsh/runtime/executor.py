@@ -20,6 +20,7 @@ from typing import Protocol
 from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import DshError
+from dsh.record import record
 from dsh.remote.base import Exec, OutputSink, Remote, RemoteUnreachable, Spot
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.events import Arrived, CallbackError, Events, looker, timed_out, wait_for_event
@@ -131,7 +132,7 @@ class Recorder(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Shared:
     """What one host flow shares with the others of its wave."""
 
@@ -140,7 +141,7 @@ class _Shared:
     fan: asyncio.Semaphore
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Replayed:
     """A statement inside a compound one, as a previous owner left it: its run, whether
     it ended (and ok), and what its actions were when it did not."""

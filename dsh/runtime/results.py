@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 from dsh.plan import OUTCOMES, Statement
+from dsh.record import record
 
 #: Bytes of stdout and stderr kept per host for bindings and summaries.
 KEEP_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostResult:
     """How one host flow ended. `host` is None for the session's own machine."""
 
@@ -61,7 +61,7 @@ def load_host_result(data: dict[str, Any]) -> HostResult:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LineResult:
     statement: Statement
     hosts: tuple[HostResult, ...]

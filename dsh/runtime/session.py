@@ -46,11 +46,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dsh.errors import StoreError, UsageError
 from dsh.plan import KILL_GRACE, Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
+from dsh.record import record
 from dsh.runtime.executor import Replayed, Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import dump_host_result, load_host_result
@@ -81,7 +81,7 @@ def generated_name() -> str:
     return time.strftime("s%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Keys:
     user: str
     name: str
@@ -205,7 +205,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LastRun:
     """The last statement a session ran: as a plan of its own, its run number, the
     script's arguments, its index in the plan it was part of (whose id is

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import DshError
+from dsh.record import record
 from dsh.runtime.results import HostResult
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StrValue:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostsValue:
     hosts: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResultValue:
     results: tuple[HostResult, ...]
 

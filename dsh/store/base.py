@@ -16,10 +16,10 @@ operations in a transaction.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from dsh.errors import StoreError
+from dsh.record import record
 
 #: etcd's default request limit (--max-request-bytes).
 MAX_REQUEST = 1536 * 1024
@@ -63,7 +63,7 @@ class RequestTooLarge(StoreError):
     exit_code = 2
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KV:
     key: bytes
     value: bytes
@@ -73,7 +73,7 @@ class KV:
     lease: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Compare:
     """`target` of `key` compared with `operand`; a missing key has version,
     create and mod revision 0 and no value (a value compare on it is false)."""
@@ -84,14 +84,14 @@ class Compare:
     operand: bytes | int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Put:
     key: bytes
     value: bytes
     lease: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Delete:
     key: bytes
     prefix: bool = False
@@ -100,19 +100,19 @@ class Delete:
 Op = Put | Delete
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TxnResult:
     succeeded: bool
     revision: int  # the revision after the transaction (unchanged if it wrote nothing)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     kind: Literal["put", "delete"]
     kv: KV  # for a delete: the key, empty value, mod_revision = the deleting revision
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lease:
     id: int
     ttl: float

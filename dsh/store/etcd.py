@@ -32,7 +32,6 @@ import contextlib
 import math
 import socket
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,6 +40,7 @@ from aetcd import rpc
 from grpc import aio
 
 from dsh.errors import StoreError, UsageError
+from dsh.record import record
 from dsh.store.base import (
     KV,
     MAX_REQUEST,
@@ -84,7 +84,7 @@ _RESULTS = {
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EtcdOptions:
     """Where etcd is and how to talk to it (see `parse_url`)."""
 
