@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from dsh.cli import entry
 
-from dsh.cli import main
-
-sys.exit(main())
+entry()
