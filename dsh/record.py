@@ -36,6 +36,9 @@ def record(cls: type[T]) -> type[T]:
             raise TypeError(f"record {cls.__name__}: a base with fields or slots ({base.__name__})")
     if "__post_init__" in cls.__dict__:
         raise TypeError(f"record {cls.__name__}: __post_init__ is not supported (use dataclass)")
+    own = [m for m in (*_MADE, "__slots__", "__match_args__") if m in cls.__dict__]
+    if own:  # dataclass would keep some of these; a record would silently replace them
+        raise TypeError(f"record {cls.__name__}: defines {own[0]}, which a record makes (use dataclass)")
     defaults: dict[str, Any] = {}
     for name in names:
         kind = str(annotations[name])
@@ -108,6 +111,18 @@ def _setstate(self: Any, state: tuple[Any, ...]) -> None:
     for n, v in zip(self.__slots__, state, strict=True):
         object.__setattr__(self, n, v)
 
+
+#: What a record makes: a class may not define these itself.
+_MADE = (
+    "__init__",
+    "__repr__",
+    "__eq__",
+    "__hash__",
+    "__setattr__",
+    "__delattr__",
+    "__getstate__",
+    "__setstate__",
+)
 
 _SHARED: dict[str, Any] = {
     "__repr__": _repr,

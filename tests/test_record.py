@@ -99,6 +99,15 @@ def test_what_a_record_does_not_support_is_refused_when_defined() -> None:
             x: int = 0
             y: int  # type: ignore[misc]
 
+    with pytest.raises(TypeError, match="defines __repr__"):
+
+        @record
+        class OwnRepr:
+            x: int
+
+            def __repr__(self) -> str:
+                return "mine"
+
     with pytest.raises(TypeError, match="a base with fields"):
 
         @record

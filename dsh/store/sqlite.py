@@ -11,10 +11,12 @@ Short calls (point reads, transactions, leases) are first tried on the event
 loop's own thread, on a second connection that never waits for a lock: most
 take a fraction of a millisecond, less than the hop to a thread and back. A
 call that finds the database locked (by another process, or by this store's
-worker) goes to the worker. Everything else, and everything that waits for a
-lock, happens on one worker thread per store; the event loop only waits for
-it, with the call's timeout. (A call that times out may still finish: the
-caller must treat it as unknown, exactly as with etcd.)
+worker) goes to the worker, and so does every call while the worker still has
+one (even one whose caller gave up on it): calls land in the order they were
+made. Everything else, and everything that waits for a lock, happens on one
+worker thread per store; the event loop only waits for it, with the call's
+timeout. (A call that times out may still finish: the caller must treat it as
+unknown, exactly as with etcd.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,6 +99,8 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         #: The event loop thread's connection (busy timeout 0), opened on first use.
         self._quick: sqlite3.Connection | None = None
+        #: Calls handed to the worker and not yet over (cancelled ones included).
+        self._pending: set[Future[Any]] = set()
         self.closed = False
 
     @property
@@ -106,31 +110,37 @@ class SqliteStore:
     # -- the worker thread --------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any, timeout: float, quick: bool = False) -> T:
-        """Run fn(connection, *args) on the worker thread, within `timeout`; a `quick`
-        call is tried first on this thread, without waiting for any lock. Each
-        fn is one transaction: a lock found held undoes it whole."""
+        """Run fn(connection, *args) on the worker thread, within `timeout`. A `quick`
+        call is tried first on this thread, without waiting for any lock, when
+        the worker has nothing left to do: not even a call whose caller gave up
+        on it (it may still land, and what is called after it must land after
+        it). Each fn is one transaction: a lock found held undoes it whole."""
         if self.closed and self._db is None:
             raise StoreError(f"the store at {self.path} is closed")
-        if quick and self._db is not None and not self.closed:  # made by the worker: the schema is there
+        if quick and self._db is not None and not self.closed and not self._worker_busy():
             db = self._quick
             try:
                 if db is None:
                     db = self._quick = sqlite3.connect(self.path, timeout=0, isolation_level=None)
                     db.execute("PRAGMA synchronous=NORMAL")
                 return fn(db, *args)
-            except sqlite3.OperationalError as exc:
+            except BaseException as exc:  # a signal's exception too: never leave the lock held
                 if db is not None and db.in_transaction:
                     db.execute("ROLLBACK")
-                if not _locked(exc):
+                if not isinstance(exc, sqlite3.DatabaseError):
+                    raise
+                if not isinstance(exc, sqlite3.OperationalError) or not _locked(exc):
                     raise self._failed(exc) from exc
-            except sqlite3.DatabaseError as exc:
-                raise self._failed(exc) from exc
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._thread, self._guarded, fn, *args)
+        work = self._thread.submit(self._guarded, fn, *args)
+        self._pending.add(work)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(asyncio.wrap_future(work), timeout)
         except TimeoutError:
             raise StoreTimeout(f"the store at {self.path} did not answer within {timeout:g}s") from None
+
+    def _worker_busy(self) -> bool:
+        self._pending = {w for w in self._pending if not w.done()}
+        return bool(self._pending)
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -83,6 +83,30 @@ async def test_a_write_that_finds_the_lock_held_waits_for_it_on_the_worker(tmp_p
         await store.close()
 
 
+async def test_a_write_given_up_on_still_lands_before_the_writes_after_it(tmp_path: Path) -> None:
+    """A caller that timed out retries and goes on (the checkpointer does); the
+    first try, still waiting on the worker, must not land after what follows."""
+    import asyncio
+
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, busy_timeout=5)
+    try:
+        await store.put(b"k", b"v0", timeout=5)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        with pytest.raises(StoreTimeout):
+            await store.put(b"k", b"v1", timeout=0.3)  # given up on; it waits on the worker
+        blocker.execute("COMMIT")
+        blocker.close()
+        await store.put(b"k", b"v1", timeout=5)  # the retry
+        await store.put(b"k", b"v2", timeout=5)
+        await asyncio.sleep(0.3)
+        kv = await store.get(b"k", timeout=5)
+        assert kv is not None and kv.value == b"v2"
+    finally:
+        await store.close()
+
+
 async def _first(watch):  # type: ignore[no-untyped-def]
     async for batch in watch:
         for event in batch:
