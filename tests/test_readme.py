@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers.lock import norm, pins
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -30,7 +32,7 @@ def test_setup_on_a_fresh_copy(tmp_path: Path, env: dict[str, str]) -> None:
         ROOT,
         copy,
         ignore=shutil.ignore_patterns(
-            ".venv", ".git", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis"
+            ".venv", ".venv-drift", ".tools", ".git", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis"
         ),
     )
     setup, _test = readme_commands()
@@ -49,3 +51,16 @@ def test_setup_on_a_fresh_copy(tmp_path: Path, env: dict[str, str]) -> None:
         timeout=60,
     )
     assert (hello.returncode, hello.stdout) == (0, "hello\n")
+    # What it installed is the lock's, to the version.
+    locked = pins(ROOT / "requirements" / "runtime.txt")
+    freeze = subprocess.run(
+        [str(copy / ".venv" / "bin" / "python"), "-m", "pip", "freeze", "--exclude-editable"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    installed = dict(line.split("==", 1) for line in freeze.stdout.split())
+    assert {norm(k): v for k, v in installed.items()} == {
+        k: v for k, (v, applies) in locked.items() if applies
+    }
