@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import subprocess
 
     from dsh.driver import Driver
-    from dsh.remote.base import Hosts
+    from dsh.remote.base import Gate, Hosts
     from dsh.render import Renderer
     from dsh.runtime.session import Session
     from dsh.store.base import Store
@@ -336,15 +336,18 @@ def _driver(
 ) -> Driver:
     """The one place that picks the renderer and the driver (imported late: start-up)."""
     from dsh.driver import Driver
-    from dsh.remote.base import LazyHosts
+    from dsh.remote.base import Gate, LazyHosts
 
     renderer = reporter or _renderer(settings)
     if session is None and stateful:
         session = _session(settings, _store(settings))
     spool_root = _state_dir(settings) / "spool" / _machine(settings)
-    hosts = LazyHosts(lambda: _fleet(settings, renderer.message))
+    gate = Gate()  # shut when the session's lease is lost: no host is acted on any more
+    hosts = LazyHosts(lambda: _fleet(settings, renderer.message, gate))
     log_dir = _state_dir(settings) / "log"
-    return Driver(settings.config, renderer, renderer.message, spool_root, args, session, hosts, log_dir)
+    return Driver(
+        settings.config, renderer, renderer.message, spool_root, args, session, hosts, log_dir, gate
+    )
 
 
 def _renderer(settings: Settings) -> Renderer:
@@ -365,7 +368,7 @@ def _machine(settings: Settings) -> str:
     return machine_id(settings.env).replace("/", "_")
 
 
-def _fleet(settings: Settings, warn: Callable[[str], None]) -> Hosts:
+def _fleet(settings: Settings, warn: Callable[[str], None], gate: Gate) -> Hosts:
     """The one place that picks SSH for hosts (asyncssh is imported here, on first use)."""
     from dsh.remote.ssh import SshFleet
     from dsh.remote.sshconfig import SshConfig
@@ -380,6 +383,7 @@ def _fleet(settings: Settings, warn: Callable[[str], None]) -> Hosts:
         connect_timeout=settings.config.ssh.connect_timeout,
         spool_keep=settings.config.spool.keep,
         warn=warn,
+        gate=gate,
     )
 
 

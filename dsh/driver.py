@@ -14,7 +14,7 @@ import json
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ from dsh.lang.ast import FnDef
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.remote import spool
-from dsh.remote.base import Hosts, Spot
+from dsh.remote.base import Gate, Hosts, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
 from dsh.runtime.journal import LeaseLost
@@ -51,6 +51,8 @@ class Driver:
     hosts: Hosts | None = None
     #: Where executor processes write their logs (cleaned with the local spools).
     log_dir: Path | None = None
+    #: Shared with the hosts: open while the session's lease is surely held.
+    gate: Gate = field(default_factory=Gate)
 
     def __post_init__(self) -> None:
         #: Functions defined by the text compiled so far (a REPL's earlier lines), and
@@ -59,7 +61,7 @@ class Driver:
         self._unsaved: dict[str, str] = {}
         self.executor = Executor(
             reporter=self.reporter,
-            local=LocalShell(self.spool_root),
+            local=LocalShell(self.spool_root, gate=self.gate),
             hosts=self.hosts,
             args=self.args or (),
             inventory=self.config.groups,
@@ -93,6 +95,7 @@ class Driver:
         if self.session is not None:
             self.session.say = self.say
             await self.session.claim()
+            self.gate.bind(self.session.may_act)
             await self.load()  # what a previous owner left, now that nobody else writes
             if spool.cleans(self.session.spool_name):  # one session in 16 pays for it
                 await self.clean_local()
@@ -109,6 +112,7 @@ class Driver:
                 raise UsageError(f"no session named {self.session.keys.name!r} in {self.session.store.name}")
             self.session.say = self.say
             await self.session.take(patience=patience, wanted=wanted)
+            self.gate.bind(self.session.may_act)
             await self.load()
             self.executor.spool_name = self.session.spool_name
             self.executor.machine = self.session.machine
@@ -271,14 +275,20 @@ class Driver:
         return await self._guard_lost(self.executor.run_plan(plan, start=start, first=first))
 
     async def _guard_lost(self, work: Awaitable[T]) -> T:
-        """Run `work` so that a lost lease cancels it and says so."""
+        """Run `work` so that a lost lease (or `dsh kill`) cancels it and says so. A
+        lost lease abandons the commands in flight (the gate shuts first: they are
+        neither killed nor followed, but left to their spools for the next owner);
+        a kill ends them."""
         task = asyncio.current_task()
-        if self.session is not None and task is not None:
+        session = self.session
+        if session is not None and task is not None:
 
-            def stop() -> None:  # a lost lease stops what runs, at once
+            def stop() -> None:  # at once
+                if not session.killed:
+                    self.gate.close()
                 task.cancel()
 
-            self.session.on_lost = stop
+            session.on_lost = stop
         try:
             return await work
         except asyncio.CancelledError:
@@ -286,7 +296,10 @@ class Driver:
                 raise Killed(f"session {self.session.keys.name!r} was killed (dsh kill)") from None
             checkpoints = self.session.checkpoints if self.session else None
             if checkpoints is not None and checkpoints.lost:
-                raise LeaseLost("the session's lease was lost: its commands were stopped") from None
+                raise LeaseLost(
+                    "the session's lease was lost: this executor stops, and leaves the commands "
+                    "it ran to their spools, for the next owner"
+                ) from None
             raise
         finally:
             if self.session is not None:

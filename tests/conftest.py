@@ -22,6 +22,13 @@ BIN = Path(sys.executable).parent
 #: The local spool of in-process tests (claims never meet: executors spool under
 #: a name of their own).
 SPOOL = Path(tempfile.mkdtemp(prefix="dsh-test-spool-"))
+#: Every Python process the tests start records there each "internal error" and
+#: traceback it prints (tests/helpers/faultwatch): the test that started it fails.
+FAULTS = Path(tempfile.mkdtemp(prefix="dsh-test-faults-"))
+os.environ["DSHTEST_FAULTS"] = str(FAULTS)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(__file__).parent / "helpers" / "faultwatch"), os.environ.get("PYTHONPATH")) if p
+)
 
 
 def dsh_path() -> str:
@@ -170,3 +177,16 @@ def ssh_setup(sshd: Sshd) -> Iterator[SshSetup]:
 def _remove_the_test_spool() -> Iterator[None]:
     yield
     shutil.rmtree(SPOOL, ignore_errors=True)
+    shutil.rmtree(FAULTS, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_internal_error_or_traceback() -> Iterator[None]:
+    """Fail a test whose dsh (or any Python it started) printed "internal error" or a
+    traceback: exit 70 is for genuine bugs, and no test may hide one."""
+    before = set(FAULTS.iterdir())
+    yield
+    found = sorted(set(FAULTS.iterdir()) - before)
+    if found:
+        texts = "\n".join(path.read_text(errors="replace")[:2000] for path in found[:3])
+        pytest.fail(f"a process printed an internal error or a traceback:\n{texts}", pytrace=False)

@@ -111,6 +111,36 @@ class Remote(Protocol):
         ...
 
 
+class Gate:
+    """Whether this process may still act on hosts, shared by a session's remotes.
+
+    Launching and killing need the session's lease (design §4): once the owner's
+    lease is lost or in doubt (`check` says no) or the gate is closed (`close`,
+    when the lease was found lost), remotes launch and kill nothing more, and an
+    exec waiting for its command drops its channel instead: the command is left
+    to its spool, for the next owner to follow, as if this process had died.
+    """
+
+    def __init__(self) -> None:
+        self._check: Callable[[], bool] = lambda: True
+        self.closed = False
+
+    def bind(self, check: Callable[[], bool]) -> None:
+        """Open (again) while `check()` says so: a lease newly held, while it is held."""
+        self._check = check
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def open(self) -> bool:
+        return not self.closed and self._check()
+
+
+#: What a remote answers when asked to launch with its gate shut.
+NOT_OWNER = "not started: this executor's lease is lost or in doubt (the next owner starts it)"
+
+
 class Hosts(Protocol):
     """The remotes of a session's hosts, by alias; closed when the session ends."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
-from dsh.remote.base import Check, Exec, OutputSink, RemoteUnreachable, Spot
+from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, OutputSink, RemoteUnreachable, Spot
 
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
@@ -66,16 +66,21 @@ async def tcp_open(host: str, port: int, timeout: float) -> bool:
 class LocalShell:
     """Runs commands through /bin/sh on the machine that runs the session."""
 
-    def __init__(self, root: Path, name: str = "local", *, kill_grace: float = KILL_GRACE) -> None:
+    def __init__(
+        self, root: Path, name: str = "local", *, kill_grace: float = KILL_GRACE, gate: Gate | None = None
+    ) -> None:
         self.root = root
         self._name = name
         self.kill_grace = kill_grace
+        self.gate = gate or Gate()
 
     @property
     def name(self) -> str:
         return self._name
 
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+        if not self.gate.open():
+            return Exec("lost", None, 0.0, NOT_OWNER)
         backstop = timeout + self.kill_grace + SETTLE
         argv = spool.launch_argv(
             str(self.root), spot.session, spot.action, spot.alias, backstop, command, self.kill_grace
@@ -87,6 +92,8 @@ class LocalShell:
         return await self._exec(argv, spot, timeout, output)
 
     async def kill(self, spot: Spot) -> bool:
+        if not self.gate.open():
+            return False
         argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace)
         return await self._quick(argv)
 
@@ -183,7 +190,10 @@ class LocalShell:
                 timed_out = True
                 await self._kill(spot, transport, protocol.exited, "timeout")
         except BaseException:
-            await asyncio.shield(self._kill(spot, transport, protocol.exited, "cancelled"))
+            if self.gate.open():
+                await asyncio.shield(self._kill(spot, transport, protocol.exited, "cancelled"))
+            # else: left to its spool (the runner is in a process session of its own),
+            # for the next owner; not killed when dsh ends either
             for pump in pumps:
                 pump.cancel()
             transport.close()
@@ -206,7 +216,10 @@ class LocalShell:
     async def _kill(
         self, spot: Spot, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None], why: str
     ) -> None:
-        """KILL the command from a new exec; then the launcher ends as it sees the status."""
+        """KILL the command from a new exec; then the launcher ends as it sees the status.
+        With the gate shut, nothing is killed: the launcher is dropped, the command left."""
+        if not self.gate.open():
+            return
         argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace, why)
         try:
             killer = await asyncio.create_subprocess_exec(

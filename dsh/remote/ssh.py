@@ -30,7 +30,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
-from dsh.remote.base import Check, Exec, OutputSink, Spot
+from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, OutputSink, Spot
 from dsh.remote.base import RemoteUnreachable as Unusable
 from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
@@ -71,8 +71,11 @@ class SshFleet:
         root: str = spool.REMOTE_ROOT,
         spool_keep: float = 7 * 86400.0,
         warn: Callable[[str], None] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.config = config
+        #: Shut when the session's lease is lost or in doubt: nothing is launched or killed.
+        self.gate = gate or Gate()
         self.host_keys = host_keys
         self.connect_timeout = connect_timeout
         self.kill_grace = kill_grace
@@ -111,6 +114,10 @@ class SshFleet:
         for f in self._conns.values():
             f.cancel()
         self._conns.clear()
+        if not self.gate.open():  # an owner that lost its lease drops them, as if it had died
+            for conn in conns:
+                conn.abort()
+            return
         for conn in conns:
             conn.close()
         with contextlib.suppress(TimeoutError):
@@ -338,6 +345,8 @@ class SshHost:
 
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         fleet = self.fleet
+        if not fleet.gate.open():
+            return Exec("lost", None, 0.0, NOT_OWNER)
         fleet.clean_once(self._name, spot.session)
         backstop = timeout + fleet.kill_grace + SETTLE
         argv = spool.launch_argv(
@@ -501,8 +510,11 @@ class SshHost:
         self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec | None, why: str
     ) -> bool:
         """KILL from a new exec; then the launching exec (if ours) ends as it sees the
-        status. True when that is confirmed: the action is over on the host."""
+        status. True when that is confirmed: the action is over on the host. With the
+        gate shut nothing is sent (False): the command is left to its spool."""
         fleet = self.fleet
+        if not fleet.gate.open():
+            return False
         argv = spool.kill_argv(fleet.root, spot.session, spot.action, spot.alias, fleet.kill_grace, why)
         try:
             done = await asyncio.wait_for(

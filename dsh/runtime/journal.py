@@ -80,6 +80,8 @@ class Checkpointer:
     #: Tells the user that the store cannot be reached (and when it can again).
     say: Callable[[str], None] | None = None
     patience: float = STORE_PATIENCE
+    #: What is left of the owner's lease (seconds): no try outlasts it.
+    left: Callable[[], float] | None = None
 
     def entry(self, kind: str, **fields: Any) -> Put:
         """A journal entry (append-only, numbered) as a Put."""
@@ -123,7 +125,10 @@ class Checkpointer:
 
     def _check(self) -> None:
         if self.lost:
-            raise LeaseLost("the session's lease is lost: nothing more is written or started")
+            raise LeaseLost(
+                "the session's lease is lost: nothing more is written, started or stopped here "
+                "(commands in flight are left to their spools, for the next owner)"
+            )
         if self.broken is not None:
             raise StoreError(f"an earlier checkpoint could not be written ({self.broken}); dsh stops")
 
@@ -181,7 +186,8 @@ class Checkpointer:
         wait = 0.1
         said = False
         while True:
-            call = asyncio.ensure_future(self.store.txn([self.fence], chunk, timeout=self.timeout))
+            bound = self.timeout if self.left is None else max(0.05, min(self.timeout, self.left()))
+            call = asyncio.ensure_future(self.store.txn([self.fence], chunk, timeout=bound))
             if not said and self.say is not None:
                 await asyncio.wait({call}, timeout=SLOW_STORE)
                 if not call.done():

@@ -61,6 +61,12 @@ from dsh.store.base import Compacted, Compare, Delete, LeaseNotFound, Put, Store
 #: all hosts of one binding together (so that it fits in one store value).
 BIND_BYTES = 64 * 1024
 BIND_TOTAL = 512 * 1024
+#: The shortest bound of a store call made while the lease is in doubt (one try).
+MIN_CALL = 0.05
+#: An owner acts on hosts only while at least this much of its lease is surely left
+#: (a quarter of the TTL when that is less): a launch or kill sent later could land
+#: after the lease ran out, on work a new owner has taken up.
+ACT_MARGIN = 0.5
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -247,8 +253,11 @@ class Session:
         self.keys = keys
         self.machine = machine
         self.lease_ttl = lease_ttl
-        self.timeout = timeout
+        self._timeout = timeout
         self.lease = 0
+        #: When the last renewal that succeeded was sent (monotonic): the lease holds
+        #: until a TTL after it at the latest, as the store counts it from later.
+        self.renewed = 0.0
         self.runs = 0
         self.id = ""  # known once claimed
         #: `dsh kill` asked this owner to stop (its running line is cancelled).
@@ -309,8 +318,31 @@ class Session:
         finally:
             await watch.close()
 
+    @property
+    def timeout(self) -> float:
+        """The bound of one store call: the configured one, and while a lease is held,
+        no more than what is left of it (a call made while the lease is in doubt
+        must not outlast it)."""
+        if not self.lease:
+            return self._timeout
+        return max(MIN_CALL, min(self._timeout, self.lease_left()))
+
+    def lease_left(self) -> float:
+        """Seconds until the lease may have run out, counted from the last renewal
+        that succeeded (from when it was sent); negative once it may have."""
+        return self.renewed + self.lease_ttl - time.monotonic()
+
+    def may_act(self) -> bool:
+        """Whether this executor may still act on hosts (launch or kill): it holds its
+        lease, and surely for a while more. An owner without it, or in doubt, acts
+        no more: it leaves the commands in flight to their spools for the next owner."""
+        if not self.lease or (self.checkpoints is not None and self.checkpoints.lost):
+            return False
+        return self.lease_left() > min(ACT_MARGIN, self.lease_ttl / 4)
+
     async def claim(self) -> None:
         """Take ownership under a new lease, or fail if a live owner holds it."""
+        asked = time.monotonic()
         lease = await self.store.grant(self.lease_ttl, timeout=self.timeout)
         owner = json.dumps(
             {
@@ -334,6 +366,8 @@ class Session:
                 f"session {self.keys.name!r} is running on {who.get('machine', '?')} "
                 f"(pid {who.get('pid', '?')}); choose another --session"
             )
+        self.lease_ttl = lease.ttl
+        self.renewed = asked
         self.lease = lease.id
         held_meta = await self.store.get(self.keys.meta, timeout=self.timeout)
         if held_meta is None:
@@ -348,13 +382,18 @@ class Session:
             await self.store.put(self.keys.meta, json.dumps(meta).encode(), timeout=self.timeout)
         else:
             self.id = str(json.loads(held_meta.value).get("id", "0"))
-        self.lease_ttl = lease.ttl
         fence = Compare(self.keys.owner, "create", "==", result.revision)
         last_entry = await self.store.last(self.keys.journal, timeout=self.timeout)
         last_run = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
         self.runs = int(last_run.key.rsplit(b"/", 1)[1]) if last_run else 0
         self.checkpoints = Checkpointer(
-            self.store, self.keys.journal, fence, time.time, self.timeout, crash_after=self.crash_after
+            self.store,
+            self.keys.journal,
+            fence,
+            time.time,
+            self._timeout,
+            crash_after=self.crash_after,
+            left=self.lease_left,
         )
         self.checkpoints.seq = int(last_entry.key.rsplit(b"/", 1)[1]) if last_entry else 0
         self.checkpoints.say = self.say
@@ -378,21 +417,22 @@ class Session:
 
         async def keep() -> None:
             store = reopen()
-            task = asyncio.current_task()
             loop = asyncio.get_running_loop()
-            assert task is not None
+            keeping = asyncio.ensure_future(self._keep(store, lost, killed))
 
-            def stop() -> None:
-                loop.call_soon_threadsafe(task.cancel)
+            def stop() -> None:  # ends the renewals only: the store is still closed below
+                loop.call_soon_threadsafe(keeping.cancel)
 
             self._keeper_stop = stop
             started.set()
             try:
-                await self._keep(store, lost, killed)
-            except asyncio.CancelledError:
-                pass
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeping
             finally:
-                await store.close()
+                # The store may be gone (its file deleted): closing it must not end the
+                # thread with a traceback (fault report #11).
+                with contextlib.suppress(Exception):
+                    await store.close()
 
         self._keeper = threading.Thread(target=lambda: asyncio.run(keep()), name="dsh-lease", daemon=True)
         self._keeper.start()
@@ -405,26 +445,28 @@ class Session:
                 self.on_lost()
 
     async def _keep(self, store: Store, lost: Callable[[], None], killed: Callable[[], None]) -> None:
-        """Renew the lease every TTL/3. A slow or failed renewal is retried until the
-        lease would have run out; then (or at once if the store says it is gone) the
-        checkpointer is marked lost and the running work is cancelled (`lost`). A
-        `dsh kill` seen meanwhile calls `killed`."""
-        renewed = time.monotonic()
+        """Renew the lease every TTL/3. A slow or failed renewal is tried again, each
+        try bounded by what is left of the lease, until it may have run out (a TTL
+        after the last renewal that succeeded was sent); then, or at once if the
+        store says it is gone, the checkpointer is marked lost and the running work
+        is abandoned (`lost`). A `dsh kill` seen meanwhile calls `killed`."""
         while True:
-            await asyncio.sleep(self.lease_ttl / 3)
+            await asyncio.sleep(max(0.0, min(self.lease_ttl / 3, self.lease_left())))
+            left = self.lease_left()
+            if left <= 0:
+                break
+            sent = time.monotonic()
             try:
-                await store.keepalive(self.lease, timeout=self.lease_ttl / 3)
-                renewed = time.monotonic()
-                if await store.get(self.keys.kill, timeout=self.lease_ttl / 3) is not None:
+                await store.keepalive(self.lease, timeout=min(self.lease_ttl / 3, left))
+                self.renewed = sent
+                bound = max(MIN_CALL, min(self.lease_ttl / 3, self.lease_left()))
+                if await store.get(self.keys.kill, timeout=bound) is not None:
                     killed()
-                continue
             except LeaseNotFound:
-                pass
+                break
             except (StoreError, TimeoutError):
-                if time.monotonic() - renewed < self.lease_ttl:
-                    continue
-            lost()
-            return
+                continue
+        lost()
 
     def lost(self) -> None:
         if self.checkpoints is not None:
@@ -473,8 +515,9 @@ class Session:
             await asyncio.to_thread(self._keeper.join, self.timeout)
             self._keeper = None
         if self.lease:
-            with contextlib.suppress(StoreError, TimeoutError):  # else it expires by itself
-                await self.store.revoke(self.lease, timeout=self.timeout)
+            if self.checkpoints is None or not self.checkpoints.lost:  # a lost one is gone, or goes
+                with contextlib.suppress(StoreError, TimeoutError):  # else it expires by itself
+                    await self.store.revoke(self.lease, timeout=self.timeout)
             self.lease = 0
 
     @property
