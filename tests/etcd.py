@@ -31,9 +31,19 @@ def missing() -> str | None:
 
 class Member:
     def __init__(
-        self, name: str, root: Path, cluster: str, client_port: int, peer_port: int, extra: list[str]
+        self,
+        name: str,
+        root: Path,
+        cluster: str,
+        client_port: int,
+        peer_port: int,
+        extra: list[str],
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
         self.name = name
+        self.host = host
+        self.netns = netns
         self.dir = root / name
         self.client_port = client_port
         self.peer_port = peer_port
@@ -45,12 +55,12 @@ class Member:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     def start(self, *, new: bool = True) -> None:
         self.dir.mkdir(mode=0o700, exist_ok=True)
-        client = f"{self.scheme}://127.0.0.1:{self.client_port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        client = f"{self.scheme}://{self.host}:{self.client_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
         args = [
             ETCD,
             "--name",
@@ -81,6 +91,8 @@ class Member:
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         with open(self.log, "ab") as log:
+            if self.netns:
+                args = ["ip", "netns", "exec", self.netns, *args]
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
             )
@@ -95,7 +107,7 @@ class Member:
         if self.proc is None or self.proc.poll() is not None:
             return False
         if self.scheme == "https":
-            return _port_open(self.client_port)
+            return _port_open(self.host, self.client_port)
         try:
             with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1) as answer:
                 return b'"health":"true"' in answer.read()
@@ -106,15 +118,25 @@ class Member:
 class Etcd:
     """One etcd member, or `members` of one cluster; `url` names them for dsh."""
 
-    def __init__(self, members: int = 1, *, extra: list[str] | None = None, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        members: int = 1,
+        *,
+        extra: list[str] | None = None,
+        root: Path | None = None,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+    ) -> None:
+        """`host`: the address the members listen on; `netns`: the network namespace
+        they run in (tests/helpers/netns.py)."""
         reason = missing()
         if reason:
             raise RuntimeError(reason)
         self.root = root or Path(tempfile.mkdtemp(prefix="dsh-etcd-"))
         ports = [(free_port(), free_port()) for _ in range(members)]
-        cluster = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+        cluster = ",".join(f"m{i}=http://{host}:{peer}" for i, (_, peer) in enumerate(ports))
         self.members = [
-            Member(f"m{i}", self.root, cluster, client, peer, extra or [])
+            Member(f"m{i}", self.root, cluster, client, peer, extra or [], host, netns)
             for i, (client, peer) in enumerate(ports)
         ]
 
@@ -191,12 +213,12 @@ class Etcd:
         self.stop()
 
 
-def _port_open(port: int) -> bool:
+def _port_open(host: str, port: int) -> bool:
     import socket
 
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def make_tls(where: Path) -> dict[str, Path]:

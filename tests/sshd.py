@@ -23,6 +23,8 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 USER = os.environ.get("DSH_TEST_USER", "dshtest")
+#: A second account on the same sshd (scripts/system-deps makes it).
+USER2 = f"{USER}2"
 
 
 def free_port() -> int:
@@ -48,7 +50,14 @@ def user_home(user: str = USER) -> Path:
 class Sshd:
     """One sshd; `start()` then `stop()` (or use it as a context manager)."""
 
-    def __init__(self, workdir: Path | None = None, *, client_key: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        client_key: Path | None = None,
+        address: str = "127.0.0.1",
+        netns: str | None = None,
+    ) -> None:
         self.missing = _missing()
         if self.missing:
             raise RuntimeError(self.missing)
@@ -56,6 +65,9 @@ class Sshd:
         # authorized_keys with the user's rights.
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="dsh-sshd-"))
         self.dir.chmod(0o755)
+        #: Where it listens; `netns`: the network namespace it runs in (tests/helpers/netns.py).
+        self.address = address
+        self.netns = netns
         self.port = free_port()
         self.host_key = self.dir / "host_key"
         self.client_key = client_key or self.dir / "id_ed25519"
@@ -74,11 +86,11 @@ class Sshd:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.address}",
                     f"HostKey {self.host_key}",
                     f"PidFile {self.dir / 'sshd.pid'}",
                     f"AuthorizedKeysFile {authorized}",
-                    f"AllowUsers {USER}",
+                    f"AllowUsers {USER} {USER2}",
                     "UsePAM no",
                     "StrictModes no",
                     "PasswordAuthentication no",
@@ -93,8 +105,9 @@ class Sshd:
         )
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
         with self.log.open("ab") as log:
+            argv = [SSHD, "-D", "-e", "-f", str(config)]
             self.proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)],
+                ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -104,7 +117,7 @@ class Sshd:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited with {self.proc.returncode}: {self.log.read_text()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1) as s:
+            with contextlib.suppress(OSError), socket.create_connection((self.address, self.port), 1) as s:
                 if s.recv(8).startswith(b"SSH-"):
                     return self
             time.sleep(0.02)
@@ -128,13 +141,13 @@ class Sshd:
     def known_hosts_line(self, key: Path | None = None) -> str:
         """known_hosts' line for this server (with another server's key, if given)."""
         algo, blob = Path(f"{key or self.host_key}.pub").read_text().split()[:2]
-        return f"[127.0.0.1]:{self.port} {algo} {blob}\n"
+        return f"[{self.address}]:{self.port} {algo} {blob}\n"
 
     def host_block(self, patterns: Iterable[str], known_hosts: Path, **extra: object) -> str:
         """An ssh config block that sends `patterns` to this server as the test user."""
         lines = [
             f"Host {' '.join(patterns)}",
-            "  HostName 127.0.0.1",
+            f"  HostName {self.address}",
             f"  Port {self.port}",
             f"  User {USER}",
             f"  IdentityFile {self.client_key}",

@@ -54,7 +54,7 @@ def test_setup_on_a_fresh_copy(tmp_path: Path, env: dict[str, str]) -> None:
     # What it installed is the lock's, to the version.
     locked = pins(ROOT / "requirements" / "runtime.txt")
     freeze = subprocess.run(
-        [str(copy / ".venv" / "bin" / "python"), "-m", "pip", "freeze", "--exclude-editable"],
+        [str(copy / ".venv" / "bin" / "python"), "-m", "pip", "freeze", "--all", "--exclude-editable"],
         env=env,
         capture_output=True,
         text=True,

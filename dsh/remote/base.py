@@ -50,6 +50,20 @@ class Check:
     message: str = ""
 
 
+@record
+class Identity:
+    """Who a host is, as this machine reaches it: `user@hostname:port` (after its
+    ProxyJump hops) and the fingerprint of the host key it showed. Kept with
+    each action's intent: a later owner that reaches the alias elsewhere (another
+    machine, another ssh config) neither probes nor starts there."""
+
+    login: str
+    key: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"login": self.login, "key": self.key}
+
+
 class RemoteUnreachable(Exception):
     """A host could not be asked (its outcome and message say why)."""
 
@@ -73,6 +87,11 @@ class Remote(Protocol):
         cancellation the command's process group is killed from a new exec.
         Cancellation is re-raised after the kill.
         """
+        ...
+
+    async def identity(self) -> Identity | None:
+        """Who this host is as this machine reaches it (None for this machine's own
+        shell), connecting if need be. Raises RemoteUnreachable when it cannot."""
         ...
 
     async def probe(self, spot: Spot) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
-from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, OutputSink, RemoteUnreachable, Spot
+from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, Identity, OutputSink, RemoteUnreachable, Spot
 
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
@@ -86,6 +86,9 @@ class LocalShell:
             str(self.root), spot.session, spot.action, spot.alias, backstop, command, self.kill_grace
         )
         return await self._exec(argv, spot, timeout, output)
+
+    async def identity(self) -> Identity | None:
+        return None  # this machine: actions record the machine id instead
 
     async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
         argv = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)

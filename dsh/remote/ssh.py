@@ -30,7 +30,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
-from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, OutputSink, Spot
+from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, Identity, OutputSink, Spot
 from dsh.remote.base import RemoteUnreachable as Unusable
 from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
@@ -353,6 +353,12 @@ class SshHost:
             fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace
         )
         return await self._exec(argv, spot, timeout, output)
+
+    async def identity(self) -> Identity:
+        conn = await self.fleet.connection(self._name)
+        opts = self.fleet.config.resolve(self._name)
+        key = conn.get_server_host_key()
+        return Identity(f"{opts.user}@{opts.hostname}:{opts.port}", key.get_fingerprint() if key else "")
 
     async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
         argv = spool.follow_argv(self.fleet.root, spot.session, spot.action, spot.alias)

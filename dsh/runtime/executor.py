@@ -21,7 +21,7 @@ from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import DshError
 from dsh.record import record
-from dsh.remote.base import Exec, OutputSink, Remote, RemoteUnreachable, Spot
+from dsh.remote.base import Exec, Identity, OutputSink, Remote, RemoteUnreachable, Spot
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.events import Arrived, CallbackError, Events, looker, timed_out, wait_for_event
 from dsh.runtime.flows import Barrier, where_holds
@@ -84,7 +84,11 @@ class Recorder(Protocol):
         the plan's limits, which a resume needs); returns its run number."""
         ...
 
-    async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None: ...
+    async def intent(
+        self, action: str, host: str | None, command: str, timeout: float, where: Identity | None = None
+    ) -> None:
+        """Checkpoint before effect: the action is about to start, on `where`."""
+        ...
 
     async def result(
         self,
@@ -388,12 +392,43 @@ class Executor:
         hosts = last.hosts if last is not None else ()
         return LineResult(stmt, hosts, self.clock.monotonic() - started, on_hosts=False)
 
-    async def _take_up(
+    async def _launch(
         self, remote: Remote, spot: Spot, command: str, timeout: float, sink: OutputSink
+    ) -> Exec:
+        """Start an action: who the host is (connecting), then the intent (checkpoint
+        before effect), then the launch. A host that cannot be reached starts nothing."""
+        started = self.clock.monotonic()
+        host = None if spot.alias == LOCAL_ALIAS else spot.alias
+        try:
+            where = await remote.identity() if host is not None else None
+        except RemoteUnreachable as exc:
+            return Exec(exc.outcome, None, self.clock.monotonic() - started, exc.message)
+        if self.recorder:
+            await self.recorder.intent(spot.action, host, command, timeout, where)
+        return await remote.run(command, spot=spot, timeout=timeout, output=sink)
+
+    async def _take_up(
+        self,
+        remote: Remote,
+        spot: Spot,
+        command: str,
+        timeout: float,
+        sink: OutputSink,
+        where: object = None,
     ) -> Exec:
         """An action whose intent a previous owner recorded: collect its status, follow
         it if it still runs, start it if it never was (the claim keeps a late launch
-        of the old owner's from running too), or call it lost. Never twice."""
+        of the old owner's from running too), or call it lost. Never twice. `where`:
+        who the host was for that owner; if this machine reaches the alias elsewhere,
+        the action is lost: it neither asks that spool nor starts anything there."""
+        if isinstance(where, dict):
+            try:
+                here = await remote.identity()
+            except RemoteUnreachable as exc:
+                return Exec("lost", None, 0.0, f"launched before; its host cannot be reached: {exc.message}")
+            moved = _elsewhere(spot.alias, where, here)
+            if moved:
+                return Exec("lost", None, 0.0, moved)
         try:
             state = await remote.probe(spot)
         except RemoteUnreachable as exc:
@@ -709,11 +744,9 @@ class Executor:
                         left = max(1.0, stage.timeout - max(0.0, since))
                         if self.recorder:
                             await self.recorder.taking_up(action, host, left)
-                        ended = await self._take_up(remote, spot, command, left, sink)
+                        ended = await self._take_up(remote, spot, command, left, sink, held.get("where"))
                     else:
-                        if self.recorder:  # checkpoint before effect
-                            await self.recorder.intent(action, host, command, stage.timeout)
-                        ended = await remote.run(command, spot=spot, timeout=stage.timeout, output=sink)
+                        ended = await self._launch(remote, spot, command, stage.timeout, sink)
                 except asyncio.CancelledError:
                     await self._cancelled(action, host, out, err)
                     raise
@@ -743,3 +776,21 @@ class Executor:
         )
         self.reporter.host_done(stmt, result)
         return result
+
+
+def _elsewhere(alias: str, was: dict[str, object], here: Identity | None) -> str:
+    """Why `alias` is not the host an earlier owner launched on ("" when it is)."""
+    if here is None:
+        return ""
+    login, key = str(was.get("login", "")), str(was.get("key", ""))
+    if login and login != here.login:
+        return (
+            f"{alias} is {login} in this session; here it is {here.login}: "
+            "its spool is not asked and nothing is started there"
+        )
+    if key and here.key and key != here.key:
+        return (
+            f"{alias}'s host key was {key} in this session; here it is {here.key}: "
+            "its spool is not asked and nothing is started there"
+        )
+    return ""

@@ -51,6 +51,7 @@ from typing import Any
 from dsh.errors import StoreError, UsageError
 from dsh.plan import KILL_GRACE, Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
 from dsh.record import record
+from dsh.remote.base import Identity
 from dsh.runtime.executor import Replayed, Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import dump_host_result, load_host_result
@@ -828,13 +829,15 @@ class SessionRecorder:
         )
         return run
 
-    async def intent(self, action: str, host: str | None, command: str, timeout: float) -> None:
+    async def intent(
+        self, action: str, host: str | None, command: str, timeout: float, where: Identity | None = None
+    ) -> None:
         session = self.session
         if session.draining:  # handing over: this action is the next owner's
             await asyncio.Future()  # until the work is stopped
         session.in_flight[(action, host)] = time.monotonic() + timeout + KILL_GRACE + 5.0
         cp = session.checkpointer()
-        record = {
+        record: dict[str, object] = {
             "state": "intent",
             "action": action,
             "host": host,
@@ -843,6 +846,8 @@ class SessionRecorder:
             "machine": self.session.machine,
             "at": round(time.time(), 3),
         }
+        if where is not None:  # who the host is for this owner: a later one checks it
+            record["where"] = where.as_dict()
         await cp.write(
             [
                 Put(self.keys.action(action, host), json.dumps(record).encode()),

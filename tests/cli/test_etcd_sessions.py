@@ -21,6 +21,8 @@ import pytest
 from dsh.store import open_store
 from tests.conftest import SshSetup, dsh_path
 from tests.etcd import Etcd
+from tests.sshd import USER as SSH_USER
+from tests.sshd import USER2 as SSH_USER2
 
 
 @pytest.fixture(scope="module")
@@ -375,3 +377,30 @@ def test_an_executor_that_cannot_renew_its_lease_stops_acting(env, tmp_path: Pat
         assert "lease" in r.stderr and "lost" in r.stderr
         done = mark.read_text().split()
         assert done == [str(i) for i in range(len(done))] and len(done) < STEPS  # stopped, nothing twice
+
+
+def test_I9_a_takeover_that_reaches_an_alias_as_another_user_runs_nothing_twice(  # type: ignore[no-untyped-def]
+    env, ssh_setup: SshSetup, etcd: Etcd, tmp_path: Path
+) -> None:
+    """Issue item 9: B's ssh config logs in to h1 as another user. Without the check,
+    B's probe looked in that user's home, found no claim, and launched again."""
+    marks = marks_dir()
+    script = tmp_path / "moved.dsh"
+    script.write_text(f"@h1 sh -c 'echo start >> {marks}/M; sleep 3; echo end >> {marks}/M'\n")
+    a = machine(env, tmp_path, "A", etcd.url, "moved")
+    b = machine(env, tmp_path, "B", etcd.url, "moved")
+    a["DSH_LEASE_TTL"] = b["DSH_LEASE_TTL"] = "1"
+    other = tmp_path / "ssh_config_b"
+    other.write_text(ssh_setup.config.read_text().replace(f"User {SSH_USER}", f"User {SSH_USER2}"))
+    r = dsh([*ssh_setup.args(), "run", "--detach", "--session", "mv", str(script)], a)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: (marks / "M").exists())
+    os.kill(sessions(b)["mv"]["owner_pid"], signal.SIGKILL)
+    attach = dsh(["--ssh-config", str(other), "attach", "mv"], b, timeout=40)
+    assert attach.returncode == 1, attach.stdout + attach.stderr
+    said = attach.stdout + attach.stderr
+    assert f"h1 is {SSH_USER}@127.0.0.1:{ssh_setup.server.port} in this session" in said, said
+    assert f"here it is {SSH_USER2}@" in said and "lost" in said, said
+    wait_for(lambda: (marks / "M").read_text() == "start\nend\n", timeout=10)  # A's launch ends alone
+    time.sleep(0.5)
+    assert (marks / "M").read_text() == "start\nend\n"  # and nobody started it again

@@ -29,6 +29,9 @@ class Loud:
     def name(self) -> str:
         return self._name
 
+    async def identity(self) -> None:
+        return None  # no login to tell apart
+
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         noise = bytes(range(256)) * 256
         output("stdout", noise)

@@ -50,6 +50,9 @@ class FakeHost:
     def name(self) -> str:
         return self._name
 
+    async def identity(self) -> None:
+        return None  # no login to tell apart
+
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         self.log.append((self._name, command))
         return await LocalShell(SPOOL).run(
