@@ -11,14 +11,15 @@
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
 # and `signal` complete session names, read from `dsh ls --json` (nothing if
 # that fails), and `attach` also --take; `key` completes `put` and `get`;
-# `serve` completes its options (--listen, --public-url, --cert, --key).
+# `serve` completes its options (--listen, --public-url, --cert, --key,
+# --header-timeout, --body-timeout, --max-connections).
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --config"
 _dsh_opts_flag="--json --verbose --version --help"
 _dsh_subcommands="explain log attach ls run kill rm signal key serve"
 # The options of `serve`: each takes a value.
-_dsh_serve_opts="--listen --public-url --cert --key"
+_dsh_serve_opts="--listen --public-url --cert --key --header-timeout --body-timeout --max-connections"
 
 # The long option that WORD names (an exact name or an unambiguous prefix, as
 # argparse accepts), or nothing.
@@ -205,12 +206,14 @@ _dsh() {
                 ;;
             serve)
                 # serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]
+                # [--header-timeout D] [--body-timeout D] [--max-connections N]
                 [[ -n $prefix ]] && sub_opt=${prefix%=} skip=1 # --opt=VALUE in one word
                 if ((skip > 0)); then
                     case $sub_opt in
                         --cert | --key) _dsh_files "$cur" ;;
                         --listen) COMPREPLY=($(compgen -W "127.0.0.1:8470 0.0.0.0:8470" -- "$cur")) ;;
-                        *) ;; # --public-url URL: nothing to offer
+                        --header-timeout | --body-timeout) COMPREPLY=($(compgen -W "10s 500ms" -- "$cur")) ;;
+                        *) ;; # --public-url URL, --max-connections N: nothing to offer
                     esac
                     [[ -n $prefix ]] && COMPREPLY=("${COMPREPLY[@]/#/$prefix}")
                 elif [[ $cur == -* ]]; then

@@ -11,7 +11,8 @@
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
 # and `signal` complete session names, read from `dsh ls --json` (nothing if
 # that fails), and `attach` also --take; `key` completes `put` and `get`;
-# `serve` completes its options (--listen, --public-url, --cert, --key).
+# `serve` completes its options (--listen, --public-url, --cert, --key,
+# --header-timeout, --body-timeout, --max-connections).
 
 # The words before the cursor, without the command name.
 function __fish_dsh_tokens
@@ -195,7 +196,8 @@ complete -c dsh -n __fish_dsh_wants_subcommand -a serve -d 'Take the POSTs that 
 complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process of its own; print the session name'
 # ls [--json]; attach [--take] SESSION; kill|rm SESSION; log SESSION [-f] [--json]
 # [--output ACTION HOST]; signal SESSION NAME [VALUE]; key put KEY VALUE | key get KEY;
-# serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]: no files
+# serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]
+# [--header-timeout D] [--body-timeout D] [--max-connections N]: no files
 # (but after --cert and --key).
 complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
 complete -c dsh -n '__fish_dsh_after ls' -f -l all -d 'Also the sessions of single runs (dsh -c without --session)'
@@ -207,6 +209,9 @@ complete -c dsh -n '__fish_dsh_after serve' -f -l listen -x -a '127.0.0.1:8470\t
 complete -c dsh -n '__fish_dsh_after serve' -f -l public-url -x -d 'The base of the callback URLs, as the senders of POSTs reach this server'
 complete -c dsh -n '__fish_dsh_after serve' -l cert -r -F -d 'Serve HTTPS with this certificate chain (PEM; needs --key)'
 complete -c dsh -n '__fish_dsh_after serve' -l key -r -F -d 'The private key of --cert (PEM)'
+complete -c dsh -n '__fish_dsh_after serve' -f -l header-timeout -x -a '10s\t"the default" 500ms' -d 'The time a client has to send its request line and headers'
+complete -c dsh -n '__fish_dsh_after serve' -f -l body-timeout -x -a '10s\t"the default" 500ms' -d 'The time a client has to send its body after them'
+complete -c dsh -n '__fish_dsh_after serve' -f -l max-connections -x -d 'Connections open at once (default: 256)'
 complete -c dsh -n '__fish_dsh_after attach 1; or __fish_dsh_after log 1; or __fish_dsh_after kill 1; or __fish_dsh_after rm 1; or __fish_dsh_after signal 1' -f -a '(__fish_dsh_sessions)' -d Session
 complete -c dsh -n '__fish_dsh_after key 1' -f -a 'put\t"Set a key to a value" get\t"Print the value of a key"'
 complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key; or __fish_dsh_after serve' -f

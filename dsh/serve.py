@@ -1,13 +1,21 @@
 """`dsh serve`: accepts the POSTs that callbacks wait for, and writes them into the store.
 
-    POST /cb/TOKEN   (a body of at most 64 KiB)
+    POST /cb/TOKEN   (a body of at most 64 KiB, with a Content-Length or chunked)
         202  accepted: the waiting `await callback` goes on with the body
         404  no such callback (a wrong or forged token)
         409  the callback was used already: each is accepted once
         410  its wait is over (timed out)
-        413  the body is too large;  411  no Content-Length
-        503  the store cannot be reached (try again)
+        411  no Content-Length and not chunked;  413  the body is too large
+        503  the store cannot be reached (try again), or no room for the connection
     GET /health  200
+    400 not HTTP/1.1 (or 1.0), 405 another method, 408 too slow, 431 a head too large,
+    501 a Transfer-Encoding other than chunked
+
+HTTP is h11's (this module is its only user): one request per connection,
+each answered with `Connection: close`. `Limits` bounds what a client can
+hold: its head (16 KiB, 100 headers), its body, the time for each, and the
+connections open at once. `Expect: 100-continue` is answered before the body
+is read, or refused (404/409/410/413) without reading it.
 
 A callback is `/dsh/v1/cb/TOKEN` in the store ({"user", "session", "action",
 "host", "deadline"}), made by the executor that waits for it. Accepting it is
@@ -28,34 +36,70 @@ import contextlib
 import json
 import os
 import re
+import resource
 import socket
 import ssl
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from dsh.errors import StoreError, UsageError
+from dsh.lang.durations import format_duration, parse_duration
 from dsh.store.base import Compare, LeaseNotFound, Put, Store
+
+if TYPE_CHECKING:  # h11 is imported when a server runs: the executors only want the keys
+    import h11
 
 #: The largest body a callback takes.
 BODY_MAX = 64 * 1024
-#: How long a client has to send its request, and a store call to answer.
-REQUEST_TIMEOUT = 10.0
+#: How long a store call may take, and writing an answer.
 STORE_TIMEOUT = 10.0
+WRITE_TIMEOUT = 10.0
+#: After an answer given before the request was read whole, how long and how much
+#: of the rest is read and dropped, so that the client sees the answer, not a reset.
+LINGER_TIME = 2.0
+LINGER_BYTES = 1024 * 1024
+#: The same for a connection refused for want of room: only what it sent at once.
+REFUSED_LINGER_TIME = 0.25
 #: The lease of a server's registration: gone this long after the server is.
 REGISTRATION_TTL = 10.0
+_READ = 64 * 1024
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_QUOTED = re.compile(r""":? (?:bytearray\(|b['"])""")  # where h11 quotes the bytes it refused
 _REASONS = {
+    100: "Continue",
     200: "OK",
     202: "Accepted",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
     411: "Length Required",
     413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
     503: "Service Unavailable",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may hold of a `dsh serve` (its options, with their defaults)."""
+
+    #: From the connection to the end of the request's head (`--header-timeout`).
+    header_timeout: float = 10.0
+    #: From the head (or the 100 Continue) to the end of the body (`--body-timeout`).
+    body_timeout: float = 10.0
+    #: Connections open at once (`--max-connections`). A new one beyond makes room by
+    #: dropping the oldest that is still sending its head (or being drained after
+    #: its answer); when every one is further along, it is answered 503.
+    connections: int = 256
+    #: The request line and headers together, and the headers' count.
+    head_bytes: int = 16 * 1024
+    headers: int = 100
+    body_bytes: int = BODY_MAX
 
 
 def callback_key(token: str) -> bytes:
@@ -81,8 +125,8 @@ async def callback_base(store: Store, env: dict[str, str] | None = None) -> str 
     return None
 
 
-async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int, str]:
-    """Accept one POST to a callback: (HTTP status, what to say)."""
+async def check(store: Store, token: str) -> tuple[int, str] | None:
+    """Why a POST to this callback would be refused now (HTTP status, what to say), or None."""
     if not _TOKEN.fullmatch(token):
         return 404, "no such callback"
     held = await store.get(callback_key(token), timeout=STORE_TIMEOUT)
@@ -91,6 +135,16 @@ async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int,
     deadline = json.loads(held.value).get("deadline")
     if isinstance(deadline, int | float) and time.time() > deadline:
         return 410, "the wait for this callback is over"
+    if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
+        return 409, "this callback was used already: each is accepted once"
+    return None
+
+
+async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int, str]:
+    """Accept one POST to a callback: (HTTP status, what to say)."""
+    refused = await check(store, token)
+    if refused is not None:
+        return refused
     record = {"body": body.decode("utf-8", "replace"), "t": time.time(), "from": peer}
     result = await store.txn(  # the callback is there, and no event yet
         [
@@ -109,17 +163,34 @@ async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int,
 
 class Server:
     def __init__(
-        self, store: Store, *, host: str, port: int, public_url: str | None, tls: ssl.SSLContext | None
+        self,
+        store: Store,
+        *,
+        host: str,
+        port: int,
+        public_url: str | None,
+        tls: ssl.SSLContext | None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.host = host
         self.port = port
         self.tls = tls
         self.public_url = public_url
+        self.limits = limits or Limits()
         self.id = os.urandom(6).hex()
+        #: Every open connection (oldest first), and whether it may make room for a
+        #: new one: while it sends its head, and while it is drained after its answer.
+        #: Keyed by the task that serves it: making room cancels that task (aborting the
+        #: transport instead breaks a TLS handshake under way, in asyncio).
+        self._open: dict[asyncio.Task[None], bool] = {}
+        #: Connections refused for want of room whose requests are being read and dropped
+        #: (at most as many as `connections`: beyond, they are closed at once).
+        self._refused = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        server = await asyncio.start_server(self._handle, self.host, self.port, ssl=self.tls)
+        make_room_for(self.limits.connections)
+        server = await asyncio.start_server(self._handle, self.host, self.port)  # TLS: in _head
         port = server.sockets[0].getsockname()[1]
         if self.public_url is None:
             host = self.host if self.host not in ("0.0.0.0", "::", "") else socket.getfqdn()
@@ -153,59 +224,265 @@ class Server:
             with contextlib.suppress(StoreError, TimeoutError):
                 await self.store.revoke(lease.id, timeout=STORE_TIMEOUT)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = str(writer.get_extra_info("peername", ("?",))[0])
-        try:
-            try:  # reading is bounded here; the store's calls have their own bounds
-                asked = await asyncio.wait_for(self._request(reader), REQUEST_TIMEOUT)
-            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-                asked = (400, "a request must be HTTP/1.1, whole, and within 10s")
-            if isinstance(asked[0], int):
-                status, text = int(asked[0]), str(asked[1])
-            else:
-                status, text = await accept(self.store, asked[0], bytes(asked[1]), peer)
-        except (StoreError, TimeoutError):
-            status, text = 503, "the store cannot be reached; try again"
-        except OSError:  # the client went away
-            writer.close()
-            return
-        body = json.dumps({"status": status, "message": text}).encode() + b"\n"
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        with contextlib.suppress(OSError, TimeoutError):
-            writer.write(head.encode() + body)
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
-        writer.close()
+    # -- one connection ------------------------------------------------------------
 
-    async def _request(self, reader: asyncio.StreamReader) -> tuple[int, str] | tuple[str, bytes]:
-        """A response to give at once, or the token and body of a callback's POST."""
-        line = (await reader.readuntil(b"\r\n")).decode("latin-1").split()
-        headers: dict[str, str] = {}
-        while True:
-            raw = await reader.readuntil(b"\r\n")
-            if raw == b"\r\n":
-                break
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-            if len(headers) > 100:
-                raise ValueError("too many headers")
-        if len(line) != 3:
-            return 400, "not an HTTP request"
-        method, path = line[0], line[1].split("?", 1)[0]
+    def _admit(self) -> bool:
+        """Count this task's connection in, dropping the oldest idle one if it must; False:
+        no room."""
+        if len(self._open) >= self.limits.connections:
+            oldest = next((task for task, idle in self._open.items() if idle), None)
+            if oldest is None:
+                return False
+            del self._open[oldest]
+            oldest.cancel()
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[task] = True
+        return True
+
+    def _idle(self, idle: bool) -> None:
+        """Say whether this task's connection may be dropped to make room."""
+        task = asyncio.current_task()
+        if task is not None and task in self._open:
+            self._open[task] = idle
+
+    def _forget(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._open.pop(task, None)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import h11
+
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head_bytes)
+        refused = False
+        try:
+            head_only = False
+            if not self._admit():
+                if self.tls is not None:  # no room for a handshake: closed at once
+                    return
+                linger = REFUSED_LINGER_TIME if self._refused < self.limits.connections else 0
+                self._refused += 1
+                refused = True
+                answer: _Answer | None = _Answer(
+                    503, "too many connections at once; try again", linger=linger
+                )
+            else:
+                got = await self._head(conn, reader, writer)
+                if isinstance(got, h11.Request):
+                    self._idle(False)
+                    head_only = got.method == b"HEAD"
+                    try:
+                        answer = await self._answer(conn, got, reader, writer)
+                    except (StoreError, TimeoutError):  # the store's calls have bounds of their own
+                        answer = _Answer(503, "the store cannot be reached; try again")
+                else:
+                    answer = got
+            if answer is None or writer.transport.is_closing():  # nothing to say, or nobody to hear it
+                return
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                writer.write(_response(conn, answer, head_only=head_only))
+                await writer.drain()
+            if answer.linger and conn.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+                await self._linger(reader, writer, answer.linger)
+        except (OSError, TimeoutError):  # the client went away, or would not read its answer
+            pass
+        except asyncio.CancelledError:  # dropped to make room, or the server stops (a handler
+            pass  # of asyncio's server that ends cancelled is printed as a traceback)
+        finally:
+            self._forget()
+            if refused:
+                self._refused -= 1
+            writer.close()
+
+    async def _head(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> h11.Request | _Answer | None:
+        """The TLS handshake if any, then the request's line and headers, within their time
+        and size; else the answer, or None for none (gone first, or no handshake).
+
+        The handshake is made here, not by the listening server, so that a connection
+        counts against the bound (and may be dropped to make room) from its start."""
+        import h11
+
+        try:
+            async with asyncio.timeout(self.limits.header_timeout):
+                if self.tls is not None:
+                    await writer.start_tls(self.tls, ssl_handshake_timeout=self.limits.header_timeout)
+                event = await _next(conn, reader, most=self.limits.head_bytes)
+        except TimeoutError:
+            if self.tls is not None and writer.get_extra_info("ssl_object") is None:
+                return None  # no TLS yet: an answer could not be read
+            return _Answer(
+                408,
+                f"a request's head must come within {format_duration(self.limits.header_timeout)}",
+                linger=0,
+            )
+        except h11.RemoteProtocolError as exc:
+            return _malformed(exc, self.limits)
+        except _TooLarge:
+            return _Answer(431, f"a request's line and headers are at most {self.limits.head_bytes} bytes")
+        if isinstance(event, h11.Request):
+            if len(event.headers) > self.limits.headers:
+                return _Answer(431, f"a request has at most {self.limits.headers} headers")
+            return event
+        return None  # closed before a request
+
+    async def _answer(
+        self,
+        conn: h11.Connection,
+        request: h11.Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> _Answer | None:
+        """Act on a request: route it, read its body within the limits, accept the callback."""
+        import h11
+
+        limits = self.limits
+        path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
         if path == "/health":
-            return 200, "ok"
+            return _Answer(200, "ok")
         if not path.startswith("/cb/"):
-            return 404, "no such callback"
-        if method != "POST":
-            return 405, "a callback takes a POST"
-        if "content-length" not in headers:
-            return 411, "a POST to a callback needs a Content-Length"
-        length = int(headers["content-length"])
-        if length > BODY_MAX or length < 0:
-            return 413, f"a callback's body is at most {BODY_MAX} bytes"
-        return path[len("/cb/") :], await reader.readexactly(length)
+            return _Answer(404, "no such callback")
+        if request.method != b"POST":
+            return _Answer(405, "a callback takes a POST")
+        length = _header(request, b"content-length")
+        chunked = _header(request, b"transfer-encoding") is not None  # h11 lets only chunked through
+        if length is not None and chunked:
+            return _Answer(400, "a request's body has a Content-Length or is chunked, not both")
+        if length is None and not chunked:
+            return _Answer(411, "a POST to a callback needs a Content-Length (or a chunked body)")
+        too_large = _Answer(413, f"a callback's body is at most {limits.body_bytes} bytes")
+        if length is not None and int(length) > limits.body_bytes:  # h11 took only digits
+            return too_large
+        token = path[len("/cb/") :]
+        if conn.they_are_waiting_for_100_continue:  # say now whether the body is wanted
+            refused = await check(self.store, token)
+            if refused is not None:
+                return _Answer(*refused)
+            writer.write(
+                conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+            )
+        elif not _TOKEN.fullmatch(token):
+            return _Answer(404, "no such callback")
+        body = bytearray()
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                while True:
+                    event = await _next(conn, reader)
+                    if isinstance(event, h11.Data):
+                        body += event.data
+                        if len(body) > limits.body_bytes:  # chunked: counted as it comes
+                            return too_large
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    else:
+                        return None
+        except TimeoutError:
+            return _Answer(
+                408, f"a request's body must come within {format_duration(limits.body_timeout)}", linger=0
+            )
+        except h11.RemoteProtocolError as exc:
+            return _malformed(exc, limits)
+        peer = str(writer.get_extra_info("peername", ("?",))[0])
+        return _Answer(*await accept(self.store, token, bytes(body), peer))
+
+    async def _linger(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float
+    ) -> None:
+        """Read and drop what the client still sends (bounded), then let it go.
+
+        Closing a socket with unread data resets the connection, and a client that
+        is still sending may then lose the answer it was given."""
+        self._idle(True)
+        if writer.can_write_eof():
+            writer.write_eof()
+        dropped = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while dropped < LINGER_BYTES:
+                    chunk = await reader.read(_READ)
+                    if not chunk:
+                        break
+                    dropped += len(chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    message: str
+    #: How long to read and drop what the client still sends after the answer, when
+    #: it was given before the request was read whole (0: not at all, for a client
+    #: dropped as too slow).
+    linger: float = LINGER_TIME
+
+
+class _TooLarge(Exception):
+    """More than `most` bytes came before the event was whole."""
+
+
+async def _next(conn: h11.Connection, reader: asyncio.StreamReader, *, most: int = 0) -> h11.Event | None:
+    """The client's next h11 event, reading as it needs, and at most `most` bytes for it if
+    given (None: it asks to switch protocols). h11 bounds only what it holds unparsed:
+    a head that comes in one piece is bounded here."""
+    import h11
+
+    read = 0
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Event):
+            return event
+        if event is h11.PAUSED:
+            return None
+        if most and read >= most:
+            raise _TooLarge
+        chunk = await reader.read(min(_READ, most - read) if most else _READ)
+        read += len(chunk)
+        conn.receive_data(chunk)
+
+
+def _header(request: h11.Request, name: bytes) -> bytes | None:
+    return next((value for key, value in request.headers if key == name), None)
+
+
+def _malformed(exc: h11.RemoteProtocolError, limits: Limits) -> _Answer:
+    if exc.error_status_hint == 431:
+        return _Answer(431, f"a request's line and headers are at most {limits.head_bytes} bytes")
+    if exc.error_status_hint == 501:
+        return _Answer(501, "a body comes with a Content-Length or chunked, in no other Transfer-Encoding")
+    what = _QUOTED.split(str(exc), maxsplit=1)[0]  # not the bytes themselves
+    return _Answer(400, f"not a valid HTTP/1.1 request: {what}")
+
+
+def _response(conn: h11.Connection, answer: _Answer, *, head_only: bool) -> bytes:
+    import h11
+
+    body = json.dumps({"status": answer.status, "message": answer.message}).encode() + b"\n"
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    if answer.status == 405:
+        headers.append(("Allow", "POST"))
+    reason = _REASONS.get(answer.status, "Error").encode()
+    out = conn.send(h11.Response(status_code=answer.status, headers=headers, reason=reason))
+    if not head_only:
+        out += conn.send(h11.Data(data=body))
+    return out + conn.send(h11.EndOfMessage())
+
+
+def make_room_for(connections: int) -> None:
+    """Raise the soft limit of open files so that `connections` fit, or say why they cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * connections + 64  # and as many refused, the store's, the listening sockets'...
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise UsageError(
+                f"--max-connections {connections} needs {needed} open files, "
+                f"and this process may open at most {hard} (ulimit -Hn)"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -228,20 +505,62 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return context
 
 
+_OPTIONS = {
+    "--listen": "listen",
+    "--public-url": "public_url",
+    "--cert": "cert",
+    "--key": "key",
+    "--header-timeout": "header_timeout",
+    "--body-timeout": "body_timeout",
+    "--max-connections": "max_connections",
+}
+#: The bounds of the limits' options.
+TIMEOUT_RANGE = (0.001, 3600.0)
+CONNECTIONS_RANGE = (1, 65536)
+
+
 def options(rest: list[str]) -> dict[str, Any]:
-    """`serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F]`."""
+    """`serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F] [--header-timeout D]
+    [--body-timeout D] [--max-connections N]`; the last three make up `limits`."""
     found: dict[str, Any] = {"listen": "127.0.0.1:8470", "public_url": None, "cert": None, "key": None}
-    names = {"--listen": "listen", "--public-url": "public_url", "--cert": "cert", "--key": "key"}
+    given: dict[str, str] = {}
     while rest:
         arg = rest.pop(0)
         flag, eq, value = arg.partition("=")
-        if flag not in names:
-            raise UsageError(f"serve: unknown option {arg!r} (--listen, --public-url, --cert, --key)")
+        if flag not in _OPTIONS:
+            raise UsageError(f"serve: unknown option {arg!r} ({', '.join(_OPTIONS)})")
         if not eq:
             if not rest:
                 raise UsageError(f"serve: {flag} needs a value")
             value = rest.pop(0)
-        found[names[flag]] = value
+        given[flag] = value
+        if flag in ("--listen", "--public-url", "--cert", "--key"):
+            found[_OPTIONS[flag]] = value
     if found["public_url"] is not None and not str(found["public_url"]).startswith(("http://", "https://")):
         raise UsageError(f"--public-url {found['public_url']!r}: give an http:// or https:// URL")
+    default = Limits()
+    found["limits"] = Limits(
+        header_timeout=_timeout("--header-timeout", given.get("--header-timeout"), default.header_timeout),
+        body_timeout=_timeout("--body-timeout", given.get("--body-timeout"), default.body_timeout),
+        connections=_count("--max-connections", given.get("--max-connections"), default.connections),
+    )
     return found
+
+
+def _timeout(flag: str, text: str | None, default: float) -> float:
+    if text is None:
+        return default
+    low, high = TIMEOUT_RANGE
+    seconds = parse_duration(text)
+    if seconds is None or not low <= seconds <= high:
+        raise UsageError(f"{flag} {text!r}: give a duration from 1ms to 1h, like 10s or 500ms")
+    return seconds
+
+
+def _count(flag: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    low, high = CONNECTIONS_RANGE
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise UsageError(f"{flag} {text!r}: give a whole number from {low} to {high}")
+    return int(text)

@@ -6,8 +6,6 @@ import json
 import re
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from tests.conftest import dsh_path
 from tests.etcd import Etcd
-from tests.sshd import free_port
+from tests.helpers.serve import Serve, post
 
 
 @pytest.fixture(scope="module")
@@ -23,43 +21,6 @@ def etcd() -> Iterator[Etcd]:
     server = Etcd().start()
     yield server
     server.stop()
-
-
-class Serve:
-    """One `dsh serve` process on a loopback port."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [dsh_path(), "serve", "--listen", f"127.0.0.1:{self.port}"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert "callbacks at http://127.0.0.1:" in line, line + (
-            self.proc.stderr.read() if self.proc.stderr else ""
-        )
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def post(url: str, body: bytes) -> tuple[int, dict]:  # type: ignore[type-arg]
-    request = urllib.request.Request(url, data=body, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
