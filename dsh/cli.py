@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from dsh import __version__
+from dsh import __version__, state
 from dsh.errors import DshError, LangError, UsageError
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _parser(*, run: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dsh",
         usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | run [--detach] SCRIPT [ARGS…] | "
-        "attach [--take] SESSION | ls | log SESSION | kill SESSION | rm SESSION | "
+        "attach [--take] SESSION | ls | log SESSION | kill SESSION | rm SESSION|--older-than D | "
         "signal SESSION NAME [VALUE] | key put|get KEY [VALUE] | serve [--listen ADDR:PORT] | "
         "explain TEXT|SCRIPT]",
         description="An interactive distributed shell: lines of remote actions, awaits and "
@@ -77,10 +77,11 @@ def _parser(*, run: bool = False) -> argparse.ArgumentParser:
         "ls [--json] — your sessions; "
         "log SESSION [-f] [--json] [--output ACTION HOST] — the journal, or one action's output; "
         "kill SESSION — stop its work and its commands; rm SESSION — remove it and its spools; "
+        "rm --older-than D [--dry-run] — every finished session untouched for D; "
         "signal SESSION NAME [VALUE] — release an `await signal NAME` (kept until one takes it); "
         "key put KEY VALUE | key get KEY — the keys `await key` waits for; "
-        "serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F] — take the POSTs "
-        "that `await callback` waits for; "
+        "serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F] [--header-timeout D] "
+        "[--body-timeout D] [--max-connections N] — take the POSTs that `await callback` waits for; "
         "explain TEXT|SCRIPT — show the compiled plan and its worst case. "
         "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
         "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted, "
@@ -160,6 +161,8 @@ class _Errors:
     def __init__(self) -> None:
         self.verbose = False
         self.json = False
+        #: Standard output failed: the error event is not written there.
+        self.stdout_failed = False
 
     def __call__(self, exc: BaseException, *, internal: bool = False) -> int:
         code = exc.exit_code if isinstance(exc, DshError) else EXIT_INTERNAL
@@ -170,24 +173,31 @@ class _Errors:
         else:
             hint = "" if self.verbose else " (run with -v for the traceback)"
             text = f"dsh: internal error: {type(exc).__name__}: {exc}{hint}"
-        sys.stdout.flush()
+        if _stdout_fails():
+            self.stdout_failed = True
         if self.verbose and (internal or not isinstance(exc, LangError)):
             traceback.print_exception(exc, file=sys.stderr)
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
-        if self.json:
+        if self.json and not self.stdout_failed:
             import json
 
             event: dict[str, object] = {"event": "error", "message": str(exc), "exit": code}
             if isinstance(exc, LangError):
                 event["location"] = exc.span.location()
-            sys.stdout.write(json.dumps(event) + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(json.dumps(event) + "\n")
+                sys.stdout.flush()
+            except (OSError, ValueError):  # said on stderr already
+                self.stdout_failed = True
+                _quiet_stdout()
         return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not isinstance(sys.stdout, _Stdout):
+        sys.stdout = _Stdout(sys.stdout)
     errors = _Errors()
     errors.json = "--json" in argv  # until the arguments are parsed
     try:
@@ -202,6 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # our reader went away (`dsh … | head`): stop quietly
         _quiet_stdout()
+        return EXIT_NOT_OK
+    except OSError as exc:
+        if not _stdout_fails():
+            return errors(exc, internal=True)
+        # A full disk, a quota, an I/O error under stdout: one sentence, and the
+        # status of a closed pipe; nothing more is written to that stdout.
+        errors.stdout_failed = True
+        _quiet_stdout()
+        sys.stderr.write(f"dsh: cannot write standard output: {exc.strerror or exc}\n")
         return EXIT_NOT_OK
     except Exception as exc:  # the last line of defence: a sentence, not a traceback
         return errors(exc, internal=True)
@@ -227,6 +246,50 @@ def entry() -> NoReturn:
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
     os._exit(code)
+
+
+class _Stdout:
+    """sys.stdout (or its binary buffer), remembering that a write to it failed (a
+    full disk, a quota, an I/O error), so that main can tell that failure from
+    any other OSError."""
+
+    def __init__(self, inner: Any, text: _Stdout | None = None) -> None:
+        self._inner = inner
+        self._text = text or self
+        self.failed = False
+        raw = getattr(inner, "buffer", None)
+        self.buffer = _Stdout(raw, self) if text is None and raw is not None else None
+
+    def _failed(self, exc: OSError) -> None:
+        self._text.failed = not isinstance(exc, BrokenPipeError)
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._inner.write(data))
+        except OSError as exc:
+            self._failed(exc)
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except OSError as exc:
+            self._failed(exc)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _stdout_fails() -> bool:
+    """Whether a write to standard output failed (or what is buffered cannot be flushed)."""
+    if isinstance(sys.stdout, _Stdout) and sys.stdout.failed:
+        return True
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def _quiet_stdout() -> None:
@@ -299,9 +362,7 @@ def _store(settings: Settings) -> Store:
     return open_store(settings.store, settings.env, settings.config.etcd)
 
 
-def _session(settings: Settings, store: Store) -> Session:
-    from dsh.runtime.session import Keys, Session, generated_name, machine_id, user_name
-
+def _lease_ttl(settings: Settings) -> float:
     raw = settings.env.get("DSH_LEASE_TTL", "5")
     try:
         ttl = float(raw)
@@ -309,6 +370,13 @@ def _session(settings: Settings, store: Store) -> Session:
         ttl = 0.0
     if not 0.5 <= ttl <= 3600:
         raise UsageError(f"DSH_LEASE_TTL={raw!r}: give the lease TTL in seconds, from 0.5 to 3600")
+    return ttl
+
+
+def _session(settings: Settings, store: Store) -> Session:
+    from dsh.runtime.session import Keys, Session, generated_name, machine_id, user_name
+
+    ttl = _lease_ttl(settings)
     keys = Keys(user_name(), settings.session or generated_name())
     named = settings.session is not None
     crash = settings.env.get("DSH_FAULT_CRASH_AFTER", "")  # the crash tests' fault injection
@@ -341,12 +409,23 @@ def _driver(
     renderer = reporter or _renderer(settings)
     if session is None and stateful:
         session = _session(settings, _store(settings))
+    if session is not None:  # it runs: the local spool goes in the private state directory
+        state.private_dir(_state_dir(settings))
     spool_root = _state_dir(settings) / "spool" / _machine(settings)
     gate = Gate()  # shut when the session's lease is lost: no host is acted on any more
     hosts = LazyHosts(lambda: _fleet(settings, renderer.message, gate))
     log_dir = _state_dir(settings) / "log"
     return Driver(
-        settings.config, renderer, renderer.message, spool_root, args, session, hosts, log_dir, gate
+        settings.config,
+        renderer,
+        renderer.message,
+        spool_root,
+        args,
+        session,
+        hosts,
+        log_dir,
+        gate,
+        sweep_always=settings.env.get("DSH_TEST_SWEEP") == "1",  # the sweep's tests
     )
 
 
@@ -357,9 +436,8 @@ def _renderer(settings: Settings) -> Renderer:
 
 
 def _state_dir(settings: Settings) -> Path:
-    from dsh.store.sqlite import default_path
-
-    return default_path(settings.env).parent
+    """Where the private state directory is (dsh.state makes it)."""
+    return state.directory(settings.env)
 
 
 def _machine(settings: Settings) -> str:
@@ -443,9 +521,7 @@ def _run_command(settings: Settings, opts: argparse.Namespace, rest: list[str], 
 
 
 def _log_path(settings: Settings, name: str) -> Path:
-    logs = _state_dir(settings) / "log"
-    logs.mkdir(parents=True, exist_ok=True)
-    return logs / f"{name}.log"
+    return state.private_dir(_state_dir(settings), "log") / f"{name}.log"
 
 
 def _spawn(settings: Settings, name: str, extra: list[str]) -> subprocess.Popen[bytes]:
@@ -454,7 +530,7 @@ def _spawn(settings: Settings, name: str, extra: list[str]) -> subprocess.Popen[
     import subprocess
 
     argv = [sys.executable, "-m", "dsh", "--session", name, *settings.passed, "_executor", *extra]
-    with open(_log_path(settings, name), "ab") as out:
+    with state.open_private(_log_path(settings, name)) as out:
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
         )
@@ -498,7 +574,7 @@ def _executor(settings: Settings, rest: list[str]) -> int:
     [--linger S] [--first-client S] [-- SCRIPT ARGS…]`, started by dsh."""
     import asyncio
 
-    from dsh.daemon import Daemon, socket_path
+    from dsh.daemon import Daemon
     from dsh.driver import guarded
     from dsh.render import TextRenderer
 
@@ -526,9 +602,7 @@ def _executor(settings: Settings, rest: list[str]) -> int:
     if settings.session is None:
         raise UsageError("_executor needs --session")
     session = _session(settings, _store(settings))
-    daemon = Daemon(
-        session, socket_path(_state_dir(settings), _machine(settings), settings.session), TextRenderer()
-    )
+    daemon = Daemon(session, _state_dir(settings), TextRenderer())
     args = tuple(script[1:]) if script else None
     driver = _driver(settings, args, reporter=daemon.reporter, session=session)
     plan = driver.compile(_read_script(script[0]), script[0]) if script else None
@@ -586,8 +660,7 @@ def _client_in(settings: Settings, *, attach: bool, interactive: bool, handover:
         if settings.json:
             print(json.dumps({"event": "journal", **entry}), flush=True)
         else:
-            out = str(entry.pop("out", "") or "")
-            sys.stdout.write(timeline([entry]) + output_tail(out))
+            sys.stdout.write(timeline([entry]) + output_tail(entry.pop("out", "")))
             sys.stdout.flush()
 
     renderer = _renderer(settings)
@@ -647,7 +720,7 @@ def _repl(
     def sessions() -> list[dict[str, object]]:
         return list(asyncio.run(list_sessions(_store(settings), user_name(), timeout=STORE_TIMEOUT)))
 
-    history = history_path(_state_dir(settings), settings.store)
+    history = history_path(state.private_dir(_state_dir(settings)), settings.store)
     repl = Repl(
         history=history,
         sources=Sources(
@@ -732,11 +805,43 @@ def _kill(settings: Settings, rest: list[str]) -> int:
     return EXIT_OK
 
 
+_RM_USAGE = "dsh rm SESSION | dsh rm --older-than D [--dry-run]"
+
+
 def _rm(settings: Settings, rest: list[str]) -> int:
-    """`dsh rm SESSION`: remove a session that does not run, and its spools."""
+    """`dsh rm SESSION`: remove a session that does not run, and its spools; `dsh rm
+    --older-than D [--dry-run]`: every finished session untouched for D."""
     import asyncio
 
-    settings.session = _one_session(rest, "rm")
+    from dsh.lang.durations import parse_duration
+
+    args = [a for a in rest if a != "--json"]
+    dry_run = _flag(args, "--dry-run")
+    older_than: float | None = None
+    at = next((i for i, a in enumerate(args) if a.split("=", 1)[0] == "--older-than"), None)
+    if at is not None:
+        if "=" in args[at]:
+            raw = args.pop(at).split("=", 1)[1]
+        elif at + 1 < len(args):
+            raw = args.pop(at + 1)
+            args.pop(at)
+        else:
+            raise UsageError(f"--older-than needs a duration, like 30d or 12h: {_RM_USAGE}")
+        older_than = parse_duration(raw)
+        if older_than is None:
+            raise UsageError(f"--older-than takes a duration like 30d or 12h, not {raw!r}")
+    unknown = [a for a in args if a.startswith("-")]
+    if unknown:
+        raise UsageError(f"rm: unknown option {unknown[0]!r}: {_RM_USAGE}")
+    if older_than is not None:
+        if args:
+            raise UsageError(f"rm takes a session or --older-than D, not both: {_RM_USAGE}")
+        return _rm_older(settings, older_than, dry_run)
+    if dry_run:
+        raise UsageError(f"--dry-run goes with --older-than D: {_RM_USAGE}")
+    if len(args) != 1:
+        raise UsageError(f"rm needs one session name, or --older-than D: {_RM_USAGE}")
+    settings.session = _one_session(args, "rm")
     driver = _driver(settings, None)
 
     async def remove() -> list[str]:
@@ -752,8 +857,68 @@ def _rm(settings: Settings, rest: list[str]) -> int:
     return EXIT_OK
 
 
-_SIGNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_KEY = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
+def _rm_older(settings: Settings, older_than: float, dry_run: bool) -> int:
+    """`dsh rm --older-than D [--dry-run]`: remove (or, dry, list) every finished
+    session of the user untouched for D, with its callbacks and its spools here
+    and on its hosts; one in use meanwhile is left and named (status 1)."""
+    import asyncio
+    import json
+    import time
+
+    from dsh.housekeeping import Keep, Swept, expired, remove_expired
+    from dsh.lang.durations import format_duration
+    from dsh.runtime.session import Keys, Session, list_sessions, machine_id, user_name
+
+    store = _store(settings)
+    driver = _driver(settings, None, stateful=False)  # this machine's spool, and the hosts
+    user, machine, ttl = user_name(), machine_id(settings.env), _lease_ttl(settings)
+    keep = Keep(older_than, older_than)
+
+    def make(name: str) -> Session:
+        return Session(store, Keys(user, name), machine, lease_ttl=ttl, timeout=STORE_TIMEOUT)
+
+    async def work() -> list[str] | Swept:
+        try:
+            now = time.time()
+            entries = await list_sessions(store, user, timeout=STORE_TIMEOUT)
+            if dry_run:
+                return [str(e["name"]) for e in expired(entries, keep, now)]
+            local, hosts = driver.executor.local, driver.executor.host_remote
+            return await remove_expired(entries, keep, now, make, local, hosts)
+        finally:
+            try:
+                await driver.release()
+            finally:
+                await store.close()
+
+    done = asyncio.run(work())
+    if isinstance(done, list):
+        if settings.json:
+            print(json.dumps({"would_remove": done}))
+        elif done:
+            print(f"would remove {_sessions(done)}")
+        else:
+            print(f"no finished session untouched for {format_duration(older_than)}")
+        return EXIT_OK
+    if settings.json:
+        unreached = {name: list(hosts) for name, hosts in done.unreached}
+        print(json.dumps({"removed": [*done.removed], "in_use": [*done.in_use], "unreached": unreached}))
+    elif done.removed:
+        print(f"removed {_sessions(done.removed)}")
+    elif done.error is None:
+        print(f"no finished session untouched for {format_duration(older_than)}")
+    if done.in_use:
+        driver.say(f"left {_sessions(done.in_use)} in use meanwhile")
+    for name, hosts in done.unreached:
+        driver.say(f"{name}: the spools on {', '.join(hosts)} could not be reached and stay")
+    if done.error is not None:
+        raise done.error
+    return EXIT_NOT_OK if done.in_use or done.unreached else EXIT_OK
+
+
+def _sessions(names: Sequence[str]) -> str:
+    """`2 sessions: a, b`."""
+    return f"{len(names)} session{'s' if len(names) != 1 else ''}: {', '.join(names)}"
 
 
 def _signal(settings: Settings, rest: list[str]) -> int:
@@ -762,6 +927,8 @@ def _signal(settings: Settings, rest: list[str]) -> int:
     import asyncio
     import time
 
+    from dsh.bytestext import to_bytes
+    from dsh.names import SIGNAL_NAME
     from dsh.runtime.session import Keys, user_name
 
     if len(rest) not in (2, 3):
@@ -769,7 +936,7 @@ def _signal(settings: Settings, rest: list[str]) -> int:
     name, signal, value = rest[0], rest[1], rest[2] if len(rest) == 3 else ""
     if not _SESSION_NAME.fullmatch(name):
         raise UsageError(f"{name!r} cannot name a session")
-    if not _SIGNAL_NAME.fullmatch(signal):
+    if not SIGNAL_NAME.fullmatch(signal):
         raise UsageError(f"{signal!r} cannot name a signal (letters, digits, '.', '_', '-')")
     store = _store(settings)
     keys = Keys(user_name(), name)
@@ -779,7 +946,7 @@ def _signal(settings: Settings, rest: list[str]) -> int:
             if await store.get(keys.meta, timeout=STORE_TIMEOUT) is None:
                 raise UsageError(f"no session named {name!r} in {store.name}")
             seq = b"%020d-%s" % (time.time_ns(), os.urandom(3).hex().encode())
-            await store.put(keys.signals(signal) + seq, value.encode(), timeout=STORE_TIMEOUT)
+            await store.put(keys.signals(signal) + seq, to_bytes(value), timeout=STORE_TIMEOUT)
         finally:
             await store.close()
 
@@ -792,21 +959,24 @@ def _key(settings: Settings, rest: list[str]) -> int:
     which `await key` waits for. `get` of a key not set is status 1."""
     import asyncio
 
+    from dsh.bytestext import to_bytes
+    from dsh.names import key_problem
     from dsh.runtime.session import Keys, user_name
 
     usage = "dsh key put KEY VALUE | dsh key get KEY"
     if not rest or rest[0] not in ("put", "get") or len(rest) != (3 if rest[0] == "put" else 2):
         raise UsageError(f"key takes: {usage}")
     key = rest[1]
-    if not _KEY.fullmatch(key):
-        raise UsageError(f"{key!r} cannot be a key (no spaces or control characters; at most 256)")
+    problem = key_problem(key)  # the rule of `await key` too
+    if problem:
+        raise UsageError(problem)
     store = _store(settings)
     where = Keys(user_name(), "-").user_key(key)
 
     async def act() -> int:
         try:
             if rest[0] == "put":
-                await store.put(where, rest[2].encode(), timeout=STORE_TIMEOUT)
+                await store.put(where, to_bytes(rest[2]), timeout=STORE_TIMEOUT)
                 return EXIT_OK
             held = await store.get(where, timeout=STORE_TIMEOUT)
         finally:
@@ -814,15 +984,18 @@ def _key(settings: Settings, rest: list[str]) -> int:
         if held is None:
             sys.stderr.write(f"dsh: key {key} is not set\n")
             return EXIT_NOT_OK
-        print(held.value.decode("utf-8", "replace"))
+        sys.stdout.flush()
+        sys.stdout.buffer.write(held.value + b"\n")  # the bytes as they were put
+        sys.stdout.flush()
         return EXIT_OK
 
     return asyncio.run(act())
 
 
 def _serve(settings: Settings, rest: list[str]) -> int:
-    """`dsh serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F]`: take
-    the POSTs of callbacks and write them into the store, until stopped."""
+    """`dsh serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F]
+    [--header-timeout D] [--body-timeout D] [--max-connections N]`: take the POSTs
+    of callbacks and write them into the store, until stopped."""
     import asyncio
     import signal
 
@@ -832,7 +1005,9 @@ def _serve(settings: Settings, rest: list[str]) -> int:
     host, port = serve.parse_listen(found["listen"])
     tls = serve.tls_context(found["cert"], found["key"])
     store = _store(settings)
-    server = serve.Server(store, host=host, port=port, public_url=found["public_url"], tls=tls)
+    server = serve.Server(
+        store, host=host, port=port, public_url=found["public_url"], tls=tls, limits=found["limits"]
+    )
 
     async def run() -> int:
         loop = asyncio.get_running_loop()

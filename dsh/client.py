@@ -2,9 +2,10 @@
 
 A client never runs work itself. It finds the session's executor through the
 owner record in the store (or starts one, which takes the session over if
-its owner died), connects to its socket, and then: submits each complete
-line to the session's inbox in the store (numbered by compare-and-set),
-shows the live output the executor sends, and waits for that line's status.
+its owner died), connects to its socket (only one that its own user serves:
+dsh.localsocket), and then: submits each complete line to the session's
+inbox in the store (numbered by compare-and-set), shows the live output the
+executor sends, and waits for that line's status.
 Ctrl-C asks the executor to cancel the line; Ctrl-\\ or `detach` leaves the
 work running and ends only the client; so does the terminal closing (SIGHUP
 ends the client, never the executor, which is in a process session of its
@@ -34,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dsh.bytestext import loaded, to_bytes
 from dsh.errors import DshError, IncompleteInput, LangError, StoreError, UsageError
 from dsh.follow import Follower
+from dsh.localsocket import dial
 from dsh.runtime.session import Keys, decode_value, read_journal
 from dsh.runtime.values import Value
 from dsh.runtime.wire import Event, Replay
@@ -140,7 +143,7 @@ class Client:
         owner = self._owner()
         here = owner is not None and owner.get("machine") == self.link.machine
         if here and owner is not None and owner.get("socket"):
-            self.sock = _dial(str(owner["socket"]))
+            self.sock = dial(str(owner["socket"]))
         if self.sock is None and owner is not None and not here:
             if not handover:
                 self._follow(owner)
@@ -185,15 +188,25 @@ class Client:
             code = child.poll()
             if code is not None:
                 owner = self._owner()
-                if code == 2 and owner is not None and owner.get("machine") != self.link.machine:
-                    return  # lost a race to take it over
+                if code == 2 and owner is not None:  # it lost a race to take the session over
+                    if owner.get("machine") != self.link.machine:
+                        return  # to another machine: follow that one
+                    if owner.get("socket"):  # to another executor here: join that one
+                        self.sock = dial(str(owner["socket"]))
+                        if self.sock is not None:
+                            return
                 raise SessionEnded(self._why(f"its executor stopped (exit {code})"), code or 3)
             if time.monotonic() > deadline:
                 child.terminate()
                 raise SessionEnded(self._why("its executor did not take it in time"), 3)
             owner = self._owner()
-            if owner is not None and owner.get("pid") == child.pid and owner.get("socket"):
-                self.sock = _dial(str(owner["socket"]))
+            here = owner is not None and owner.get("machine") == self.link.machine
+            if here and owner is not None and owner.get("socket"):
+                # Ours, or another executor here that won the session (a second attach
+                # at the same time): join it. A dead owner's socket does not answer.
+                self.sock = dial(str(owner["socket"]))
+                if self.sock is not None and owner.get("pid") != child.pid:
+                    child.terminate()  # it only waited to take the session: it goes
             if self.sock is None:
                 time.sleep(0.05)
 
@@ -227,9 +240,11 @@ class Client:
             f"from here, and lines run there; dsh attach --take {name} takes it over"
         )
 
-    def _take_over(self) -> None:
+    def _take_over(self, handed: bool = False) -> None:
         """The owner a follower followed let go or died: the executor in waiting here
-        takes the session over (or another machine's did: follow that one)."""
+        takes the session over (or another machine's did: follow that one).
+        `handed`: it went while asked to hand over (else it stopped, or its lease
+        ran out: a store cannot tell the two apart)."""
         if self.follower is not None:
             self.follower.stop()
             self.follower = None
@@ -241,9 +256,9 @@ class Client:
         while time.monotonic() < deadline and standby.poll() is None:
             owner = self._owner()
             if owner is not None and owner.get("pid") == standby.pid and owner.get("socket"):
-                self.sock = _dial(str(owner["socket"]))
+                self.sock = dial(str(owner["socket"]))
                 if self.sock is not None:
-                    self.say(f"the owner of session {self.link.keys.name} let go: taken over here")
+                    self.say(f"{_gone(self.link.keys.name, handed)}: taken over here")
                     threading.Thread(target=self._read, args=(self.sock,), daemon=True).start()
                     return
             elif owner is not None and owner.get("machine") != self.link.machine:
@@ -377,7 +392,7 @@ class Client:
         if kind == "end":
             raise SessionEnded(str(event.get("message", "the session ended")), int(event.get("exit", 3)))
         if kind == "gone":
-            self._take_over()
+            self._take_over(bool(event.get("handover")))
             return False
         return True
 
@@ -496,22 +511,21 @@ class Client:
         return "".join(lines)
 
 
-def output_tail(out: str) -> str:
-    """The last TAIL_LINES of an action's output, indented under its journal entry."""
-    tail = out.rstrip("\n").split("\n")[-TAIL_LINES:] if out.strip() else []
-    return "".join(f"{'':25}| {text}\n" for text in tail)
+def _gone(name: str, handed: bool) -> str:
+    """How the owner a follower followed went."""
+    if handed:
+        return f"the owner of session {name} handed it over"
+    return f"the owner of session {name} is gone (it stopped, or its lease ran out)"
 
 
-def _dial(path: str) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5.0)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    sock.settimeout(None)
-    return sock
+def output_tail(out: object) -> str:
+    """The last TAIL_LINES of an action's output (as a record keeps it: dsh.bytestext),
+    indented under its journal entry, neutralised like a host's live output."""
+    from dsh.render import neutralise
+
+    data = to_bytes(loaded(out))
+    tail = data.rstrip(b"\n").split(b"\n")[-TAIL_LINES:] if data.strip() else []
+    return "".join(f"{'':25}| {neutralise(line)}\n" for line in tail)
 
 
 def read_eval(

@@ -8,6 +8,7 @@ max_line = "30d"          # the cap on a line's worst-case duration
 step_budget = 10000       # the most steps one line may take
 fanout = 256              # host flows running at once
 max_retries = 100
+max_binding = 1048576     # bytes one binding may hold (a value, or all hosts' output); at most 1 MiB
 
 [groups]
 web = "web[01-40]"
@@ -19,6 +20,10 @@ connect_timeout = "10s"   # unless the ssh config's ConnectTimeout says otherwis
 
 [spool]
 keep = "7d"               # a session's spool untouched this long is removed
+
+[store]
+keep = "90d"              # finished sessions untouched this long are removed (default: kept)
+keep_unnamed = "1d"       # the same for the sessions dsh named itself (`dsh -c`)
 
 [etcd]                    # for --store etcd://… (DSH_ETCD_* variables win)
 prefix = "/team-a"        # every key under it
@@ -39,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from dsh.errors import UsageError
-from dsh.lang.compiler import Limits
-from dsh.lang.durations import parse_duration
+from dsh.lang.compiler import MAX_BINDING, Limits
+from dsh.lang.durations import MIN_DURATION, parse_duration
 from dsh.plan import RESULT_SETS
 from dsh.record import record
 
@@ -52,6 +57,15 @@ HOST_KEY_POLICIES = ("strict", "accept-new", "off")
 @record
 class Spool:
     keep: float = 7 * 86400.0
+
+
+@record
+class Retention:
+    """The [store] section: how long finished sessions nobody touches are kept,
+    those named with --session (None: until `dsh rm`) and those dsh named."""
+
+    keep: float | None = None
+    keep_unnamed: float = 86400.0
 
 
 @record
@@ -72,6 +86,7 @@ class Config:
     ssh: Ssh = field(default_factory=Ssh)
     spool: Spool = field(default_factory=Spool)
     etcd: Mapping[str, str] = field(default_factory=dict)
+    store: Retention = field(default_factory=Retention)
 
 
 def default_path(env: Mapping[str, str]) -> Path:
@@ -101,10 +116,10 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
-    unknown = set(data) - {"limits", "groups", "ssh", "spool", "etcd"}
+    unknown = set(data) - {"limits", "groups", "ssh", "spool", "store", "etcd"}
     if unknown:
         raise UsageError(
-            f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh, spool, etcd)"
+            f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh, spool, store, etcd)"
         )
     limits = _limits(data.get("limits", {}), path)
     groups = data.get("groups", {})
@@ -122,6 +137,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         _ssh(data.get("ssh", {}), path),
         _spool(data.get("spool", {}), path),
         _etcd(data.get("etcd", {}), path),
+        store=_retention(data.get("store", {}), path),
     )
 
 
@@ -147,6 +163,21 @@ def _spool(table: Any, path: Path) -> Spool:
     if seconds is None or seconds < 60:
         raise UsageError(f'{path}: spool.keep must be a duration of at least a minute, like "7d"')
     return Spool(seconds)
+
+
+def _retention(table: Any, path: Path) -> Retention:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [store] must be a table")
+    unknown = set(table) - {"keep", "keep_unnamed"}
+    if unknown:
+        raise UsageError(f"{path}: unknown setting store.{sorted(unknown)[0]} (known: keep, keep_unnamed)")
+    found: dict[str, float] = {}
+    for name, raw in table.items():
+        seconds = parse_duration(raw) if isinstance(raw, str) else None
+        if seconds is None or seconds < 60:
+            raise UsageError(f'{path}: store.{name} must be a duration of at least a minute, like "30d"')
+        found[name] = seconds
+    return Retention(found.get("keep"), found.get("keep_unnamed", Retention().keep_unnamed))
 
 
 def _ssh(table: Any, path: Path) -> Ssh:
@@ -177,11 +208,17 @@ def _limits(table: Any, path: Path) -> Limits:
             raise UsageError(f"{path}: unknown setting limits.{key} (known: {', '.join(sorted(known))})")
         if key in _DURATIONS:
             seconds = parse_duration(value) if isinstance(value, str) else None
-            if seconds is None or seconds <= 0:
-                raise UsageError(f'{path}: limits.{key} must be a duration like "30s" or "10m"')
+            if seconds is None or seconds < MIN_DURATION:
+                raise UsageError(
+                    f'{path}: limits.{key} must be a duration of at least 1ms, like "30s" or "10m"'
+                )
             changes[key] = seconds
         else:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{path}: limits.{key} must be a whole number of at least 1")
+            if key == "max_binding" and value > MAX_BINDING:
+                raise UsageError(
+                    f"{path}: limits.max_binding is at most {MAX_BINDING} bytes (what one store value holds)"
+                )
             changes[key] = value
     return replace(Limits(), **changes)

@@ -7,9 +7,10 @@ script it was given, if any; then takes the lines that clients submit through
 the store (`ctl/in/SEQ`, numbered by compare-and-set), one at a time, in
 order, each consumed in the same transaction as the plan it becomes.
 
-Clients on this machine connect to a Unix socket (its path is in the owner
-record) and receive live output as JSON lines (dsh.runtime.wire), the status
-of each submission, and `idle` when asked to wait for the session's work.
+Clients on this machine connect to a Unix socket (dsh.localsocket: the
+user's alone; its path is in the owner record) and receive live output as
+JSON lines (dsh.runtime.wire), the status of each submission, and `idle`
+when asked to wait for the session's work.
 They send `poke` (a line was submitted: read the inbox now), `cancel ID`,
 `wait` and `bye`. A slow client never slows the work: past CLIENT_EVENTS
 queued events its output is dropped (and it is told how much).
@@ -24,10 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from typing import Any
 from dsh import plan as p
 from dsh.driver import Driver, Killed, status_of
 from dsh.errors import DshError, LangError, StoreError
+from dsh.localsocket import listen
 from dsh.remote.base import Exec
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import HostResult, LineResult
@@ -50,19 +50,8 @@ POLL = 0.25
 CLIENT_EVENTS = 10_000
 #: A client that does not read for this long is disconnected.
 CLIENT_STALL = 30.0
-#: Unix socket paths are limited to about 108 bytes.
-SOCKET_PATH_MAX = 100
 #: The exit status of a line cancelled by a client (as for Ctrl-C).
 CANCELLED = 130
-
-
-def socket_path(state: Path, machine: str, name: str) -> Path:
-    """Where the executor of session `name` on `machine` listens (private to the user)."""
-    path = state / "run" / machine.replace("/", "_") / f"{name}.sock"
-    if len(str(path)) > SOCKET_PATH_MAX:
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:20]
-        path = Path(tempfile.gettempdir()) / f"dsh-{os.getuid()}" / f"{digest}.sock"
-    return path
 
 
 class _Client:
@@ -152,9 +141,10 @@ class _Tee:
 class Daemon:
     """Serves one session until nobody needs it; see the module's doc."""
 
-    def __init__(self, session: Session, socket: Path, log_renderer: Any) -> None:
+    def __init__(self, session: Session, state: Path, log_renderer: Any) -> None:
         self.session = session
-        self.socket = socket
+        #: The state directory: the socket goes under it (or, too long a path, elsewhere).
+        self.state = state
         self.clients: set[_Client] = set()
         self.wire = WireReporter(self._broadcast)
         self.reporter = _Tee(log_renderer, self.wire)
@@ -324,14 +314,25 @@ class Daemon:
         return found
 
     async def _next(self) -> tuple[int, dict[str, Any]] | None:
-        """The oldest submission not taken yet."""
+        """The oldest submission not taken yet. One that cannot be read (a damaged or
+        forged record) is journaled as rejected and skipped: it never stops the
+        executor (fault report #9)."""
         store, keys = self.session.store, self.session.keys
         kvs, _ = await store.range(keys.inbox, timeout=self.session.timeout)
         for kv in kvs:
-            seq = int(kv.key[len(keys.inbox) :])
+            suffix = kv.key[len(keys.inbox) :]
+            seq = int(suffix) if suffix.isdigit() else 0
             if seq > self.taken:
-                return seq, json.loads(kv.value)
-            await store.delete(kv.key, timeout=self.session.timeout)  # consumed before
+                item, why = _submission(kv.value)
+                if item is not None:
+                    return seq, item
+                cp = self.session.checkpointer()
+                error = f"submission {seq} cannot be read ({why}): skipped"
+                await cp.write([Put(keys.taken, b"%d" % seq), cp.entry("rejected", error=error)])
+                self.taken = seq
+                self.reporter.message(error)
+                continue
+            await store.delete(kv.key, timeout=self.session.timeout)  # consumed before (or not ours)
         return None
 
     async def submission(self, driver: Driver, seq: int, item: dict[str, Any]) -> None:
@@ -373,12 +374,15 @@ class Daemon:
         wanted: Callable[[], bool] | None = None,
     ) -> int:
         """Own the session, run its work, serve its clients; the exit status."""
-        self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
-        server = await asyncio.start_unix_server(self._client, path=str(self.socket))
-        os.chmod(self.socket, 0o600)
-        self.session.owner_extra = {"socket": str(self.socket)}
+        listener = listen(self.state, self.session.machine, self.session.keys.name)
+        if listener.note is not None:
+            self.reporter.message(listener.note)
+        try:
+            server = await asyncio.start_unix_server(self._client, sock=listener.sock)
+        except BaseException:
+            listener.close()
+            raise
+        self.session.owner_extra = {"socket": str(listener.path)}
         code: int | None = None
         try:
             await (driver.take(patience, wanted) if take else driver.claim())
@@ -441,8 +445,7 @@ class Daemon:
             self._broadcast({"ev": "end", "exit": code, "message": exc.message}, control=True)
         finally:
             server.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.socket.unlink()
+            listener.close()
             try:
                 await driver.release()
             finally:
@@ -453,3 +456,20 @@ class Daemon:
                 if pumps:
                     await asyncio.wait(pumps, timeout=2.0)
         return code if code is not None else self.status
+
+
+def _submission(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A submitted line as a client wrote it ({"id", "text", "name", "first_line", …}),
+    or None and why it cannot be one."""
+    try:
+        item = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        return None, f"not JSON: {exc}"
+    if not isinstance(item, dict):
+        return None, "not a JSON object"
+    if not isinstance(item.get("text"), str):
+        return None, "no text"
+    first = item.get("first_line", 1)
+    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
+        return None, "no line number"
+    return item, ""

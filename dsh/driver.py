@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from dsh import housekeeping
 from dsh import plan as p
 from dsh.config import Config
 from dsh.errors import DshError, IncompleteInput, LangError, UsageError
@@ -30,7 +31,7 @@ from dsh.remote.local import LocalShell
 from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import LineResult
-from dsh.runtime.session import Session, SessionEvents, SessionRecorder
+from dsh.runtime.session import MAX_PLAN, Keys, Session, SessionEvents, SessionRecorder, stored_size
 from dsh.store.base import Put
 
 T = TypeVar("T")
@@ -53,8 +54,12 @@ class Driver:
     log_dir: Path | None = None
     #: Shared with the hosts: open while the session's lease is surely held.
     gate: Gate = field(default_factory=Gate)
+    #: Sweep the store ([store] keep) at the end of every session, not one in 16 (tests).
+    sweep_always: bool = False
 
     def __post_init__(self) -> None:
+        #: Whether this session sweeps the store when it ends (decided when it claims).
+        self._sweep_due = False
         #: Functions defined by the text compiled so far (a REPL's earlier lines), and
         #: those of them not kept with the session yet (name → source text).
         self.functions: dict[str, FnDef] = {}
@@ -65,6 +70,7 @@ class Driver:
             hosts=self.hosts,
             args=self.args or (),
             inventory=self.config.groups,
+            max_binding=self.config.limits.max_binding,
         )
 
     async def load(self) -> None:
@@ -99,6 +105,8 @@ class Driver:
             await self.load()  # what a previous owner left, now that nobody else writes
             if spool.cleans(self.session.spool_name):  # one session in 16 pays for it
                 await self.clean_local()
+                self._sweep_due = True  # the store's old sessions too, after the work
+            self._sweep_due = self._sweep_due or self.sweep_always
             self.executor.spool_name = self.session.spool_name
             self.executor.machine = self.session.machine
             self.executor.recorder = SessionRecorder(self.session)
@@ -167,34 +175,32 @@ class Driver:
         could not be removed."""
         session = self.session
         assert session is not None
-        store, keys, timeout = session.store, session.keys, session.timeout
-        if await store.get(keys.meta, timeout=timeout) is None:
-            raise UsageError(f"no session named {keys.name!r} in {store.name}")
-        try:
-            await session.take(patience=0.0)
-        except UsageError as exc:
-            raise UsageError(f"{exc.message}; stop it first with `dsh kill {keys.name}`") from None
-        kvs, _ = await store.range(keys.root + b"act/", timeout=timeout)
-        hosts = sorted({kv.key.rsplit(b"/", 1)[1].decode() for kv in kvs} - {"-"})
-        failed: list[str] = []
-        await self.executor.local.remove(session.spool_name)
-        make = self.executor.host_remote
-        if hosts and make is not None:
-            done = await asyncio.gather(*(make(h).remove(session.spool_name) for h in hosts))
-            failed = [h for h, ok in zip(hosts, done, strict=True) if not ok]
-        if session.checkpoints is not None:
-            await session.checkpoints.close()
-            session.checkpoints = None  # nothing more is written: the keys go now
         self.executor.recorder = None
-        from dsh.serve import callback_key
+        try:
+            return await housekeeping.remove(session, self.executor.local, self.executor.host_remote)
+        except housekeeping.InUse as exc:
+            raise UsageError(f"{exc.message}; stop it first with `dsh kill {session.keys.name}`") from None
 
-        made, _ = await store.range(keys.callbacks, timeout=timeout)
-        for kv in made:  # the callbacks (and their events) live outside the session's keys
-            await store.delete(
-                callback_key(kv.key[len(keys.callbacks) :].decode()), prefix=True, timeout=timeout
-            )
-        await store.delete(keys.root, prefix=True, timeout=timeout)
-        return failed
+    async def sweep(self) -> None:
+        """The store's sweep ([store] keep, keep_unnamed), after the work of a session
+        that cleaned the local spools (one in 16, see `claim`): the user's finished
+        sessions untouched for their keep, with their callbacks and this machine's
+        spools. Bounded (housekeeping.sweep) and quiet: what it cannot do now (the
+        store slow, a session in use), a later sweep does. Not when interrupted."""
+        session, due = self.session, self._sweep_due
+        self._sweep_due = False
+        keep = housekeeping.Keep(self.config.store.keep, self.config.store.keep_unnamed)
+        task = asyncio.current_task()
+        if session is None or not due or (task is not None and task.cancelling()):
+            return
+
+        def make(name: str) -> Session:
+            keys = Keys(session.keys.user, name)
+            budget = housekeeping.SWEEP_BUDGET  # each store call is bounded by it too
+            return Session(session.store, keys, session.machine, lease_ttl=session.lease_ttl, timeout=budget)
+
+        with contextlib.suppress(DshError, TimeoutError):
+            await housekeeping.sweep(session, keep, make, self.executor.local)
 
     async def clean_local(self) -> None:
         """This machine's spools and executor logs untouched for `[spool] keep`, removed."""
@@ -216,6 +222,7 @@ class Driver:
                 self.executor.recorder = None
                 try:
                     await self.session.release()
+                    await self.sweep()  # after the work, and once the lease is let go
                 finally:
                     await self.session.store.close()
 
@@ -314,10 +321,14 @@ class Driver:
             functions=self.functions,
         )
         before = dict(self.functions)
-        plan = compile_source(Source(name, text, first_line), ctx, self.functions)
-        for fn_name, fn in self.functions.items():
-            if before.get(fn_name) is not fn:
-                self._unsaved[fn_name] = fn.span.text
+        source = Source(name, text, first_line)
+        functions = dict(self.functions)  # kept only once the plan fits the store too
+        plan = compile_source(source, ctx, functions)
+        new = {fn_name: fn for fn_name, fn in functions.items() if before.get(fn_name) is not fn}
+        _check_fits(source, plan, self.args or (), new)
+        self.functions.update(functions)
+        for fn_name, fn in new.items():
+            self._unsaved[fn_name] = fn.span.text
         return plan
 
     async def run(
@@ -335,6 +346,31 @@ class Driver:
                 f"{left} more statement{'s' if left != 1 else ''} not run"
             )
         return results
+
+
+def _check_fits(source: Source, plan: p.Plan, args: Sequence[str], functions: dict[str, FnDef]) -> None:
+    """Refuse, as a compile error, a plan (or a function defined with it) that the
+    store could not keep: a session stores the plan and each statement's compiled
+    form before running it, and the largest of those records must fit in one of
+    the store's values (session.MAX_PLAN)."""
+    for fn in functions.values():
+        size = len(fn.span.text.encode("utf-8", "surrogateescape"))
+        if size > MAX_PLAN:
+            raise LangError(
+                f"function {fn.name} is {size} bytes; the store takes at most {MAX_PLAN} "
+                "(keep large data in a file)",
+                fn.span,
+            )
+    if not plan.statements:
+        return
+    size, stmt = stored_size(plan, args)
+    if size > MAX_PLAN:
+        where = source.span(0, len(source.text)) if stmt is None else source.line_span(stmt.line)
+        raise LangError(
+            f"the script's plan is {size} bytes as stored; the store takes at most {MAX_PLAN} "
+            "(split the script, or keep large data in a file)",
+            where,
+        )
 
 
 class Killed(DshError):

@@ -11,7 +11,8 @@ All of this runs on a thread of its own, with its own event loop and its own
 store handle; the client's main thread sees control events in its queue:
 
     {"ev": "done", "id": SID, "status": N, "error": TEXT}   a submitted line is over
-    {"ev": "gone"}                                          the owner let go or died
+    {"ev": "gone", "handover": BOOL}                        the owner let go or died;
+                                                            handover: it was asked to hand over
     {"ev": "end", "exit": 4, "message": TEXT}               the session was killed
 """
 
@@ -60,6 +61,8 @@ class Follower:
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="dsh-follow", daemon=True)
         self._shown = 0  # the last journal entry shown
+        #: A handover request stands (`ctl/handover`): an owner that goes now handed over.
+        self._handover = False
 
     def start(self, timeout: float = TIMEOUT) -> None:
         """Begin following (the viewer key is in the store when this returns)."""
@@ -131,9 +134,11 @@ class Follower:
             # The owner read at a revision, and the watch from the next: no change between is missed.
             owner, revision = await store.range(keys.owner, timeout=TIMEOUT)
             watch = await store.watch(keys.root, start_revision=revision + 1, timeout=TIMEOUT)
+            # Read after the watch's start: a change in between is in the watch too, later.
+            self._handover = await store.get(keys.handover, timeout=TIMEOUT) is not None
             self._ready.set()
             if not owner:
-                self._tell({"ev": "gone"})
+                self._tell({"ev": "gone", "handover": self._handover})
                 self._stop.set()
             keeper = asyncio.ensure_future(self._keep(store, lease.id))
             stopping = asyncio.ensure_future(self._stop.wait())
@@ -194,8 +199,10 @@ class Follower:
             message = f"session {self.keys.name!r} was killed (dsh kill)"
             self._tell({"ev": "end", "exit": 4, "message": message})
             return True
+        elif key == self.keys.handover[len(self.keys.root) :]:
+            self._handover = kind == "put"
         elif kind == "delete" and key == b"owner":
-            self._tell({"ev": "gone"})
+            self._tell({"ev": "gone", "handover": self._handover})
             return True
         return False
 

@@ -5,6 +5,17 @@ inventory group, `@res:NAME` for a result set of the previous line, and
 `@var:NAME` for a binding that holds hosts. A resolver built from plain
 mappings answers them, so set operations (`,` `!` `&` `^`) apply to whole
 groups, left to right, exactly as ClusterShell defines them.
+
+This is also where host names enter dsh, from the text of a script and from
+bindings alike: every name a pattern expands to is an alias of the alphabet
+`A-Z a-z 0-9 . _ -` (not `.` nor `..`), the node-set alphabet without its
+operators; a binding's text with anything else (`/`, `:`, `@`, blanks, `;`,
+`$`, quotes) is refused, naming the binding and the name.
+
+ClusterShell's parser scans the rest of its text again for every name of a
+list, which costs time quadratic in the list's length; long lists are handed
+to it in slices of CHUNK_TERMS names, joined with its own set operations, so
+that a pattern costs time linear in its length.
 """
 
 from __future__ import annotations
@@ -15,8 +26,21 @@ from typing import Any
 
 #: Where references of each kind live in a resolver.
 INVENTORY, RESULTS, VARIABLES = "inv", "res", "var"
+#: The names of a list ClusterShell is given at once (its parse of one slice is
+#: quadratic in the slice's length: a few hundred names cost next to nothing).
+CHUNK_TERMS = 256
 
 _PLAIN = re.compile(r"[A-Za-z0-9._\-\[\],!&^]*")
+_SPECIAL = re.compile(r"[\[\],!&^]")
+#: A host alias, once a pattern is expanded.
+_ALIAS = re.compile(r"[A-Za-z0-9._-]+")
+#: ClusterShell's set operations, by their operator.
+_OPERATIONS = {
+    ",": "update",
+    "!": "difference_update",
+    "&": "intersection_update",
+    "^": "symmetric_difference_update",
+}
 
 
 class HostSetError(ValueError):
@@ -49,10 +73,50 @@ MAX_EXPAND = 100_000
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 
 
+def terms(pattern: str) -> list[tuple[str, str]]:
+    """A pattern's terms with the operator before each (`,` before the first),
+    split at the operators outside brackets, in one pass."""
+    out: list[tuple[str, str]] = []
+    op, start, depth = ",", 0, 0
+    for m in _SPECIAL.finditer(pattern):
+        ch = m.group()
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif depth == 0:
+            out.append((op, pattern[start : m.start()]))
+            op, start = ch, m.end()
+    out.append((op, pattern[start:]))
+    return out
+
+
+def members_problem(label: str, text: str) -> str | None:
+    """Why the text of a binding (named `label`) cannot name hosts, or None: a
+    name holds a character that is not of the node-set alphabet, or is `.` or
+    `..`. The sentence names the binding and the name."""
+    m = _PLAIN.match(text)
+    end = m.end() if m is not None else 0
+    if end < len(text):
+        bad = text[end]
+        cut = [i for i in (text.rfind(c, 0, end) for c in _OPERATIONS) if i >= 0]
+        first = max(cut, default=-1) + 1
+        last = min((i for i in (text.find(c, end) for c in _OPERATIONS) if i >= 0), default=len(text))
+        name = text[first:last]
+        shown = repr(name) if len(name) <= 80 else repr(name[:77]) + "…"
+        what = "a blank" if bad.isspace() else "a control character" if not bad.isprintable() else repr(bad)
+        hint = " (names are separated by ',')" if bad.isspace() else ""
+        return f"{label} holds {shown}, which cannot name a host: {what} is not allowed in a host name{hint}"
+    for _op, term in terms(text):
+        if term in (".", ".."):
+            return f"{label} holds {term!r}, which cannot name a host"
+    return None
+
+
 def upper_bound(pattern: str) -> int:
     """At most how many names a pattern's ranges make (operators can only remove)."""
     total = 0
-    for term in re.split(r"[,!&^](?![^\[]*\])", pattern):
+    for _op, term in terms(pattern):
         size = 1
         for inside in _BRACKETS.findall(term):
             width = 0
@@ -81,29 +145,84 @@ def _resolver(groups: Mapping[str, Mapping[str, str]]) -> Any:
 def expand(pattern: str, groups: Mapping[str, Mapping[str, str]] | None = None, *, limit: int) -> list[str]:
     """The hosts of a pattern, in ClusterShell's order.
 
-    HostSetError if the pattern is bad, or names more than `limit` hosts (it is
+    HostSetError if the pattern is bad, if a binding's text cannot name hosts
+    (see `members_problem`), or if it names more than `limit` hosts (it is
     counted from its ranges before any name is made, so `h[1-100000000]` costs
     nothing).
     """
-    from ClusterShell.NodeSet import NodeSet, NodeSetException
+    from ClusterShell.NodeSet import NodeSetException
     from ClusterShell.NodeUtils import GroupResolverError
     from ClusterShell.RangeSet import RangeSetException
 
-    for text in (pattern, *(m for members in (groups or {}).values() for m in members.values())):
+    groups = groups or {}
+    for name, members in groups.get(VARIABLES, {}).items():
+        problem = members_problem(label(name), members)
+        if problem:
+            raise HostSetError(problem)
+    for text in (pattern, *(m for members in groups.values() for m in members.values())):
         most = upper_bound(text)
         if most > max(limit, MAX_EXPAND):
             raise HostSetTooLarge(most, limit, exact=False)
     try:
-        hosts = NodeSet(pattern, resolver=_resolver(groups or {}))
+        # A long list in a group is parsed here in slices too, and handed on folded.
+        folded = {
+            source: {name: _folded(text) if "@" not in text else text for name, text in members.items()}
+            for source, members in groups.items()
+        }
+        hosts = _parse(pattern, _resolver(folded))
         size = len(hosts)
         if size > limit:
             raise HostSetTooLarge(size, limit, exact=True)
-        return list(hosts)
+        names = list(hosts)
     except HostSetError:
         raise
     # AssertionError: ClusterShell's "range too large".
     except (NodeSetException, RangeSetException, GroupResolverError, AssertionError, ValueError) as exc:
         raise HostSetError(_message(exc)) from exc
+    for host in names:
+        if not _ALIAS.fullmatch(host) or host in (".", ".."):
+            raise HostSetError(f"{host!r} cannot name a host")
+    return names
+
+
+def label(variable: str) -> str:
+    """How a binding is named to a user: `$hosts`, or `$h (of restart)` for the
+    parameter h of function restart, which the compiler binds as `restart-h`."""
+    fn, dash, param = variable.partition("-")
+    return f"${param} (of {fn})" if dash else f"${variable}"
+
+
+def _parse(pattern: str, resolver: Any) -> Any:
+    """ClusterShell's NodeSet of a pattern, its operators applied left to right as
+    ClusterShell applies them, a run of `,` handed over CHUNK_TERMS names at a time."""
+    from ClusterShell.NodeSet import NodeSet
+
+    pieces = terms(pattern)
+    if len(pieces) <= CHUNK_TERMS or any(not term for _op, term in pieces):
+        return NodeSet(pattern, resolver=resolver)  # short, or odd: ClusterShell's own word
+    result = NodeSet(resolver=resolver)
+    run: list[str] = []
+    for op, term in pieces:
+        if op == "," and len(run) < CHUNK_TERMS:
+            run.append(term)
+            continue
+        if run:
+            result.update(NodeSet(",".join(run), resolver=resolver))
+        run = [term] if op == "," else []
+        if op != ",":
+            getattr(result, _OPERATIONS[op])(NodeSet(term, resolver=resolver))
+    if run:
+        result.update(NodeSet(",".join(run), resolver=resolver))
+    return result
+
+
+def _folded(text: str) -> str:
+    """A group's text as ClusterShell folds it (`h[1-20000]` for a list of 20000)."""
+    if len(text) < 4096:
+        return text
+    from ClusterShell.NodeUtils import GroupResolver
+
+    return str(_parse(text, GroupResolver()))
 
 
 def fold(hosts: Iterable[str]) -> str:

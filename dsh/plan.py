@@ -343,7 +343,10 @@ def dump_statement(stmt: Statement) -> dict[str, Any]:
 def load_statement(data: dict[str, Any]) -> Statement:
     """The inverse of dump_statement; PlanError for corrupt or newer data."""
     _check_version(data.get("version") if isinstance(data, dict) else None, "statement")
-    stmt = _decode(data.get("statement"))
+    try:
+        stmt = _decode(data.get("statement"))
+    except RecursionError:  # deeper than any compile makes (lang's MAX_BLOCK_DEPTH)
+        raise PlanError("the stored statement is nested too deeply to be dsh's") from None
     if not isinstance(stmt, Run | Bind | If | For):
         raise PlanError("the stored data is not a dsh statement")
     return stmt
@@ -355,10 +358,15 @@ def loads(data: str | bytes) -> Plan:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PlanError(f"the stored plan is corrupt ({exc})") from exc
+    except RecursionError:
+        raise PlanError("the stored plan is nested too deeply to be dsh's") from None
     if not isinstance(raw, dict) or raw.get("@") != "Plan":
         raise PlanError("the stored data is not a dsh plan")
     _check_version(raw.get("version"), "plan")
-    plan = _decode(raw)
+    try:
+        plan = _decode(raw)
+    except RecursionError:  # deeper than any compile makes (lang's MAX_BLOCK_DEPTH)
+        raise PlanError("the stored plan is nested too deeply to be dsh's") from None
     if not isinstance(plan, Plan):
         raise PlanError("the stored data is not a dsh plan")
     return plan

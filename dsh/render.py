@@ -19,6 +19,7 @@ from typing import IO, Any, Protocol
 
 from dsh import nodeset
 from dsh import plan as p
+from dsh.bytestext import from_bytes, loaded, stored, to_bytes
 from dsh.lang.durations import format_duration
 from dsh.remote.base import Exec
 from dsh.runtime.executor import Reporter
@@ -34,11 +35,16 @@ class Renderer(Reporter, Protocol):
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: Lines of output shown per group in a folded summary.
 SUMMARY_LINES = 10
+#: Last lines of stderr shown under a group of hosts not ok in a folded summary.
+SUMMARY_ERR_LINES = 3
 #: Characters of one output line shown; the rest is counted, not shown.
 LINE_MAX = 4000
+#: Bytes of one line kept to show it: enough for LINE_MAX characters (UTF-8 takes
+#: at most 4 bytes a character); the rest of the line is only counted.
+LINE_BYTES = 4 * LINE_MAX
 #: Lines shown live per host and statement; then a note says where the rest is.
 HOST_LINES = 1000
-#: Bytes of a line without its newline kept before it is shown as it is.
+#: Bytes of a line without its newline kept before it is given in pieces (--json).
 PARTIAL_MAX = 64 * 1024
 #: A line on more hosts than this shows a progress bar (at a terminal, in colour).
 PROGRESS_HOSTS = 20
@@ -52,6 +58,38 @@ def neutralise(data: bytes) -> str:
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def cut(line: bytes, more: int = 0) -> str:
+    """One line of a host's output as shown: neutralised, and cut after LINE_MAX
+    characters with `… (N more bytes)`, N the bytes not shown (`more` of them were
+    dropped before, unread)."""
+    if len(line) > LINE_BYTES:
+        line, more = line[:LINE_BYTES], more + len(line) - LINE_BYTES
+    text = neutralise(line)
+    if len(text) <= LINE_MAX and not more:
+        return text
+    used = _bytes_shown(line, LINE_MAX)
+    return f"{neutralise(line[:used])} … ({len(line) - used + more} more bytes)"
+
+
+def _bytes_shown(line: bytes, limit: int) -> int:
+    """How many bytes of `line` its first `limit` neutralised characters show (a
+    character, or a `\\xNN` escape, is never split)."""
+    shown = used = 0
+    for ch in line.decode("utf-8", "surrogateescape"):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8: `\xNN`
+            width, size = 4, 1
+        elif _UNSAFE.match(ch):
+            width, size = len(f"\\x{code:02x}"), len(ch.encode())
+        else:
+            width, size = 1, len(ch.encode())
+        if shown + width > limit:
+            break
+        shown += width
+        used += size
+    return used
+
+
 def _describe(result: HostResult | Exec) -> str:
     if result.outcome == "failed" and result.exit_status is not None:
         text = f"failed (exit {result.exit_status})"
@@ -63,25 +101,45 @@ def _describe(result: HostResult | Exec) -> str:
 
 
 class _Lines:
-    """Splits streamed bytes into lines per (host, stream)."""
+    """Splits streamed bytes into lines per (host, stream), memory bounded.
 
-    def __init__(self) -> None:
+    Each line comes with the number of its bytes dropped unread. With `keep`
+    (text), a line keeps its first `keep` bytes and only counts the rest: it
+    is given whole, once, when it ends. Without (JSON), a line without newline
+    that grows past PARTIAL_MAX is given in pieces, nothing dropped.
+    """
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = keep
         self.partial: dict[tuple[str | None, str], bytes] = {}
+        self.dropped: dict[tuple[str | None, str], int] = {}
 
-    def feed(self, host: str | None, stream: str, data: bytes) -> list[bytes]:
+    def feed(self, host: str | None, stream: str, data: bytes) -> list[tuple[bytes, int]]:
         key = (host, stream)
         buf = self.partial.pop(key, b"") + data
-        *lines, rest = buf.split(b"\n")
-        if len(rest) > PARTIAL_MAX:  # a flood with no newline: shown in pieces, memory bounded
-            lines.append(rest)
+        dropped = self.dropped.pop(key, 0)
+        *ended, rest = buf.split(b"\n")
+        lines = []
+        for line in ended:
+            lines.append(self._kept(line, dropped))
+            dropped = 0
+        if self.keep is None and len(rest) > PARTIAL_MAX:  # a flood with no newline: in pieces
+            lines.append((rest, 0))
             rest = b""
+        rest, dropped = self._kept(rest, dropped)
         if rest:
             self.partial[key] = rest
+            self.dropped[key] = dropped
         return lines
 
-    def flush(self, host: str | None) -> list[tuple[str, bytes]]:
-        left = [(k[1], v) for k, v in self.partial.items() if k[0] == host]
-        for stream, _ in left:
+    def _kept(self, line: bytes, dropped: int) -> tuple[bytes, int]:
+        if self.keep is not None and len(line) > self.keep:
+            return line[: self.keep], dropped + len(line) - self.keep
+        return line, dropped
+
+    def flush(self, host: str | None) -> list[tuple[str, bytes, int]]:
+        left = [(k[1], v, self.dropped.pop(k, 0)) for k, v in self.partial.items() if k[0] == host]
+        for stream, _, _ in left:
             del self.partial[(host, stream)]
         return left
 
@@ -93,7 +151,7 @@ class TextRenderer:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.color = color
-        self.lines = _Lines()
+        self.lines = _Lines(LINE_BYTES)
         self._console: Any = None
         #: Lines shown live per host, for the statement running.
         self.shown: dict[str, int] = {}
@@ -122,8 +180,8 @@ class TextRenderer:
                 target.write(data.decode("utf-8", "replace"))
                 target.flush()
             return
-        for line in self.lines.feed(host, stream, data):
-            self._host_line(target, host, line)
+        for line, dropped in self.lines.feed(host, stream, data):
+            self._host_line(target, host, line, dropped)
 
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         self._flush_host(host)
@@ -153,9 +211,9 @@ class TextRenderer:
             self.err.flush()
 
     def _flush_host(self, host: str | None) -> None:
-        for stream, rest in self.lines.flush(host):
+        for stream, rest, dropped in self.lines.flush(host):
             if host is not None:
-                self._host_line(self.out if stream == "stdout" else self.err, host, rest)
+                self._host_line(self.out if stream == "stdout" else self.err, host, rest, dropped)
 
     def line_done(self, result: LineResult) -> None:
         self._clear_bar()
@@ -177,7 +235,7 @@ class TextRenderer:
         if self.bar is not None:
             self._draw_bar()
 
-    def _host_line(self, target: IO[str], host: str, line: bytes) -> None:
+    def _host_line(self, target: IO[str], host: str, line: bytes, dropped: int = 0) -> None:
         count = self.shown.get(host, 0) + 1
         self.shown[host] = count
         if count > HOST_LINES:
@@ -187,9 +245,7 @@ class TextRenderer:
                     f"host's spool: dsh log SESSION --output ACTION {host} (ACTION from dsh log SESSION)"
                 )
             return
-        text = neutralise(line[: LINE_MAX * 4])
-        if len(text) > LINE_MAX:
-            text = f"{text[:LINE_MAX]} … ({len(line) - LINE_MAX} more bytes)"
+        text = cut(line, dropped)
         label = host
         if self.color:
             label = f"\x1b[{_PALETTE[zlib.crc32(host.encode()) % len(_PALETTE)]}m{host}\x1b[0m"
@@ -200,20 +256,28 @@ class TextRenderer:
             self._draw_bar()
 
     def _summary(self, result: LineResult) -> None:
-        groups: dict[tuple[str, bytes], list[HostResult]] = {}
+        """One group per outcome, output and (for hosts not ok) the last lines of
+        stderr, which say why: identical ones fold under one node set."""
+        groups: dict[tuple[str, bytes, tuple[bytes, ...]], list[HostResult]] = {}
         for h in result.hosts:
-            groups.setdefault((_describe(h), h.out), []).append(h)
+            why = () if h.ok else tuple(_lines(h.err)[-SUMMARY_ERR_LINES:])
+            groups.setdefault((_describe(h), h.out, why), []).append(h)
         order = sorted(groups.items(), key=lambda kv: (kv[1][0].ok is False, kv[0][0]))
-        for (described, out), members in order:
+        for (described, out, why), members in order:
             hosts = nodeset.fold(m.host for m in members if m.host is not None)
             seconds = max(m.seconds for m in members)
             head = f"{hosts} ({len(members)})  {described}  {format_duration(seconds)}"
             self._write_head(head, members[0].ok)
-            lines = out.rstrip(b"\n").split(b"\n") if out.strip() else []
+            lines = _lines(out)
             for line in lines[:SUMMARY_LINES]:
-                self.out.write(f"  {neutralise(line)}\n")
+                self.out.write(f"  {cut(line)}\n")
             if len(lines) > SUMMARY_LINES:
                 self.out.write(f"  … {len(lines) - SUMMARY_LINES} more lines\n")
+            if why:
+                more = any(len(_lines(m.err)) > len(why) for m in members)
+                self.out.write(f"  stderr{f' (last {len(why)} lines)' if more else ''}:\n")
+                for line in why:
+                    self.out.write(f"    {cut(line)}\n")
         self.out.write(_total(result) + "\n")
         self.out.flush()
 
@@ -228,6 +292,11 @@ class TextRenderer:
                 file=self.out, highlight=False, soft_wrap=True, force_terminal=True, no_color=False
             )
         self._console.print(head, style="green" if ok else "bold red", markup=False)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """The lines of a host's output, without the last newline; none for blank output."""
+    return data.rstrip(b"\n").split(b"\n") if data.strip() else []
 
 
 def _total(result: LineResult) -> str:
@@ -248,7 +317,7 @@ class JsonRenderer:
         self.lines = _Lines()
 
     def emit(self, event: dict[str, Any]) -> None:
-        self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.out.write(json.dumps(_tagged(event), ensure_ascii=False) + "\n")
         self.out.flush()
 
     def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
@@ -257,15 +326,15 @@ class JsonRenderer:
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
         if not shown:  # a bound stage's stdout is captured into its binding
             return
-        for line in self.lines.feed(host, stream, data):
+        for line, _ in self.lines.feed(host, stream, data):
             self._output(stmt, host, stream, line)
 
     def _output(self, stmt: p.Statement, host: str | None, stream: str, line: bytes) -> None:
-        text = line.decode("utf-8", "backslashreplace")
+        text = from_bytes(line)  # tagged by emit when it is not UTF-8
         self.emit({"event": "output", "line": stmt.line, "host": host, "stream": stream, "text": text})
 
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
-        for stream, rest in self.lines.flush(host):
+        for stream, rest, _ in self.lines.flush(host):
             self._output(stmt, host, stream, rest)
         self.emit(
             {
@@ -281,7 +350,7 @@ class JsonRenderer:
         )
 
     def host_done(self, stmt: p.Statement, result: HostResult) -> None:
-        for stream, rest in self.lines.flush(result.host):
+        for stream, rest, _ in self.lines.flush(result.host):
             self._output(stmt, result.host, stream, rest)
         self.emit(
             {
@@ -313,6 +382,17 @@ class JsonRenderer:
         self.emit({"event": "error", "message": text})
 
 
+def _tagged(value: Any) -> Any:
+    """An event for JSON: every text that is not UTF-8 as {"b64": …} of its bytes."""
+    if isinstance(value, str):
+        return stored(value)
+    if isinstance(value, dict):
+        return {k: _tagged(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_tagged(v) for v in value]
+    return value
+
+
 def timeline(entries: Sequence[dict[str, Any]]) -> str:
     """A session's journal as lines of `time  what`, for `dsh log`."""
 
@@ -325,7 +405,8 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
         if kind == "line":
             what = f"line {e['line']} (run {e['run']}): {e['source']}"
         elif kind == "start":
-            what = f"  start {e['action']} {where}: {e['command']} (timeout {format_duration(e['timeout'])})"
+            command = loaded(e.get("command"))
+            what = f"  start {e['action']} {where}: {command} (timeout {format_duration(e['timeout'])})"
         elif kind == "end":
             exit_status = f" (exit {e['exit']})" if e.get("exit") is not None else ""
             message = f": {e['message']}" if e.get("message") else ""
@@ -338,10 +419,10 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             what = f"  bind  {e['name']}"
         elif kind == "await":
             until = time.strftime("%H:%M:%S", time.localtime(float(e["deadline"])))
-            what = f"  await {e['action']} {where}: {e['what']} (until {until})"
+            what = f"  await {e['action']} {where}: {loaded(e.get('what'))} (until {until})"
         elif kind == "signal":
             what = f"  signal {e['name']} taken by {e['action']}" + (
-                f": {e['value']}" if e.get("value") else ""
+                f": {loaded(e['value'])}" if e.get("value") else ""
             )
         elif kind == "callback":
             what = f"  callback {e['action']} {where}: {e['url']}"
@@ -351,5 +432,5 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             what = f"done run {e['run']}: {'ok' if e['ok'] else 'not ok'} in {format_duration(e['seconds'])}"
         else:
             what = json.dumps(e)
-        out.append(f"{stamp}  {neutralise(what.encode())}\n")
+        out.append(f"{stamp}  {neutralise(to_bytes(what))}\n")  # bytes not UTF-8 as \\xNN
     return "".join(out)

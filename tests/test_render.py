@@ -69,7 +69,14 @@ def test_json_events() -> None:
     r.host_done(STMT, ok("web1", b"x"))
     r.line_done(line(ok("web1", b"x"), HostResult("web2", "timeout", None, 1.0, message="no exit within 1s")))
     events = [json.loads(s) for s in out.getvalue().splitlines()]
-    assert events[0] == {"event": "output", "line": 1, "host": "web1", "stream": "stdout", "text": "x\\xff"}
+    # Not UTF-8: the bytes tagged (fault report #4), never a lossy escape.
+    assert events[0] == {
+        "event": "output",
+        "line": 1,
+        "host": "web1",
+        "stream": "stdout",
+        "text": {"b64": "eP8="},
+    }
     assert events[1]["event"] == "result" and events[1]["outcome"] == "ok"
     assert events[2]["sets"] == {"ok": "web1", "timeout": "web2", "notok": "web2"}
 
@@ -119,3 +126,54 @@ def test_a_progress_bar_on_many_hosts_at_a_terminal_only() -> None:
     r.line_started(STMT, hosts)
     r.host_done(STMT, ok("web1", b""))
     assert plain.getvalue() == ""
+
+
+def test_F13_a_line_streamed_in_pieces_is_cut_once_with_the_bytes_dropped() -> None:
+    out = io.StringIO()
+    r = TextRenderer(out, io.StringIO())
+    r.line_started(STMT, ["h1"])
+    data = b"a" * 100000 + b"\n"
+    for i in range(0, len(data), 32768):  # as a pipe gives it: no newline for 96 KiB
+        r.output(STMT, "h1", "stdout", data[i : i + 32768], True)
+    r.host_done(STMT, ok("h1", data))
+    assert out.getvalue() == f"h1 | {'a' * 4000} … (96000 more bytes)\n"
+    r = TextRenderer(out := io.StringIO(), io.StringIO())
+    r.output(STMT, "h1", "stdout", b"b" * 70000, True)  # no newline at all: shown at the host's end
+    r.host_done(STMT, ok("h1", b""))
+    assert out.getvalue() == f"h1 | {'b' * 4000} … (66000 more bytes)\n"
+
+
+def test_F13_the_note_counts_bytes_not_characters() -> None:
+    from dsh.render import cut
+
+    assert cut("é".encode() * 5000) == "é" * 4000 + " … (2000 more bytes)"  # 2 bytes a character
+    assert cut(b"\xff" * 2000) == "\\xff" * 1000 + " … (1000 more bytes)"  # 4 characters a byte
+    assert cut(b"x" * 3999 + b"\x1b") == "x" * 3999 + " … (1 more bytes)"  # an escape is not split
+
+
+def test_F13_summary_lines_are_cut_like_live_lines() -> None:
+    out = io.StringIO()
+    TextRenderer(out, io.StringIO()).line_done(line(ok("web1", b"a" * 100000 + b"\nshort\n")))
+    assert f"\n  {'a' * 4000} … (96000 more bytes)\n  short\n" in out.getvalue()
+    assert max(len(x) for x in out.getvalue().splitlines()) < 4100
+
+
+def test_F13_failed_groups_show_the_last_lines_of_stderr_folded() -> None:
+    """Why they failed, under each group of hosts not ok; hosts whose last lines
+    of stderr are the same fold together."""
+    out = io.StringIO()
+    TextRenderer(out, io.StringIO()).line_done(
+        line(
+            HostResult("web1", "failed", 2, 0.5, out=b"x\n", err=b"early\na\nb\nno such file\n"),
+            HostResult("web2", "failed", 2, 0.5, out=b"x\n", err=b"a\nb\nno such file\n"),
+            HostResult("web3", "failed", 2, 0.5, out=b"x\n", err=b"disk full\n"),
+            ok("web4", b"x\n"),
+        )
+    )
+    assert out.getvalue() == (
+        "web4 (1)  ok  250ms\n  x\n"
+        "web[1-2] (2)  failed (exit 2)  500ms\n  x\n"
+        "  stderr (last 3 lines):\n    a\n    b\n    no such file\n"
+        "web3 (1)  failed (exit 2)  500ms\n  x\n  stderr:\n    disk full\n"
+        "4 hosts: 1 ok, 3 failed in 1.5s\n"
+    )

@@ -8,8 +8,9 @@ budget, or with a wait over the configured cap, is refused where it is written.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dsh import nodeset
@@ -17,9 +18,10 @@ from dsh import plan as p
 from dsh.errors import LangError
 from dsh.lang import ast
 from dsh.lang.durations import format_duration
-from dsh.lang.parser import literal_text, parse
+from dsh.lang.parser import MAX_BLOCK_DEPTH, literal_text, parse
 from dsh.lang.source import Source, Span
 from dsh.lang.tokens import Lit, Part, Ref
+from dsh.names import SIGNAL_NAME, key_problem
 from dsh.plan import HOSTS, RESULT, VALUE
 from dsh.record import record
 
@@ -35,6 +37,13 @@ class Limits:
     step_budget: int = 10_000
     fanout: int = 256
     max_retries: int = 100
+    #: The most bytes one binding may hold (a value, or every host's output of a
+    #: result): more is refused at bind time, never cut. At most MAX_BINDING.
+    max_binding: int = 1 << 20
+
+
+#: The cap on limits.max_binding: what one store value holds once encoded.
+MAX_BINDING = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,9 @@ class Context:
 _EVERY = {"key": 0.25, "signal": 0.25, "callback": 0.25}
 #: `NAME = callback` only writes the callback into the store: this bounds it.
 _NEW_CALLBACK_TIMEOUT = 30.0
-_SIGNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: How deeply calls may nest (a function calling one that calls another…): each
+#: level costs the compiler frames of Python's stack, as a block does.
+MAX_CALL_DEPTH = 64
 
 
 class _Compiler:
@@ -67,12 +78,21 @@ class _Compiler:
         self.functions: dict[str, ast.FnDef] = dict(ctx.functions)
         #: Inside a function's body: its parameters' names as bound.
         self.renames: dict[str, str] = {}
+        #: Blocks open around the statement compiled (those of the functions called
+        #: too: the plan nests them all), and calls expanded around it.
+        self.depth = 0
+        self.calls = 0
+        #: The values of bindings known now (literal text, the script's arguments),
+        #: which a target `@$name` is checked against at compile time; and the
+        #: names bound in the block compiled (see _scope).
+        self.known: dict[str, str] = {}
+        self.assigned: set[str] = set()
 
     def script(self, tree: ast.Script) -> p.Plan:
         defined = [s for s in tree.statements if isinstance(s, ast.FnDef)]
         for fn in defined:
             self.functions[fn.name] = fn
-        _check_cycles(self.functions, defined)
+        _check_calls(self.functions, defined)
         statements = self.block(tree.statements, top=True)
         steps, seconds = _sequence(statements)
         return p.Plan(
@@ -131,7 +151,7 @@ class _Compiler:
             value, bound = self.pipeline(node.value)
             kind = RESULT
         name = self.renames.get(node.name, node.name)
-        self.bindings[name] = kind
+        self._bind(name, kind, value if isinstance(value, p.Text) else None)
         return p.Bind(line, text, name, value, bound, tuple(dict.fromkeys(self.unbound)))
 
     def if_(self, node: ast.If) -> p.If:
@@ -157,8 +177,11 @@ class _Compiler:
             run = self.statement(node.cond)
             assert isinstance(run, p.Run)
             cond, cond_steps, cond_seconds = run, run.bound.steps, run.bound.seconds
-        then = self.block(node.then)
-        orelse = self.block(node.orelse)
+        with self._nested(node.span):
+            with self._scope(fresh=False):  # one branch runs, or none: neither's values hold after
+                then = self.block(node.then)
+            with self._scope(fresh=False):
+                orelse = self.block(node.orelse)
         then_steps, then_seconds = _sequence(then)
         else_steps, else_seconds = _sequence(orelse)
         parts = (cond_steps, then_steps, else_steps)
@@ -181,8 +204,9 @@ class _Compiler:
                 literal = all(isinstance(part, p.Lit) for part in text.parts)
                 count = None if count is None or not literal else count + 1
         name = self.renames.get(node.name, node.name)
-        self.bindings[name] = VALUE
-        body = self.block(node.body)
+        self._bind(name, VALUE, None)
+        with self._nested(node.span), self._scope(fresh=True):  # a body may run again, or not at all
+            body = self.block(node.body)
         body_steps, body_seconds = _sequence(body)
         per = body_steps if body_steps is not None else None
         steps = None if count is None or per is None else count * per
@@ -196,6 +220,47 @@ class _Compiler:
         bound = p.Bound(None, steps, seconds)
         self._check_bound(bound, node.span, "this for")
         return p.For(node.span.line, _head(node.span.text), name, tuple(items), body, bound, count)
+
+    def _bind(self, name: str, kind: str, value: p.Text | None) -> None:
+        """`name` is bound here: its kind, and its text when known now (a value of
+        literal text and the script's arguments)."""
+        self.bindings[name] = kind
+        self.assigned.add(name)
+        text = _known_text(value, self.ctx.args) if value is not None else None
+        if text is None:
+            self.known.pop(name, None)
+        else:
+            self.known[name] = text
+
+    @contextlib.contextmanager
+    def _scope(self, *, fresh: bool) -> Iterator[None]:
+        """A block that may not run (a branch), or run again (a loop's body, which
+        starts `fresh`, knowing no value): after it, a value bound inside is no
+        longer known, nor the old value of a name it binds."""
+        before, outer = self.known, self.assigned
+        self.known, self.assigned = ({} if fresh else dict(before)), set()
+        try:
+            yield
+        finally:
+            inner = self.assigned
+            self.known = {k: v for k, v in before.items() if k not in inner}
+            self.assigned = outer | inner
+
+    @contextlib.contextmanager
+    def _nested(self, span: Span) -> Iterator[None]:
+        """Compile the blocks of a compound statement one level deeper. The parser
+        bounds how deeply a text nests its blocks; this bounds it with the blocks of
+        the functions called, which the plan holds as one tree."""
+        if self.depth >= MAX_BLOCK_DEPTH:
+            raise LangError(
+                f"blocks nested too deeply (limit {MAX_BLOCK_DEPTH}, counting those of the functions called)",
+                span,
+            )
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def _check_bound(self, bound: p.Bound, span: Span, what: str) -> None:
         if bound.steps is not None and bound.steps > self.limits.step_budget:
@@ -243,13 +308,17 @@ class _Compiler:
         for param, word in zip(fn.params, words, strict=True):
             self.unbound = []
             value = self.text(word, quoting="raw", host_flow=False)
-            self.bindings[renames[param]] = VALUE
+            self._bind(renames[param], VALUE, value)
             out.append(p.Bind(node.span.line, node.span.text, renames[param], value, p.Bound(None, 0, 0.0)))
+        if self.calls >= MAX_CALL_DEPTH:
+            raise LangError(f"calls nested too deeply (limit {MAX_CALL_DEPTH})", node.span)
         saved, self.renames = self.renames, renames
+        self.calls += 1
         try:
             out += self.block(fn.body)
         finally:
             self.renames = saved
+            self.calls -= 1
         return out
 
     def pipeline(self, node: ast.Pipeline) -> tuple[p.Pipeline, p.Bound]:
@@ -348,7 +417,7 @@ class _Compiler:
                     "await it in a line of its own to bind it",
                     node.span,
                 )
-            self.bindings[node.bind] = VALUE
+            self._bind(node.bind, VALUE, None)
         return p.Await(node.kind, args, node.span.text, timeout, every, node.bind)
 
     def _await_args(self, node: ast.AwaitStage, host_flow: bool) -> tuple[p.Text, ...]:
@@ -390,11 +459,14 @@ class _Compiler:
         if kind == "key":
             if len(args) not in (1, 3) or (len(args) == 3 and literal[1] != "="):
                 raise need("a key and maybe a value", "/deploy/go [= yes]")
+            problem = key_problem(literal[0]) if literal[0] is not None else None
+            if problem:  # the rule of `dsh key put`: a key it refuses could never be set
+                raise LangError(problem, args[0].span)
             return tuple(self.text(a.parts, quoting="raw", host_flow=host_flow) for a in (args[0], *args[2:]))
         if len(args) != 1:
             forms = {"port": "[HOST:]PORT", "file": "PATH", "signal": "NAME"}
             raise need("one argument", forms[kind])
-        if kind == "signal" and (literal[0] is None or not _SIGNAL_NAME.fullmatch(literal[0])):
+        if kind == "signal" and (literal[0] is None or not SIGNAL_NAME.fullmatch(literal[0])):
             raise LangError("a signal's name is a plain word, like `approve`", args[0].span)
         if kind == "port" and literal[0] is not None:
             host, _, port = literal[0].rpartition(":")
@@ -429,6 +501,10 @@ class _Compiler:
                 continue
             source = self._target_ref(part)
             name = self.renames.get(part.name, part.name) if source == nodeset.VARIABLES else part.name
+            if source == nodeset.VARIABLES and name in self.known:  # else checked at run time
+                problem = nodeset.members_problem(nodeset.label(name), self.known[name])
+                if problem:
+                    raise LangError(problem, part.span)
             pattern.append(f"@{source}:{name}")
             # Inventory groups are known now; result sets and bindings at run time.
             members = self.ctx.groups[part.name] if source == nodeset.INVENTORY else "stub"
@@ -535,6 +611,22 @@ class _Compiler:
         return p.Var(name, ref.field, quoting)
 
 
+def _known_text(text: p.Text, args: tuple[str, ...] | None) -> str | None:
+    """A value's text when the compiler knows it: literal text and the script's
+    arguments; None when it holds a binding's value."""
+    out: list[str] = []
+    for part in text.parts:
+        if isinstance(part, p.Lit):
+            out.append(part.text)
+        elif args is not None and part.name == "@":
+            out.append(" ".join(args))
+        elif args is not None and part.name.isdigit() and 0 < int(part.name) <= len(args):
+            out.append(args[int(part.name) - 1])
+        else:
+            return None
+    return "".join(out)
+
+
 def _sequence(statements: tuple[p.Statement, ...]) -> tuple[int | None, float]:
     """The worst case of statements run one after another: steps (None when some are
     known only at run time) and seconds."""
@@ -586,11 +678,13 @@ def _words(parts: tuple[Part, ...]) -> list[tuple[Part, ...]]:
     return [tuple(w) for w in words]
 
 
-def _check_cycles(functions: Mapping[str, ast.FnDef], defined: list[ast.FnDef]) -> None:
-    """Refuse functions that call each other in a cycle (the plan must stay a finite tree)."""
+def _check_calls(functions: Mapping[str, ast.FnDef], defined: list[ast.FnDef]) -> None:
+    """Refuse functions that call each other in a cycle (the plan must stay a finite
+    tree), or in a chain deeper than MAX_CALL_DEPTH. Each function is gone through
+    once: how deep the calls below it go is kept."""
 
-    def calls(statements: tuple[ast.Statement, ...]) -> list[str]:
-        found: list[str] = []
+    def calls(statements: tuple[ast.Statement, ...]) -> list[tuple[str, Span]]:
+        found: list[tuple[str, Span]] = []
         for node in statements:
             if isinstance(node, ast.If):
                 found += calls(node.then) + calls(node.orelse)
@@ -601,21 +695,31 @@ def _check_cycles(functions: Mapping[str, ast.FnDef], defined: list[ast.FnDef]) 
                 if isinstance(stage, ast.CommandStage) and stage.text.strip():
                     first = stage.text.split(None, 1)[0]
                     if first in functions:
-                        found.append(first)
+                        found.append((first, node.span))
         return found
 
-    def visit(name: str, path: list[str]) -> None:
+    below: dict[str, int] = {}  # a function's calls: how many levels deep they go
+
+    def visit(name: str, path: list[str], span: Span) -> int:
         if name in path:
             cycle = [*path[path.index(name) :], name]
             raise LangError(
                 f"functions may not call themselves, directly or not: {' → '.join(cycle)}",
                 functions[cycle[0]].span,
             )
-        for callee in calls(functions[name].body):
-            visit(callee, [*path, name])
+        if len(path) + 1 + below.get(name, 0) > MAX_CALL_DEPTH:  # a call of path[0] goes this deep
+            raise LangError(
+                f"calls nested too deeply (limit {MAX_CALL_DEPTH}): {(path or [name])[0]} → … → {name}", span
+            )
+        if name not in below:
+            deepest = 0
+            for callee, where in calls(functions[name].body):
+                deepest = max(deepest, 1 + visit(callee, [*path, name], where))
+            below[name] = deepest
+        return below[name]
 
     for fn in defined:
-        visit(fn.name, [])
+        visit(fn.name, [], fn.span)
 
 
 def compile_source(

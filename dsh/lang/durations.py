@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 
+#: The shortest duration dsh takes: a timeout or a wait under a millisecond is no
+#: bound at all (and `dsh explain` would show it as 0ms).
+MIN_DURATION = 0.001
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")

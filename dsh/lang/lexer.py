@@ -23,6 +23,10 @@ from dsh.lang.tokens import Kind, Lit, Part, Ref, Token
 KEYWORDS = frozenset({*STAGE_KEYWORDS, "if", "else", "for", "fn"})
 _GROUP = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 _VALUE_END = " \t\r\n|'\"#{}"
+#: What Python makes of a byte that is not UTF-8 (surrogateescape), or a lone surrogate.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: A run of a target's text in which no character ends it or needs a look.
+_TARGET_PLAIN = re.compile(r"[^ \t\r\n|#\[\]${]+")
 
 __all__ = ["KEYWORDS", "STAGE_KEYWORDS", "Kind", "Lexer", "Lit", "Part", "Ref", "Token", "tokenize"]
 
@@ -271,6 +275,10 @@ class Lexer:
         lit_start = self.pos
         brackets: list[int] = []
         while self.pos < len(self.text):
+            plain = _TARGET_PLAIN.match(self.text, self.pos)  # node names: nothing to look at
+            if plain is not None:
+                self.pos = plain.end()
+                continue
             ch = self.text[self.pos]
             if ch in " \t\r\n" or (ch in "|#" and not brackets):
                 break
@@ -337,4 +345,10 @@ def tokenize(source: Source) -> list[Token]:
     nul = source.text.find("\x00")
     if nul >= 0:
         raise LangError("a NUL byte cannot appear in dsh text", Span(source, nul, nul + 1))
+    bad = _SURROGATE.search(source.text)
+    if bad is not None:  # a byte that is not UTF-8, kept by Python as a lone surrogate
+        code = ord(bad.group())
+        byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"
+        offset = len(source.text[: bad.start()].encode("utf-8", "surrogateescape"))
+        raise LangError(f"not UTF-8 text ({byte}, at byte {offset})", Span(source, bad.start(), bad.end()))
     return Lexer(source).tokens()

@@ -6,7 +6,7 @@ Grammar (EBNF, kept in step with man/dsh.7):
     statement = binding | pipeline | if | for | fn ;
     block     = "{" { NEWLINE } [ statement { NEWLINE { NEWLINE } statement } ] { NEWLINE } "}" ;
     if        = "if" ( pipeline | compare ) block [ { NEWLINE } "else" block ] ;
-    compare   = OPERAND ( "==" | "!=" ) OPERAND ;
+    compare   = LEFT ( "==" | "!=" ) OPERAND ;
     for       = "for" NAME "in" ( WORD | STRING | TARGET ) { WORD | STRING | TARGET } block ;
     fn        = "fn" NAME "(" [ NAME { "," NAME } ] ")" block ;
     binding   = NAME "=" ( value | TARGET | pipeline ) ;
@@ -31,13 +31,18 @@ import re
 
 from dsh.errors import IncompleteInput, LangError
 from dsh.lang import ast
-from dsh.lang.durations import parse_duration
+from dsh.lang.durations import MIN_DURATION, parse_duration
 from dsh.lang.lexer import Kind, Lit, Ref, Token, tokenize
 from dsh.lang.source import Source, Span
 from dsh.plan import AWAIT_KINDS, NEW_CALLBACK, OUTCOMES
 
 #: Words that end the arguments of an await and start its options.
 _AWAIT_OPTIONS = ("as", "within", "every")
+#: How deeply blocks may nest (the bodies of if, else, for and fn), counting those
+#: of the functions a block calls: every level costs the parser, the compiler, the
+#: plan's codec and the executor frames of Python's stack, whose limit (1000) this
+#: stays well below.
+MAX_BLOCK_DEPTH = 64
 
 _COMPARE = re.compile(r"\s*(\S+)\s+(==|!=)\s+(\S+)\s*")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -50,6 +55,7 @@ class Parser:
         self.source = source
         self.toks = tokenize(source)
         self.i = 0
+        self.depth = 0  # blocks open
 
     # -- token access --------------------------------------------------------
 
@@ -208,11 +214,15 @@ class Parser:
         if not self._at(Kind.LBRACE):
             raise self._fail(f"expected '{{' to open the block of '{what}'")
         opening = self._next()
+        if self.depth >= MAX_BLOCK_DEPTH:
+            raise LangError(f"blocks nested too deeply (limit {MAX_BLOCK_DEPTH})", opening.span)
+        self.depth += 1
         statements: list[ast.Statement] = []
         while True:
             while self._at(Kind.NEWLINE):
                 self._next()
             if self._at(Kind.RBRACE):
+                self.depth -= 1
                 return tuple(statements), self._next().span
             if self._at(Kind.EOF):
                 raise IncompleteInput(f"the block of '{what}' is not closed with '}}'", opening.span)
@@ -225,7 +235,9 @@ class Parser:
         tok = self.tok
         cond: ast.Pipeline | ast.Compare
         m = _COMPARE.fullmatch(tok.text) if tok.kind is Kind.COMMAND else None
-        if m is not None and tok.text.lstrip().startswith(("$", '"', "'")):
+        if m is not None and not tok.text.lstrip().startswith(("$", '"', "'")):
+            raise self._bare_left(tok, m)
+        if m is not None:
             self._next()
             cond = ast.Compare(
                 self._operand(m.group(1), tok), m.group(2), self._operand(m.group(3), tok), tok.span
@@ -244,6 +256,18 @@ class Parser:
             self._next()
             orelse, end = self._block("else")
         return ast.If(cond, then, orelse, kw.span.to(end))
+
+    def _bare_left(self, tok: Token, m: re.Match[str]) -> LangError:
+        """`if deploy == $env {`: a bare word before `==` would run a command named
+        deploy; the grammar takes a `$` name or a quoted word there."""
+        word = m.group(1)
+        binding = f"${word} (a binding) or " if re.fullmatch(_NAME, word) else ""
+        start = tok.span.start + m.start(1)
+        return LangError(
+            f"a comparison compares values: write {binding}'{word}' (a word) on the left; "
+            f"`command {tok.text.strip()}` runs the command {word}",
+            Span(tok.span.source, start, start + len(word)),
+        )
 
     def _operand(self, text: str, tok: Token) -> ast.Value:
         """One side of a comparison: `$name`, `${name.field}`, or a word (quotes taken off)."""
@@ -304,8 +328,8 @@ class Parser:
             if hint and keyword.text == "sleep":
                 hint += f"; for the sh command write `command sleep {tok.text}`"
             raise LangError(f"{tok.text!r} is not a duration{hint}", tok.span)
-        if seconds <= 0:
-            raise LangError("a duration must be more than zero", tok.span)
+        if seconds < MIN_DURATION:  # also 0s: a bound under a millisecond is no bound at all
+            raise LangError(f"{tok.text} is shorter than 1ms: a duration must be at least 1ms", tok.span)
         if not seconds < 1e12:  # also inf: no cap in the configuration comes near
             raise LangError(f"{tok.text} is too long to be a duration", tok.span)
         return seconds, tok.span

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from dsh.record import record
+
+#: Columns of a source line shown under an error: a longer line is cut around the caret.
+SHOWN_COLUMNS = 120
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +23,10 @@ class Source:
 
     def __post_init__(self) -> None:
         starts = [0]
-        for i, ch in enumerate(self.text):
-            if ch == "\n":
-                starts.append(i + 1)
+        newline = self.text.find("\n")
+        while newline >= 0:
+            starts.append(newline + 1)
+            newline = self.text.find("\n", newline + 1)
         object.__setattr__(self, "_starts", tuple(starts))
 
     def position(self, offset: int) -> tuple[int, int]:
@@ -43,6 +49,14 @@ class Source:
 
     def span(self, start: int, end: int) -> Span:
         return Span(self, start, end)
+
+    def line_span(self, line: int) -> Span:
+        """The span of a whole line (without its newline); of the whole text for a
+        line it does not have."""
+        if not 0 <= line - self.first_line < len(self._starts):
+            return Span(self, 0, len(self.text))
+        start = self._starts[line - self.first_line]
+        return Span(self, start, start + len(self.line_text(line)))
 
 
 @record
@@ -80,6 +94,14 @@ class Span:
         end_line, end_col = self.source.position(max(self.start, self.end - 1))
         width = end_col - col + 1 if end_line == line and self.end > self.start else 1
         width = max(1, min(width, len(text) - col + 1 if len(text) >= col else 1))
-        shown = text.expandtabs(1)
-        caret = " " * (col - 1) + "^" + "~" * (width - 1)
+        shown = _SURROGATES.sub("\ufffd", text.expandtabs(1))  # a byte that is not UTF-8: one column
+        at = col - 1
+        if len(shown) > SHOWN_COLUMNS:  # a window of the line around the caret
+            first = max(0, min(at - SHOWN_COLUMNS // 3, len(shown) - SHOWN_COLUMNS))
+            last = first + SHOWN_COLUMNS
+            before, after = ("…" if first else ""), ("…" if last < len(shown) else "")
+            shown = before + shown[first:last] + after
+            width = max(1, min(width, last - at))
+            at += len(before) - first
+        caret = " " * at + "^" + "~" * (width - 1)
         return f"{self.source.name}:{line}:{col}: {message}\n  {shown}\n  {caret}"

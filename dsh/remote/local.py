@@ -152,14 +152,17 @@ class LocalShell:
             proc.kill()
             await proc.wait()
             raise RemoteUnreachable("lost", "the local spool did not answer") from None
-        return out.decode(errors="replace").strip()
+        answer = spool.answer(argv, out)
+        if answer is None:
+            raise RemoteUnreachable("lost", "the local spool did not answer")
+        return answer
 
     async def _exec(self, argv: list[str], spot: Spot, timeout: float, output: OutputSink) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW): stream it, bound it, kill on
         timeout or cancel, and read its outcome."""
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        watch = spool.Watch(output)
+        watch = spool.Watch(output, argv)
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),

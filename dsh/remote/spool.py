@@ -10,15 +10,17 @@ that the login shell, whatever it is, never parses them):
   keyed by session, action and host alias, holding the boot id and LAUNCH's
   own pid and start time) and starts the runner in the background (a
   subshell; stdin, stdout and stderr away from the connection). The runner
-  starts the command in a session and process group of its own (`setsid`),
-  stdin from /dev/null, stdout and stderr to spool files; waits for it with
-  a `sleep` as the backstop's timer (TERM the group when it runs out, KILL
-  after the grace); TERMs what the command left in its group; and writes
-  the exit status last. LAUNCH meanwhile streams the two files back as they
-  grow (a `cat` per poll when there is output, on file descriptors that keep
-  their offsets) until the status appears, and exits with it. A dropped or
-  stalled connection blocks or ends LAUNCH only (SIGPIPE reaches LAUNCH, not
-  its process group): the runner, its timer and the spool go on.
+  starts the command in a session and process group of its own (`setsid`;
+  where it is missing, python3's or perl's setsid; with none of them nothing
+  is claimed or started), stdin from /dev/null, stdout and stderr to spool
+  files; waits for it with a `sleep` as the backstop's timer (TERM the group
+  when it runs out, KILL after the grace); TERMs what the command left in
+  its group; and writes the exit status last. LAUNCH meanwhile streams the
+  two files back as they grow (a `cat` per poll when there is output, on
+  file descriptors that keep their offsets) until the status appears, and
+  exits with it. A dropped or stalled connection blocks or ends LAUNCH only
+  (SIGPIPE reaches LAUNCH, not its process group): the runner, its timer and
+  the spool go on.
 - KILL, from a new exec, records why (timeout or cancelled), TERMs the
   command's group and KILLs it after the grace. An action not yet claimed it
   claims itself with a tombstone, so that a LAUNCH arriving later starts
@@ -28,46 +30,115 @@ that the login shell, whatever it is, never parses them):
   live process: same boot, pid and start time), `lost` (claimed, nobody
   alive to write a status, none written) or `none` (never claimed).
 
+What an exec writes back is framed by a tag of its own (`dsh-spool-` and 16
+random hex digits, in the script's first line, so a login shell never sees
+it): LAUNCH and FOLLOW first write `TAG start` on stdout and on stderr, and
+whatever came before on either stream (a motd, rc-file noise of the login
+shell) is not the command's: it is dropped and counted. An exec that ends
+without that marker never ran the wrapper (the login shell exited first):
+nothing was claimed or started. The wrapper's own messages (claimed before,
+spool not writable, no setsid, timed out, cancelled, lost) are `TAG TEXT`
+lines on stderr, taken out of the stream by `Watch`; PROBE answers `TAG
+ANSWER`, and CHECK writes `TAG start` before the probe's output.
+
 Spool files, all ROOT/SESSION/ACTION@ALIAS.EXT, so that the claim is one
 open without a fork once the session's directory exists: claim, run (the
 runner's pid and start time), pid (the command's process group and start
 time), out, err, killed (why dsh or the watchdog ended it), status (`N`,
 `timeout` or `cancelled`, written last, one line); all private to the user
-(umask 077). A ROOT that is not absolute is under the user's home
-(`~/.local/state/dsh/spool` on a remote host). For a `true` on a host the
+(umask 077). These files are a durable format: the scripts read every spool
+written by earlier versions. A ROOT that is not absolute is under the user's
+home (`~/.local/state/dsh/spool` on a remote host). For a `true` on a host the
 wrapper costs four processes besides its own shell: the runner (a fork), the
 command (`setsid sh`), the timer's `sleep` and a `sleep` of the poll.
 
-`Watch` reads one LAUNCH exec for a Remote: it passes the output on and tells
-the wrapper's own statuses from the command's.
+A spool that cannot be written is said as such: a claim that could not be
+written is removed again (nothing started) and LAUNCH says why ("the spool's
+disk is full (…)" or "cannot write the spool: …", from a test write in the
+session's directory); a runner that cannot write the status exits 3, which
+LAUNCH (its parent) reads with `wait`, and the action is `lost` for that
+reason, not as if its runner had died.
+
+`Watch` reads one LAUNCH or FOLLOW exec for a Remote: it passes the command's
+output on and tells the wrapper's own statuses and messages from the
+command's.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import shlex
 import signal
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dsh.remote.base import Exec, OutputSink
 
-#: Exit statuses of LAUNCH that are the wrapper's, not the command's; stderr
-#: then starts with `dsh-spool: `.
+#: Exit statuses of LAUNCH that are the wrapper's, not the command's; a `TAG TEXT`
+#: line on stderr says why.
 CLAIMED = 253  # the action was claimed before: nothing was started
-SPOOL_FAILED = 252  # the spool could not be written: nothing was started
+SPOOL_FAILED = 252  # nothing was started: the spool could not be written, or no setsid
 TIMED_OUT = 251  # the backstop, or dsh's KILL for a timeout, ended the command
 CANCELLED = 250  # dsh's KILL for a cancel ended the command
-LOST = 249  # followed: its runner is gone and no status was written
+LOST = 249  # its runner is gone (or could not write it) and no status was written
 ORPHANED = 248  # a reader whose parent went away ends (nobody reads this status)
 
 #: Seconds between TERM and KILL, here and in the backstop.
 GRACE = 2
 
+#: The wrapper's own messages (LAUNCH's and FOLLOW's): `TAG TEXT` lines on stderr.
+_SAY = r"""say() { printf '%s %s\n' "$tag" "$*" >&2; }
+"""
+
+#: LAUNCH and FOLLOW begin with it: what came before on either stream is not the command's.
+_BEGIN = r"""printf '%s start\n' "$tag"; printf '%s start\n' "$tag" >&2
+"""
+
 #: Sets `started` to the start time (clock ticks since boot) of process $1,
 #: with builtins only (a function has its own positional parameters).
 _STARTED = r"""started() { started=; read -r _s 2>/dev/null <"/proc/$1/stat" || return 1
   set -f; set -- ${_s#*) }; shift 19; started=$1; set +f; }
+"""
+
+#: How this host starts a command in a session (and process group) of its own:
+#: `ss` is setsid, else python3 or perl (whose setsid does the same), else empty.
+_SESSION = r"""if command -v setsid >/dev/null 2>&1; then ss=setsid
+elif command -v python3 >/dev/null 2>&1; then ss=python3
+elif command -v perl >/dev/null 2>&1; then ss=perl
+else ss=; fi
+"""
+
+#: Sets the positional parameters to the command prefix `ss` names (inside a
+#: function, or where they were saved): `"$@" sh -c …` then starts a session.
+_SESSION_ARGV = r"""case $ss in
+  setsid) set -- setsid ;;
+  python3) set -- python3 -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' ;;
+  perl) set -- perl -e 'use POSIX; POSIX::setsid(); exec { $ARGV[0] } @ARGV; exit 127' ;;
+  *) set -- ;;
+esac
+"""
+
+#: `unwritable FILE`: whether the spool's directory $d cannot be written now (a
+#: test write, in English, only when a write failed: forks are fine here); `why`
+#: then says so in one line: "the spool's disk is full (FILE: …)" or "cannot
+#: write the spool: FILE: REASON".
+_UNWRITABLE = r"""unwritable() {
+  _f=$1
+  why=$(LC_ALL=C; export LC_ALL; { mkdir -p "$d" && printf x | cat >"$d/.write-test.$$"; } 2>&1)
+  _rc=$?
+  rm -f "$d/.write-test.$$" 2>/dev/null
+  [ "$_rc" = 0 ] && [ -z "$why" ] && return 1
+  _ifs=$IFS; IFS='
+'; set -f; set -- $why; set +f; IFS=$_ifs  # its last line
+  why=; [ "$#" -gt 0 ] && eval "why=\${$#}"
+  case $why in
+    *"No space left"*) why="the spool's disk is full ($_f: No space left on device)" ;;
+    *": "*) why="cannot write the spool: $_f: ${why##*: }" ;;
+    *) why="cannot write the spool: $_f" ;;
+  esac
+  return 0
+}
 """
 
 #: The runner: a function LAUNCH runs in the background (a subshell: a fork,
@@ -78,10 +149,14 @@ _STARTED = r"""started() { started=; read -r _s 2>/dev/null <"/proc/$1/stat" || 
 #: trapped, `wait` also returns when the timer ends (POSIX: a trapped signal
 #: ends a wait), and a timer no longer alive means time is up: TERM the group,
 #: then after the grace KILL it. Then it TERMs what the command left in its
-#: group and writes the status last.
-RUNNER = r"""run() {
+#: group and writes the status last; when it cannot, it exits 3 (LAUNCH, its
+#: parent, reads that with `wait`).
+RUNNER = (
+    r"""run() {
 f=$1 c=$2 t=$3 g=$4
-setsid sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
+"""
+    + _SESSION_ARGV
+    + r""""$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
 p=$!
 started "$p"; printf '%s %s\n' "$p" "$started" >"$f.pid"
 sleep "$t" & w=$!
@@ -100,19 +175,34 @@ trap - CHLD
 kill "$w" 2>/dev/null
 kill -TERM "-$p" 2>/dev/null
 read -r why 2>/dev/null <"$f.killed" && rc=$why
-printf '%s\n' "$rc" >"$f.status"
+printf '%s\n' "$rc" >"$f.status" || exit 3
 }
 """
+)
 
 #: Streams .out and .err from their start as they grow until the status appears,
 #: then exits with it. Every few polls it checks that the runner lives (a runner
-#: gone without a status means nobody will ever write one: exit 249, lost), and
-#: that whoever reads it is still there: a reader whose parent went away (dsh
-#: or the connection died: it was adopted) has nobody to stream to and ends;
-#: the runner goes on, and a later FOLLOW or PROBE collects its end.
+#: gone without a status means nobody will ever write one: exit 249, lost, with
+#: why as far as it can tell: LAUNCH, the runner's parent, reads its exit status;
+#: a spool that cannot be written is said), and that whoever reads it is still
+#: there: a reader whose parent went away (dsh or the connection died: it was
+#: adopted) has nobody to stream to and ends; the runner goes on, and a later
+#: FOLLOW or PROBE collects its end. `rp rs`: the runner's pid and start time
+#: (LAUNCH knows them; FOLLOW reads them from .run).
 _STREAM = r"""exec 3<"$f.out" 4<"$f.err"
 parent() { parent=; read -r _p 2>/dev/null <"/proc/$$/stat" || return 1
   set -f; set -- ${_p#*) }; parent=$2; set +f; }
+lost() {
+  if [ -n "$runner" ] && ! kill -0 "$runner" 2>/dev/null; then
+    wait "$runner"
+    if [ "$?" = 3 ]; then
+      unwritable "$f.status" || why="cannot write the spool: $f.status"
+      say "lost: the command's end could not be written: $why"; exit 249
+    fi
+  fi
+  if unwritable "$f.status"; then say "lost: its runner is gone and no status was written; $why"; exit 249; fi
+  say "lost: its runner is gone and no status was written"; exit 249
+}
 parent; reader=$parent
 n=0
 while :; do
@@ -125,33 +215,45 @@ while :; do
     exit 248
   fi
   if [ -n "$watch" ] && [ $((n % 10)) = 0 ]; then
-    read -r rp rs 2>/dev/null <"$f.run"
+    [ -n "$rp" ] || read -r rp rs 2>/dev/null <"$f.run"
     if ! started "$rp" || [ "$started" != "$rs" ]; then
       sleep 0.3; read -r st 2>/dev/null <"$f.status" && continue
-      echo "dsh-spool: lost: its runner is gone and no status was written" >&2; exit 249
+      lost
     fi
   fi
   if [ "$n" -lt 20 ]; then sleep 0.01; elif [ "$n" -lt 60 ]; then sleep 0.05; else sleep 0.2; fi
 done
 case $st in
-  timeout) echo "dsh-spool: timed out" >&2; exit 251 ;;
-  cancelled) echo "dsh-spool: cancelled" >&2; exit 250 ;;
+  timeout) say "timed out"; exit 251 ;;
+  cancelled) say "cancelled"; exit 250 ;;
   *) exit "$st" ;;
 esac
 """
 
-#: Claims with `set -C` (an O_EXCL open: no fork once the session's directory
-#: exists), recording the boot id and its own pid and start time in the claim;
-#: starts the runner (.run: its pid and start time); then streams the spool files back as they grow until the
-#: status appears, and exits with it. It may be blocked by a slow connection,
-#: or die with it: the runner does not depend on it.
+#: Says where it stands first (`TAG start`); makes sure this host can start a
+#: session (setsid, python3 or perl), else claims nothing; claims with `set -C`
+#: (an O_EXCL open: no fork once the session's directory exists), recording the
+#: boot id and its own pid and start time in the claim; a claim it created but
+#: could not write, or whose spool files it could not create, it removes again
+#: (nothing started); starts the runner (.run: its pid and start time); then
+#: streams the spool files back as they grow until the status appears, and
+#: exits with it. It may be blocked by a slow connection, or die with it: the
+#: runner does not depend on it.
 LAUNCH = (
     "umask 077\n"
+    + _SAY
+    + _BEGIN
     + _STARTED
+    + _UNWRITABLE
     + RUNNER
-    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1
+    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1 runner= rp= rs=
 case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
+"""
+    + _SESSION
+    + r"""if [ -z "$ss" ]; then
+  say "no setsid on $alias (nor python3 or perl to start a session with)"; exit 252
+fi
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
 started $$
 claim() { { printf '%s %s %s\n' "$boot" "$$" "$started" >"$f.claim"; } 2>/dev/null; }
@@ -161,13 +263,23 @@ claim && ok=1
 if [ "$ok" = 0 ] && [ ! -e "$f.claim" ]; then mkdir -p "$d" 2>/dev/null; claim && ok=1; fi
 set +C
 if [ "$ok" = 0 ]; then
-  [ -e "$f.claim" ] && { echo "dsh-spool: claimed: $action on $alias was started before" >&2; exit 253; }
-  echo "dsh-spool: cannot write $f.claim" >&2; exit 252
+  [ -s "$f.claim" ] && { say "claimed: $action on $alias was started before"; exit 253; }
+  if unwritable "$f.claim"; then  # an empty claim is one made here whose content could not be written
+    [ -e "$f.claim" ] && [ ! -s "$f.claim" ] && rm -f "$f.claim"
+    say "$why"; exit 252
+  fi
+  [ -e "$f.claim" ] && { say "claimed: $action on $alias was started before"; exit 253; }
+  say "cannot write the spool: $f.claim"; exit 252
 fi
-{ : >"$f.out" && : >"$f.err"; } 2>/dev/null || { echo "dsh-spool: cannot write $f.out" >&2; exit 252; }
+if ! { : >"$f.out" && : >"$f.err"; } 2>/dev/null; then
+  unwritable "$f.out" || why="cannot write the spool: $f.out"
+  rm -f "$f.claim" "$f.out" "$f.err"
+  say "$why"; exit 252
+fi
 run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
-r=$!
-started "$r"; printf '%s %s\n' "$r" "$started" >"$f.run"
+runner=$!
+started "$runner"; rp=$runner rs=$started
+{ printf '%s %s\n' "$runner" "$started" >"$f.run"; } 2>/dev/null
 """
     + _STREAM
 )
@@ -213,24 +325,26 @@ exit 0
 """
 )
 
-#: What became of an action: `none`, `status N|timeout|cancelled`, `alive` (its
-#: runner, or the LAUNCH that is starting it, is the same live process: same
-#: boot, pid and start time) or `lost` (claimed, nobody alive, no status).
+#: What became of an action, as `TAG ANSWER`: `none`, `status N|timeout|cancelled`,
+#: `alive` (its runner, or the LAUNCH that is starting it, is the same live
+#: process: same boot, pid and start time) or `lost` (claimed, nobody alive, no
+#: status).
 PROBE = (
     _STARTED
     + _SPOOL_FILE
-    + r"""[ -e "$f.claim" ] || { echo none; exit 0; }
-if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; exit 0; fi
+    + r"""answer() { printf '%s %s\n' "$tag" "$*"; exit 0; }
+[ -e "$f.claim" ] || answer none
+if read -r st 2>/dev/null <"$f.status"; then answer status "$st"; fi
 read -r b0 p s0 2>/dev/null <"$f.claim"
-case $b0 in timeout|cancelled) echo "status $b0"; exit 0 ;; esac
+case $b0 in timeout|cancelled) answer status "$b0" ;; esac
 read -r p s0 2>/dev/null <"$f.run"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
 if [ "$boot" = "$b0" ] && [ -n "$p" ] && started "$p" && [ "$started" = "$s0" ]; then
   read -r s 2>/dev/null <"/proc/$p/stat"; s=${s##*) }
-  [ "${s%% *}" != Z ] && { echo alive; exit 0; }
+  [ "${s%% *}" != Z ] && answer alive
 fi
 sleep 0.3  # it may have ended just now: its status comes last
-if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; else echo lost; fi
+if read -r st 2>/dev/null <"$f.status"; then answer status "$st"; else answer lost; fi
 """
 )
 
@@ -239,10 +353,13 @@ if read -r st 2>/dev/null <"$f.status"; then echo "status $st"; else echo lost; 
 #: owner does with an action PROBE says is `alive` (or ended: it then streams
 #: the whole output and exits with the status at once).
 FOLLOW = (
-    _STARTED
+    _SAY
+    + _BEGIN
+    + _STARTED
+    + _UNWRITABLE
     + _SPOOL_FILE
-    + r"""watch=1
-[ -e "$f.out" ] || { echo "dsh-spool: lost: $3 on $4 has no spool" >&2; exit 249; }
+    + r"""watch=1 runner= rp= rs=
+[ -e "$f.out" ] || { say "lost: $3 on $4 has no spool"; exit 249; }
 """
     + _STREAM
 )
@@ -263,9 +380,24 @@ find "$r" -mindepth 1 -maxdepth 1 -type d -mmin "+$2" -exec rm -rf {} + 2>/dev/n
 exit 0
 """
 
+#: The first line of every script: its exec's tag.
+_TAG_LINE = "tag="
+
+
+def new_tag() -> str:
+    """A tag for one exec: nothing a login shell or a command prints is it."""
+    return "dsh-spool-" + secrets.token_hex(8)
+
 
 def _argv(script: str, name: str, args: Sequence[str]) -> list[str]:
-    return ["sh", "-c", script, name, *args]
+    return ["sh", "-c", f"{_TAG_LINE}{new_tag()}\n{script}", name, *args]
+
+
+def tag_of(argv: Sequence[str]) -> str:
+    """The tag of an argv made by this module."""
+    first = argv[2].partition("\n")[0]
+    assert first.startswith(_TAG_LINE), "not an argv of the spool module"
+    return first[len(_TAG_LINE) :]
 
 
 def _seconds(x: float) -> str:
@@ -291,21 +423,39 @@ def kill_argv(
 
 
 def probe_argv(root: str, session: str, action: str, alias: str) -> list[str]:
-    """The argv of one PROBE exec: prints `none`, `alive`, `lost` or `status S`."""
+    """The argv of one PROBE exec: `answer(argv, stdout)` is `none`, `alive`,
+    `lost` or `status S`."""
     return _argv(PROBE, "dsh-probe", [root, session, action, alias])
+
+
+def answer(argv: Sequence[str], stdout: bytes | str) -> str | None:
+    """What a PROBE exec answered (None: no answer, its wrapper never ran)."""
+    data = stdout.encode("utf-8", "surrogateescape") if isinstance(stdout, str) else stdout
+    tag = tag_of(argv).encode() + b" "
+    at = data.rfind(tag)
+    if at < 0:
+        return None
+    return data[at + len(tag) :].partition(b"\n")[0].decode("utf-8", "replace").strip()
 
 
 #: A probe (`await file`, `await cmd`) bounded on the host itself: over SSH without
 #: a pty, a channel that closes does not end its command. The command runs in a
 #: process group of its own; past T seconds the group is TERMed, then KILLed,
-#: and the exit status is 124 (as coreutils' timeout says it).
-CHECK = r"""t=$1 c=$2
-setsid sh -c "$c" </dev/null & p=$!
+#: and the exit status is 124 (as coreutils' timeout says it). Its stdout starts
+#: with `TAG start` (what came before is the login shell's).
+CHECK = (
+    _BEGIN
+    + _SESSION
+    + r"""t=$1 c=$2
+"""
+    + _SESSION_ARGV
+    + r""""$@" sh -c "$c" </dev/null & p=$!
+stop() { kill "-$1" "-$p" 2>/dev/null || kill "-$1" "$p" 2>/dev/null; }
 watch() {
   trap 'kill "$s" 2>/dev/null; exit 0' TERM
   sleep "$t" & s=$!
   wait "$s" || exit 0
-  kill -TERM "-$p" 2>/dev/null; sleep 1; kill -KILL "-$p" 2>/dev/null
+  stop TERM; sleep 1; stop KILL
 }
 watch </dev/null >/dev/null 2>&1 &
 w=$!
@@ -314,13 +464,24 @@ if kill "$w" 2>/dev/null; then exit "$rc"; fi
 [ "$rc" -ge 128 ] && exit 124
 exit "$rc"
 """
+)
 #: The exit status of a probe its host ended for running too long.
 CHECK_TIMED_OUT = 124
 
 
 def check_argv(command: str, timeout: float) -> list[str]:
-    """The argv of one bounded probe (see CHECK)."""
+    """The argv of one bounded probe (see CHECK; `unwrap` its stdout)."""
     return _argv(CHECK, "dsh-check", [_seconds(timeout), command])
+
+
+def unwrap(argv: Sequence[str], stdout: bytes) -> tuple[bytes, int] | None:
+    """A CHECK's stdout after its start marker, and the bytes dropped before it
+    (None: no marker, its wrapper never ran)."""
+    start = tag_of(argv).encode() + b" start\n"
+    at = stdout.find(start)
+    if at < 0:
+        return None
+    return stdout[at + len(start) :], at
 
 
 def remove_argv(root: str, session: str) -> list[str]:
@@ -364,64 +525,156 @@ CLEAN_EVERY = 16
 
 #: Where the spool is on a remote host (relative: under the login user's home).
 REMOTE_ROOT = ".local/state/dsh/spool"
-_PREFIX = b"dsh-spool: "
-_HOLD = 4096
+#: Bytes of a wrapper's message kept, and of what came before its start marker.
+_KEEP = 4096
+_STREAMS = ("stdout", "stderr")
 
 
 class Watch:
-    """The output and outcome of one LAUNCH exec.
+    """The output and outcome of one LAUNCH or FOLLOW exec.
 
-    The wrapper's refusals (claimed, spool failed) come before any output of
-    the command, on stderr, prefixed `dsh-spool: `; such stderr is held back
-    until the exit status tells whether it was the wrapper's, so the message
-    becomes the outcome's and is not shown as the host's output.
+    Bytes before the wrapper's start marker on each stream (a login shell's
+    motd or rc-file noise) are dropped and counted (`dropped`); the wrapper's
+    own messages (`TAG TEXT` lines on stderr) become the outcome's message,
+    never host output; the rest is the command's output, passed on. `skip`
+    drops as many bytes of the command's output at the start of each stream
+    (a FOLLOW after a dropped connection: what was shown already); `passed`
+    counts them all, shown or skipped.
     """
 
-    def __init__(self, output: OutputSink) -> None:
+    def __init__(
+        self, output: OutputSink, argv: Sequence[str], *, skip: Mapping[str, int] | None = None
+    ) -> None:
         self.output = output
-        self._held = bytearray()
-        self._holding = True  # until stdout or stderr shows the command started
-        self._tail = b""
+        tag = tag_of(argv).encode()
+        self._start = tag + b" start\n"
+        self._say = tag + b" "
+        self.started = {name: False for name in _STREAMS}
+        self.dropped = 0
+        self._before = b""  # the tail of what came before the marker on stderr
+        self._held = {name: b"" for name in _STREAMS}  # may be the start of a marker
+        self._message: bytearray | None = None  # a message being read, until its newline
+        self.messages: list[str] = []
+        self._skip = {name: int((skip or {}).get(name, 0)) for name in _STREAMS}
+        self.passed = dict(self._skip)
 
     def sink(self, stream: str, data: bytes) -> None:
-        if self._holding:
-            if stream == "stderr" and len(self._held) + len(data) <= _HOLD:
-                seen = bytes(self._held) + data
-                if seen.startswith(_PREFIX) or _PREFIX.startswith(seen):
-                    self._held += data
+        buf = self._held[stream] + data
+        self._held[stream] = b""
+        if not self.started[stream]:
+            at = buf.find(self._start)
+            if at < 0:
+                keep = _partial(buf, self._start)
+                self._drop(stream, buf[: len(buf) - keep])
+                self._held[stream] = buf[len(buf) - keep :]
+                return
+            self._drop(stream, buf[:at])
+            self.started[stream] = True
+            buf = buf[at + len(self._start) :]
+        if stream == "stdout":  # the wrapper writes nothing else there
+            self._pass(stream, buf)
+            return
+        while buf:
+            if self._message is not None:
+                end = buf.find(b"\n")
+                if end < 0:
+                    self._message += buf[: max(0, _KEEP - len(self._message))]
                     return
-            self._release()
-        if stream == "stderr":
-            self._tail = (self._tail + data)[-256:]
-        self.output(stream, data)
+                self._message += buf[: max(0, min(end, _KEEP - len(self._message)))]
+                self.messages.append(_printable(bytes(self._message)))
+                self._message = None
+                buf = buf[end + 1 :]
+                continue
+            at = buf.find(self._say)
+            if at >= 0:
+                self._pass(stream, buf[:at])
+                self._message = bytearray()
+                buf = buf[at + len(self._say) :]
+                continue
+            keep = _partial(buf, self._say)
+            self._pass(stream, buf[: len(buf) - keep])
+            self._held[stream] = buf[len(buf) - keep :]
+            return
 
-    def _release(self) -> None:
-        self._holding = False
-        if self._held:
-            held, self._held = bytes(self._held), bytearray()
-            self._tail = held[-256:]
-            self.output("stderr", held)
+    def _drop(self, stream: str, data: bytes) -> None:
+        self.dropped += len(data)
+        if stream == "stderr" and data:
+            self._before = (self._before + data)[-_KEEP:]
+
+    def _pass(self, stream: str, data: bytes) -> None:
+        skip = min(self._skip[stream], len(data))
+        if skip:
+            self._skip[stream] -= skip
+            data = data[skip:]
+        if data:
+            self.passed[stream] += len(data)
+            self.output(stream, data)
+
+    def _flush(self) -> None:
+        """What is still held back: output (after the marker) or dropped (before)."""
+        for stream in _STREAMS:
+            held, self._held[stream] = self._held[stream], b""
+            if self.started[stream]:
+                self._pass(stream, held)
+            else:
+                self._drop(stream, held)
+        if self._message is not None:
+            self.messages.append(_printable(bytes(self._message)))
+            self._message = None
 
     def result(self, status: int, seconds: float) -> Exec:
         """The outcome of an exec that exited with `status`."""
-        if self._held.startswith(_PREFIX) and status in (CLAIMED, SPOOL_FAILED, LOST):
-            why = self._held[len(_PREFIX) :].decode("utf-8", "replace").strip()
-            self._held = bytearray()
+        self._flush()
+        if not any(self.started.values()):
+            said = _last_line(self._before)
+            return Exec(
+                "failed",
+                None,
+                seconds,
+                f"nothing started: the login shell exited {status} before the wrapper ran"
+                + (f" (it said: {said})" if said else ""),
+            )
+        why = self.messages[-1] if self.messages else ""
+        if why:
             if status == LOST:
                 return Exec("lost", None, seconds, why.removeprefix("lost: "))
             if status == CLAIMED:
                 return Exec("lost", None, seconds, f"not started again: {why} (the spool holds its claim)")
-            return Exec("failed", None, seconds, f"nothing started: {why}")
-        self._release()
-        if status == TIMED_OUT and b"dsh-spool: timed out" in self._tail:
-            return Exec("timeout", None, seconds, "the wrapper's backstop timeout ended it")
-        if status == CANCELLED and b"dsh-spool: cancelled" in self._tail:
-            return Exec("cancelled", None, seconds, "cancelled")
-        if status == LOST and b"dsh-spool: lost" in self._tail:
-            return Exec("lost", None, seconds, "launched before, and nobody is left to report its end")
+            if status == SPOOL_FAILED:
+                return Exec("failed", None, seconds, f"nothing started: {why}")
+            if status == TIMED_OUT and why == "timed out":
+                return Exec("timeout", None, seconds, "the wrapper's backstop timeout ended it")
+            if status == CANCELLED and why == "cancelled":
+                return Exec("cancelled", None, seconds, "")
         if status == 0:
             return Exec("ok", 0, seconds)
         return Exec("failed", status, seconds, _signal_hint(status))
+
+
+def noise_note(alias: str, dropped: int) -> str:
+    """What dsh says of the bytes a host's login shell wrote before the wrapper began."""
+    count = f"{dropped} byte{'s' if dropped != 1 else ''}"
+    return f"{alias}: {count} before dsh's wrapper started (login shell output) were dropped"
+
+
+def _partial(data: bytes, marker: bytes) -> int:
+    """The length of the longest end of `data` that begins `marker` (held back:
+    the rest of the marker may come with the next bytes)."""
+    for size in range(min(len(data), len(marker) - 1), 0, -1):
+        if data.endswith(marker[:size]):
+            return size
+    return 0
+
+
+def _printable(data: bytes) -> str:
+    """A host's bytes for a message of dsh's: one line, control characters as \\xNN."""
+    text = data.decode("utf-8", "replace").strip()
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def _last_line(data: bytes) -> str:
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    return _printable(lines[-1][-200:]) if lines else ""
 
 
 def _signal_hint(status: int) -> str:

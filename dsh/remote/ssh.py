@@ -28,6 +28,7 @@ from typing import Any
 
 from cryptography.utils import CryptographyDeprecationWarning
 
+from dsh.bytestext import to_bytes
 from dsh.plan import KILL_GRACE
 from dsh.remote import spool
 from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, Identity, OutputSink, Spot
@@ -87,6 +88,8 @@ class SshFleet:
         self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
         self._known: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
         self._hosts: dict[str, SshHost] = {}
+        #: Hosts whose login shell wrote something before the wrapper (said once each).
+        self.noisy: set[str] = set()
         self._recorded: set[str] = set()
         self._handshakes = asyncio.Semaphore(HANDSHAKES)
         _raise_open_file_limit()
@@ -397,7 +400,8 @@ class SshHost:
             conn = await self.fleet.connection(self._name)
         except Unusable as exc:
             return Check(None, b"", exc.message)
-        script = spool.as_stdin(spool.check_argv(command, timeout)).encode()  # bounded on the host too
+        argv = spool.check_argv(command, timeout)  # bounded on the host too
+        script = to_bytes(spool.as_stdin(argv))  # bound values may hold any bytes
         try:
             done = await conn.run(spool.REMOTE_SHELL, input=script, encoding=None, timeout=timeout + SETTLE)
         except TimeoutError:  # asyncssh's is one too
@@ -405,7 +409,11 @@ class SshHost:
         except (asyncssh.Error, OSError) as exc:
             self.fleet.forget(conn)
             return Check(None, b"", _why(exc))
-        out = done.stdout if isinstance(done.stdout, bytes) else b""
+        unwrapped = spool.unwrap(argv, done.stdout if isinstance(done.stdout, bytes) else b"")
+        if unwrapped is None:  # the login shell ended before the probe's wrapper began
+            return Check(None, b"", f"the login shell exited {done.exit_status} before the probe ran")
+        out, dropped = unwrapped
+        self._noted(dropped)
         if done.exit_status == spool.CHECK_TIMED_OUT:
             return Check(None, out[:CHECK_BYTES], f"the probe did not end within {timeout:g}s")
         return Check(done.exit_status, out[:CHECK_BYTES])
@@ -430,7 +438,10 @@ class SshHost:
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             fleet.forget(conn)
             raise Unusable("unreachable", f"cannot ask the spool: {_why(exc)}") from None
-        return str(done.stdout or "").strip()
+        answer = spool.answer(argv, str(done.stdout or ""))
+        if answer is None:
+            raise Unusable("unreachable", f"cannot ask the spool: the login shell exited {done.exit_status}")
+        return answer
 
     async def _exec(
         self,
@@ -453,13 +464,13 @@ class SshHost:
             conn = await fleet.connection(self._name)
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
-        watch = spool.Watch(output)
-        exec_ = _Exec(watch.sink, skip)
+        watch = spool.Watch(output, argv, skip=skip)
+        exec_ = _Exec(watch.sink)
         try:
             chan, _ = await asyncio.wait_for(
                 conn.create_session(lambda: exec_, spool.REMOTE_SHELL, encoding=None), fleet.connect_timeout
             )
-            chan.write(spool.as_stdin(argv).encode())
+            chan.write(to_bytes(spool.as_stdin(argv)))  # bound values may hold any bytes
             chan.write_eof()
         except asyncssh.ChannelOpenError as exc:  # refused before anything was asked to run
             fleet.forget(conn)
@@ -499,7 +510,7 @@ class SshHost:
             left = timeout - (time.monotonic() - started)
             if skip is None and left > 0:
                 argv = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
-                rejoined = await self._exec(argv, spot, left, output, exec_.received)
+                rejoined = await self._exec(argv, spot, left, output, watch.passed)
                 if rejoined.outcome not in ("unreachable", "refused"):
                     return Exec(
                         rejoined.outcome,
@@ -510,7 +521,15 @@ class SshHost:
             return ended(
                 "lost", f"{why} while the command ran; its spool keeps it ({spot.action}@{spot.alias})"
             )
-        return watch.result(exec_.status, time.monotonic() - started)
+        result = watch.result(exec_.status, time.monotonic() - started)
+        self._noted(watch.dropped if any(watch.started.values()) else 0)
+        return result
+
+    def _noted(self, dropped: int) -> None:
+        """Say once per host that its login shell wrote something before the wrapper."""
+        if dropped and self._name not in self.fleet.noisy:
+            self.fleet.noisy.add(self._name)
+            self.fleet.warn(spool.noise_note(self._name, dropped))
 
     async def _kill(
         self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec | None, why: str
@@ -543,15 +562,12 @@ def _why(exc: BaseException) -> str:
 
 
 class _Exec(asyncssh.SSHClientSession[bytes]):
-    """One LAUNCH or FOLLOW exec: output to the sink as it arrives, then its exit
-    status. It counts the bytes of each stream; `skip` drops as many at the
-    start (a FOLLOW after a dropped connection: what was shown already)."""
+    """One LAUNCH or FOLLOW exec: output to the sink (a spool.Watch's) as it
+    arrives, then its exit status."""
 
-    def __init__(self, sink: OutputSink, skip: dict[str, int] | None = None) -> None:
+    def __init__(self, sink: OutputSink) -> None:
         loop = asyncio.get_running_loop()
         self.sink = sink
-        self.received = dict(skip or {"stdout": 0, "stderr": 0})
-        self.skip = dict(skip or {"stdout": 0, "stderr": 0})
         self.status: int | None = None
         self.signal = ""
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -562,13 +578,6 @@ class _Exec(asyncssh.SSHClientSession[bytes]):
         if self.failed.done():
             return
         stream = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
-        if self.skip[stream]:
-            dropped = min(self.skip[stream], len(data))
-            self.skip[stream] -= dropped
-            data = data[dropped:]
-            if not data:
-                return
-        self.received[stream] += len(data)
         try:
             self.sink(stream, data)
         except Exception as exc:

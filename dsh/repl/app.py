@@ -4,9 +4,10 @@
 complete yet (an unclosed `{`, a trailing `|`, an open quote) starts a new
 line; on complete text it checks it (a compile with what the session has
 bound) and, if the check fails, marks the error where it is and keeps the
-text for fixing. History is kept per store under the XDG state directory and
-searched with Ctrl-R. Ctrl-\\ detaches (the work goes on), Ctrl-D on an empty
-line ends the client, Ctrl-C drops the text being typed.
+text for fixing. History is kept per store under the XDG state directory
+(its file 0600: typed lines may hold secrets) and searched with Ctrl-R.
+Ctrl-\\ detaches (the work goes on), Ctrl-D on an empty line ends the
+client, Ctrl-C drops the text being typed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.lexers import PygmentsLexer
 from prompt_toolkit.validation import ValidationError, Validator
 
+from dsh import state
 from dsh.errors import IncompleteInput, LangError
 from dsh.repl.completion import DshCompleter, Sources
 from dsh.repl.lexer import DshLexer
@@ -38,6 +40,20 @@ def history_path(state: Path, store: str) -> Path:
     if store == "local":
         return state / "history"
     return state / f"history-{hashlib.sha256(store.encode()).hexdigest()[:12]}"
+
+
+class _PrivateHistory(FileHistory):
+    """A history file that is made 0600 (prompt-toolkit's would be made by umask)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+        state.make_dirs(path.parent)
+        state.private_file(path)
+
+    def store_string(self, string: str) -> None:
+        state.private_file(self.path)  # again, if it was removed meanwhile
+        super().store_string(string)
 
 
 class _Check(Validator):
@@ -65,7 +81,6 @@ class Repl:
         toolbar: Callable[[], str],
         color: bool,
     ) -> None:
-        history.parent.mkdir(parents=True, exist_ok=True)
         self.compile = compile_
         keys = KeyBindings()
 
@@ -86,7 +101,7 @@ class Repl:
                 super().__init__(bound=bound, **options)
 
         self.session: PromptSession[str] = PromptSession(
-            history=FileHistory(str(history)),
+            history=_PrivateHistory(history),
             lexer=PygmentsLexer(BoundLexer) if color else None,
             completer=DshCompleter(sources),
             complete_while_typing=False,

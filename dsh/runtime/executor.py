@@ -19,7 +19,9 @@ from typing import Protocol
 
 from dsh import nodeset
 from dsh import plan as p
+from dsh.bytestext import from_bytes, loaded, to_bytes
 from dsh.errors import DshError
+from dsh.names import key_problem
 from dsh.record import record
 from dsh.remote.base import Exec, Identity, OutputSink, Remote, RemoteUnreachable, Spot
 from dsh.runtime.clock import Clock, SystemClock
@@ -28,11 +30,13 @@ from dsh.runtime.flows import Barrier, where_holds
 from dsh.runtime.results import KEEP_BYTES, HostResult, LineResult
 from dsh.runtime.values import (
     BindingError,
+    BindRefused,
     HostsValue,
     ResultValue,
     StrValue,
     Value,
     render,
+    value_bytes,
     value_text,
 )
 
@@ -177,9 +181,9 @@ def _recorded(held: Mapping[str, object]) -> Exec:
 
 
 def _untail(value: object) -> bytes:
-    """The output tail a result record keeps (text; bytes that were not UTF-8 come
-    back as `\\xNN`: the whole output is in the host's spool)."""
-    return value.encode() if isinstance(value, str) else b""
+    """The output tail a result record keeps, as the bytes it was (records older
+    than dsh.bytestext kept bytes that were not UTF-8 as `\\xNN` text)."""
+    return to_bytes(loaded(value)) if isinstance(value, str | dict) else b""
 
 
 class Executor:
@@ -195,8 +199,11 @@ class Executor:
         args: Sequence[str] = (),
         inventory: Mapping[str, str] | None = None,
         recorder: Recorder | None = None,
+        max_binding: int = 1 << 20,
     ) -> None:
         self.reporter = reporter
+        #: The most bytes one binding may hold: more is refused, never cut.
+        self.max_binding = max_binding
         #: dsh's own messages (a callback's URL): the reporter's, when it has them.
         self.say: Callable[[str], None] = getattr(reporter, "message", lambda text: None)
         self.recorder = recorder
@@ -269,12 +276,13 @@ class Executor:
         else:  # unrecorded runs still need action ids of their own for the spool
             self._unrecorded += 1
             run = self._unrecorded
+        started = self.clock.monotonic()
         try:
             return await self._statement(stmt, plan, run, path)
         except BaseException:
-            if self.recorder:  # refused or cancelled: the run is over all the same
+            if self.recorder:  # refused or cancelled: the run is over all the same, after this long
                 with contextlib.suppress(Exception):
-                    await self.recorder.line_done(run, False, 0.0, None)
+                    await self.recorder.line_done(run, False, self.clock.monotonic() - started, None)
             raise
         finally:
             for shared in self._shared.values():
@@ -452,11 +460,14 @@ class Executor:
             if consumed is not None and consumed.get("state") == "done":
                 held = consumed
         if held is not None and held.get("state") == "done":
-            return _recorded(held), _untail(held.get("out")).decode("utf-8", "replace")
+            return _recorded(held), from_bytes(_untail(held.get("out")))
         try:
             args = [render(text, self.bindings, self.args, host) for text in stage.args]
         except BindingError as exc:
             return Exec("failed", None, 0.0, exc.message), ""
+        problem = key_problem(args[0]) if stage.kind == "key" else None
+        if problem:  # a key from a binding, which `dsh key` could never set
+            return Exec("failed", None, 0.0, problem), ""
         if stage.kind == p.NEW_CALLBACK or (stage.kind == "callback" and not args):
             try:
                 args = [await self._new_callback(stage, action, host)]
@@ -490,7 +501,7 @@ class Executor:
         seconds = self.clock.monotonic() - started
         ended = Exec("ok", 0, seconds) if arrived.ok else Exec("timeout", None, seconds, arrived.message)
         if self.recorder:
-            value = arrived.value.encode()
+            value = to_bytes(arrived.value)
             await self.recorder.result(
                 action, host, ended.outcome, ended.exit_status, seconds, ended.message, value, b""
             )
@@ -508,17 +519,27 @@ class Executor:
             await self.recorder.callback(action, host, url)
         return url
 
-    async def _cancelled(self, action: str, host: str | None, out: bytearray, err: bytearray) -> None:
-        """Journal a cancelled action, if the store still takes it (it may be why)."""
+    async def _cancelled(
+        self, action: str, host: str | None, seconds: float, out: bytearray, err: bytearray
+    ) -> None:
+        """Journal a cancelled action that ran `seconds`, if the store still takes it
+        (it may be why). The outcome says it all: no message repeats it."""
         if self.recorder:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(
-                    self.recorder.result(
-                        action, host, "cancelled", None, 0.0, "cancelled", bytes(out), bytes(err)
-                    )
+                    self.recorder.result(action, host, "cancelled", None, seconds, "", bytes(out), bytes(err))
                 )
 
     async def _bind(self, run: int, name: str, value: Value) -> None:
+        """Bind `name` (kept with the session first): a value over the cap is refused
+        whole, the statement fails, and the name keeps what it had."""
+        size = value_bytes(value)
+        if size is None or size > self.max_binding:
+            held = f"{size} bytes" if size is not None else "more output than dsh keeps in memory"
+            raise BindRefused(
+                f"{name}: {held}, over the cap of {self.max_binding} bytes (limits.max_binding); "
+                "nothing is bound"
+            )
         if self.recorder:
             await self.recorder.bound(run, name, value)
         self.bindings[name] = value
@@ -701,7 +722,7 @@ class Executor:
             if isinstance(stage, p.Await):
                 ended, value = await self._await(stage, run, index, host, remote)
                 if stage.kind == p.NEW_CALLBACK and ended.outcome == "ok":  # `cb = callback`: its URL
-                    out[:] = value.encode()
+                    out[:] = to_bytes(value)
                 if ended.outcome == "ok" and stage.bind is not None:
                     await self._bind(run, stage.bind, StrValue(value))
                 continue
@@ -723,6 +744,7 @@ class Executor:
                 truncated = False
                 attempts += 1
                 spot = Spot(self.spool_name, action, host or LOCAL_ALIAS)
+                began = self.clock.monotonic()
                 if held is not None and held.get("state") == "done":  # ended before: its record
                     ended = _recorded(held)
                     sink("stdout", _untail(held.get("out")))
@@ -748,7 +770,7 @@ class Executor:
                     else:
                         ended = await self._launch(remote, spot, command, stage.timeout, sink)
                 except asyncio.CancelledError:
-                    await self._cancelled(action, host, out, err)
+                    await self._cancelled(action, host, self.clock.monotonic() - began, out, err)
                     raise
                 if self.recorder:
                     await self.recorder.result(

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsh.bytestext import from_bytes, stored
 from dsh.errors import StoreError
 from dsh.store.base import (
     MAX_REQUEST,
@@ -233,6 +234,7 @@ def _chunks(puts: list[Put]) -> list[list[Put]]:
     return [c for c in chunks if c]
 
 
-def tail(data: bytes) -> str:
-    """The last TAIL_BYTES of output, as text safe to store."""
-    return data[-TAIL_BYTES:].decode("utf-8", "backslashreplace")
+def tail(data: bytes) -> str | dict[str, str]:
+    """The last TAIL_BYTES of output for a JSON record: text, or its bytes tagged
+    when they are not UTF-8 (dsh.bytestext), so that they come back exactly."""
+    return stored(from_bytes(data[-TAIL_BYTES:]))

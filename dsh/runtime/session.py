@@ -48,20 +48,29 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dsh.bytestext import from_bytes, loaded, stored, to_bytes
 from dsh.errors import StoreError, UsageError
-from dsh.plan import KILL_GRACE, Bound, Plan, Statement, dump_statement, dumps, load_statement, loads
+from dsh.plan import (
+    KILL_GRACE,
+    Bound,
+    For,
+    If,
+    Plan,
+    Run,
+    Statement,
+    dump_statement,
+    dumps,
+    load_statement,
+    loads,
+)
 from dsh.record import record
 from dsh.remote.base import Identity
 from dsh.runtime.executor import Replayed, Resume
 from dsh.runtime.journal import Checkpointer, LeaseLost, tail
 from dsh.runtime.results import dump_host_result, load_host_result
-from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
-from dsh.store.base import Compacted, Compare, Delete, LeaseNotFound, Put, Store
+from dsh.runtime.values import BindRefused, HostsValue, ResultValue, StrValue, Value
+from dsh.store.base import KV, MAX_VALUE, Compacted, Compare, Delete, LeaseNotFound, Put, Store
 
-#: Bytes of a bound result's stdout/stderr kept per host in the store, and for
-#: all hosts of one binding together (so that it fits in one store value).
-BIND_BYTES = 64 * 1024
-BIND_TOTAL = 512 * 1024
 #: The shortest bound of a store call made while the lease is in doubt (one try).
 MIN_CALL = 0.05
 #: An owner acts on hosts only while at least this much of its lease is surely left
@@ -173,7 +182,7 @@ class Keys:
         return self.root + f"sig/{signal}/".encode()
 
     def user_key(self, key: str) -> bytes:
-        return f"/dsh/v1/u/{self.user}/keys/{key.lstrip('/')}".encode()
+        return to_bytes(f"/dsh/v1/u/{self.user}/keys/{key.lstrip('/')}")  # any bytes
 
     def submission(self, seq: int) -> bytes:
         return self.inbox + b"%08d" % seq
@@ -190,8 +199,8 @@ def encode_value(value: Value) -> bytes:
         data: dict[str, Any] = {"kind": "value", "text": _b64(value.text.encode("utf-8", "surrogateescape"))}
     elif isinstance(value, HostsValue):
         data = {"kind": "hosts", "hosts": list(value.hosts)}
-    else:
-        keep = max(256, min(BIND_BYTES, BIND_TOTAL // (2 * max(len(value.results), 1))))
+    else:  # whole: the executor refused a value over the cap before it came here
+        keep = max((max(len(r.out), len(r.err)) for r in value.results), default=0)
         data = {"kind": "result", "hosts": [dump_host_result(r, keep) for r in value.results]}
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -516,7 +525,7 @@ class Session:
             await asyncio.to_thread(self._keeper.join, self.timeout)
             self._keeper = None
         if self.lease:
-            if self.checkpoints is None or not self.checkpoints.lost:  # a lost one is gone, or goes
+            if self.lease_left() > 0:  # still held (a handover lets go): the next owner needn't wait
                 with contextlib.suppress(StoreError, TimeoutError):  # else it expires by itself
                     await self.store.revoke(self.lease, timeout=self.timeout)
             self.lease = 0
@@ -553,7 +562,7 @@ class Session:
         return LastRun(
             plan,
             run,
-            tuple(record.get("args", ())),
+            tuple(loaded(a) for a in record.get("args", ())),
             int(record.get("index", 0)),
             done,
             ok,
@@ -573,7 +582,7 @@ class Session:
         index = int(done.value) if done is not None else 0
         if index >= len(plan.statements):
             return None
-        return plan, index, tuple(record.get("args", ())), str(record.get("id", ""))
+        return plan, index, tuple(loaded(a) for a in record.get("args", ())), str(record.get("id", ""))
 
     async def replay(self, plan_id: str, index: int) -> dict[str, Replayed]:
         """What the statements of a compound statement (index `index` of plan
@@ -702,7 +711,7 @@ class SessionEvents:
 
     async def key(self, key: str) -> str | None:
         held = await self.session.store.get(self.session.keys.user_key(key), timeout=self.session.timeout)
-        return held.value.decode("utf-8", "replace") if held is not None else None
+        return from_bytes(held.value) if held is not None else None
 
     async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
         session, keys = self.session, self.session.keys
@@ -710,15 +719,15 @@ class SessionEvents:
         if not kvs:
             return None
         oldest = kvs[0]
-        value = oldest.value.decode("utf-8", "replace")
+        value = from_bytes(oldest.value)
         cp = session.checkpointer()
         await cp.flush()  # the journal stays in order
         record: dict[str, Any] = {"state": "done", "action": action, "host": host, "outcome": "ok"}
-        record.update(exit=0, seconds=0.0, message="", out=value, err="")
+        record.update(exit=0, seconds=0.0, message="", out=stored(value), err="")
         ops: list[Put | Delete] = [
             Delete(oldest.key),
             Put(keys.action(action, host), json.dumps(record).encode()),
-            cp.entry("signal", action=action, name=name, value=value),
+            cp.entry("signal", action=action, name=name, value=stored(value)),
         ]
         result = await session.store.txn(
             [cp.fence, Compare(oldest.key, "mod", "==", oldest.mod_revision)], ops, timeout=session.timeout
@@ -735,9 +744,24 @@ class SessionEvents:
 async def list_sessions(store: Store, user: str, *, timeout: float) -> list[dict[str, Any]]:
     """Every session of `user`: name, state (running: an owner holds its lease;
     unfinished: a run started and not done, nobody owns it; idle), owner, the
-    last line run, and when it was made. Newest first."""
+    last line run, when it was made, and when it was last touched (its last
+    journal entry, else its creation; seconds since the epoch). Newest first."""
     prefix = f"/dsh/v1/u/{user}/s/".encode()
     kvs, _ = await store.range(prefix, timeout=timeout)
+    return sorted(_summaries(prefix, kvs), key=lambda e: -float(e["created"]))
+
+
+async def session_summary(store: Store, keys: Keys, *, timeout: float) -> dict[str, Any] | None:
+    """One session's entry of `list_sessions`, read as if nobody owned it (its state
+    is then unfinished or idle): what a removal checks once it holds the session.
+    None if the session has no keys."""
+    kvs, _ = await store.range(keys.root, timeout=timeout)
+    found = _summaries(keys.root[: -len(keys.name.encode()) - 1], [kv for kv in kvs if kv.key != keys.owner])
+    return found[0] if found else None
+
+
+def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
+    """The sessions whose keys (under `prefix`, the user's sessions) are `kvs`."""
     found: dict[str, dict[str, Any]] = {}
     for kv in kvs:
         name, _, rest = kv.key[len(prefix) :].decode(errors="replace").partition("/")
@@ -763,14 +787,16 @@ async def list_sessions(store: Store, user: str, *, timeout: float) -> list[dict
             journal = json.loads(kv.value)
             if journal.get("kind") == "done":
                 entry["_done"] = max(entry["_done"], int(journal.get("run", 0)))
+            entry["_touched"] = max(entry.get("_touched", 0.0), float(journal.get("t", 0.0)))
     out = []
     for entry in found.values():
         if entry["state"] != "running" and entry.pop("_run") > entry.pop("_done"):
             entry["state"] = "unfinished"
         entry.pop("_run", None)
         entry.pop("_done", None)
+        entry["touched"] = max(float(entry["created"]), entry.pop("_touched", 0.0))
         out.append(entry)
-    return sorted(out, key=lambda e: -float(e["created"]))
+    return out
 
 
 async def read_journal(store: Store, keys: Keys, *, timeout: float) -> list[dict[str, Any]]:
@@ -790,6 +816,76 @@ def in_flight(entries: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     return list(open_)
 
 
+#: A plan's id, which its statements' run records name: random bytes, in hex.
+PLAN_ID_BYTES = 6
+#: Room kept in the records of a plan for what only a run knows: a run's number
+#: and the path of a statement inside compound ones (a key's length, too).
+PLAN_ROOM = 1024
+#: The most bytes a plan may take in its largest record (see `stored_size`): what
+#: the store takes in one value, less that room. A plan over it is refused when
+#: it is compiled, before anything runs.
+MAX_PLAN = MAX_VALUE - PLAN_ROOM
+
+
+def statement_json(stmt: Statement) -> str:
+    """A compiled statement as the JSON text its run records hold."""
+    return json.dumps(dump_statement(stmt), separators=(",", ":"))
+
+
+def run_record(
+    run: int,
+    stmt: Statement,
+    stmt_json: str,
+    args: Sequence[str],
+    plan: Plan,
+    index: int,
+    path: str,
+    plan_id: str,
+) -> bytes:
+    """The `run/RUN` record of a statement about to run (its compiled form as
+    `stmt_json`, its index in the plan and path inside a compound statement, the
+    script's arguments and the plan's limits, which a resume needs)."""
+    record: dict[str, Any] = {"run": run, "line": stmt.line, "source": stmt.source, "args": _args(args)}
+    record["index"] = index
+    record["path"] = path
+    record["plan_id"] = plan_id
+    record["limits"] = {"step_budget": plan.step_budget, "fanout": plan.fanout, "name": plan.source_name}
+    head = json.dumps(record, separators=(",", ":"))
+    return f'{head[:-1]},"plan":{stmt_json}}}'.encode()  # the statement's text spliced in
+
+
+def todo_record(plan_id: str, plan: Plan, args: Sequence[str]) -> bytes:
+    """The `todo` record of a plan about to run: {"id", "plan", "args"}."""
+    return f'{{"id":{json.dumps(plan_id)},"plan":{dumps(plan)},"args":{json.dumps(_args(args))}}}'.encode()
+
+
+def _args(args: Sequence[str]) -> list[str | dict[str, str]]:
+    """A script's arguments for a record: any bytes, tagged where not UTF-8."""
+    return [stored(a) for a in args]
+
+
+def stored_size(plan: Plan, args: Sequence[str]) -> tuple[int, Statement | None]:
+    """The bytes of the largest record a plan is kept in while it runs, and the
+    statement whose run record that is (None: the plan's own `todo`). Each
+    statement, those inside an `if` or a `for` too, has a run record of its own,
+    which holds its source and its compiled form again."""
+    plan_id = "0" * 2 * PLAN_ID_BYTES
+    largest, which = len(todo_record(plan_id, plan, args)), None
+    if largest > MAX_PLAN:
+        return largest, which
+    todo: list[Statement] = list(plan.statements)
+    while todo:
+        stmt = todo.pop()
+        size = len(run_record(0, stmt, statement_json(stmt), args, plan, 0, "", plan_id))
+        if size > largest:
+            largest, which = size, stmt
+        if isinstance(stmt, If):
+            todo += [*((stmt.cond,) if isinstance(stmt.cond, Run) else ()), *stmt.then, *stmt.orelse]
+        elif isinstance(stmt, For):
+            todo += stmt.body
+    return largest, which
+
+
 class SessionRecorder:
     """What the executor tells a session: intent before each effect, then its result."""
 
@@ -806,7 +902,7 @@ class SessionRecorder:
         if held is None or held[0] is not stmt:
             if len(self._encoded) > 1000:
                 self._encoded.clear()
-            held = self._encoded[id(stmt)] = (stmt, json.dumps(dump_statement(stmt), separators=(",", ":")))
+            held = self._encoded[id(stmt)] = (stmt, statement_json(stmt))
         return held[1]
 
     async def line_started(
@@ -814,16 +910,10 @@ class SessionRecorder:
     ) -> int:
         run = self.session.next_run()
         cp = self.session.checkpointer()
-        record: dict[str, Any] = {"run": run, "line": stmt.line, "source": stmt.source, "args": list(args)}
-        record["index"] = index
-        record["path"] = path
-        record["plan_id"] = self.plan_id
-        record["limits"] = {"step_budget": plan.step_budget, "fanout": plan.fanout, "name": plan.source_name}
-        head = json.dumps(record, separators=(",", ":"))
-        text = f'{head[:-1]},"plan":{self._statement_json(stmt)}}}'  # the plan's text spliced in
+        text = run_record(run, stmt, self._statement_json(stmt), args, plan, index, path, self.plan_id)
         cp.defer(
             [
-                Put(self.keys.run(run), text.encode()),
+                Put(self.keys.run(run), text),
                 cp.entry("line", run=run, line=stmt.line, source=stmt.source),
             ]
         )
@@ -841,7 +931,7 @@ class SessionRecorder:
             "state": "intent",
             "action": action,
             "host": host,
-            "command": command,
+            "command": stored(command),
             "timeout": timeout,
             "machine": self.session.machine,
             "at": round(time.time(), 3),
@@ -851,7 +941,7 @@ class SessionRecorder:
         await cp.write(
             [
                 Put(self.keys.action(action, host), json.dumps(record).encode()),
-                cp.entry("start", action=action, host=host, command=command, timeout=timeout),
+                cp.entry("start", action=action, host=host, command=stored(command), timeout=timeout),
             ]
         )
         if session.draining:  # asked meanwhile: not launched; the next owner starts it (no claim)
@@ -902,13 +992,13 @@ class SessionRecorder:
             "state": "await",
             "action": action,
             "host": host,
-            "what": what,
+            "what": stored(what),
             "deadline": round(deadline, 6),
         }
         await cp.write(
             [
                 Put(self.keys.action(action, host), json.dumps(record).encode()),
-                cp.entry("await", action=action, host=host, what=what, deadline=round(deadline, 6)),
+                cp.entry("await", action=action, host=host, what=stored(what), deadline=round(deadline, 6)),
             ]
         )
 
@@ -928,9 +1018,16 @@ class SessionRecorder:
 
     async def bound(self, run: int, name: str, value: Value) -> None:
         cp = self.session.checkpointer()
+        key = self.keys.bindings + name.encode()
+        encoded = encode_value(value)
+        if len(key) + len(encoded) > MAX_VALUE:  # many hosts' framing on top of the cap
+            raise BindRefused(
+                f"{name}: {len(encoded)} bytes once stored, over what the store takes in one value "
+                f"({MAX_VALUE}); nothing is bound"
+            )
         cp.defer(
             [
-                Put(self.keys.bindings + name.encode(), encode_value(value)),
+                Put(key, encoded),
                 cp.entry("bind", run=run, name=name),
             ]
         )
@@ -940,9 +1037,8 @@ class SessionRecorder:
         from, which is then consumed in the same transaction (so that a plan is
         either in the inbox or kept to resume, never both, never neither)."""
         cp = self.session.checkpointer()
-        self.plan_id = os.urandom(6).hex()
-        record = {"id": self.plan_id, "plan": json.loads(dumps(plan)), "args": list(args)}
-        puts = [Put(self.keys.todo, json.dumps(record).encode()), Put(self.keys.todo_next, b"0")]
+        self.plan_id = os.urandom(PLAN_ID_BYTES).hex()
+        puts = [Put(self.keys.todo, todo_record(self.plan_id, plan, args)), Put(self.keys.todo_next, b"0")]
         if taken is not None:
             puts.append(Put(self.keys.taken, str(taken).encode()))
         cp.defer(puts)

@@ -34,6 +34,26 @@ class BindingError(DshError):
     """A binding cannot give the value asked of it."""
 
 
+class BindRefused(DshError):
+    """A value over the binding cap (`limits.max_binding`), or more than the store
+    takes in one value: the statement fails and nothing is bound, so that a run
+    and its resume see the same value (none), never a cut one."""
+
+    exit_code = 1
+
+
+def value_bytes(value: Value) -> int | None:
+    """How many bytes a value holds (its text, or every host's stdout and stderr);
+    None when a host's output was already cut in memory (more than KEEP_BYTES)."""
+    if isinstance(value, StrValue):
+        return len(value.text.encode("utf-8", "surrogateescape"))
+    if isinstance(value, HostsValue):
+        return sum(len(h) + 1 for h in value.hosts)
+    if any(r.truncated for r in value.results):
+        return None
+    return sum(len(r.out) + len(r.err) for r in value.results)
+
+
 def _text_of(data: bytes) -> str:
     # surrogateescape: bytes that are not UTF-8 go back out to a command unchanged.
     return data.decode("utf-8", "surrogateescape").rstrip("\n")

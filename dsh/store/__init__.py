@@ -14,9 +14,14 @@ def open_store(url: str, env: Mapping[str, str], etcd: Mapping[str, str] | None 
     `etcd[s]://HOST:PORT[,…][/PREFIX]` with the [etcd] settings of the
     configuration, each overridden by its DSH_ETCD_* variable."""
     if url == "local" or url.startswith("sqlite://"):
+        from dsh import state
         from dsh.store.sqlite import SqliteStore, default_path
 
-        return SqliteStore(default_path(env) if url == "local" else url.removeprefix("sqlite://"))
+        if url != "local":
+            return SqliteStore(url.removeprefix("sqlite://"))
+        path = default_path(env)
+        state.private_dir(path.parent)  # the state directory, made or closed private
+        return SqliteStore(path)
     from dsh.store.etcd import EtcdStore, parse_url
 
     settings = dict(etcd or {})

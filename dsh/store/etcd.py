@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
+import re
 import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -68,6 +70,8 @@ RANGE_PAGE = 1000
 #: Revisions kept when compacting, and how many more are written between compactions.
 HISTORY_KEEP = 100_000
 COMPACT_EVERY = 10_000
+#: A host of an etcd URL: a name or an IPv4 address (IPv6 goes in brackets).
+_HOST = re.compile(r"[A-Za-z0-9._-]+")
 
 _TARGETS = {
     "value": rpc.Compare.VALUE,
@@ -125,10 +129,12 @@ def parse_url(
     endpoints: list[tuple[str, int]] = []
     for part in where.split(","):
         host, colon, port = part.rpartition(":")
-        if host.startswith("[") and host.endswith("]"):
+        bracketed = host.startswith("[") and host.endswith("]")
+        if bracketed:
             host = host[1:-1]
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"{part!r} in {url!r} is not HOST:PORT")
+        if not colon or not _host_ok(host, bracketed) or not port.isdigit() or not 0 < int(port) < 65536:
+            hint = " (an IPv6 address goes in brackets: [::1]:2379)" if ":" in host and not bracketed else ""
+            raise UsageError(f"{part!r} in {url!r} is not HOST:PORT{hint}")
         endpoints.append((host, int(port)))
     if password is not None and not user:
         raise UsageError("an etcd password was given without a user (etcd://USER@HOST:PORT or DSH_ETCD_USER)")
@@ -149,6 +155,17 @@ def parse_url(
         password=password,
         prefix=("/" + chosen).encode() if chosen else b"",
     )
+
+
+def _host_ok(host: str, bracketed: bool) -> bool:
+    """A host name or IPv4 address; in brackets, an IPv6 address."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return _HOST.fullmatch(host) is not None
 
 
 class EtcdStore:

@@ -22,6 +22,7 @@ unknown, exactly as with etcd.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
@@ -30,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dsh import state
 from dsh.errors import StoreError
 from dsh.store.base import (
     KV,
@@ -76,8 +78,8 @@ _UPSERT = (
 
 
 def default_path(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME", "~"), ".local", "state")
-    return Path(base).expanduser() / "dsh" / "store.db"
+    """The embedded store's file, in the private state directory (dsh.state)."""
+    return state.directory(env) / "store.db"
 
 
 class SqliteStore:
@@ -152,13 +154,28 @@ class SqliteStore:
         if isinstance(exc, sqlite3.OperationalError):
             if _locked(exc):
                 return StoreTimeout(f"the store at {self.path} stayed busy for {self.busy_timeout:g}s")
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code == _SQLITE_FULL or (code == _SQLITE_IOERR and _disk_full(self.path.parent)):
+                return StoreError(
+                    f"the store's disk is full: no space left on the device of {self.path} (ENOSPC; "
+                    f"SQLite said: {exc})"
+                )
             return StoreError(f"the store at {self.path} failed: {exc}")
         return StoreError(f"the store at {self.path} is damaged or not a dsh store: {exc}")
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is not None:
             return self._db
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            state.make_dirs(self.path.parent)
+            size = self._made_or_size()
+        except OSError as exc:
+            raise StoreError(f"the store at {self.path} cannot be made: {exc.strerror or exc}") from None
+        if size == 0:  # never a store being made: those appear whole (_made_or_size)
+            raise StoreError(
+                f"the store at {self.path} is an empty file: damaged, not a new store (its sessions "
+                "would be lost); move it away to start a new store there"
+            )
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -196,6 +213,41 @@ class SqliteStore:
         os.chmod(self.path, 0o600)
         self._db = db
         return db
+
+    def _made_or_size(self) -> int | None:
+        """Make the store if there is no file at its path (None), else its size. A new
+        store is made whole in a file of its own and linked into place, so that
+        nobody ever sees a store half made, and an empty file there is damage."""
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            pass
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        try:
+            # 0600 before SQLite makes it (its -wal and -shm files then take its mode).
+            state.create_private(temporary)
+            db = sqlite3.connect(temporary, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+                db.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.strip().split(";\n"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("schema", SCHEMA_VERSION), ("revision", 1), ("compacted", 0)],
+                )
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            finally:
+                db.close()  # the last connection: its WAL is checkpointed into the file
+            with contextlib.suppress(FileExistsError):  # another dsh made it meanwhile: theirs
+                os.link(temporary, self.path)
+        finally:
+            for leftover in (temporary, *(temporary.with_name(temporary.name + x) for x in ("-wal", "-shm"))):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+        return None
 
     # -- reads --------------------------------------------------------------------
 
@@ -482,6 +534,24 @@ class _Write:
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+#: SQLite's primary result codes for "database or disk is full" and "disk I/O error".
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+#: Free bytes under which a disk I/O error is taken for a full disk (SQLite writes
+#: pages and WAL frames of a few KiB; a disk this close to full is full for it).
+_NEARLY_FULL = 1 << 20
+
+
+def _disk_full(directory: Path) -> bool:
+    """Whether the file system of `directory` has (next to) no space left for this user."""
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return False
+    free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail
+    return free * fs.f_frsize < _NEARLY_FULL
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dsh import cli
 from tests.conftest import assert_no_process, dsh_path, stop_sleeper
 
@@ -285,3 +287,16 @@ def test_explain_counts_inventory_groups(run_dsh, env) -> None:  # type: ignore[
     r = run_dsh(["explain", "@{web}!web13 true | within 1s"])
     assert "39 hosts" in r.stdout and "39 steps" in r.stdout
     assert "1 step," in run_dsh(["explain", "true"]).stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["-c", "echo hi"], ["explain", "true"], ["--json", "-c", "seq 1 10"], ["-c", "seq 1 100000"]]
+)
+def test_F8_a_write_error_on_stdout_is_one_sentence_and_status_1(env, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    # Fault report #8: "internal error: OSError" (exit 70), and with --json a traceback.
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [dsh_path(), *args], env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=30
+        )
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == "dsh: cannot write standard output: No space left on device\n"

@@ -267,3 +267,73 @@ def test_local_clean_up_removes_old_spools_and_executor_logs(tmp_path: Path) -> 
     asyncio.run(driver.clean_local())
     assert (old_spool.exists(), new_spool.exists()) == (False, True)
     assert (old_log.exists(), new_log.exists()) == (False, True)
+
+
+def test_F6_a_binding_is_stored_whole_and_a_resume_sees_the_same_value(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    # Fault report #6: values were cut to 64 KiB when stored, so the next run saw less.
+    big = "x = head -c 100000 /dev/zero | tr '\\0' a\nprintf %s \"$x\" | wc -c"
+    r = run_dsh(["--session", "big", "-c", big])
+    assert (r.returncode, r.stdout.split()) == (0, ["100000"]), r.stderr
+    r = run_dsh(["--session", "big", "-c", 'printf %s "$x" | wc -c'])
+    assert (r.returncode, r.stdout.split()) == (0, ["100000"]), r.stderr
+
+
+def test_F6_a_binding_over_the_cap_is_refused_and_binds_nothing(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    config = Path(env["XDG_CONFIG_HOME"]) / "dsh" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[limits]\nmax_binding = 50000\n")
+    assert run_dsh(["--session", "cap", "-c", "x = small"]).returncode == 0
+    r = run_dsh(["--session", "cap", "-c", "x = head -c 60000 /dev/zero | tr '\\0' a\necho after"])
+    assert r.returncode == 1, r.stderr
+    assert "x: 60000 bytes, over the cap of 50000 bytes" in r.stderr and "nothing is bound" in r.stderr
+    assert "after" not in r.stdout  # the statement failed: the script stopped there
+    r = run_dsh(["--session", "cap", "-c", 'echo "$x"'])
+    assert (r.returncode, r.stdout) == (0, "small\n")  # it kept what it had
+    config.write_text("[limits]\nmax_binding = 2000000\n")
+    r = run_dsh(["--session", "cap", "-c", "echo hi"])
+    assert r.returncode == 2 and "max_binding is at most 1048576 bytes" in r.stderr
+
+
+def test_F9_a_malformed_inbox_record_is_rejected_and_the_session_goes_on(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    # Fault report #9: `{` in ctl/in killed every executor of the session, for good.
+    assert run_dsh(["--session", "inbox", "-c", "echo first"]).returncode == 0
+    keys = Keys(user_name(), "inbox")
+
+    async def damage(store: SqliteStore) -> None:
+        await store.put(keys.submission(1), b"{", timeout=10)
+        await store.put(keys.in_seq, b"1", timeout=10)
+
+    with_store(env, damage)
+    r = run_dsh(["attach", "inbox"], input="echo after\n", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "after" in r.stdout and "submission 1 cannot be read" in r.stdout + r.stderr
+    rejected = [e for e in journal(env, "inbox") if e["kind"] == "rejected"]
+    assert len(rejected) == 1 and "not JSON" in str(rejected[0]["error"])
+
+
+def test_F5_concurrent_attaches_after_a_crash_all_show_the_resumed_work(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Fault report #5: of 2-3 attaches at once, each client said the session was busy
+    # (exit 2), and the executor that won ran the rest unseen.
+    env["DSH_LEASE_TTL"] = "1"
+    script = tmp_path / "slow.dsh"
+    script.write_text("echo started\ncommand sleep 2\necho two\n")
+    proc = start_dsh(env, ["--session", "race", str(script)])
+    time.sleep(0.3)
+    proc.kill()
+    proc.communicate(timeout=10)
+    time.sleep(1.2)  # the lease runs out
+    clients = [
+        subprocess.Popen(
+            [dsh_path(), "attach", "race"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    ended = [c.communicate(timeout=60) for c in clients]
+    for client, (out, err) in zip(clients, ended, strict=True):
+        assert client.returncode == 0, out + err
+        assert "two" in out, out + err

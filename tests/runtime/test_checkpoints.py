@@ -13,6 +13,7 @@ from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor
 from dsh.runtime.session import Keys, Session, SessionRecorder, in_flight, read_journal
+from dsh.runtime.values import BindRefused
 from dsh.store.base import Put
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import SPOOL
@@ -45,22 +46,23 @@ async def open_session(tmp_path: Path, name: str = "t") -> Session:
     return session
 
 
-async def test_forty_loud_hosts_fit_the_store(tmp_path: Path) -> None:
+async def test_F6_forty_loud_hosts_are_refused_whole_not_cut(tmp_path: Path) -> None:
+    # 40 hosts x 128 KiB of output is over the binding cap: refused, never stored cut.
     session = await open_session(tmp_path)
     executor = Executor(
         reporter=Recorder(), local=LocalShell(SPOOL), hosts=Loud, recorder=SessionRecorder(session)
     )
     plan = compile_source(Source("t", "v = @h[1-40] noise"), Context())
-    (line,) = await executor.run_plan(plan)
-    assert line.ok
+    with pytest.raises(BindRefused, match="v: 5242880 bytes, over the cap of 1048576 bytes"):
+        await executor.run_plan(plan)
+    assert "v" not in executor.bindings
     await session.release()
     store = SqliteStore(tmp_path / "store.db")
     try:
         entries = await read_journal(store, Keys("u", "t"), timeout=10)
         assert len([e for e in entries if e["kind"] == "end"]) == 40
         assert in_flight(entries) == []
-        bound = await store.get(Keys("u", "t").bindings + b"v", timeout=10)
-        assert bound is not None and len(bound.value) < 1024 * 1024
+        assert await store.get(Keys("u", "t").bindings + b"v", timeout=10) is None
         assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
     finally:
         await store.close()
