@@ -10,7 +10,8 @@
 # are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
 # and `signal` complete session names, read from `dsh ls --json` (nothing if
-# that fails), and `attach` also --take; `key` completes `put` and `get`;
+# that fails), and `attach` also --take, `rm` also --older-than DURATION and
+# --dry-run (instead of a session); `key` completes `put` and `get`;
 # `serve` completes its options (--listen, --public-url, --cert, --key,
 # --header-timeout, --body-timeout, --max-connections).
 
@@ -103,6 +104,13 @@ _dsh() {
                 ((skip--))
             elif [[ $word == --output ]]; then
                 skip=2 # log --output ACTION HOST
+            elif [[ $sub == rm && $word == --older-than ]]; then
+                sub_opt=$word # rm --older-than DURATION (or --older-than = DURATION)
+                flags+=" $word "
+                skip=1
+                if [[ $((i + 1)) -lt $COMP_CWORD && ${COMP_WORDS[i + 1]} == "=" ]]; then
+                    ((i++))
+                fi
             elif [[ $sub == serve && " $_dsh_serve_opts " == *" $word "* ]]; then
                 # serve --opt VALUE, or --opt = VALUE when readline splits at '='
                 sub_opt=$word
@@ -226,10 +234,21 @@ _dsh() {
                 ;;
             attach | log | kill | rm | signal)
                 # signal SESSION NAME [VALUE]: the session, then nothing to offer
+                [[ $sub == rm && $prefix == --older-than= ]] && sub_opt=--older-than skip=1
                 if ((skip > 0)); then
-                    : # log --output ACTION HOST: nothing to offer
+                    # log --output ACTION HOST: nothing to offer
+                    if [[ $sub_opt == --older-than ]]; then
+                        COMPREPLY=($(compgen -W "30d 7d 1d 12h" -- "$cur"))
+                        [[ -n $prefix ]] && COMPREPLY=("${COMPREPLY[@]/#/$prefix}")
+                    fi
                 elif [[ $cur == -* ]]; then
-                    if [[ $sub == log ]]; then
+                    if [[ $sub == rm ]]; then
+                        local flag offer=""
+                        for flag in --older-than --dry-run; do
+                            [[ $flags == *" $flag "* ]] || offer+=" $flag"
+                        done
+                        ((nargs == 0)) && COMPREPLY=($(compgen -W "$offer" -- "$cur"))
+                    elif [[ $sub == log ]]; then
                         local flag offer=""
                         for flag in -f --follow --json --output; do
                             [[ $flags == *" $flag "* ]] || offer+=" $flag"
@@ -238,7 +257,7 @@ _dsh() {
                     elif [[ $sub == attach && $flags != *" --take "* ]]; then
                         COMPREPLY=($(compgen -W "--take" -- "$cur"))
                     fi
-                elif ((nargs == 0)); then
+                elif ((nargs == 0)) && [[ $flags != *" --older-than "* && $flags != *" --dry-run "* ]]; then
                     local IFS=$'\n'
                     COMPREPLY=($(compgen -W "$(_dsh_sessions "$store")" -- "$cur"))
                 fi

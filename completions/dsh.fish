@@ -10,7 +10,8 @@
 # are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
 # and `signal` complete session names, read from `dsh ls --json` (nothing if
-# that fails), and `attach` also --take; `key` completes `put` and `get`;
+# that fails), and `attach` also --take, `rm` also --older-than DURATION and
+# --dry-run (instead of a session); `key` completes `put` and `get`;
 # `serve` completes its options (--listen, --public-url, --cert, --key,
 # --header-timeout, --body-timeout, --max-connections).
 
@@ -132,6 +133,11 @@ function __fish_dsh_after -a name max
     test -z "$max"; or test $where[3] -lt $max
 end
 
+# Succeeds after `rm --older-than` (with its duration or not).
+function __fish_dsh_rm_older
+    __fish_dsh_after rm; and string match -qr -- '^--older-than' (__fish_dsh_tokens)
+end
+
 # The sessions in the store (the --store given on the line, if any), from
 # `dsh ls --json`; nothing when dsh is missing or fails, or when the store's
 # file does not exist (completing never creates a store). Session names are
@@ -194,7 +200,8 @@ complete -c dsh -n __fish_dsh_wants_subcommand -a serve -d 'Take the POSTs that 
 
 # run [OPTIONS] [--detach] SCRIPT [ARGS…]: the options above, --detach, then files.
 complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process of its own; print the session name'
-# ls [--json]; attach [--take] SESSION; kill|rm SESSION; log SESSION [-f] [--json]
+# ls [--json]; attach [--take] SESSION; kill|rm SESSION; rm --older-than D [--dry-run];
+# log SESSION [-f] [--json]
 # [--output ACTION HOST]; signal SESSION NAME [VALUE]; key put KEY VALUE | key get KEY;
 # serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]
 # [--header-timeout D] [--body-timeout D] [--max-connections N]: no files
@@ -205,6 +212,8 @@ complete -c dsh -n '__fish_dsh_after log' -f -l json -d 'One JSON object per jou
 complete -c dsh -n '__fish_dsh_after log' -f -s f -l follow -d 'Go on printing new entries while the session runs'
 complete -c dsh -n '__fish_dsh_after log' -f -l output -d "The whole output of one action (ACTION HOST) from its host's spool"
 complete -c dsh -n '__fish_dsh_after attach' -f -l take -d 'Ask a live owner on another machine to hand the session over, and take it'
+complete -c dsh -n '__fish_dsh_after rm 1' -f -l older-than -x -a '30d 7d 1d 12h' -d 'Remove every finished session untouched for this long, instead of one'
+complete -c dsh -n '__fish_dsh_after rm 1; or __fish_dsh_rm_older' -f -l dry-run -d 'With --older-than: list what would be removed, remove nothing'
 complete -c dsh -n '__fish_dsh_after serve' -f -l listen -x -a '127.0.0.1:8470\t"the default" 0.0.0.0:8470\t"every address"' -d 'The address and port to listen on (default: 127.0.0.1:8470)'
 complete -c dsh -n '__fish_dsh_after serve' -f -l public-url -x -d 'The base of the callback URLs, as the senders of POSTs reach this server'
 complete -c dsh -n '__fish_dsh_after serve' -l cert -r -F -d 'Serve HTTPS with this certificate chain (PEM; needs --key)'

@@ -896,7 +896,7 @@ def _rm_older(settings: Settings, older_than: float, dry_run: bool) -> int:
         if settings.json:
             print(json.dumps({"would_remove": done}))
         elif done:
-            print(f"would remove {_sessions(done)}")
+            print(f"would remove {_sessions(len(done))}: {', '.join(done)}")
         else:
             print(f"no finished session untouched for {format_duration(older_than)}")
         return EXIT_OK
@@ -904,11 +904,11 @@ def _rm_older(settings: Settings, older_than: float, dry_run: bool) -> int:
         unreached = {name: list(hosts) for name, hosts in done.unreached}
         print(json.dumps({"removed": [*done.removed], "in_use": [*done.in_use], "unreached": unreached}))
     elif done.removed:
-        print(f"removed {_sessions(done.removed)}")
+        print(f"removed {_sessions(len(done.removed))}: {', '.join(done.removed)}")
     elif done.error is None:
         print(f"no finished session untouched for {format_duration(older_than)}")
     if done.in_use:
-        driver.say(f"left {_sessions(done.in_use)} in use meanwhile")
+        driver.say(f"left {_sessions(len(done.in_use))} in use meanwhile: {', '.join(done.in_use)}")
     for name, hosts in done.unreached:
         driver.say(f"{name}: the spools on {', '.join(hosts)} could not be reached and stay")
     if done.error is not None:
@@ -916,9 +916,8 @@ def _rm_older(settings: Settings, older_than: float, dry_run: bool) -> int:
     return EXIT_NOT_OK if done.in_use or done.unreached else EXIT_OK
 
 
-def _sessions(names: Sequence[str]) -> str:
-    """`2 sessions: a, b`."""
-    return f"{len(names)} session{'s' if len(names) != 1 else ''}: {', '.join(names)}"
+def _sessions(count: int) -> str:
+    return f"{count} session{'s' if count != 1 else ''}"
 
 
 def _signal(settings: Settings, rest: list[str]) -> int:
@@ -1113,6 +1112,12 @@ def _log(settings: Settings, rest: list[str]) -> int:
             raise UsageError("--output needs an action and a host: dsh log SESSION --output 3.1.1 web1")
         output = (args[at + 1], args[at + 2])
         del args[at : at + 3]
+        from dsh import nodeset
+
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)+", output[0]):
+            raise UsageError(f"{output[0]!r} is not an action (like 3.1.1; dsh log SESSION shows them)")
+        if output[1] != "-" and not nodeset.is_alias(output[1]):
+            raise UsageError(f"{output[1]!r} cannot name a host (or `-` for this machine)")
     if len(args) != 1 or args[0].startswith("-"):
         raise UsageError("log needs one session name: dsh log SESSION [-f] [--json] [--output ACTION HOST]")
     name = args[0]

@@ -39,7 +39,7 @@ from dsh.bytestext import loaded, to_bytes
 from dsh.errors import DshError, IncompleteInput, LangError, StoreError, UsageError
 from dsh.follow import Follower
 from dsh.localsocket import dial
-from dsh.runtime.session import Keys, decode_value, read_journal
+from dsh.runtime.session import Keys, control_record, decode_value, read_journal
 from dsh.runtime.values import Value
 from dsh.runtime.wire import Event, Replay
 from dsh.store.base import Compare, Put, Store
@@ -135,7 +135,7 @@ class Client:
 
     def _owner(self) -> dict[str, Any] | None:
         held = self._run(self.link.store.get(self.link.keys.owner, timeout=10.0))
-        return json.loads(held.value) if held is not None else None
+        return control_record(held.value) if held is not None else None
 
     def connect(self, *, take: bool, handover: bool = False) -> None:
         """Connect to the session's executor, starting one if none runs here; follow

@@ -40,7 +40,7 @@ from dsh.localsocket import listen
 from dsh.remote.base import Exec
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import HostResult, LineResult
-from dsh.runtime.session import Session
+from dsh.runtime.session import Session, control_record
 from dsh.runtime.wire import Event, WireReporter
 from dsh.store.base import Put
 
@@ -254,12 +254,16 @@ class Daemon:
         with contextlib.suppress(StoreError, TimeoutError):  # the checkpoints will say so
             kvs, _ = await store.range(keys.cancels, timeout=self.session.timeout)
             for kv in kvs:
-                self.cancel(kv.key[len(keys.cancels) :].decode())
+                self.cancel(kv.key[len(keys.cancels) :].decode("utf-8", "replace"))
                 await store.delete(kv.key, timeout=self.session.timeout)
             if self.handover is None:
                 held = await store.get(keys.handover, timeout=self.session.timeout)
-                asked = json.loads(held.value) if held is not None else None
-                if asked is not None and asked.get("machine") != self.session.machine:
+                asked = control_record(held.value) if held is not None else None
+                if (
+                    asked
+                    and isinstance(asked.get("machine"), str)
+                    and asked["machine"] != self.session.machine
+                ):
                     self.handover = asked
                     self.session.draining = True
                     self.reporter.message(
@@ -388,13 +392,13 @@ class Daemon:
             await (driver.take(patience, wanted) if take else driver.claim())
             store, keys = self.session.store, self.session.keys
             asked = await store.get(keys.handover, timeout=self.session.timeout)
-            if asked is not None and json.loads(asked.value).get("machine") == self.session.machine:
+            if asked is not None and control_record(asked.value).get("machine") == self.session.machine:
                 await store.delete(keys.handover, timeout=self.session.timeout)  # handed to us: done
             taken = await store.get(keys.taken, timeout=self.session.timeout)
-            self.taken = int(taken.value) if taken is not None else 0
+            self.taken = int(taken.value) if taken is not None and taken.value.isdigit() else 0
             # The line taken last may be the one to resume: its client waits for it.
             last = await store.get(keys.submission(self.taken), timeout=self.session.timeout)
-            pending = json.loads(last.value) if last is not None else None
+            pending = _submission(last.value)[0] if last is not None else None
             if first_client > 0:  # started for a client: let it see the work from its start
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), first_client)

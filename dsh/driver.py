@@ -100,7 +100,7 @@ class Driver:
         """Own the session (its lease) and checkpoint everything from now on."""
         if self.session is not None:
             self.session.say = self.say
-            await self.session.claim()
+            await self.session.claim(busy="choose another --session")
             self.gate.bind(self.session.may_act)
             await self.load()  # what a previous owner left, now that nobody else writes
             if spool.cleans(self.session.spool_name):  # one session in 16 pays for it
@@ -199,7 +199,9 @@ class Driver:
             budget = housekeeping.SWEEP_BUDGET  # each store call is bounded by it too
             return Session(session.store, keys, session.machine, lease_ttl=session.lease_ttl, timeout=budget)
 
-        with contextlib.suppress(DshError, TimeoutError):
+        # A record it cannot read (ValueError, KeyError, TypeError) ends it too: the
+        # session's work is over and ended well or not, whatever becomes of this.
+        with contextlib.suppress(DshError, TimeoutError, ValueError, KeyError, TypeError):
             await housekeeping.sweep(session, keep, make, self.executor.local)
 
     async def clean_local(self) -> None:

@@ -37,7 +37,8 @@ def _formula(pipe: p.Pipeline, waves: int) -> str:
         if isinstance(stage, p.Sleep | p.Await):
             terms.append(fd(stage.worst_seconds()))
             continue
-        terms.append(f"{stage.attempts}*{fd(stage.timeout)}" if stage.attempts > 1 else fd(stage.timeout))
+        each = f"({fd(stage.timeout)} + {fd(p.STOP_SECONDS)})"
+        terms.append(f"{stage.attempts}*{each}" if stage.attempts > 1 else each[1:-1])
         waits = [stage.backoff * 2**k for k in range(stage.retries)]
         if len(waits) <= 5:
             terms.extend(fd(w) for w in waits)
@@ -172,8 +173,9 @@ def explain(plan: p.Plan) -> str:
         out += _statement(stmt, plan.fanout, "")
     if any(isinstance(s, p.Command) for s in _stages(plan)):
         out.append(
-            f"note: a command that outlives its timeout is killed (TERM, then KILL after "
-            f"{fd(p.KILL_GRACE)}), which each such attempt may add"
+            f"note: an attempt's timeout counts from its start (connecting included); a command "
+            f"that outlives it is stopped within {fd(p.STOP_SECONDS)} (TERM, KILL after "
+            f"{fd(p.KILL_GRACE)}, confirmed), counted above"
         )
     total = plan.bound
     steps = "known at run time" if total.steps is None else str(total.steps)

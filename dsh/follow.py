@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsh.errors import StoreError
-from dsh.runtime.session import Keys, work_left
+from dsh.runtime.session import Keys, control_record, work_left
 from dsh.store.base import Store
 
 #: The TTL of a follower's viewer key: an executor stays at most this long for
@@ -189,7 +189,7 @@ class Follower:
                 self.show(entry)
         elif kind == "put" and key.startswith(b"ctl/done/"):
             sid = key[len(b"ctl/done/") :].decode()
-            record = json.loads(value)
+            record = control_record(value)
             self._tell(
                 {"ev": "done", "id": sid, "status": record.get("status"), "error": record.get("error")}
             )

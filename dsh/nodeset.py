@@ -180,9 +180,15 @@ def expand(pattern: str, groups: Mapping[str, Mapping[str, str]] | None = None, 
     except (NodeSetException, RangeSetException, GroupResolverError, AssertionError, ValueError) as exc:
         raise HostSetError(_message(exc)) from exc
     for host in names:
-        if not _ALIAS.fullmatch(host) or host in (".", ".."):
+        if not is_alias(host):
             raise HostSetError(f"{host!r} cannot name a host")
     return names
+
+
+def is_alias(name: str) -> bool:
+    """Whether `name` can name a host: letters, digits, `.`, `_` and `-`, not `.` or `..`
+    (it becomes a spool file's name on the host and an ssh alias)."""
+    return bool(_ALIAS.fullmatch(name)) and name not in (".", "..")
 
 
 def label(variable: str) -> str:

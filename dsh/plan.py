@@ -27,6 +27,16 @@ AWAIT_KINDS = ("port", "http", "file", "cmd", "key", "signal", "callback")
 NEW_CALLBACK = "new-callback"
 #: How long a timed-out command's process group has after TERM before KILL.
 KILL_GRACE = 2.0
+#: After an attempt's timeout, stopping its command takes at most this long: TERM,
+#: KILL after KILL_GRACE, and the host's confirmation; unconfirmed by then, the
+#: action is `lost`. The worst case counts it for every attempt.
+STOP_CONFIRM = 3.0
+STOP_SECONDS = KILL_GRACE + STOP_CONFIRM
+#: What the runtime keeps of that for itself (the time to say and record the end).
+STOP_MARGIN = 0.25
+#: An await's last look (a probe in flight at its deadline) ends at most this long
+#: after the deadline; the worst case counts it.
+LOOK_SLACK = 0.5
 #: Kinds of bindings: a value, a node set, or the result of a stage.
 VALUE, HOSTS, RESULT = "value", "hosts", "result"
 #: Fields of a binding that holds the result of a stage.
@@ -86,7 +96,9 @@ class Command:
         return self.retries + 1
 
     def worst_seconds(self) -> float:
-        return float(self.attempts * self.timeout + self.backoff * (2**self.retries - 1))
+        """Every attempt's timeout (connecting included) and the stop that may follow
+        it, and the waits between attempts: a true bound of the stage."""
+        return float(self.attempts * (self.timeout + STOP_SECONDS) + self.backoff * (2**self.retries - 1))
 
 
 @record
@@ -111,7 +123,7 @@ class Await:
     bind: str | None = None
 
     def worst_seconds(self) -> float:
-        return self.timeout
+        return self.timeout + LOOK_SLACK
 
 
 @record

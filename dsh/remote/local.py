@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dsh.plan import KILL_GRACE
+from dsh.plan import KILL_GRACE, STOP_CONFIRM, STOP_MARGIN
 from dsh.remote import spool
 from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, Identity, OutputSink, RemoteUnreachable, Spot
 
@@ -26,6 +26,8 @@ DRAIN = 1.0
 #: How long the wrapper may take to notice its command ended (its slowest poll, and more).
 SETTLE = 5.0
 _CHUNK = 65536
+#: The end of a stop: a launcher that is still there is SIGKILLed, and this long is left.
+_LAST_RESORT = 0.5
 
 
 #: Commands started and not yet known to be over, with their launcher's process
@@ -161,6 +163,7 @@ class LocalShell:
         """One exec of the wrapper (LAUNCH or FOLLOW): stream it, bound it, kill on
         timeout or cancel, and read its outcome."""
         started = time.monotonic()
+        deadline = started + timeout
         loop = asyncio.get_running_loop()
         watch = spool.Watch(output, argv)
         try:
@@ -189,7 +192,8 @@ class LocalShell:
         timed_out = False
         try:
             waits: list[asyncio.Future[Any]] = [protocol.exited, failed]
-            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            left = max(deadline - time.monotonic(), 0)
+            done, _ = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             if failed.done():
                 raise failed.result()
             if not done:
@@ -222,23 +226,31 @@ class LocalShell:
     async def _kill(
         self, spot: Spot, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None], why: str
     ) -> None:
-        """KILL the command from a new exec; then the launcher ends as it sees the status.
+        """KILL the command from a new exec; then the launcher ends as it sees the status;
+        all of it within the stop budget (kill_grace + STOP_CONFIRM) that `dsh explain`
+        counts: a launcher still there at its end is killed itself.
         With the gate shut, nothing is killed: the launcher is dropped, the command left."""
         if not self.gate.open():
             return
+        until = time.monotonic() + self.kill_grace + STOP_CONFIRM - STOP_MARGIN - _LAST_RESORT
         argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace, why)
         try:
             killer = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            await asyncio.wait_for(killer.wait(), self.kill_grace + SETTLE)
-        except (OSError, TimeoutError):
+            try:
+                await asyncio.wait_for(killer.wait(), max(until - time.monotonic(), 0.001))
+            except TimeoutError:
+                killer.kill()
+                await killer.wait()
+        except OSError:
             pass
         try:
-            await asyncio.wait_for(asyncio.shield(exited), SETTLE)
+            await asyncio.wait_for(asyncio.shield(exited), max(until - time.monotonic(), 0.001))
         except TimeoutError:
             _signal_group(transport.get_pid(), signal.SIGKILL)
-            await asyncio.wait_for(asyncio.shield(exited), SETTLE)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), _LAST_RESORT)
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.utils import CryptographyDeprecationWarning
 
 from dsh.bytestext import to_bytes
-from dsh.plan import KILL_GRACE
+from dsh.plan import KILL_GRACE, STOP_CONFIRM, STOP_MARGIN
 from dsh.remote import spool
 from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, Identity, OutputSink, Spot
 from dsh.remote.base import RemoteUnreachable as Unusable
@@ -453,22 +453,30 @@ class SshHost:
     ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW) on this host's connection. If the
         connection drops while the command runs, a new connection FOLLOWs it from
-        where the stream stopped (once, within what is left of the timeout)."""
+        where the stream stopped (once, within what is left of the timeout).
+
+        Bounded as `dsh explain` counts it: connecting, opening the exec and the
+        command all within `timeout` from the start; stopping it after that within
+        STOP_SECONDS (unconfirmed by then, the action is lost)."""
         started = time.monotonic()
+        deadline = started + timeout
         fleet = self.fleet
 
         def ended(outcome: str, message: str) -> Exec:
             return Exec(outcome, None, time.monotonic() - started, message)
 
         try:
-            conn = await fleet.connection(self._name)
+            conn = await asyncio.wait_for(fleet.connection(self._name), max(deadline - time.monotonic(), 0))
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
+        except TimeoutError:  # the connection goes on being made, for later lines
+            return ended("unreachable", f"no connection within the command's timeout ({timeout:g}s)")
         watch = spool.Watch(output, argv, skip=skip)
         exec_ = _Exec(watch.sink)
         try:
             chan, _ = await asyncio.wait_for(
-                conn.create_session(lambda: exec_, spool.REMOTE_SHELL, encoding=None), fleet.connect_timeout
+                conn.create_session(lambda: exec_, spool.REMOTE_SHELL, encoding=None),
+                max(min(fleet.connect_timeout, deadline - time.monotonic()), 0.001),
             )
             chan.write(to_bytes(spool.as_stdin(argv)))  # bound values may hold any bytes
             chan.write_eof()
@@ -486,7 +494,8 @@ class SshHost:
             raise
         try:
             waits: list[asyncio.Future[Any]] = [exec_.closed, exec_.failed]
-            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            left = max(deadline - time.monotonic(), 0)
+            done, _ = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             if exec_.failed.done():
                 raise exec_.failed.result()
             if not done:
@@ -507,7 +516,7 @@ class SshHost:
         if exec_.status is None:  # the command goes on in its spool: follow it there
             fleet.forget(conn)
             why = f"killed by {exec_.signal}" if exec_.signal else "the connection was lost"
-            left = timeout - (time.monotonic() - started)
+            left = deadline - time.monotonic()
             if skip is None and left > 0:
                 argv = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
                 rejoined = await self._exec(argv, spot, left, output, watch.passed)
@@ -535,15 +544,18 @@ class SshHost:
         self, conn: asyncssh.SSHClientConnection, spot: Spot, exec_: _Exec | None, why: str
     ) -> bool:
         """KILL from a new exec; then the launching exec (if ours) ends as it sees the
-        status. True when that is confirmed: the action is over on the host. With the
-        gate shut nothing is sent (False): the command is left to its spool."""
+        status. True when that is confirmed: the action is over on the host; all of
+        it within the stop budget (kill_grace + STOP_CONFIRM), as `dsh explain`
+        counts. With the gate shut nothing is sent (False): the command is left to
+        its spool."""
         fleet = self.fleet
         if not fleet.gate.open():
             return False
+        until = time.monotonic() + fleet.kill_grace + STOP_CONFIRM - STOP_MARGIN
         argv = spool.kill_argv(fleet.root, spot.session, spot.action, spot.alias, fleet.kill_grace, why)
         try:
             done = await asyncio.wait_for(
-                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.kill_grace + SETTLE
+                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), until - time.monotonic()
             )
         except (asyncssh.Error, OSError, TimeoutError):
             return False
@@ -551,9 +563,9 @@ class SshHost:
             return False
         if exec_ is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(exec_.closed), SETTLE)
+                await asyncio.wait_for(asyncio.shield(exec_.closed), max(until - time.monotonic(), 0.001))
             except TimeoutError:
-                return False
+                return True  # over on the host (KILL said so); the last of its output is in its spool
         return True
 
 

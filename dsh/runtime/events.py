@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from dsh.errors import DshError
+from dsh.plan import LOOK_SLACK
 from dsh.record import record
 from dsh.remote.base import Remote
 from dsh.remote.local import tcp_open
@@ -84,7 +85,11 @@ async def wait_for_event(clock: Clock, deadline: float, every: float, look: Look
     last = ""
     while True:
         left = deadline - clock.wall()
-        held, value, note = await look(max(0.1, min(PROBE_MAX, every, left)))
+        bound = max(0.1, min(PROBE_MAX, every, left))
+        try:  # a probe in flight ends within the slack `dsh explain` counts
+            held, value, note = await asyncio.wait_for(look(bound), bound + LOOK_SLACK)
+        except TimeoutError:
+            held, value, note = False, "", f"the probe did not answer within {bound + LOOK_SLACK:g}s"
         if held:
             return Arrived(True, value)
         last = note or last

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -404,16 +405,21 @@ class Executor:
         self, remote: Remote, spot: Spot, command: str, timeout: float, sink: OutputSink
     ) -> Exec:
         """Start an action: who the host is (connecting), then the intent (checkpoint
-        before effect), then the launch. A host that cannot be reached starts nothing."""
-        started = self.clock.monotonic()
+        before effect), then the launch. A host that cannot be reached starts nothing.
+        Connecting counts against the attempt's timeout, as `dsh explain` does."""
+        started = time.monotonic()
         host = None if spot.alias == LOCAL_ALIAS else spot.alias
         try:
-            where = await remote.identity() if host is not None else None
+            where = await asyncio.wait_for(remote.identity(), timeout) if host is not None else None
         except RemoteUnreachable as exc:
-            return Exec(exc.outcome, None, self.clock.monotonic() - started, exc.message)
+            return Exec(exc.outcome, None, time.monotonic() - started, exc.message)
+        except TimeoutError:
+            message = f"no connection within the command's timeout ({timeout:g}s)"
+            return Exec("unreachable", None, time.monotonic() - started, message)
         if self.recorder:
             await self.recorder.intent(spot.action, host, command, timeout, where)
-        return await remote.run(command, spot=spot, timeout=timeout, output=sink)
+        left = max(timeout - (time.monotonic() - started), 0.001)
+        return await remote.run(command, spot=spot, timeout=left, output=sink)
 
     async def _take_up(
         self,

@@ -194,6 +194,23 @@ class Keys:
         return self.root + f"act/{action}/{host or '-'}".encode()
 
 
+def control_record(raw: bytes | None) -> dict[str, Any]:
+    """A small record of the session's control keys (owner, handover, a submission) as
+    a dict; one that cannot be read (damaged, or written by someone else) as an empty
+    one: its fields are missing, and whoever reads it goes on without them."""
+    if raw is None:
+        return {}
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def encode_value(value: Value) -> bytes:
     if isinstance(value, StrValue):
         data: dict[str, Any] = {"kind": "value", "text": _b64(value.text.encode("utf-8", "surrogateescape"))}
@@ -294,12 +311,15 @@ class Session:
         deadline = time.monotonic() + patience
         held = await self.store.get(self.keys.owner, timeout=self.timeout)
         if held is not None:
-            deadline += float(json.loads(held.value).get("ttl", self.lease_ttl))
+            ttl = control_record(held.value).get("ttl", self.lease_ttl)
+            deadline += float(ttl) if isinstance(ttl, int | float) else self.lease_ttl
         while True:
             if wanted is not None and not wanted():
                 raise UsageError(f"no longer waiting to take session {self.keys.name!r} over")
             asked = await self.store.get(self.keys.handover, timeout=self.timeout)
-            to = json.loads(asked.value).get("machine") if asked is not None else self.machine
+            to = control_record(asked.value).get("machine") if asked is not None else self.machine
+            if not isinstance(to, str):  # a request that cannot be read asks nothing
+                to = self.machine
             owner = await self.store.get(self.keys.owner, timeout=self.timeout)
             if owner is None and to == self.machine:  # only then: a waiting executor writes nothing
                 with contextlib.suppress(UsageError):  # another was quicker: wait for it to go
@@ -350,8 +370,9 @@ class Session:
             return False
         return self.lease_left() > min(ACT_MARGIN, self.lease_ttl / 4)
 
-    async def claim(self) -> None:
-        """Take ownership under a new lease, or fail if a live owner holds it."""
+    async def claim(self, busy: str = "") -> None:
+        """Take ownership under a new lease, or fail if a live owner holds it (a
+        UsageError saying who, and `busy`, what the user can do about it)."""
         asked = time.monotonic()
         lease = await self.store.grant(self.lease_ttl, timeout=self.timeout)
         owner = json.dumps(
@@ -371,10 +392,10 @@ class Session:
         if not result.succeeded:
             await self.store.revoke(lease.id, timeout=self.timeout)
             held = await self.store.get(self.keys.owner, timeout=self.timeout)
-            who = json.loads(held.value) if held else {}
+            who = control_record(held.value if held else None)
             raise UsageError(
                 f"session {self.keys.name!r} is running on {who.get('machine', '?')} "
-                f"(pid {who.get('pid', '?')}); choose another --session"
+                f"(pid {who.get('pid', '?')}){f'; {busy}' if busy else ''}"
             )
         self.lease_ttl = lease.ttl
         self.renewed = asked
@@ -772,22 +793,21 @@ def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
         entry.setdefault("last_line", None)
         entry.setdefault("_run", 0)
         entry.setdefault("_done", 0)
+        # A record that cannot be read (damaged, or written by someone else) counts as
+        # empty: the listing goes on without its fields.
+        record = control_record(kv.value) if not rest.startswith("bind/") else {}
         if rest == "meta":
-            meta = json.loads(kv.value)
-            entry["created"] = meta.get("created", 0.0)
-            entry["named"] = bool(meta.get("named", True))
+            entry["created"] = _number(record.get("created"))
+            entry["named"] = bool(record.get("named", True))
         elif rest == "owner":
-            owner = json.loads(kv.value)
-            entry.update(state="running", owner_machine=owner.get("machine"), owner_pid=owner.get("pid"))
+            entry.update(state="running", owner_machine=record.get("machine"), owner_pid=record.get("pid"))
         elif rest.startswith("run/"):
-            record = json.loads(kv.value)
-            entry["_run"] = int(record["run"])
+            entry["_run"] = int(_number(record.get("run")))
             entry["last_line"] = record.get("source")
         elif rest.startswith("j/"):
-            journal = json.loads(kv.value)
-            if journal.get("kind") == "done":
-                entry["_done"] = max(entry["_done"], int(journal.get("run", 0)))
-            entry["_touched"] = max(entry.get("_touched", 0.0), float(journal.get("t", 0.0)))
+            if record.get("kind") == "done":
+                entry["_done"] = max(entry["_done"], int(_number(record.get("run"))))
+            entry["_touched"] = max(entry.get("_touched", 0.0), _number(record.get("t")))
     out = []
     for entry in found.values():
         if entry["state"] != "running" and entry.pop("_run") > entry.pop("_done"):

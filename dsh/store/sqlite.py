@@ -49,7 +49,8 @@ from dsh.store.base import (
     prefix_end,
 )
 
-SCHEMA_VERSION = 1
+#: 2: leases count on this machine's monotonic clock, for the boot they name (1: the wall clock).
+SCHEMA_VERSION = 2
 #: Revisions a watch reads per poll.
 WATCH_WINDOW = 500
 T = TypeVar("T")
@@ -66,7 +67,9 @@ CREATE TABLE IF NOT EXISTS history (
     value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL,
     lease INTEGER NOT NULL, PRIMARY KEY (rev, sub)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expires REAL NOT NULL, boot TEXT NOT NULL DEFAULT ''
+);
 CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires);
 """
 _PUT, _DELETE = 0, 1
@@ -90,9 +93,14 @@ class SqliteStore:
         busy_timeout: float = 5.0,
         poll_interval: float = 0.02,
         history_keep: int = 100_000,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.path = Path(path)
+        #: Leases count on the monotonic clock of this boot (every process on the machine
+        #: shares it; a wall-clock step or a suspend does not expire them), and a lease
+        #: of another boot is over: its processes are gone.
+        self.boot = _boot_id()
+        clock = clock or (time.monotonic if self.boot else time.time)
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
         self.history_keep = history_keep
@@ -187,6 +195,12 @@ class SqliteStore:
                 raise StoreError(
                     f"the store at {self.path} was written by a newer dsh (schema {schema}); upgrade dsh"
                 )
+            if schema < SCHEMA_VERSION:
+                try:
+                    _upgrade(db)
+                except BaseException:
+                    db.close()
+                    raise
             self._db = db
             return db
         db.execute("BEGIN IMMEDIATE")
@@ -337,7 +351,8 @@ class SqliteStore:
                 if (
                     op.lease
                     and not db.execute(
-                        "SELECT 1 FROM leases WHERE id = ? AND expires >= ?", (op.lease, self.clock())
+                        "SELECT 1 FROM leases WHERE id = ? AND expires >= ? AND boot = ?",
+                        (op.lease, self.clock(), self.boot),
                     ).fetchone()
                 ):
                     raise LeaseNotFound(op.lease)
@@ -378,7 +393,7 @@ class SqliteStore:
 
     def _grant(self, db: sqlite3.Connection, ttl: float) -> Lease:
         lease = (int.from_bytes(os.urandom(8), "big") >> 2) + 1
-        db.execute("INSERT INTO leases VALUES (?, ?, ?)", (lease, ttl, self.clock() + ttl))
+        db.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (lease, ttl, self.clock() + ttl, self.boot))
         return Lease(lease, ttl)
 
     async def keepalive(self, lease: int, *, timeout: float) -> float:
@@ -388,7 +403,9 @@ class SqliteStore:
         with _Write(db) as w:  # check and renew in one transaction: expiry cannot slip between
             self._expire_locked(db, w)
             now = self.clock()
-            row = db.execute("SELECT ttl FROM leases WHERE id = ? AND expires >= ?", (lease, now)).fetchone()
+            row = db.execute(
+                "SELECT ttl FROM leases WHERE id = ? AND expires >= ? AND boot = ?", (lease, now, self.boot)
+            ).fetchone()
             if row is None:
                 raise LeaseNotFound(lease)
             db.execute("UPDATE leases SET expires = ? WHERE id = ?", (now + row[0], lease))
@@ -415,7 +432,10 @@ class SqliteStore:
 
     def _expire(self, db: sqlite3.Connection) -> None:
         """Delete the keys of leases that have expired, at a new revision (for readers)."""
-        if db.execute("SELECT 1 FROM leases WHERE expires < ? LIMIT 1", (self.clock(),)).fetchone() is None:
+        found = db.execute(
+            "SELECT 1 FROM leases WHERE expires < ? OR boot != ? LIMIT 1", (self.clock(), self.boot)
+        ).fetchone()
+        if found is None:
             return
         with _Write(db) as w:
             self._expire_locked(db, w)
@@ -423,7 +443,9 @@ class SqliteStore:
     def _expire_locked(self, db: sqlite3.Connection, w: _Write) -> None:
         """The same, inside a write transaction that is already open."""
         now = self.clock()
-        dead = [r[0] for r in db.execute("SELECT id FROM leases WHERE expires < ?", (now,)).fetchall()]
+        dead = [
+            r[0] for r in db.execute("SELECT id FROM leases WHERE expires < ? OR boot != ?", (now, self.boot))
+        ]
         if dead:
             self._drop_leases(db, w, dead)
 
@@ -552,6 +574,30 @@ def _disk_full(directory: Path) -> bool:
         return False
     free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail
     return free * fs.f_frsize < _NEARLY_FULL
+
+
+def _boot_id() -> str:
+    """This boot's id (Linux), or "" where the system has none (then the wall clock)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """A store of schema 1 to 2: leases get a boot, and those counted on the wall clock
+    are over (their keys go with the next expiry, at a new revision, as any)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if _meta(db, "schema") < 2:  # another process may have done it meanwhile
+            db.execute("ALTER TABLE leases ADD COLUMN boot TEXT NOT NULL DEFAULT ''")
+            db.execute("UPDATE leases SET expires = -1, boot = '-'")
+            db.execute("UPDATE meta SET value = 2 WHERE name = 'schema'")
+            db.execute("PRAGMA user_version=2")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:

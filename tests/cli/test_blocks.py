@@ -108,7 +108,7 @@ def test_explain_bounds_compound_statements(run_dsh) -> None:  # type: ignore[no
     r = run_dsh(["explain", text])
     assert r.returncode == 0, r.stderr
     assert "for      h in 3 items" in r.stdout
-    assert "worst    6 steps, 18s" in r.stdout  # 3 items x (1 s condition + the longer branch, 5 s)
+    assert "worst    6 steps, 48s" in r.stdout  # 3 items x (condition 1s + 5s stop, longer branch 5s + 5s)
 
 
 def test_functions_are_kept_with_the_session(run_dsh, env) -> None:  # type: ignore[no-untyped-def]

@@ -70,7 +70,7 @@ def test_explain_states_hosts_attempts_and_worst_case(run_dsh) -> None:  # type:
     assert r.returncode == 0
     assert "3 hosts" in r.stdout
     assert "at most 3 attempts" in r.stdout
-    assert "18s = 3*5s + 1s + 2s" in r.stdout
+    assert "33s = 3*(5s + 5s) + 1s + 2s" in r.stdout  # every attempt with the stop after it
     assert "9 steps" in r.stdout
 
 

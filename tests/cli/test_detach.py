@@ -307,3 +307,11 @@ def test_a_reader_whose_dsh_died_ends_and_its_command_goes_on(run_dsh, env, tmp_
     assert "end" not in mark.read_text()  # … while its command still ran
     wait_for(lambda: mark.read_text() == "start\nend\n", timeout=10)  # the command went on
     wait_for(lambda: not spool_processes(), timeout=5)
+
+
+def test_F14_log_output_refuses_a_host_or_action_that_is_not_a_name(run_dsh) -> None:  # type: ignore[no-untyped-def]
+    # Host names reach a spool path and an ssh alias: only the node-set alphabet is taken.
+    for action, host in (("1.1.1", "h1/../h2"), ("1.1.1", "a b"), ("../1", "h1"), ("1.1.1", "..")):
+        r = run_dsh(["log", "s", "--output", action, host])
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "cannot name a host" in r.stderr or "is not an action" in r.stderr

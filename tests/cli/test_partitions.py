@@ -114,7 +114,7 @@ def two_lines(marks: Path) -> str:
 
 
 @needs_netns
-def test_P1_an_owner_cut_from_etcd_leaves_its_commands_to_the_machine_that_takes_over(  # type: ignore[no-untyped-def]
+def test_P1_P2_an_owner_cut_from_etcd_stops_in_time_and_leaves_its_commands_to_the_taker(  # type: ignore[no-untyped-def]
     env, world: World, tmp_path: Path
 ) -> None:
     """A's link to etcd is cut while its hosts stay reachable: A stops acting within
@@ -200,3 +200,46 @@ def worst_case(explained: str) -> float:
     found = re.search(r"worst case ([0-9.]+)(ms|s|m|h)\b", explained)
     assert found, explained
     return float(found[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[found[2]]
+
+
+@needs_netns
+def test_P3_a_host_cut_mid_line_ends_within_the_bound_explain_printed(  # type: ignore[no-untyped-def]
+    env, world: World, ssh_setup: SshSetup, tmp_path: Path
+) -> None:
+    """far1 (a namespace of its own) is cut while its command runs: it ends within
+    the worst case `dsh explain` printed (P3: it took 27 s of a `within 20s` line
+    whose bound was said to be 22 s), and h1 (loopback) finishes ok."""
+    known = tmp_path / "far_known_hosts"
+    known.write_text(world.sshd.known_hosts_line())
+    config = tmp_path / "both_config"
+    config.write_text(world.sshd.host_block(["far1"], known) + ssh_setup.config.read_text())
+    line = "@h1,far1 sh -c 'echo start; sleep 3; echo end' | within 4s"
+    ssh = ["--ssh-config", str(config)]
+    explained = subprocess.run(
+        [dsh_path(), *ssh, "explain", line], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert explained.returncode == 0, explained.stderr
+    bound = worst_case(explained.stdout)
+    started = time.monotonic()
+    proc = start(None, [*ssh, "-c", line], env)
+    try:
+        assert proc.stdout is not None
+        while True:  # far1 is running its command
+            shown = proc.stdout.readline()
+            assert shown, "dsh ended before far1 started"
+            if shown.startswith("far1 | start"):
+                break
+        world.b_to_hosts.cut()
+        out, err = proc.communicate(timeout=bound + 10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    took = time.monotonic() - started
+    assert proc.returncode == 1, out + err
+    assert "h1 | end" in out  # the other host finished
+    summary = re.search(r"2 hosts: 1 ok, 1 (\w+) in ([0-9.]+)(ms|s)\b", out)
+    assert summary, out + err
+    assert summary[1] in ("lost", "timeout"), out
+    line_took = float(summary[2]) / (1000 if summary[3] == "ms" else 1)
+    assert line_took <= bound, f"the line took {line_took}s, beyond its bound of {bound}s"
+    assert took <= bound + 3, f"dsh took {took:.1f}s for a line bounded at {bound}s"

@@ -4,7 +4,6 @@ socket, wherever it goes; a client talks only to a socket its own user serves.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -15,7 +14,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +26,7 @@ from dsh.runtime.session import Keys, user_name
 from dsh.state import is_own_private
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import dsh_path
+from tests.helpers.store import with_store
 from tests.sshd import USER as OTHER_USER
 
 #: A legal session name long enough that its socket path under the state
@@ -82,19 +82,6 @@ def modes(root: Path) -> dict[str, str]:
             elif mode & 0o077:
                 wrong[str(path)] = f"{stat.filemode(st.st_mode)}"
     return wrong
-
-
-def with_store(env: dict[str, str], work: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    """Run `work` on the test's local store (as another process would)."""
-
-    async def run() -> T:
-        store = SqliteStore(Path(env["XDG_STATE_HOME"]) / "dsh" / "store.db")
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def owner_record(env: dict[str, str], name: str) -> dict[str, object] | None:

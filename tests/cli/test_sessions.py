@@ -9,28 +9,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 from dsh.runtime.session import Keys, in_flight, read_journal, user_name
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import assert_no_process, dsh_path, start_dsh
+from tests.helpers.store import with_store
 
 T = TypeVar("T")
-
-
-def with_store(env: dict[str, str], work: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    """Run `work` on the test's local store (as another process would)."""
-
-    async def run() -> T:
-        store = SqliteStore(Path(env["XDG_STATE_HOME"]) / "dsh" / "store.db")
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def journal(env: dict[str, str], session: str) -> list[dict[str, object]]:
@@ -302,6 +289,8 @@ def test_F9_a_malformed_inbox_record_is_rejected_and_the_session_goes_on(run_dsh
     async def damage(store: SqliteStore) -> None:
         await store.put(keys.submission(1), b"{", timeout=10)
         await store.put(keys.in_seq, b"1", timeout=10)
+        await store.put(keys.handover, b"[not a record", timeout=10)  # nor a handover request
+        await store.put(keys.cancels + b"\xff\xfe", b"", timeout=10)  # nor a cancel
 
     with_store(env, damage)
     r = run_dsh(["attach", "inbox"], input="echo after\n", timeout=60)
@@ -337,3 +326,34 @@ def test_F5_concurrent_attaches_after_a_crash_all_show_the_resumed_work(env, tmp
     for client, (out, err) in zip(clients, ended, strict=True):
         assert client.returncode == 0, out + err
         assert "two" in out, out + err
+
+
+def test_low_rm_of_a_running_session_does_not_say_choose_another_session(env, run_dsh) -> None:  # type: ignore[no-untyped-def]
+    env["DSH_LEASE_TTL"] = "1"
+    # Lower-priority observation: "choose another --session" was said for dsh rm and attach too.
+    proc = start_dsh(env, ["--session", "busy", "-c", "echo started; command sleep 30"])
+    try:
+        r = run_dsh(["rm", "busy"])
+        second = run_dsh(["--session", "busy", "-c", "echo again"])
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    assert r.returncode == 2 and "is running on" in r.stderr, r.stderr
+    assert "choose another --session" not in r.stderr and "dsh kill busy" in r.stderr
+    assert second.returncode == 2 and "choose another --session" in second.stderr
+
+
+def test_F11_deleting_the_store_mid_run_stops_dsh_without_a_traceback(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Fault report #11: "Exception in thread dsh-lease: Traceback … CancelledError". The
+    # lease keeper opens its own handle at its first renewal (TTL/3 = 1.7 s): after the
+    # store is gone, so it finds no lease.
+    script = tmp_path / "del.dsh"
+    script.write_text("echo started\nsleep 2s\necho second\nsleep 2s\necho third\n")
+    proc = start_dsh(env, ["--session", "d2", str(script)])
+    time.sleep(0.5)
+    for path in (Path(env["XDG_STATE_HOME"]) / "dsh").glob("store.db*"):
+        path.unlink()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    assert "third" not in out

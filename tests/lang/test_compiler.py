@@ -5,19 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dsh import plan as p
-from dsh.errors import IncompleteInput, LangError
-from dsh.lang.compiler import Context, Limits, compile_source
-from dsh.lang.source import Source
-
-
-def compile_text(text: str, **ctx: object) -> p.Plan:
-    return compile_source(Source("t.dsh", text), Context(**ctx))  # type: ignore[arg-type]
-
-
-def error(text: str, **ctx: object) -> LangError:
-    with pytest.raises(LangError) as info:
-        compile_text(text, **ctx)
-    return info.value
+from dsh.errors import IncompleteInput
+from dsh.lang.compiler import Limits
+from tests.helpers.lang import compile_text, error
 
 
 def test_worst_case_of_retry_and_within() -> None:
@@ -27,23 +17,24 @@ def test_worst_case_of_retry_and_within() -> None:
     (cmd,) = run.pipeline.stages
     assert isinstance(cmd, p.Command)
     assert (cmd.timeout, cmd.attempts, cmd.backoff) == (5.0, 3, 1.0)
-    assert run.bound == p.Bound(hosts=3, steps=9, seconds=3 * 5 + 1 + 2)
+    # each attempt: its timeout and the stop that may follow it (fault report P3)
+    assert run.bound == p.Bound(hosts=3, steps=9, seconds=3 * (5 + p.STOP_SECONDS) + 1 + 2)
 
 
 def test_retry_backoff_doubles() -> None:
     (run,) = compile_text("false | retry 3 backoff 2s | within 1s").statements
-    assert run.bound.seconds == 4 * 1 + 2 * (2**3 - 1)
+    assert run.bound.seconds == 4 * (1 + p.STOP_SECONDS) + 2 * (2**3 - 1)
 
 
 def test_default_timeout_comes_from_the_limits() -> None:
     (run,) = compile_text("true", limits=Limits(default_timeout=42)).statements
     assert isinstance(run, p.Run)
-    assert run.pipeline.stages[0].worst_seconds() == 42  # type: ignore[union-attr]
+    assert run.pipeline.stages[0].worst_seconds() == 42 + p.STOP_SECONDS  # type: ignore[union-attr]
 
 
 def test_fanout_waves_multiply_the_duration() -> None:
     (run,) = compile_text("@h[1-10] true | within 1s", limits=Limits(fanout=4)).statements
-    assert run.bound.seconds == 3
+    assert run.bound.seconds == 3 * (1 + p.STOP_SECONDS)
 
 
 def test_step_budget_refuses_the_line_with_its_position() -> None:

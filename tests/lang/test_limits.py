@@ -12,22 +12,12 @@ import pytest
 
 from dsh import nodeset
 from dsh import plan as p
-from dsh.errors import LangError, PlanError
+from dsh.errors import PlanError
 from dsh.explain import explain
-from dsh.lang.compiler import MAX_CALL_DEPTH, Context, Limits, compile_source
+from dsh.lang.compiler import MAX_CALL_DEPTH, Limits
 from dsh.lang.parser import MAX_BLOCK_DEPTH
-from dsh.lang.source import Source
 from dsh.names import key_problem
-
-
-def compile_text(text: str, **ctx: object) -> p.Plan:
-    return compile_source(Source("t.dsh", text), Context(**ctx))  # type: ignore[arg-type]
-
-
-def error(text: str, **ctx: object) -> LangError:
-    with pytest.raises(LangError) as info:
-        compile_text(text, **ctx)
-    return info.value
+from tests.helpers.lang import compile_text, error
 
 
 def nested(depth: int, head: str = "if $1 == a {", inner: str = "echo deep") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import stat
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dsh.errors import StoreError
-from dsh.store.base import Compacted, StoreTimeout
+from dsh.store.base import Compacted, LeaseNotFound, StoreTimeout
 from dsh.store.sqlite import SqliteStore, default_path
 
 
@@ -151,3 +152,89 @@ async def test_history_is_compacted_as_writes_go(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(tmp_path / "store.db") as db:
         assert db.execute("SELECT COUNT(*) FROM history").fetchone()[0] <= 100 + 10
+
+
+async def test_low_a_zero_length_store_file_is_refused_as_damaged(tmp_path: Path) -> None:
+    # Lower-priority observation: an empty store.db was silently taken for a new store.
+    path = tmp_path / "store.db"
+    path.write_bytes(b"")
+    store = SqliteStore(path)
+    with pytest.raises(StoreError, match="an empty file: damaged, not a new store"):
+        await store.get(b"k", timeout=5)
+    await store.close()
+    assert path.stat().st_size == 0  # left as it was, for the user to look at
+
+
+async def test_a_new_store_appears_whole(tmp_path: Path) -> None:
+    stores = [SqliteStore(tmp_path / "store.db") for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.put(b"k%d" % i, b"v", timeout=10) for i, s in enumerate(stores)))
+        kvs, _ = await stores[0].range(b"k", timeout=5)
+        assert len(kvs) == 4
+    finally:
+        for s in stores:
+            await s.close()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no file left half made
+
+
+async def test_low_leases_do_not_follow_the_wall_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lower-priority observation: a clock step expired every lease of the embedded store.
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        lease = await store.grant(2.0, timeout=5)
+        await store.put(b"owner", b"me", lease=lease.id, timeout=5)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)  # the wall clock jumps an hour
+        assert await store.keepalive(lease.id, timeout=5) == 2.0
+        assert await store.get(b"owner", timeout=5) is not None
+    finally:
+        await store.close()
+
+
+async def test_a_lease_of_another_boot_is_over(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path)
+    try:
+        lease = await store.grant(60.0, timeout=5)
+        await store.put(b"owner", b"before the reboot", lease=lease.id, timeout=5)
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("UPDATE leases SET boot = 'an-earlier-boot'")
+        assert await store.get(b"owner", timeout=5) is None
+        with pytest.raises(LeaseNotFound):
+            await store.keepalive(lease.id, timeout=5)
+    finally:
+        await store.close()
+
+
+async def test_a_store_of_schema_1_is_upgraded_and_its_wall_clock_leases_end(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with sqlite3.connect(path, isolation_level=None) as db:  # what dsh wrote before schema 2
+        db.executescript(
+            """
+            CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+                mod_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE history (rev INTEGER NOT NULL, sub INTEGER NOT NULL, kind INTEGER NOT NULL,
+                key BLOB NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+                version INTEGER NOT NULL, lease INTEGER NOT NULL, PRIMARY KEY (rev, sub)) WITHOUT ROWID;
+            CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expires REAL NOT NULL);
+            INSERT INTO meta VALUES ('schema', 1), ('revision', 3), ('compacted', 0);
+            INSERT INTO kv VALUES (X'6b', X'76', 2, 2, 1, 0), (X'6f', X'6d65', 3, 3, 1, 7);
+            INSERT INTO leases VALUES (7, 5.0, 99999999999.0);
+            PRAGMA user_version=1;
+            """
+        )
+    store = SqliteStore(path)
+    try:
+        held = await store.get(b"k", timeout=5)
+        assert held is not None and held.value == b"v"  # what it held is kept
+        assert await store.get(b"o", timeout=5) is None  # a wall-clock lease is over
+        lease = await store.grant(5.0, timeout=5)
+        await store.put(b"o", b"new", lease=lease.id, timeout=5)
+        assert await store.keepalive(lease.id, timeout=5) == 5.0
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
