@@ -88,7 +88,7 @@ def test_batch_in_percent_and_explain(run_dsh) -> None:  # type: ignore[no-untyp
     r = run_dsh(["explain", "@h[1-8] true | within 10s | batch 25%"])
     assert r.returncode == 0, r.stderr
     assert "batch    25% hosts at a time" in r.stdout
-    assert "(10s) * 4 batches" in r.stdout  # 2 hosts a batch: 4 batches of at most 10 s
+    assert "(10s + 5s) * 4 batches" in r.stdout  # 2 hosts a batch: 4 batches of 10 s and a stop each
 
 
 def test_flow_stages_are_checked_at_compile_time(run_dsh) -> None:  # type: ignore[no-untyped-def]
