@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pexpect
 
-from tests.cli.test_detach import wait_for
-from tests.cli.test_prompt import end
 from tests.conftest import assert_no_process, dsh_path, finish
+from tests.helpers.prompt import end
+from tests.helpers.wait import wait_for
 
 
 def spawn(env: dict[str, str], args: list[str], cwd: Path) -> pexpect.spawn:

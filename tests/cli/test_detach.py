@@ -11,14 +11,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import SshSetup, dsh_path
+from tests.helpers.wait import wait_for
 from tests.sshd import USER, kill_user_processes, processes_of, user_home
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def test_a_detached_session_killed_mid_fan_out_is_taken_over_and_followed(  # type: ignore[no-untyped-def]

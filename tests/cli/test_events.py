@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.cli.test_detach import wait_for
 from tests.conftest import SshSetup, dsh_path
+from tests.helpers.wait import wait_for
 
 
 def free_port() -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pexpect
 
-from tests.cli.test_prompt import end, spawn
 from tests.conftest import BIN, SshSetup
+from tests.helpers.prompt import end, spawn
 from tests.sshd import USER, processes_of
 
 EXAMPLES = sorted((Path(__file__).parent.parent.parent / "examples").glob("*.dsh"))

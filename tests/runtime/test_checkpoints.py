@@ -17,7 +17,7 @@ from dsh.runtime.values import BindRefused
 from dsh.store.base import Put
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import SPOOL
-from tests.runtime.test_executor import Recorder
+from tests.helpers.reporter import Recorder
 
 
 class Loud:

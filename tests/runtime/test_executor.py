@@ -7,20 +7,19 @@ before SSH exists. Waits use `FakeClock`, so backoff costs no time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
-from dsh import plan as p
 from dsh.errors import DshError
 from dsh.lang.compiler import Context, Limits, compile_source
 from dsh.lang.source import Source
 from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor, Refused
-from dsh.runtime.results import HostResult, LineResult
+from dsh.runtime.results import LineResult
 from tests.conftest import SPOOL
+from tests.helpers.reporter import Recorder
 
 
 class FakeClock:
@@ -58,30 +57,6 @@ class FakeHost:
         return await LocalShell(SPOOL).run(
             f"HOST={self._name}; {command}", spot=spot, timeout=timeout, output=output
         )
-
-
-@dataclass
-class Recorder:
-    started: list[str] = field(default_factory=list)
-    out: list[tuple[str | None, str, bytes, bool]] = field(default_factory=list)
-    done: list[HostResult] = field(default_factory=list)
-    lines: list[LineResult] = field(default_factory=list)
-    retries: list[tuple[str | None, int, str, float]] = field(default_factory=list)
-
-    def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
-        self.started.append(stmt.source)
-
-    def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
-        self.out.append((host, stream, data, shown))
-
-    def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
-        self.retries.append((host, attempt, failed.outcome, wait))
-
-    def host_done(self, stmt: p.Statement, result: HostResult) -> None:
-        self.done.append(result)
-
-    def line_done(self, result: LineResult) -> None:
-        self.lines.append(result)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from dsh.store.base import (
     Store,
     Watch,
 )
+from tests.helpers.watch import collect
 from tests.store.conftest import StoreKind
 
 T = 10.0  # the timeout of every call in these tests
@@ -33,15 +34,6 @@ ROOT = Path(__file__).parent.parent.parent
 async def next_batch(watch: Watch, within: float = 5.0) -> list[Event]:
     iterator = watch.__aiter__()
     return await asyncio.wait_for(iterator.__anext__(), within)
-
-
-async def collect(watch: Watch, count: int, within: float = 5.0) -> list[Event]:
-    events: list[Event] = []
-    iterator = watch.__aiter__()
-    deadline = time.monotonic() + within
-    while len(events) < count:
-        events += await asyncio.wait_for(iterator.__anext__(), max(deadline - time.monotonic(), 0.01))
-    return events
 
 
 async def test_put_get_and_revisions(store: Store) -> None:

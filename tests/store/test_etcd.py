@@ -14,7 +14,7 @@ from dsh.store import open_store
 from dsh.store.base import Compacted, Compare, Event, Put, StoreTimeout, Watch
 from dsh.store.etcd import EtcdStore, parse_url
 from tests.etcd import Etcd, etcdctl, make_tls
-from tests.store.test_conformance import collect
+from tests.helpers.watch import collect
 
 T = 10.0
 
