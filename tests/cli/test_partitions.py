@@ -142,7 +142,8 @@ def test_P1_P2_an_owner_cut_from_etcd_stops_in_time_and_leaves_its_commands_to_t
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
     assert owner.returncode == 3 and "lease" in a_err, a_err
-    assert stopped < TTL + 1.5, f"A stopped {stopped:.1f}s after the cut"
+    print(f"A stopped {stopped:.2f}s after the cut (TTL {TTL:g}s)")
+    assert stopped < TTL + 1.0, f"A stopped {stopped:.1f}s after the cut"
     assert taker.returncode == 0, b_out + b_err
     for i in (1, 2):  # followed to the end, not killed, not started again; the rest once
         assert (marks / f"M.h{i}").read_text() == "start\nend\nsecond\n"
@@ -241,5 +242,6 @@ def test_P3_a_host_cut_mid_line_ends_within_the_bound_explain_printed(  # type: 
     assert summary, out + err
     assert summary[1] in ("lost", "timeout"), out
     line_took = float(summary[2]) / (1000 if summary[3] == "ms" else 1)
+    print(f"the line took {line_took}s (dsh {took:.1f}s); explain bound {bound}s")
     assert line_took <= bound, f"the line took {line_took}s, beyond its bound of {bound}s"
     assert took <= bound + 3, f"dsh took {took:.1f}s for a line bounded at {bound}s"
