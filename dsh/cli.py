@@ -538,10 +538,10 @@ def _spawn(settings: Settings, name: str, extra: list[str]) -> subprocess.Popen[
 
 def _detach(settings: Settings, name: str, script: str, args: tuple[str, ...]) -> int:
     import asyncio
-    import json
     import time
 
-    from dsh.runtime.session import Keys, user_name
+    from dsh.runtime.session import Keys, readable, user_name
+    from dsh.session.records import Owner
 
     log = _log_path(settings, name)
     child = _spawn(settings, name, ["--", script, *args])
@@ -552,8 +552,8 @@ def _detach(settings: Settings, name: str, script: str, args: tuple[str, ...]) -
         try:
             deadline = time.monotonic() + DETACH_TIMEOUT
             while time.monotonic() < deadline and child.poll() is None:
-                held = await store.get(keys.owner, timeout=STORE_TIMEOUT)
-                if held is not None and json.loads(held.value).get("pid") == child.pid:
+                owner = readable(Owner, await store.get(keys.owner, timeout=STORE_TIMEOUT))
+                if owner is not None and owner.pid == child.pid:
                     return True
                 await asyncio.sleep(0.05)
             return False
@@ -1189,9 +1189,9 @@ def _log_output(settings: Settings, action: str, host: str) -> int:
             meta = await session.store.get(session.keys.meta, timeout=STORE_TIMEOUT)
             if meta is None:
                 raise UsageError(f"no session named {session.keys.name!r}")
-            import json
+            from dsh.session.records import Meta, loads
 
-            spool_name = f"{session.keys.name}.{json.loads(meta.value).get('id', '0')}"
+            spool_name = f"{session.keys.name}.{loads(Meta, meta.value, key=meta.key).id}"
             local = host in ("-", LOCAL_ALIAS)
             make = driver.executor.host_remote
             remote = driver.executor.local if local or make is None else make(host)

@@ -39,9 +39,10 @@ from dsh.bytestext import loaded, to_bytes
 from dsh.errors import DshError, IncompleteInput, LangError, StoreError, UsageError
 from dsh.follow import Follower
 from dsh.localsocket import dial
-from dsh.runtime.session import Keys, control_record, decode_value, read_journal
+from dsh.runtime.session import Keys, decode_value, read_journal
 from dsh.runtime.values import Value
 from dsh.runtime.wire import Event, Replay
+from dsh.session.records import ActDone, CorruptRecord, Handover, Owner, Submission, dumps, load_action, loads
 from dsh.store.base import Compare, Put, Store
 
 T = TypeVar("T")
@@ -58,6 +59,10 @@ STANDBY_WAIT = 86400.0
 HANDOVER_TTL = 10.0
 #: How long a client waits for the executor's answer to `bye`.
 BYE_TIMEOUT = 10.0
+#: An owner record that cannot be read (damaged, or forged): someone holds the
+#: session, on a machine that is not this one, with no socket to dial: it is
+#: followed through the store.
+UNREADABLE_OWNER = Owner("?", 0, 0.0)
 #: Journal entries shown when attaching (the rest: `dsh log SESSION`).
 HISTORY = 20
 #: Lines of output tail shown per action in that history.
@@ -133,30 +138,35 @@ class Client:
 
     # -- connecting ------------------------------------------------------------------
 
-    def _owner(self) -> dict[str, Any] | None:
+    def _owner(self) -> Owner | None:
         held = self._run(self.link.store.get(self.link.keys.owner, timeout=10.0))
-        return control_record(held.value) if held is not None else None
+        if held is None:
+            return None
+        try:
+            return loads(Owner, held.value, key=held.key)
+        except CorruptRecord:
+            return UNREADABLE_OWNER
 
     def connect(self, *, take: bool, handover: bool = False) -> None:
         """Connect to the session's executor, starting one if none runs here; follow
         it if it runs on another machine (or, with `handover`, ask it to hand over)."""
         owner = self._owner()
-        here = owner is not None and owner.get("machine") == self.link.machine
-        if here and owner is not None and owner.get("socket"):
-            self.sock = dial(str(owner["socket"]))
+        here = owner is not None and owner.machine == self.link.machine
+        if here and owner is not None and owner.socket:
+            self.sock = dial(owner.socket)
         if self.sock is None and owner is not None and not here:
             if not handover:
                 self._follow(owner)
                 return
-            if not owner.get("socket"):
+            if not owner.socket:
                 raise UsageError(
-                    f"session {self.link.keys.name} runs in the foreground on {owner.get('machine')} "
+                    f"session {self.link.keys.name} runs in the foreground on {owner.machine} "
                     "(dsh -c, a script or piped lines), which cannot hand it over: follow it with "
                     f"dsh attach {self.link.keys.name}, or stop it there"
                 )
             self._run(self._ask_handover())
             self.say(
-                f"asked {owner.get('machine')} to hand session {self.link.keys.name} over: "
+                f"asked {owner.machine} to hand session {self.link.keys.name} over: "
                 "the actions it runs end first"
             )
         if self.sock is None:
@@ -176,7 +186,7 @@ class Client:
         """Start an executor here and connect to it; no socket if another machine
         won the session meanwhile."""
         owner = self._owner()
-        ttl = float(owner.get("ttl", 5.0)) if owner else 0.0
+        ttl = owner.ttl if owner else 0.0
         child = self.link.spawn(take, patience)
         deadline = time.monotonic() + SPAWN_TIMEOUT + ttl + patience
         renewed = time.monotonic()
@@ -189,10 +199,10 @@ class Client:
             if code is not None:
                 owner = self._owner()
                 if code == 2 and owner is not None:  # it lost a race to take the session over
-                    if owner.get("machine") != self.link.machine:
+                    if owner.machine != self.link.machine:
                         return  # to another machine: follow that one
-                    if owner.get("socket"):  # to another executor here: join that one
-                        self.sock = dial(str(owner["socket"]))
+                    if owner.socket:  # to another executor here: join that one
+                        self.sock = dial(owner.socket)
                         if self.sock is not None:
                             return
                 raise SessionEnded(self._why(f"its executor stopped (exit {code})"), code or 3)
@@ -200,12 +210,12 @@ class Client:
                 child.terminate()
                 raise SessionEnded(self._why("its executor did not take it in time"), 3)
             owner = self._owner()
-            here = owner is not None and owner.get("machine") == self.link.machine
-            if here and owner is not None and owner.get("socket"):
+            here = owner is not None and owner.machine == self.link.machine
+            if here and owner is not None and owner.socket:
                 # Ours, or another executor here that won the session (a second attach
                 # at the same time): join it. A dead owner's socket does not answer.
-                self.sock = dial(str(owner["socket"]))
-                if self.sock is not None and owner.get("pid") != child.pid:
+                self.sock = dial(owner.socket)
+                if self.sock is not None and owner.pid != child.pid:
                     child.terminate()  # it only waited to take the session: it goes
             if self.sock is None:
                 time.sleep(0.05)
@@ -216,8 +226,8 @@ class Client:
         store = self.link.store
         lease = await store.grant(HANDOVER_TTL, timeout=10.0)
         self.handover_lease = lease.id
-        record = {"machine": self.link.machine, "pid": os.getpid(), "t": time.time()}
-        await store.put(self.link.keys.handover, json.dumps(record).encode(), lease=lease.id, timeout=10.0)
+        record = Handover(self.link.machine, os.getpid(), time.time())
+        await store.put(self.link.keys.handover, dumps(record), lease=lease.id, timeout=10.0)
 
     def _withdraw_handover(self) -> None:
         if self.handover_lease:
@@ -225,7 +235,7 @@ class Client:
                 self._run(self.link.store.revoke(self.handover_lease, timeout=10.0))
             self.handover_lease = 0
 
-    def _follow(self, owner: dict[str, Any]) -> None:
+    def _follow(self, owner: Owner) -> None:
         """Follow the session through the store, with an executor in waiting here
         that takes it over as soon as its owner lets go or dies."""
         self.follower = Follower(
@@ -236,7 +246,7 @@ class Client:
             self.standby = self.link.spawn(True, STANDBY_WAIT)
         name = self.link.keys.name
         self.say(
-            f"session {name} runs on {owner.get('machine')} (pid {owner.get('pid')}): following it "
+            f"session {name} runs on {owner.machine} (pid {owner.pid}): following it "
             f"from here, and lines run there; dsh attach --take {name} takes it over"
         )
 
@@ -255,13 +265,13 @@ class Client:
         deadline = time.monotonic() + SPAWN_TIMEOUT
         while time.monotonic() < deadline and standby.poll() is None:
             owner = self._owner()
-            if owner is not None and owner.get("pid") == standby.pid and owner.get("socket"):
-                self.sock = dial(str(owner["socket"]))
+            if owner is not None and owner.pid == standby.pid and owner.socket:
+                self.sock = dial(owner.socket)
                 if self.sock is not None:
                     self.say(f"{_gone(self.link.keys.name, handed)}: taken over here")
                     threading.Thread(target=self._read, args=(self.sock,), daemon=True).start()
                     return
-            elif owner is not None and owner.get("machine") != self.link.machine:
+            elif owner is not None and owner.machine != self.link.machine:
                 self.standby = standby  # another machine was first: it goes on waiting
                 self._follow(owner)
                 return
@@ -275,7 +285,7 @@ class Client:
         if standby is not None and standby.poll() is None:
             with contextlib.suppress(DshError, TimeoutError):
                 owner = self._owner()
-                if owner is not None and owner.get("pid") == standby.pid:
+                if owner is not None and owner.pid == standby.pid:
                     return
             standby.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -403,8 +413,8 @@ class Client:
         (None when it ran nothing). Ctrl-C asks the executor to cancel it."""
         sid = os.urandom(6).hex()
         began = time.monotonic()
-        record = {"id": sid, "text": text, "name": name, "first_line": first_line, "by": self.link.machine}
-        self._run(self._put(json.dumps(record).encode()))
+        record = Submission(sid, text, name, first_line, self.link.machine)
+        self._run(self._put(dumps(record)))
         self._send({"op": "poke"})
 
         def finished(event: Event) -> bool:
@@ -486,7 +496,7 @@ class Client:
         out: dict[str, Value] = {}
         for kv in kvs:
             with contextlib.suppress(DshError):
-                out[kv.key[len(keys.bindings) :].decode()] = decode_value(kv.value)
+                out[kv.key[len(keys.bindings) :].decode()] = decode_value(kv.value, key=kv.key)
         return out
 
     # -- attaching ---------------------------------------------------------------------
@@ -506,8 +516,8 @@ class Client:
             lines.append(timeline([entry]))
             if entry.get("kind") == "end":
                 held = self._run(store.get(keys.action(entry["action"], entry.get("host")), timeout=10.0))
-                out = json.loads(held.value).get("out", "") if held is not None else ""
-                lines.append(output_tail(out))
+                record = load_action(held.value, key=held.key) if held is not None else None
+                lines.append(output_tail(record.out if isinstance(record, ActDone) else ""))
         return "".join(lines)
 
 

@@ -40,9 +40,18 @@ from dsh.localsocket import listen
 from dsh.remote.base import Exec
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import HostResult, LineResult
-from dsh.runtime.session import Session, control_record
+from dsh.runtime.session import Session, readable
 from dsh.runtime.wire import Event, WireReporter
-from dsh.store.base import Put
+from dsh.session.records import (
+    CorruptRecord,
+    Handover,
+    RejectedEntry,
+    Submission,
+    SubmissionDone,
+    dumps,
+    loads,
+)
+from dsh.store.base import KV, Put
 
 #: The inbox and the cancel requests in the store are read at least this often.
 POLL = 0.25
@@ -156,7 +165,7 @@ class Daemon:
         #: The inbox could not be read (said once until it can again).
         self.unreachable = False
         #: `dsh attach --take` on another machine asked for the session: who.
-        self.handover: dict[str, Any] | None = None
+        self.handover: Handover | None = None
         self.connected = asyncio.Event()  # a first client came
 
     def _broadcast(self, event: Event, *, control: bool = False) -> None:
@@ -258,16 +267,12 @@ class Daemon:
                 await store.delete(kv.key, timeout=self.session.timeout)
             if self.handover is None:
                 held = await store.get(keys.handover, timeout=self.session.timeout)
-                asked = control_record(held.value) if held is not None else None
-                if (
-                    asked
-                    and isinstance(asked.get("machine"), str)
-                    and asked["machine"] != self.session.machine
-                ):
+                asked = readable(Handover, held)  # one that cannot be read asks nothing
+                if asked is not None and asked.machine != self.session.machine:
                     self.handover = asked
                     self.session.draining = True
                     self.reporter.message(
-                        f"handing session {keys.name} over to {asked.get('machine')}: "
+                        f"handing session {keys.name} over to {asked.machine}: "
                         "the actions running end, then it goes on there"
                     )
 
@@ -284,23 +289,21 @@ class Daemon:
             return True  # cannot tell: stay
         return bool(kvs)
 
-    async def _answer(
-        self, item: dict[str, Any] | None, sid: str, status: int | None, error: str = ""
-    ) -> None:
+    async def _answer(self, item: Submission | None, sid: str, status: int | None, error: str = "") -> None:
         """Tell the clients that submission `sid` is over: over the socket, and through
         the store when it came from another machine."""
         event: Event = {"ev": "done", "id": sid, "status": status}
         if error:
             event["error"] = error
         self._broadcast(event, control=True)
-        if item is not None and item.get("by") not in (None, self.session.machine):
-            record = json.dumps({"status": status, "error": error}).encode()
+        if item is not None and item.by != self.session.machine:
+            record = dumps(SubmissionDone(status, error))
             with contextlib.suppress(StoreError, TimeoutError):
                 await self.session.store.put(
                     self.session.keys.done + sid.encode(), record, timeout=self.session.timeout
                 )
 
-    async def _inbox(self) -> tuple[int, dict[str, Any]] | None:
+    async def _inbox(self) -> tuple[int, Submission] | None:
         """`_next`, or None while the store cannot be reached (said once): the
         lease decides how long that may last."""
         try:
@@ -317,7 +320,7 @@ class Daemon:
         self.unreachable = False
         return found
 
-    async def _next(self) -> tuple[int, dict[str, Any]] | None:
+    async def _next(self) -> tuple[int, Submission] | None:
         """The oldest submission not taken yet. One that cannot be read (a damaged or
         forged record) is journaled as rejected and skipped: it never stops the
         executor (fault report #9)."""
@@ -327,29 +330,25 @@ class Daemon:
             suffix = kv.key[len(keys.inbox) :]
             seq = int(suffix) if suffix.isdigit() else 0
             if seq > self.taken:
-                item, why = _submission(kv.value)
+                item, why = _submission(kv)
                 if item is not None:
                     return seq, item
                 cp = self.session.checkpointer()
                 error = f"submission {seq} cannot be read ({why}): skipped"
-                await cp.write([Put(keys.taken, b"%d" % seq), cp.entry("rejected", error=error)])
+                await cp.write([Put(keys.taken, b"%d" % seq), cp.entry(RejectedEntry(error))])
                 self.taken = seq
                 self.reporter.message(error)
                 continue
             await store.delete(kv.key, timeout=self.session.timeout)  # consumed before (or not ours)
         return None
 
-    async def submission(self, driver: Driver, seq: int, item: dict[str, Any]) -> None:
-        sid = str(item.get("id", seq))
+    async def submission(self, driver: Driver, seq: int, item: Submission) -> None:
+        sid = item.id
         cp = self.session.checkpointer()
         try:
-            plan = driver.compile(
-                str(item["text"]), str(item.get("name", "<stdin>")), int(item["first_line"])
-            )
+            plan = driver.compile(item.text, item.name, item.first_line)
         except LangError as exc:
-            await cp.write(
-                [Put(self.session.keys.taken, b"%d" % seq), cp.entry("rejected", error=exc.message)]
-            )
+            await cp.write([Put(self.session.keys.taken, b"%d" % seq), cp.entry(RejectedEntry(exc.message))])
             self.taken = seq
             self.status = exc.exit_code
             await self._answer(item, sid, exc.exit_code, exc.render())
@@ -386,26 +385,26 @@ class Daemon:
         except BaseException:
             listener.close()
             raise
-        self.session.owner_extra = {"socket": str(listener.path)}
+        self.session.socket = str(listener.path)
         code: int | None = None
         try:
             await (driver.take(patience, wanted) if take else driver.claim())
             store, keys = self.session.store, self.session.keys
-            asked = await store.get(keys.handover, timeout=self.session.timeout)
-            if asked is not None and control_record(asked.value).get("machine") == self.session.machine:
+            asked = readable(Handover, await store.get(keys.handover, timeout=self.session.timeout))
+            if asked is not None and asked.machine == self.session.machine:
                 await store.delete(keys.handover, timeout=self.session.timeout)  # handed to us: done
             taken = await store.get(keys.taken, timeout=self.session.timeout)
             self.taken = int(taken.value) if taken is not None and taken.value.isdigit() else 0
             # The line taken last may be the one to resume: its client waits for it.
             last = await store.get(keys.submission(self.taken), timeout=self.session.timeout)
-            pending = _submission(last.value)[0] if last is not None else None
+            pending = _submission(last)[0] if last is not None else None
             if first_client > 0:  # started for a client: let it see the work from its start
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), first_client)
             status = await self.work("resume", driver.resume())
             self.status = self.status if status is None else status
             if status is not None and pending is not None:
-                await self._answer(pending, str(pending.get("id", self.taken)), status)
+                await self._answer(pending, pending.id, status)
             if script is not None:
                 status = await self.work("script", driver.run(script))
                 self.status = self.status if status is None else status
@@ -439,7 +438,7 @@ class Daemon:
             code = exc.exit_code
             message = exc.message
             if self.handover is not None and isinstance(exc, LeaseLost):
-                where = self.handover.get("machine")
+                where = self.handover.machine
                 message = f"session {self.session.keys.name} was handed over to {where}; it goes on there"
             self.reporter.message(message)
             self._broadcast({"ev": "end", "exit": code, "message": message}, control=True)
@@ -462,18 +461,12 @@ class Daemon:
         return code if code is not None else self.status
 
 
-def _submission(raw: bytes) -> tuple[dict[str, Any] | None, str]:
-    """A submitted line as a client wrote it ({"id", "text", "name", "first_line", …}),
-    or None and why it cannot be one."""
+def _submission(held: KV) -> tuple[Submission | None, str]:
+    """A submitted line as a client wrote it, or None and why it cannot be one."""
     try:
-        item = json.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError is one too
-        return None, f"not JSON: {exc}"
-    if not isinstance(item, dict):
-        return None, "not a JSON object"
-    if not isinstance(item.get("text"), str):
-        return None, "no text"
-    first = item.get("first_line", 1)
-    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
-        return None, "no line number"
+        item = loads(Submission, held.value, key=held.key)
+    except CorruptRecord as exc:
+        return None, exc.problem
+    if item.first_line < 1:
+        return None, "field 'first_line' is not a line number"
     return item, ""

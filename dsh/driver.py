@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,7 +30,16 @@ from dsh.remote.local import LocalShell
 from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
 from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import LineResult
-from dsh.runtime.session import MAX_PLAN, Keys, Session, SessionEvents, SessionRecorder, stored_size
+from dsh.runtime.session import (
+    MAX_PLAN,
+    Keys,
+    Session,
+    SessionEvents,
+    SessionRecorder,
+    readable,
+    stored_size,
+)
+from dsh.session.records import KillRequest, Owner, dumps
 from dsh.store.base import Put
 
 T = TypeVar("T")
@@ -138,8 +146,9 @@ class Driver:
             raise UsageError(f"no session named {keys.name!r} in {store.name}")
         held = await store.get(keys.owner, timeout=timeout)
         if held is not None:
-            await store.put(keys.kill, json.dumps({"by": session.machine}).encode(), timeout=timeout)
-            ttl = float(json.loads(held.value).get("ttl", session.lease_ttl))
+            await store.put(keys.kill, dumps(KillRequest(session.machine)), timeout=timeout)
+            owner = readable(Owner, held)  # one that cannot be read: as long as ours
+            ttl = owner.ttl if owner is not None else session.lease_ttl
             deadline = time.monotonic() + ttl + KILL_PATIENCE
             while await store.get(keys.owner, timeout=timeout) is not None:
                 if time.monotonic() > deadline:

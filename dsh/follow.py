@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import queue
 import threading
@@ -28,7 +27,17 @@ from collections.abc import Callable
 from typing import Any
 
 from dsh.errors import StoreError
-from dsh.runtime.session import Keys, control_record, work_left
+from dsh.runtime.session import Keys, work_left
+from dsh.session.records import (
+    CorruptRecord,
+    SubmissionDone,
+    Viewer,
+    as_dict,
+    dumps,
+    load_action,
+    load_entry,
+    loads,
+)
 from dsh.store.base import Store
 
 #: The TTL of a follower's viewer key: an executor stays at most this long for
@@ -129,7 +138,7 @@ class Follower:
         keys = self.keys
         try:
             lease = await store.grant(VIEWER_TTL, timeout=TIMEOUT)
-            viewer = json.dumps({"machine": self.machine, "pid": os.getpid()}).encode()
+            viewer = dumps(Viewer(self.machine, os.getpid()))
             await store.put(keys.viewers + self.id.encode(), viewer, lease=lease.id, timeout=TIMEOUT)
             # The owner read at a revision, and the watch from the next: no change between is missed.
             owner, revision = await store.range(keys.owner, timeout=TIMEOUT)
@@ -173,26 +182,29 @@ class Follower:
     async def _event(self, store: Store, kind: str, key: bytes, value: bytes) -> bool:
         """Act on one change of the session's keys; True when following is over."""
         if kind == "put" and key.startswith(b"j/"):
-            with contextlib.suppress(ValueError):
-                entry = json.loads(value)
-                seq = int(entry.get("seq", 0))
-                if seq and seq <= self._shown:  # written again (a retried checkpoint)
+            # An entry that cannot be read is not shown.
+            with contextlib.suppress(CorruptRecord, ValueError):
+                journaled = load_entry(value, key=self.keys.root + key)
+                if journaled.seq <= self._shown:  # written again (a retried checkpoint)
                     return False
-                self._shown = max(self._shown, seq)
-                if entry.get("kind") == "end":  # with the tail of its output, as attach shows it
-                    with contextlib.suppress(StoreError, TimeoutError, ValueError):
+                self._shown = journaled.seq
+                entry = as_dict(journaled)
+                if entry["kind"] == "end":  # with the tail of its output, as attach shows it
+                    with contextlib.suppress(StoreError, TimeoutError):  # CorruptRecord is one
                         held = await store.get(
-                            self.keys.action(entry["action"], entry.get("host")), timeout=TIMEOUT
+                            self.keys.action(entry["action"], entry["host"]), timeout=TIMEOUT
                         )
                         if held is not None:
-                            entry["out"] = json.loads(held.value).get("out", "")
+                            entry["out"] = as_dict(load_action(held.value, key=held.key)).get("out", "")
                 self.show(entry)
         elif kind == "put" and key.startswith(b"ctl/done/"):
             sid = key[len(b"ctl/done/") :].decode()
-            record = control_record(value)
-            self._tell(
-                {"ev": "done", "id": sid, "status": record.get("status"), "error": record.get("error")}
-            )
+            try:
+                done: SubmissionDone | None = loads(SubmissionDone, value, key=self.keys.root + key)
+            except CorruptRecord:  # one that cannot be read says nothing but that it is over
+                done = None
+            status, error = (done.status, done.error) if done is not None else (None, None)
+            self._tell({"ev": "done", "id": sid, "status": status, "error": error})
             with contextlib.suppress(StoreError, TimeoutError):
                 await store.delete(self.keys.done + sid.encode(), timeout=TIMEOUT)
         elif kind == "put" and key == b"kill":

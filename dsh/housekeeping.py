@@ -12,7 +12,6 @@ listing and the take stays.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,6 +20,8 @@ from dsh.errors import DshError, UsageError
 from dsh.record import record
 from dsh.remote.base import Remote
 from dsh.runtime.session import Session, list_sessions, session_summary
+from dsh.session.keys import callback_key
+from dsh.session.records import Meta, loads
 
 #: The automatic sweep's bounds: seconds for its listing and removals (it starts
 #: no removal after them), and the most sessions it removes.
@@ -78,7 +79,7 @@ async def remove(
     meta = await store.get(keys.meta, timeout=session.timeout)
     if meta is None and untouched_since is None:
         raise UsageError(f"no session named {keys.name!r} in {store.name}")
-    listed = str(json.loads(meta.value).get("id", "0")) if meta is not None else None
+    listed = loads(Meta, meta.value, key=meta.key).id if meta is not None else None
     await _take(session, wait=wait)
     try:
         # A different id: the session was removed meanwhile and the claim made it
@@ -96,8 +97,6 @@ async def remove(
         if session.checkpoints is not None:
             await session.checkpoints.close()
             session.checkpoints = None  # nothing more is written: the keys go now
-        from dsh.serve import callback_key
-
         made, _ = await store.range(keys.callbacks, timeout=session.timeout)
         for kv in made:  # the callbacks (and their events) live outside the session's keys
             token = kv.key[len(keys.callbacks) :].decode()

@@ -17,12 +17,13 @@ hold: its head (16 KiB, 100 headers), its body, the time for each, and the
 connections open at once. `Expect: 100-continue` is answered before the body
 is read, or refused (404/409/410/413) without reading it.
 
-A callback is `/dsh/v1/cb/TOKEN` in the store ({"user", "session", "action",
-"host", "deadline"}), made by the executor that waits for it. Accepting it is
-one transaction: the callback exists, its `/event` does not, then the event
-is put. So any number of `dsh serve` instances can run against one store, and
-a callback is accepted once whichever of them gets the POST. Each instance
-says where it is reachable in `/dsh/v1/serve/ID` ({"url"}, on a lease of its
+A callback is `/dsh/v1/cb/TOKEN` in the store (a `Callback` of
+dsh.session.records: {"user", "session", "action", "host", "deadline"}), made by
+the executor that waits for it. Accepting it is one transaction: the callback
+exists, its `/event` does not, then the event is put. So any number of `dsh
+serve` instances can run against one store, and a callback is accepted once
+whichever of them gets the POST. Each instance says where it is reachable in
+`/dsh/v1/serve/ID` (a `Registration`: {"url", "pid", "host"}, on a lease of its
 own), which is where executors find the base of the URLs they hand out.
 
 The token is 32 characters of an HMAC (SHA-256) of the action under a secret
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import json  # the JSON body of an answer
 import os
 import re
 import resource
@@ -45,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 from dsh.errors import StoreError, UsageError
 from dsh.lang.durations import format_duration, parse_duration
+from dsh.session.keys import SERVERS, callback_key, event_key
+from dsh.session.records import Callback, CallbackEvent, CorruptRecord, Registration, dumps, loads
 from dsh.store.base import Compare, LeaseNotFound, Put, Store
 
 if TYPE_CHECKING:  # h11 is imported when a server runs: the executors only want the keys
@@ -102,17 +105,6 @@ class Limits:
     body_bytes: int = BODY_MAX
 
 
-def callback_key(token: str) -> bytes:
-    return f"/dsh/v1/cb/{token}".encode()
-
-
-def event_key(token: str) -> bytes:
-    return f"/dsh/v1/cb/{token}/event".encode()
-
-
-SERVERS = b"/dsh/v1/serve/"
-
-
 async def callback_base(store: Store, env: dict[str, str] | None = None) -> str | None:
     """Where callbacks are POSTed: DSH_CALLBACK_URL, else a running `dsh serve`'s URL."""
     given = (env if env is not None else os.environ).get("DSH_CALLBACK_URL")
@@ -120,8 +112,8 @@ async def callback_base(store: Store, env: dict[str, str] | None = None) -> str 
         return given.rstrip("/")
     kvs, _ = await store.range(SERVERS, timeout=STORE_TIMEOUT)
     for kv in kvs:
-        with contextlib.suppress(ValueError, KeyError):
-            return str(json.loads(kv.value)["url"]).rstrip("/")
+        with contextlib.suppress(CorruptRecord):  # one that cannot be read: the next one
+            return loads(Registration, kv.value, key=kv.key).url.rstrip("/")
     return None
 
 
@@ -132,8 +124,11 @@ async def check(store: Store, token: str) -> tuple[int, str] | None:
     held = await store.get(callback_key(token), timeout=STORE_TIMEOUT)
     if held is None:
         return 404, "no such callback"
-    deadline = json.loads(held.value).get("deadline")
-    if isinstance(deadline, int | float) and time.time() > deadline:
+    try:
+        deadline = loads(Callback, held.value, key=held.key).deadline
+    except CorruptRecord:  # damaged, or not written by dsh
+        return 404, "no such callback"
+    if deadline is not None and time.time() > deadline:
         return 410, "the wait for this callback is over"
     if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
         return 409, "this callback was used already: each is accepted once"
@@ -145,13 +140,13 @@ async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int,
     refused = await check(store, token)
     if refused is not None:
         return refused
-    record = {"body": body.decode("utf-8", "replace"), "t": time.time(), "from": peer}
+    record = CallbackEvent(body.decode("utf-8", "replace"), time.time(), peer)
     result = await store.txn(  # the callback is there, and no event yet
         [
             Compare(callback_key(token), "version", ">", 0),
             Compare(event_key(token), "version", "==", 0),
         ],
-        [Put(event_key(token), json.dumps(record).encode())],
+        [Put(event_key(token), dumps(record))],
         timeout=STORE_TIMEOUT,
     )
     if result.succeeded:
@@ -197,8 +192,7 @@ class Server:
             host = f"[{host}]" if ":" in host else host
             self.public_url = f"{'https' if self.tls else 'http'}://{host}:{port}"
         lease = await self.store.grant(REGISTRATION_TTL, timeout=STORE_TIMEOUT)
-        registration = {"url": self.public_url, "pid": os.getpid(), "host": socket.gethostname()}
-        registered = json.dumps(registration).encode()
+        registered = dumps(Registration(self.public_url, os.getpid(), socket.gethostname()))
         await self.store.put(SERVERS + self.id.encode(), registered, lease=lease.id, timeout=STORE_TIMEOUT)
         print(
             f"dsh serve: callbacks at {self.public_url}/cb/TOKEN (listening on {self.host}:{port})",

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsh.bytestext import from_bytes, stored
 from dsh.errors import StoreError
 from dsh.store.base import (
     MAX_REQUEST,
@@ -83,13 +81,18 @@ class Checkpointer:
     patience: float = STORE_PATIENCE
     #: What is left of the owner's lease (seconds): no try outlasts it.
     left: Callable[[], float] | None = None
+    #: A journal entry's bytes, from its number, its time and the entry (or the name
+    #: of its kind and its fields): the session's codec (dsh.session.records).
+    encode: Callable[[int, float, object, dict[str, Any]], bytes] | None = None
 
-    def entry(self, kind: str, **fields: Any) -> Put:
-        """A journal entry (append-only, numbered) as a Put."""
+    def entry(self, entry: object, /, **fields: Any) -> Put:
+        """A journal entry (append-only, numbered) as a Put: `entry` is the entry's
+        record, or the name of its kind with its `fields`."""
+        if self.encode is None:
+            raise TypeError("this checkpointer has no codec for journal entries")
         self.seq += 1
-        record = {"seq": self.seq, "t": round(self.clock(), 6), "kind": kind, **fields}
         key = self.journal_prefix + b"%012d" % self.seq
-        return Put(key, json.dumps(record, separators=(",", ":")).encode())
+        return Put(key, self.encode(self.seq, round(self.clock(), 6), entry, fields))
 
     def defer(self, puts: Sequence[Put]) -> None:
         """Write puts with the next transaction (or within DEFER_SECONDS)."""
@@ -232,9 +235,3 @@ def _chunks(puts: list[Put]) -> list[list[Put]]:
         chunks[-1].append(put)
         size += weight
     return [c for c in chunks if c]
-
-
-def tail(data: bytes) -> str | dict[str, str]:
-    """The last TAIL_BYTES of output for a JSON record: text, or its bytes tagged
-    when they are not UTF-8 (dsh.bytestext), so that they come back exactly."""
-    return stored(from_bytes(data[-TAIL_BYTES:]))

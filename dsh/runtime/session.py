@@ -1,35 +1,11 @@
-"""Sessions as data: the key layout of a session in the store, and its owner lease.
+"""Sessions as data: a session opened for running (its owner lease, what it left),
+what the executor tells it (SessionRecorder), what its awaits look at
+(SessionEvents), and the listing of a user's sessions.
 
-    /dsh/v1/u/USER/s/NAME/meta             {"name", "created", "machine", "id"}
-    /dsh/v1/u/USER/s/NAME/owner            {"machine", "pid", "since"}, on the owner's lease
-    /dsh/v1/u/USER/s/NAME/run/RUN          a statement: {"run", "line", "source", "args", "plan"}
-    /dsh/v1/u/USER/s/NAME/act/ACTION/HOST  intent, then result of one attempt on one host
-    /dsh/v1/u/USER/s/NAME/bind/NAME        a binding's value
-    /dsh/v1/u/USER/s/NAME/sets             result sets of the last line that ran on hosts
-    /dsh/v1/u/USER/s/NAME/j/SEQ            the journal: every state change, in order
-    /dsh/v1/u/USER/s/NAME/todo             the plan being run {"id", "plan", "args"}
-    /dsh/v1/u/USER/s/NAME/todo-next        the index of its first statement not over
-    /dsh/v1/u/USER/s/NAME/kill             `dsh kill` asks the owner to stop
-    /dsh/v1/u/USER/s/NAME/ctl/in/SEQ       a line a client submitted {"id", "text", "name", "first_line"}
-    /dsh/v1/u/USER/s/NAME/ctl/in-seq       the last SEQ given out (submissions are numbered by CAS)
-    /dsh/v1/u/USER/s/NAME/ctl/taken        the last SEQ the executor took (with the plan it became)
-    /dsh/v1/u/USER/s/NAME/ctl/cancel/ID    a client asks to cancel the submission ID
-    /dsh/v1/u/USER/s/NAME/ctl/done/ID      the status of submission ID, for a client on another machine
-    /dsh/v1/u/USER/s/NAME/ctl/viewer/ID    a client on another machine follows (on its own lease)
-    /dsh/v1/u/USER/s/NAME/ctl/handover     `dsh attach --take` asks the live owner to hand over
-    /dsh/v1/u/USER/s/NAME/sig/SIGNAL/SEQ   a signal sent (`dsh signal`), until an await takes it
-    /dsh/v1/u/USER/s/NAME/fn/FN            a function defined in the session: its source text
-    /dsh/v1/u/USER/s/NAME/secret           the session's secret: callback tokens are HMACs under it
-    /dsh/v1/u/USER/s/NAME/cb/TOKEN         the callbacks the session made (so `dsh rm` removes them)
-    /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
-    /dsh/v1/cb/TOKEN                       a callback {"user", "session", "action", "host", "deadline"}
-    /dsh/v1/cb/TOKEN/event                 its POST, written once by `dsh serve` {"body", "t", "from"}
-    /dsh/v1/serve/ID                       a running `dsh serve`: {"url"}, on its lease
-
-RUN numbers the statements a session has run; ACTION is RUN.STAGE.ATTEMPT.
-The meta's random `id` tells this session from an earlier one of the same
-name: spools on hosts are keyed by NAME.ID, so a session removed and made
-again never meets the claims of the old one.
+Where each record lives is dsh.session.keys' (its docstring has the whole
+layout); what each record is, and how it is written and read, is
+dsh.session.records'. This module moves into dsh/session/ piece by piece
+(issue 17); `Keys` stays importable from here meanwhile.
 """
 
 from __future__ import annotations
@@ -39,36 +15,64 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import os
 import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
-from dsh.bytestext import from_bytes, loaded, stored, to_bytes
+from dsh.bytestext import from_bytes
 from dsh.errors import StoreError, UsageError
-from dsh.plan import (
-    KILL_GRACE,
-    Bound,
-    For,
-    If,
-    Plan,
-    Run,
-    Statement,
-    dump_statement,
-    dumps,
-    load_statement,
-    loads,
-)
+from dsh.plan import KILL_GRACE, Bound, For, If, Plan, Run, Statement
 from dsh.record import record
 from dsh.remote.base import Identity
 from dsh.runtime.executor import Replayed, Resume
-from dsh.runtime.journal import Checkpointer, LeaseLost, tail
-from dsh.runtime.results import dump_host_result, load_host_result
+from dsh.runtime.journal import TAIL_BYTES, Checkpointer, LeaseLost
+from dsh.runtime.results import HostResult
 from dsh.runtime.values import BindRefused, HostsValue, ResultValue, StrValue, Value
+from dsh.session.keys import Keys as Keys  # re-exported: its callers import it from here, for now
+from dsh.session.keys import callback_key, event_key, sessions_prefix
+from dsh.session.records import (
+    ActAwait,
+    ActDone,
+    ActIntent,
+    ActSleep,
+    AwaitEntry,
+    BindEntry,
+    BoundHost,
+    BoundHosts,
+    BoundResults,
+    BoundText,
+    Callback,
+    CallbackEntry,
+    CallbackEvent,
+    CorruptRecord,
+    DoneEntry,
+    EndEntry,
+    Handover,
+    Journaled,
+    LineEntry,
+    Meta,
+    Owner,
+    PlanLimits,
+    ResultSets,
+    RunHead,
+    RunRecord,
+    SignalEntry,
+    SleepEntry,
+    StartEntry,
+    Todo,
+    as_dict,
+    dumps,
+    entry_bytes,
+    load_action,
+    load_binding,
+    load_entry,
+    loads,
+)
 from dsh.store.base import KV, MAX_VALUE, Compacted, Compare, Delete, LeaseNotFound, Put, Store
 
 #: The shortest bound of a store call made while the lease is in doubt (one try).
@@ -77,6 +81,7 @@ MIN_CALL = 0.05
 #: (a quarter of the TTL when that is less): a launch or kill sent later could land
 #: after the lease ran out, on work a new owner has taken up.
 ACT_MARGIN = 0.5
+R = TypeVar("R")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -97,145 +102,67 @@ def generated_name() -> str:
     return time.strftime("s%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
-@record
-class Keys:
-    user: str
-    name: str
-
-    @property
-    def root(self) -> bytes:
-        return f"/dsh/v1/u/{self.user}/s/{self.name}/".encode()
-
-    @property
-    def meta(self) -> bytes:
-        return self.root + b"meta"
-
-    @property
-    def owner(self) -> bytes:
-        return self.root + b"owner"
-
-    @property
-    def sets(self) -> bytes:
-        return self.root + b"sets"
-
-    @property
-    def journal(self) -> bytes:
-        return self.root + b"j/"
-
-    @property
-    def bindings(self) -> bytes:
-        return self.root + b"bind/"
-
-    @property
-    def kill(self) -> bytes:
-        return self.root + b"kill"
-
-    @property
-    def todo(self) -> bytes:
-        return self.root + b"todo"
-
-    @property
-    def todo_next(self) -> bytes:
-        return self.root + b"todo-next"
-
-    @property
-    def inbox(self) -> bytes:
-        return self.root + b"ctl/in/"
-
-    @property
-    def in_seq(self) -> bytes:
-        return self.root + b"ctl/in-seq"
-
-    @property
-    def taken(self) -> bytes:
-        return self.root + b"ctl/taken"
-
-    @property
-    def cancels(self) -> bytes:
-        return self.root + b"ctl/cancel/"
-
-    @property
-    def callbacks(self) -> bytes:
-        return self.root + b"cb/"
-
-    @property
-    def secret(self) -> bytes:
-        return self.root + b"secret"
-
-    @property
-    def done(self) -> bytes:
-        return self.root + b"ctl/done/"
-
-    @property
-    def viewers(self) -> bytes:
-        return self.root + b"ctl/viewer/"
-
-    @property
-    def handover(self) -> bytes:
-        return self.root + b"ctl/handover"
-
-    @property
-    def functions(self) -> bytes:
-        return self.root + b"fn/"
-
-    def signals(self, signal: str) -> bytes:
-        return self.root + f"sig/{signal}/".encode()
-
-    def user_key(self, key: str) -> bytes:
-        return to_bytes(f"/dsh/v1/u/{self.user}/keys/{key.lstrip('/')}")  # any bytes
-
-    def submission(self, seq: int) -> bytes:
-        return self.inbox + b"%08d" % seq
-
-    def run(self, run: int) -> bytes:
-        return self.root + b"run/%08d" % run
-
-    def action(self, action: str, host: str | None) -> bytes:
-        return self.root + f"act/{action}/{host or '-'}".encode()
-
-
-def control_record(raw: bytes | None) -> dict[str, Any]:
-    """A small record of the session's control keys (owner, handover, a submission) as
-    a dict; one that cannot be read (damaged, or written by someone else) as an empty
-    one: its fields are missing, and whoever reads it goes on without them."""
-    if raw is None:
-        return {}
+def readable(cls: type[R], held: KV | None) -> R | None:
+    """A control record (owner, handover, …) as `cls`, or None when there is none or
+    it cannot be read (damaged, or written by someone else): whoever reads it goes
+    on without it, and a forged record never stops a process (fault report #9)."""
+    if held is None:
+        return None
     try:
-        record = json.loads(raw)
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+        return loads(cls, held.value, key=held.key)
+    except CorruptRecord:
+        return None
 
 
 def encode_value(value: Value) -> bytes:
     if isinstance(value, StrValue):
-        data: dict[str, Any] = {"kind": "value", "text": _b64(value.text.encode("utf-8", "surrogateescape"))}
-    elif isinstance(value, HostsValue):
-        data = {"kind": "hosts", "hosts": list(value.hosts)}
-    else:  # whole: the executor refused a value over the cap before it came here
-        keep = max((max(len(r.out), len(r.err)) for r in value.results), default=0)
-        data = {"kind": "result", "hosts": [dump_host_result(r, keep) for r in value.results]}
-    return json.dumps(data, separators=(",", ":")).encode()
+        return dumps(BoundText(value.text.encode("utf-8", "surrogateescape")))
+    if isinstance(value, HostsValue):
+        return dumps(BoundHosts(value.hosts))
+    # whole: the executor refused a value over the cap before it came here
+    keep = max((max(len(r.out), len(r.err)) for r in value.results), default=0)
+    return dumps(BoundResults(tuple(_bound_host(r, keep) for r in value.results)))
 
 
-def decode_value(raw: bytes) -> Value:
-    try:
-        data = json.loads(raw)
-        if data["kind"] == "value":
-            return StrValue(base64.b64decode(data["text"]).decode("utf-8", "surrogateescape"))
-        if data["kind"] == "hosts":
-            return HostsValue(tuple(data["hosts"]))
-        return ResultValue(tuple(load_host_result(h) for h in data["hosts"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"a stored binding is corrupt ({exc})") from exc
+def _bound_host(r: HostResult, keep: int) -> BoundHost:
+    """A host result as bound, with at most `keep` bytes of stdout and of stderr."""
+    truncated = r.truncated or len(r.out) > keep or len(r.err) > keep
+    return BoundHost(
+        r.host,
+        r.outcome,
+        r.exit_status,
+        r.seconds,
+        r.attempts,
+        r.message,
+        r.out[:keep],
+        r.err[:keep],
+        truncated,
+    )
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+def decode_value(raw: bytes, *, key: bytes) -> Value:
+    """A bound value as stored at `key`; CorruptRecord if it is not one."""
+    bound = load_binding(raw, key=key)
+    if isinstance(bound, BoundText):
+        return StrValue(bound.text.decode("utf-8", "surrogateescape"))
+    if isinstance(bound, BoundHosts):
+        return HostsValue(bound.hosts)
+    return ResultValue(
+        tuple(
+            HostResult(
+                h.host,
+                h.outcome,
+                h.exit,
+                h.seconds,
+                attempts=h.attempts,
+                message=h.message,
+                out=h.out,
+                err=h.err,
+                truncated=h.truncated,
+            )
+            for h in bound.hosts
+        )
+    )
 
 
 @record
@@ -293,8 +220,8 @@ class Session:
         self._keepalive: asyncio.Task[None] | None = None
         #: Called when the lease is lost: the driver cancels what is running.
         self.on_lost: Callable[[], None] | None = None
-        #: More about the owner, for its clients (an executor process's socket).
-        self.owner_extra: dict[str, Any] = {}
+        #: An executor process's socket, for its clients (in the owner record).
+        self.socket: str | None = None
         #: Tells the user what the session's store does (unreachable, back again).
         self.say: Callable[[str], None] | None = None
         #: Handing over (`dsh attach --take`): no new action starts; those running end.
@@ -311,15 +238,13 @@ class Session:
         deadline = time.monotonic() + patience
         held = await self.store.get(self.keys.owner, timeout=self.timeout)
         if held is not None:
-            ttl = control_record(held.value).get("ttl", self.lease_ttl)
-            deadline += float(ttl) if isinstance(ttl, int | float) else self.lease_ttl
+            holder = readable(Owner, held)  # one that cannot be read: as long as ours
+            deadline += float(holder.ttl) if holder is not None else self.lease_ttl
         while True:
             if wanted is not None and not wanted():
                 raise UsageError(f"no longer waiting to take session {self.keys.name!r} over")
-            asked = await self.store.get(self.keys.handover, timeout=self.timeout)
-            to = control_record(asked.value).get("machine") if asked is not None else self.machine
-            if not isinstance(to, str):  # a request that cannot be read asks nothing
-                to = self.machine
+            asked = readable(Handover, await self.store.get(self.keys.handover, timeout=self.timeout))
+            to = asked.machine if asked is not None else self.machine  # one that cannot be read asks nothing
             owner = await self.store.get(self.keys.owner, timeout=self.timeout)
             if owner is None and to == self.machine:  # only then: a waiting executor writes nothing
                 with contextlib.suppress(UsageError):  # another was quicker: wait for it to go
@@ -375,27 +300,24 @@ class Session:
         UsageError saying who, and `busy`, what the user can do about it)."""
         asked = time.monotonic()
         lease = await self.store.grant(self.lease_ttl, timeout=self.timeout)
-        owner = json.dumps(
-            {
-                "machine": self.machine,
-                "pid": os.getpid(),
-                "since": time.time(),
-                "ttl": lease.ttl,  # what the store granted (etcd raises short TTLs)
-                **self.owner_extra,
-            }
-        ).encode()
+        owner = Owner(
+            self.machine,
+            os.getpid(),
+            time.time(),
+            lease.ttl,  # what the store granted (etcd raises short TTLs)
+            self.socket,
+        )
         result = await self.store.txn(
             [Compare(self.keys.owner, "version", "==", 0)],
-            [Put(self.keys.owner, owner, lease.id)],
+            [Put(self.keys.owner, dumps(owner), lease.id)],
             timeout=self.timeout,
         )
         if not result.succeeded:
             await self.store.revoke(lease.id, timeout=self.timeout)
-            held = await self.store.get(self.keys.owner, timeout=self.timeout)
-            who = control_record(held.value if held else None)
+            who = readable(Owner, await self.store.get(self.keys.owner, timeout=self.timeout))
             raise UsageError(
-                f"session {self.keys.name!r} is running on {who.get('machine', '?')} "
-                f"(pid {who.get('pid', '?')}){f'; {busy}' if busy else ''}"
+                f"session {self.keys.name!r} is running on {who.machine if who else '?'} "
+                f"(pid {who.pid if who else '?'}){f'; {busy}' if busy else ''}"
             )
         self.lease_ttl = lease.ttl
         self.renewed = asked
@@ -403,19 +325,13 @@ class Session:
         held_meta = await self.store.get(self.keys.meta, timeout=self.timeout)
         if held_meta is None:
             self.id = os.urandom(6).hex()
-            meta = {
-                "name": self.keys.name,
-                "created": time.time(),
-                "machine": self.machine,
-                "id": self.id,
-                "named": self.named,
-            }
-            await self.store.put(self.keys.meta, json.dumps(meta).encode(), timeout=self.timeout)
+            meta = Meta(self.keys.name, time.time(), self.machine, self.id, self.named)
+            await self.store.put(self.keys.meta, dumps(meta), timeout=self.timeout)
         else:
-            self.id = str(json.loads(held_meta.value).get("id", "0"))
+            self.id = loads(Meta, held_meta.value, key=held_meta.key).id
         fence = Compare(self.keys.owner, "create", "==", result.revision)
         last_entry = await self.store.last(self.keys.journal, timeout=self.timeout)
-        last_run = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
+        last_run = await self.store.last(self.keys.runs, timeout=self.timeout)
         self.runs = int(last_run.key.rsplit(b"/", 1)[1]) if last_run else 0
         self.checkpoints = Checkpointer(
             self.store,
@@ -425,6 +341,7 @@ class Session:
             self._timeout,
             crash_after=self.crash_after,
             left=self.lease_left,
+            encode=entry_bytes,
         )
         self.checkpoints.seq = int(last_entry.key.rsplit(b"/", 1)[1]) if last_entry else 0
         self.checkpoints.say = self.say
@@ -516,10 +433,12 @@ class Session:
     async def load(self) -> tuple[dict[str, Value], dict[str, tuple[str, ...]]]:
         """The bindings and result sets left by earlier runs of this session."""
         kvs, _ = await self.store.range(self.keys.bindings, timeout=self.timeout)
-        bindings = {kv.key[len(self.keys.bindings) :].decode(): decode_value(kv.value) for kv in kvs}
-        sets_kv = await self.store.get(self.keys.sets, timeout=self.timeout)
-        sets = {k: tuple(v) for k, v in json.loads(sets_kv.value).items()} if sets_kv else {}
-        return bindings, sets
+        bindings = {
+            kv.key[len(self.keys.bindings) :].decode(): decode_value(kv.value, key=kv.key) for kv in kvs
+        }
+        held = await self.store.get(self.keys.sets, timeout=self.timeout)
+        sets = loads(ResultSets, held.value, key=held.key).sets if held else {}
+        return bindings, dict(sets)
 
     async def function_sources(self) -> dict[str, str]:
         """The source text of each function the session defined, by name."""
@@ -558,37 +477,23 @@ class Session:
 
     async def last_run(self) -> LastRun | None:
         """The last statement run in this session; None if nothing ran yet."""
-        last = await self.store.last(self.keys.root + b"run/", timeout=self.timeout)
+        last = await self.store.last(self.keys.runs, timeout=self.timeout)
         if last is None:
             return None
-        record = json.loads(last.value)
-        run = int(record["run"])
+        record = loads(RunRecord, last.value, key=last.key)
+        run = record.run
         done = False
         ok = True
-        for entry in reversed(await read_journal(self.store, self.keys, timeout=self.timeout)):
-            if entry.get("kind") == "done" and entry.get("run") == run:
-                done, ok = True, bool(entry.get("ok"))
+        for journaled in reversed(await journal(self.store, self.keys, timeout=self.timeout)):
+            entry = journaled.entry
+            if isinstance(entry, DoneEntry) and entry.run == run:
+                done, ok = True, entry.ok
                 break
-            if entry.get("kind") == "line" and entry.get("run") == run:
+            if isinstance(entry, LineEntry) and entry.run == run:
                 break
-        stmt = load_statement(record["plan"])
-        limits = record.get("limits", {})
-        plan = Plan(
-            str(limits.get("name", "<resumed>")),
-            (stmt,),
-            Bound(None, None, 0.0),
-            int(limits.get("step_budget", 10000)),
-            int(limits.get("fanout", 256)),
-        )
-        return LastRun(
-            plan,
-            run,
-            tuple(loaded(a) for a in record.get("args", ())),
-            int(record.get("index", 0)),
-            done,
-            ok,
-            str(record.get("plan_id", "")),
-        )
+        limits = record.limits
+        plan = Plan(limits.name, (record.plan,), Bound(None, None, 0.0), limits.step_budget, limits.fanout)
+        return LastRun(plan, run, record.args, record.index, done, ok, record.plan_id)
 
     async def left(self) -> tuple[Plan, int, tuple[str, ...], str] | None:
         """The plan a previous owner was running and the index of its first statement
@@ -597,28 +502,28 @@ class Session:
         held = await self.store.get(self.keys.todo, timeout=self.timeout)
         if held is None:
             return None
-        record = json.loads(held.value)
-        plan = loads(json.dumps(record["plan"]))
+        todo = loads(Todo, held.value, key=held.key)
         done = await self.store.get(self.keys.todo_next, timeout=self.timeout)
         index = int(done.value) if done is not None else 0
-        if index >= len(plan.statements):
+        if index >= len(todo.plan.statements):
             return None
-        return plan, index, tuple(loaded(a) for a in record.get("args", ())), str(record.get("id", ""))
+        return todo.plan, index, todo.args, todo.id
 
     async def replay(self, plan_id: str, index: int) -> dict[str, Replayed]:
         """What the statements of a compound statement (index `index` of plan
         `plan_id`) did before a takeover, by path: the one that did not end comes
         with its actions' records, to be taken up."""
-        kvs, _ = await self.store.range(self.keys.root + b"run/", timeout=self.timeout)
+        kvs, _ = await self.store.range(self.keys.runs, timeout=self.timeout)
         runs: dict[int, str] = {}
         for kv in kvs:
-            record = json.loads(kv.value)
-            if record.get("plan_id") == plan_id and int(record.get("index", -1)) == index:
-                runs[int(record["run"])] = str(record.get("path", ""))
+            head = loads(RunHead, kv.value, key=kv.key)
+            if head.plan_id == plan_id and head.index == index:
+                runs[head.run] = head.path
         ended: dict[int, bool] = {}
-        for entry in await read_journal(self.store, self.keys, timeout=self.timeout):
-            if entry.get("kind") == "done" and int(entry.get("run", 0)) in runs:
-                ended[int(entry["run"])] = bool(entry.get("ok"))
+        for journaled in await journal(self.store, self.keys, timeout=self.timeout):
+            entry = journaled.entry
+            if isinstance(entry, DoneEntry) and entry.run in runs:
+                ended[entry.run] = entry.ok
         table: dict[str, Replayed] = {}
         for run, path in runs.items():
             done = run in ended
@@ -626,12 +531,13 @@ class Session:
         return table
 
     async def resume(self, run: int) -> Resume:
-        """The records of the actions of `run`: what a resume takes up."""
-        kvs, _ = await self.store.range(self.keys.root + f"act/{run}.".encode(), timeout=self.timeout)
+        """The records of the actions of `run`: what a resume takes up (as their JSON
+        objects, which the executor reads)."""
+        kvs, _ = await self.store.range(self.keys.actions_of(run), timeout=self.timeout)
         actions: dict[tuple[str, str | None], dict[str, Any]] = {}
         for kv in kvs:
-            record = json.loads(kv.value)
-            actions[(record["action"], record.get("host"))] = record
+            record = load_action(kv.value, key=kv.key)
+            actions[(record.action, record.host)] = as_dict(record)
         return Resume(run, actions)
 
     def next_run(self) -> int:
@@ -661,7 +567,7 @@ async def work_left(store: Store, keys: Keys, *, timeout: float) -> bool:
     held = await store.get(keys.todo, timeout=timeout)
     if held is None:
         return False
-    count = len(json.loads(held.value).get("plan", {}).get("statements", ()))
+    count = len(loads(Todo, held.value, key=held.key).plan.statements)
     done = await store.get(keys.todo_next, timeout=timeout)
     return (int(done.value) if done is not None else 0) < count
 
@@ -685,7 +591,7 @@ class SessionEvents:
 
     async def new_callback(self, action: str, host: str | None) -> tuple[str, bool]:
         from dsh.runtime.events import NO_SERVER, CallbackError
-        from dsh.serve import callback_base, callback_key
+        from dsh.serve import callback_base
 
         session = self.session
         base = await callback_base(session.store)
@@ -694,13 +600,13 @@ class SessionEvents:
         secret = await self._callback_secret()
         mac = hmac.new(secret, f"{session.id}/{action}/{host or ''}".encode(), hashlib.sha256).digest()
         token = base64.urlsafe_b64encode(mac).decode().rstrip("=")[:32]
-        record = {"user": session.keys.user, "session": session.keys.name, "action": action, "host": host}
+        record = Callback(session.keys.user, session.keys.name, action, host)
         cp = session.checkpointer()
         made = await session.store.txn(
             [cp.fence, Compare(callback_key(token), "version", "==", 0)],
             # With the session's index of its callbacks, so that `dsh rm` removes them.
             [
-                Put(callback_key(token), json.dumps(record).encode()),
+                Put(callback_key(token), dumps(record)),
                 Put(session.keys.callbacks + token.encode(), b""),
             ],
             timeout=session.timeout,
@@ -714,21 +620,19 @@ class SessionEvents:
         return f"{base}/cb/{token}", made.succeeded
 
     async def callback(self, url: str, deadline: float | None) -> str | None:
-        from dsh.serve import callback_key, event_key
-
         store, timeout = self.session.store, self.session.timeout
         token = url.rstrip("/").rsplit("/cb/", 1)[-1]
         if deadline is not None:  # a POST after the wait is over is refused (410)
             held = await store.get(callback_key(token), timeout=timeout)
             if held is not None:
-                record = {**json.loads(held.value), "deadline": round(deadline, 3)}
+                record = replace(loads(Callback, held.value, key=held.key), deadline=round(deadline, 3))
                 await store.txn(
                     [Compare(callback_key(token), "mod", "==", held.mod_revision)],
-                    [Put(callback_key(token), json.dumps(record).encode())],
+                    [Put(callback_key(token), dumps(record))],
                     timeout=timeout,
                 )
         event = await store.get(event_key(token), timeout=timeout)
-        return str(json.loads(event.value).get("body", "")) if event is not None else None
+        return loads(CallbackEvent, event.value, key=event.key).body if event is not None else None
 
     async def key(self, key: str) -> str | None:
         held = await self.session.store.get(self.session.keys.user_key(key), timeout=self.session.timeout)
@@ -743,12 +647,11 @@ class SessionEvents:
         value = from_bytes(oldest.value)
         cp = session.checkpointer()
         await cp.flush()  # the journal stays in order
-        record: dict[str, Any] = {"state": "done", "action": action, "host": host, "outcome": "ok"}
-        record.update(exit=0, seconds=0.0, message="", out=stored(value), err="")
+        record = ActDone(action, host, "ok", 0, 0.0, "", value, "")  # no machine: taken for every host
         ops: list[Put | Delete] = [
             Delete(oldest.key),
-            Put(keys.action(action, host), json.dumps(record).encode()),
-            cp.entry("signal", action=action, name=name, value=stored(value)),
+            Put(keys.action(action, host), dumps(record)),
+            cp.entry(SignalEntry(action, name, value)),
         ]
         result = await session.store.txn(
             [cp.fence, Compare(oldest.key, "mod", "==", oldest.mod_revision)], ops, timeout=session.timeout
@@ -767,7 +670,7 @@ async def list_sessions(store: Store, user: str, *, timeout: float) -> list[dict
     unfinished: a run started and not done, nobody owns it; idle), owner, the
     last line run, when it was made, and when it was last touched (its last
     journal entry, else its creation; seconds since the epoch). Newest first."""
-    prefix = f"/dsh/v1/u/{user}/s/".encode()
+    prefix = sessions_prefix(user)
     kvs, _ = await store.range(prefix, timeout=timeout)
     return sorted(_summaries(prefix, kvs), key=lambda e: -float(e["created"]))
 
@@ -795,19 +698,27 @@ def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
         entry.setdefault("_done", 0)
         # A record that cannot be read (damaged, or written by someone else) counts as
         # empty: the listing goes on without its fields.
-        record = control_record(kv.value) if not rest.startswith("bind/") else {}
         if rest == "meta":
-            entry["created"] = _number(record.get("created"))
-            entry["named"] = bool(record.get("named", True))
+            meta = readable(Meta, kv)
+            entry["created"] = meta.created if meta is not None else 0.0
+            entry["named"] = meta.named if meta is not None else True
         elif rest == "owner":
-            entry.update(state="running", owner_machine=record.get("machine"), owner_pid=record.get("pid"))
+            owner = readable(Owner, kv)
+            entry.update(
+                state="running",
+                owner_machine=owner.machine if owner is not None else None,
+                owner_pid=owner.pid if owner is not None else None,
+            )
         elif rest.startswith("run/"):
-            entry["_run"] = int(_number(record.get("run")))
-            entry["last_line"] = record.get("source")
+            head = readable(RunHead, kv)
+            entry["_run"] = head.run if head is not None else 0
+            entry["last_line"] = head.source if head is not None else None
         elif rest.startswith("j/"):
-            if record.get("kind") == "done":
-                entry["_done"] = max(entry["_done"], int(_number(record.get("run"))))
-            entry["_touched"] = max(entry.get("_touched", 0.0), _number(record.get("t")))
+            journaled = readable(Journaled, kv)
+            if journaled is not None:
+                if isinstance(journaled.entry, DoneEntry):
+                    entry["_done"] = max(entry["_done"], journaled.entry.run)
+                entry["_touched"] = max(entry.get("_touched", 0.0), journaled.t)
     out = []
     for entry in found.values():
         if entry["state"] != "running" and entry.pop("_run") > entry.pop("_done"):
@@ -819,9 +730,15 @@ def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
     return out
 
 
-async def read_journal(store: Store, keys: Keys, *, timeout: float) -> list[dict[str, Any]]:
+async def journal(store: Store, keys: Keys, *, timeout: float) -> list[Journaled]:
+    """The session's journal, in order; CorruptRecord at an entry that cannot be read."""
     kvs, _ = await store.range(keys.journal, timeout=timeout)
-    return [json.loads(kv.value) for kv in kvs]
+    return [load_entry(kv.value, key=kv.key) for kv in kvs]
+
+
+async def read_journal(store: Store, keys: Keys, *, timeout: float) -> list[dict[str, Any]]:
+    """The session's journal as its entries' JSON objects (`dsh log`, the timeline)."""
+    return [as_dict(e) for e in await journal(store, keys, timeout=timeout)]
 
 
 def in_flight(entries: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
@@ -847,41 +764,14 @@ PLAN_ROOM = 1024
 MAX_PLAN = MAX_VALUE - PLAN_ROOM
 
 
-def statement_json(stmt: Statement) -> str:
-    """A compiled statement as the JSON text its run records hold."""
-    return json.dumps(dump_statement(stmt), separators=(",", ":"))
-
-
 def run_record(
-    run: int,
-    stmt: Statement,
-    stmt_json: str,
-    args: Sequence[str],
-    plan: Plan,
-    index: int,
-    path: str,
-    plan_id: str,
-) -> bytes:
-    """The `run/RUN` record of a statement about to run (its compiled form as
-    `stmt_json`, its index in the plan and path inside a compound statement, the
-    script's arguments and the plan's limits, which a resume needs)."""
-    record: dict[str, Any] = {"run": run, "line": stmt.line, "source": stmt.source, "args": _args(args)}
-    record["index"] = index
-    record["path"] = path
-    record["plan_id"] = plan_id
-    record["limits"] = {"step_budget": plan.step_budget, "fanout": plan.fanout, "name": plan.source_name}
-    head = json.dumps(record, separators=(",", ":"))
-    return f'{head[:-1]},"plan":{stmt_json}}}'.encode()  # the statement's text spliced in
-
-
-def todo_record(plan_id: str, plan: Plan, args: Sequence[str]) -> bytes:
-    """The `todo` record of a plan about to run: {"id", "plan", "args"}."""
-    return f'{{"id":{json.dumps(plan_id)},"plan":{dumps(plan)},"args":{json.dumps(_args(args))}}}'.encode()
-
-
-def _args(args: Sequence[str]) -> list[str | dict[str, str]]:
-    """A script's arguments for a record: any bytes, tagged where not UTF-8."""
-    return [stored(a) for a in args]
+    run: int, stmt: Statement, args: Sequence[str], plan: Plan, index: int, path: str, plan_id: str
+) -> RunRecord:
+    """The `run/RUN` record of a statement about to run (its index in the plan and
+    path inside a compound statement, the script's arguments and the plan's limits,
+    which a resume needs)."""
+    limits = PlanLimits(plan.step_budget, plan.fanout, plan.source_name)
+    return RunRecord(run, stmt.line, stmt.source, tuple(args), stmt, index, path, plan_id, limits)
 
 
 def stored_size(plan: Plan, args: Sequence[str]) -> tuple[int, Statement | None]:
@@ -890,13 +780,13 @@ def stored_size(plan: Plan, args: Sequence[str]) -> tuple[int, Statement | None]
     statement, those inside an `if` or a `for` too, has a run record of its own,
     which holds its source and its compiled form again."""
     plan_id = "0" * 2 * PLAN_ID_BYTES
-    largest, which = len(todo_record(plan_id, plan, args)), None
+    largest, which = len(dumps(Todo(plan_id, plan, tuple(args)))), None
     if largest > MAX_PLAN:
         return largest, which
     todo: list[Statement] = list(plan.statements)
     while todo:
         stmt = todo.pop()
-        size = len(run_record(0, stmt, statement_json(stmt), args, plan, 0, "", plan_id))
+        size = len(dumps(run_record(0, stmt, args, plan, 0, "", plan_id)))
         if size > largest:
             largest, which = size, stmt
         if isinstance(stmt, If):
@@ -913,30 +803,14 @@ class SessionRecorder:
         self.session = session
         self.keys = session.keys
         self.plan_id = ""  # of the plan running (see plan_started)
-        #: Statements as stored JSON text, by id (the statement is kept: its id stays its
-        #: own). A loop runs one statement many times; each is encoded once.
-        self._encoded: dict[int, tuple[Statement, str]] = {}
-
-    def _statement_json(self, stmt: Statement) -> str:
-        held = self._encoded.get(id(stmt))
-        if held is None or held[0] is not stmt:
-            if len(self._encoded) > 1000:
-                self._encoded.clear()
-            held = self._encoded[id(stmt)] = (stmt, statement_json(stmt))
-        return held[1]
 
     async def line_started(
         self, stmt: Statement, args: Sequence[str], plan: Plan, index: int, path: str = ""
     ) -> int:
         run = self.session.next_run()
         cp = self.session.checkpointer()
-        text = run_record(run, stmt, self._statement_json(stmt), args, plan, index, path, self.plan_id)
-        cp.defer(
-            [
-                Put(self.keys.run(run), text),
-                cp.entry("line", run=run, line=stmt.line, source=stmt.source),
-            ]
-        )
+        record = run_record(run, stmt, args, plan, index, path, self.plan_id)
+        cp.defer([Put(self.keys.run(run), dumps(record)), cp.entry(LineEntry(run, stmt.line, stmt.source))])
         return run
 
     async def intent(
@@ -947,21 +821,12 @@ class SessionRecorder:
             await asyncio.Future()  # until the work is stopped
         session.in_flight[(action, host)] = time.monotonic() + timeout + KILL_GRACE + 5.0
         cp = session.checkpointer()
-        record: dict[str, object] = {
-            "state": "intent",
-            "action": action,
-            "host": host,
-            "command": stored(command),
-            "timeout": timeout,
-            "machine": self.session.machine,
-            "at": round(time.time(), 3),
-        }
-        if where is not None:  # who the host is for this owner: a later one checks it
-            record["where"] = where.as_dict()
+        # `where`: who the host is for this owner (a later one checks it)
+        record = ActIntent(action, host, command, timeout, session.machine, round(time.time(), 3), where)
         await cp.write(
             [
-                Put(self.keys.action(action, host), json.dumps(record).encode()),
-                cp.entry("start", action=action, host=host, command=stored(command), timeout=timeout),
+                Put(self.keys.action(action, host), dumps(record)),
+                cp.entry(StartEntry(action, host, command, timeout)),
             ]
         )
         if session.draining:  # asked meanwhile: not launched; the next owner starts it (no claim)
@@ -986,53 +851,40 @@ class SessionRecorder:
         err: bytes,
     ) -> None:
         cp = self.session.checkpointer()
-        fields = {
-            "action": action,
-            "host": host,
-            "outcome": outcome,
-            "exit": exit_status,
-            "seconds": round(seconds, 6),
-            "message": message,
-        }
-        record = {
-            "state": "done",
-            **fields,
-            "out": tail(out),
-            "err": tail(err),
-            "machine": self.session.machine,
-        }
+        seconds = round(seconds, 6)
+        out_tail, err_tail = from_bytes(out[-TAIL_BYTES:]), from_bytes(err[-TAIL_BYTES:])
+        record = ActDone(
+            action, host, outcome, exit_status, seconds, message, out_tail, err_tail, self.session.machine
+        )
         self.session.in_flight.pop((action, host), None)
         cp.defer(
-            [Put(self.keys.action(action, host), json.dumps(record).encode()), cp.entry("end", **fields)]
+            [
+                Put(self.keys.action(action, host), dumps(record)),
+                cp.entry(EndEntry(action, host, outcome, exit_status, seconds, message)),
+            ]
         )
 
     async def awaiting(self, action: str, host: str | None, what: str, deadline: float) -> None:
         cp = self.session.checkpointer()
-        record = {
-            "state": "await",
-            "action": action,
-            "host": host,
-            "what": stored(what),
-            "deadline": round(deadline, 6),
-        }
+        deadline = round(deadline, 6)
         await cp.write(
             [
-                Put(self.keys.action(action, host), json.dumps(record).encode()),
-                cp.entry("await", action=action, host=host, what=stored(what), deadline=round(deadline, 6)),
+                Put(self.keys.action(action, host), dumps(ActAwait(action, host, what, deadline))),
+                cp.entry(AwaitEntry(action, host, what, deadline)),
             ]
         )
 
     async def callback(self, action: str, host: str | None, url: str) -> None:
         cp = self.session.checkpointer()
-        await cp.write([cp.entry("callback", action=action, host=host, url=url)])
+        await cp.write([cp.entry(CallbackEntry(action, host, url))])
 
     async def sleep(self, action: str, host: str | None, seconds: float, deadline: float) -> None:
         cp = self.session.checkpointer()
-        record = {"state": "sleep", "action": action, "host": host, "deadline": round(deadline, 6)}
+        deadline = round(deadline, 6)
         await cp.write(
             [
-                Put(self.keys.action(action, host), json.dumps(record).encode()),
-                cp.entry("sleep", action=action, host=host, seconds=seconds, deadline=round(deadline, 6)),
+                Put(self.keys.action(action, host), dumps(ActSleep(action, host, deadline))),
+                cp.entry(SleepEntry(action, host, seconds, deadline)),
             ]
         )
 
@@ -1045,12 +897,7 @@ class SessionRecorder:
                 f"{name}: {len(encoded)} bytes once stored, over what the store takes in one value "
                 f"({MAX_VALUE}); nothing is bound"
             )
-        cp.defer(
-            [
-                Put(key, encoded),
-                cp.entry("bind", run=run, name=name),
-            ]
-        )
+        cp.defer([Put(key, encoded), cp.entry(BindEntry(run, name))])
 
     async def plan_started(self, plan: Plan, args: Sequence[str], taken: int | None = None) -> None:
         """The plan about to run (kept for a resume); `taken`: the submission it came
@@ -1058,7 +905,8 @@ class SessionRecorder:
         either in the inbox or kept to resume, never both, never neither)."""
         cp = self.session.checkpointer()
         self.plan_id = os.urandom(PLAN_ID_BYTES).hex()
-        puts = [Put(self.keys.todo, todo_record(self.plan_id, plan, args)), Put(self.keys.todo_next, b"0")]
+        todo = Todo(self.plan_id, plan, tuple(args))
+        puts = [Put(self.keys.todo, dumps(todo)), Put(self.keys.todo_next, b"0")]
         if taken is not None:
             puts.append(Put(self.keys.taken, str(taken).encode()))
         cp.defer(puts)
@@ -1070,7 +918,7 @@ class SessionRecorder:
         self, run: int, ok: bool, seconds: float, sets: dict[str, tuple[str, ...]] | None
     ) -> None:
         cp = self.session.checkpointer()
-        puts = [cp.entry("done", run=run, ok=ok, seconds=round(seconds, 6))]
+        puts = [cp.entry(DoneEntry(run, ok, round(seconds, 6)))]
         if sets is not None:
-            puts.append(Put(self.keys.sets, json.dumps(sets).encode()))
+            puts.append(Put(self.keys.sets, dumps(ResultSets(sets))))
         cp.defer(puts)

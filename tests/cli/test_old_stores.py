@@ -42,8 +42,8 @@ def test_an_old_store_lists_its_sessions_and_reads_their_journals(run_dsh, old_s
     r = run_dsh(["ls", "--all", "--json"], env_extra=old_store)
     assert r.returncode == 0, r.stderr
     names = {e["name"]: e for e in map(json.loads, r.stdout.splitlines())}
-    assert set(names) == {"done1", "left1"}
-    assert names["left1"]["state"] == "unfinished"  # its owner's lease is over
+    assert set(names) == {"done1", "left1", "left2"}
+    assert names["left1"]["state"] == names["left2"]["state"] == "unfinished"  # their owners' leases are over
     log = run_dsh(["log", "done1"], env_extra=old_store)
     assert log.returncode == 0, log.stderr
     for seen in ("bind  x", "signal go taken by", "await", "sleep", "done run"):
@@ -63,7 +63,7 @@ def test_an_old_store_keeps_its_bindings_functions_and_keys(run_dsh, old_store) 
 def test_an_old_store_resumes_the_run_a_crash_left(run_dsh, old_store) -> None:  # type: ignore[no-untyped-def]
     r = run_dsh(["attach", "left1"], env_extra=old_store, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "after 7" in r.stdout  # the rest of the script ran, with the binding made before
+    assert "after 7" in r.stdout  # the durable sleep is over; the rest ran, with the binding made before
     again = run_dsh(["ls", "--json"], env_extra=old_store)
     states = {e["name"]: e["state"] for e in map(json.loads, again.stdout.splitlines())}
     assert states["left1"] == "idle"

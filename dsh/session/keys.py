@@ -1,0 +1,173 @@
+"""The key layout: where every record dsh keeps in the store lives.
+
+    /dsh/v1/u/USER/s/NAME/meta             the session's Meta
+    /dsh/v1/u/USER/s/NAME/owner            its Owner, on the owner's lease
+    /dsh/v1/u/USER/s/NAME/run/RUN          a statement run (RunRecord)
+    /dsh/v1/u/USER/s/NAME/act/ACTION/HOST  an Intent, then a Done, of one attempt on one host
+                                           (or a Sleep, an Await)
+    /dsh/v1/u/USER/s/NAME/bind/NAME        a binding's value (BoundText, BoundHosts, BoundResults)
+    /dsh/v1/u/USER/s/NAME/sets             result sets of the last line that ran on hosts (ResultSets)
+    /dsh/v1/u/USER/s/NAME/j/SEQ            the journal: every state change, in order (Entry)
+    /dsh/v1/u/USER/s/NAME/todo             the plan being run (Todo)
+    /dsh/v1/u/USER/s/NAME/todo-next        the index of its first statement not over (digits)
+    /dsh/v1/u/USER/s/NAME/kill             `dsh kill` asks the owner to stop (KillRequest)
+    /dsh/v1/u/USER/s/NAME/ctl/in/SEQ       a line a client submitted (Submission)
+    /dsh/v1/u/USER/s/NAME/ctl/in-seq       the last SEQ given out (submissions are numbered by CAS)
+    /dsh/v1/u/USER/s/NAME/ctl/taken        the last SEQ the executor took (with the plan it became)
+    /dsh/v1/u/USER/s/NAME/ctl/cancel/ID    a client asks to cancel the submission ID (empty)
+    /dsh/v1/u/USER/s/NAME/ctl/done/ID      the status of submission ID, for a client on another
+                                           machine (SubmissionDone)
+    /dsh/v1/u/USER/s/NAME/ctl/viewer/ID    a client on another machine follows (Viewer, on its lease)
+    /dsh/v1/u/USER/s/NAME/ctl/handover     `dsh attach --take` asks the live owner to hand over
+                                           (Handover)
+    /dsh/v1/u/USER/s/NAME/sig/SIGNAL/SEQ   a signal sent (`dsh signal`), until an await takes it
+    /dsh/v1/u/USER/s/NAME/fn/FN            a function defined in the session: its source text
+    /dsh/v1/u/USER/s/NAME/secret           the session's secret: callback tokens are HMACs under it
+    /dsh/v1/u/USER/s/NAME/cb/TOKEN         the callbacks the session made (so `dsh rm` removes them)
+    /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
+    /dsh/v1/cb/TOKEN                       a callback (Callback)
+    /dsh/v1/cb/TOKEN/event                 its POST, written once by `dsh serve` (CallbackEvent)
+    /dsh/v1/serve/ID                       a running `dsh serve` (Registration), on its lease
+
+The records are dsh.session.records'. RUN numbers the statements a session has
+run; ACTION is RUN.STAGE.ATTEMPT. The meta's random `id` tells this session from
+an earlier one of the same name: spools on hosts are keyed by NAME.ID, so a
+session removed and made again never meets the claims of the old one.
+"""
+
+from __future__ import annotations
+
+from dsh.bytestext import to_bytes
+from dsh.record import record
+
+#: Every key of dsh's starts here (after a store's own prefix, for etcd).
+KEY_ROOT = b"/dsh/v1/"
+#: Where every running `dsh serve` says where it is reachable.
+SERVERS = KEY_ROOT + b"serve/"
+
+
+def sessions_prefix(user: str) -> bytes:
+    """The prefix of every key of every session of `user`."""
+    return KEY_ROOT + f"u/{user}/s/".encode()
+
+
+def user_key(user: str, key: str) -> bytes:
+    """Where `key` of `user`'s keys lives (`dsh key put`, `await key`): any bytes."""
+    return KEY_ROOT + to_bytes(f"u/{user}/keys/{key.lstrip('/')}")
+
+
+def callback_key(token: str) -> bytes:
+    """A callback, found by its token alone (`dsh serve` knows no user)."""
+    return KEY_ROOT + f"cb/{token}".encode()
+
+
+def event_key(token: str) -> bytes:
+    """The POST a callback received."""
+    return KEY_ROOT + f"cb/{token}/event".encode()
+
+
+@record
+class Keys:
+    """The keys of one session of one user."""
+
+    user: str
+    name: str
+
+    @property
+    def root(self) -> bytes:
+        return sessions_prefix(self.user) + f"{self.name}/".encode()
+
+    @property
+    def meta(self) -> bytes:
+        return self.root + b"meta"
+
+    @property
+    def owner(self) -> bytes:
+        return self.root + b"owner"
+
+    @property
+    def sets(self) -> bytes:
+        return self.root + b"sets"
+
+    @property
+    def journal(self) -> bytes:
+        return self.root + b"j/"
+
+    @property
+    def runs(self) -> bytes:
+        return self.root + b"run/"
+
+    @property
+    def bindings(self) -> bytes:
+        return self.root + b"bind/"
+
+    @property
+    def kill(self) -> bytes:
+        return self.root + b"kill"
+
+    @property
+    def todo(self) -> bytes:
+        return self.root + b"todo"
+
+    @property
+    def todo_next(self) -> bytes:
+        return self.root + b"todo-next"
+
+    @property
+    def inbox(self) -> bytes:
+        return self.root + b"ctl/in/"
+
+    @property
+    def in_seq(self) -> bytes:
+        return self.root + b"ctl/in-seq"
+
+    @property
+    def taken(self) -> bytes:
+        return self.root + b"ctl/taken"
+
+    @property
+    def cancels(self) -> bytes:
+        return self.root + b"ctl/cancel/"
+
+    @property
+    def callbacks(self) -> bytes:
+        return self.root + b"cb/"
+
+    @property
+    def secret(self) -> bytes:
+        return self.root + b"secret"
+
+    @property
+    def done(self) -> bytes:
+        return self.root + b"ctl/done/"
+
+    @property
+    def viewers(self) -> bytes:
+        return self.root + b"ctl/viewer/"
+
+    @property
+    def handover(self) -> bytes:
+        return self.root + b"ctl/handover"
+
+    @property
+    def functions(self) -> bytes:
+        return self.root + b"fn/"
+
+    def signals(self, signal: str) -> bytes:
+        return self.root + f"sig/{signal}/".encode()
+
+    def user_key(self, key: str) -> bytes:
+        return user_key(self.user, key)
+
+    def submission(self, seq: int) -> bytes:
+        return self.inbox + b"%08d" % seq
+
+    def run(self, run: int) -> bytes:
+        return self.runs + b"%08d" % run
+
+    def action(self, action: str, host: str | None) -> bytes:
+        return self.root + f"act/{action}/{host or '-'}".encode()
+
+    def actions_of(self, run: int) -> bytes:
+        """The prefix of the action records of run `run`."""
+        return self.root + f"act/{run}.".encode()
