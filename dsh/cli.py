@@ -1189,7 +1189,8 @@ def _log_output(settings: Settings, action: str, host: str) -> int:
             meta = await session.store.get(session.keys.meta, timeout=STORE_TIMEOUT)
             if meta is None:
                 raise UsageError(f"no session named {session.keys.name!r}")
-            from dsh.session.records import Meta, loads
+            from dsh.session.codec import loads
+            from dsh.session.records import Meta
 
             spool_name = f"{session.keys.name}.{loads(Meta, meta.value, key=meta.key).id}"
             local = host in ("-", LOCAL_ALIAS)

@@ -42,7 +42,8 @@ from dsh.localsocket import dial
 from dsh.runtime.session import Keys, decode_value, read_journal
 from dsh.runtime.values import Value
 from dsh.runtime.wire import Event, Replay
-from dsh.session.records import ActDone, CorruptRecord, Handover, Owner, Submission, dumps, load_action, loads
+from dsh.session.codec import dumps, load_action, loads
+from dsh.session.records import ActDone, CorruptRecord, Handover, Owner, Submission
 from dsh.store.base import Compare, Put, Store
 
 T = TypeVar("T")

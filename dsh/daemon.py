@@ -42,15 +42,8 @@ from dsh.runtime.journal import LeaseLost
 from dsh.runtime.results import HostResult, LineResult
 from dsh.runtime.session import Session, readable
 from dsh.runtime.wire import Event, WireReporter
-from dsh.session.records import (
-    CorruptRecord,
-    Handover,
-    RejectedEntry,
-    Submission,
-    SubmissionDone,
-    dumps,
-    loads,
-)
+from dsh.session.codec import dumps, loads
+from dsh.session.records import CorruptRecord, Handover, RejectedEntry, Submission, SubmissionDone
 from dsh.store.base import KV, Put
 
 #: The inbox and the cancel requests in the store are read at least this often.

@@ -39,7 +39,8 @@ from dsh.runtime.session import (
     readable,
     stored_size,
 )
-from dsh.session.records import KillRequest, Owner, dumps
+from dsh.session.codec import dumps
+from dsh.session.records import KillRequest, Owner
 from dsh.store.base import Put
 
 T = TypeVar("T")

@@ -28,16 +28,8 @@ from typing import Any
 
 from dsh.errors import StoreError
 from dsh.runtime.session import Keys, work_left
-from dsh.session.records import (
-    CorruptRecord,
-    SubmissionDone,
-    Viewer,
-    as_dict,
-    dumps,
-    load_action,
-    load_entry,
-    loads,
-)
+from dsh.session.codec import as_dict, dumps, load_action, load_entry, loads
+from dsh.session.records import CorruptRecord, SubmissionDone, Viewer
 from dsh.store.base import Store
 
 #: The TTL of a follower's viewer key: an executor stays at most this long for

@@ -20,8 +20,9 @@ from dsh.errors import DshError, UsageError
 from dsh.record import record
 from dsh.remote.base import Remote
 from dsh.runtime.session import Session, list_sessions, session_summary
+from dsh.session.codec import loads
 from dsh.session.keys import callback_key
-from dsh.session.records import Meta, loads
+from dsh.session.records import Meta
 
 #: The automatic sweep's bounds: seconds for its listing and removals (it starts
 #: no removal after them), and the most sessions it removes.

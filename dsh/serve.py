@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from dsh.errors import StoreError, UsageError
 from dsh.lang.durations import format_duration, parse_duration
+from dsh.session.codec import dumps, loads
 from dsh.session.keys import SERVERS, callback_key, event_key
-from dsh.session.records import Callback, CallbackEvent, CorruptRecord, Registration, dumps, loads
+from dsh.session.records import Callback, CallbackEvent, CorruptRecord, Registration
 from dsh.store.base import Compare, LeaseNotFound, Put, Store
 
 if TYPE_CHECKING:  # h11 is imported when a server runs: the executors only want the keys

@@ -33,6 +33,7 @@ from dsh.runtime.executor import Replayed, Resume
 from dsh.runtime.journal import TAIL_BYTES, Checkpointer, LeaseLost
 from dsh.runtime.results import HostResult
 from dsh.runtime.values import BindRefused, HostsValue, ResultValue, StrValue, Value
+from dsh.session.codec import as_dict, dumps, entry_bytes, load_action, load_binding, load_entry, loads
 from dsh.session.keys import Keys as Keys  # re-exported: its callers import it from here, for now
 from dsh.session.keys import callback_key, event_key, sessions_prefix
 from dsh.session.records import (
@@ -65,13 +66,6 @@ from dsh.session.records import (
     SleepEntry,
     StartEntry,
     Todo,
-    as_dict,
-    dumps,
-    entry_bytes,
-    load_action,
-    load_binding,
-    load_entry,
-    loads,
 )
 from dsh.store.base import KV, MAX_VALUE, Compacted, Compare, Delete, LeaseNotFound, Put, Store
 

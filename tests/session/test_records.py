@@ -20,6 +20,7 @@ from dsh.lang.source import Source
 from dsh.plan import dump_statement
 from dsh.plan import dumps as plan_dumps
 from dsh.remote.base import Identity
+from dsh.session import codec
 from dsh.session import records as r
 from dsh.session.keys import Keys, callback_key, event_key, sessions_prefix, user_key
 
@@ -193,10 +194,10 @@ SAMPLES: list[tuple[object, bytes]] = [
 def _load(kind: type, raw: bytes, key: bytes = b"/k") -> object:
     """Read `raw` as a record of `kind`, through the reader a store's reader uses."""
     if kind in r.ACTION_STATES:
-        return r.load_action(raw, key=key)
+        return codec.load_action(raw, key=key)
     if kind in r.BINDING_KINDS:
-        return r.load_binding(raw, key=key)
-    return r.loads(kind, raw, key=key)
+        return codec.load_binding(raw, key=key)
+    return codec.loads(kind, raw, key=key)
 
 
 @pytest.mark.parametrize(
@@ -205,9 +206,9 @@ def _load(kind: type, raw: bytes, key: bytes = b"/k") -> object:
 def test_records_every_kind_writes_its_old_bytes_and_reads_back_as_itself(
     record: object, written: bytes
 ) -> None:
-    assert r.dumps(record) == written
+    assert codec.dumps(record) == written
     assert _load(type(record), written) == record
-    assert r.loads(type(record), written, key=b"/k") == record
+    assert codec.loads(type(record), written, key=b"/k") == record
 
 
 def test_records_every_kind_and_journal_entry_kind_has_a_sample() -> None:
@@ -229,10 +230,10 @@ def test_records_every_kind_and_journal_entry_kind_has_a_sample() -> None:
 def test_records_a_journal_entry_is_written_from_its_kind_and_fields_as_from_its_record() -> None:
     # dsh.runtime.journal.Checkpointer.entry("start", action=…): the old call, the same bytes
     entry = r.StartEntry("1.1.1", None, "true", 1)
-    assert r.entry_bytes(
+    assert codec.entry_bytes(
         5, 1.5, "start", {"action": "1.1.1", "host": None, "command": "true", "timeout": 1}
-    ) == (r.entry_bytes(5, 1.5, entry, {}))
-    assert r.as_dict(r.Journaled(5, 1.5, entry)) == json.loads(r.dumps(r.Journaled(5, 1.5, entry)))
+    ) == (codec.entry_bytes(5, 1.5, entry, {}))
+    assert codec.as_dict(r.Journaled(5, 1.5, entry)) == json.loads(codec.dumps(r.Journaled(5, 1.5, entry)))
 
 
 def _codec_of(key: bytes) -> type | None:
@@ -265,9 +266,9 @@ def test_records_every_record_an_older_dsh_wrote_reads_and_writes_back_its_bytes
         record = _load(kind, raw, key)
         read += 1
         if store == "4027279" and kind is r.Todo:  # its writer used json.dumps's separators then
-            assert json.loads(r.dumps(record)) == json.loads(raw)
+            assert json.loads(codec.dumps(record)) == json.loads(raw)
             continue
-        assert r.dumps(record) == raw, key
+        assert codec.dumps(record) == raw, key
     assert read > 100
 
 
@@ -389,9 +390,9 @@ def test_records_a_malformed_field_is_a_corrupt_record_naming_key_and_field(
 
 
 def test_records_a_record_of_another_kind_is_a_corrupt_record() -> None:
-    done = r.dumps(r.ActDone("1.1.1", None, "ok", 0, 0.0, "", "", "", "m"))
+    done = codec.dumps(r.ActDone("1.1.1", None, "ok", 0, 0.0, "", "", "", "m"))
     with pytest.raises(r.CorruptRecord, match=r"^corrupt record /k: field 'state' is not 'intent'$"):
-        r.loads(r.ActIntent, done, key=b"/k")
+        codec.loads(r.ActIntent, done, key=b"/k")
 
 
 @pytest.mark.parametrize(
@@ -407,20 +408,20 @@ def test_records_a_value_that_is_no_json_object_is_a_corrupt_record_naming_its_k
     raw: bytes, problem: str
 ) -> None:
     with pytest.raises(r.CorruptRecord) as caught:
-        r.loads(r.Submission, raw, key=KEY)
+        codec.loads(r.Submission, raw, key=KEY)
     assert caught.value.field == "" and caught.value.problem.startswith(problem)
     assert caught.value.message.startswith(f"corrupt record /dsh/v1/u/u/s/s1/owner: {problem}")
 
 
 def test_records_a_corrupt_record_is_a_store_error_exit_3() -> None:
     with pytest.raises(StoreError) as caught:
-        r.loads(r.Owner, b"{}", key=KEY)
+        codec.loads(r.Owner, b"{}", key=KEY)
     assert caught.value.exit_code == 3
 
 
 def test_records_a_key_that_is_not_utf8_is_named_as_dsh_shows_bytes() -> None:
     with pytest.raises(r.CorruptRecord, match=r"^corrupt record /dsh/v1/u/u/keys/\\xff: not a JSON object$"):
-        r.loads(r.Owner, b"1", key=b"/dsh/v1/u/u/keys/\xff")
+        codec.loads(r.Owner, b"1", key=b"/dsh/v1/u/u/keys/\xff")
 
 
 def test_records_an_optional_fields_absence_gives_its_documented_default() -> None:
@@ -460,14 +461,14 @@ def test_records_an_optional_fields_absence_gives_its_documented_default() -> No
         assert {name: getattr(record, name) for name in defaults} == defaults, kind
     # A default of None is also not written: the record reads back as it was written.
     owner = r.Owner("m", 1, 1.0)
-    assert r.dumps(owner) == b'{"machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}'
+    assert codec.dumps(owner) == b'{"machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}'
 
 
 def test_records_a_text_field_keeps_bytes_that_are_not_utf8_exactly() -> None:
     done = r.ActDone("1.1.1", None, "ok", 0, 0.0, "", from_bytes(bytes(range(256))), "", "m")
-    back = r.load_action(r.dumps(done), key=b"/k")
+    back = codec.load_action(codec.dumps(done), key=b"/k")
     assert isinstance(back, r.ActDone) and back.out == done.out
-    assert r.as_dict(back)["out"] == {"b64": json.loads(r.dumps(done))["out"]["b64"]}
+    assert codec.as_dict(back)["out"] == {"b64": json.loads(codec.dumps(done))["out"]["b64"]}
 
 
 def test_records_the_key_layout_is_the_one_older_dsh_used() -> None:
