@@ -106,6 +106,13 @@ def start(ns: str | None, args: list[str], env: dict[str, str]) -> subprocess.Po
     )
 
 
+def stop(*procs: subprocess.Popen[str] | None) -> None:
+    """Kill what a test started and what is still running (each in a process session of its own)."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def two_lines(marks: Path) -> str:
     return (
         f"@h[1-2] sh -c 'echo start >> {marks}/M.$0; sleep 5; echo end >> {marks}/M.$0' $host\n"
@@ -138,9 +145,7 @@ def test_P1_P2_an_owner_cut_from_etcd_stops_in_time_and_leaves_its_commands_to_t
         a_err = owner.stderr.read() if owner.stderr else ""
         b_out, b_err = taker.communicate(timeout=40)
     finally:
-        for proc in (owner, taker):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(owner, taker)
     assert owner.returncode == 3 and "lease" in a_err, a_err
     print(f"A stopped {stopped:.2f}s after the cut (TTL {TTL:g}s)")
     assert stopped < TTL + 1.0, f"A stopped {stopped:.1f}s after the cut"
@@ -187,9 +192,7 @@ def test_P1_an_owner_paused_past_its_ttl_acts_no_more_once_resumed(  # type: ign
             a_err = owner.stderr.read() if owner.stderr else ""
             b_out, b_err = taker.communicate(timeout=40)
         finally:
-            for proc in (owner, taker):
-                if proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop(owner, taker)
     assert owner.returncode == 3 and "lease" in a_err, a_err
     assert taker.returncode == 0, seen + b_out + b_err
     for i in (1, 2):
@@ -233,8 +236,7 @@ def test_P3_a_host_cut_mid_line_ends_within_the_bound_explain_printed(  # type: 
         world.b_to_hosts.cut()
         out, err = proc.communicate(timeout=bound + 10)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     took = time.monotonic() - started
     assert proc.returncode == 1, out + err
     assert "h1 | end" in out  # the other host finished
