@@ -5,8 +5,13 @@ bytes become a record again.
     dumps(record) -> bytes                 the bytes dsh has always written for it
     loads(Cls, raw, key=KEY) -> Cls        read one back (and load_action, load_entry,
                                            load_binding for the kinds told apart by a tag)
-    as_dict(record) -> dict                its JSON object, for `--json` and for the
-                                           executor's resume table
+    as_dict(record) -> dict                its JSON object (without its format), for
+                                           `--json` and for the executor's resume table
+
+Every record is written with its format, "v": records.FORMAT (after its tag, if
+it has one; a journal entry's after its "seq" and "t"), and read back only if it
+is not newer: a record without one is format 1; a newer one is a NewerRecord,
+which names the key and both formats.
 
 A record's fields are its annotations; each is written as its JSON field of the
 same name (a trailing `_` dropped: `from_` is "from"), in the order declared.
@@ -59,11 +64,13 @@ from dsh.session.records import (
     ACTION_STATES,
     BINDING_KINDS,
     ENTRY_KINDS,
+    FORMAT,
     ActionRecord,
     Binding,
     CorruptRecord,
     Journaled,
     JournalEntry,
+    NewerRecord,
     PlanLimits,
     ResultSets,
     RunRecord,
@@ -71,6 +78,8 @@ from dsh.session.records import (
 )
 
 R = TypeVar("R")
+#: The JSON field of a record's format (dsh.session.records.FORMAT).
+VERSION = "v"
 
 
 # -- the codec ----------------------------------------------------------------------
@@ -181,6 +190,11 @@ def _object(raw: bytes, key: bytes) -> dict[str, Any]:
         raise CorruptRecord(key, "not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise CorruptRecord(key, "not a JSON object")
+    version = data.pop(VERSION, 1)  # none: written before formats were numbered
+    if type(version) is not int or version < 1:
+        raise CorruptRecord(key, "is not a format number", VERSION)
+    if version > FORMAT:
+        raise NewerRecord(key, version)
     return data
 
 
@@ -386,8 +400,10 @@ def _made(cls: type) -> tuple[Callable[[Any], dict[str, Any]], Callable[[Any], b
     tag = spec.tag
     encode = _compact if spec.compact else _spaced
 
-    def data(r: Any) -> dict[str, Any]:
+    def data(r: Any, top: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {tag[0]: tag[1]} if tag is not None else {}
+        if top:  # a record in the store (not one inside another): its format
+            d[VERSION] = FORMAT
         for (name, write, omitted), value in zip(fields, values(r), strict=True):
             if value is None:
                 if omitted:
@@ -398,7 +414,7 @@ def _made(cls: type) -> tuple[Callable[[Any], dict[str, Any]], Callable[[Any], b
         return d
 
     def dumps(r: Any) -> bytes:
-        return encode(data(r)).encode()
+        return encode(data(r, True)).encode()
 
     return data, dumps
 
@@ -448,6 +464,7 @@ def _run_data(r: RunRecord) -> dict[str, Any]:
 def _run_dumps(r: RunRecord) -> bytes:
     head = _compact(
         {
+            VERSION: FORMAT,
             "run": r.run,
             "line": r.line,
             "source": r.source,
@@ -467,7 +484,7 @@ def _todo_data(r: Todo) -> dict[str, Any]:
 
 def _todo_dumps(r: Todo) -> bytes:
     args = _spaced([stored(a) for a in r.args])
-    return f'{{"id":{_spaced(r.id)},"plan":{plan_dumps(r.plan)},"args":{args}}}'.encode()
+    return f'{{"{VERSION}":{FORMAT},"id":{_spaced(r.id)},"plan":{plan_dumps(r.plan)},"args":{args}}}'.encode()
 
 
 def _journaled_data(r: Journaled) -> dict[str, Any]:
@@ -475,7 +492,7 @@ def _journaled_data(r: Journaled) -> dict[str, Any]:
 
 
 def _journaled_dumps(r: Journaled) -> bytes:
-    return _compact(_journaled_data(r)).encode()
+    return _compact({"seq": r.seq, "t": r.t, VERSION: FORMAT, **_data_of(type(r.entry))(r.entry)}).encode()
 
 
 def _sets_data(r: ResultSets) -> dict[str, Any]:
@@ -483,7 +500,7 @@ def _sets_data(r: ResultSets) -> dict[str, Any]:
 
 
 def _sets_dumps(r: ResultSets) -> bytes:
-    return _spaced(r.sets).encode()  # json writes each tuple of hosts as a list
+    return _spaced({VERSION: FORMAT, **r.sets}).encode()  # json writes each tuple of hosts as a list
 
 
 _SPECIAL_ENCODERS: dict[type, tuple[Callable[[Any], dict[str, Any]], Callable[[Any], bytes]]] = {

@@ -27,6 +27,14 @@ R = TypeVar("R")
 Text = str
 
 
+#: The format of the records this dsh writes, kept in each as "v" (a record without
+#: one was written before formats were numbered: format 1). A new record kind, or a
+#: new field an older dsh would misread without, makes it one more; a reader refuses
+#: a record of a newer format (NewerRecord), so that a dsh on a shared store that has
+#: not been upgraded stops at such a session instead of misreading it.
+FORMAT = 1
+
+
 class CorruptRecord(StoreError):
     """A stored record that cannot be read: `key` is where it is, `field` the field
     at fault ("" for the whole record), `problem` what is wrong (with the field)."""
@@ -36,6 +44,14 @@ class CorruptRecord(StoreError):
         self.field = field
         self.problem = f"field {field!r} {problem}" if field else problem
         super().__init__(f"corrupt record {shown(from_bytes(key))}: {self.problem}")
+
+
+class NewerRecord(CorruptRecord):
+    """A record of a newer format than this dsh reads (`version` > FORMAT)."""
+
+    def __init__(self, key: bytes, version: int) -> None:
+        self.version = version
+        super().__init__(key, f"written by a newer dsh (format {version} > {FORMAT}); upgrade dsh to read it")
 
 
 # -- the session ------------------------------------------------------------------

@@ -67,3 +67,16 @@ def test_an_old_store_resumes_the_run_a_crash_left(run_dsh, old_store) -> None: 
     again = run_dsh(["ls", "--json"], env_extra=old_store)
     states = {e["name"]: e["state"] for e in map(json.loads, again.stdout.splitlines())}
     assert states["left1"] == "idle"
+
+
+def test_a_record_of_a_newer_format_is_refused_with_a_sentence(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
+    assert run_dsh(["--session", "new1", "-c", "echo made"]).returncode == 0
+    store = Path(env["XDG_STATE_HOME"]) / "dsh" / "store.db"
+    key = f"/dsh/v1/u/{user_name()}/s/new1/meta".encode()
+    with sqlite3.connect(store, isolation_level=None) as db:
+        (raw,) = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", (bytes(raw).replace(b'"v": 1', b'"v": 99'), key))
+    r = run_dsh(["--session", "new1", "-c", "echo again"])
+    assert r.returncode == 3, r.stderr
+    assert "new1/meta: written by a newer dsh (format 99 > 1); upgrade dsh to read it" in r.stderr
+    assert "Traceback" not in r.stderr and "again" not in r.stdout

@@ -191,6 +191,14 @@ SAMPLES: list[tuple[object, bytes]] = [
 ]
 
 
+def _unversioned(raw: bytes) -> bytes:
+    """Bytes as dsh wrote them before records carried their format ("v")."""
+    for field in (b'"v": 1, ', b'"v":1,', b', "v": 1', b',"v":1'):
+        if field in raw:
+            return raw.replace(field, b"", 1)
+    raise AssertionError(f"no format in {raw!r}")
+
+
 def _load(kind: type, raw: bytes, key: bytes = b"/k") -> object:
     """Read `raw` as a record of `kind`, through the reader a store's reader uses."""
     if kind in r.ACTION_STATES:
@@ -206,8 +214,12 @@ def _load(kind: type, raw: bytes, key: bytes = b"/k") -> object:
 def test_records_every_kind_writes_its_old_bytes_and_reads_back_as_itself(
     record: object, written: bytes
 ) -> None:
-    assert codec.dumps(record) == written
-    assert _load(type(record), written) == record
+    # The bytes an older dsh wrote (format 1, no "v"), now with the format, and both
+    # read back as the record.
+    made = codec.dumps(record)
+    assert _unversioned(made) == written
+    assert json.loads(made)["v"] == r.FORMAT
+    assert _load(type(record), written) == record == _load(type(record), made)
     assert codec.loads(type(record), written, key=b"/k") == record
 
 
@@ -233,7 +245,9 @@ def test_records_a_journal_entry_is_written_from_its_kind_and_fields_as_from_its
     assert codec.entry_bytes(
         5, 1.5, "start", {"action": "1.1.1", "host": None, "command": "true", "timeout": 1}
     ) == (codec.entry_bytes(5, 1.5, entry, {}))
-    assert codec.as_dict(r.Journaled(5, 1.5, entry)) == json.loads(codec.dumps(r.Journaled(5, 1.5, entry)))
+    written = json.loads(codec.dumps(r.Journaled(5, 1.5, entry)))
+    assert written.pop("v") == r.FORMAT  # as_dict: the record's fields, without its format
+    assert codec.as_dict(r.Journaled(5, 1.5, entry)) == written
 
 
 def _codec_of(key: bytes) -> type | None:
@@ -265,10 +279,11 @@ def test_records_every_record_an_older_dsh_wrote_reads_and_writes_back_its_bytes
             continue
         record = _load(kind, raw, key)
         read += 1
+        made = codec.dumps(record)
         if store == "4027279" and kind is r.Todo:  # its writer used json.dumps's separators then
-            assert json.loads(codec.dumps(record)) == json.loads(raw)
+            assert {k: v for k, v in json.loads(made).items() if k != "v"} == json.loads(raw)
             continue
-        assert codec.dumps(record) == raw, key
+        assert _unversioned(made) == raw, key
     assert read > 100
 
 
@@ -413,6 +428,18 @@ def test_records_a_value_that_is_no_json_object_is_a_corrupt_record_naming_its_k
     assert caught.value.message.startswith(f"corrupt record /dsh/v1/u/u/s/s1/owner: {problem}")
 
 
+@pytest.mark.parametrize("version", [2, 99])
+def test_records_a_record_of_a_newer_format_is_refused_naming_key_and_both_formats(version: int) -> None:
+    raw = b'{"v": %d, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}' % version
+    with pytest.raises(r.NewerRecord) as refused:
+        codec.loads(r.Owner, raw, key=KEY)
+    said = f"written by a newer dsh (format {version} > 1); upgrade dsh to read it"
+    assert str(refused.value) == f"corrupt record {KEY.decode()}: {said}"
+    assert refused.value.exit_code == 3
+    with pytest.raises(r.CorruptRecord, match="field 'v' is not a format number"):
+        codec.loads(r.Owner, b'{"v": "x", "machine": "m", "pid": 1, "since": 1.0}', key=KEY)
+
+
 def test_records_a_corrupt_record_is_a_store_error_exit_3() -> None:
     with pytest.raises(StoreError) as caught:
         codec.loads(r.Owner, b"{}", key=KEY)
@@ -461,7 +488,7 @@ def test_records_an_optional_fields_absence_gives_its_documented_default() -> No
         assert {name: getattr(record, name) for name in defaults} == defaults, kind
     # A default of None is also not written: the record reads back as it was written.
     owner = r.Owner("m", 1, 1.0)
-    assert codec.dumps(owner) == b'{"machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}'
+    assert codec.dumps(owner) == b'{"v": 1, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}'
 
 
 def test_records_a_text_field_keeps_bytes_that_are_not_utf8_exactly() -> None:
