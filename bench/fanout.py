@@ -95,7 +95,12 @@ def _floor(
 ) -> int:
     import asyncio
     import time
+    import warnings
 
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    # As dsh's adapter does: asyncssh's own deprecation noise (cryptography >= 51), no more.
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"asyncssh(\.|$)")
     import asyncssh
 
     async def fan_out() -> int:
