@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from dsh.errors import UsageError
-from dsh.lang.compiler import MAX_BINDING, Limits
+from dsh.lang.compiler import Limits
 from dsh.lang.durations import MIN_DURATION, parse_duration
-from dsh.plan import RESULT_SETS
+from dsh.plan import MAX_BINDING, RESULT_SETS
 from dsh.record import record
 
 _GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")

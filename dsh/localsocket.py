@@ -155,7 +155,9 @@ def dial(path: str) -> socket.socket | None:
     """A connection to the executor at `path`, or None if nothing listens there
     (an executor that is gone); ForeignSocket if it is not this user's."""
     where = Path(path).parent
-    if os.path.lexists(where) and not state.is_own_private(where):
+    if not os.path.lexists(where):  # its executor is gone (and nothing can be planted later)
+        return None
+    if not state.is_own_private(where):
         raise ForeignSocket(
             f"refusing the executor socket {path}: its directory is {state.describe(where)}, "
             "not a private directory of yours"

@@ -37,6 +37,9 @@ STOP_MARGIN = 0.25
 #: An await's last look (a probe in flight at its deadline) ends at most this long
 #: after the deadline; the worst case counts it.
 LOOK_SLACK = 0.5
+#: The most bytes one binding may hold (limits.max_binding caps it, its default):
+#: what one store value holds once encoded.
+MAX_BINDING = 1 << 20
 #: Kinds of bindings: a value, a node set, or the result of a stage.
 VALUE, HOSTS, RESULT = "value", "hosts", "result"
 #: Fields of a binding that holds the result of a stage.

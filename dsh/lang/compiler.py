@@ -39,11 +39,7 @@ class Limits:
     max_retries: int = 100
     #: The most bytes one binding may hold (a value, or every host's output of a
     #: result): more is refused at bind time, never cut. At most MAX_BINDING.
-    max_binding: int = 1 << 20
-
-
-#: The cap on limits.max_binding: what one store value holds once encoded.
-MAX_BINDING = 1 << 20
+    max_binding: int = p.MAX_BINDING
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import re
 
 from dsh.errors import IncompleteInput, LangError
 from dsh.lang.shtext import STAGE_KEYWORDS, CommandScanner, escaped, ident_at, read_ref
-from dsh.lang.source import Source, Span
+from dsh.lang.source import SURROGATE, Source, Span
 from dsh.lang.tokens import Kind, Lit, Part, Ref, Token
 
 #: Words that are keywords at the start of a statement.
@@ -24,7 +24,6 @@ KEYWORDS = frozenset({*STAGE_KEYWORDS, "if", "else", "for", "fn"})
 _GROUP = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 _VALUE_END = " \t\r\n|'\"#{}"
 #: What Python makes of a byte that is not UTF-8 (surrogateescape), or a lone surrogate.
-_SURROGATE = re.compile("[\ud800-\udfff]")
 #: A run of a target's text in which no character ends it or needs a look.
 _TARGET_PLAIN = re.compile(r"[^ \t\r\n|#\[\]${]+")
 
@@ -345,7 +344,7 @@ def tokenize(source: Source) -> list[Token]:
     nul = source.text.find("\x00")
     if nul >= 0:
         raise LangError("a NUL byte cannot appear in dsh text", Span(source, nul, nul + 1))
-    bad = _SURROGATE.search(source.text)
+    bad = SURROGATE.search(source.text)
     if bad is not None:  # a byte that is not UTF-8, kept by Python as a lone surrogate
         code = ord(bad.group())
         byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"

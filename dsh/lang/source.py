@@ -9,7 +9,8 @@ from dsh.record import record
 
 #: Columns of a source line shown under an error: a longer line is cut around the caret.
 SHOWN_COLUMNS = 120
-_SURROGATES = re.compile("[\ud800-\udfff]")
+#: A lone surrogate: a byte that was not UTF-8 (surrogateescape).
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class Span:
         end_line, end_col = self.source.position(max(self.start, self.end - 1))
         width = end_col - col + 1 if end_line == line and self.end > self.start else 1
         width = max(1, min(width, len(text) - col + 1 if len(text) >= col else 1))
-        shown = _SURROGATES.sub("\ufffd", text.expandtabs(1))  # a byte that is not UTF-8: one column
+        shown = SURROGATE.sub("\ufffd", text.expandtabs(1))  # a byte that is not UTF-8: one column
         at = col - 1
         if len(shown) > SHOWN_COLUMNS:  # a window of the line around the caret
             first = max(0, min(at - SHOWN_COLUMNS // 3, len(shown) - SHOWN_COLUMNS))

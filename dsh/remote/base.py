@@ -60,9 +60,6 @@ class Identity:
     login: str
     key: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"login": self.login, "key": self.key}
-
 
 class RemoteUnreachable(Exception):
     """A host could not be asked (its outcome and message say why)."""

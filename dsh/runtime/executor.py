@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -200,7 +199,7 @@ class Executor:
         args: Sequence[str] = (),
         inventory: Mapping[str, str] | None = None,
         recorder: Recorder | None = None,
-        max_binding: int = 1 << 20,
+        max_binding: int = p.MAX_BINDING,
     ) -> None:
         self.reporter = reporter
         #: The most bytes one binding may hold: more is refused, never cut.
@@ -402,23 +401,22 @@ class Executor:
         return LineResult(stmt, hosts, self.clock.monotonic() - started, on_hosts=False)
 
     async def _launch(
-        self, remote: Remote, spot: Spot, command: str, timeout: float, sink: OutputSink
+        self, remote: Remote, spot: Spot, host: str | None, command: str, timeout: float, sink: OutputSink
     ) -> Exec:
         """Start an action: who the host is (connecting), then the intent (checkpoint
         before effect), then the launch. A host that cannot be reached starts nothing.
         Connecting counts against the attempt's timeout, as `dsh explain` does."""
-        started = time.monotonic()
-        host = None if spot.alias == LOCAL_ALIAS else spot.alias
+        started = self.clock.monotonic()
         try:
             where = await asyncio.wait_for(remote.identity(), timeout) if host is not None else None
         except RemoteUnreachable as exc:
-            return Exec(exc.outcome, None, time.monotonic() - started, exc.message)
+            return Exec(exc.outcome, None, self.clock.monotonic() - started, exc.message)
         except TimeoutError:
             message = f"no connection within the command's timeout ({timeout:g}s)"
-            return Exec("unreachable", None, time.monotonic() - started, message)
+            return Exec("unreachable", None, self.clock.monotonic() - started, message)
         if self.recorder:
             await self.recorder.intent(spot.action, host, command, timeout, where)
-        left = max(timeout - (time.monotonic() - started), 0.001)
+        left = max(timeout - (self.clock.monotonic() - started), 0.001)
         return await remote.run(command, spot=spot, timeout=left, output=sink)
 
     async def _take_up(
@@ -774,7 +772,7 @@ class Executor:
                             await self.recorder.taking_up(action, host, left)
                         ended = await self._take_up(remote, spot, command, left, sink, held.get("where"))
                     else:
-                        ended = await self._launch(remote, spot, command, stage.timeout, sink)
+                        ended = await self._launch(remote, spot, host, command, stage.timeout, sink)
                 except asyncio.CancelledError:
                     await self._cancelled(action, host, self.clock.monotonic() - began, out, err)
                     raise

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from dsh.bytestext import from_bytes
+from dsh.bytestext import from_bytes, to_bytes
 from dsh.errors import StoreError, UsageError
 from dsh.plan import KILL_GRACE, Bound, For, If, Plan, Run, Statement
 from dsh.record import record
@@ -110,27 +110,17 @@ def readable(cls: type[R], held: KV | None) -> R | None:
 
 def encode_value(value: Value) -> bytes:
     if isinstance(value, StrValue):
-        return dumps(BoundText(value.text.encode("utf-8", "surrogateescape")))
+        return dumps(BoundText(to_bytes(value.text)))
     if isinstance(value, HostsValue):
         return dumps(BoundHosts(value.hosts))
     # whole: the executor refused a value over the cap before it came here
-    keep = max((max(len(r.out), len(r.err)) for r in value.results), default=0)
-    return dumps(BoundResults(tuple(_bound_host(r, keep) for r in value.results)))
+    return dumps(BoundResults(tuple(_bound_host(r) for r in value.results)))
 
 
-def _bound_host(r: HostResult, keep: int) -> BoundHost:
-    """A host result as bound, with at most `keep` bytes of stdout and of stderr."""
-    truncated = r.truncated or len(r.out) > keep or len(r.err) > keep
+def _bound_host(r: HostResult) -> BoundHost:
+    """A host result as bound: whole."""
     return BoundHost(
-        r.host,
-        r.outcome,
-        r.exit_status,
-        r.seconds,
-        r.attempts,
-        r.message,
-        r.out[:keep],
-        r.err[:keep],
-        truncated,
+        r.host, r.outcome, r.exit_status, r.seconds, r.attempts, r.message, r.out, r.err, r.truncated
     )
 
 
@@ -674,7 +664,7 @@ async def session_summary(store: Store, keys: Keys, *, timeout: float) -> dict[s
     is then unfinished or idle): what a removal checks once it holds the session.
     None if the session has no keys."""
     kvs, _ = await store.range(keys.root, timeout=timeout)
-    found = _summaries(keys.root[: -len(keys.name.encode()) - 1], [kv for kv in kvs if kv.key != keys.owner])
+    found = _summaries(sessions_prefix(keys.user), [kv for kv in kvs if kv.key != keys.owner])
     return found[0] if found else None
 
 

@@ -21,6 +21,7 @@ import pytest
 from dsh.store import open_store
 from tests.conftest import SshSetup, dsh_path
 from tests.etcd import Etcd
+from tests.helpers.machines import machine
 from tests.sshd import USER as SSH_USER
 from tests.sshd import USER2 as SSH_USER2
 
@@ -30,17 +31,6 @@ def etcd() -> Iterator[Etcd]:
     server = Etcd().start()
     yield server
     server.stop()
-
-
-def machine(env: dict[str, str], tmp_path: Path, name: str, url: str, prefix: str) -> dict[str, str]:
-    """The environment of one machine: its id, its state dir, the shared etcd."""
-    return {
-        **env,
-        "DSH_MACHINE_ID": name,
-        "XDG_STATE_HOME": str(tmp_path / f"state-{name}"),
-        "DSH_STORE": url,
-        "DSH_ETCD_PREFIX": prefix,
-    }
 
 
 def dsh(args: list[str], env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:

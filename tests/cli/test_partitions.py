@@ -24,6 +24,7 @@ from tests.conftest import SshSetup, dsh_path
 from tests.etcd import Etcd
 from tests.etcd import missing as etcd_missing
 from tests.helpers import netns
+from tests.helpers.machines import machine
 from tests.sshd import Sshd
 
 ETCD_AT = "10.213.8.8"
@@ -60,14 +61,7 @@ class World:
     ssh_config: Path
 
     def env(self, base: dict[str, str], tmp: Path, name: str, prefix: str) -> dict[str, str]:
-        return {
-            **base,
-            "DSH_MACHINE_ID": name,
-            "XDG_STATE_HOME": str(tmp / f"state-{name}"),
-            "DSH_STORE": self.etcd.url,
-            "DSH_ETCD_PREFIX": prefix,
-            "DSH_LEASE_TTL": f"{TTL:g}",
-        }
+        return machine(base, tmp, name, self.etcd.url, prefix, ttl=TTL)
 
 
 @pytest.fixture
@@ -163,17 +157,7 @@ def test_P1_an_owner_paused_past_its_ttl_acts_no_more_once_resumed(  # type: ign
     script = tmp_path / "two.dsh"
     script.write_text(two_lines(marks))
     with Etcd() as server:
-        envs = {
-            name: {
-                **env,
-                "DSH_MACHINE_ID": name,
-                "XDG_STATE_HOME": str(tmp_path / f"state-{name}"),
-                "DSH_STORE": server.url,
-                "DSH_ETCD_PREFIX": "pause",
-                "DSH_LEASE_TTL": f"{TTL:g}",
-            }
-            for name in ("A", "B")
-        }
+        envs = {name: machine(env, tmp_path, name, server.url, "pause", ttl=TTL) for name in ("A", "B")}
         owner = start(None, [*ssh_setup.args(), "--session", "paused", str(script)], envs["A"])
         taker: subprocess.Popen[str] | None = None
         try:

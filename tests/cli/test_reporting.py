@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.conftest import SshSetup, dsh_path, start_dsh
 from tests.etcd import Etcd
+from tests.helpers.machines import machine
 
 
 def test_F13_a_long_host_line_is_cut_once_live_and_in_the_summary(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
@@ -55,17 +56,7 @@ def test_P4_a_taker_does_not_say_an_owner_whose_lease_ran_out_let_go(  # type: i
     script = tmp_path / "slow.dsh"
     script.write_text("@h1 sleep 3\n@h1 echo second\n")
     with Etcd() as server:
-        envs = {
-            name: {
-                **env,
-                "DSH_MACHINE_ID": name,
-                "XDG_STATE_HOME": str(tmp_path / f"state-{name}"),
-                "DSH_STORE": server.url,
-                "DSH_ETCD_PREFIX": "p4",
-                "DSH_LEASE_TTL": "2",
-            }
-            for name in ("A", "B")
-        }
+        envs = {name: machine(env, tmp_path, name, server.url, "p4", ttl=2) for name in ("A", "B")}
         owner = subprocess.Popen(
             [dsh_path(), *ssh_setup.args(), "--session", "p4", str(script)],
             env=envs["A"],
