@@ -14,6 +14,10 @@ exists fails the test, so the list stays true.
 from __future__ import annotations
 
 import ast
+import functools
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -92,8 +96,37 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
+#: The packages whose imports the tests below look at.
+PACKAGES = ("dsh", "tests", "asyncssh", "aetcd", "grpc", "prompt_toolkit", "rich", "h11")
+
+
 def imports(path: Path, package: str) -> set[str]:
-    """The project modules `path` imports (at run time), as dotted names."""
+    """The modules of `package` that `path` imports (at run time), as dotted names."""
+    return set(_import_table()[str(path.relative_to(ROOT))][package])
+
+
+@functools.cache
+def _import_table() -> dict[str, dict[str, list[str]]]:
+    """Every file's imports, read in a fresh interpreter: CPython 3.11's ast module keeps
+    its recursion count per interpreter, and another thread of the test process (grpc's
+    pollers run Python code) can interleave with a parse and fail it with "AST
+    constructor recursion depth mismatch" (gh-106905)."""
+    out = subprocess.run(
+        [sys.executable, __file__], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    table: dict[str, dict[str, list[str]]] = json.loads(out)
+    return table
+
+
+def _read_imports() -> dict[str, dict[str, list[str]]]:
+    table: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(ROOT.joinpath("dsh").rglob("*.py")) + sorted(ROOT.joinpath("tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        table[str(path.relative_to(ROOT))] = {p: sorted(_imports_of(tree, p)) for p in PACKAGES}
+    return table
+
+
+def _imports_of(tree: ast.Module, package: str) -> set[str]:
     found: set[str] = set()
 
     class Visitor(ast.NodeVisitor):
@@ -115,7 +148,7 @@ def imports(path: Path, package: str) -> set[str]:
                 candidate = f"{module}.{alias.name}"
                 found.add(candidate if _exists(candidate) else module)
 
-    Visitor().visit(ast.parse(path.read_text(), str(path)))
+    Visitor().visit(tree)
     return found
 
 
@@ -183,3 +216,7 @@ def test_no_test_module_imports_another() -> None:
             if target.rsplit(".", 1)[-1].startswith("test_"):
                 wrong.append(f"{_module_name(path)} imports {target}")
     assert wrong == []
+
+
+if __name__ == "__main__":
+    json.dump(_read_imports(), sys.stdout)

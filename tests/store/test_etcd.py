@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from dsh.errors import StoreError, UsageError
@@ -87,6 +88,16 @@ async def test_a_range_larger_than_a_page_is_read_whole(etcd: Etcd) -> None:
         await store.close()
 
 
+async def until_channel_left_ready(store: object, bound: float = 5.0) -> None:
+    assert isinstance(store, EtcdStore)
+    channel = store._channel
+    assert channel is not None
+    deadline = time.monotonic() + bound
+    while channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:
+        assert time.monotonic() < deadline, f"the channel still reports READY {bound:g}s after the kill"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_restarted_etcd_pauses_calls_and_watches_resume_without_a_gap(etcd: Etcd) -> None:
     store = open_store(etcd.url, {})
     try:
@@ -95,6 +106,9 @@ async def test_a_restarted_etcd_pauses_calls_and_watches_resume_without_a_gap(et
         await store.put(b"w/1", b"1", timeout=T)
         assert [e.kv.key for e in await take(watch, 1)] == [b"w/1"]
         etcd.members[0].kill()
+        # A write already on the wire when the member died fails (it may have been
+        # applied: it is not retried). Start this one once the channel has seen the loss.
+        await until_channel_left_ready(store)
         started = time.monotonic()
         pending = asyncio.ensure_future(store.put(b"w/2", b"2", timeout=15))
         await asyncio.sleep(1.0)
