@@ -211,17 +211,19 @@ def _checkpoints(kind: str, store: Store, repeat: int) -> list[Row]:
     from dsh.lang.compiler import compile_source
     from dsh.lang.source import Source
     from dsh.runtime.executor import Executor
-    from dsh.runtime.session import Keys, Session, SessionRecorder
+    from dsh.session.keys import Keys
+    from dsh.session.lease import Session
+    from dsh.session.recorder import SessionRecorder
 
     steps = 200
     plan = compile_source(Source("bench", "true\n" * steps))
     loop = asyncio.new_event_loop()
     session = Session(store, Keys("bench", "cp"), "bench", lease_ttl=30, timeout=10)
-    loop.run_until_complete(session.claim())
+    owned = loop.run_until_complete(session.claim())
 
     def run(recorded: bool) -> float:
         executor = Executor(reporter=_Quiet(), local=_Instant())  # type: ignore[arg-type]
-        executor.recorder = SessionRecorder(session) if recorded else None
+        executor.recorder = SessionRecorder(owned) if recorded else None
         started = time.perf_counter()
         loop.run_until_complete(executor.run_plan(plan))
         return (time.perf_counter() - started) / steps
@@ -243,7 +245,7 @@ def _checkpoints(kind: str, store: Store, repeat: int) -> list[Row]:
             repeat,
         )
     finally:
-        loop.run_until_complete(session.release())
+        loop.run_until_complete(owned.release())
         loop.run_until_complete(store.close())
         loop.close()
 
@@ -260,7 +262,7 @@ def takeover(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]
     from pathlib import Path
 
     from bench.hosts import clean_env, compiled, tool
-    from dsh.runtime.session import Keys, user_name
+    from dsh.session.keys import Keys, user_name
     from dsh.store import open_store
     from tests.etcd import Etcd
 

@@ -3,7 +3,7 @@
 # Install: source this file, or copy it to
 # /usr/share/bash-completion/completions/dsh (or ~/.local/share/bash-completion/completions/dsh).
 #
-# It follows dsh's own argument parsing (dsh/cli.py): options come first; the
+# It follows dsh's own argument parsing (dsh/cli/): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
 # ls, kill, rm, signal, key, serve) or SCRIPT, and every word after SCRIPT belongs
 # to the script (offered as file names). After `-c TEXT`, words beginning with `-`

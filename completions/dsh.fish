@@ -3,7 +3,7 @@
 # Install: copy this file to ~/.config/fish/completions/dsh.fish (or to
 # /usr/share/fish/vendor_completions.d/dsh.fish).
 #
-# It follows dsh's own argument parsing (dsh/cli.py): options come first; the
+# It follows dsh's own argument parsing (dsh/cli/): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
 # ls, kill, rm, signal, key, serve) or SCRIPT, and every word after SCRIPT belongs
 # to the script (offered as file names). After `-c TEXT`, words beginning with `-`

@@ -8,12 +8,14 @@ the store (`ctl/in/SEQ`, numbered by compare-and-set), one at a time, in
 order, each consumed in the same transaction as the plan it becomes.
 
 Clients on this machine connect to a Unix socket (dsh.localsocket: the
-user's alone; its path is in the owner record) and receive live output as
-JSON lines (dsh.runtime.wire), the status of each submission, and `idle`
-when asked to wait for the session's work.
-They send `poke` (a line was submitted: read the inbox now), `cancel ID`,
-`wait` and `bye`. A slow client never slows the work: past CLIENT_EVENTS
-queued events its output is dropped (and it is told how much).
+user's alone; its path is in the owner record) and talk the protocol of
+dsh.runtime.protocol: they receive `hello`, live output (dsh.runtime.wire),
+the status of each submission, and `idle` when asked to wait for the
+session's work. They send `poke` (a line was submitted: read the inbox now),
+`cancel ID`, `wait` and `bye`; a client whose line cannot be taken (another
+protocol version, an unknown message) is told why (`end`) and hung up on. A
+slow client never slows the work: past CLIENT_EVENTS queued events its
+output is dropped (and it is told how much).
 
 The process stays while a client is connected or a line is queued, and for
 `linger` seconds after it starts; then it lets the session go and exits with
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections import deque
@@ -36,15 +37,31 @@ from typing import Any
 from dsh import plan as p
 from dsh.driver import Driver, Killed, status_of
 from dsh.errors import DshError, LangError, StoreError
+from dsh.exits import Exit
 from dsh.localsocket import listen
 from dsh.remote.base import Exec
-from dsh.runtime.journal import LeaseLost
+from dsh.runtime.protocol import (
+    Bye,
+    Cancel,
+    Done,
+    End,
+    Event,
+    Hello,
+    Idle,
+    Leave,
+    Msg,
+    Op,
+    ProtocolError,
+    Wait,
+    decode_op,
+    encode,
+)
 from dsh.runtime.results import HostResult, LineResult
-from dsh.runtime.session import Session, readable
-from dsh.runtime.wire import Event, WireReporter
-from dsh.session.codec import dumps, loads
-from dsh.session.records import CorruptRecord, Handover, RejectedEntry, Submission, SubmissionDone
-from dsh.store.base import KV, Put
+from dsh.runtime.wire import WireReporter
+from dsh.session import control
+from dsh.session.journal import LeaseLost
+from dsh.session.lease import Owned, Session
+from dsh.session.records import Handover, RejectedEntry, Submission, SubmissionDone
 
 #: The inbox and the cancel requests in the store are read at least this often.
 POLL = 0.25
@@ -52,8 +69,10 @@ POLL = 0.25
 CLIENT_EVENTS = 10_000
 #: A client that does not read for this long is disconnected.
 CLIENT_STALL = 30.0
+#: What a client of another protocol version is told (before it is hung up on).
+_REMEDY = "another version of dsh runs this session's executor; attach with that version"
 #: The exit status of a line cancelled by a client (as for Ctrl-C).
-CANCELLED = 130
+CANCELLED = Exit.INTERRUPTED
 
 
 class _Client:
@@ -92,9 +111,9 @@ class _Client:
                 while self.events and not self.gone:
                     if self.dropped:
                         note = f"{self.dropped} events of output were dropped: this client read too slowly"
-                        self.writer.write(_line({"ev": "msg", "text": note}))
+                        self.writer.write(encode(Msg(note)))
                         self.dropped = 0
-                    self.writer.write(_line(self.events.popleft()))
+                    self.writer.write(encode(self.events.popleft()))
                     await asyncio.wait_for(self.writer.drain(), CLIENT_STALL)
                 if self.closing:
                     break
@@ -102,10 +121,6 @@ class _Client:
             self.gone = True
         finally:
             self.writer.close()
-
-
-def _line(event: Event) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
 class _Tee:
@@ -151,7 +166,7 @@ class Daemon:
         self.wire = WireReporter(self._broadcast)
         self.reporter = _Tee(log_renderer, self.wire)
         self.wake = asyncio.Event()
-        self.status = 0
+        self.status: int = Exit.OK
         self.taken = 0
         self.current: tuple[str, asyncio.Future[list[LineResult]]] | None = None
         self.cancelled: set[str] = set()
@@ -160,6 +175,16 @@ class Daemon:
         #: `dsh attach --take` on another machine asked for the session: who.
         self.handover: Handover | None = None
         self.connected = asyncio.Event()  # a first client came
+        #: The driver running the session's work (from `serve`).
+        self.driver: Driver | None = None
+
+    @property
+    def owned(self) -> Owned:
+        """The session as this executor owns it (once `serve` has claimed it)."""
+        owned = self.driver.owned if self.driver is not None else None
+        if owned is None:
+            raise LeaseLost("the session is not owned here")
+        return owned
 
     def _broadcast(self, event: Event, *, control: bool = False) -> None:
         for client in list(self.clients):
@@ -169,9 +194,8 @@ class Daemon:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = _Client(writer)
-        hello: Event = {"ev": "hello", "session": self.session.keys.name, "pid": os.getpid()}
-        hello["running"] = self.current[0] if self.current else None
-        client.send(hello, control=True)
+        running = self.current[0] if self.current else None
+        client.send(Hello(self.session.keys.name, os.getpid(), running), control=True)
         for event in self.wire.greeting():
             client.send(event, control=True)
         self.clients.add(client)
@@ -183,11 +207,15 @@ class Daemon:
                 if not raw:
                     break
                 try:
-                    op = json.loads(raw)
-                except ValueError:
-                    continue
+                    op = decode_op(raw, peer="a client", remedy=_REMEDY)
+                except ProtocolError as exc:  # told why, and hung up on: the others go on
+                    self.reporter.log.message(exc.message)
+                    client.send(End(exc.exit_code, exc.message), control=True)
+                    client.close()
+                    await asyncio.wait({pump}, timeout=CLIENT_STALL)  # what is queued, then the end
+                    break
                 self._op(client, op)
-        except OSError:
+        except (OSError, ValueError):  # gone, or a line longer than a client's ever is
             pass
         finally:
             client.gone = True
@@ -197,16 +225,15 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pump, CLIENT_STALL)
 
-    def _op(self, client: _Client, op: dict[str, Any]) -> None:
-        kind = op.get("op")
-        if kind == "cancel":
-            self.cancel(str(op.get("id", "")))
-        elif kind == "wait":
+    def _op(self, client: _Client, op: Op) -> None:
+        if isinstance(op, Cancel):
+            self.cancel(op.id)
+        elif isinstance(op, Wait):
             client.waiting = True
-        elif kind == "bye":
+        elif isinstance(op, Leave):
             others = [c for c in self.clients if c is not client and not c.leaving]
             if others or self.current is not None:
-                client.send({"ev": "bye", "stays": True}, control=True)
+                client.send(Bye(True), control=True)
             else:
                 client.leaving = True
         self.wake.set()
@@ -230,9 +257,9 @@ class Daemon:
                 if not task.done():
                     await self._store_control()
                 if self.handover is not None and not task.done() and self._drained():
-                    await self.session.checkpointer().flush()  # every result in the store first
+                    await self.owned.checkpointer().flush()  # every result in the store first
                     if self._drained():  # (an intent written meanwhile is not launched: see intent)
-                        self.session.lost()  # the lease goes with release(): the next owner claims
+                        self.owned.lost()  # the lease goes with release(): the next owner claims
             results = task.result()
         except asyncio.CancelledError:
             if sid in self.cancelled and task.cancelled():
@@ -252,18 +279,15 @@ class Daemon:
     async def _store_control(self) -> None:
         """What clients without a socket (on other machines) ask through the store:
         cancels, and a handover, which stops new actions from starting."""
-        keys, store = self.session.keys, self.session.store
+        keys, store, timeout = self.owned.keys, self.owned.store, self.owned.timeout
         with contextlib.suppress(StoreError, TimeoutError):  # the checkpoints will say so
-            kvs, _ = await store.range(keys.cancels, timeout=self.session.timeout)
-            for kv in kvs:
-                self.cancel(kv.key[len(keys.cancels) :].decode("utf-8", "replace"))
-                await store.delete(kv.key, timeout=self.session.timeout)
+            for sid in await control.take_cancels(store, keys, timeout=timeout):
+                self.cancel(sid)
             if self.handover is None:
-                held = await store.get(keys.handover, timeout=self.session.timeout)
-                asked = readable(Handover, held)  # one that cannot be read asks nothing
-                if asked is not None and asked.machine != self.session.machine:
+                asked = await control.handover_asked(store, keys, timeout=timeout)
+                if asked is not None and asked.machine != self.owned.machine:
                     self.handover = asked
-                    self.session.draining = True
+                    self.owned.drain()
                     self.reporter.message(
                         f"handing session {keys.name} over to {asked.machine}: "
                         "the actions running end, then it goes on there"
@@ -272,29 +296,23 @@ class Daemon:
     def _drained(self) -> bool:
         """No action runs any more (or those left are past their timeout and grace)."""
         now = time.monotonic()
-        return all(until < now for until in self.session.in_flight.values())
+        return all(until < now for until in self.owned.in_flight.values())
 
     async def _viewers(self) -> bool:
         """Whether clients on other machines follow the session (through the store)."""
         try:
-            kvs, _ = await self.session.store.range(self.session.keys.viewers, timeout=self.session.timeout)
+            return await control.has_viewers(self.owned.store, self.owned.keys, timeout=self.owned.timeout)
         except (StoreError, TimeoutError):
             return True  # cannot tell: stay
-        return bool(kvs)
 
     async def _answer(self, item: Submission | None, sid: str, status: int | None, error: str = "") -> None:
         """Tell the clients that submission `sid` is over: over the socket, and through
         the store when it came from another machine."""
-        event: Event = {"ev": "done", "id": sid, "status": status}
-        if error:
-            event["error"] = error
-        self._broadcast(event, control=True)
-        if item is not None and item.by != self.session.machine:
-            record = dumps(SubmissionDone(status, error))
+        self._broadcast(Done(sid, status, error or None), control=True)
+        if item is not None and item.by != self.owned.machine:
+            done = SubmissionDone(status, error)
             with contextlib.suppress(StoreError, TimeoutError):
-                await self.session.store.put(
-                    self.session.keys.done + sid.encode(), record, timeout=self.session.timeout
-                )
+                await control.answer(self.owned.store, self.owned.keys, sid, done, timeout=self.owned.timeout)
 
     async def _inbox(self) -> tuple[int, Submission] | None:
         """`_next`, or None while the store cannot be reached (said once): the
@@ -317,31 +335,26 @@ class Daemon:
         """The oldest submission not taken yet. One that cannot be read (a damaged or
         forged record) is journaled as rejected and skipped: it never stops the
         executor (fault report #9)."""
-        store, keys = self.session.store, self.session.keys
-        kvs, _ = await store.range(keys.inbox, timeout=self.session.timeout)
-        for kv in kvs:
-            suffix = kv.key[len(keys.inbox) :]
-            seq = int(suffix) if suffix.isdigit() else 0
-            if seq > self.taken:
-                item, why = _submission(kv)
-                if item is not None:
-                    return seq, item
-                cp = self.session.checkpointer()
-                error = f"submission {seq} cannot be read ({why}): skipped"
-                await cp.write([Put(keys.taken, b"%d" % seq), cp.entry(RejectedEntry(error))])
-                self.taken = seq
-                self.reporter.message(error)
-                continue
-            await store.delete(kv.key, timeout=self.session.timeout)  # consumed before (or not ours)
-        return None
+        keys = self.owned.keys
+
+        async def rejected(seq: int, why: str) -> None:
+            cp = self.owned.checkpointer()
+            error = f"submission {seq} cannot be read ({why}): skipped"
+            await cp.write([control.taken_put(keys, seq), cp.entry(RejectedEntry(error))])
+            self.taken = seq
+            self.reporter.message(error)
+
+        return await control.next_submission(
+            self.owned.store, keys, self.taken, timeout=self.owned.timeout, rejected=rejected
+        )
 
     async def submission(self, driver: Driver, seq: int, item: Submission) -> None:
         sid = item.id
-        cp = self.session.checkpointer()
+        cp = self.owned.checkpointer()
         try:
             plan = driver.compile(item.text, item.name, item.first_line)
         except LangError as exc:
-            await cp.write([Put(self.session.keys.taken, b"%d" % seq), cp.entry(RejectedEntry(exc.message))])
+            await cp.write([control.taken_put(self.owned.keys, seq), cp.entry(RejectedEntry(exc.message))])
             self.taken = seq
             self.status = exc.exit_code
             await self._answer(item, sid, exc.exit_code, exc.render())
@@ -352,7 +365,7 @@ class Daemon:
             status = await self.work(sid, driver.run(plan, stop_on_failure=True, taken=seq))
         else:
             await driver.keep_functions()  # a line of only `fn` definitions
-            await cp.write([Put(self.session.keys.taken, b"%d" % seq)])
+            await cp.write([control.taken_put(self.owned.keys, seq)])
         await driver.idle()
         if status is not None:
             self.status = status
@@ -378,19 +391,17 @@ class Daemon:
         except BaseException:
             listener.close()
             raise
-        self.session.socket = str(listener.path)
+        socket = str(listener.path)
+        self.driver = driver
         code: int | None = None
         try:
-            await (driver.take(patience, wanted) if take else driver.claim())
-            store, keys = self.session.store, self.session.keys
-            asked = readable(Handover, await store.get(keys.handover, timeout=self.session.timeout))
-            if asked is not None and asked.machine == self.session.machine:
-                await store.delete(keys.handover, timeout=self.session.timeout)  # handed to us: done
-            taken = await store.get(keys.taken, timeout=self.session.timeout)
-            self.taken = int(taken.value) if taken is not None and taken.value.isdigit() else 0
+            await (driver.take(patience, wanted, socket) if take else driver.claim(socket))
+            store, keys, timeout = self.owned.store, self.owned.keys, self.owned.timeout
+            asked = await control.handover_asked(store, keys, timeout=timeout)
+            if asked is not None and asked.machine == self.owned.machine:
+                await control.handover_done(store, keys, timeout=timeout)  # handed to us: done
             # The line taken last may be the one to resume: its client waits for it.
-            last = await store.get(keys.submission(self.taken), timeout=self.session.timeout)
-            pending = _submission(last)[0] if last is not None else None
+            self.taken, pending = await control.last_taken(store, keys, timeout=timeout)
             if first_client > 0:  # started for a client: let it see the work from its start
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), first_client)
@@ -403,9 +414,9 @@ class Daemon:
                 self.status = self.status if status is None else status
             started = time.monotonic()
             while True:
-                if self.session.killed:
-                    raise Killed(f"session {self.session.keys.name!r} was killed (dsh kill)")
-                self.session.ensure_owned()  # a lease lost while idle ends it
+                if self.owned.killed:
+                    raise Killed(f"session {self.owned.keys.name!r} was killed (dsh kill)")
+                self.owned.ensure_owned()  # a lease lost while idle ends it
                 await self._store_control()
                 if self.handover is not None:
                     break
@@ -417,7 +428,7 @@ class Daemon:
                 for client in self.clients:
                     if client.waiting:
                         client.waiting = False
-                        client.send({"ev": "idle", "status": self.status}, control=True)
+                        client.send(Idle(self.status), control=True)
                 staying = [c for c in self.clients if not c.leaving and not c.gone]
                 if not staying and time.monotonic() - started >= linger and not await self._viewers():
                     break
@@ -434,32 +445,21 @@ class Daemon:
                 where = self.handover.machine
                 message = f"session {self.session.keys.name} was handed over to {where}; it goes on there"
             self.reporter.message(message)
-            self._broadcast({"ev": "end", "exit": code, "message": message}, control=True)
+            self._broadcast(End(code, message), control=True)
         except DshError as exc:
             code = exc.exit_code
             self.reporter.message(exc.message)
-            self._broadcast({"ev": "end", "exit": code, "message": exc.message}, control=True)
+            self._broadcast(End(code, exc.message), control=True)
         finally:
             server.close()
             listener.close()
             try:
                 await driver.release()
             finally:
-                self._broadcast({"ev": "bye", "stays": False, "exit": code}, control=True)
+                self._broadcast(Bye(False, code), control=True)
                 pumps = [c.task for c in self.clients if c.task is not None]
                 for client in list(self.clients):
                     client.close()
                 if pumps:
                     await asyncio.wait(pumps, timeout=2.0)
         return code if code is not None else self.status
-
-
-def _submission(held: KV) -> tuple[Submission | None, str]:
-    """A submitted line as a client wrote it, or None and why it cannot be one."""
-    try:
-        item = loads(Submission, held.value, key=held.key)
-    except CorruptRecord as exc:
-        return None, exc.problem
-    if item.first_line < 1:
-        return None, "field 'first_line' is not a line number"
-    return item, ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,33 +19,28 @@ from typing import TypeVar
 from dsh import housekeeping
 from dsh import plan as p
 from dsh.config import Config
-from dsh.errors import DshError, IncompleteInput, LangError, UsageError
+from dsh.errors import DshError, LangError, UsageError
+from dsh.exits import Exit
 from dsh.lang.ast import FnDef
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.remote import spool
 from dsh.remote.base import Gate, Hosts, Spot
 from dsh.remote.local import LocalShell
-from dsh.runtime.executor import LOCAL_ALIAS, Executor, Reporter, Resume
-from dsh.runtime.journal import LeaseLost
+from dsh.runtime.context import Resume
+from dsh.runtime.executor import Executor
+from dsh.runtime.ports import ActionResult, Reporter
 from dsh.runtime.results import LineResult
-from dsh.runtime.session import (
-    MAX_PLAN,
-    Keys,
-    Session,
-    SessionEvents,
-    SessionRecorder,
-    readable,
-    stored_size,
-)
-from dsh.session.codec import dumps
-from dsh.session.records import KillRequest, Owner
+from dsh.runtime.steps import LOCAL_ALIAS
+from dsh.session import admin, bindings, control, history
+from dsh.session.events import SessionEvents
+from dsh.session.journal import LeaseLost
+from dsh.session.keys import Keys
+from dsh.session.lease import Owned, Session
+from dsh.session.recorder import MAX_PLAN, SessionRecorder, stored_size
 from dsh.store.base import Put
 
 T = TypeVar("T")
-#: How long `dsh kill` waits, beyond the owner's lease TTL, for a live owner to stop.
-KILL_PATIENCE = 15.0
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -73,6 +67,10 @@ class Driver:
         #: those of them not kept with the session yet (name → source text).
         self.functions: dict[str, FnDef] = {}
         self._unsaved: dict[str, str] = {}
+        #: The session while this driver owns it (from a claim or a take until it lets go).
+        self.owned: Owned | None = None
+        #: Where this process's clients reach it (kept in the owner record at each claim).
+        self._socket: str | None = None
         self.executor = Executor(
             reporter=self.reporter,
             local=LocalShell(self.spool_root, gate=self.gate),
@@ -84,12 +82,13 @@ class Driver:
 
     async def load(self) -> None:
         """The bindings, result sets and functions of earlier runs of the session (a read)."""
-        if self.session is not None:
-            bindings, sets = await self.session.load()
-            self.executor.bindings.update(bindings)
-            self.executor.result_sets = sets
+        held = self.owned or self.session  # owned: calls bounded by the lease too
+        if held is not None:
+            store, keys, timeout = held.store, held.keys, held.timeout
+            bound, sets = await bindings.load(store, keys, timeout=timeout)
+            self.executor.know(bound, sets)
             ctx = Context(limits=self.config.limits)
-            for name, text in sorted((await self.session.function_sources()).items()):
+            for name, text in sorted((await bindings.function_sources(store, keys, timeout=timeout)).items()):
                 if name in self._unsaved:  # defined again here, and not kept yet: the newer wins
                     continue
                 with contextlib.suppress(LangError):  # one a newer dsh wrote, say: left out
@@ -97,44 +96,51 @@ class Driver:
 
     async def keep_functions(self) -> None:
         """Functions defined since the last time, kept with the session (fenced)."""
-        if self.session is not None and self._unsaved and self.session.checkpoints is not None:
-            keys = self.session.keys
+        if self.owned is not None and self._unsaved:
+            keys = self.owned.keys
             puts = [
                 Put(keys.functions + name.encode(), text.encode()) for name, text in self._unsaved.items()
             ]
-            self.session.checkpoints.defer(puts)
+            self.owned.checkpoints.defer(puts)
             self._unsaved.clear()
 
-    async def claim(self) -> None:
-        """Own the session (its lease) and checkpoint everything from now on."""
+    async def claim(self, socket: str | None = None) -> None:
+        """Own the session (its lease) and checkpoint everything from now on; `socket`:
+        where this process's clients reach it (kept for a later claim too)."""
         if self.session is not None:
-            self.session.say = self.say
-            await self.session.claim(busy="choose another --session")
-            self.gate.bind(self.session.may_act)
-            await self.load()  # what a previous owner left, now that nobody else writes
-            if spool.cleans(self.session.spool_name):  # one session in 16 pays for it
+            self._socket = socket or self._socket
+            owned = await self.session.claim("choose another --session", say=self.say, socket=self._socket)
+            await self._own(owned)
+            if spool.cleans(owned.spool_name):  # one session in 16 pays for it
                 await self.clean_local()
                 self._sweep_due = True  # the store's old sessions too, after the work
             self._sweep_due = self._sweep_due or self.sweep_always
-            self.executor.spool_name = self.session.spool_name
-            self.executor.machine = self.session.machine
-            self.executor.recorder = SessionRecorder(self.session)
-            self.executor.events = SessionEvents(self.session)
 
-    async def take(self, patience: float = 1.0, wanted: Callable[[], bool] | None = None) -> None:
+    async def take(
+        self, patience: float = 1.0, wanted: Callable[[], bool] | None = None, socket: str | None = None
+    ) -> None:
         """Own an existing session: if its owner died, once its lease has run out
         (waiting `patience` s more, for an owner asked to hand over)."""
         if self.session is not None:
-            if await self.session.store.get(self.session.keys.meta, timeout=self.session.timeout) is None:
-                raise UsageError(f"no session named {self.session.keys.name!r} in {self.session.store.name}")
-            self.session.say = self.say
-            await self.session.take(patience=patience, wanted=wanted)
-            self.gate.bind(self.session.may_act)
-            await self.load()
-            self.executor.spool_name = self.session.spool_name
-            self.executor.machine = self.session.machine
-            self.executor.recorder = SessionRecorder(self.session)
-            self.executor.events = SessionEvents(self.session)
+            session = self.session
+            await admin.require(session.store, session.keys, timeout=session.timeout)
+            self._socket = socket or self._socket
+            await self._own(
+                await session.take(patience=patience, wanted=wanted, say=self.say, socket=self._socket)
+            )
+
+    async def _own(self, owned: Owned) -> None:
+        """Run on `owned` from now on: what a previous owner left is read (nobody else
+        writes now), and the executor records, waits and spools through it."""
+        self.owned = owned
+        self.gate.bind(owned.may_act)
+        await self.load()
+        self.executor.own(
+            spool_name=owned.spool_name,
+            machine=owned.machine,
+            recorder=SessionRecorder(owned),
+            events=SessionEvents(owned),
+        )
 
     async def kill(self) -> int:
         """`dsh kill`: a live owner is asked to stop (and waited for); then, as the
@@ -143,24 +149,16 @@ class Driver:
         session = self.session
         assert session is not None
         store, keys, timeout = session.store, session.keys, session.timeout
-        if await store.get(keys.meta, timeout=timeout) is None:
-            raise UsageError(f"no session named {keys.name!r} in {store.name}")
-        held = await store.get(keys.owner, timeout=timeout)
-        if held is not None:
-            await store.put(keys.kill, dumps(KillRequest(session.machine)), timeout=timeout)
-            owner = readable(Owner, held)  # one that cannot be read: as long as ours
-            ttl = owner.ttl if owner is not None else session.lease_ttl
-            deadline = time.monotonic() + ttl + KILL_PATIENCE
-            while await store.get(keys.owner, timeout=timeout) is not None:
-                if time.monotonic() > deadline:
-                    raise UsageError(f"session {keys.name!r}: its owner did not stop")
-                await asyncio.sleep(0.1)
+        await admin.require(store, keys, timeout=timeout)
+        await admin.stop_owner(store, keys, session.machine, lease_ttl=session.lease_ttl, timeout=timeout)
         await self.take()
+        owned = self.owned
+        assert owned is not None
         ended = 0
-        recorder = SessionRecorder(session)
-        last = await session.last_run()
+        recorder = SessionRecorder(owned)
+        last = await history.last_run(store, keys, timeout=owned.timeout)
         if last is not None and not last.done:
-            table = await session.resume(last.run)
+            table = await history.resume(store, keys, last.run, timeout=owned.timeout)
             for (action, host), record in table.actions.items():
                 if record.get("state") != "intent":
                     continue
@@ -168,15 +166,16 @@ class Driver:
                     continue  # another machine's local spool is out of reach
                 hosts = self.executor.host_remote
                 remote = self.executor.local if host is None or hosts is None else hosts(host)
-                spot = Spot(session.spool_name, action, host or LOCAL_ALIAS)
+                spot = Spot(owned.spool_name, action, host or LOCAL_ALIAS)
                 await remote.kill(spot)
                 ended += 1
-                await recorder.result(action, host, "cancelled", None, 0.0, "dsh kill", b"", b"")
+                killed = ActionResult(action, host, p.Outcome.CANCELLED, None, 0.0, "dsh kill", b"", b"")
+                await recorder.result(killed)
             await recorder.line_done(last.run, False, 0.0, None)
-        left = await session.left()
+        left = await history.left(store, keys, timeout=owned.timeout)
         if left is not None:
-            await recorder.progress(len(left[0].statements))
-        await store.delete(keys.kill, timeout=timeout)
+            await recorder.progress(len(left.plan.statements))
+        await control.kill_done(store, keys, timeout=owned.timeout)
         return ended
 
     async def remove(self) -> list[str]:
@@ -185,7 +184,7 @@ class Driver:
         could not be removed."""
         session = self.session
         assert session is not None
-        self.executor.recorder = None
+        self.executor.disown()
         try:
             return await housekeeping.remove(session, self.executor.local, self.executor.host_remote)
         except housekeeping.InUse as exc:
@@ -231,24 +230,27 @@ class Driver:
                 await self.hosts.close()
         finally:
             if self.session is not None:
-                self.executor.recorder = None
+                self.executor.disown()
                 try:
-                    await self.session.release()
+                    if self.owned is not None:
+                        owned, self.owned = self.owned, None
+                        await owned.release()
                     await self.sweep()  # after the work, and once the lease is let go
                 finally:
                     await self.session.store.close()
 
     async def idle(self) -> None:
         """Before waiting for input: nothing may sit deferred while nobody runs."""
-        if self.session is not None and self.session.checkpoints is not None:
-            await self.session.checkpoints.flush()
+        if self.owned is not None:
+            await self.owned.checkpoints.flush()
 
     async def ensure_owner(self) -> None:
         """Before running a line read after a wait: own the session again if the
         lease ran out meanwhile (nothing ran then), or fail if another took it."""
-        if self.session is not None and not await self.session.alive():
+        if self.owned is not None and not await self.owned.alive():
+            owned, self.owned = self.owned, None
             with contextlib.suppress(DshError):  # what it could not write is reported already
-                await self.session.release()
+                await owned.release()
             await self.claim()
 
     async def resume(self) -> list[LineResult]:
@@ -256,42 +258,29 @@ class Driver:
         started and did not finish, each of its actions collected, followed,
         started (if never claimed) or lost, none launched twice; then the rest
         of its plan. [] when there was nothing left."""
-        if self.session is None:
+        if self.owned is None:
             return []
-        last = await self.session.last_run()
-        left = await self.session.left()
+        store, keys, timeout = self.owned.store, self.owned.keys, self.owned.timeout
+        last = await history.last_run(store, keys, timeout=timeout)
+        left = await history.left(store, keys, timeout=timeout)
+        at = history.compound_at(left, last)
+        replayed = None
+        if left is not None and at is not None:
+            replayed = await history.replay(store, keys, left.plan_id, at, timeout=timeout)
+        point = history.resume_point(left, last, replayed)
+        if point is None:
+            return []
+        plan, start, args = point.plan, point.start, point.args
         first: Resume | None = None
-        if left is not None:
-            plan, start, args, plan_id = left
-            if last is not None and last.plan_id == plan_id and last.index >= start:  # progress lags
-                if isinstance(plan.statements[last.index], p.If | p.For):  # a compound statement
-                    table = await self.session.replay(plan_id, last.index)
-                    top = table.get("")
-                    if top is not None and top.done and not top.ok:
-                        return []
-                    start = last.index + 1 if top is not None and top.done else last.index
-                    if start == last.index:
-                        self.executor.replay = table
-                        self.say(
-                            f"resuming line {plan.statements[start].line}: {plan.statements[start].source}"
-                        )
-                elif last.done and not last.ok:  # it ended not ok: the plan stopped there
-                    return []
-                else:
-                    start = last.index + 1 if last.done else last.index
-                    if not last.done:
-                        first = await self.session.resume(last.run)
-            if start >= len(plan.statements):
-                return []
-        elif last is not None and not last.done:  # a statement on its own (no plan kept)
-            plan, start, args = last.plan, 0, last.args
-            first = await self.session.resume(last.run)
-        else:
-            return []
-        if first is not None:
+        if point.replay:
+            self.say(f"resuming line {plan.statements[start].line}: {plan.statements[start].source}")
+        if point.take_up is not None:
+            first = await history.resume(store, keys, point.take_up, timeout=timeout)
             self.say(f"resuming run {first.run}: {plan.statements[start].source}")
-        self.executor.args = args
-        return await self._guard_lost(self.executor.run_plan(plan, start=start, first=first))
+        work = self.executor.run_plan(
+            plan, start=start, first=first, replay=replayed if point.replay else None, args=args
+        )
+        return await self._guard_lost(work)
 
     async def _guard_lost(self, work: Awaitable[T]) -> T:
         """Run `work` so that a lost lease (or `dsh kill`) cancels it and says so. A
@@ -299,30 +288,27 @@ class Driver:
         neither killed nor followed, but left to their spools for the next owner);
         a kill ends them."""
         task = asyncio.current_task()
-        session = self.session
-        if session is not None and task is not None:
-
-            def stop() -> None:  # at once
-                if not session.killed:
-                    self.gate.close()
-                task.cancel()
-
-            session.on_lost = stop
-        try:
+        owned = self.owned
+        if owned is None or task is None:
             return await work
-        except asyncio.CancelledError:
-            if self.session is not None and self.session.killed:
-                raise Killed(f"session {self.session.keys.name!r} was killed (dsh kill)") from None
-            checkpoints = self.session.checkpoints if self.session else None
-            if checkpoints is not None and checkpoints.lost:
-                raise LeaseLost(
-                    "the session's lease was lost: this executor stops, and leaves the commands "
-                    "it ran to their spools, for the next owner"
-                ) from None
-            raise
-        finally:
-            if self.session is not None:
-                self.session.on_lost = None
+
+        def stop() -> None:  # at once
+            if not owned.killed:
+                self.gate.close()
+            task.cancel()
+
+        with owned.stopping(stop):
+            try:
+                return await work
+            except asyncio.CancelledError:
+                if owned.killed:
+                    raise Killed(f"session {owned.keys.name!r} was killed (dsh kill)") from None
+                if owned.checkpoints.lost:
+                    raise LeaseLost(
+                        "the session's lease was lost: this executor stops, and leaves the commands "
+                        "it ran to their spools, for the next owner"
+                    ) from None
+                raise
 
     def compile(self, text: str, name: str, first_line: int = 1) -> p.Plan:
         ctx = Context(
@@ -388,161 +374,9 @@ def _check_fits(source: Source, plan: p.Plan, args: Sequence[str], functions: di
 class Killed(DshError):
     """`dsh kill` stopped the session's work; its commands were killed."""
 
-    exit_code = 4
-
-
-class Interrupted(DshError):
-    """dsh was told to stop by a signal; its commands were killed."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.exit_code = 128 + signum
-
-
-async def guarded(work: Awaitable[T]) -> T:
-    """Run `work`; SIGINT, SIGTERM or SIGHUP cancel it, so that its commands are
-    killed (on hosts too, which takes a round trip), then raise KeyboardInterrupt
-    (SIGINT) or Interrupted. A second signal while the kills are under way does
-    not cut them short: every one of them is bounded."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            task.cancel()
-
-    signals = (signal.SIGINT, *_STOP_SIGNALS)
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if received and received[0] == signal.SIGINT:
-            raise KeyboardInterrupt from None
-        if received:
-            raise Interrupted(received[0]) from None
-        raise
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    exit_code = Exit.KILLED
 
 
 def status_of(results: Sequence[LineResult]) -> int:
     """Design §6: 0 when every final outcome is ok, else 1."""
-    return 0 if all(r.ok for r in results) else 1
-
-
-def run_text(driver: Driver, text: str, name: str) -> int:
-    """Compile a whole text, then run it; stop at the first line not ok."""
-
-    async def main() -> list[LineResult]:
-        try:
-            await driver.load()
-            plan = driver.compile(text, name)  # compile errors touch no state
-            await driver.claim()
-            return await driver.run(plan)
-        finally:
-            await driver.release()
-
-    return status_of(asyncio.run(guarded(main())))
-
-
-def run_lines(
-    driver: Driver,
-    read: Callable[[str], str | None],
-    name: str,
-    *,
-    interactive: bool,
-    report_error: Callable[[DshError], object],
-) -> int:
-    """Read and run text a statement at a time, here (lines piped in; the REPL is
-    a client of an executor process, dsh.client).
-
-    `read(prompt)` returns the next line without its newline, or None at the
-    end. Interactive: errors and failures are shown and reading goes on, and
-    Ctrl-C cancels the running line. Otherwise the first error ends it.
-    """
-    with asyncio.Runner() as runner:
-        try:
-            runner.run(driver.claim())
-            return _read_eval(driver, runner, read, name, interactive, report_error)
-        finally:
-            runner.run(driver.release())
-
-
-def _read_eval(
-    driver: Driver,
-    runner: asyncio.Runner,
-    read: Callable[[str], str | None],
-    name: str,
-    interactive: bool,
-    report_error: Callable[[DshError], object],
-) -> int:
-    status = 0
-    buffer: list[str] = []
-    first_line = 1
-    while True:
-        try:
-            runner.run(driver.idle())
-        except DshError as exc:  # e.g. the lease ran out: the next line claims it again
-            if not interactive:
-                raise
-            report_error(exc)
-        try:
-            line = read("... " if buffer else "dsh> ")
-        except KeyboardInterrupt:
-            if not interactive:
-                raise
-            buffer = []
-            print()
-            continue
-        if line is None:
-            break
-        buffer.append(line)
-        text = "\n".join(buffer) + "\n"
-        try:
-            plan = driver.compile(text, name, first_line)
-        except IncompleteInput:
-            continue
-        except LangError as exc:
-            report_error(exc)
-            first_line += len(buffer)
-            buffer = []
-            if not interactive:
-                return exc.exit_code
-            status = exc.exit_code
-            continue
-        first_line += len(buffer)
-        buffer = []
-        if not plan.statements:
-            runner.run(driver.ensure_owner())
-            runner.run(driver.keep_functions())
-            continue
-        try:
-            runner.run(driver.ensure_owner())
-            results = runner.run(guarded(driver.run(plan, stop_on_failure=True)))
-        except KeyboardInterrupt:
-            if not interactive:
-                raise
-            driver.say("cancelled")
-            status = 130
-            continue
-        except DshError as exc:
-            if not interactive:
-                raise
-            report_error(exc)
-            status = exc.exit_code
-            continue
-        status = status_of(results)
-        if status and not interactive:
-            return status
-    if buffer and any(b.strip() for b in buffer):
-        try:
-            driver.compile("\n".join(buffer), name, first_line)
-        except LangError as exc:
-            report_error(exc)
-            return exc.exit_code
-    return status
+    return Exit.OK if all(r.ok for r in results) else Exit.NOT_OK

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dsh.exits import Exit
+
 if TYPE_CHECKING:
     from dsh.lang.source import Span
 
 
 class DshError(Exception):
-    """Every error dsh reports to a user. `exit_code` follows design §6."""
+    """Every error dsh reports to a user. `exit_code` follows design §6 (dsh.exits)."""
 
-    exit_code = 1
+    exit_code: int = Exit.NOT_OK
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -21,13 +23,13 @@ class DshError(Exception):
 class UsageError(DshError):
     """Bad command-line usage or configuration."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE
 
 
 class LangError(DshError):
     """A source error: it carries the span of the text that caused it."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE
 
     def __init__(self, message: str, span: Span) -> None:
         super().__init__(message)
@@ -48,13 +50,13 @@ class IncompleteInput(LangError):
 class PlanError(DshError):
     """A serialised plan that cannot be loaded (corrupt, or a newer version)."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE
 
 
 class StoreError(DshError):
     """The store could not be reached or refused an operation."""
 
-    exit_code = 3
+    exit_code = Exit.STORE
 
 
 class RemoteError(DshError):

@@ -19,9 +19,11 @@ from typing import Any
 from dsh.errors import DshError, UsageError
 from dsh.record import record
 from dsh.remote.base import Remote
-from dsh.runtime.session import Session, list_sessions, session_summary
+from dsh.session import control
+from dsh.session.catalogue import list_sessions, session_summary
 from dsh.session.codec import loads
 from dsh.session.keys import callback_key
+from dsh.session.lease import Owned, Session
 from dsh.session.records import Meta
 
 #: The automatic sweep's bounds: seconds for its listing and removals (it starts
@@ -81,48 +83,45 @@ async def remove(
     if meta is None and untouched_since is None:
         raise UsageError(f"no session named {keys.name!r} in {store.name}")
     listed = loads(Meta, meta.value, key=meta.key).id if meta is not None else None
-    await _take(session, wait=wait)
+    owned = await _take(session, wait=wait)
     try:
         # A different id: the session was removed meanwhile and the claim made it
         # anew (its keys go now); else a sweep looks again, as the owner.
-        if untouched_since is not None and session.id == listed:
-            entry = await session_summary(store, keys, timeout=session.timeout)
+        if untouched_since is not None and owned.id == listed:
+            entry = await session_summary(store, keys, timeout=owned.timeout)
             if entry is None or entry["state"] != "idle" or float(entry["touched"]) >= untouched_since:
                 raise InUse(f"session {keys.name!r} was used meanwhile")
-        where = sorted(await _hosts(session) - {"-"}) if hosts is not None else []
+        where = sorted(await _hosts(owned) - {"-"}) if hosts is not None else []
         failed: list[str] = []
-        await local.remove(session.spool_name)
+        await local.remove(owned.spool_name)
         if where and hosts is not None:
-            done = await asyncio.gather(*(hosts(h).remove(session.spool_name) for h in where))
+            done = await asyncio.gather(*(hosts(h).remove(owned.spool_name) for h in where))
             failed = [h for h, ok in zip(where, done, strict=True) if not ok]
-        if session.checkpoints is not None:
-            await session.checkpoints.close()
-            session.checkpoints = None  # nothing more is written: the keys go now
-        made, _ = await store.range(keys.callbacks, timeout=session.timeout)
+        await owned.close_writes()  # nothing more is written: the keys go now
+        made, _ = await store.range(keys.callbacks, timeout=owned.timeout)
         for kv in made:  # the callbacks (and their events) live outside the session's keys
             token = kv.key[len(keys.callbacks) :].decode()
-            await store.delete(callback_key(token), prefix=True, timeout=session.timeout)
-        await store.delete(keys.root, prefix=True, timeout=session.timeout)
+            await store.delete(callback_key(token), prefix=True, timeout=owned.timeout)
+        await store.delete(keys.root, prefix=True, timeout=owned.timeout)
         return failed
     finally:
-        await session.release()
+        await owned.release()
 
 
-async def _take(session: Session, *, wait: bool) -> None:
+async def _take(session: Session, *, wait: bool) -> Owned:
     try:
         if wait:
-            await session.take(patience=0.0)
-            return
-        if await session.store.get(session.keys.handover, timeout=session.timeout) is not None:
+            return await session.take(patience=0.0)
+        if await control.handover_pending(session.store, session.keys, timeout=session.timeout):
             raise UsageError(f"session {session.keys.name!r} is being handed over")
-        await session.claim()
+        return await session.claim()
     except InUse:
         raise
     except UsageError as exc:
         raise InUse(exc.message) from None
 
 
-async def _hosts(session: Session) -> set[str]:
+async def _hosts(session: Owned) -> set[str]:
     """The hosts the session acted on (`-`: this machine), from its action records."""
     kvs, _ = await session.store.range(session.keys.root + b"act/", timeout=session.timeout)
     return {kv.key.rsplit(b"/", 1)[1].decode() for kv in kvs}

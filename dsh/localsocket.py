@@ -13,13 +13,15 @@ clients find it wherever it is.
 
 The socket is bound under umask 077 in that private directory, and its mode
 is never changed by path afterwards (chmod follows a symbolic link). A client
-dials a socket only in a directory that is its user's alone, and talks to it
-only if the process listening runs as its user (SO_PEERCRED, where the
-system has it): anything else is refused with a sentence (ForeignSocket).
+dials a socket (`dial`, or `open_connection` on an event loop) only in a
+directory that is its user's alone, and talks to it only if the process
+listening runs as its user (SO_PEERCRED, where the system has it): anything
+else is refused with a sentence (ForeignSocket).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -154,14 +156,8 @@ def _fallback_dir() -> tuple[Path, Path | None, str | None]:
 def dial(path: str) -> socket.socket | None:
     """A connection to the executor at `path`, or None if nothing listens there
     (an executor that is gone); ForeignSocket if it is not this user's."""
-    where = Path(path).parent
-    if not os.path.lexists(where):  # its executor is gone (and nothing can be planted later)
+    if not _own_directory(path):
         return None
-    if not state.is_own_private(where):
-        raise ForeignSocket(
-            f"refusing the executor socket {path}: its directory is {state.describe(where)}, "
-            "not a private directory of yours"
-        )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(DIAL_TIMEOUT)
     try:
@@ -169,6 +165,47 @@ def dial(path: str) -> socket.socket | None:
     except OSError:
         sock.close()
         return None
+    _check_peer(sock, path)
+    sock.settimeout(None)
+    return sock
+
+
+async def open_connection(
+    path: str, *, limit: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """`dial`, on the running event loop: the executor's socket as asyncio streams
+    (lines up to `limit` bytes), or None if nothing listens there; ForeignSocket if
+    it is not this user's. The connect waits at most DIAL_TIMEOUT."""
+    if not _own_directory(path):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, path), DIAL_TIMEOUT)
+    except (OSError, TimeoutError):
+        sock.close()
+        return None
+    _check_peer(sock, path)
+    return await asyncio.open_unix_connection(sock=sock, limit=limit)
+
+
+def _own_directory(path: str) -> bool:
+    """Whether the directory of socket `path` is this user's alone (False: it is
+    gone, with its executor, and nothing can be planted there later); ForeignSocket
+    if it is not."""
+    where = Path(path).parent
+    if not os.path.lexists(where):
+        return False
+    if not state.is_own_private(where):
+        raise ForeignSocket(
+            f"refusing the executor socket {path}: its directory is {state.describe(where)}, "
+            "not a private directory of yours"
+        )
+    return True
+
+
+def _check_peer(sock: socket.socket, path: str) -> None:
+    """ForeignSocket (and `sock` closed) if the process serving it is another user's."""
     uid = peer_uid(sock)
     if uid is not None and uid != os.getuid():
         sock.close()
@@ -176,8 +213,6 @@ def dial(path: str) -> socket.socket | None:
             f"refusing the executor socket {path}: the process serving it runs as uid {uid}, "
             f"not as you (uid {os.getuid()})"
         )
-    sock.settimeout(None)
-    return sock
 
 
 def peer_uid(sock: socket.socket) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from enum import StrEnum
 from typing import Any
 
 from dsh.errors import PlanError
@@ -17,8 +18,23 @@ from dsh.record import record
 
 PLAN_VERSION = 1
 
-#: The outcomes a host can end a line with (design §3), in display order.
-OUTCOMES = ("ok", "failed", "timeout", "unreachable", "refused", "cancelled", "skipped", "lost")
+
+class Outcome(StrEnum):
+    """How an action, or a host's flow, ended (design §3), in display order. A member
+    is its string: it compares equal to it, and JSON writes it as that string."""
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    LOST = "lost"
+
+
+#: The outcomes a host can end a line with, in display order, as plain strings.
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 #: Result sets of the previous line: one per outcome, plus every host not ok.
 RESULT_SETS = (*OUTCOMES, "notok")
 #: What `await` waits for.

@@ -22,7 +22,7 @@ from dsh import plan as p
 from dsh.bytestext import from_bytes, loaded, stored, to_bytes
 from dsh.lang.durations import format_duration
 from dsh.remote.base import Exec
-from dsh.runtime.executor import Reporter
+from dsh.runtime.ports import Reporter
 from dsh.runtime.results import HostResult, LineResult
 
 
@@ -50,6 +50,12 @@ PARTIAL_MAX = 64 * 1024
 PROGRESS_HOSTS = 20
 #: Host labels' colours (ANSI), one per host, the same for a host every time.
 _PALETTE = ("36", "33", "35", "32", "34", "96", "93", "95", "92", "94")
+
+
+def json_line(value: object, *, ascii_only: bool = False) -> str:
+    """One JSON line of dsh's machine-readable output (`--json`, `dsh serve`'s
+    answers), without its newline: the one place that output is encoded."""
+    return json.dumps(value, ensure_ascii=ascii_only)
 
 
 def neutralise(data: bytes) -> str:
@@ -91,11 +97,11 @@ def _bytes_shown(line: bytes, limit: int) -> int:
 
 
 def _describe(result: HostResult | Exec) -> str:
-    if result.outcome == "failed" and result.exit_status is not None:
+    if result.outcome == p.Outcome.FAILED and result.exit_status is not None:
         text = f"failed (exit {result.exit_status})"
     else:
         text = result.outcome
-    if result.message and result.outcome != "ok":
+    if result.message and result.outcome != p.Outcome.OK:
         text += f": {result.message}"
     return text
 
@@ -304,7 +310,7 @@ def _total(result: LineResult) -> str:
     counts: dict[str, int] = {}
     for h in result.hosts:
         counts[h.outcome] = counts.get(h.outcome, 0) + 1
-    parts = ", ".join(f"{counts[o]} {o}" for o in p.OUTCOMES if o in counts)
+    parts = ", ".join(f"{counts[o]} {o}" for o in p.Outcome if o in counts)
     n = len(result.hosts)
     return f"{n} host{'s' if n != 1 else ''}: {parts} in {format_duration(result.seconds)}"
 

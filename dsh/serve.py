@@ -34,30 +34,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json  # the JSON body of an answer
 import os
 import re
 import resource
 import socket
 import ssl
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dsh.errors import StoreError, UsageError
-from dsh.lang.durations import format_duration, parse_duration
-from dsh.session.codec import dumps, loads
-from dsh.session.keys import SERVERS, callback_key, event_key
-from dsh.session.records import Callback, CallbackEvent, CorruptRecord, Registration
-from dsh.store.base import Compare, LeaseNotFound, Put, Store
+from dsh.lang.durations import format_duration
+from dsh.render import json_line
+from dsh.session.callbacks import STORE_TIMEOUT, TOKEN, accept, check
+from dsh.session.codec import dumps
+from dsh.session.keys import SERVERS
+from dsh.session.records import Registration
+from dsh.store.base import LeaseNotFound, Store
 
-if TYPE_CHECKING:  # h11 is imported when a server runs: the executors only want the keys
+if TYPE_CHECKING:  # h11 is imported when a server runs
     import h11
 
 #: The largest body a callback takes.
 BODY_MAX = 64 * 1024
-#: How long a store call may take, and writing an answer.
-STORE_TIMEOUT = 10.0
+#: How long writing an answer may take (a store call: STORE_TIMEOUT).
 WRITE_TIMEOUT = 10.0
 #: After an answer given before the request was read whole, how long and how much
 #: of the rest is read and dropped, so that the client sees the answer, not a reset.
@@ -68,7 +67,6 @@ REFUSED_LINGER_TIME = 0.25
 #: The lease of a server's registration: gone this long after the server is.
 REGISTRATION_TTL = 10.0
 _READ = 64 * 1024
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _QUOTED = re.compile(r""":? (?:bytearray\(|b['"])""")  # where h11 quotes the bytes it refused
 _REASONS = {
     100: "Continue",
@@ -104,57 +102,6 @@ class Limits:
     head_bytes: int = 16 * 1024
     headers: int = 100
     body_bytes: int = BODY_MAX
-
-
-async def callback_base(store: Store, env: dict[str, str] | None = None) -> str | None:
-    """Where callbacks are POSTed: DSH_CALLBACK_URL, else a running `dsh serve`'s URL."""
-    given = (env if env is not None else os.environ).get("DSH_CALLBACK_URL")
-    if given:
-        return given.rstrip("/")
-    kvs, _ = await store.range(SERVERS, timeout=STORE_TIMEOUT)
-    for kv in kvs:
-        with contextlib.suppress(CorruptRecord):  # one that cannot be read: the next one
-            return loads(Registration, kv.value, key=kv.key).url.rstrip("/")
-    return None
-
-
-async def check(store: Store, token: str) -> tuple[int, str] | None:
-    """Why a POST to this callback would be refused now (HTTP status, what to say), or None."""
-    if not _TOKEN.fullmatch(token):
-        return 404, "no such callback"
-    held = await store.get(callback_key(token), timeout=STORE_TIMEOUT)
-    if held is None:
-        return 404, "no such callback"
-    try:
-        deadline = loads(Callback, held.value, key=held.key).deadline
-    except CorruptRecord:  # damaged, or not written by dsh
-        return 404, "no such callback"
-    if deadline is not None and time.time() > deadline:
-        return 410, "the wait for this callback is over"
-    if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
-        return 409, "this callback was used already: each is accepted once"
-    return None
-
-
-async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int, str]:
-    """Accept one POST to a callback: (HTTP status, what to say)."""
-    refused = await check(store, token)
-    if refused is not None:
-        return refused
-    record = CallbackEvent(body.decode("utf-8", "replace"), time.time(), peer)
-    result = await store.txn(  # the callback is there, and no event yet
-        [
-            Compare(callback_key(token), "version", ">", 0),
-            Compare(event_key(token), "version", "==", 0),
-        ],
-        [Put(event_key(token), dumps(record))],
-        timeout=STORE_TIMEOUT,
-    )
-    if result.succeeded:
-        return 202, "accepted"
-    if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
-        return 409, "this callback was used already: each is accepted once"
-    return 404, "no such callback"  # removed meanwhile (dsh rm)
 
 
 class Server:
@@ -358,7 +305,7 @@ class Server:
             writer.write(
                 conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
             )
-        elif not _TOKEN.fullmatch(token):
+        elif not TOKEN.fullmatch(token):
             return _Answer(404, "no such callback")
         body = bytearray()
         try:
@@ -452,7 +399,7 @@ def _malformed(exc: h11.RemoteProtocolError, limits: Limits) -> _Answer:
 def _response(conn: h11.Connection, answer: _Answer, *, head_only: bool) -> bytes:
     import h11
 
-    body = json.dumps({"status": answer.status, "message": answer.message}).encode() + b"\n"
+    body = json_line({"status": answer.status, "message": answer.message}, ascii_only=True).encode() + b"\n"
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
@@ -478,84 +425,3 @@ def make_room_for(connections: int) -> None:
                 f"and this process may open at most {hard} (ulimit -Hn)"
             )
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"--listen {text!r}: give ADDRESS:PORT, like 127.0.0.1:8470")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if not cert and not key:
-        return None
-    if not (cert and key):
-        raise UsageError("dsh serve needs both --cert and --key for HTTPS")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"dsh serve: cannot load {cert} and {key}: {exc}") from None
-    return context
-
-
-_OPTIONS = {
-    "--listen": "listen",
-    "--public-url": "public_url",
-    "--cert": "cert",
-    "--key": "key",
-    "--header-timeout": "header_timeout",
-    "--body-timeout": "body_timeout",
-    "--max-connections": "max_connections",
-}
-#: The bounds of the limits' options.
-TIMEOUT_RANGE = (0.001, 3600.0)
-CONNECTIONS_RANGE = (1, 65536)
-
-
-def options(rest: list[str]) -> dict[str, Any]:
-    """`serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F] [--header-timeout D]
-    [--body-timeout D] [--max-connections N]`; the last three make up `limits`."""
-    found: dict[str, Any] = {"listen": "127.0.0.1:8470", "public_url": None, "cert": None, "key": None}
-    given: dict[str, str] = {}
-    while rest:
-        arg = rest.pop(0)
-        flag, eq, value = arg.partition("=")
-        if flag not in _OPTIONS:
-            raise UsageError(f"serve: unknown option {arg!r} ({', '.join(_OPTIONS)})")
-        if not eq:
-            if not rest:
-                raise UsageError(f"serve: {flag} needs a value")
-            value = rest.pop(0)
-        given[flag] = value
-        if flag in ("--listen", "--public-url", "--cert", "--key"):
-            found[_OPTIONS[flag]] = value
-    if found["public_url"] is not None and not str(found["public_url"]).startswith(("http://", "https://")):
-        raise UsageError(f"--public-url {found['public_url']!r}: give an http:// or https:// URL")
-    default = Limits()
-    found["limits"] = Limits(
-        header_timeout=_timeout("--header-timeout", given.get("--header-timeout"), default.header_timeout),
-        body_timeout=_timeout("--body-timeout", given.get("--body-timeout"), default.body_timeout),
-        connections=_count("--max-connections", given.get("--max-connections"), default.connections),
-    )
-    return found
-
-
-def _timeout(flag: str, text: str | None, default: float) -> float:
-    if text is None:
-        return default
-    low, high = TIMEOUT_RANGE
-    seconds = parse_duration(text)
-    if seconds is None or not low <= seconds <= high:
-        raise UsageError(f"{flag} {text!r}: give a duration from 1ms to 1h, like 10s or 500ms")
-    return seconds
-
-
-def _count(flag: str, text: str | None, default: int) -> int:
-    if text is None:
-        return default
-    low, high = CONNECTIONS_RANGE
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise UsageError(f"{flag} {text!r}: give a whole number from {low} to {high}")
-    return int(text)

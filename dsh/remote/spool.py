@@ -55,7 +55,7 @@ command (`setsid sh`), the timer's `sleep` and a `sleep` of the poll.
 A spool that cannot be written is said as such: a claim that could not be
 written is removed again (nothing started) and LAUNCH says why ("the spool's
 disk is full (…)" or "cannot write the spool: …", from a test write in the
-session's directory); a runner that cannot write the status exits 3, which
+session's directory); a runner that cannot write the status exits UNWRITTEN, which
 LAUNCH (its parent) reads with `wait`, and the action is `lost` for that
 reason, not as if its runner had died.
 
@@ -67,22 +67,43 @@ command's.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import shlex
 import signal
 import zlib
 from collections.abc import Mapping, Sequence
+from enum import IntEnum
 
 from dsh.remote.base import Exec, OutputSink
 
-#: Exit statuses of LAUNCH that are the wrapper's, not the command's; a `TAG TEXT`
-#: line on stderr says why.
-CLAIMED = 253  # the action was claimed before: nothing was started
-SPOOL_FAILED = 252  # nothing was started: the spool could not be written, or no setsid
-TIMED_OUT = 251  # the backstop, or dsh's KILL for a timeout, ended the command
-CANCELLED = 250  # dsh's KILL for a cancel ended the command
-LOST = 249  # its runner is gone (or could not write it) and no status was written
-ORPHANED = 248  # a reader whose parent went away ends (nobody reads this status)
+
+class WrapperExit(IntEnum):
+    """The wrapper's own exit statuses, not a command's. The scripts below are
+    built with them (`@NAME@` in their text is the number: `_statuses`)."""
+
+    #: LAUNCH: the action was claimed before: nothing was started.
+    CLAIMED = 253
+    #: LAUNCH: nothing was started: the spool could not be written, or no setsid.
+    SPOOL_FAILED = 252
+    #: The backstop, or dsh's KILL for a timeout, ended the command.
+    TIMED_OUT = 251
+    #: dsh's KILL for a cancel ended the command.
+    CANCELLED = 250
+    #: Its runner is gone (or could not write it) and no status was written.
+    LOST = 249
+    #: A reader whose parent went away ends (nobody reads this status).
+    ORPHANED = 248
+    #: CHECK: the host ended a probe that ran too long (as coreutils' timeout says it).
+    CHECK_TIMED_OUT = 124
+    #: The runner could not write the status; LAUNCH, its parent, reads it with `wait`.
+    UNWRITTEN = 3
+
+
+def _statuses(script: str) -> str:
+    """`script` with each `@NAME@` replaced by the number of WrapperExit.NAME."""
+    return re.sub(r"@([A-Z_]+)@", lambda m: str(int(WrapperExit[m.group(1)])), script)
+
 
 #: Seconds between TERM and KILL, here and in the backstop.
 GRACE = 2
@@ -149,9 +170,9 @@ _UNWRITABLE = r"""unwritable() {
 #: trapped, `wait` also returns when the timer ends (POSIX: a trapped signal
 #: ends a wait), and a timer no longer alive means time is up: TERM the group,
 #: then after the grace KILL it. Then it TERMs what the command left in its
-#: group and writes the status last; when it cannot, it exits 3 (LAUNCH, its
-#: parent, reads that with `wait`).
-RUNNER = (
+#: group and writes the status last; when it cannot, it exits UNWRITTEN (LAUNCH,
+#: its parent, reads that with `wait`).
+RUNNER = _statuses(
     r"""run() {
 f=$1 c=$2 t=$3 g=$4
 """
@@ -175,33 +196,34 @@ trap - CHLD
 kill "$w" 2>/dev/null
 kill -TERM "-$p" 2>/dev/null
 read -r why 2>/dev/null <"$f.killed" && rc=$why
-printf '%s\n' "$rc" >"$f.status" || exit 3
+printf '%s\n' "$rc" >"$f.status" || exit @UNWRITTEN@
 }
 """
 )
 
 #: Streams .out and .err from their start as they grow until the status appears,
 #: then exits with it. Every few polls it checks that the runner lives (a runner
-#: gone without a status means nobody will ever write one: exit 249, lost, with
+#: gone without a status means nobody will ever write one: exit LOST, with
 #: why as far as it can tell: LAUNCH, the runner's parent, reads its exit status;
 #: a spool that cannot be written is said), and that whoever reads it is still
 #: there: a reader whose parent went away (dsh or the connection died: it was
 #: adopted) has nobody to stream to and ends; the runner goes on, and a later
 #: FOLLOW or PROBE collects its end. `rp rs`: the runner's pid and start time
 #: (LAUNCH knows them; FOLLOW reads them from .run).
-_STREAM = r"""exec 3<"$f.out" 4<"$f.err"
+_STREAM = _statuses(
+    r"""exec 3<"$f.out" 4<"$f.err"
 parent() { parent=; read -r _p 2>/dev/null <"/proc/$$/stat" || return 1
   set -f; set -- ${_p#*) }; parent=$2; set +f; }
 lost() {
   if [ -n "$runner" ] && ! kill -0 "$runner" 2>/dev/null; then
     wait "$runner"
-    if [ "$?" = 3 ]; then
+    if [ "$?" = @UNWRITTEN@ ]; then
       unwritable "$f.status" || why="cannot write the spool: $f.status"
-      say "lost: the command's end could not be written: $why"; exit 249
+      say "lost: the command's end could not be written: $why"; exit @LOST@
     fi
   fi
-  if unwritable "$f.status"; then say "lost: its runner is gone and no status was written; $why"; exit 249; fi
-  say "lost: its runner is gone and no status was written"; exit 249
+  if unwritable "$f.status"; then say "lost: its runner is gone and no status was written; $why"; exit @LOST@; fi
+  say "lost: its runner is gone and no status was written"; exit @LOST@
 }
 parent; reader=$parent
 n=0
@@ -212,7 +234,7 @@ while :; do
   [ "$fin" = 1 ] && break
   n=$((n + 1))
   if [ $((n % 10)) = 0 ] && [ -n "$reader" ] && parent && [ "$parent" != "$reader" ]; then
-    exit 248
+    exit @ORPHANED@
   fi
   if [ -n "$watch" ] && [ $((n % 10)) = 0 ]; then
     [ -n "$rp" ] || read -r rp rs 2>/dev/null <"$f.run"
@@ -224,11 +246,12 @@ while :; do
   if [ "$n" -lt 20 ]; then sleep 0.01; elif [ "$n" -lt 60 ]; then sleep 0.05; else sleep 0.2; fi
 done
 case $st in
-  timeout) say "timed out"; exit 251 ;;
-  cancelled) say "cancelled"; exit 250 ;;
+  timeout) say "timed out"; exit @TIMED_OUT@ ;;
+  cancelled) say "cancelled"; exit @CANCELLED@ ;;
   *) exit "$st" ;;
 esac
-"""
+"""  # noqa: E501  (a line of the script, `exit @LOST@` spelt out)
+)
 
 #: Says where it stands first (`TAG start`); makes sure this host can start a
 #: session (setsid, python3 or perl), else claims nothing; claims with `set -C`
@@ -239,7 +262,7 @@ esac
 #: streams the spool files back as they grow until the status appears, and
 #: exits with it. It may be blocked by a slow connection, or die with it: the
 #: runner does not depend on it.
-LAUNCH = (
+LAUNCH = _statuses(
     "umask 077\n"
     + _SAY
     + _BEGIN
@@ -252,7 +275,7 @@ d="$root/$session" f="$root/$session/$action@$alias"
 """
     + _SESSION
     + r"""if [ -z "$ss" ]; then
-  say "no setsid on $alias (nor python3 or perl to start a session with)"; exit 252
+  say "no setsid on $alias (nor python3 or perl to start a session with)"; exit @SPOOL_FAILED@
 fi
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
 started $$
@@ -263,18 +286,18 @@ claim && ok=1
 if [ "$ok" = 0 ] && [ ! -e "$f.claim" ]; then mkdir -p "$d" 2>/dev/null; claim && ok=1; fi
 set +C
 if [ "$ok" = 0 ]; then
-  [ -s "$f.claim" ] && { say "claimed: $action on $alias was started before"; exit 253; }
+  [ -s "$f.claim" ] && { say "claimed: $action on $alias was started before"; exit @CLAIMED@; }
   if unwritable "$f.claim"; then  # an empty claim is one made here whose content could not be written
     [ -e "$f.claim" ] && [ ! -s "$f.claim" ] && rm -f "$f.claim"
-    say "$why"; exit 252
+    say "$why"; exit @SPOOL_FAILED@
   fi
-  [ -e "$f.claim" ] && { say "claimed: $action on $alias was started before"; exit 253; }
-  say "cannot write the spool: $f.claim"; exit 252
+  [ -e "$f.claim" ] && { say "claimed: $action on $alias was started before"; exit @CLAIMED@; }
+  say "cannot write the spool: $f.claim"; exit @SPOOL_FAILED@
 fi
 if ! { : >"$f.out" && : >"$f.err"; } 2>/dev/null; then
   unwritable "$f.out" || why="cannot write the spool: $f.out"
   rm -f "$f.claim" "$f.out" "$f.err"
-  say "$why"; exit 252
+  say "$why"; exit @SPOOL_FAILED@
 fi
 run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
 runner=$!
@@ -352,14 +375,14 @@ if read -r st 2>/dev/null <"$f.status"; then answer status "$st"; else answer lo
 #: Streams an action launched before (by another owner) to its end: what a new
 #: owner does with an action PROBE says is `alive` (or ended: it then streams
 #: the whole output and exits with the status at once).
-FOLLOW = (
+FOLLOW = _statuses(
     _SAY
     + _BEGIN
     + _STARTED
     + _UNWRITABLE
     + _SPOOL_FILE
     + r"""watch=1 runner= rp= rs=
-[ -e "$f.out" ] || { say "lost: $3 on $4 has no spool"; exit 249; }
+[ -e "$f.out" ] || { say "lost: $3 on $4 has no spool"; exit @LOST@; }
 """
     + _STREAM
 )
@@ -441,9 +464,9 @@ def answer(argv: Sequence[str], stdout: bytes | str) -> str | None:
 #: A probe (`await file`, `await cmd`) bounded on the host itself: over SSH without
 #: a pty, a channel that closes does not end its command. The command runs in a
 #: process group of its own; past T seconds the group is TERMed, then KILLed,
-#: and the exit status is 124 (as coreutils' timeout says it). Its stdout starts
-#: with `TAG start` (what came before is the login shell's).
-CHECK = (
+#: and the exit status is CHECK_TIMED_OUT (124, as coreutils' timeout says
+#: it). Its stdout starts with `TAG start` (what came before is the login shell's).
+CHECK = _statuses(
     _BEGIN
     + _SESSION
     + r"""t=$1 c=$2
@@ -461,12 +484,10 @@ watch </dev/null >/dev/null 2>&1 &
 w=$!
 wait "$p"; rc=$?
 if kill "$w" 2>/dev/null; then exit "$rc"; fi
-[ "$rc" -ge 128 ] && exit 124
+[ "$rc" -ge 128 ] && exit @CHECK_TIMED_OUT@
 exit "$rc"
 """
 )
-#: The exit status of a probe its host ended for running too long.
-CHECK_TIMED_OUT = 124
 
 
 def check_argv(command: str, timeout: float) -> list[str]:
@@ -636,15 +657,15 @@ class Watch:
             )
         why = self.messages[-1] if self.messages else ""
         if why:
-            if status == LOST:
+            if status == WrapperExit.LOST:
                 return Exec("lost", None, seconds, why.removeprefix("lost: "))
-            if status == CLAIMED:
+            if status == WrapperExit.CLAIMED:
                 return Exec("lost", None, seconds, f"not started again: {why} (the spool holds its claim)")
-            if status == SPOOL_FAILED:
+            if status == WrapperExit.SPOOL_FAILED:
                 return Exec("failed", None, seconds, f"nothing started: {why}")
-            if status == TIMED_OUT and why == "timed out":
+            if status == WrapperExit.TIMED_OUT and why == "timed out":
                 return Exec("timeout", None, seconds, "the wrapper's backstop timeout ended it")
-            if status == CANCELLED and why == "cancelled":
+            if status == WrapperExit.CANCELLED and why == "cancelled":
                 return Exec("cancelled", None, seconds, "")
         if status == 0:
             return Exec("ok", 0, seconds)

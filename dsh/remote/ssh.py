@@ -414,7 +414,7 @@ class SshHost:
             return Check(None, b"", f"the login shell exited {done.exit_status} before the probe ran")
         out, dropped = unwrapped
         self._noted(dropped)
-        if done.exit_status == spool.CHECK_TIMED_OUT:
+        if done.exit_status == spool.WrapperExit.CHECK_TIMED_OUT:
             return Check(None, out[:CHECK_BYTES], f"the probe did not end within {timeout:g}s")
         return Check(done.exit_status, out[:CHECK_BYTES])
 

@@ -1,13 +1,16 @@
 """The `dsh>` prompt: prompt-toolkit with dsh's colours, completion, checks and history.
 
-`Repl.read(prompt)` reads one whole statement: Enter on text that is not
-complete yet (an unclosed `{`, a trailing `|`, an open quote) starts a new
-line; on complete text it checks it (a compile with what the session has
-bound) and, if the check fails, marks the error where it is and keeps the
-text for fixing. History is kept per store under the XDG state directory
-(its file 0600: typed lines may hold secrets) and searched with Ctrl-R.
-Ctrl-\\ detaches (the work goes on), Ctrl-D on an empty line ends the
-client, Ctrl-C drops the text being typed.
+`Repl.read_async(prompt)` reads one whole statement, on the running event loop
+(prompt-toolkit's `prompt_async`, on the client's loop, whose tasks go on while
+it waits): Enter on text that is not complete yet (an unclosed `{`, a
+trailing `|`, an open quote) starts a new line; on complete text it checks
+it (a compile with what the session has bound) and, if the check fails,
+marks the error where it is and keeps the text for fixing. History is kept
+per store under the XDG state directory (its file 0600: typed lines may hold
+secrets) and searched with Ctrl-R. Ctrl-\\ detaches (the work goes on),
+Ctrl-D on an empty line ends the client, Ctrl-C drops the text being typed.
+prompt-toolkit starts no thread for it (its FileHistory loads in the loop;
+completion and checks run there too).
 """
 
 from __future__ import annotations
@@ -29,10 +32,7 @@ from dsh import state
 from dsh.errors import IncompleteInput, LangError
 from dsh.repl.completion import DshCompleter, Sources
 from dsh.repl.lexer import DshLexer
-
-
-class DetachKey(Exception):
-    """Ctrl-\\ at the prompt."""
+from dsh.repl.lines import Detach, Dropped
 
 
 def history_path(state: Path, store: str) -> Path:
@@ -94,7 +94,7 @@ class Repl:
 
         @keys.add("c-\\")
         def _detach(event: KeyPressEvent) -> None:
-            event.app.exit(exception=DetachKey())
+            event.app.exit(exception=Detach())
 
         class BoundLexer(DshLexer):  # the names the session binds, coloured apart
             def __init__(self, **options: object) -> None:
@@ -125,9 +125,13 @@ class Repl:
             return False
         return False
 
-    def read(self, prompt: str) -> str | None:
-        """The next statement (several lines if it spans them); None at Ctrl-D."""
+    async def read_async(self, prompt: str) -> str | None:
+        """The next statement (several lines if it spans them); None at Ctrl-D;
+        Dropped at Ctrl-C, Detach at Ctrl-\\."""
         try:
-            return self.session.prompt(prompt)
+            # No exception handler of prompt-toolkit's: it would wait for Enter.
+            return await self.session.prompt_async(prompt, set_exception_handler=False)
         except EOFError:
             return None
+        except KeyboardInterrupt:  # raised in the loop's task, it would stop the loop
+            raise Dropped from None

@@ -10,7 +10,7 @@ the wait. What an await looks at:
 - `http URL [status N]`: from the session's machine; N, else any 2xx.
 - `file PATH`, `cmd 'WORDS'`: on the flow's host, outside the spool (a probe is
   read-only and may run many times).
-- `key KEY [= VALUE]` and `signal NAME`: the store, through `Events`.
+- `key KEY [= VALUE]` and `signal NAME`: the store, through `Events` (dsh.runtime.ports).
 - `callback [URL]`: the event `dsh serve` wrote into the store when the
   callback's URL got its POST (the body is the value).
 """
@@ -20,46 +20,19 @@ from __future__ import annotations
 import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
-from dsh.errors import DshError
 from dsh.plan import LOOK_SLACK
 from dsh.record import record
 from dsh.remote.base import Remote
 from dsh.remote.local import tcp_open
 from dsh.runtime.clock import Clock
+from dsh.runtime.ports import CallbackError as CallbackError
+from dsh.runtime.ports import Events
 
 #: One probe never takes longer than this, whatever is left of the wait.
 PROBE_MAX = 10.0
 #: Bytes of an HTTP body kept (`await http … as NAME`).
 BODY_BYTES = 64 * 1024
-
-
-class Events(Protocol):
-    """The store's side of awaits: keys and durable signals of a session's user."""
-
-    async def key(self, key: str) -> str | None:
-        """The value of `key`, None when it is not set."""
-        ...
-
-    async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
-        """Consume the oldest signal `name` sent to the session, if any (recording,
-        in the same fenced transaction, that `action` got it); its value."""
-        ...
-
-    async def new_callback(self, action: str, host: str | None) -> tuple[str, bool]:
-        """Make the callback of `action` (the same one again after a takeover): its
-        URL, and whether it is new. CallbackError when no `dsh serve` is known."""
-        ...
-
-    async def callback(self, url: str, deadline: float | None) -> str | None:
-        """The body POSTed to the callback at `url`, None while none was; the first
-        look also records until when it is awaited (later POSTs are refused)."""
-        ...
-
-
-class CallbackError(DshError):
-    """A callback cannot be made (no `dsh serve` is known to the store)."""
 
 
 NO_SERVER = (
@@ -103,7 +76,7 @@ def looker(
     kind: str,
     args: list[str],
     remote: Remote,
-    events: Events | None,
+    events: Events,
     action: str,
     host: str | None,
     deadline: float | None = None,
@@ -141,14 +114,11 @@ def looker(
 
         what = f"{args[0]} did not appear" if kind == "file" else f"`{args[0]}` did not exit 0"
         return check_look, what
-    if events is None:
-        raise RuntimeError("awaiting keys and signals needs a session")
-    store_events = events
     if kind == "key":
         key, wanted_value = args[0], args[1] if len(args) > 1 else None
 
         async def key_look(bound: float) -> tuple[bool, str, str]:
-            value = await store_events.key(key)
+            value = await events.key(key)
             held = value is not None and (wanted_value is None or value == wanted_value)
             return held, value or "", ""
 
@@ -159,14 +129,14 @@ def looker(
         url, first = args[0], [True]
 
         async def callback_look(bound: float) -> tuple[bool, str, str]:
-            body = await store_events.callback(url, deadline if first[0] else None)
+            body = await events.callback(url, deadline if first[0] else None)
             first[0] = False
             return body is not None, body or "", ""
 
         return callback_look, f"no POST to {url}"
 
     async def signal_look(bound: float) -> tuple[bool, str, str]:
-        value = await store_events.take_signal(args[0], action, host)
+        value = await events.take_signal(args[0], action, host)
         return value is not None, value or "", ""
 
     return signal_look, f"no signal {args[0]!r}"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-from typing import Any
-
-from dsh.plan import OUTCOMES, Statement
+from dsh.plan import OUTCOMES, Outcome, Statement
 from dsh.record import record
 
 #: Bytes of stdout and stderr kept per host for bindings and summaries.
@@ -28,37 +25,7 @@ class HostResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
-
-
-def dump_host_result(result: HostResult, keep: int) -> dict[str, Any]:
-    """A host result as JSON data, with at most `keep` bytes of stdout and of stderr."""
-    return {
-        "host": result.host,
-        "outcome": result.outcome,
-        "exit": result.exit_status,
-        "seconds": result.seconds,
-        "attempts": result.attempts,
-        "message": result.message,
-        "out": base64.b64encode(result.out[:keep]).decode(),
-        "err": base64.b64encode(result.err[:keep]).decode(),
-        "truncated": result.truncated or len(result.out) > keep or len(result.err) > keep,
-    }
-
-
-def load_host_result(data: dict[str, Any]) -> HostResult:
-    """The inverse of dump_host_result (KeyError, ValueError or TypeError if corrupt)."""
-    return HostResult(
-        data["host"],
-        data["outcome"],
-        data["exit"],
-        float(data["seconds"]),
-        attempts=int(data.get("attempts", 1)),
-        message=str(data.get("message", "")),
-        out=base64.b64decode(data["out"]),
-        err=base64.b64decode(data["err"]),
-        truncated=bool(data["truncated"]),
-    )
+        return self.outcome == Outcome.OK
 
 
 @record

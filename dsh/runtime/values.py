@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import DshError
+from dsh.exits import Exit
 from dsh.record import record
 from dsh.runtime.results import HostResult
 
@@ -39,7 +40,7 @@ class BindRefused(DshError):
     takes in one value: the statement fails and nothing is bound, so that a run
     and its resume see the same value (none), never a cut one."""
 
-    exit_code = 1
+    exit_code = Exit.NOT_OK
 
 
 def value_bytes(value: Value) -> int | None:

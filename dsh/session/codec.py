@@ -76,6 +76,7 @@ from dsh.session.records import (
     RunRecord,
     Todo,
 )
+from dsh.store.base import KV
 
 R = TypeVar("R")
 #: The JSON field of a record's format (dsh.session.records.FORMAT).
@@ -124,6 +125,18 @@ def loads(cls: type[R], raw: bytes, *, key: bytes) -> R:
         return _from(cls, data)
     except _Bad as bad:
         raise CorruptRecord(key, bad.problem, bad.field) from None
+
+
+def readable(cls: type[R], held: KV | None) -> R | None:
+    """A control record (owner, handover, …) as `cls`, or None when there is none or
+    it cannot be read (damaged, or written by someone else): whoever reads it goes
+    on without it, and a forged record never stops a process (fault report #9)."""
+    if held is None:
+        return None
+    try:
+        return loads(cls, held.value, key=held.key)
+    except CorruptRecord:
+        return None
 
 
 def load_action(raw: bytes, *, key: bytes) -> ActionRecord:

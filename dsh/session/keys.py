@@ -37,6 +37,11 @@ session removed and made again never meets the claims of the old one.
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from collections.abc import Mapping
+
 from dsh.bytestext import to_bytes
 from dsh.record import record
 
@@ -171,3 +176,20 @@ class Keys:
     def actions_of(self, run: int) -> bytes:
         """The prefix of the action records of run `run`."""
         return self.root + f"act/{run}.".encode()
+
+
+def user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid{os.getuid()}"
+
+
+def machine_id(env: Mapping[str, str]) -> str:
+    return env.get("DSH_MACHINE_ID") or socket.gethostname()
+
+
+def generated_name() -> str:
+    return time.strftime("s%Y%m%d-%H%M%S-") + os.urandom(2).hex()

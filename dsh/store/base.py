@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Literal, Protocol
 
 from dsh.errors import StoreError
+from dsh.exits import Exit
 from dsh.record import record
 
 #: etcd's default request limit (--max-request-bytes).
@@ -60,7 +61,7 @@ class LeaseNotFound(StoreError):
 class RequestTooLarge(StoreError):
     """A value or a transaction over etcd's limits."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE
 
 
 @record

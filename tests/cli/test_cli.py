@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsh import cli
+from dsh.cli.args import SUBCOMMANDS
 from tests.conftest import assert_no_process, dsh_path, stop_sleeper
 
 
@@ -240,7 +240,7 @@ def test_interrupt_kills_the_command_and_exits_130(env) -> None:  # type: ignore
 def test_verbose_keeps_the_exit_status_and_adds_a_traceback(run_dsh) -> None:  # type: ignore[no-untyped-def]
     r = run_dsh(["-v", "no-such-script.dsh"])
     assert r.returncode == 2
-    expected = f"(and not a subcommand: {', '.join(cli.SUBCOMMANDS)})"
+    expected = f"(and not a subcommand: {', '.join(SUBCOMMANDS)})"
     assert "Traceback" in r.stderr and r.stderr.rstrip().endswith(expected)
     r = run_dsh(["-v", "-c", "@h[1-3 true"])
     assert r.returncode == 2 and "Traceback" not in r.stderr

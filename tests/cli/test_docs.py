@@ -1,8 +1,8 @@
 """The manual page and the shell completions stay in step with the command line.
 
 The options come from `dsh --help` as the parser prints them, the subcommands
-and exit codes from dsh.cli itself; man/dsh.1 and the bash, zsh and fish
-completions must name every one of them.
+from dsh.cli's table and the exit codes from dsh.exits; man/dsh.1 and the bash,
+zsh and fish completions must name every one of them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dsh import __version__, cli
+from dsh import __version__
+from dsh.cli.args import SUBCOMMANDS
+from dsh.exits import Exit
 
 ROOT = Path(__file__).resolve().parents[2]
 MAN = ROOT / "man" / "dsh.1"
@@ -49,8 +51,8 @@ def help_options() -> tuple[set[str], set[str]]:
 
 
 def exit_codes() -> dict[str, int]:
-    codes = {name: value for name, value in vars(cli).items() if name.startswith("EXIT_")}
-    assert isinstance(codes.get("EXIT_OK"), int), "dsh.cli has no EXIT_OK"
+    codes = {member.name: int(member) for member in Exit}
+    assert codes.get("OK") == 0, "dsh.exits.Exit has no OK"
     return codes
 
 
@@ -122,9 +124,9 @@ def test_every_option_of_dsh_help_is_an_item_of_the_man_page() -> None:
 
 
 def test_every_subcommand_is_an_item_of_the_man_page() -> None:
-    assert cli.SUBCOMMANDS
+    assert SUBCOMMANDS
     described = " ".join(tags(man_sections()["SUBCOMMANDS"]))
-    for name in cli.SUBCOMMANDS:
+    for name in SUBCOMMANDS:
         assert re.search(rf"\b{re.escape(name)}\b", described), f"{name} is not in SUBCOMMANDS"
 
 
@@ -132,13 +134,13 @@ def test_every_exit_code_is_in_the_exit_status_section() -> None:
     listed = {int(t.split()[0]) for t in tags(man_sections()["EXIT STATUS"]) if t.split()}
     codes = exit_codes()
     missing = {name: value for name, value in codes.items() if value not in listed}
-    assert missing == {}, "exit codes of dsh/cli.py missing from EXIT STATUS in man/dsh.1"
-    assert listed - set(codes.values()) == set(), "man/dsh.1 lists exit codes dsh/cli.py does not have"
+    assert missing == {}, "exit codes of dsh/exits.py missing from EXIT STATUS in man/dsh.1"
+    assert listed - set(codes.values()) == set(), "man/dsh.1 lists exit codes dsh/exits.py does not have"
 
 
 def test_man_page_names_the_environment_variables_the_code_reads() -> None:
-    source = (ROOT / "dsh" / "cli.py").read_text(encoding="utf-8")
-    source += (ROOT / "dsh" / "config.py").read_text(encoding="utf-8")
+    paths = [*sorted((ROOT / "dsh" / "cli").glob("*.py")), ROOT / "dsh" / "config.py"]
+    source = "".join(path.read_text(encoding="utf-8") for path in paths)
     read = set(re.findall(r"""env(?:\.get\(|\[)["']([A-Z_]+)["']""", source))
     assert {"DSH_SESSION", "DSH_STORE", "DSH_CONFIG", "NO_COLOR"} <= read
     described = set(tags(man_sections()["ENVIRONMENT"]))
@@ -184,7 +186,7 @@ def test_zsh_completion_is_an_arguments_spec_for_dsh() -> None:
 @pytest.mark.parametrize("path", [BASH, ZSH, FISH], ids=["bash", "zsh", "fish"])
 def test_completions_name_every_subcommand(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
-    for name in cli.SUBCOMMANDS:
+    for name in SUBCOMMANDS:
         assert re.search(rf"\b{re.escape(name)}\b", text), f"{path.name} does not complete {name}"
 
 
@@ -227,7 +229,7 @@ def test_bash_offers_every_option_of_dsh_help() -> None:
 
 
 def test_bash_offers_the_subcommands() -> None:
-    for name in cli.SUBCOMMANDS:
+    for name in SUBCOMMANDS:
         assert name in bash_complete("dsh", name[:2])
 
 

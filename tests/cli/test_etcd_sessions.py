@@ -65,7 +65,7 @@ def marks_dir() -> Path:
 
 def owner_puts(url: str, prefix: str, name: str, since: int) -> list[str]:
     """The machines that put the session's owner key after revision `since`."""
-    from dsh.runtime.session import Keys, user_name
+    from dsh.session.keys import Keys, user_name
 
     async def read() -> list[str]:
         store = open_store(url, {"DSH_ETCD_PREFIX": prefix})
@@ -90,7 +90,7 @@ def owner_puts(url: str, prefix: str, name: str, since: int) -> list[str]:
 
 
 def owner_machine(url: str, prefix: str, name: str) -> str | None:
-    from dsh.runtime.session import Keys, user_name
+    from dsh.session.keys import Keys, user_name
 
     async def read() -> str | None:
         store = open_store(url, {"DSH_ETCD_PREFIX": prefix})
@@ -266,7 +266,7 @@ def test_a_three_member_cluster_loses_its_leader_and_the_session_completes(  # t
 
 def action_machines(url: str, prefix: str, name: str) -> dict[str, set[str]]:
     """Which machines launched the actions of each run: {run: {machine…}}."""
-    from dsh.runtime.session import Keys, user_name
+    from dsh.session.keys import Keys, user_name
 
     async def read() -> dict[str, set[str]]:
         store = open_store(url, {"DSH_ETCD_PREFIX": prefix})

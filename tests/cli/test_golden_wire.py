@@ -19,7 +19,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from dsh.runtime.session import Keys, read_journal, user_name
+from dsh.session.catalogue import read_journal
+from dsh.session.keys import Keys, user_name
 from dsh.store.sqlite import SqliteStore
 from tests.helpers.golden import normalised
 from tests.helpers.wait import wait_for

@@ -21,7 +21,9 @@ import pytest
 
 from dsh.housekeeping import Keep, remove_expired
 from dsh.remote.local import LocalShell
-from dsh.runtime.session import Keys, Session, list_sessions, user_name
+from dsh.session.catalogue import list_sessions
+from dsh.session.keys import Keys, user_name
+from dsh.session.lease import Session
 from dsh.store import open_store
 from dsh.store.base import Store
 from tests.conftest import dsh_path, start_dsh

@@ -9,7 +9,7 @@ from pathlib import Path
 from dsh.lang.compiler import MAX_CALL_DEPTH, Context, compile_source
 from dsh.lang.parser import MAX_BLOCK_DEPTH
 from dsh.lang.source import Source
-from dsh.runtime.session import MAX_PLAN, stored_size
+from dsh.session.recorder import MAX_PLAN, stored_size
 from tests.conftest import SshSetup
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dsh.runtime.session import user_name
+from dsh.session.keys import user_name
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "stores"
 #: Written by: dsh at 4027279 (schema 1, leases on the wall clock), and dsh as the

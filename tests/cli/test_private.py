@@ -22,7 +22,7 @@ import pexpect
 import pytest
 
 from dsh import localsocket
-from dsh.runtime.session import Keys, user_name
+from dsh.session.keys import Keys, user_name
 from dsh.state import is_own_private
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import dsh_path

@@ -210,20 +210,22 @@ def test_the_toolbar_says_what_runs_and_how_the_last_line_ended() -> None:
     from dsh.client import Client, Link
     from dsh.lang.compiler import compile_source
     from dsh.lang.source import Source
-    from dsh.plan import dump_statement
     from dsh.render import TextRenderer
     from dsh.repl.shell import Toolbar
+    from dsh.runtime.protocol import HostDone, Line, LineDone
+    from dsh.runtime.results import HostResult
     from dsh.runtime.wire import Replay
 
     renderer = TextRenderer(io.StringIO(), io.StringIO())
-    link = Link(None, None, "m1", lambda take, patience: None, Path("/nonexistent"), lambda: None)  # type: ignore[arg-type]
+    link = Link(None, None, "m1", lambda take, patience: None, Path("/nonexistent"))  # type: ignore[arg-type]
     client = Client(link, Replay(renderer, renderer.message), renderer.message, print)
     toolbar = Toolbar("s1", "local", "m1", client.progress)
     assert toolbar() == " session s1 · store local · on m1"
     stmt = compile_source(Source("t", "@h[1-3] sleep 1")).statements[0]
-    client._track({"ev": "line", "k": 1, "def": dump_statement(stmt), "hosts": ["h1", "h2", "h3"]})
-    client._track({"ev": "host", "k": 1})
+    result = HostResult("h1", "ok", 0, 1.0)
+    client._track(Line(1, stmt, ("h1", "h2", "h3")))
+    client._track(HostDone(1, result))
     assert "running '@h[1-3] sleep 1' 1/3 hosts" in toolbar()
-    client._track({"ev": "done-line", "k": 1})
+    client._track(LineDone(1, stmt, (result,), 1.0, True, "", False))
     assert toolbar() == " session s1 · store local · on m1"
     client.runner.close()

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from dsh.runtime.session import Keys, in_flight, read_journal, user_name
+from dsh.session.catalogue import read_journal
+from dsh.session.history import in_flight
+from dsh.session.keys import Keys, user_name
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import assert_no_process, dsh_path, start_dsh
 from tests.helpers.store import with_store

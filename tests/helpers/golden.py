@@ -24,7 +24,7 @@ def normalised(value: bytes) -> bytes:
 def records(store: Path) -> str:
     """Every key of the store and its value, normalised, one per line, in key order
     (the user's name in keys as USER)."""
-    from dsh.runtime.session import user_name
+    from dsh.session.keys import user_name
 
     mine = f"/dsh/v1/u/{user_name()}/".encode()
     with sqlite3.connect(store) as db:

@@ -89,7 +89,7 @@ def test_the_claim_refuses_a_second_start(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     assert launch(tmp_path, "1.1.1", f"echo x >> {marker}").returncode == 0
     again = launch(tmp_path, "1.1.1", f"echo x >> {marker}")
-    assert again.returncode == spool.CLAIMED and again.ended.outcome == "lost"
+    assert again.returncode == spool.WrapperExit.CLAIMED and again.ended.outcome == "lost"
     assert again.ended.message.startswith("not started again: claimed") and again.stderr == ""
     assert marker.read_text() == "x\n"
     assert probe(tmp_path, "2.1.1") == "none"
@@ -176,7 +176,7 @@ def test_kill_from_a_new_exec_ends_the_whole_group(tmp_path: Path) -> None:
     pgid = int(wait_for_line(tmp_path / "s1" / "1.1.1@h1.pid").split()[0])
     started = time.monotonic()
     subprocess.run(spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1"), check=True, timeout=10)
-    assert proc.wait(timeout=10) == spool.CANCELLED
+    assert proc.wait(timeout=10) == spool.WrapperExit.CANCELLED
     assert time.monotonic() - started < 3
     assert live_members(pgid) == []  # (a zombie whose parent died may wait for its reaper)
     assert probe(tmp_path, "1.1.1") == "status cancelled"
@@ -188,7 +188,7 @@ def test_kill_for_a_timeout_is_recorded_as_one(tmp_path: Path) -> None:
     wait_for_line(tmp_path / "s1" / "1.1.1@h1.pid")
     kill = spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1", 0.5, "timeout")
     subprocess.run(kill, check=True, timeout=10)
-    assert proc.wait(timeout=10) == spool.TIMED_OUT
+    assert proc.wait(timeout=10) == spool.WrapperExit.TIMED_OUT
     assert probe(tmp_path, "1.1.1") == "status timeout"
 
 
@@ -196,7 +196,7 @@ def test_kill_before_launch_leaves_nothing_to_start(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     subprocess.run(spool.kill_argv(str(tmp_path), "s1", "1.1.1", "h1"), check=True, timeout=10)
     r = launch(tmp_path, "1.1.1", f"touch {marker}")
-    assert r.returncode == spool.CLAIMED
+    assert r.returncode == spool.WrapperExit.CLAIMED
     assert not marker.exists()
     assert probe(tmp_path, "1.1.1") == "status cancelled"
 
@@ -210,7 +210,7 @@ def test_the_spool_is_private(tmp_path: Path) -> None:
 def test_the_wrapper_enforces_the_timeout_itself(tmp_path: Path) -> None:
     started = time.monotonic()
     r = launch(tmp_path, "1.1.1", "trap '' TERM; sleep 30", timeout=0.5)
-    assert r.returncode == spool.TIMED_OUT and r.ended.outcome == "timeout" and r.stderr == ""
+    assert r.returncode == spool.WrapperExit.TIMED_OUT and r.ended.outcome == "timeout" and r.stderr == ""
     assert time.monotonic() - started < 0.5 + spool.GRACE + 2
     assert probe(tmp_path, "1.1.1") == "status timeout"
 
@@ -252,12 +252,12 @@ def test_follow_of_an_action_whose_runner_died_is_lost(tmp_path: Path) -> None:
     runner = int(wait_for_line(tmp_path / "s1" / "1.1.1@h1.run").split()[0])
     os.kill(runner, signal.SIGKILL)
     r = wrapper(spool.follow_argv(str(tmp_path), "s1", "1.1.1", "h1"))
-    assert r.returncode == spool.LOST and r.ended.outcome == "lost"
+    assert r.returncode == spool.WrapperExit.LOST and r.ended.outcome == "lost"
     assert r.ended.message == "its runner is gone and no status was written" and r.stderr == ""
     first.kill()
     first.wait(5)
     none = wrapper(spool.follow_argv(str(tmp_path), "s1", "9.9.9", "h1"))
-    assert none.returncode == spool.LOST and none.ended.message == "9.9.9 on h1 has no spool"
+    assert none.returncode == spool.WrapperExit.LOST and none.ended.message == "9.9.9 on h1 has no spool"
 
 
 def test_clean_removes_the_spools_of_sessions_untouched_for_long(tmp_path: Path) -> None:
@@ -286,7 +286,7 @@ def test_F12_a_full_spool_disk_is_said_not_a_dead_runner(tmp_path: Path) -> None
     nothing and says the disk is full."""
     with tmpfs.Tmpfs(tmp_path / "full") as root:
         big = launch(root, "1.1.1", "head -c 1000000 /dev/zero | tr '\\0' a; echo; echo done")
-        assert big.returncode == spool.LOST and big.ended.outcome == "lost", big
+        assert big.returncode == spool.WrapperExit.LOST and big.ended.outcome == "lost", big
         status = root / "s1" / "1.1.1@h1.status"
         assert big.ended.message == (
             f"the command's end could not be written: the spool's disk is full ({status}: "
@@ -330,7 +330,7 @@ def no_setsid_path(tmp_path: Path, *extra: str) -> str:
 def test_F15_without_setsid_nothing_is_claimed_or_started(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     r = launch(tmp_path, "1.1.1", f": > {marker}", env={"PATH": no_setsid_path(tmp_path)})
-    assert r.returncode == spool.SPOOL_FAILED and r.ended.outcome == "failed" and r.stderr == ""
+    assert r.returncode == spool.WrapperExit.SPOOL_FAILED and r.ended.outcome == "failed" and r.stderr == ""
     assert r.ended.message == "nothing started: no setsid on h1 (nor python3 or perl to start a session with)"
     assert not marker.exists() and not (tmp_path / "s1").exists()
     assert launch(tmp_path, "1.1.1", f": > {marker}").returncode == 0  # no claim was left

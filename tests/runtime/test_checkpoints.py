@@ -12,8 +12,12 @@ from dsh.lang.source import Source
 from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.executor import Executor
-from dsh.runtime.session import Keys, Session, SessionRecorder, in_flight, read_journal
 from dsh.runtime.values import BindRefused
+from dsh.session.catalogue import read_journal
+from dsh.session.history import in_flight
+from dsh.session.keys import Keys
+from dsh.session.lease import Owned, Session
+from dsh.session.recorder import SessionRecorder
 from dsh.store.base import Put
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import SPOOL
@@ -40,10 +44,9 @@ class Loud:
         return Exec("ok", 0, 0.01)
 
 
-async def open_session(tmp_path: Path, name: str = "t") -> Session:
+async def open_session(tmp_path: Path, name: str = "t") -> Owned:
     session = Session(SqliteStore(tmp_path / "store.db"), Keys("u", name), "m", lease_ttl=30, timeout=10)
-    await session.claim()
-    return session
+    return await session.claim()
 
 
 async def test_F6_forty_loud_hosts_are_refused_whole_not_cut(tmp_path: Path) -> None:

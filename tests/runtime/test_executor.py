@@ -20,22 +20,7 @@ from dsh.runtime.executor import Executor, Refused
 from dsh.runtime.results import LineResult
 from tests.conftest import SPOOL
 from tests.helpers.reporter import Recorder
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_700_000_000 + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.helpers.runtime import FakeClock
 
 
 class FakeHost:

@@ -24,8 +24,8 @@ from dsh.store.base import (
     Store,
     Watch,
 )
+from tests.helpers.storekinds import StoreKind
 from tests.helpers.watch import collect
-from tests.store.conftest import StoreKind
 
 T = 10.0  # the timeout of every call in these tests
 ROOT = Path(__file__).parent.parent.parent

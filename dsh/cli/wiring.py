@@ -1,0 +1,163 @@
+"""The one place that picks dsh's concrete classes: `Wiring` builds the store,
+the session, the driver, the SSH fleet, the renderer and the executor process
+of one invocation from its settings (heavy modules are imported late, on first
+use: start-up)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsh import state
+from dsh.errors import UsageError
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from dsh.cli.args import Settings
+    from dsh.driver import Driver
+    from dsh.remote.base import Gate, Hosts
+    from dsh.render import Renderer
+    from dsh.session.lease import Session
+    from dsh.store.base import Store
+
+#: Every store call from the command line is bounded by this.
+STORE_TIMEOUT = 10.0
+
+
+class Wiring:
+    """Builds the parts of one dsh invocation from its settings. The settings
+    are read when a part is built (a subcommand may name the session first)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def store(self) -> Store:
+        """The store the settings name: `local`, `sqlite:///PATH` or etcd."""
+        from dsh.store import open_store
+
+        settings = self.settings
+        return open_store(settings.store, settings.env, settings.config.etcd)
+
+    def lease_ttl(self) -> float:
+        """The owner lease's TTL ($DSH_LEASE_TTL, 5 s by default)."""
+        raw = self.settings.env.get("DSH_LEASE_TTL", "5")
+        try:
+            ttl = float(raw)
+        except ValueError:
+            ttl = 0.0
+        if not 0.5 <= ttl <= 3600:
+            raise UsageError(f"DSH_LEASE_TTL={raw!r}: give the lease TTL in seconds, from 0.5 to 3600")
+        return ttl
+
+    def session(self, store: Store) -> Session:
+        """The session the settings name (or a new name), in `store`."""
+        from dsh.session.keys import Keys, generated_name, machine_id, user_name
+        from dsh.session.lease import Session
+
+        settings = self.settings
+        ttl = self.lease_ttl()
+        keys = Keys(user_name(), settings.session or generated_name())
+        crash = settings.env.get("DSH_FAULT_CRASH_AFTER", "")  # the crash tests' fault injection
+        crash_after = int(crash) if crash.isdigit() else 0
+        return Session(
+            store,
+            keys,
+            machine_id(settings.env),
+            lease_ttl=ttl,
+            timeout=STORE_TIMEOUT,
+            crash_after=crash_after,
+            reopen=self.store,
+            named=settings.session is not None,
+        )
+
+    def driver(
+        self,
+        args: tuple[str, ...] | None,
+        *,
+        stateful: bool = True,
+        reporter: Renderer | None = None,
+        session: Session | None = None,
+    ) -> Driver:
+        """A driver with the renderer (or `reporter`), this machine's spool and the
+        hosts; `stateful`, of the session the settings name (or `session`)."""
+        from dsh.driver import Driver
+        from dsh.remote.base import Gate, LazyHosts
+
+        settings = self.settings
+        renderer = reporter or self.renderer()
+        if session is None and stateful:
+            session = self.session(self.store())
+        if session is not None:  # it runs: the local spool goes in the private state directory
+            state.private_dir(self.state_dir)
+        spool_root = self.state_dir / "spool" / self.machine
+        gate = Gate()  # shut when the session's lease is lost: no host is acted on any more
+        hosts = LazyHosts(lambda: self.fleet(renderer.message, gate))
+        log_dir = self.state_dir / "log"
+        return Driver(
+            settings.config,
+            renderer,
+            renderer.message,
+            spool_root,
+            args,
+            session,
+            hosts,
+            log_dir,
+            gate,
+            sweep_always=settings.env.get("DSH_TEST_SWEEP") == "1",  # the sweep's tests
+        )
+
+    def renderer(self) -> Renderer:
+        """JSON lines with --json, else text (in colour at a terminal)."""
+        from dsh.render import JsonRenderer, TextRenderer
+
+        return JsonRenderer() if self.settings.json else TextRenderer(color=self.settings.color)
+
+    def fleet(self, warn: Callable[[str], None], gate: Gate) -> Hosts:
+        """SSH for hosts (asyncssh is imported here, on first use)."""
+        from dsh.remote.ssh import SshFleet
+        from dsh.remote.sshconfig import SshConfig
+
+        settings = self.settings
+        paths = [settings.ssh_config] if settings.ssh_config else None
+        config = SshConfig.load(paths)
+        for warning in config.warnings:
+            warn(f"ssh config: {warning}")
+        return SshFleet(
+            config,
+            host_keys=settings.host_keys,
+            connect_timeout=settings.config.ssh.connect_timeout,
+            spool_keep=settings.config.spool.keep,
+            warn=warn,
+            gate=gate,
+        )
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the private state directory is (dsh.state makes it)."""
+        return state.directory(self.settings.env)
+
+    @property
+    def machine(self) -> str:
+        """This machine's id, as a file name."""
+        from dsh.session.keys import machine_id
+
+        return machine_id(self.settings.env).replace("/", "_")
+
+    def log_path(self, name: str) -> Path:
+        """The log of session `name`'s executor process."""
+        return state.private_dir(self.state_dir, "log") / f"{name}.log"
+
+    def spawn(self, name: str, extra: list[str]) -> subprocess.Popen[bytes]:
+        """Start the executor process of session `name` (design §4: with subprocess,
+        in its own process session, its output to the session's log)."""
+        import subprocess
+
+        settings = self.settings
+        argv = [sys.executable, "-m", "dsh", "--session", name, *settings.passed, "_executor", *extra]
+        with state.open_private(self.log_path(name)) as out:
+            return subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
+            )

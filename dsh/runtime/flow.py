@@ -1,0 +1,171 @@
+"""A host flow: one host's way through the stages of a line, one handler per stage type.
+
+A flow runs its stages in order. A stage that does not end ok ends the flow,
+with that outcome (a `where` decides instead whether the flow goes on); a
+command stage gets `retry` more attempts, each after a doubling backoff. The
+effects themselves go through `Steps` (dsh.runtime.steps), which alone knows
+whether they run now or were run before a takeover: a flow reads the same live
+and on resume.
+
+A flow never raises for what happens on its host: that is its outcome. What
+does raise (the lease lost, a value over the binding cap, a cancellation) ends
+the whole line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dsh import plan as p
+from dsh.bytestext import to_bytes
+from dsh.plan import Outcome
+from dsh.record import record
+from dsh.remote.base import Exec, Remote
+from dsh.runtime.clock import Clock
+from dsh.runtime.context import StepId
+from dsh.runtime.ports import Reporter
+from dsh.runtime.results import HostResult
+from dsh.runtime.steps import Capture, SharedAwaits, Steps
+from dsh.runtime.values import BindingError, StrValue, Value
+from dsh.runtime.waves import Seat
+
+#: Outcomes that another attempt cannot change.
+FINAL = frozenset({Outcome.OK, Outcome.REFUSED, Outcome.CANCELLED, Outcome.SKIPPED, Outcome.LOST})
+
+
+@record
+class Line:
+    """What every flow of one line shares: its statement and pipeline, its run, its
+    steps (live or taken up), its signal awaits, and the executor's parts they use:
+    `text` renders a text with the values bound now, `bind` binds a name."""
+
+    stmt: p.Statement
+    pipe: p.Pipeline
+    run: int
+    #: A bound stage: its stdout is captured for the binding, not shown.
+    capture: bool
+    steps: Steps
+    shared: SharedAwaits
+    reporter: Reporter
+    clock: Clock
+    text: Callable[[p.Text, str | None], str]
+    bind: Callable[[str, Value], Awaitable[None]]
+
+
+class HostFlow:
+    """The flow of one host (None: the session's own machine) through a line."""
+
+    def __init__(self, line: Line, host: str | None, remote: Remote, seat: Seat | None = None) -> None:
+        self.line = line
+        self.host = host
+        self.remote = remote
+        self.seat = seat
+        # `gather` folds: the hosts' stdout is shown once they have all come, in the
+        # summary, identical outputs together, not line by line as it streams.
+        folded = host is not None and any(isinstance(s, p.Gather) for s in line.pipe.stages)
+        hidden = line.capture or folded
+
+        def show(stream: str, data: bytes) -> None:
+            line.reporter.output(line.stmt, host, stream, data, not (stream == "stdout" and hidden))
+
+        self.output = Capture(show)
+        self.ended = Exec(Outcome.OK, 0, 0.0)
+        self.attempts = 0
+
+    async def run(self) -> HostResult:
+        """Run the stages; the host's result, reported."""
+        line = self.line
+        started = line.clock.monotonic()
+        for index, stage in enumerate(line.pipe.stages, 1):
+            if not isinstance(stage, p.Where) and self.ended.outcome != Outcome.OK:
+                break
+            handler = _STAGES.get(type(stage))
+            if handler is None:
+                raise TypeError(f"a stage of a kind the executor does not know: {stage!r}")
+            if not await handler(self, index, stage):
+                break  # the flow ends here, with the outcome it had
+        ended, output = self.ended, self.output
+        result = HostResult(
+            self.host,
+            ended.outcome,
+            ended.exit_status,
+            line.clock.monotonic() - started,
+            self.attempts,
+            ended.message,
+            bytes(output.out),
+            bytes(output.err),
+            output.truncated,
+        )
+        line.reporter.host_done(line.stmt, result)
+        return result
+
+    # -- one handler per stage type: True when the flow goes on -------------------------
+
+    async def where(self, index: int, stage: p.Where) -> bool:
+        if not where_holds(stage, self.ended, bytes(self.output.out), bytes(self.output.err)):
+            return False
+        self.ended = Exec(Outcome.OK, 0, self.ended.seconds)  # a failure let through is consumed
+        return True
+
+    async def gather(self, index: int, stage: p.Gather) -> bool:
+        if self.seat is not None:
+            await self.seat.gather(index)
+        return True
+
+    async def sleep(self, index: int, stage: p.Sleep) -> bool:
+        await self.line.steps.sleep(StepId(self.line.run, index, 1, self.host), stage.seconds)
+        return True
+
+    async def await_(self, index: int, stage: p.Await) -> bool:
+        line = self.line
+        step = StepId(line.run, index, 1, self.host)
+        self.ended, value = await line.steps.await_(step, stage, remote=self.remote, shared=line.shared)
+        if stage.kind == p.NEW_CALLBACK and self.ended.outcome == Outcome.OK:  # `cb = callback`: its URL
+            self.output.out[:] = to_bytes(value)
+        if self.ended.outcome == Outcome.OK and stage.bind is not None:
+            await line.bind(stage.bind, StrValue(value))
+        return True
+
+    async def command(self, index: int, stage: p.Command) -> bool:
+        line = self.line
+        try:
+            command = line.text(stage.text, self.host)
+        except BindingError as exc:
+            self.ended = Exec(Outcome.FAILED, None, 0.0, exc.message)
+            return True
+        for attempt in range(stage.attempts):
+            step = StepId(line.run, index, attempt + 1, self.host)
+            if attempt:
+                wait = stage.backoff * 2 ** (attempt - 1)
+                line.reporter.retrying(line.stmt, self.host, self.ended, attempt, wait)
+                await line.steps.backoff(step, wait)
+            self.output.clear()
+            self.attempts += 1
+            self.ended = await line.steps.command(
+                step, command, timeout=stage.timeout, remote=self.remote, output=self.output
+            )
+            if self.ended.outcome in FINAL:
+                break
+        return True
+
+
+#: The handler of each stage type (an unknown one is a bug, said as such).
+_STAGES: dict[type, Callable[[HostFlow, int, Any], Awaitable[bool]]] = {
+    p.Command: HostFlow.command,
+    p.Sleep: HostFlow.sleep,
+    p.Await: HostFlow.await_,
+    p.Where: HostFlow.where,
+    p.Gather: HostFlow.gather,
+}
+
+
+def where_holds(stage: p.Where, ended: Exec, out: bytes, err: bytes) -> bool:
+    """Whether a host's flow goes on past a `where`."""
+    if stage.regex is not None:
+        data = out if stage.stream == "out" else err
+        return re.search(stage.regex, data.decode("utf-8", "replace")) is not None
+    if stage.outcome == "notok":
+        return ended.outcome != Outcome.OK
+    return ended.outcome == stage.outcome

@@ -1,0 +1,104 @@
+"""The store's side of an owned session's awaits (executor.Events): the user's
+keys, durable signals (each taken once, in a fenced transaction that records
+which action got it), and callbacks (dsh.session.callbacks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dsh.bytestext import from_bytes
+from dsh.runtime.events import NO_SERVER, CallbackError
+from dsh.session.callbacks import callback_base, make_token, secret
+from dsh.session.codec import dumps, loads
+from dsh.session.journal import LeaseLost
+from dsh.session.keys import callback_key, event_key
+from dsh.session.lease import Owned
+from dsh.session.records import ActDone, Callback, CallbackEvent, SignalEntry
+from dsh.store.base import Compare, Delete, Put
+
+
+class SessionEvents:
+    """Keys, signals and callbacks for the awaits of an owned session (executor.Events)."""
+
+    def __init__(self, session: Owned) -> None:
+        self.session = session
+        self._secret: bytes | None = None
+
+    async def _callback_secret(self) -> bytes:
+        """The session's secret, made once: callback tokens are HMACs under it."""
+        if self._secret is None:
+            self._secret = await secret(
+                self.session.store, self.session.keys.secret, timeout=self.session.timeout
+            )
+        return self._secret
+
+    async def new_callback(self, action: str, host: str | None) -> tuple[str, bool]:
+        session = self.session
+        base = await callback_base(session.store)
+        if base is None:
+            raise CallbackError(NO_SERVER)
+        token = make_token(await self._callback_secret(), session.id, action, host)
+        record = Callback(session.keys.user, session.keys.name, action, host)
+        cp = session.checkpointer()
+        made = await session.store.txn(
+            [cp.fence, Compare(callback_key(token), "version", "==", 0)],
+            # With the session's index of its callbacks, so that `dsh rm` removes them.
+            [
+                Put(callback_key(token), dumps(record)),
+                Put(session.keys.callbacks + token.encode(), b""),
+            ],
+            timeout=session.timeout,
+        )
+        if (
+            not made.succeeded
+            and await session.store.get(callback_key(token), timeout=session.timeout) is None
+        ):
+            session.lost()  # the fence failed, not the callback's existence
+            raise LeaseLost("the session's lease was lost: no callback was made")
+        return f"{base}/cb/{token}", made.succeeded
+
+    async def callback(self, url: str, deadline: float | None) -> str | None:
+        store, timeout = self.session.store, self.session.timeout
+        token = url.rstrip("/").rsplit("/cb/", 1)[-1]
+        if deadline is not None:  # a POST after the wait is over is refused (410)
+            held = await store.get(callback_key(token), timeout=timeout)
+            if held is not None:
+                record = replace(loads(Callback, held.value, key=held.key), deadline=round(deadline, 3))
+                await store.txn(
+                    [Compare(callback_key(token), "mod", "==", held.mod_revision)],
+                    [Put(callback_key(token), dumps(record))],
+                    timeout=timeout,
+                )
+        event = await store.get(event_key(token), timeout=timeout)
+        return loads(CallbackEvent, event.value, key=event.key).body if event is not None else None
+
+    async def key(self, key: str) -> str | None:
+        held = await self.session.store.get(self.session.keys.user_key(key), timeout=self.session.timeout)
+        return from_bytes(held.value) if held is not None else None
+
+    async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
+        session, keys = self.session, self.session.keys
+        kvs, _ = await session.store.range(keys.signals(name), timeout=session.timeout)
+        if not kvs:
+            return None
+        oldest = kvs[0]
+        value = from_bytes(oldest.value)
+        cp = session.checkpointer()
+        await cp.flush()  # the journal stays in order
+        record = ActDone(action, host, "ok", 0, 0.0, "", value, "")  # no machine: taken for every host
+        ops: list[Put | Delete] = [
+            Delete(oldest.key),
+            Put(keys.action(action, host), dumps(record)),
+            cp.entry(SignalEntry(action, name, value)),
+        ]
+        result = await session.store.txn(
+            [cp.fence, Compare(oldest.key, "mod", "==", oldest.mod_revision)], ops, timeout=session.timeout
+        )
+        if result.succeeded:
+            return value
+        owner = await session.store.get(keys.owner, timeout=session.timeout)
+        if owner is None or owner.create_revision != cp.fence.operand:
+            session.lost()
+            raise LeaseLost("the session's lease was lost: the signal was left for its next owner")
+        return None  # taken meanwhile (it cannot be: one owner); look again

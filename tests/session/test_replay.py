@@ -1,0 +1,214 @@
+"""Replay: a session whose owner died after any number of its transactions, taken
+over and resumed through the driver's own path, ends with the same results as
+a run that never stopped — and no command ran twice on any host.
+
+The store is the embedded one, acted on through a wrapper that stops taking
+anything once the chosen number of transactions is in (as a process killed
+right then would: what it wrote is durable, nothing after it). The hosts are
+fakes with a spool's memory: an action claimed once is never run again, and a
+probe says how it ended, which is all a resume asks of a real spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsh import plan as p
+from dsh.config import Config
+from dsh.driver import Driver
+from dsh.errors import DshError, StoreError
+from dsh.remote.base import Check, Exec, Identity, OutputSink, Spot
+from dsh.session.catalogue import read_journal
+from dsh.session.keys import Keys
+from dsh.session.lease import Session
+from dsh.store.base import LeaseNotFound
+from dsh.store.sqlite import SqliteStore
+from tests.helpers.reporter import Recorder
+
+KEYS = Keys("u", "replayed")
+TEXT = "x = @h[1-3] echo one\n@h[1-2] echo two | echo done\nif @h1 true {\n  @h[2-3] echo three\n}\n"
+
+
+class SpoolHost:
+    """A host whose spool runs each action once: `launched` counts every launch."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.launched: Counter[str] = Counter()
+
+    async def identity(self) -> Identity | None:
+        return Identity(f"dshtest@{self.name}:22", "SHA256:fake")
+
+    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+        self.launched[spot.action] += 1
+        output("stdout", f"{self.name}:{command}\n".encode())
+        return Exec(p.Outcome.OK, 0, 0.01)
+
+    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+        return Exec(p.Outcome.OK, 0, 0.01)
+
+    async def probe(self, spot: Spot) -> str:
+        return "status 0" if spot.action in self.launched else "none"
+
+    async def kill(self, spot: Spot) -> bool:
+        return True
+
+    async def check(self, command: str, *, timeout: float) -> Check:
+        return Check(0, b"")
+
+    async def port_open(self, port: int, *, timeout: float) -> bool:
+        return True
+
+    async def clean(self, keep: float) -> None:
+        pass
+
+    async def remove(self, session: str) -> bool:
+        return True
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.hosts: dict[str, SpoolHost] = {}
+
+    def __call__(self, alias: str) -> SpoolHost:
+        return self.hosts.setdefault(alias, SpoolHost(alias))
+
+    async def close(self) -> None:
+        pass
+
+    def launches(self) -> Counter[tuple[str, str]]:
+        return Counter({(h, a): n for h, host in self.hosts.items() for a, n in host.launched.items()})
+
+
+class Crashing:
+    """A store that takes `after` transactions, then nothing more (the process is
+    gone): every later call fails, and the lease is left to run out."""
+
+    def __init__(self, inner: SqliteStore, after: int) -> None:
+        self.inner = inner
+        self.left = after
+        self.crashed = False
+        #: Transactions count once armed (after the claim: what the run writes).
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr) or name in ("close",):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.crashed:
+                raise StoreError("the process is gone")
+            result = await attr(*args, **kwargs)
+            if name == "txn" and self.armed:
+                self.left -= 1
+                if self.left <= 0:
+                    self.crashed = True
+            return result
+
+        return call
+
+
+def driver(store: Any, fleet: Fleet, tmp_path: Path) -> Driver:
+    session = Session(store, KEYS, "m1", lease_ttl=30, timeout=5)
+    return Driver(
+        config=Config(),
+        reporter=Recorder(),
+        say=lambda text: None,
+        spool_root=tmp_path / "spool",
+        session=session,
+        hosts=fleet,
+    )
+
+
+async def run_clean(
+    path: Path, tmp_path: Path
+) -> tuple[list[tuple[Any, ...]], Counter[tuple[str, str]], int]:
+    store = SqliteStore(path)
+    fleet = Fleet()
+    counting = Crashing(store, after=10**9)
+    d = driver(counting, fleet, tmp_path)
+    await d.claim()
+    counting.armed = True
+    try:
+        await d.run(d.compile(TEXT, "t.dsh"))
+    finally:
+        await d.release()
+    store = SqliteStore(path)
+    try:
+        outcome = ended(await read_journal(store, KEYS, timeout=5))
+    finally:
+        await store.close()
+    return outcome, fleet.launches(), 10**9 - counting.left
+
+
+async def crash_then_resume(path: Path, tmp_path: Path, after: int) -> tuple[list[tuple[Any, ...]], Fleet]:
+    store = SqliteStore(path)
+    fleet = Fleet()
+    crashing = Crashing(store, after)
+    first = driver(crashing, fleet, tmp_path)
+    await first.claim()
+    crashing.armed = True
+    lease = first.owned.lease if first.owned is not None else 0
+    with contextlib.suppress(DshError, StoreError, asyncio.CancelledError):
+        await first.run(first.compile(TEXT, "t.dsh"))
+        await first.release()  # (the process may die as it writes its last records)
+    if crashing.crashed and first.owned is not None:  # gone with the process, keeper and timer too
+        with contextlib.suppress(BaseException):
+            await first.owned._let_go()
+        with contextlib.suppress(BaseException):
+            await first.owned.checkpoints.close()
+    await store.close()
+    store = SqliteStore(path)
+    with contextlib.suppress(LeaseNotFound):  # its lease ran out (a clean end gave it back)
+        await store.revoke(lease, timeout=5)
+    second = driver(store, fleet, tmp_path)
+    await second.take(patience=0.0)
+    try:
+        await second.resume()
+    finally:
+        await second.release()
+    store = SqliteStore(path)
+    try:
+        return ended(await read_journal(store, KEYS, timeout=5)), fleet
+    finally:
+        await store.close()
+
+
+def ended(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What the journal says ended, and how (the order of hosts within a wave aside)."""
+    ends = sorted((e["action"], e["host"], e["outcome"], e["exit"]) for e in entries if e["kind"] == "end")
+    done = [("done", e["run"], e["ok"]) for e in entries if e["kind"] == "done"]
+    return ends + done
+
+
+async def test_a_session_crashed_after_any_transaction_resumes_to_the_same_end(tmp_path: Path) -> None:
+    clean, launches, transactions = await run_clean(tmp_path / "clean.db", tmp_path)
+    # 3, 2 (the second stage runs here, in the real local spool), 1 (the `if`'s test), 2
+    assert set(launches.values()) == {1} and len(launches) == 8
+    assert transactions >= 4  # batched: intents of a wave together, results with the next
+    for after in range(1, transactions + 1):
+        got, fleet = await crash_then_resume(tmp_path / f"crash{after}.db", tmp_path, after)
+        assert got == clean, f"crashed after transaction {after}"
+        twice = [k for k, n in fleet.launches().items() if n > 1]
+        assert twice == [], f"crashed after transaction {after}: launched twice: {twice}"
+        assert set(fleet.launches()) == set(launches), f"crashed after transaction {after}"
+
+
+async def test_the_crashing_store_takes_nothing_after_its_last_transaction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    crashing = Crashing(store, 1)
+    await crashing.txn([], [], timeout=5)  # before it is armed: not counted
+    crashing.armed = True
+    await crashing.put(b"a", b"1", timeout=5)  # a put is not a transaction
+    await crashing.txn([], [], timeout=5)
+    with pytest.raises(StoreError):
+        await crashing.get(b"a", timeout=5)
+    assert await store.get(b"a", timeout=5) is not None
+    await store.close()
