@@ -211,14 +211,14 @@ def _checkpoints(kind: str, store: Store, repeat: int) -> list[Row]:
     from dsh.lang.compiler import compile_source
     from dsh.lang.source import Source
     from dsh.runtime.executor import Executor
-    from dsh.session.keys import Keys
+    from dsh.session.keys import Keys, user_tree
     from dsh.session.lease import Session
     from dsh.session.recorder import SessionRecorder
 
     steps = 200
     plan = compile_source(Source("bench", "true\n" * steps))
     loop = asyncio.new_event_loop()
-    session = Session(store, Keys("bench", "cp"), "bench", lease_ttl=30, timeout=10)
+    session = Session(store, Keys(user_tree("bench"), "cp"), "bench", lease_ttl=30, timeout=10)
     owned = loop.run_until_complete(session.claim())
 
     def run(recorded: bool) -> float:
@@ -262,7 +262,7 @@ def takeover(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]
     from pathlib import Path
 
     from bench.hosts import clean_env, compiled, tool
-    from dsh.session.keys import Keys, user_name
+    from dsh.session.keys import Keys, user_name, user_tree
     from dsh.store import open_store
     from tests.etcd import Etcd
 
@@ -281,7 +281,7 @@ def takeover(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]
         loop = asyncio.new_event_loop()
 
         def owner(name: str) -> dict[str, object] | None:
-            held = loop.run_until_complete(store.get(Keys(user_name(), name).owner, timeout=10))
+            held = loop.run_until_complete(store.get(Keys(user_tree(user_name()), name).owner, timeout=10))
             return json.loads(held.value) if held is not None else None
 
         try:

@@ -204,7 +204,7 @@ class Driver:
             return
 
         def make(name: str) -> Session:
-            keys = Keys(session.keys.user, name)
+            keys = Keys(session.keys.tree, name)
             budget = housekeeping.SWEEP_BUDGET  # each store call is bounded by it too
             return Session(session.store, keys, session.machine, lease_ttl=session.lease_ttl, timeout=budget)
 

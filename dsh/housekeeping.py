@@ -191,7 +191,7 @@ async def sweep(
     the removals started (twice that at the very most), `most` removals."""
     started = time.monotonic()
     async with asyncio.timeout(2 * budget):
-        entries = await list_sessions(session.store, session.keys.user, timeout=budget)
+        entries = await list_sessions(session.store, session.keys.tree, timeout=budget)
         others = [e for e in entries if e["name"] != session.keys.name]
         return await remove_expired(
             others, keep, time.time(), make, local, most=most, deadline=started + budget

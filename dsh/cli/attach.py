@@ -49,12 +49,12 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
     from dsh.readeval import completeness, read_eval
     from dsh.render import json_line, timeline
     from dsh.runtime.wire import Replay
-    from dsh.session.keys import Keys, generated_name, user_name
+    from dsh.session.keys import Keys, generated_name
 
     settings = wiring.settings
     name = settings.session or generated_name()
     store = wiring.store()
-    keys = Keys(user_name(), name)
+    keys = Keys(wiring.tree(), name)
 
     def spawn(take: bool, patience: float) -> subprocess.Popen[bytes]:
         taking = ["--take"] if take else []
@@ -109,7 +109,6 @@ def _repl(
     from dsh.repl.completion import Sources
     from dsh.repl.shell import Builtins, Toolbar
     from dsh.session.catalogue import list_sessions
-    from dsh.session.keys import user_name
 
     settings = wiring.settings
     aliases: list[str] = []
@@ -126,7 +125,7 @@ def _repl(
         compiler.executor.know(client.bindings())
 
     def sessions() -> list[dict[str, object]]:
-        return list(client.run(list_sessions(client.link.store, user_name(), timeout=STORE_TIMEOUT)))
+        return list(client.run(list_sessions(client.link.store, wiring.tree(), timeout=STORE_TIMEOUT)))
 
     history = history_path(state.private_dir(wiring.state_dir), settings.store)
     repl = Repl(

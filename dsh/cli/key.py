@@ -15,9 +15,8 @@ def key(wiring: Wiring, rest: list[str]) -> int:
     which `await key` waits for. `get` of a key not set is status 1."""
     import asyncio
 
-    from dsh.bytestext import to_bytes
     from dsh.names import key_problem
-    from dsh.session.keys import Keys, user_name
+    from dsh.session import admin
 
     usage = "dsh key put KEY VALUE | dsh key get KEY"
     if not rest or rest[0] not in ("put", "get") or len(rest) != (3 if rest[0] == "put" else 2):
@@ -26,22 +25,21 @@ def key(wiring: Wiring, rest: list[str]) -> int:
     problem = key_problem(key)  # the rule of `await key` too
     if problem:
         raise UsageError(problem)
-    store = wiring.store()
-    where = Keys(user_name(), "-").user_key(key)
+    store, tree = wiring.store(), wiring.tree()
 
     async def act() -> int:
         try:
             if rest[0] == "put":
-                await store.put(where, to_bytes(rest[2]), timeout=STORE_TIMEOUT)
+                await admin.put_key(store, tree, key, rest[2], timeout=STORE_TIMEOUT)
                 return Exit.OK
-            held = await store.get(where, timeout=STORE_TIMEOUT)
+            held = await admin.get_key(store, tree, key, timeout=STORE_TIMEOUT)
         finally:
             await store.close()
         if held is None:
             sys.stderr.write(f"dsh: key {key} is not set\n")
             return Exit.NOT_OK
         sys.stdout.flush()
-        sys.stdout.buffer.write(held.value + b"\n")  # the bytes as they were put
+        sys.stdout.buffer.write(held + b"\n")  # the bytes as they were put
         sys.stdout.flush()
         return Exit.OK
 

@@ -25,7 +25,7 @@ def log(wiring: Wiring, rest: list[str]) -> int:
 
     from dsh.render import json_line
     from dsh.session.catalogue import read_journal
-    from dsh.session.keys import Keys, user_name
+    from dsh.session.keys import Keys
 
     settings = wiring.settings
     args = list(rest)
@@ -51,7 +51,7 @@ def log(wiring: Wiring, rest: list[str]) -> int:
         settings.session = name
         return _output(wiring, *output)
     store = wiring.store()
-    keys = Keys(user_name(), name)
+    keys = Keys(wiring.tree(), name)
 
     def show(entries: list[dict[str, object]]) -> None:
         if as_json:

@@ -63,13 +63,13 @@ def _detach(wiring: Wiring, name: str, script: str, args: tuple[str, ...]) -> in
     import time
 
     from dsh.session.codec import readable
-    from dsh.session.keys import Keys, user_name
+    from dsh.session.keys import Keys
     from dsh.session.records import Owner
 
     log = wiring.log_path(name)
     child = wiring.spawn(name, ["--", script, *args])
     store = wiring.store()
-    keys = Keys(user_name(), name)
+    keys = Keys(wiring.tree(), name)
 
     async def owned() -> bool:
         try:

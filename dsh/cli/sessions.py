@@ -3,7 +3,6 @@ every finished one untouched for long) and `signal`."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from dsh.cli.args import flag, one_session, session_name
@@ -27,7 +26,6 @@ def ls(wiring: Wiring, rest: list[str]) -> int:
 
     from dsh.render import json_line
     from dsh.session.catalogue import list_sessions
-    from dsh.session.keys import user_name
 
     as_json = wiring.settings.json or "--json" in rest
     every = "--all" in rest
@@ -37,7 +35,7 @@ def ls(wiring: Wiring, rest: list[str]) -> int:
 
     async def read() -> list[dict[str, object]]:
         try:
-            return await list_sessions(store, user_name(), timeout=STORE_TIMEOUT)
+            return await list_sessions(store, wiring.tree(), timeout=STORE_TIMEOUT)
         finally:
             await store.close()
 
@@ -143,22 +141,22 @@ def _rm_older(wiring: Wiring, older_than: float, dry_run: bool) -> int:
     from dsh.lang.durations import format_duration
     from dsh.render import json_line
     from dsh.session.catalogue import list_sessions
-    from dsh.session.keys import Keys, machine_id, user_name
+    from dsh.session.keys import Keys, machine_id
     from dsh.session.lease import Session
 
     settings = wiring.settings
     store = wiring.store()
     driver = wiring.driver(None, stateful=False)  # this machine's spool, and the hosts
-    user, machine, ttl = user_name(), machine_id(settings.env), wiring.lease_ttl()
+    tree, machine, ttl = wiring.tree(), machine_id(settings.env), wiring.lease_ttl()
     keep = Keep(older_than, older_than)
 
     def make(name: str) -> Session:
-        return Session(store, Keys(user, name), machine, lease_ttl=ttl, timeout=STORE_TIMEOUT)
+        return Session(store, Keys(tree, name), machine, lease_ttl=ttl, timeout=STORE_TIMEOUT)
 
     async def work() -> list[str] | Swept:
         try:
             now = time.time()
-            entries = await list_sessions(store, user, timeout=STORE_TIMEOUT)
+            entries = await list_sessions(store, tree, timeout=STORE_TIMEOUT)
             if dry_run:
                 return [str(e["name"]) for e in expired(entries, keep, now)]
             local, hosts = driver.executor.local, driver.executor.host_remote
@@ -207,11 +205,10 @@ def signal(wiring: Wiring, rest: list[str]) -> int:
     """`dsh signal SESSION NAME [VALUE]`: send a durable signal; the first `await
     signal NAME` of the session that looks takes it (now, or once it runs)."""
     import asyncio
-    import time
 
-    from dsh.bytestext import to_bytes
     from dsh.names import SIGNAL_NAME
-    from dsh.session.keys import Keys, user_name
+    from dsh.session import admin
+    from dsh.session.keys import Keys
 
     if len(rest) not in (2, 3):
         raise UsageError("signal needs a session and a name: dsh signal SESSION NAME [VALUE]")
@@ -219,14 +216,11 @@ def signal(wiring: Wiring, rest: list[str]) -> int:
     if not SIGNAL_NAME.fullmatch(signal):
         raise UsageError(f"{signal!r} cannot name a signal (letters, digits, '.', '_', '-')")
     store = wiring.store()
-    keys = Keys(user_name(), name)
+    keys = Keys(wiring.tree(), name)
 
     async def send() -> None:
         try:
-            if await store.get(keys.meta, timeout=STORE_TIMEOUT) is None:
-                raise UsageError(f"no session named {name!r} in {store.name}")
-            seq = b"%020d-%s" % (time.time_ns(), os.urandom(3).hex().encode())
-            await store.put(keys.signals(signal) + seq, to_bytes(value), timeout=STORE_TIMEOUT)
+            await admin.send_signal(store, keys, signal, value, timeout=STORE_TIMEOUT)
         finally:
             await store.close()
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dsh.driver import Driver
     from dsh.remote.base import Gate, Hosts
     from dsh.render import Renderer
+    from dsh.session.keys import Tree
     from dsh.session.lease import Session
     from dsh.store.base import Store
 
@@ -52,14 +53,20 @@ class Wiring:
             raise UsageError(f"DSH_LEASE_TTL={raw!r}: give the lease TTL in seconds, from 0.5 to 3600")
         return ttl
 
+    def tree(self) -> Tree:
+        """Whose sessions and keys the command works on: the user's."""
+        from dsh.session.keys import user_name, user_tree
+
+        return user_tree(user_name())
+
     def session(self, store: Store) -> Session:
         """The session the settings name (or a new name), in `store`."""
-        from dsh.session.keys import Keys, generated_name, machine_id, user_name
+        from dsh.session.keys import Keys, generated_name, machine_id
         from dsh.session.lease import Session
 
         settings = self.settings
         ttl = self.lease_ttl()
-        keys = Keys(user_name(), settings.session or generated_name())
+        keys = Keys(self.tree(), settings.session or generated_name())
         crash = settings.env.get("DSH_FAULT_CRASH_AFTER", "")  # the crash tests' fault injection
         crash_after = int(crash) if crash.isdigit() else 0
         return Session(

@@ -13,7 +13,7 @@ from dsh.bytestext import to_bytes
 from dsh.errors import UsageError
 from dsh.session import control
 from dsh.session.codec import readable
-from dsh.session.keys import Keys, user_key
+from dsh.session.keys import Keys, Tree
 from dsh.session.records import KillRequest, Owner
 from dsh.store.base import Store
 
@@ -34,13 +34,13 @@ async def send_signal(store: Store, keys: Keys, name: str, value: str, *, timeou
     await store.put(keys.signals(name) + seq, to_bytes(value), timeout=timeout)
 
 
-async def put_key(store: Store, user: str, key: str, value: str, *, timeout: float) -> None:
-    await store.put(user_key(user, key), to_bytes(value), timeout=timeout)
+async def put_key(store: Store, tree: Tree, key: str, value: str, *, timeout: float) -> None:
+    await store.put(tree.key(key), to_bytes(value), timeout=timeout)
 
 
-async def get_key(store: Store, user: str, key: str, *, timeout: float) -> bytes | None:
+async def get_key(store: Store, tree: Tree, key: str, *, timeout: float) -> bytes | None:
     """The bytes of `key` as they were put; None when it is not set."""
-    held = await store.get(user_key(user, key), timeout=timeout)
+    held = await store.get(tree.key(key), timeout=timeout)
     return held.value if held is not None else None
 
 

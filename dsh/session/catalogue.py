@@ -10,17 +10,17 @@ from typing import Any
 
 from dsh.session.codec import as_dict, readable
 from dsh.session.history import journal
-from dsh.session.keys import Keys, sessions_prefix
+from dsh.session.keys import Keys, Tree
 from dsh.session.records import DoneEntry, Journaled, Meta, Owner, RunHead
 from dsh.store.base import KV, Store
 
 
-async def list_sessions(store: Store, user: str, *, timeout: float) -> list[dict[str, Any]]:
+async def list_sessions(store: Store, tree: Tree, *, timeout: float) -> list[dict[str, Any]]:
     """Every session of `user`: name, state (running: an owner holds its lease;
     unfinished: a run started and not done, nobody owns it; idle), owner, the
     last line run, when it was made, and when it was last touched (its last
     journal entry, else its creation; seconds since the epoch). Newest first."""
-    prefix = sessions_prefix(user)
+    prefix = tree.sessions
     kvs, _ = await store.range(prefix, timeout=timeout)
     return sorted(_summaries(prefix, kvs), key=lambda e: -float(e["created"]))
 
@@ -30,7 +30,7 @@ async def session_summary(store: Store, keys: Keys, *, timeout: float) -> dict[s
     is then unfinished or idle): what a removal checks once it holds the session.
     None if the session has no keys."""
     kvs, _ = await store.range(keys.root, timeout=timeout)
-    found = _summaries(sessions_prefix(keys.user), [kv for kv in kvs if kv.key != keys.owner])
+    found = _summaries(keys.tree.sessions, [kv for kv in kvs if kv.key != keys.owner])
     return found[0] if found else None
 
 

@@ -39,7 +39,7 @@ class SessionEvents:
         if base is None:
             raise CallbackError(NO_SERVER)
         token = make_token(await self._callback_secret(), session.id, action, host)
-        record = Callback(session.keys.user, session.keys.name, action, host)
+        record = Callback(session.keys.tree.name, session.keys.name, action, host)
         cp = session.checkpointer()
         made = await session.store.txn(
             [cp.fence, Compare(callback_key(token), "version", "==", 0)],

@@ -29,6 +29,10 @@
     /dsh/v1/cb/TOKEN/event                 its POST, written once by `dsh serve` (CallbackEvent)
     /dsh/v1/serve/ID                       a running `dsh serve` (Registration), on its lease
 
+`u/USER/` is a user's tree (`Tree`): their sessions (`s/`) and keys (`keys/`).
+A team's tree will be another kind beside it; everything under a tree is
+built by `Tree` and `Keys`, so code that holds a tree does not change then.
+
 The records are dsh.session.records'. RUN numbers the statements a session has
 run; ACTION is RUN.STAGE.ATTEMPT. The meta's random `id` tells this session from
 an earlier one of the same name: spools on hosts are keyed by NAME.ID, so a
@@ -51,14 +55,36 @@ KEY_ROOT = b"/dsh/v1/"
 SERVERS = KEY_ROOT + b"serve/"
 
 
-def sessions_prefix(user: str) -> bytes:
-    """The prefix of every key of every session of `user`."""
-    return KEY_ROOT + f"u/{user}/s/".encode()
+#: The kind of a user's tree (`u/USER/`).
+USER = "u"
 
 
-def user_key(user: str, key: str) -> bytes:
-    """Where `key` of `user`'s keys lives (`dsh key put`, `await key`): any bytes."""
-    return KEY_ROOT + to_bytes(f"u/{user}/keys/{key.lstrip('/')}")
+@record
+class Tree:
+    """Whose sessions and keys these are: a user's (`u/USER/`) today. A team's tree
+    is another kind beside it: every key under a tree is built here, so callers
+    that hold a tree need not change when one is added."""
+
+    kind: str
+    name: str
+
+    @property
+    def prefix(self) -> bytes:
+        return KEY_ROOT + f"{self.kind}/{self.name}/".encode()
+
+    @property
+    def sessions(self) -> bytes:
+        """The prefix of every key of every session in the tree."""
+        return self.prefix + b"s/"
+
+    def key(self, key: str) -> bytes:
+        """Where `key` of the tree's keys lives (`dsh key put`, `await key`): any bytes."""
+        return KEY_ROOT + to_bytes(f"{self.kind}/{self.name}/keys/{key.lstrip('/')}")
+
+
+def user_tree(user: str) -> Tree:
+    """A user's tree: their sessions and keys."""
+    return Tree(USER, user)
 
 
 def callback_key(token: str) -> bytes:
@@ -73,14 +99,14 @@ def event_key(token: str) -> bytes:
 
 @record
 class Keys:
-    """The keys of one session of one user."""
+    """The keys of one session in a tree (a user's)."""
 
-    user: str
+    tree: Tree
     name: str
 
     @property
     def root(self) -> bytes:
-        return sessions_prefix(self.user) + f"{self.name}/".encode()
+        return self.tree.sessions + f"{self.name}/".encode()
 
     @property
     def meta(self) -> bytes:
@@ -162,7 +188,7 @@ class Keys:
         return self.root + f"sig/{signal}/".encode()
 
     def user_key(self, key: str) -> bytes:
-        return user_key(self.user, key)
+        return self.tree.key(key)
 
     def submission(self, seq: int) -> bytes:
         return self.inbox + b"%08d" % seq

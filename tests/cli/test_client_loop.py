@@ -16,7 +16,7 @@ from pathlib import Path
 import pexpect
 
 from dsh.session.codec import dumps
-from dsh.session.keys import Keys, user_name
+from dsh.session.keys import Keys, user_name, user_tree
 from dsh.session.records import Owner
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import BIN
@@ -133,7 +133,7 @@ def test_the_client_starts_no_thread_and_sends_itself_no_signal(  # type: ignore
 def _owner_points_at(env: dict[str, str], name: str, machine: str, path: Path) -> None:
     async def put(store: SqliteStore) -> None:
         owner = Owner(machine, os.getpid(), time.time(), 5.0, str(path))
-        await store.put(Keys(user_name(), name).owner, dumps(owner), timeout=10)
+        await store.put(Keys(user_tree(user_name()), name).owner, dumps(owner), timeout=10)
 
     with_store(env, put)
 
@@ -181,7 +181,7 @@ def test_an_executor_refuses_a_client_of_a_newer_protocol_and_serves_the_others(
     assert run_dsh(["run", "--detach", "--session", "pn", str(script)]).returncode == 0
 
     async def owner(store: SqliteStore) -> dict[str, object] | None:
-        held = await store.get(Keys(user_name(), "pn").owner, timeout=10)
+        held = await store.get(Keys(user_tree(user_name()), "pn").owner, timeout=10)
         return json.loads(held.value) if held is not None else None
 
     wait_for(lambda: (with_store(env, owner) or {}).get("socket") is not None)

@@ -65,12 +65,12 @@ def marks_dir() -> Path:
 
 def owner_puts(url: str, prefix: str, name: str, since: int) -> list[str]:
     """The machines that put the session's owner key after revision `since`."""
-    from dsh.session.keys import Keys, user_name
+    from dsh.session.keys import Keys, user_name, user_tree
 
     async def read() -> list[str]:
         store = open_store(url, {"DSH_ETCD_PREFIX": prefix})
         try:
-            key = Keys(user_name(), name).owner
+            key = Keys(user_tree(user_name()), name).owner
             watch = await store.watch(key, start_revision=since, timeout=10)
             found: list[str] = []
             try:
@@ -90,12 +90,12 @@ def owner_puts(url: str, prefix: str, name: str, since: int) -> list[str]:
 
 
 def owner_machine(url: str, prefix: str, name: str) -> str | None:
-    from dsh.session.keys import Keys, user_name
+    from dsh.session.keys import Keys, user_name, user_tree
 
     async def read() -> str | None:
         store = open_store(url, {"DSH_ETCD_PREFIX": prefix})
         try:
-            held = await store.get(Keys(user_name(), name).owner, timeout=10)
+            held = await store.get(Keys(user_tree(user_name()), name).owner, timeout=10)
             return json.loads(held.value)["machine"] if held is not None else None
         finally:
             await store.close()
@@ -266,12 +266,12 @@ def test_a_three_member_cluster_loses_its_leader_and_the_session_completes(  # t
 
 def action_machines(url: str, prefix: str, name: str) -> dict[str, set[str]]:
     """Which machines launched the actions of each run: {run: {machine…}}."""
-    from dsh.session.keys import Keys, user_name
+    from dsh.session.keys import Keys, user_name, user_tree
 
     async def read() -> dict[str, set[str]]:
         store = open_store(url, {"DSH_ETCD_PREFIX": prefix})
         try:
-            keys = Keys(user_name(), name)
+            keys = Keys(user_tree(user_name()), name)
             kvs, _ = await store.range(keys.root + b"act/", timeout=10)
         finally:
             await store.close()

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from dsh.session.catalogue import read_journal
-from dsh.session.keys import Keys, user_name
+from dsh.session.keys import Keys, user_name, user_tree
 from dsh.store.sqlite import SqliteStore
 from tests.helpers.golden import normalised
 from tests.helpers.wait import wait_for
@@ -92,7 +92,7 @@ def owner(env: dict[str, str], name: str) -> tuple[dict[str, object], int] | Non
     async def read() -> tuple[dict[str, object], int] | None:
         store = _store(env)
         try:
-            held = await store.get(Keys(user_name(), name).owner, timeout=10)
+            held = await store.get(Keys(user_tree(user_name()), name).owner, timeout=10)
         finally:
             await store.close()
         return (json.loads(held.value), held.lease) if held is not None else None
@@ -105,7 +105,8 @@ def journal_kinds(env: dict[str, str], name: str) -> list[str]:
         store = _store(env)
         try:
             return [
-                str(e.get("kind")) for e in await read_journal(store, Keys(user_name(), name), timeout=10)
+                str(e.get("kind"))
+                for e in await read_journal(store, Keys(user_tree(user_name()), name), timeout=10)
             ]
         finally:
             await store.close()
@@ -119,7 +120,7 @@ def point_owner_at(env: dict[str, str], name: str, path: str) -> None:
     async def swap() -> None:
         store = _store(env)
         try:
-            key = Keys(user_name(), name).owner
+            key = Keys(user_tree(user_name()), name).owner
             held = await store.get(key, timeout=10)
             assert held is not None
             value = _SOCKET_PATH.sub(f'"socket": "{path}"'.encode(), held.value)

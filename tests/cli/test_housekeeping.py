@@ -22,7 +22,7 @@ import pytest
 from dsh.housekeeping import Keep, remove_expired
 from dsh.remote.local import LocalShell
 from dsh.session.catalogue import list_sessions
-from dsh.session.keys import Keys, user_name
+from dsh.session.keys import Keys, user_name, user_tree
 from dsh.session.lease import Session
 from dsh.store import open_store
 from dsh.store.base import Store
@@ -75,7 +75,7 @@ def age(env: dict[str, str], name: str, days: float) -> None:
     """Move the session's creation and journal times `days` back."""
 
     async def move(store: Store) -> None:
-        keys = Keys(user_name(), name)
+        keys = Keys(user_tree(user_name()), name)
         kvs, _ = await store.range(keys.root, timeout=10)
         for kv in kvs:
             rest = kv.key[len(keys.root) :]
@@ -120,7 +120,9 @@ def sleeping(env: dict[str, str], name: str) -> subprocess.Popen[str]:
     proc = start_dsh(env, ["--session", name, "-c", "echo started\nsleep 60s"])
 
     def asleep() -> bool:
-        entries = on_store(env, lambda store: store.range(Keys(user_name(), name).journal, timeout=10))[0]
+        entries = on_store(
+            env, lambda store: store.range(Keys(user_tree(user_name()), name).journal, timeout=10)
+        )[0]
         return any(json.loads(kv.value)["kind"] == "sleep" for kv in entries)
 
     wait_for(asleep)
@@ -190,7 +192,7 @@ def test_I11_a_session_used_after_it_was_listed_is_left_and_named(store_env: dic
     for name in ("touched", "taken", "gone"):
         assert dsh(env, ["--session", name, "-c", f"echo {name}"]).returncode == 0
         age(env, name, 40)
-    entries = on_store(env, lambda store: list_sessions(store, user_name(), timeout=10))
+    entries = on_store(env, lambda store: list_sessions(store, user_tree(user_name()), timeout=10))
     # Between the listing and the removals: one is used, one is owned by a live run.
     assert dsh(env, ["--session", "touched", "-c", "echo again"]).returncode == 0
     busy = sleeping(env, "taken")
@@ -199,7 +201,9 @@ def test_I11_a_session_used_after_it_was_listed_is_left_and_named(store_env: dic
 
         async def sweep(store: Store) -> Any:
             def make(name: str) -> Session:
-                return Session(store, Keys(user_name(), name), "sweeper", lease_ttl=1.0, timeout=10)
+                return Session(
+                    store, Keys(user_tree(user_name()), name), "sweeper", lease_ttl=1.0, timeout=10
+                )
 
             return await remove_expired(
                 entries, Keep(30 * DAY, 30 * DAY), time.time(), make, LocalShell(spool_root)

@@ -22,7 +22,7 @@ import pexpect
 import pytest
 
 from dsh import localsocket
-from dsh.session.keys import Keys, user_name
+from dsh.session.keys import Keys, user_name, user_tree
 from dsh.state import is_own_private
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import dsh_path
@@ -86,7 +86,7 @@ def modes(root: Path) -> dict[str, str]:
 
 def owner_record(env: dict[str, str], name: str) -> dict[str, object] | None:
     async def read(store: SqliteStore) -> dict[str, object] | None:
-        held = await store.get(Keys(user_name(), name).owner, timeout=10)
+        held = await store.get(Keys(user_tree(user_name()), name).owner, timeout=10)
         return json.loads(held.value) if held is not None else None
 
     return with_store(env, read)
@@ -379,7 +379,9 @@ def test_F2_attach_refuses_an_executor_socket_served_by_another_user(  # type: i
         record = {"machine": "m1", "pid": os.getpid(), "since": time.time(), "ttl": 5, "socket": str(path)}
 
         async def own(store: SqliteStore) -> None:
-            await store.put(Keys(user_name(), "imp").owner, json.dumps(record).encode(), timeout=10)
+            await store.put(
+                Keys(user_tree(user_name()), "imp").owner, json.dumps(record).encode(), timeout=10
+            )
 
         with_store(env, own)
         r = run_dsh(["attach", "imp"], env_extra=machine, timeout=20)

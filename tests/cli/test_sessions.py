@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from dsh.session.catalogue import read_journal
 from dsh.session.history import in_flight
-from dsh.session.keys import Keys, user_name
+from dsh.session.keys import Keys, user_name, user_tree
 from dsh.store.sqlite import SqliteStore
 from tests.conftest import assert_no_process, dsh_path, start_dsh
 from tests.helpers.store import with_store
@@ -23,14 +23,16 @@ T = TypeVar("T")
 
 
 def journal(env: dict[str, str], session: str) -> list[dict[str, object]]:
-    return with_store(env, lambda store: read_journal(store, Keys(user_name(), session), timeout=10))
+    return with_store(
+        env, lambda store: read_journal(store, Keys(user_tree(user_name()), session), timeout=10)
+    )
 
 
 def revoke_owner(env: dict[str, str], session: str) -> None:
     """Break the owner's lease from outside, as an operator or a failure would."""
 
     async def revoke(store: SqliteStore) -> None:
-        owner = await store.get(Keys(user_name(), session).owner, timeout=10)
+        owner = await store.get(Keys(user_tree(user_name()), session).owner, timeout=10)
         assert owner is not None and owner.lease
         await store.revoke(owner.lease, timeout=10)
 
@@ -172,7 +174,7 @@ def test_each_run_stores_its_compiled_statement_and_arguments(run_dsh, env, tmp_
     script.write_text("echo $1 | within 7s\n")
     assert run_dsh(["--session", "planned", str(script), "arg one"]).returncode == 0
 
-    kv = with_store(env, lambda store: store.get(Keys(user_name(), "planned").run(1), timeout=10))
+    kv = with_store(env, lambda store: store.get(Keys(user_tree(user_name()), "planned").run(1), timeout=10))
     assert kv is not None
     record = json.loads(kv.value)
     assert record["args"] == ["arg one"] and record["source"] == "echo $1 | within 7s"
@@ -226,12 +228,16 @@ def test_P1_a_lost_lease_leaves_the_running_command_to_the_next_owner(env, run_d
 
 def test_a_failed_claim_lets_the_session_go(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
     with_store(
-        env, lambda store: store.put(Keys(user_name(), "bad").bindings + b"x", b"not json", timeout=10)
+        env,
+        lambda store: store.put(Keys(user_tree(user_name()), "bad").bindings + b"x", b"not json", timeout=10),
     )
     r = run_dsh(["--session", "bad", "-c", "echo hi"])
     assert r.returncode == 3 and "corrupt" in r.stderr
 
-    assert with_store(env, lambda store: store.get(Keys(user_name(), "bad").owner, timeout=10)) is None
+    assert (
+        with_store(env, lambda store: store.get(Keys(user_tree(user_name()), "bad").owner, timeout=10))
+        is None
+    )
 
 
 def test_local_clean_up_removes_old_spools_and_executor_logs(tmp_path: Path) -> None:
@@ -286,7 +292,7 @@ def test_F6_a_binding_over_the_cap_is_refused_and_binds_nothing(run_dsh, env) ->
 def test_F9_a_malformed_inbox_record_is_rejected_and_the_session_goes_on(run_dsh, env) -> None:  # type: ignore[no-untyped-def]
     # Fault report #9: `{` in ctl/in killed every executor of the session, for good.
     assert run_dsh(["--session", "inbox", "-c", "echo first"]).returncode == 0
-    keys = Keys(user_name(), "inbox")
+    keys = Keys(user_tree(user_name()), "inbox")
 
     async def damage(store: SqliteStore) -> None:
         await store.put(keys.submission(1), b"{", timeout=10)

@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from dsh.session import control
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_tree
 from dsh.session.records import Submission
 from dsh.store import open_store
 
@@ -33,5 +33,5 @@ async def submit(spec: str, keys: Keys, me: str, count: int) -> list[int]:
 
 if __name__ == "__main__":
     url, user, name, me, count = sys.argv[1:6]
-    for seq in asyncio.run(submit(url, Keys(user, name), me, int(count))):
+    for seq in asyncio.run(submit(url, Keys(user_tree(user), name), me, int(count))):
         print(seq, flush=True)

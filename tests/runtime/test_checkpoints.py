@@ -15,7 +15,7 @@ from dsh.runtime.executor import Executor
 from dsh.runtime.values import BindRefused
 from dsh.session.catalogue import read_journal
 from dsh.session.history import in_flight
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_tree
 from dsh.session.lease import Owned, Session
 from dsh.session.recorder import SessionRecorder
 from dsh.store.base import Put
@@ -45,7 +45,9 @@ class Loud:
 
 
 async def open_session(tmp_path: Path, name: str = "t") -> Owned:
-    session = Session(SqliteStore(tmp_path / "store.db"), Keys("u", name), "m", lease_ttl=30, timeout=10)
+    session = Session(
+        SqliteStore(tmp_path / "store.db"), Keys(user_tree("u"), name), "m", lease_ttl=30, timeout=10
+    )
     return await session.claim()
 
 
@@ -62,10 +64,10 @@ async def test_F6_forty_loud_hosts_are_refused_whole_not_cut(tmp_path: Path) -> 
     await session.release()
     store = SqliteStore(tmp_path / "store.db")
     try:
-        entries = await read_journal(store, Keys("u", "t"), timeout=10)
+        entries = await read_journal(store, Keys(user_tree("u"), "t"), timeout=10)
         assert len([e for e in entries if e["kind"] == "end"]) == 40
         assert in_flight(entries) == []
-        assert await store.get(Keys("u", "t").bindings + b"v", timeout=10) is None
+        assert await store.get(Keys(user_tree("u"), "t").bindings + b"v", timeout=10) is None
         assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
     finally:
         await store.close()

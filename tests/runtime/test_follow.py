@@ -11,10 +11,10 @@ import pytest
 
 from dsh.follow import Follower, Gone
 from dsh.runtime.protocol import Done, End
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_tree
 from dsh.store.sqlite import SqliteStore
 
-KEYS = Keys("u", "s")
+KEYS = Keys(user_tree("u"), "s")
 
 
 async def put(store: SqliteStore, key: bytes, value: bytes = b'{"machine": "A"}') -> None:

@@ -29,7 +29,7 @@ from dsh.runtime.executor import Executor
 from dsh.runtime.steps import Capture, LiveSteps, SharedAwaits, Steps, TakenUp
 from dsh.session import history
 from dsh.session.codec import as_dict
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_tree
 from dsh.session.lease import Session
 from dsh.session.recorder import SessionRecorder
 from dsh.session.records import ActAwait, ActDone, ActIntent, ActSleep
@@ -285,7 +285,7 @@ async def test_a_callback_without_a_session_fails_as_an_outcome() -> None:
 async def test_a_line_taken_up_from_its_own_records_runs_nothing_again(tmp_path: Path) -> None:
     plan = compile_source(Source("t", "@h[1-2] echo hi | sleep 5s | echo bye"), Context())
     store = SqliteStore(tmp_path / "store.db")
-    owned = await Session(store, Keys("u", "s"), "m1", lease_ttl=30, timeout=10).claim()
+    owned = await Session(store, Keys(user_tree("u"), "s"), "m1", lease_ttl=30, timeout=10).claim()
     try:
         first = {h: FakeRemote(h, output=f"{h}\n".encode()) for h in ("h1", "h2")}
         ex = Executor(

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from dsh.errors import UsageError
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_tree
 from dsh.session.lease import Session
 from dsh.store.sqlite import SqliteStore
 
 
 async def test_a_take_waits_on_an_owner_whose_claim_is_older_than_the_history(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "store.db", history_keep=10)
-    owner = Session(store, Keys("u", "s"), "m1", lease_ttl=1, timeout=5)
-    other = Session(store, Keys("u", "s"), "m2", lease_ttl=1, timeout=5)
+    owner = Session(store, Keys(user_tree("u"), "s"), "m1", lease_ttl=1, timeout=5)
+    other = Session(store, Keys(user_tree("u"), "s"), "m2", lease_ttl=1, timeout=5)
     owned = taken = None
     try:
         owned = await owner.claim()

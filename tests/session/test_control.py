@@ -11,7 +11,7 @@ from pathlib import Path
 from dsh.plan import Plan
 from dsh.session import control
 from dsh.session.codec import dumps
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_tree
 from dsh.session.lease import Session
 from dsh.session.recorder import SessionRecorder
 from dsh.session.records import Handover, KillRequest, Submission, SubmissionDone, Viewer
@@ -21,7 +21,7 @@ from tests.helpers.storekinds import StoreKind
 
 T = 10.0
 ROOT = Path(__file__).parent.parent.parent
-KEYS = Keys("alice", "s1")
+KEYS = Keys(user_tree("alice"), "s1")
 
 
 def line(n: int, by: str = "m1") -> Submission:
@@ -39,7 +39,7 @@ async def test_two_submitters_racing_get_every_number_once_and_lose_no_line(kind
                 "-m",
                 "tests.helpers.submitter",
                 kind.spec,
-                KEYS.user,
+                KEYS.tree.name,
                 KEYS.name,
                 me,
                 str(count),

@@ -22,7 +22,7 @@ from dsh.plan import dumps as plan_dumps
 from dsh.remote.base import Identity
 from dsh.session import codec
 from dsh.session import records as r
-from dsh.session.keys import Keys, callback_key, event_key, sessions_prefix, user_key
+from dsh.session.keys import Keys, callback_key, event_key, user_tree
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "stores"
 PLAN = compile_source(Source("t.dsh", "echo hi\nx = 5\n"), Context())
@@ -499,12 +499,13 @@ def test_records_a_text_field_keeps_bytes_that_are_not_utf8_exactly() -> None:
 
 
 def test_records_the_key_layout_is_the_one_older_dsh_used() -> None:
-    keys = Keys("alice", "s1")
+    keys = Keys(user_tree("alice"), "s1")
     assert keys.owner == b"/dsh/v1/u/alice/s/s1/owner"
     assert keys.run(3) == b"/dsh/v1/u/alice/s/s1/run/00000003"
     assert keys.action("3.1.1", None) == b"/dsh/v1/u/alice/s/s1/act/3.1.1/-"
     assert keys.actions_of(3) == b"/dsh/v1/u/alice/s/s1/act/3."
     assert keys.submission(12) == b"/dsh/v1/u/alice/s/s1/ctl/in/00000012"
-    assert keys.user_key("/a/\udcff") == user_key("alice", "a/\udcff") == b"/dsh/v1/u/alice/keys/a/\xff"
-    assert sessions_prefix("alice") == b"/dsh/v1/u/alice/s/"
+    tree = user_tree("alice")
+    assert keys.user_key("/a/\udcff") == tree.key("a/\udcff") == b"/dsh/v1/u/alice/keys/a/\xff"
+    assert tree.sessions == b"/dsh/v1/u/alice/s/"
     assert (callback_key("T"), event_key("T")) == (b"/dsh/v1/cb/T", b"/dsh/v1/cb/T/event")

@@ -25,13 +25,13 @@ from dsh.driver import Driver
 from dsh.errors import DshError, StoreError
 from dsh.remote.base import Check, Exec, Identity, OutputSink, Spot
 from dsh.session.catalogue import read_journal
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_tree
 from dsh.session.lease import Session
 from dsh.store.base import LeaseNotFound
 from dsh.store.sqlite import SqliteStore
 from tests.helpers.reporter import Recorder
 
-KEYS = Keys("u", "replayed")
+KEYS = Keys(user_tree("u"), "replayed")
 TEXT = "x = @h[1-3] echo one\n@h[1-2] echo two | echo done\nif @h1 true {\n  @h[2-3] echo three\n}\n"
 
 
