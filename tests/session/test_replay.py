@@ -23,53 +23,34 @@ from dsh import plan as p
 from dsh.config import Config
 from dsh.driver import Driver
 from dsh.errors import DshError, StoreError
-from dsh.remote.base import Check, Exec, Identity, OutputSink, Spot
+from dsh.remote.base import Exec, Identity, OutputSink, Spot
 from dsh.session.catalogue import read_journal
 from dsh.session.keys import Keys, user_tree
 from dsh.session.lease import Session
 from dsh.store.base import LeaseNotFound
 from dsh.store.sqlite import SqliteStore
 from tests.helpers.reporter import Recorder
+from tests.helpers.runtime import FakeRemote
 
 KEYS = Keys(user_tree("u"), "replayed")
 TEXT = "x = @h[1-3] echo one\n@h[1-2] echo two | echo done\nif @h1 true {\n  @h[2-3] echo three\n}\n"
 
 
-class SpoolHost:
-    """A host whose spool runs each action once: `launched` counts every launch."""
+class SpoolHost(FakeRemote):
+    """A host whose spool runs each action once: `launched` counts every launch, and
+    a probe says how a launched action ended (the rest as FakeRemote)."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name, who=Identity(f"dshtest@{name}:22", "SHA256:fake"))
         self.launched: Counter[str] = Counter()
-
-    async def identity(self) -> Identity | None:
-        return Identity(f"dshtest@{self.name}:22", "SHA256:fake")
 
     async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
         self.launched[spot.action] += 1
         output("stdout", f"{self.name}:{command}\n".encode())
         return Exec(p.Outcome.OK, 0, 0.01)
 
-    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
-        return Exec(p.Outcome.OK, 0, 0.01)
-
     async def probe(self, spot: Spot) -> str:
         return "status 0" if spot.action in self.launched else "none"
-
-    async def kill(self, spot: Spot) -> bool:
-        return True
-
-    async def check(self, command: str, *, timeout: float) -> Check:
-        return Check(0, b"")
-
-    async def port_open(self, port: int, *, timeout: float) -> bool:
-        return True
-
-    async def clean(self, keep: float) -> None:
-        pass
-
-    async def remove(self, session: str) -> bool:
-        return True
 
 
 class Fleet:
