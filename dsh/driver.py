@@ -186,8 +186,8 @@ class Driver:
         assert session is not None
         self.executor.disown()
         try:
-            return await housekeeping.remove(session, self.executor.local, self.executor.host_remote)
-        except housekeeping.InUse as exc:
+            return await admin.remove(session, self.executor.local, self.executor.host_remote)
+        except admin.InUse as exc:
             raise UsageError(f"{exc.message}; stop it first with `dsh kill {session.keys.name}`") from None
 
     async def sweep(self) -> None:

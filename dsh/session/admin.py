@@ -1,6 +1,11 @@
 """What a user does to sessions from outside them: send a signal, put and get
-keys, and stop a session's live owner (`dsh kill`'s first half: the rest, ending
-what it left on its hosts, is done as the session's owner).
+keys, stop a session's live owner (`dsh kill`'s first half: the rest, ending
+what it left on its hosts, is done as the session's owner), and remove a
+session with its callbacks and spools (`dsh rm`).
+
+A session is taken (its lease claimed) before anything of it is removed, so
+that a removal never races an owner or an attach: one that holds it keeps it,
+and the removal is refused (`InUse`).
 """
 
 from __future__ import annotations
@@ -8,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 
 from dsh.bytestext import to_bytes
 from dsh.errors import UsageError
+from dsh.remote.base import Remote
 from dsh.session import control
-from dsh.session.codec import readable
-from dsh.session.keys import Keys, Tree
-from dsh.session.records import KillRequest, Owner
+from dsh.session.catalogue import session_summary
+from dsh.session.codec import loads, readable
+from dsh.session.keys import Keys, Tree, callback_key
+from dsh.session.lease import Owned, Session
+from dsh.session.records import KillRequest, Meta, Owner
 from dsh.store.base import Store
 
 #: How long `dsh kill` waits, beyond the owner's lease TTL, for a live owner to stop.
@@ -58,3 +67,72 @@ async def stop_owner(store: Store, keys: Keys, machine: str, *, lease_ttl: float
         if time.monotonic() > deadline:
             raise UsageError(f"session {keys.name!r}: its owner did not stop")
         await asyncio.sleep(0.1)
+
+
+class InUse(UsageError):
+    """The session could not be taken (an owner holds it, or it is being handed
+    over), or it was used after it was listed: it stays."""
+
+
+async def remove(
+    session: Session,
+    local: Remote,
+    hosts: Callable[[str], Remote] | None = None,
+    *,
+    wait: bool = True,
+    untouched_since: float | None = None,
+) -> list[str]:
+    """Remove one session: take it, then remove its spools (this machine's, and its
+    hosts' when `hosts` is given), its callbacks and every key of it. `wait`: for
+    an owner that died, until its lease runs out (`dsh rm`); else an owner means
+    InUse at once (a sweep). `untouched_since`: a sweep's cutoff; once taken, the
+    session must still be finished and untouched since then, else InUse. Returns
+    the hosts whose spool could not be removed. UsageError if there is no such
+    session (not for a sweep: it removes the keys it listed, whatever they are)."""
+    store, keys = session.store, session.keys
+    meta = await store.get(keys.meta, timeout=session.timeout)
+    if meta is None and untouched_since is None:
+        raise UsageError(f"no session named {keys.name!r} in {store.name}")
+    listed = loads(Meta, meta.value, key=meta.key).id if meta is not None else None
+    owned = await _take(session, wait=wait)
+    try:
+        # A different id: the session was removed meanwhile and the claim made it
+        # anew (its keys go now); else a sweep looks again, as the owner.
+        if untouched_since is not None and owned.id == listed:
+            entry = await session_summary(store, keys, timeout=owned.timeout)
+            if entry is None or entry["state"] != "idle" or float(entry["touched"]) >= untouched_since:
+                raise InUse(f"session {keys.name!r} was used meanwhile")
+        where = sorted(await _hosts(owned) - {"-"}) if hosts is not None else []
+        failed: list[str] = []
+        await local.remove(owned.spool_name)
+        if where and hosts is not None:
+            done = await asyncio.gather(*(hosts(h).remove(owned.spool_name) for h in where))
+            failed = [h for h, ok in zip(where, done, strict=True) if not ok]
+        await owned.close_writes()  # nothing more is written: the keys go now
+        made, _ = await store.range(keys.callbacks, timeout=owned.timeout)
+        for kv in made:  # the callbacks (and their events) live outside the session's keys
+            token = kv.key[len(keys.callbacks) :].decode()
+            await store.delete(callback_key(token), prefix=True, timeout=owned.timeout)
+        await store.delete(keys.root, prefix=True, timeout=owned.timeout)
+        return failed
+    finally:
+        await owned.release()
+
+
+async def _take(session: Session, *, wait: bool) -> Owned:
+    try:
+        if wait:
+            return await session.take(patience=0.0)
+        if await control.handover_pending(session.store, session.keys, timeout=session.timeout):
+            raise UsageError(f"session {session.keys.name!r} is being handed over")
+        return await session.claim()
+    except InUse:
+        raise
+    except UsageError as exc:
+        raise InUse(exc.message) from None
+
+
+async def _hosts(session: Owned) -> set[str]:
+    """The hosts the session acted on (`-`: this machine), from its action records."""
+    kvs, _ = await session.store.range(session.keys.root + b"act/", timeout=session.timeout)
+    return {kv.key.rsplit(b"/", 1)[1].decode() for kv in kvs}
