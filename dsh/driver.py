@@ -247,11 +247,16 @@ class Driver:
     async def ensure_owner(self) -> None:
         """Before running a line read after a wait: own the session again if the
         lease ran out meanwhile (nothing ran then), or fail if another took it."""
-        if self.owned is not None and not await self.owned.alive():
+        if self.session is None:
+            return
+        if self.owned is not None:
+            if await self.owned.alive():
+                return
             owned, self.owned = self.owned, None
+            self.executor.disown()
             with contextlib.suppress(DshError):  # what it could not write is reported already
                 await owned.release()
-            await self.claim()
+        await self.claim()  # (again, after a claim that failed: another may have let go)
 
     async def resume(self) -> list[LineResult]:
         """Once claimed: finish what a previous owner was running — the statement it
