@@ -281,8 +281,7 @@ class Daemon:
         cancels, and a handover, which stops new actions from starting."""
         keys, store, timeout = self.owned.keys, self.owned.store, self.owned.timeout
         with contextlib.suppress(StoreError, TimeoutError):  # the checkpoints will say so
-            for sid in await control.take_cancels(store, keys, timeout=timeout):
-                self.cancel(sid)
+            await control.take_cancels(store, keys, self.cancel, timeout=timeout)
             if self.handover is None:
                 asked = await control.handover_asked(store, keys, timeout=timeout)
                 if asked is not None and asked.machine != self.owned.machine:

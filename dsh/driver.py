@@ -71,6 +71,8 @@ class Driver:
         self.owned: Owned | None = None
         #: Where this process's clients reach it (kept in the owner record at each claim).
         self._socket: str | None = None
+        #: What the executor records through, while the session is owned.
+        self._recorder: SessionRecorder | None = None
         self.executor = Executor(
             reporter=self.reporter,
             local=LocalShell(self.spool_root, gate=self.gate),
@@ -135,10 +137,11 @@ class Driver:
         self.owned = owned
         self.gate.bind(owned.may_act)
         await self.load()
+        self._recorder = SessionRecorder(owned)
         self.executor.own(
             spool_name=owned.spool_name,
             machine=owned.machine,
-            recorder=SessionRecorder(owned),
+            recorder=self._recorder,
             events=SessionEvents(owned),
         )
 
@@ -276,6 +279,8 @@ class Driver:
         if point is None:
             return []
         plan, start, args = point.plan, point.start, point.args
+        if left is not None and self._recorder is not None:
+            self._recorder.resuming(left.plan_id)  # its runs are that plan's, for a later resume
         first: Resume | None = None
         if point.replay:
             self.say(f"resuming line {plan.statements[start].line}: {plan.statements[start].source}")

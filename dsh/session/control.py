@@ -45,11 +45,13 @@ SUBMIT_TRIES = 100
 
 
 async def submit(store: Store, keys: Keys, item: Submission, *, timeout: float) -> int:
-    """Put `item` in the session's inbox under the next number; that number."""
+    """Put `item` in the session's inbox under the next number; that number. (After
+    the last taken too: a damaged `in-seq` must not number a line as taken.)"""
     record = dumps(item)
     for _ in range(SUBMIT_TRIES):  # a race with other clients is lost at most this often
         held = await store.get(keys.in_seq, timeout=timeout)
-        seq = int(held.value) + 1 if held is not None else 1
+        taken = await store.get(keys.taken, timeout=timeout)
+        seq = max(_number(held), _number(taken)) + 1
         mod = held.mod_revision if held is not None else 0
         result = await store.txn(
             [Compare(keys.in_seq, "mod", "==", mod)],
@@ -119,14 +121,19 @@ async def work_left(store: Store, keys: Keys, *, timeout: float) -> bool:
     # (written in the same transaction), which is read after.
     taken = await store.get(keys.taken, timeout=timeout)
     last = await store.get(keys.in_seq, timeout=timeout)
-    if int(last.value if last else 0) > int(taken.value if taken else 0):
+    if _number(last) > _number(taken):
         return True
     held = await store.get(keys.todo, timeout=timeout)
     if held is None:
         return False
     count = len(loads(Todo, held.value, key=held.key).plan.statements)
-    done = await store.get(keys.todo_next, timeout=timeout)
-    return (int(done.value) if done is not None else 0) < count
+    return _number(await store.get(keys.todo_next, timeout=timeout)) < count
+
+
+def _number(held: KV | None) -> int:
+    """A counter record's value; 0 when there is none, or it is not a number (a
+    damaged or forged one: whoever reads it goes on without it)."""
+    return int(held.value) if held is not None and held.value.isdigit() else 0
 
 
 # -- cancels and answers, for clients on other machines -----------------------------
@@ -136,14 +143,13 @@ async def ask_cancel(store: Store, keys: Keys, sid: str, *, timeout: float) -> N
     await store.put(keys.cancels + sid.encode(), b"", timeout=timeout)
 
 
-async def take_cancels(store: Store, keys: Keys, *, timeout: float) -> list[str]:
-    """The submissions clients asked to cancel (each request consumed)."""
+async def take_cancels(store: Store, keys: Keys, cancel: Callable[[str], object], *, timeout: float) -> None:
+    """Hand each submission a client asked to cancel to `cancel`, then consume the
+    request (in that order: a request is never gone unless it was acted on)."""
     kvs, _ = await store.range(keys.cancels, timeout=timeout)
-    asked = []
     for kv in kvs:
-        asked.append(kv.key[len(keys.cancels) :].decode("utf-8", "replace"))
+        cancel(kv.key[len(keys.cancels) :].decode("utf-8", "replace"))
         await store.delete(kv.key, timeout=timeout)
-    return asked
 
 
 async def answer(store: Store, keys: Keys, sid: str, done: SubmissionDone, *, timeout: float) -> None:

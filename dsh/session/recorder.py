@@ -186,6 +186,12 @@ class SessionRecorder:
             )
         cp.defer([Put(key, encoded), cp.entry(BindEntry(run, name))])
 
+    def resuming(self, plan_id: str) -> None:
+        """The statements that run next belong to plan `plan_id`, which a previous
+        owner started (a resume): their run records say so, so that a later
+        resume, after this owner goes too, finds where that plan stands."""
+        self.plan_id = plan_id
+
     async def plan_started(self, plan: Plan, args: Sequence[str], taken: int | None = None) -> None:
         """The plan about to run (kept for a resume); `taken`: the submission it came
         from, which is then consumed in the same transaction (so that a plan is

@@ -4,6 +4,7 @@ the round trips of cancels, answers, viewers, handovers and kills."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -128,8 +129,20 @@ async def test_a_line_is_taken_with_its_plan_in_one_transaction(store: Store) ->
 async def test_cancels_answers_viewers_handovers_and_kills_round_trip(store: Store) -> None:
     await control.ask_cancel(store, KEYS, "id1", timeout=T)
     await control.ask_cancel(store, KEYS, "id2", timeout=T)
-    assert await control.take_cancels(store, KEYS, timeout=T) == ["id1", "id2"]
-    assert await control.take_cancels(store, KEYS, timeout=T) == []  # each request consumed
+    taken: list[str] = []
+    await control.take_cancels(store, KEYS, taken.append, timeout=T)
+    assert taken == ["id1", "id2"]
+    await control.take_cancels(store, KEYS, taken.append, timeout=T)
+    assert taken == ["id1", "id2"]  # each request consumed
+    await control.ask_cancel(store, KEYS, "id3", timeout=T)
+
+    def refuse(sid: str) -> None:
+        raise RuntimeError("not acted on")
+
+    with contextlib.suppress(RuntimeError):
+        await control.take_cancels(store, KEYS, refuse, timeout=T)
+    await control.take_cancels(store, KEYS, taken.append, timeout=T)
+    assert taken[-1] == "id3"  # a request not acted on stays
 
     await control.answer(store, KEYS, "id1", SubmissionDone(0, ""), timeout=T)
     held = await store.get(KEYS.done + b"id1", timeout=T)
@@ -162,3 +175,14 @@ async def test_cancels_answers_viewers_handovers_and_kills_round_trip(store: Sto
     assert await control.kill_asked(store, KEYS, timeout=T)
     await control.kill_done(store, KEYS, timeout=T)
     assert not await control.kill_asked(store, KEYS, timeout=T)
+
+
+async def test_forged_counters_say_nothing_and_raise_nothing(store: Store) -> None:
+    """A damaged or forged `ctl/in-seq`, `ctl/taken` or `todo-next` reads as 0: a
+    client waiting for the session's work goes on (it used to raise ValueError)."""
+    for key in (KEYS.in_seq, KEYS.taken, KEYS.todo_next):
+        await store.put(key, b"not a number", timeout=T)
+    assert await control.work_left(store, KEYS, timeout=T) is False
+    assert await control.last_taken(store, KEYS, timeout=T) == (0, None)
+    await control.submit(store, KEYS, line(1), timeout=T)  # numbered after "nothing": 1
+    assert await control.work_left(store, KEYS, timeout=T) is True

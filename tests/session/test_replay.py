@@ -109,7 +109,7 @@ def driver(store: Any, fleet: Fleet, tmp_path: Path) -> Driver:
 
 
 async def run_clean(
-    path: Path, tmp_path: Path
+    path: Path, tmp_path: Path, text: str = TEXT
 ) -> tuple[list[tuple[Any, ...]], Counter[tuple[str, str]], int]:
     store = SqliteStore(path)
     fleet = Fleet()
@@ -118,46 +118,52 @@ async def run_clean(
     await d.claim()
     counting.armed = True
     try:
-        await d.run(d.compile(TEXT, "t.dsh"))
+        await d.run(d.compile(text, "t.dsh"))
     finally:
         await d.release()
-    store = SqliteStore(path)
-    try:
-        outcome = ended(await read_journal(store, KEYS, timeout=5))
-    finally:
-        await store.close()
-    return outcome, fleet.launches(), 10**9 - counting.left
+    return await _ended(path), fleet.launches(), 10**9 - counting.left
 
 
-async def crash_then_resume(path: Path, tmp_path: Path, after: int) -> tuple[list[tuple[Any, ...]], Fleet]:
-    store = SqliteStore(path)
+async def crash_then_resume(
+    path: Path, tmp_path: Path, *crashes: int, text: str = TEXT
+) -> tuple[list[tuple[Any, ...]], Fleet]:
+    """Run `text`, its owner dying after `crashes[0]` transactions; then each next
+    owner takes the session over and resumes it, dying after `crashes[i]`; the
+    last owner resumes it to its end."""
     fleet = Fleet()
-    crashing = Crashing(store, after)
-    first = driver(crashing, fleet, tmp_path)
-    await first.claim()
-    crashing.armed = True
-    lease = first.owned.lease if first.owned is not None else 0
-    with contextlib.suppress(DshError, StoreError, asyncio.CancelledError):
-        await first.run(first.compile(TEXT, "t.dsh"))
-        await first.release()  # (the process may die as it writes its last records)
-    if crashing.crashed and first.owned is not None:  # gone with the process, keeper and timer too
-        with contextlib.suppress(BaseException):
-            await first.owned._let_go()
-        with contextlib.suppress(BaseException):
-            await first.owned.checkpoints.close()
-    await store.close()
+    for index, after in enumerate((*crashes, None)):
+        store = SqliteStore(path)
+        crashing = Crashing(store, after if after is not None else 10**9)
+        owner = driver(crashing, fleet, tmp_path)
+        if index == 0:
+            await owner.claim()
+        else:
+            await owner.take(patience=0.0)
+        crashing.armed = True
+        lease = owner.owned.lease if owner.owned is not None else 0
+        with contextlib.suppress(DshError, StoreError, asyncio.CancelledError):
+            if index == 0:
+                await owner.run(owner.compile(text, "t.dsh"))
+            else:
+                await owner.resume()
+            await owner.release()  # (the process may die as it writes its last records)
+        if crashing.crashed and owner.owned is not None:  # gone with the process, keeper and timer too
+            with contextlib.suppress(BaseException):
+                await owner.owned._let_go()
+            with contextlib.suppress(BaseException):
+                await owner.owned.checkpoints.close()
+        await store.close()
+        store = SqliteStore(path)
+        with contextlib.suppress(LeaseNotFound):  # its lease ran out (a clean end gave it back)
+            await store.revoke(lease, timeout=5)
+        await store.close()
+    return await _ended(path), fleet
+
+
+async def _ended(path: Path) -> list[tuple[Any, ...]]:
     store = SqliteStore(path)
-    with contextlib.suppress(LeaseNotFound):  # its lease ran out (a clean end gave it back)
-        await store.revoke(lease, timeout=5)
-    second = driver(store, fleet, tmp_path)
-    await second.take(patience=0.0)
     try:
-        await second.resume()
-    finally:
-        await second.release()
-    store = SqliteStore(path)
-    try:
-        return ended(await read_journal(store, KEYS, timeout=5)), fleet
+        return ended(await read_journal(store, KEYS, timeout=5))
     finally:
         await store.close()
 
@@ -180,6 +186,25 @@ async def test_a_session_crashed_after_any_transaction_resumes_to_the_same_end(t
         twice = [k for k, n in fleet.launches().items() if n > 1]
         assert twice == [], f"crashed after transaction {after}: launched twice: {twice}"
         assert set(fleet.launches()) == set(launches), f"crashed after transaction {after}"
+
+
+#: Statements one after the other on one host: a resumed plan's own runs must say
+#: which plan they are (its id), or a second takeover starts them again.
+SEQUENCE = "@h1 echo A\n@h1 echo B\n@h1 echo C\n@h1 echo D\nif @h1 true {\n  @h2 echo E\n}\n"
+
+
+async def test_a_resumed_session_crashed_again_resumes_to_the_same_end(tmp_path: Path) -> None:
+    clean, launches, transactions = await run_clean(tmp_path / "clean.db", tmp_path, SEQUENCE)
+    assert set(launches.values()) == {1} and len(launches) == 6
+    for first in range(1, transactions + 1):
+        for second in (1, 2, 3):
+            path = tmp_path / f"crash{first}-{second}.db"
+            got, fleet = await crash_then_resume(path, tmp_path, first, second, text=SEQUENCE)
+            where = f"crashed after transaction {first}, then after {second} of the resume"
+            assert got == clean, where
+            twice = [k for k, n in fleet.launches().items() if n > 1]
+            assert twice == [], f"{where}: launched twice: {twice}"
+            assert set(fleet.launches()) == set(launches), where
 
 
 async def test_the_crashing_store_takes_nothing_after_its_last_transaction(tmp_path: Path) -> None:
