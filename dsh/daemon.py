@@ -334,18 +334,22 @@ class Daemon:
         """The oldest submission not taken yet. One that cannot be read (a damaged or
         forged record) is journaled as rejected and skipped: it never stops the
         executor (fault report #9)."""
-        keys = self.owned.keys
 
         async def rejected(seq: int, why: str) -> None:
-            cp = self.owned.checkpointer()
             error = f"submission {seq} cannot be read ({why}): skipped"
-            await cp.write([control.taken_put(keys, seq), cp.entry(RejectedEntry(error))])
-            self.taken = seq
+            await self._reject(seq, error)
             self.reporter.message(error)
 
+        owned = self.owned
         return await control.next_submission(
-            self.owned.store, keys, self.taken, timeout=self.owned.timeout, rejected=rejected
+            owned.store, owned.keys, self.taken, timeout=owned.timeout, rejected=rejected
         )
+
+    async def _reject(self, seq: int, error: str) -> None:
+        """Submission `seq` is taken and not run: journaled with why."""
+        cp = self.owned.checkpointer()
+        await cp.write([control.taken_put(self.owned.keys, seq), cp.entry(RejectedEntry(error))])
+        self.taken = seq
 
     async def submission(self, driver: Driver, seq: int, item: Submission) -> None:
         sid = item.id
@@ -353,8 +357,7 @@ class Daemon:
         try:
             plan = driver.compile(item.text, item.name, item.first_line)
         except LangError as exc:
-            await cp.write([control.taken_put(self.owned.keys, seq), cp.entry(RejectedEntry(exc.message))])
-            self.taken = seq
+            await self._reject(seq, exc.message)
             self.status = exc.exit_code
             await self._answer(item, sid, exc.exit_code, exc.render())
             return

@@ -14,6 +14,7 @@ flood through the socket.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from dsh import plan as p
 from dsh.remote.base import Exec
@@ -29,17 +30,7 @@ def summary(result: HostResult, keep: int) -> HostResult:
     """`result` with at most `keep` bytes of its stdout and of its stderr (and marked
     truncated when some were left out)."""
     truncated = result.truncated or len(result.out) > keep or len(result.err) > keep
-    return HostResult(
-        result.host,
-        result.outcome,
-        result.exit_status,
-        result.seconds,
-        attempts=result.attempts,
-        message=result.message,
-        out=result.out[:keep],
-        err=result.err[:keep],
-        truncated=truncated,
-    )
+    return replace(result, out=result.out[:keep], err=result.err[:keep], truncated=truncated)
 
 
 class WireReporter:
