@@ -25,13 +25,14 @@ from dsh.lang.ast import FnDef
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.remote import spool
-from dsh.remote.base import Gate, Hosts, Spot
+from dsh.remote.base import Asks, Gate, Hosts, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.context import Resume
 from dsh.runtime.executor import Executor
-from dsh.runtime.ports import ActionResult, Reporter
+from dsh.runtime.ports import ActionResult, NoPrompter, Prompter, Reporter
 from dsh.runtime.results import LineResult
 from dsh.runtime.steps import LOCAL_ALIAS
+from dsh.runtime.sudo import SudoAnswers
 from dsh.session import admin, bindings, control, history
 from dsh.session.events import SessionEvents
 from dsh.session.journal import LeaseLost
@@ -59,6 +60,10 @@ class Driver:
     gate: Gate = field(default_factory=Gate)
     #: Sweep the store ([store] keep) at the end of every session, not one in 16 (tests).
     sweep_always: bool = False
+    #: Shared with the hosts: where a command's sudo asking for a password goes.
+    asks: Asks = field(default_factory=Asks)
+    #: Where a password is asked for (None: nobody can be asked; each ask fails at once).
+    prompter: Prompter | None = None
 
     def __post_init__(self) -> None:
         #: Whether this session sweeps the store when it ends (decided when it claims).
@@ -73,9 +78,12 @@ class Driver:
         self._socket: str | None = None
         #: What the executor records through, while the session is owned.
         self._recorder: SessionRecorder | None = None
+        #: Answers to hosts' sudo, kept in this process only.
+        self.sudo = SudoAnswers(self.prompter or NoPrompter(self.say), self.say)
+        self.asks.sink = self.sudo
         self.executor = Executor(
             reporter=self.reporter,
-            local=LocalShell(self.spool_root, gate=self.gate),
+            local=LocalShell(self.spool_root, gate=self.gate, asks=self.asks),
             hosts=self.hosts,
             args=self.args or (),
             inventory=self.config.groups,
@@ -229,6 +237,7 @@ class Driver:
     async def release(self) -> None:
         """Write what is deferred, let the lease go, close the store."""
         try:
+            await self.sudo.close()
             if self.hosts is not None:
                 await self.hosts.close()
         finally:

@@ -71,6 +71,12 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
         metavar="FILE",
         help="dsh's configuration (default: $DSH_CONFIG or $XDG_CONFIG_HOME/dsh/config.toml)",
     )
+    parser.add_argument(
+        "--askpass",
+        metavar="PROG",
+        help="a program that prints the answer to a prompt (a sudo password), given the "
+        "prompt as its argument, for runs with no terminal (default: $DSH_ASKPASS)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per output line and result")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--version", action="version", version=f"dsh {__version__}")
@@ -106,12 +112,15 @@ class Settings:
             ("--ssh-config", opts.ssh_config),
             ("--config", opts.config),
             ("--host-keys", opts.host_keys),
+            ("--askpass", opts.askpass),
         ):
             if value:
                 self.passed += [
                     flag,
                     os.path.abspath(value) if flag in ("--ssh-config", "--config") else value,
                 ]
+        #: A program that answers prompts (a sudo password) where no terminal can.
+        self.askpass: str | None = opts.askpass or env.get("DSH_ASKPASS") or None
         self.ssh_config = Path(opts.ssh_config) if opts.ssh_config else None
         if self.ssh_config is not None and not self.ssh_config.is_file():
             raise UsageError(f"{self.ssh_config}: no such ssh config file")

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
     from dsh.cli.args import Settings
     from dsh.driver import Driver
-    from dsh.remote.base import Gate, Hosts
+    from dsh.remote.base import Asks, Gate, Hosts
     from dsh.render import Renderer
+    from dsh.runtime.ports import Prompter
     from dsh.session.keys import Tree
     from dsh.session.lease import Session
     from dsh.store.base import Store
@@ -87,21 +88,25 @@ class Wiring:
         stateful: bool = True,
         reporter: Renderer | None = None,
         session: Session | None = None,
+        prompter: Prompter | None = None,
     ) -> Driver:
         """A driver with the renderer (or `reporter`), this machine's spool and the
         hosts; `stateful`, of the session the settings name (or `session`)."""
         from dsh.driver import Driver
-        from dsh.remote.base import Gate, LazyHosts
+        from dsh.remote.base import Asks, Gate, LazyHosts
 
         settings = self.settings
         renderer = reporter or self.renderer()
+        if prompter is None:
+            prompter = self.prompter(renderer.message)
         if session is None and stateful:
             session = self.session(self.store())
         if session is not None:  # it runs: the local spool goes in the private state directory
             state.private_dir(self.state_dir)
         spool_root = self.state_dir / "spool" / self.machine
         gate = Gate()  # shut when the session's lease is lost: no host is acted on any more
-        hosts = LazyHosts(lambda: self.fleet(renderer.message, gate))
+        asks = Asks()  # a sudo asking for a password, on any host
+        hosts = LazyHosts(lambda: self.fleet(renderer.message, gate, asks))
         log_dir = self.state_dir / "log"
         return Driver(
             settings.config,
@@ -114,7 +119,20 @@ class Wiring:
             log_dir,
             gate,
             sweep_always=settings.env.get("DSH_TEST_SWEEP") == "1",  # the sweep's tests
+            asks=asks,
+            prompter=prompter,
         )
+
+    def prompter(self, say: Callable[[str], None], terminal: bool = True) -> Prompter | None:
+        """Where a run here asks (a sudo password): the askpass program if one is
+        given, else the terminal (`terminal`, when there is one), else nobody."""
+        from dsh.asking import ProgramPrompter, TerminalPrompter
+
+        if self.settings.askpass:
+            return ProgramPrompter(self.settings.askpass, say)
+        if terminal and TerminalPrompter.available():
+            return TerminalPrompter()
+        return None
 
     def renderer(self) -> Renderer:
         """JSON lines with --json, else text (in colour at a terminal)."""
@@ -122,7 +140,7 @@ class Wiring:
 
         return JsonRenderer() if self.settings.json else TextRenderer(color=self.settings.color)
 
-    def fleet(self, warn: Callable[[str], None], gate: Gate) -> Hosts:
+    def fleet(self, warn: Callable[[str], None], gate: Gate, asks: Asks | None = None) -> Hosts:
         """SSH for hosts (asyncssh is imported here, on first use)."""
         from dsh.remote.ssh import SshFleet
         from dsh.remote.sshconfig import SshConfig
@@ -139,6 +157,7 @@ class Wiring:
             spool_keep=settings.config.spool.keep,
             warn=warn,
             gate=gate,
+            asks=asks,
         )
 
     @property

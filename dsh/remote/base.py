@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from dsh.record import record
+from dsh.remote.askpass import Ask
 
 #: Called with ("stdout" | "stderr", bytes) as output arrives.
 OutputSink = Callable[[str, bytes], None]
@@ -70,6 +71,20 @@ class RemoteUnreachable(Exception):
         self.message = message
 
 
+class Asks:
+    """Where a session's remotes pass on a sudo asking a command's host for a
+    password (dsh/remote/askpass.py), shared by its remotes like the Gate:
+    whoever runs the session plugs its answerer in (`sink`). Called with the
+    remote, the action's spot, the ask and the command's deadline (monotonic)."""
+
+    def __init__(self) -> None:
+        self.sink: Callable[[Remote, Spot, Ask, float], None] | None = None
+
+    def __call__(self, remote: Remote, spot: Spot, ask: Ask, deadline: float) -> None:
+        if self.sink is not None:
+            self.sink(remote, spot, ask, deadline)
+
+
 class Remote(Protocol):
     """A place commands run: this machine, or one host over SSH."""
 
@@ -124,6 +139,17 @@ class Remote(Protocol):
     async def port_open(self, port: int, *, timeout: float) -> bool:
         """Whether TCP `port` of this host takes a connection (over SSH: a channel
         to the host's own localhost), within `timeout`."""
+        ...
+
+    async def answer(self, spot: Spot, ask: str, answer: str | None, why: str = "") -> bool:
+        """Give the sudo asking at `spot` (ask `ask`) its password, or refuse it (None;
+        `why` is said on the command's stderr), from a new exec, bounded; True when
+        the helper was still there to take it."""
+        ...
+
+    async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
+        """Whether `answer` is this host's sudo's password (None: it cannot tell), and
+        sudo's words when it is not, within `timeout`."""
         ...
 
 

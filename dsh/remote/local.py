@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from dsh.plan import KILL_GRACE, STOP_CONFIRM, STOP_MARGIN
-from dsh.remote import spool
-from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, Identity, OutputSink, RemoteUnreachable, Spot
+from dsh.remote import askpass, spool
+from dsh.remote.base import (
+    NOT_OWNER,
+    Asks,
+    Check,
+    Exec,
+    Gate,
+    Identity,
+    OutputSink,
+    RemoteUnreachable,
+    Spot,
+)
 
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
@@ -69,12 +79,20 @@ class LocalShell:
     """Runs commands through /bin/sh on the machine that runs the session."""
 
     def __init__(
-        self, root: Path, name: str = "local", *, kill_grace: float = KILL_GRACE, gate: Gate | None = None
+        self,
+        root: Path,
+        name: str = "local",
+        *,
+        kill_grace: float = KILL_GRACE,
+        gate: Gate | None = None,
+        asks: Asks | None = None,
     ) -> None:
         self.root = root
         self._name = name
         self.kill_grace = kill_grace
         self.gate = gate or Gate()
+        #: Where a command's sudo asking for a password is passed on.
+        self.asks = asks or Asks()
 
     @property
     def name(self) -> str:
@@ -131,6 +149,17 @@ class LocalShell:
     async def port_open(self, port: int, *, timeout: float) -> bool:
         return await tcp_open("127.0.0.1", port, timeout)
 
+    async def answer(self, spot: Spot, ask: str, answer: str | None, why: str = "") -> bool:
+        argv = spool.answer_argv(str(self.root), spot.session, spot.action, spot.alias, ask)
+        code, _ = await _fed(argv, askpass.feed(answer, why), SETTLE + 5.0)
+        return code == 0
+
+    async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
+        code, err = await _fed(spool.verify_argv(), answer, timeout)
+        if code is None:
+            return None, f"sudo did not answer within {timeout:g}s"
+        return (code == 0 if code in (0, 1) else None), err
+
     async def _quick(self, argv: list[str]) -> bool:
         """A short wrapper exec (KILL, REMOVE), bounded; True when it exited 0."""
         proc = await asyncio.create_subprocess_exec(
@@ -165,7 +194,7 @@ class LocalShell:
         started = time.monotonic()
         deadline = started + timeout
         loop = asyncio.get_running_loop()
-        watch = spool.Watch(output, argv)
+        watch = spool.Watch(output, argv, asks=lambda ask: self.asks(self, spot, ask, deadline))
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),
@@ -268,6 +297,21 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
         super().process_exited()
         if not self.exited.done():
             self.exited.set_result(None)
+
+
+async def _fed(argv: list[str], line: str, timeout: float) -> tuple[int | None, str]:
+    """Run a wrapper exec with `line` on its stdin (a secret: never in an argv),
+    bounded; its exit status (None: it did not end in time) and the last of its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate((line + "\n").encode()), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None, ""
+    return proc.returncode, err.decode("utf-8", "replace").strip()[-500:]
 
 
 def _signal_group(pgid: int, sig: int) -> bool:

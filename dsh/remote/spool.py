@@ -72,9 +72,10 @@ import secrets
 import shlex
 import signal
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import IntEnum
 
+from dsh.remote import askpass
 from dsh.remote.base import Exec, OutputSink
 
 
@@ -177,7 +178,7 @@ RUNNER = _statuses(
 f=$1 c=$2 t=$3 g=$4
 """
     + _SESSION_ARGV
-    + r""""$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
+    + r"""DSH_ASK=$f SUDO_ASKPASS=$h DISPLAY=${DISPLAY:-:0} "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
 p=$!
 started "$p"; printf '%s %s\n' "$p" "$started" >"$f.pid"
 sleep "$t" & w=$!
@@ -226,13 +227,15 @@ lost() {
   say "lost: its runner is gone and no status was written"; exit @LOST@
 }
 parent; reader=$parent
-n=0
+n=0 asked=
 while :; do
   fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
   [ -s "$f.out" ] && cat <&3
   [ -s "$f.err" ] && cat <&4 >&2
   [ "$fin" = 1 ] && break
-  n=$((n + 1))
+"""  # noqa: E501  (a line of the script, `exit @LOST@` spelt out)
+    + askpass.STREAM_PART
+    + r"""  n=$((n + 1))
   if [ $((n % 10)) = 0 ] && [ -n "$reader" ] && parent && [ "$parent" != "$reader" ]; then
     exit @ORPHANED@
   fi
@@ -250,7 +253,7 @@ case $st in
   cancelled) say "cancelled"; exit @CANCELLED@ ;;
   *) exit "$st" ;;
 esac
-"""  # noqa: E501  (a line of the script, `exit @LOST@` spelt out)
+"""
 )
 
 #: Says where it stands first (`TAG start`); makes sure this host can start a
@@ -264,6 +267,7 @@ esac
 #: runner does not depend on it.
 LAUNCH = _statuses(
     "umask 077\n"
+    + f"helper={shlex.quote(askpass.HELPER)}\n"
     + _SAY
     + _BEGIN
     + _STARTED
@@ -299,7 +303,9 @@ if ! { : >"$f.out" && : >"$f.err"; } 2>/dev/null; then
   rm -f "$f.claim" "$f.out" "$f.err"
   say "$why"; exit @SPOOL_FAILED@
 fi
-run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
+"""
+    + askpass.LAUNCH_PART
+    + r"""run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
 runner=$!
 started "$runner"; rp=$runner rs=$started
 { printf '%s %s\n' "$runner" "$started" >"$f.run"; } 2>/dev/null
@@ -526,6 +532,18 @@ def follow_argv(root: str, session: str, action: str, alias: str) -> list[str]:
     return _argv(FOLLOW, "dsh-follow", [root, session, action, alias])
 
 
+def answer_argv(root: str, session: str, action: str, alias: str, ask: str) -> list[str]:
+    """The argv of one ANSWER exec (askpass.py): its stdin (or `secret` in its
+    script over SSH) is the line for the helper `ask`; exit 0 when it was given."""
+    return _argv(askpass.ANSWER, "dsh-answer", [root, session, action, alias, ask])
+
+
+def verify_argv() -> list[str]:
+    """The argv of one VERIFY exec (askpass.py): exit 0 when the password on its
+    stdin (or `secret` over SSH) is the host's sudo's."""
+    return _argv(askpass.VERIFY, "dsh-verify", [])
+
+
 def as_stdin(argv: Sequence[str]) -> str:
     """An argv made by this module as a script for `sh -s` on its stdin.
 
@@ -564,9 +582,15 @@ class Watch:
     """
 
     def __init__(
-        self, output: OutputSink, argv: Sequence[str], *, skip: Mapping[str, int] | None = None
+        self,
+        output: OutputSink,
+        argv: Sequence[str],
+        *,
+        skip: Mapping[str, int] | None = None,
+        asks: Callable[[askpass.Ask], None] | None = None,
     ) -> None:
         self.output = output
+        self._asks = asks
         tag = tag_of(argv).encode()
         self._start = tag + b" start\n"
         self._say = tag + b" "
@@ -602,7 +626,7 @@ class Watch:
                     self._message += buf[: max(0, _KEEP - len(self._message))]
                     return
                 self._message += buf[: max(0, min(end, _KEEP - len(self._message)))]
-                self.messages.append(_printable(bytes(self._message)))
+                self._said(_printable(bytes(self._message)))
                 self._message = None
                 buf = buf[end + 1 :]
                 continue
@@ -616,6 +640,14 @@ class Watch:
             self._pass(stream, buf[: len(buf) - keep])
             self._held[stream] = buf[len(buf) - keep :]
             return
+
+    def _said(self, message: str) -> None:
+        """A wrapper message: a sudo asking (to `asks`), or else the outcome's why."""
+        ask = askpass.parse(message)
+        if ask is None:
+            self.messages.append(message)
+        elif self._asks is not None:
+            self._asks(ask)
 
     def _drop(self, stream: str, data: bytes) -> None:
         self.dropped += len(data)
@@ -640,7 +672,7 @@ class Watch:
             else:
                 self._drop(stream, held)
         if self._message is not None:
-            self.messages.append(_printable(bytes(self._message)))
+            self._said(_printable(bytes(self._message)))
             self._message = None
 
     def result(self, status: int, seconds: float) -> Exec:

@@ -30,8 +30,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from dsh.bytestext import to_bytes
 from dsh.plan import KILL_GRACE, STOP_CONFIRM, STOP_MARGIN
-from dsh.remote import spool
-from dsh.remote.base import NOT_OWNER, Check, Exec, Gate, Identity, OutputSink, Spot
+from dsh.remote import askpass, spool
+from dsh.remote.base import NOT_OWNER, Asks, Check, Exec, Gate, Identity, OutputSink, Spot
 from dsh.remote.base import RemoteUnreachable as Unusable
 from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
@@ -73,8 +73,11 @@ class SshFleet:
         spool_keep: float = 7 * 86400.0,
         warn: Callable[[str], None] | None = None,
         gate: Gate | None = None,
+        asks: Asks | None = None,
     ) -> None:
         self.config = config
+        #: Where a command's sudo asking for a password is passed on.
+        self.asks = asks or Asks()
         #: Shut when the session's lease is lost or in doubt: nothing is launched or killed.
         self.gate = gate or Gate()
         self.host_keys = host_keys
@@ -427,6 +430,31 @@ class SshHost:
         writer.close()
         return True
 
+    async def answer(self, spot: Spot, ask: str, answer: str | None, why: str = "") -> bool:
+        fleet = self.fleet
+        argv = spool.answer_argv(fleet.root, spot.session, spot.action, spot.alias, ask)
+        code, _ = await self._fed(argv, askpass.feed(answer, why), fleet.connect_timeout + 5.0)
+        return code == 0
+
+    async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
+        code, err = await self._fed(spool.verify_argv(), answer, timeout)
+        if code is None:
+            return None, err or f"sudo did not answer within {timeout:g}s"
+        return (code == 0 if code in (0, 1) else None), err
+
+    async def _fed(self, argv: list[str], secret: str, timeout: float) -> tuple[int | None, str]:
+        """A wrapper exec whose script sets `secret` (on the channel, never in an argv),
+        bounded; its exit status (None: it did not run or end) and its stderr's end."""
+        script = askpass.secret_script(spool.as_stdin(argv), secret)
+        try:
+            conn = await self.fleet.connection(self._name)
+            done = await asyncio.wait_for(conn.run(spool.REMOTE_SHELL, input=script), timeout)
+        except Unusable as exc:
+            return None, exc.message
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            return None, _why(exc)
+        return done.exit_status, str(done.stderr or "").strip()[-500:]
+
     async def probe(self, spot: Spot) -> str:
         fleet = self.fleet
         conn = await fleet.connection(self._name)
@@ -471,7 +499,7 @@ class SshHost:
             return ended(exc.outcome, exc.message)
         except TimeoutError:  # the connection goes on being made, for later lines
             return ended("unreachable", f"no connection within the command's timeout ({timeout:g}s)")
-        watch = spool.Watch(output, argv, skip=skip)
+        watch = spool.Watch(output, argv, skip=skip, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
         exec_ = _Exec(watch.sink)
         try:
             chan, _ = await asyncio.wait_for(

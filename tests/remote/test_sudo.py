@@ -1,0 +1,127 @@
+"""sudo with a password (issue 18): asked once per login user, tried on one host,
+given to the rest; never stored, never in an argv.
+
+The test users have passwords and a sudoers rule that asks for them every time
+(`timestamp_timeout=0`; scripts/system-deps): sudo's cache cannot hide a feed
+that does not work.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.conftest import SshSetup, dsh_path
+from tests.credentials import PASSWORD, PASSWORD2, sudo_ready
+from tests.sshd import USER, USER2
+
+
+@pytest.fixture(autouse=True)
+def _sudo_rule() -> None:
+    assert sudo_ready(), (
+        "the test users' passwords and sudo rule are missing: run scripts/system-deps as root"
+    )
+
+
+@pytest.fixture
+def config(ssh_setup: SshSetup, tmp_path: Path) -> list[str]:
+    """The suite's ssh config, and `other`: the same sshd as the second test user."""
+    path = tmp_path / "ssh_config"
+    server = ssh_setup.server
+    other = server.host_block(["other"], ssh_setup.known_hosts).replace(f"User {USER}\n", f"User {USER2}\n")
+    path.write_text(other + ssh_setup.config.read_text())
+    return ["--ssh-config", str(path)]
+    return config
+
+
+def _spawn(env: dict[str, str], args: list[str]) -> pexpect.spawn:
+    return pexpect.spawn(dsh_path(), args, env=env, dimensions=(24, 120), encoding="utf-8", timeout=40)
+
+
+def test_one_prompt_for_three_hosts(env: dict[str, str], config: list[str]) -> None:
+    child = _spawn(env, [*config, "-c", "@h[1-3] sudo id -u"])
+    child.expect(rf"\[sudo\] password for {USER} on h\[1-3\]: ")
+    child.sendline(PASSWORD)
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before
+    assert child.exitstatus == 0, out
+    for host in ("h1", "h2", "h3"):
+        assert f"{host} | 0\r\n" in out, out
+    assert "password for" not in out  # asked once (the one above), never again
+    assert PASSWORD not in out
+
+
+def test_script_with_two_sudo_lines_asks_once(env: dict[str, str], config: list[str], tmp_path: Path) -> None:
+    script = tmp_path / "two.dsh"
+    script.write_text("@h[1-2] sudo id -u\n@h[1-2] echo x | xargs sudo true\n@h1 echo done $((1+1))\n")
+    child = _spawn(env, [*config, str(script)])
+    child.expect(r"password for .* on h\[1-2\]: ")
+    child.sendline(PASSWORD)
+    index = child.expect([r"password for", "done 2"])
+    assert index == 1, child.before
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+
+
+def test_another_login_user_is_asked_apart(env: dict[str, str], config: list[str]) -> None:
+    child = _spawn(env, [*config, "-c", "@h1,h2,h3,other sudo id -u"])
+    asked = set()
+    for _ in range(2):
+        child.expect(r"password for (\S+) on (\S+): ")
+        user, hosts = child.match.group(1), child.match.group(2)
+        asked.add((user, hosts))
+        child.sendline(PASSWORD if user == USER else PASSWORD2)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert asked == {(USER, "h[1-3]"), (USER2, "other")}
+    assert child.exitstatus == 0, child.before
+
+
+def test_a_wrong_password_fails_one_host_only(env: dict[str, str], config: list[str]) -> None:
+    """The wrong answer is tried on one host (its sudo's words are said), never given
+    to the others; they are asked again, and the right answer reaches them."""
+    child = _spawn(env, [*config, "-c", "@h[1-3] sudo id -u"])
+    child.expect(r"password for .* on h\[1-3\]: ")
+    child.sendline("not-the-password")
+    child.expect(r"(h[1-3]): the password typed for \S+ is wrong here \(sudo: 1 incorrect password attempt\)")
+    failed = child.match.group(1)
+    child.expect(r"password for .* on (h\S+): ")
+    rest = child.match.group(1)
+    assert failed not in rest
+    child.sendline(PASSWORD)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1, child.before  # the one host failed
+    assert f"{failed} (1)  failed (exit 1)" in child.before, child.before
+
+
+def _detached(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """dsh with no controlling terminal (a session of its own: cron, CI)."""
+    return subprocess.run(
+        [dsh_path(), *args], capture_output=True, text=True, env=env, timeout=60, start_new_session=True
+    )
+
+
+def test_no_terminal_fails_at_once_and_says_how(env: dict[str, str], config: list[str]) -> None:
+    started = time.monotonic()
+    done = _detached(env, *config, "-c", "@h1 sudo id -u")
+    assert time.monotonic() - started < 20
+    assert done.returncode == 1
+    assert "no terminal" in done.stderr and "--askpass PROG or DSH_ASKPASS" in done.stderr
+
+
+def test_askpass_program_answers(env: dict[str, str], config: list[str], tmp_path: Path) -> None:
+    prog = tmp_path / "askpass"
+    prog.write_text(f"#!/bin/sh\necho \"$1\" >>{tmp_path}/asked\necho '{PASSWORD}'\n")
+    prog.chmod(0o700)
+    done = _detached(env, *config, "--askpass", str(prog), "-c", "@h[1-2] sudo id -u")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "asked").read_text() == f"[sudo] password for {USER} on h[1-2]: \n"
+    done = _detached({**env, "DSH_ASKPASS": str(prog)}, *config, "-c", "@h1 sudo id -u")
+    assert done.returncode == 0, done.stderr
