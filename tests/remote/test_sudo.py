@@ -8,6 +8,10 @@ that does not work.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import pwd
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +21,7 @@ import pytest
 
 from tests.conftest import SshSetup, dsh_path
 from tests.credentials import PASSWORD, PASSWORD2, sudo_ready
+from tests.etcd import Etcd
 from tests.sshd import USER, USER2
 
 
@@ -125,3 +130,87 @@ def test_askpass_program_answers(env: dict[str, str], config: list[str], tmp_pat
     assert (tmp_path / "asked").read_text() == f"[sudo] password for {USER} on h[1-2]: \n"
     done = _detached({**env, "DSH_ASKPASS": str(prog)}, *config, "-c", "@h1 sudo id -u")
     assert done.returncode == 0, done.stderr
+
+
+def _holders(secret: bytes) -> list[str]:
+    """Processes whose argv or environment holds `secret`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        for part in ("cmdline", "environ"):
+            try:
+                data = (proc / part).read_bytes()
+            except OSError:
+                continue
+            if secret in data:
+                found.append(f"{proc.name} {part}: {(proc / 'cmdline').read_bytes()[:200]!r}")
+    return found
+
+
+def _files_holding(secret: bytes, *roots: Path) -> list[str]:
+    found = []
+    for root in roots:
+        for path in [root, *root.rglob("*")] if root.exists() else []:
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    if secret in path.read_bytes():
+                        found.append(str(path))
+    return found
+
+
+@pytest.mark.parametrize("store", ["local", "etcd"])
+def test_the_password_is_nowhere(env: dict[str, str], config: list[str], tmp_path: Path, store: str) -> None:
+    """While sudo commands run (each host asks twice), no process's argv or environment
+    holds the password; after, no file of dsh's (state, SQLite and its WAL, spools, logs),
+    of the host's spool, or of etcd's data (wal, snap: every revision) does."""
+    secret = PASSWORD.encode()
+    prog = tmp_path / "askpass"
+    prog.write_text(f"#!/bin/sh\necho '{PASSWORD}'\n")
+    prog.chmod(0o700)
+    server = Etcd().start() if store == "etcd" else None
+    try:
+        args = [*config, "--askpass", str(prog), "--session", "secrecy"]
+        if server is not None:
+            args += ["--store", server.url]
+        text = "@h[1-3] sudo id -u; sudo true; sleep 0.3\n@h1 sudo true"
+        proc = subprocess.Popen(
+            [dsh_path(), *args, "-c", text],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        seen: list[str] = []
+        while proc.poll() is None:
+            seen += _holders(secret)
+            time.sleep(0.005)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert out.count(b" | 0\n") == 3, out
+        assert seen == []
+        home = Path(pwd.getpwnam(USER).pw_dir)
+        roots = [tmp_path / "state", home / ".local/state/dsh"]
+        if server is not None:
+            roots.append(server.root)
+            ended = subprocess.run(
+                ["etcdctl", f"--endpoints={server.endpoints}", "get", "", "--prefix", "-w", "json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            revision = json.loads(ended.stdout)["header"]["revision"]
+            for rev in range(1, revision + 1):
+                every = subprocess.run(
+                    ["etcdctl", f"--endpoints={server.endpoints}", "get", "", "--prefix", f"--rev={rev}"],
+                    capture_output=True,
+                    timeout=30,
+                )
+                assert secret not in every.stdout, f"revision {rev}"
+        assert (tmp_path / "state").exists()
+        assert _files_holding(secret, *roots) == []
+    finally:
+        if server is not None:
+            server.stop()
+            shutil.rmtree(server.root, ignore_errors=True)
