@@ -16,7 +16,7 @@
 # --header-timeout, --body-timeout, --max-connections).
 
 # Options that take a value, and options that do not.
-_dsh_opts_with_arg="--session --store --ssh-config --host-keys --config"
+_dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config"
 _dsh_opts_flag="--json --verbose --version --help"
 _dsh_subcommands="explain log attach ls run kill rm signal key serve"
 # The options of `serve`: each takes a value.
@@ -186,7 +186,7 @@ _dsh() {
             --host-keys)
                 COMPREPLY=($(compgen -W "strict accept-new off" -- "$cur"))
                 ;;
-            --ssh-config | --config)
+            --ssh-config | --config | --askpass)
                 _dsh_files "$cur"
                 ;;
             *)

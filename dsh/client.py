@@ -42,12 +42,15 @@ from dsh.bytestext import loaded, to_bytes
 from dsh.errors import DshError
 from dsh.exits import Exit
 from dsh.follow import Follower, Gone
+from dsh.questions import Answering
 from dsh.reach import LINE_LIMIT, Connection, Reach
 from dsh.reach import Link as Link
 from dsh.reach import SessionEnded as SessionEnded
 from dsh.repl.lines import Detach as Detach
 from dsh.repl.lines import Woken
 from dsh.runtime.protocol import (
+    Ask,
+    Asked,
     Bye,
     Cancel,
     Done,
@@ -133,6 +136,8 @@ class Client:
         self._main: asyncio.Task[Any] | None = None
         self._interrupt: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The executor's questions (a sudo password), asked of this client's user.
+        self.answering = Answering(self._send, say)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -229,6 +234,9 @@ class Client:
         try:
             while raw := await connection.reader.readline():
                 event = connection.decode(raw)
+                if isinstance(event, Ask | Asked):
+                    self.answering.event(event)
+                    continue
                 self._track(event)
                 try:
                     if self.replay(event):  # shown at once, even while a prompt waits

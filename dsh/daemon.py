@@ -39,8 +39,10 @@ from dsh.driver import Driver, Killed, status_of
 from dsh.errors import DshError, LangError, StoreError
 from dsh.exits import Exit
 from dsh.localsocket import listen
+from dsh.questions import ClientQuestions
 from dsh.remote.base import Exec
 from dsh.runtime.protocol import (
+    Answer,
     Bye,
     Cancel,
     Done,
@@ -177,6 +179,8 @@ class Daemon:
         self.connected = asyncio.Event()  # a first client came
         #: The driver running the session's work (from `serve`).
         self.driver: Driver | None = None
+        #: Questions for the clients (a password for hosts' sudo): the driver's prompter.
+        self.questions = ClientQuestions(lambda event: self._broadcast(event, control=True))
 
     @property
     def owned(self) -> Owned:
@@ -196,7 +200,7 @@ class Daemon:
         client = _Client(writer)
         running = self.current[0] if self.current else None
         client.send(Hello(self.session.keys.name, os.getpid(), running), control=True)
-        for event in self.wire.greeting():
+        for event in [*self.wire.greeting(), *self.questions.pending()]:
             client.send(event, control=True)
         self.clients.add(client)
         self.connected.set()
@@ -226,7 +230,9 @@ class Daemon:
                 await asyncio.wait_for(pump, CLIENT_STALL)
 
     def _op(self, client: _Client, op: Op) -> None:
-        if isinstance(op, Cancel):
+        if isinstance(op, Answer):
+            self.questions.answer(op.id, op.text)
+        elif isinstance(op, Cancel):
             self.cancel(op.id)
         elif isinstance(op, Wait):
             client.waiting = True

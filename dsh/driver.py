@@ -29,7 +29,7 @@ from dsh.remote.base import Asks, Gate, Hosts, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.context import Resume
 from dsh.runtime.executor import Executor
-from dsh.runtime.ports import ActionResult, NoPrompter, Prompter, Reporter
+from dsh.runtime.ports import ActionResult, NoPrompter, Prompt, Prompter, Reporter
 from dsh.runtime.results import LineResult
 from dsh.runtime.steps import LOCAL_ALIAS
 from dsh.runtime.sudo import SudoAnswers
@@ -78,8 +78,8 @@ class Driver:
         self._socket: str | None = None
         #: What the executor records through, while the session is owned.
         self._recorder: SessionRecorder | None = None
-        #: Answers to hosts' sudo, kept in this process only.
-        self.sudo = SudoAnswers(self.prompter or NoPrompter(self.say), self.say)
+        #: Answers to hosts' sudo, kept in this process only; its questions journaled.
+        self.sudo = SudoAnswers(_Journaled(self, self.prompter or NoPrompter(self.say)), self.say)
         self.asks.sink = self.sudo
         self.executor = Executor(
             reporter=self.reporter,
@@ -399,3 +399,29 @@ class Killed(DshError):
 def status_of(results: Sequence[LineResult]) -> int:
     """Design §6: 0 when every final outcome is ok, else 1."""
     return Exit.OK if all(r.ok for r in results) else Exit.NOT_OK
+
+
+class _Journaled:
+    """A prompter whose questions the session's journal keeps (pending, then how they
+    ended: `dsh ls` shows a session waiting for input); the answer is never written."""
+
+    def __init__(self, driver: Driver, inner: Prompter) -> None:
+        self.driver = driver
+        self.inner = inner
+
+    async def ask(self, prompt: Prompt) -> str | None:
+        await self._note(prompt, "pending", prompt.bound)
+        started = time.monotonic()
+        answer = await self.inner.ask(prompt)
+        if answer is not None:
+            state = "answered"
+        else:
+            state = "timed out" if time.monotonic() - started >= prompt.bound - 0.05 else "refused"
+        await self._note(prompt, state, prompt.bound)
+        return answer
+
+    async def _note(self, prompt: Prompt, state: str, bound: float) -> None:
+        recorder = self.driver._recorder
+        if recorder is not None:
+            with contextlib.suppress(DshError):  # a lost lease ends the work, not the question
+                await recorder.prompt(prompt.id, prompt.text, state, bound)

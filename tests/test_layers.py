@@ -42,6 +42,8 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "dsh.localsocket",
             "dsh.guard",
             "dsh.inprocess",
+            "dsh.asking",
+            "dsh.questions",
         ),
     ),
     (5, "front", ("dsh.render", "dsh.explain", "dsh.repl", "dsh.config")),

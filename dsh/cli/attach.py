@@ -3,6 +3,7 @@ with the prompt-toolkit REPL (dsh.repl) wired in at a terminal."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -80,6 +81,7 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
         if attach and not settings.json:
             sys.stdout.write(client.history(timeline))
             sys.stdout.flush()
+        client.answering.asker = wiring.prompter(renderer.message)  # before: the greeting may ask
         client.connect(take=attach, handover=handover)
         complete = completeness(lambda text, first: compiler.compile(text, "<stdin>", first))
         read = None  # not at a terminal, read_eval reads stdin on the client's loop
@@ -152,7 +154,36 @@ def _repl(
 
     def read(prompt: str) -> Awaitable[str | None]:
         refresh()
-        return repl.read_async(prompt)  # read_eval runs it on the client's loop
+        return reading(prompt)  # read_eval runs it on the client's loop
+
+    prompting: dict[str, Any] = {"task": None, "aside": False}  # the prompt now, and why it ended
+
+    async def reading(prompt: str) -> str | None:
+        """A line from the prompt; a question of the executor's puts it aside (what was
+        typed is kept) and has the terminal alone until it is answered."""
+        typed = ""
+        while True:
+            await client.answering.idle.wait()
+            task: asyncio.Future[str | None] = asyncio.ensure_future(repl.read_async(prompt, typed))
+            prompting["task"] = task
+            try:
+                return await task
+            except asyncio.CancelledError:
+                if not prompting["aside"] or not task.cancelled():
+                    raise
+                prompting["aside"] = False
+                typed = repl.session.default_buffer.text
+            finally:
+                prompting["task"] = None
+
+    async def put_aside() -> None:
+        task = prompting["task"]
+        if task is not None and not task.done():
+            prompting["aside"] = True
+            task.cancel()
+            await asyncio.wait({task}, timeout=5.0)
+
+    client.answering.before = put_aside
 
     def builtin(text: str) -> str | None:
         try:

@@ -45,7 +45,9 @@ def executor(wiring: Wiring, rest: list[str]) -> int:
     session = wiring.session(wiring.store())
     daemon = Daemon(session, wiring.state_dir, TextRenderer())
     args = tuple(script[1:]) if script else None
-    driver = wiring.driver(args, reporter=daemon.reporter, session=session)
+    # Questions (a sudo password) go to the attached clients, unless a program answers them.
+    prompter = wiring.prompter(daemon.reporter.message, terminal=False) or daemon.questions
+    driver = wiring.driver(args, reporter=daemon.reporter, session=session, prompter=prompter)
     plan = driver.compile(read_script(script[0]), script[0]) if script else None
 
     def wanted() -> bool:  # a standby executor waits only while its client runs

@@ -46,9 +46,13 @@ def ls(wiring: Wiring, rest: list[str]) -> int:
         return Exit.OK
     now = time.time()
     for e in sessions:
-        owner = f"{e['owner_machine']} pid {e['owner_pid']}" if e["state"] == "running" else "-"
+        owned = e["state"] in ("running", "waiting")
+        owner = f"{e['owner_machine']} pid {e['owner_pid']}" if owned else "-"
         age = now - float(str(e["created"]))
-        print(f"{e['name']:<32} {e['state']:<8} {owner:<28} {_age(age):>6}  {e['last_line'] or ''}")
+        last = e["last_line"] or ""
+        if e["state"] == "waiting":  # for input: `dsh attach` asks
+            last = f"waiting for input ({str(e['asking']).strip().rstrip(':')}): dsh attach {e['name']}"
+        print(f"{e['name']:<32} {e['state']:<8} {owner:<28} {_age(age):>6}  {last}")
     return Exit.OK
 
 

@@ -82,6 +82,8 @@ class Repl:
         color: bool,
     ) -> None:
         self.compile = compile_
+        #: In a prompt_async (starting, or waiting for a line).
+        self.reading = False
         keys = KeyBindings()
 
         @keys.add("enter", filter=has_focus(DEFAULT_BUFFER))  # not in a Ctrl-R search
@@ -125,13 +127,16 @@ class Repl:
             return False
         return False
 
-    async def read_async(self, prompt: str) -> str | None:
+    async def read_async(self, prompt: str, default: str = "") -> str | None:
         """The next statement (several lines if it spans them); None at Ctrl-D;
         Dropped at Ctrl-C, Detach at Ctrl-\\."""
+        self.reading = True
         try:
             # No exception handler of prompt-toolkit's: it would wait for Enter.
-            return await self.session.prompt_async(prompt, set_exception_handler=False)
+            return await self.session.prompt_async(prompt, set_exception_handler=False, default=default)
         except EOFError:
             return None
         except KeyboardInterrupt:  # raised in the loop's task, it would stop the loop
             raise Dropped from None
+        finally:
+            self.reading = False

@@ -31,8 +31,9 @@ with a default of None is not written while None. Field types in JSON:
 
 Events (an executor's): the reporter's calls (`stmt`, `line`, `out`, `retry`,
 `host`, `done-line`, `msg`: dsh.runtime.wire makes them and replays them),
-`hello` first on every connection, and the control events `done`, `idle`,
-`end` and `bye`. Ops (a client's): `poke`, `cancel`, `wait`, `bye`.
+`hello` first on every connection, the control events `done`, `idle`,
+`end` and `bye`, and the questions `ask` and `asked` (version 2). Ops (a
+client's): `poke`, `cancel`, `wait`, `bye`, and `answer` (version 2).
 docs/architecture.md ("The executor process and its clients") says what each means.
 """
 
@@ -54,7 +55,7 @@ from dsh.runtime.results import HostResult
 
 #: The version of the protocol this dsh speaks. A new message, or a new field that
 #: the other end would misread without, makes it one more.
-PROTOCOL = 1
+PROTOCOL = 2
 #: The JSON field of a message's version.
 VERSION = "v"
 
@@ -213,6 +214,31 @@ class Bye:
     exit: int | None = None
 
 
+@record
+class Ask:
+    """A question for whoever is attached (a password for hosts' sudo): ask it, and
+    send `answer` with its id; the first answer from any client wins. `secret`:
+    typed without echo. `bound`: seconds left to answer when it was sent."""
+
+    TAG = "ask"
+
+    id: str
+    text: str
+    secret: bool
+    bound: float
+
+
+@record
+class Asked:
+    """Question `id` needs no answer any more (answered, by this client or another,
+    or out of time): a client still asking it stops."""
+
+    TAG = "asked"
+
+    id: str
+    how: str
+
+
 # -- what a client asks ------------------------------------------------------------
 
 
@@ -246,8 +272,20 @@ class Leave:
     TAG = "bye"
 
 
-Event = Hello | Stmt | Line | Out | Retry | HostDone | LineDone | Msg | Done | Idle | End | Bye
-Op = Poke | Cancel | Wait | Leave
+@record
+class Answer:
+    """The answer to question `id` (None: the user declined). It travels only over
+    the executor's socket, which only its user can reach; the executor keeps it in
+    memory and nowhere else."""
+
+    TAG = "answer"
+
+    id: str
+    text: str | None = None
+
+
+Event = Hello | Stmt | Line | Out | Retry | HostDone | LineDone | Msg | Done | Idle | End | Bye | Ask | Asked
+Op = Poke | Cancel | Wait | Leave | Answer
 Message = Event | Op
 
 EVENTS: tuple[type[Event], ...] = get_args(Event)

@@ -5,13 +5,14 @@ sessions without owning them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from dsh.session.codec import as_dict, readable
 from dsh.session.history import journal
 from dsh.session.keys import Keys, Tree
-from dsh.session.records import DoneEntry, Journaled, Meta, Owner, RunHead
+from dsh.session.records import DoneEntry, Journaled, Meta, Owner, PromptEntry, RunHead
 from dsh.store.base import KV, Store
 
 
@@ -66,6 +67,9 @@ def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
         elif rest.startswith("j/"):
             journaled = readable(Journaled, kv)
             if journaled is not None:
+                if isinstance(journaled.entry, PromptEntry):  # the last word on each question
+                    asked = journaled.entry
+                    entry.setdefault("_asking", {})[asked.id] = (asked, journaled.t)
                 if isinstance(journaled.entry, DoneEntry):
                     entry["_done"] = max(entry["_done"], journaled.entry.run)
                 entry["_touched"] = max(entry.get("_touched", 0.0), journaled.t)
@@ -76,6 +80,14 @@ def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
         entry.pop("_run", None)
         entry.pop("_done", None)
         entry["touched"] = max(float(entry["created"]), entry.pop("_touched", 0.0))
+        waiting = [
+            asked.text
+            for asked, t in entry.pop("_asking", {}).values()
+            if asked.state == "pending" and t + asked.bound > time.time()
+        ]
+        if entry["state"] == "running" and waiting:
+            entry["state"] = "waiting"  # for input: `dsh attach` asks
+            entry["asking"] = waiting[-1]
         out.append(entry)
     return out
 

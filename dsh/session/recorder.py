@@ -36,6 +36,7 @@ from dsh.session.records import (
     EndEntry,
     LineEntry,
     PlanLimits,
+    PromptEntry,
     ResultSets,
     RunRecord,
     SleepEntry,
@@ -164,6 +165,11 @@ class SessionRecorder:
     async def callback(self, action: str, host: str | None, url: str) -> None:
         cp = self.session.checkpointer()
         await cp.write([cp.entry(CallbackEntry(action, host, url))])
+
+    async def prompt(self, id: str, text: str, state: str, bound: float) -> None:
+        """A question asked (`pending`) or over (answered, refused, timed out): never its answer."""
+        cp = self.session.checkpointer()
+        await cp.write([cp.entry(PromptEntry(id, text, state, round(bound, 3)))])
 
     async def sleep(self, action: str, host: str | None, seconds: float, deadline: float) -> None:
         cp = self.session.checkpointer()

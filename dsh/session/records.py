@@ -32,7 +32,8 @@ Text = str
 #: new field an older dsh would misread without, makes it one more; a reader refuses
 #: a record of a newer format (NewerRecord), so that a dsh on a shared store that has
 #: not been upgraded stops at such a session instead of misreading it.
-FORMAT = 1
+#: Format 2: the journal's `prompt` entries (issue 18).
+FORMAT = 2
 
 
 class CorruptRecord(StoreError):
@@ -343,6 +344,20 @@ class RejectedEntry:
     error: str
 
 
+@record
+class PromptEntry:
+    """A question for whoever runs the session (a password for hosts' sudo): asked
+    (`pending`, with its bound in seconds), then `answered`, `refused` or `timed
+    out`. The answer itself is never written anywhere. (Format 2.)"""
+
+    TAG = ("kind", "prompt")
+
+    id: str
+    text: str
+    state: str
+    bound: float
+
+
 JournalEntry = (
     LineEntry
     | StartEntry
@@ -354,6 +369,7 @@ JournalEntry = (
     | BindEntry
     | DoneEntry
     | RejectedEntry
+    | PromptEntry
 )
 ENTRY_KINDS: tuple[type[JournalEntry], ...] = (
     LineEntry,
@@ -366,6 +382,7 @@ ENTRY_KINDS: tuple[type[JournalEntry], ...] = (
     BindEntry,
     DoneEntry,
     RejectedEntry,
+    PromptEntry,
 )
 
 

@@ -9,6 +9,7 @@ that does not work.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import pwd
 import shutil
@@ -44,6 +45,7 @@ def config(ssh_setup: SshSetup, tmp_path: Path) -> list[str]:
 
 
 def _spawn(env: dict[str, str], args: list[str]) -> pexpect.spawn:
+    env = {**env, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
     return pexpect.spawn(dsh_path(), args, env=env, dimensions=(24, 120), encoding="utf-8", timeout=40)
 
 
@@ -214,3 +216,46 @@ def test_the_password_is_nowhere(env: dict[str, str], config: list[str], tmp_pat
         if server is not None:
             server.stop()
             shutil.rmtree(server.root, ignore_errors=True)
+
+
+def _sessions(env: dict[str, str]) -> str:
+    return subprocess.run(
+        [dsh_path(), "ls"], capture_output=True, text=True, env=env, timeout=30, start_new_session=True
+    ).stdout
+
+
+def test_a_detached_script_waits_for_input_and_attach_asks(
+    env: dict[str, str], config: list[str], tmp_path: Path
+) -> None:
+    """A detached script's sudo waits (its bound) and shows as waiting for input in
+    `dsh ls`; `dsh attach` asks, the answer is used, and the script goes on."""
+    script = tmp_path / "s.dsh"
+    script.write_text("@h[1-2] sudo id -u | within 60s\n@h1 echo after $((40+2))\n")
+    started = subprocess.run(
+        [dsh_path(), *config, "run", "--detach", "--session", "waits", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        start_new_session=True,
+    )
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 20
+    while "waiting for input" not in (listed := _sessions(env)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"waiting for input ([sudo] password for {USER} on h[1-2]): dsh attach waits" in listed, listed
+    child = _spawn(env, [*config, "attach", "waits"])
+    seen = io.StringIO()
+    child.logfile_read = seen
+    child.expect(rf"\[sudo\] password for {USER} on h\[1-2\]: ")
+    child.sendline(PASSWORD)
+    child.expect("after 42")
+    child.expect("dsh>")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    assert PASSWORD not in seen.getvalue()  # not echoed, not taken for a line
+    log = subprocess.run(
+        [dsh_path(), "log", "waits"], capture_output=True, text=True, env=env, timeout=30
+    ).stdout
+    assert "prompt" in log and "answered" in log, log
+    assert PASSWORD not in log

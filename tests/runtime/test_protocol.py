@@ -43,6 +43,10 @@ SAMPLES: list[pr.Message] = [
     pr.Cancel("*"),
     pr.Wait(),
     pr.Leave(),
+    pr.Ask("sudo-1", "[sudo] password for deploy on web[1-3]: ", True, 29.5),
+    pr.Asked("sudo-1", "answered"),
+    pr.Answer("sudo-1", "an answer"),
+    pr.Answer("sudo-1"),
 ]
 
 
@@ -67,40 +71,43 @@ def test_every_message_kind_has_a_sample_and_a_tag_of_its_own() -> None:
 
 
 def test_each_message_carries_the_version_after_its_tag() -> None:
-    assert pr.encode(pr.Idle(0)) == b'{"ev":"idle","v":1,"status":0}\n'
-    assert pr.encode(pr.Cancel("x")) == b'{"op": "cancel", "v": 1, "id": "x"}\n'
-    assert pr.encode(pr.Done("x", 0)) == b'{"ev":"done","v":1,"id":"x","status":0}\n'  # no error: not written
+    assert pr.encode(pr.Idle(0)) == b'{"ev":"idle","v":2,"status":0}\n'
+    assert pr.encode(pr.Cancel("x")) == b'{"op": "cancel", "v": 2, "id": "x"}\n'
+    assert pr.encode(pr.Done("x", 0)) == b'{"ev":"done","v":2,"id":"x","status":0}\n'  # no error: not written
 
 
-def test_a_line_without_a_version_is_version_1() -> None:
-    # What an executor of a dsh from before versions were numbered says.
+def test_a_line_without_a_version_is_version_1_and_refused() -> None:
+    # What an executor of a dsh from before versions were numbered says: version 1,
+    # which knew no questions (an answer it could not take must not be sent to it).
     raw = b'{"ev":"hello","session":"s1","pid":7,"running":null}'
-    assert decode(raw) == pr.Hello("s1", 7, None)
-    assert decode(b'{"op": "poke"}') == pr.Poke()
-
-
-def test_a_newer_version_is_refused_with_a_sentence() -> None:
     with pytest.raises(pr.OtherProtocol) as refused:
-        decode(b'{"ev":"hello","v":2,"session":"s1","pid":7,"running":null,"new":1}')
-    assert refused.value.message == f"{PEER} speaks protocol 2, this dsh 1: {REMEDY}"
+        decode(raw)
+    assert refused.value.version == 1
+    assert refused.value.message == f"{PEER} speaks protocol 1, this dsh 2: {REMEDY}"
+
+
+def test_another_version_is_refused_with_a_sentence() -> None:
+    with pytest.raises(pr.OtherProtocol) as refused:
+        decode(b'{"ev":"hello","v":3,"session":"s1","pid":7,"running":null,"new":1}')
+    assert refused.value.message == f"{PEER} speaks protocol 3, this dsh 2: {REMEDY}"
     assert refused.value.exit_code == Exit.STORE == 3
-    assert refused.value.version == 2
-    with pytest.raises(pr.OtherProtocol, match=r"^a client speaks protocol 3, this dsh 1: "):
-        decode(b'{"op": "poke", "v": 3}')
+    assert refused.value.version == 3
+    with pytest.raises(pr.OtherProtocol, match=r"^a client speaks protocol 4, this dsh 2: "):
+        decode(b'{"op": "poke", "v": 4}')
 
 
 def test_an_unknown_tag_is_refused_with_a_sentence() -> None:
     with pytest.raises(pr.ProtocolError) as refused:
-        decode(b'{"ev":"teleport","v":1,"k":1}')
+        decode(b'{"ev":"teleport","v":2,"k":1}')
     assert refused.value.message == f"{PEER} sent a message this dsh does not know (ev 'teleport')"
     assert refused.value.exit_code == 3
     with pytest.raises(
         pr.ProtocolError, match=r"^a client sent a message this dsh does not know \(op 'shutdown'\)$"
     ):
-        decode(b'{"op": "shutdown", "v": 1}')
+        decode(b'{"op": "shutdown", "v": 2}')
     # An event where an op belongs (and the other way round) is as unknown.
     with pytest.raises(pr.ProtocolError, match=r"does not know \(ev None\)"):
-        pr.decode_event(b'{"op": "poke", "v": 1}', peer=PEER, remedy=REMEDY)
+        pr.decode_event(b'{"op": "poke", "v": 2}', peer=PEER, remedy=REMEDY)
 
 
 @pytest.mark.parametrize(
@@ -109,14 +116,14 @@ def test_an_unknown_tag_is_refused_with_a_sentence() -> None:
         (b"not json", f"{PEER} sent a line that is not JSON: 'not json'"),
         (b"[1, 2]", f"{PEER} sent a line that is not a message: '[1, 2]'"),
         (b'{"ev":"idle","v":"1","status":0}', f"{PEER} sent a message whose version is not a number"),
-        (b'{"ev":"idle","v":1}', f"{PEER} sent 'idle' without its field 'status'"),
-        (b'{"ev":"idle","v":1,"status":"0"}', f"{PEER} sent 'idle' whose field 'status' is not a number"),
-        (b'{"ev":"bye","v":1,"stays":1}', "field 'stays' is not true or false"),
-        (b'{"ev":"out","v":1,"k":1,"host":null,"stream":"stdout","data":"%%"}', "field 'data' is not base64"),
-        (b'{"ev":"line","v":1,"k":1,"def":{"version":1},"hosts":[]}', "field 'def' "),
-        (b'{"ev":"line","v":1,"k":1,"def":{"version":99,"statement":{}},"hosts":[]}', "field 'def' "),
-        (b'{"ev":"host","v":1,"k":1,"result":{"host":null}}', "field 'result' has no 'outcome'"),
-        (b'{"ev":"line","v":1,"k":1,"def":null,"hosts":[]}', "field 'def' is not an object"),
+        (b'{"ev":"idle","v":2}', f"{PEER} sent 'idle' without its field 'status'"),
+        (b'{"ev":"idle","v":2,"status":"0"}', f"{PEER} sent 'idle' whose field 'status' is not a number"),
+        (b'{"ev":"bye","v":2,"stays":1}', "field 'stays' is not true or false"),
+        (b'{"ev":"out","v":2,"k":1,"host":null,"stream":"stdout","data":"%%"}', "field 'data' is not base64"),
+        (b'{"ev":"line","v":2,"k":1,"def":{"version":1},"hosts":[]}', "field 'def' "),
+        (b'{"ev":"line","v":2,"k":1,"def":{"version":99,"statement":{}},"hosts":[]}', "field 'def' "),
+        (b'{"ev":"host","v":2,"k":1,"result":{"host":null}}', "field 'result' has no 'outcome'"),
+        (b'{"ev":"line","v":2,"k":1,"def":null,"hosts":[]}', "field 'def' is not an object"),
     ],
 )
 def test_a_broken_message_is_refused_with_a_sentence(raw: bytes, said: str) -> None:
