@@ -22,6 +22,7 @@ import pexpect
 import pytest
 
 from dsh import localsocket
+from dsh.remote.askpass import HELPER_NAME
 from dsh.session.keys import Keys, user_name, user_tree
 from dsh.state import is_own_private
 from dsh.store.sqlite import SqliteStore
@@ -77,8 +78,8 @@ def modes(root: Path) -> dict[str, str]:
             mode = stat.S_IMODE(st.st_mode)
             if stat.S_ISDIR(st.st_mode) and mode != 0o700:
                 wrong[str(path)] = f"directory {mode:04o}"
-            elif stat.S_ISREG(st.st_mode) and mode != 0o600:
-                wrong[str(path)] = f"file {mode:04o}"
+            elif stat.S_ISREG(st.st_mode) and mode != (0o700 if name == HELPER_NAME else 0o600):
+                wrong[str(path)] = f"file {mode:04o}"  # the sudo helper: its owner's to run, only
             elif mode & 0o077:
                 wrong[str(path)] = f"{stat.filemode(st.st_mode)}"
     return wrong
