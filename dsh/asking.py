@@ -16,7 +16,7 @@ import subprocess
 import termios
 from collections.abc import Callable
 
-from dsh.runtime.ports import Prompt
+from dsh.prompt import Prompt
 
 #: The most bytes of an answer read (a password, not a file).
 MAX_ANSWER = 4096

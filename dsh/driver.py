@@ -24,12 +24,13 @@ from dsh.exits import Exit
 from dsh.lang.ast import FnDef
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
+from dsh.prompt import NoPrompter, Prompt, Prompter
 from dsh.remote import spool
 from dsh.remote.base import Asks, Gate, Hosts, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.context import Resume
 from dsh.runtime.executor import Executor
-from dsh.runtime.ports import ActionResult, NoPrompter, Prompt, Prompter, Reporter
+from dsh.runtime.ports import ActionResult, Reporter
 from dsh.runtime.results import LineResult
 from dsh.runtime.steps import LOCAL_ALIAS
 from dsh.runtime.sudo import SudoAnswers
@@ -79,8 +80,10 @@ class Driver:
         #: What the executor records through, while the session is owned.
         self._recorder: SessionRecorder | None = None
         #: Answers to hosts' sudo, kept in this process only; its questions journaled.
-        self.sudo = SudoAnswers(_Journaled(self, self.prompter or NoPrompter(self.say)), self.say)
+        asking = _Journaled(self, self.prompter or NoPrompter(self.say))
+        self.sudo = SudoAnswers(asking, self.say)
         self.asks.sink = self.sudo
+        self.asks.prompter = asking
         self.executor = Executor(
             reporter=self.reporter,
             local=LocalShell(self.spool_root, gate=self.gate, asks=self.asks),

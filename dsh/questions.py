@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from dsh.runtime.ports import Prompt, Prompter
+from dsh.prompt import Prompt, Prompter
 from dsh.runtime.protocol import Answer, Ask, Asked, Event, Op
 
 

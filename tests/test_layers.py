@@ -65,6 +65,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "dsh.bytestext",
             "dsh.nodeset",
             "dsh.state",
+            "dsh.prompt",
         ),
     ),
 ]

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
     from dsh.cli.args import Settings
     from dsh.driver import Driver
+    from dsh.prompt import Prompter
     from dsh.remote.base import Asks, Gate, Hosts
     from dsh.render import Renderer
-    from dsh.runtime.ports import Prompter
     from dsh.session.keys import Tree
     from dsh.session.lease import Session
     from dsh.store.base import Store

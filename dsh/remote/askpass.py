@@ -162,3 +162,11 @@ def usable(answer: str) -> str | None:
     if "\n" in answer or "\r" in answer or "\0" in answer:
         return "a password cannot hold a line break or a NUL"
     return None
+
+
+def verdict(status: int | None, said: str, timeout: float) -> tuple[bool | None, str]:
+    """What a VERIFY exec's exit status says: True (right), False (wrong: sudo's words
+    in `said`) or None (it cannot tell: no sudo, no answer within `timeout`)."""
+    if status is None:
+        return None, said or f"sudo did not answer within {timeout:g}s"
+    return (status == 0 if status in (0, 1) else None), said

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from dsh.prompt import NoPrompter, Prompter
 from dsh.record import record
 from dsh.remote.askpass import Ask
 
@@ -72,13 +73,15 @@ class RemoteUnreachable(Exception):
 
 
 class Asks:
-    """Where a session's remotes pass on a sudo asking a command's host for a
-    password (dsh/remote/askpass.py), shared by its remotes like the Gate:
-    whoever runs the session plugs its answerer in (`sink`). Called with the
-    remote, the action's spot, the ask and the command's deadline (monotonic)."""
+    """Where a session's remotes ask, shared by them like the Gate: a sudo asking a
+    command's host for a password goes to `sink` (dsh/remote/askpass.py; called
+    with the remote, the action's spot, the ask and the command's deadline,
+    monotonic); a passphrase or a login password is asked of `prompter`. Whoever
+    runs the session plugs both in; with none, nothing can be asked."""
 
     def __init__(self) -> None:
         self.sink: Callable[[Remote, Spot, Ask, float], None] | None = None
+        self.prompter: Prompter = NoPrompter(lambda text: None)
 
     def __call__(self, remote: Remote, spot: Spot, ask: Ask, deadline: float) -> None:
         if self.sink is not None:

@@ -155,10 +155,7 @@ class LocalShell:
         return code == 0
 
     async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
-        code, err = await _fed(spool.verify_argv(), answer, timeout)
-        if code is None:
-            return None, f"sudo did not answer within {timeout:g}s"
-        return (code == 0 if code in (0, 1) else None), err
+        return askpass.verdict(*await _fed(spool.verify_argv(), answer, timeout), timeout)
 
     async def _quick(self, argv: list[str]) -> bool:
         """A short wrapper exec (KILL, REMOVE), bounded; True when it exited 0."""

@@ -437,10 +437,7 @@ class SshHost:
         return code == 0
 
     async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
-        code, err = await self._fed(spool.verify_argv(), answer, timeout)
-        if code is None:
-            return None, err or f"sudo did not answer within {timeout:g}s"
-        return (code == 0 if code in (0, 1) else None), err
+        return askpass.verdict(*await self._fed(spool.verify_argv(), answer, timeout), timeout)
 
     async def _fed(self, argv: list[str], secret: str, timeout: float) -> tuple[int | None, str]:
         """A wrapper exec whose script sets `secret` (on the channel, never in an argv),

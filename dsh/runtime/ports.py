@@ -10,7 +10,7 @@ that every call site tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from dsh import plan as p
@@ -204,38 +204,3 @@ class NoEvents:
 
     async def callback(self, url: str, deadline: float | None) -> str | None:
         raise RuntimeError("awaiting keys and signals needs a session")
-
-
-@record
-class Prompt:
-    """A question for whoever runs the session (a password for hosts' sudo): `id`,
-    unique in the session; `text`, what to show; `secret`, typed without echo;
-    `bound`, seconds it may wait for an answer; `hosts`, for whom it asks."""
-
-    id: str
-    text: str
-    secret: bool
-    bound: float
-    hosts: tuple[str, ...] = ()
-
-
-class Prompter(Protocol):
-    """Where the executor asks a question (a terminal, a program, attached clients)."""
-
-    async def ask(self, prompt: Prompt) -> str | None:
-        """The answer, or None: refused, nobody to ask, or no answer within the bound."""
-        ...
-
-
-class NoPrompter:
-    """Nobody to ask: every prompt fails at once, saying how to answer it."""
-
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.say = say
-
-    async def ask(self, prompt: Prompt) -> str | None:
-        self.say(
-            f"cannot ask {prompt.text.strip().rstrip(':')}: no terminal; "
-            "run dsh at a terminal (or attach to the session), or give --askpass PROG or DSH_ASKPASS"
-        )
-        return None

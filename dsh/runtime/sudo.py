@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dsh.nodeset import fold
+from dsh.prompt import Prompt, Prompter
 from dsh.remote import askpass
 from dsh.remote.base import Remote, RemoteUnreachable, Spot
-from dsh.runtime.ports import Prompt, Prompter
 
 #: How long the asks of a fan-out are gathered into one prompt.
 GATHER = 0.2
@@ -84,11 +84,6 @@ class SudoAnswers:
             with contextlib.suppress(BaseException):
                 await task
         self._working.clear()
-
-    def forget(self) -> None:
-        """Drop every answer (a new owner asks again: answers live with one owner)."""
-        self._working.clear()
-        self._given.clear()
 
     def _digest(self, answer: str) -> bytes:
         return hmac.new(self._key, answer.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
