@@ -50,6 +50,7 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
     from dsh.readeval import completeness, read_eval
     from dsh.render import json_line, timeline
     from dsh.runtime.wire import Replay
+    from dsh.session.catalogue import waiting_for
     from dsh.session.keys import Keys, generated_name
 
     settings = wiring.settings
@@ -71,6 +72,14 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
         else:
             sys.stdout.write(timeline([entry]) + output_tail(entry.pop("out", "")))
             sys.stdout.flush()
+        if entry.get("kind") == "prompt" and entry.get("state") == "pending":
+            elsewhere()
+
+    def elsewhere() -> None:
+        show_error(
+            f"dsh: session {name} waits for input on the machine that runs it; answer there "
+            f"(dsh attach {name} on that machine): an answer never crosses the store"
+        )
 
     renderer = wiring.renderer()
     client = Client(link, Replay(renderer, renderer.message), renderer.message, show_error, show_entry)
@@ -83,6 +92,8 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
             sys.stdout.flush()
         client.answering.asker = wiring.prompter(renderer.message)  # before: the greeting may ask
         client.connect(take=attach, handover=handover)
+        if client.follower is not None and client.run(waiting_for(store, keys, timeout=STORE_TIMEOUT)):
+            elsewhere()  # asked before this client came
         complete = completeness(lambda text, first: compiler.compile(text, "<stdin>", first))
         read = None  # not at a terminal, read_eval reads stdin on the client's loop
         builtin = None

@@ -6,7 +6,7 @@ sessions without owning them.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dsh.session.codec import as_dict, readable
@@ -67,9 +67,8 @@ def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
         elif rest.startswith("j/"):
             journaled = readable(Journaled, kv)
             if journaled is not None:
-                if isinstance(journaled.entry, PromptEntry):  # the last word on each question
-                    asked = journaled.entry
-                    entry.setdefault("_asking", {})[asked.id] = (asked, journaled.t)
+                if isinstance(journaled.entry, PromptEntry):
+                    entry.setdefault("_prompts", []).append(journaled)
                 if isinstance(journaled.entry, DoneEntry):
                     entry["_done"] = max(entry["_done"], journaled.entry.run)
                 entry["_touched"] = max(entry.get("_touched", 0.0), journaled.t)
@@ -80,16 +79,28 @@ def _summaries(prefix: bytes, kvs: Sequence[KV]) -> list[dict[str, Any]]:
         entry.pop("_run", None)
         entry.pop("_done", None)
         entry["touched"] = max(float(entry["created"]), entry.pop("_touched", 0.0))
-        waiting = [
-            asked.text
-            for asked, t in entry.pop("_asking", {}).values()
-            if asked.state == "pending" and t + asked.bound > time.time()
-        ]
+        waiting = pending_prompts(entry.pop("_prompts", []))
         if entry["state"] == "running" and waiting:
             entry["state"] = "waiting"  # for input: `dsh attach` asks
-            entry["asking"] = waiting[-1]
+            entry["asking"] = waiting[-1].text
         out.append(entry)
     return out
+
+
+def pending_prompts(journaled: Iterable[Journaled]) -> list[PromptEntry]:
+    """The questions among `journaled` (in journal order) still waiting for an answer:
+    the last word on each is `pending`, and its bound has not run out."""
+    last: dict[str, tuple[PromptEntry, float]] = {}
+    for one in journaled:
+        if isinstance(one.entry, PromptEntry):
+            last[one.entry.id] = (one.entry, one.t)
+    now = time.time()
+    return [asked for asked, t in last.values() if asked.state == "pending" and t + asked.bound > now]
+
+
+async def waiting_for(store: Store, keys: Keys, *, timeout: float) -> list[PromptEntry]:
+    """The questions a session waits on an answer to, as its journal says."""
+    return pending_prompts(await journal(store, keys, timeout=timeout))
 
 
 async def read_journal(store: Store, keys: Keys, *, timeout: float) -> list[dict[str, Any]]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -259,3 +261,66 @@ def test_a_detached_script_waits_for_input_and_attach_asks(
     ).stdout
     assert "prompt" in log and "answered" in log, log
     assert PASSWORD not in log
+
+
+def test_a_takeover_of_a_session_waiting_at_a_prompt_asks_again(
+    env: dict[str, str], config: list[str], tmp_path: Path
+) -> None:
+    """The owner waiting at a sudo prompt dies; the new owner (another machine, on the
+    same hosts) follows the command, whose sudo still waits, and asks again."""
+    script = tmp_path / "s.dsh"
+    script.write_text("@h1 sudo id -u | within 60s\n@h1 echo after $((40+2))\n")
+    env = {**env, "DSH_LEASE_TTL": "1"}
+    started = subprocess.run(
+        [dsh_path(), *config, "run", "--detach", "--session", "tk", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        start_new_session=True,
+    )
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 20
+    while "waiting for input" not in _sessions(env) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    listed = subprocess.run(
+        [dsh_path(), "ls", "--json"], capture_output=True, text=True, env=env, timeout=30
+    ).stdout
+    (entry,) = [e for e in map(json.loads, listed.splitlines()) if e["name"] == "tk"]
+    assert entry["state"] == "waiting", entry
+    os.kill(entry["owner_pid"], signal.SIGKILL)  # the answer it would have held dies with it
+    child = _spawn({**env, "DSH_MACHINE_ID": "other"}, [*config, "attach", "tk"])
+    child.expect(rf"\[sudo\] password for {USER} on h1: ")
+    child.sendline(PASSWORD)
+    child.expect(r"h1 \| 0|\r\n0\r\n")
+    child.expect("after 42")
+    child.expect("dsh>")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+
+
+def test_a_client_on_another_machine_cannot_answer_and_says_where(
+    env: dict[str, str], config: list[str], tmp_path: Path
+) -> None:
+    script = tmp_path / "s.dsh"
+    script.write_text("@h1 sudo id -u | within 30s\n")
+    started = subprocess.run(
+        [dsh_path(), *config, "run", "--detach", "--session", "far", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        start_new_session=True,
+    )
+    assert started.returncode == 0, started.stderr
+    child = _spawn({**env, "DSH_MACHINE_ID": "elsewhere"}, [*config, "attach", "far"])
+    child.expect("session far waits for input on the machine that runs it; answer there")
+    child.sendcontrol("\\")  # detach: the work goes on
+    child.expect(pexpect.EOF)
+    near = _spawn(env, [*config, "attach", "far"])  # on its machine, it is asked
+    near.expect(rf"\[sudo\] password for {USER} on h1: ")
+    near.sendline(PASSWORD)
+    near.expect("1 host: 1 ok")
+    near.expect("dsh>")
+    near.sendeof()
+    near.expect(pexpect.EOF)
