@@ -110,7 +110,8 @@ class Remote(Protocol):
         ...
 
     async def probe(self, spot: Spot) -> str:
-        """What became of an action launched before: `none` (never claimed), `alive`,
+        """What became of an action launched before: `none` (never claimed), `alive`
+        (`alive asking`: a sudo in it waits for a password),
         `lost` (claimed, nobody left to report its end) or `status S` (S is an exit
         status, `timeout` or `cancelled`). Raises RemoteUnreachable when it cannot ask."""
         ...

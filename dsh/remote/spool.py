@@ -232,10 +232,10 @@ while :; do
   fin=0; read -r st 2>/dev/null <"$f.status" && fin=1
   [ -s "$f.out" ] && cat <&3
   [ -s "$f.err" ] && cat <&4 >&2
-  [ "$fin" = 1 ] && break
 """  # noqa: E501  (a line of the script, `exit @LOST@` spelt out)
-    + askpass.STREAM_PART
-    + r"""  n=$((n + 1))
+    + askpass.STREAM_PART  # before the end: a sudo stopped at its second ask is said too
+    + r"""  [ "$fin" = 1 ] && break
+  n=$((n + 1))
   if [ $((n % 10)) = 0 ] && [ -n "$reader" ] && parent && [ "$parent" != "$reader" ]; then
     exit @ORPHANED@
   fi
@@ -356,8 +356,9 @@ exit 0
 
 #: What became of an action, as `TAG ANSWER`: `none`, `status N|timeout|cancelled`,
 #: `alive` (its runner, or the LAUNCH that is starting it, is the same live
-#: process: same boot, pid and start time) or `lost` (claimed, nobody alive, no
-#: status).
+#: process: same boot, pid and start time; `alive asking` while a sudo in it waits
+#: for a password: a new owner follows it and asks again) or `lost` (claimed,
+#: nobody alive, no status).
 PROBE = (
     _STARTED
     + _SPOOL_FILE
@@ -370,7 +371,7 @@ read -r p s0 2>/dev/null <"$f.run"
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
 if [ "$boot" = "$b0" ] && [ -n "$p" ] && started "$p" && [ "$started" = "$s0" ]; then
   read -r s 2>/dev/null <"/proc/$p/stat"; s=${s##*) }
-  [ "${s%% *}" != Z ] && answer alive
+  if [ "${s%% *}" != Z ]; then [ -s "$f.ask" ] && answer alive asking; answer alive; fi
 fi
 sleep 0.3  # it may have ended just now: its status comes last
 if read -r st 2>/dev/null <"$f.status"; then answer status "$st"; else answer lost; fi
