@@ -8,16 +8,19 @@ import re
 import sqlite3
 from pathlib import Path
 
-_NUMBER = re.compile(rb'"(t|at|since|created|deadline|seconds|renewed)": ?-?[0-9][0-9.e+-]*')
+_NUMBER = re.compile(rb'"(t|at|since|created|deadline|seconds|renewed|bound)": ?-?[0-9][0-9.e+-]*')
 _PID = re.compile(rb'"pid": ?[0-9]+')
 _ID = re.compile(rb'"(id|plan_id)": ?"[0-9a-f]+"')
 _SOCKET = re.compile(rb'"socket": ?"[^"]*"')
+#: A prompt names the login user (whoever runs the tests).
+_WHO = re.compile(rb'password for [^ "\\]+')
 
 
 def normalised(value: bytes) -> bytes:
     value = _NUMBER.sub(rb'"\1":NUMBER', value)
     value = _PID.sub(b'"pid":PID', value)
     value = _ID.sub(rb'"\1":"ID"', value)
+    value = _WHO.sub(b"password for USER", value)
     return _SOCKET.sub(b'"socket":"SOCKET"', value)
 
 
