@@ -17,7 +17,7 @@
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config"
-_dsh_opts_flag="--json --verbose --version --help"
+_dsh_opts_flag="--ask-pass --json --verbose --version --help"
 _dsh_subcommands="explain log attach ls run kill rm signal key serve"
 # The options of `serve`: each takes a value.
 _dsh_serve_opts="--listen --public-url --cert --key --header-timeout --body-timeout --max-connections"
@@ -149,7 +149,7 @@ _dsh() {
                 fi
                 ;;
             -?*)
-                # a cluster of short options: -v, -h, -c TEXT, -cTEXT, -vc TEXT
+                # a cluster of short options: -v, -h, -A, -c TEXT, -cTEXT, -vc TEXT
                 local cluster=${word#-}
                 while [[ -n $cluster ]]; do
                     if [[ ${cluster:0:1} == c ]]; then
@@ -272,9 +272,9 @@ _dsh() {
 
     if [[ $cur == -* ]]; then
         if [[ $state == run ]]; then
-            COMPREPLY=($(compgen -W "--detach -v -h $_dsh_opts_with_arg $_dsh_opts_flag" -- "$cur"))
+            COMPREPLY=($(compgen -W "--detach -v -h -A $_dsh_opts_with_arg $_dsh_opts_flag" -- "$cur"))
         else
-            COMPREPLY=($(compgen -W "-c -v -h $_dsh_opts_with_arg $_dsh_opts_flag" -- "$cur"))
+            COMPREPLY=($(compgen -W "-c -v -h -A $_dsh_opts_with_arg $_dsh_opts_flag" -- "$cur"))
         fi
         return 0
     fi

@@ -27,7 +27,7 @@ end
 # The long option that a word names (exact, or an unambiguous prefix, as argparse accepts).
 function __fish_dsh_long_opt -a word
     set -l name (string split -m1 = -- $word)[1]
-    set -l all --session --store --ssh-config --host-keys --askpass --config --json --verbose --version --help
+    set -l all --session --store --ssh-config --host-keys --askpass --config --ask-pass --json --verbose --version --help
     if contains -- $name $all
         echo $name
         return
@@ -75,12 +75,12 @@ function __fish_dsh_where
                     set want_arg 1
                 end
             case '-*'
-                # a cluster of short options: -v, -h, -c TEXT, -cTEXT, -vc TEXT
+                # a cluster of short options: -v, -h, -A, -c TEXT, -cTEXT, -vc TEXT
                 set -l cluster (string sub -s 2 -- $tok)
-                if string match -qr '^[hv]*c$' -- $cluster
+                if string match -qr '^[hvA]*c$' -- $cluster
                     set want_arg 1
                     set saw_c 1
-                else if string match -qr '^[hv]*c' -- $cluster
+                else if string match -qr '^[hvA]*c' -- $cluster
                     set saw_c 1
                 end
             case explain log attach ls kill rm signal key serve
@@ -182,6 +182,8 @@ complete -c dsh -n __fish_dsh_reading_options -l ssh-config -r -F -d 'An ssh con
 complete -c dsh -n __fish_dsh_reading_options -l askpass -r -F -d 'A program that prints the answer to a prompt (a sudo password)'
 complete -c dsh -n __fish_dsh_reading_options -l host-keys -x -a 'strict\t"refuse keys not in known_hosts (the default)" accept-new\t"record the key of a new host" off\t"trust a new host without recording"' -d 'Host keys not in known_hosts: refuse, record or trust; a changed key is always refused'
 complete -c dsh -n __fish_dsh_reading_options -l config -r -F -d "dsh's configuration file (default: \$DSH_CONFIG or \$XDG_CONFIG_HOME/dsh/config.toml)"
+complete -c dsh -n __fish_dsh_reading_options -l ask-pass -d 'Log in with a password where a host takes no key'
+complete -c dsh -n __fish_dsh_reading_options -s A -d 'Forward the ssh agent to every host'
 complete -c dsh -n __fish_dsh_reading_options -l json -d 'One JSON object per output line and result'
 complete -c dsh -n __fish_dsh_reading_options -s v -l verbose -d 'Show Python tracebacks'
 complete -c dsh -n __fish_dsh_reading_options -l version -d 'Print the version and exit'

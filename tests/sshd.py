@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
@@ -57,6 +57,8 @@ class Sshd:
         client_key: Path | None = None,
         address: str = "127.0.0.1",
         netns: str | None = None,
+        config: Sequence[str] = (),
+        authorize: bool = True,
     ) -> None:
         self.missing = _missing()
         if self.missing:
@@ -73,18 +75,23 @@ class Sshd:
         self.client_key = client_key or self.dir / "id_ed25519"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "sshd.log"
+        #: sshd_config lines put before the defaults (sshd takes the first value: they win).
+        self.config = list(config)
+        #: Whether `client_key` is in authorized_keys (no: it logs in only another way).
+        self.authorize = authorize
 
     def start(self) -> Sshd:
         keygen(self.host_key)
         if not self.client_key.exists():
             keygen(self.client_key)
         authorized = self.dir / "authorized_keys"
-        authorized.write_text(Path(f"{self.client_key}.pub").read_text())
+        authorized.write_text(Path(f"{self.client_key}.pub").read_text() if self.authorize else "")
         authorized.chmod(0o644)
         config = self.dir / "sshd_config"
         config.write_text(
             "\n".join(
                 [
+                    *self.config,
                     f"Port {self.port}",
                     f"ListenAddress {self.address}",
                     f"HostKey {self.host_key}",

@@ -77,6 +77,18 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
         help="a program that prints the answer to a prompt (a sudo password), given the "
         "prompt as its argument, for runs with no terminal (default: $DSH_ASKPASS)",
     )
+    parser.add_argument(
+        "--ask-pass",
+        action="store_true",
+        help="log in with a password (asked once per login user) where a host takes no key; "
+        "without it, only hosts whose ssh config says PasswordAuthentication yes are asked",
+    )
+    parser.add_argument(
+        "-A",
+        dest="forward_agent",
+        action="store_true",
+        help="forward the ssh-agent ($SSH_AUTH_SOCK) to every host, as ForwardAgent yes",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per output line and result")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--version", action="version", version=f"dsh {__version__}")
@@ -119,6 +131,12 @@ class Settings:
                     flag,
                     os.path.abspath(value) if flag in ("--ssh-config", "--config") else value,
                 ]
+        self.passed += [
+            flag for flag, on in (("--ask-pass", opts.ask_pass), ("-A", opts.forward_agent)) if on
+        ]
+        #: Password logins for every host (--ask-pass); the agent forwarded to every host (-A).
+        self.ask_pass: bool = opts.ask_pass
+        self.forward_agent: bool = opts.forward_agent
         #: A program that answers prompts (a sudo password) where no terminal can.
         self.askpass: str | None = opts.askpass or env.get("DSH_ASKPASS") or None
         self.ssh_config = Path(opts.ssh_config) if opts.ssh_config else None

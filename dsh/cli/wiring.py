@@ -158,6 +158,8 @@ class Wiring:
             warn=warn,
             gate=gate,
             asks=asks,
+            ask_pass=settings.ask_pass,
+            forward_agent=settings.forward_agent,
         )
 
     @property

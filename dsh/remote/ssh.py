@@ -12,6 +12,16 @@ Host keys: `strict` (the default) trusts only known_hosts; `accept-new`
 trusts and records the key of a host that known_hosts does not name at all;
 `off` trusts such a host without recording it. Under every policy a key that
 differs from the one known_hosts holds for the host is refused.
+
+Credentials (dsh/remote/sshcreds.py asks and keeps them): an encrypted identity
+file is opened before connecting, with a passphrase asked once per file per
+session (not when the agent the host is reached with holds its key), then paired
+with its `-cert.pub` and the CertificateFile certificates. A password or a
+keyboard-interactive login is offered only where asked for (--ask-pass, or
+PasswordAuthentication / KbdInteractiveAuthentication yes for the host);
+elsewhere a host that takes no key is refused at once. ForwardAgent (or -A)
+forwards the agent at this process's SSH_AUTH_SOCK (a detached executor's is
+the one it was started with).
 """
 
 from __future__ import annotations
@@ -20,11 +30,13 @@ import asyncio
 import contextlib
 import os
 import resource
+import stat
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.utils import CryptographyDeprecationWarning
 
@@ -35,6 +47,7 @@ from dsh.remote.base import NOT_OWNER, Asks, Check, Exec, Gate, Identity, Output
 from dsh.remote.base import RemoteUnreachable as Unusable
 from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
+from dsh.remote.sshcreds import LOGIN_BOUND, TRIES, Credentials, Login, WrongPassphrase
 
 # asyncssh touches cryptography's deprecated DSA names when it is imported (and again when
 # it meets a DSA key): cryptography >= 51 warns on each, about ten lines on every dsh that
@@ -56,6 +69,7 @@ KEEPALIVE_COUNT = 3
 HANDSHAKES = 128
 #: How long the wrapper may take to notice its command ended (its slowest poll, and more).
 SETTLE = 5.0
+T = TypeVar("T")
 _DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_dsa")
 
 
@@ -74,10 +88,17 @@ class SshFleet:
         warn: Callable[[str], None] | None = None,
         gate: Gate | None = None,
         asks: Asks | None = None,
+        ask_pass: bool = False,
+        forward_agent: bool = False,
     ) -> None:
         self.config = config
-        #: Where a command's sudo asking for a password is passed on.
+        #: Where a command's sudo asking for a password is passed on, and where a
+        #: passphrase or a login's password is asked.
         self.asks = asks or Asks()
+        #: Password logins for every host (--ask-pass), not only those the config names.
+        self.ask_pass = ask_pass
+        #: The agent forwarded to every host (-A), not only those the config names.
+        self.forward_agent = forward_agent
         #: Shut when the session's lease is lost or in doubt: nothing is launched or killed.
         self.gate = gate or Gate()
         self.host_keys = host_keys
@@ -87,8 +108,13 @@ class SshFleet:
         self.spool_keep = spool_keep
         self._cleaning: dict[str, asyncio.Task[None]] = {}
         self.warn = warn or (lambda text: None)
+        self.creds = Credentials(self.asks, self.warn)
         self._conns: dict[tuple[str, ...], asyncio.Future[asyncssh.SSHClientConnection]] = {}
-        self._keys: dict[str, list[asyncssh.SSHKeyPair]] = {}
+        self._key_files: dict[str, _KeyFile | None] = {}
+        self._certs: dict[str, list[asyncssh.SSHCertificate]] = {}
+        self._pairs: dict[tuple[str, tuple[str, ...]], list[asyncssh.SSHKeyPair]] = {}
+        self._agents: dict[str, asyncio.Future[frozenset[bytes]]] = {}
+        self._said_no_agent = False
         self._known: dict[tuple[str, ...], asyncssh.SSHKnownHosts] = {}
         self._hosts: dict[str, SshHost] = {}
         #: Hosts whose login shell wrote something before the wrapper (said once each).
@@ -110,7 +136,9 @@ class SshFleet:
             self._cleaning[alias] = asyncio.ensure_future(self(alias).clean(self.spool_keep))
 
     async def close(self) -> None:
-        """Close every connection (bounded: a peer that does not answer is dropped)."""
+        """Close every connection (bounded: a peer that does not answer is dropped);
+        questions still open for a login are withdrawn."""
+        self.creds.close()
         cleaning = [t for t in self._cleaning.values() if not t.done()]
         if cleaning:
             _done, late = await asyncio.wait(cleaning, timeout=2.0)
@@ -203,34 +231,47 @@ class SshFleet:
         self, opts: HostOptions, where: str, tunnel: asyncssh.SSHClientConnection | None
     ) -> asyncssh.SSHClientConnection:
         timeout = opts.connect_timeout or self.connect_timeout
-        keys = self._client_keys(opts)
+        keys = await self._client_keys(opts)  # first: a passphrase is asked outside any timeout
         known = self._known_hosts(opts)
-        policy = _HostKeys(self, opts, known)
+        passwords = self.ask_pass if opts.password_authentication is None else opts.password_authentication
+        kbdint = (
+            passwords if opts.kbd_interactive_authentication is None else opts.kbd_interactive_authentication
+        )
+        login = self.creds.login(opts.user, opts.alias)
+        client = _Client(self, opts, known, login)
         kwargs: dict[str, Any] = {
             "port": opts.port,
             "username": opts.user,
             "config": [],
-            "client_factory": lambda: policy,
+            "client_factory": lambda: client,
             "known_hosts": known,
             "client_keys": keys,
+            "password_auth": passwords,
+            "kbdint_auth": kbdint,
             "connect_timeout": timeout,
             "login_timeout": timeout,
             "keepalive_interval": opts.server_alive_interval or KEEPALIVE_INTERVAL,
             "keepalive_count_max": opts.server_alive_count_max or KEEPALIVE_COUNT,
             "host_key_alias": opts.host_key_alias,
         }
+        if passwords or kbdint:  # a login may wait for answers: the timeout leaves that out
+            kwargs["connect_timeout"] = None
+            kwargs["login_timeout"] = timeout + TRIES * LOGIN_BOUND
         agent = _agent_path(opts)
         if agent is not None:
             kwargs["agent_path"] = agent or None
+        forward = self._forwarded(opts)
+        if forward:
+            kwargs["agent_forwarding"] = forward
         if tunnel is not None:
             kwargs["tunnel"] = tunnel
         elif opts.proxy_command:  # a shell command line, as ssh runs it
             kwargs["proxy_command"] = ["/bin/sh", "-c", opts.proxy_command]
         try:
             async with self._handshakes:
-                return await asyncio.wait_for(asyncssh.connect(opts.hostname, **kwargs), timeout + 1)
+                return await _within(asyncssh.connect(opts.hostname, **kwargs), timeout + 1, login)
         except asyncssh.HostKeyNotVerifiable:
-            raise Unusable("refused", policy.verdict or f"the host key of {where} is not trusted") from None
+            raise Unusable("refused", client.verdict or f"the host key of {where} is not trusted") from None
         except asyncssh.PermissionDenied as exc:
             raise Unusable("refused", f"{opts.user}@{where}: authentication failed ({exc.reason})") from None
         except TimeoutError:
@@ -240,27 +281,129 @@ class SshFleet:
         except OSError as exc:
             raise Unusable("unreachable", f"{where}: {exc.strerror or exc}") from None
 
-    def _client_keys(self, opts: HostOptions) -> list[asyncssh.SSHKeyPair]:
+    def _forwarded(self, opts: HostOptions) -> str | None:
+        """The agent socket forwarded to this host (ForwardAgent, -A), or None; a
+        forwarding asked for with no agent here is said once."""
+        setting = "yes" if self.forward_agent else opts.forward_agent
+        if setting in (None, "no"):
+            return None
+        if setting == "yes":
+            path = os.environ.get("SSH_AUTH_SOCK", "")
+        elif setting.startswith("$"):
+            path = os.environ.get(setting[1:], "")
+        else:
+            path = setting
+        try:
+            usable = bool(path) and stat.S_ISSOCK(os.stat(path).st_mode)
+        except OSError:
+            usable = False
+        if usable:
+            return path
+        if not self._said_no_agent:
+            self._said_no_agent = True
+            why = f"no agent at {path}" if path else "no SSH_AUTH_SOCK here"
+            self.warn(f"ssh: ForwardAgent: {why}; hosts are reached without an agent")
+        return None
+
+    async def _client_keys(self, opts: HostOptions) -> list[asyncssh.SSHKeyPair]:
+        """The keys offered to this host: its identity files (else ssh's default ones),
+        each opened once (a passphrase asked if need be) and paired with certificates."""
+        explicit = bool(opts.identity_files)
         paths = list(opts.identity_files)
         if not paths:
             home = Path.home() / ".ssh"
             paths = [str(home / name) for name in _DEFAULT_IDENTITIES if (home / name).exists()]
+        certs = [cert for name in opts.certificate_files for cert in self._certificates(name, explicit=True)]
+        agent = _agent_path(opts)
         keys: list[asyncssh.SSHKeyPair] = []
         for path in paths:
-            if path not in self._keys:
-                self._keys[path] = self._load_key(path, explicit=bool(opts.identity_files))
-            keys.extend(self._keys[path])
+            key = await self._identity(path, opts.alias, agent, explicit=explicit)
+            if key is None:
+                continue
+            pairs = self._pairs.get((path, opts.certificate_files))
+            if pairs is None:  # with a certificate first (as ssh offers them), then alone
+                own = self._certificates(f"{path}-cert.pub", explicit=False)
+                pairs = list(asyncssh.load_keypairs([key], certlist=[*own, *certs]))
+                self._pairs[(path, opts.certificate_files)] = pairs
+            keys.extend(pairs)
         return keys
 
-    def _load_key(self, path: str, *, explicit: bool) -> list[asyncssh.SSHKeyPair]:
+    async def _identity(
+        self, path: str, alias: str, agent: str | None, *, explicit: bool
+    ) -> asyncssh.SSHKey | None:
+        """The private key in `path` (None: not used, said once). An encrypted one is
+        opened with a passphrase asked once per session, unless the agent the host is
+        reached with holds it (the agent signs then, as with ssh)."""
+        if path not in self._key_files:
+            self._key_files[path] = self._read_key(path, explicit=explicit)
+        found = self._key_files[path]
+        if found is None:
+            return None
+        if found.key is not None:
+            return found.key
+        if found.public is not None and await self._agent_holds(agent, found.public):
+            return None
+
+        async def decrypt(passphrase: str) -> asyncssh.SSHKey:
+            try:  # off the loop: a passphrase's key derivation takes a while
+                key = await asyncio.to_thread(asyncssh.import_private_key, found.data, passphrase)
+            except ValueError:  # asyncssh's KeyImportError and KeyEncryptionError
+                raise WrongPassphrase from None
+            key.set_filename(path)
+            return key
+
+        return await self.creds.unlock(path, alias, decrypt)
+
+    def _read_key(self, path: str, *, explicit: bool) -> _KeyFile | None:
         try:
-            return list(asyncssh.load_keypairs([path]))
+            data = Path(path).read_bytes()
         except FileNotFoundError:
             if explicit:
                 self.warn(f"ssh: identity file {path} does not exist")
-        except (OSError, asyncssh.KeyImportError, ValueError) as exc:
-            self.warn(f"ssh: identity file {path} not used ({exc}); an ssh-agent may hold it")
-        return []
+            return None
+        except OSError as exc:
+            self.warn(f"ssh: identity file {path} not used ({exc.strerror or exc})")
+            return None
+        try:
+            key = asyncssh.import_private_key(data)
+        except ValueError as exc:
+            if not str(exc).startswith("Passphrase"):
+                self.warn(f"ssh: identity file {path} not used ({exc}); an ssh-agent may hold it")
+                return None
+        else:
+            key.set_filename(path)
+            return _KeyFile(key, b"", None)
+        public = None  # encrypted: its public half tells whether an agent holds it
+        with contextlib.suppress(OSError, ValueError):
+            public = asyncssh.read_public_key(f"{path}.pub").public_data
+        return _KeyFile(None, data, public)
+
+    def _certificates(self, path: str, *, explicit: bool) -> list[asyncssh.SSHCertificate]:
+        """The certificates in file `path`, read once (a CertificateFile that cannot be
+        read is said once; a missing `-cert.pub` beside a key is not)."""
+        certs = self._certs.get(path)
+        if certs is None:
+            certs = []
+            try:
+                certs = list(asyncssh.read_certificate_list(path))
+            except FileNotFoundError:
+                if explicit:
+                    self.warn(f"ssh: certificate file {path} does not exist")
+            except (OSError, ValueError) as exc:
+                self.warn(f"ssh: certificate file {path} not used ({getattr(exc, 'strerror', None) or exc})")
+            self._certs[path] = certs
+        return certs
+
+    async def _agent_holds(self, agent: str | None, public: bytes) -> bool:
+        """Whether the agent at `agent` ($SSH_AUTH_SOCK when None) holds this public key
+        (its keys are listed once per session)."""
+        path = os.environ.get("SSH_AUTH_SOCK", "") if agent is None else agent
+        if not path:
+            return False
+        listing = self._agents.get(path)
+        if listing is None:
+            listing = self._agents[path] = asyncio.ensure_future(_agent_keys(path))
+        return public in await asyncio.shield(listing)
 
     def _known_hosts(self, opts: HostOptions) -> asyncssh.SSHKnownHosts:
         files = (*opts.user_known_hosts, *opts.global_known_hosts)
@@ -302,15 +445,31 @@ class SshFleet:
         self._known.pop(files, None)  # read again, with the new line, by the next connection
 
 
-class _HostKeys(asyncssh.SSHClient):
-    """dsh's host-key policy, asked by asyncssh when known_hosts does not trust a key."""
+class _Client(asyncssh.SSHClient):
+    """One login, as asyncssh asks it: dsh's host-key policy (when known_hosts does not
+    trust a key) and the login's answers (a password, a keyboard-interactive challenge:
+    asyncssh asks only for the methods the login allows)."""
 
-    def __init__(self, fleet: SshFleet, opts: HostOptions, known: asyncssh.SSHKnownHosts) -> None:
+    def __init__(
+        self, fleet: SshFleet, opts: HostOptions, known: asyncssh.SSHKnownHosts, login: Login
+    ) -> None:
         self.fleet = fleet
         self.opts = opts
         self.known = known
+        self.login = login
         self.verdict = ""
         self.accepted: tuple[str, asyncssh.SSHKey] | None = None
+
+    async def password_auth_requested(self) -> str | None:
+        return await self.login.password()
+
+    def kbdint_auth_requested(self) -> str:
+        return ""  # no submethods: the server's own
+
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
+        return await self.login.questions(instructions, prompts)
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         name = host if port == 22 else f"[{host}]:{port}"
@@ -333,6 +492,7 @@ class _HostKeys(asyncssh.SSHClient):
         return True
 
     def auth_completed(self) -> None:
+        self.login.succeeded()
         if self.accepted is not None:
             name, key = self.accepted
             self.fleet.record(self.opts, name, key)
@@ -629,6 +789,50 @@ class _Exec(asyncssh.SSHClientSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+@dataclass(frozen=True)
+class _KeyFile:
+    """An identity file as read: its key if it needs no passphrase; else its bytes
+    (opened later) and, from its `.pub`, its public key (None: no `.pub`)."""
+
+    key: asyncssh.SSHKey | None
+    data: bytes
+    public: bytes | None
+
+
+async def _within(connecting: Awaitable[T], seconds: float, login: Login) -> T:
+    """What `connecting` returns within `seconds`, not counting the time its login
+    waits for answers (a person typing); TimeoutError after that."""
+    task = asyncio.ensure_future(connecting)
+    started = time.monotonic()
+    try:
+        while True:
+            left = seconds + login.waited() - (time.monotonic() - started)
+            done, _ = await asyncio.wait({task}, timeout=max(left, 0.5) if login.asking else max(left, 0))
+            if done:
+                return task.result()
+            if not login.asking and seconds + login.waited() - (time.monotonic() - started) <= 0:
+                raise TimeoutError
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+
+async def _agent_keys(path: str) -> frozenset[bytes]:
+    """The public keys the agent at `path` holds (none if it cannot be asked within 5 s)."""
+    try:
+        async with asyncio.timeout(5.0):
+            agent = await asyncssh.connect_agent(path)
+            try:
+                keys = await agent.get_keys()
+            finally:
+                agent.close()
+                await agent.wait_closed()
+    except (asyncssh.Error, OSError, TimeoutError, ValueError):
+        return frozenset()
+    return frozenset(key.key_public_data for key in keys)
 
 
 def _hop(config: SshConfig, spec: str) -> HostOptions:

@@ -62,7 +62,10 @@ class HostOptions:
 
     Paths are expanded where ssh expands them (`~`, %-tokens, `${VAR}`).
     `identity_agent` keeps ssh's special values as written: `none`,
-    `SSH_AUTH_SOCK`, `$NAME` (read that variable).
+    `SSH_AUTH_SOCK`, `$NAME` (read that variable); so does `forward_agent`
+    (`yes`, `no`, a socket's path or `$NAME`; None when not set).
+    `password_authentication` and `kbd_interactive_authentication` are None
+    when not set: dsh then asks for no password (unless --ask-pass).
     """
 
     alias: str  # the name as written in the dsh target
@@ -82,6 +85,9 @@ class HostOptions:
     server_alive_count_max: int | None
     strict_host_key_checking: str | None  # yes, no, ask or accept-new; recorded only
     certificate_files: tuple[str, ...] = ()
+    forward_agent: str | None = None
+    password_authentication: bool | None = None
+    kbd_interactive_authentication: bool | None = None
 
 
 # -- lines ---------------------------------------------------------------------------------
@@ -220,6 +226,9 @@ _NAMES = {
         "ServerAliveInterval",
         "ServerAliveCountMax",
         "StrictHostKeyChecking",
+        "ForwardAgent",
+        "PasswordAuthentication",
+        "KbdInteractiveAuthentication",
     )
 }
 _ACCUMULATE = frozenset({"identityfile", "certificatefile"})
@@ -490,7 +499,7 @@ class _Parser:
             if not (arg.isascii() and arg.isdigit() and int(arg) <= _INT_MAX):
                 raise SshConfigError(f"{where}: {name} {arg!r} is not a whole number")
             value = int(arg)
-        elif key == "identitiesonly":
+        elif key in ("identitiesonly", "passwordauthentication", "kbdinteractiveauthentication"):
             if arg.lower() not in ("yes", "true", "no", "false"):
                 raise SshConfigError(f"{where}: {name} takes yes or no, not {arg!r}")
             value = arg.lower() in ("yes", "true")
@@ -498,7 +507,9 @@ class _Parser:
             if arg.lower() not in _STRICT:
                 raise SshConfigError(f"{where}: {name} takes yes, no, ask or accept-new, not {arg!r}")
             value = _STRICT[arg.lower()]
-        elif key == "identityagent":
+        elif key == "forwardagent" and arg.lower() in ("yes", "true", "no", "false"):
+            value = "yes" if arg.lower() in ("yes", "true") else "no"
+        elif key in ("identityagent", "forwardagent"):
             if arg.startswith("$") and not arg.startswith("${") and not _ENV_NAME.fullmatch(arg[1:]):
                 raise SshConfigError(f"{where}: {name} {arg!r}: $ must be followed by a variable name")
             _expand(arg.replace("%", "%%"), {"%": "%"}, self.environ, where, name)  # ssh checks ${} here
@@ -710,6 +721,9 @@ class SshConfig:
         agent, at = cast(tuple["str | None", str], values.get("identityagent", _UNSET))
         if agent is not None:
             agent = path(agent, at, "IdentityAgent")
+        forward, at = cast(tuple["str | None", str], values.get("forwardagent", _UNSET))
+        if forward not in (None, "yes", "no"):
+            forward = path(forward, at, "ForwardAgent")
         command, at = cast(tuple["str | None", str], values.get("proxycommand", _UNSET))
         if command is not None and "%" in command:
             proxy_tokens = {"%": "%", "h": hostname, "n": alias, "p": str(port), "r": user}
@@ -740,6 +754,9 @@ class SshConfig:
             certificate_files=tuple(
                 path(raw, at, "CertificateFile") for raw, at in state.certificates.items()
             ),
+            forward_agent=forward,
+            password_authentication=cast("bool | None", value("passwordauthentication")),
+            kbd_interactive_authentication=cast("bool | None", value("kbdinteractiveauthentication")),
         )
 
     def _tokens(
