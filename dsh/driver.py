@@ -92,6 +92,7 @@ class Driver:
             inventory=self.config.groups,
             max_binding=self.config.limits.max_binding,
         )
+        self.executor.prompter = asking  # `x = secret "…"` asks there too
 
     async def load(self) -> None:
         """The bindings, result sets and functions of earlier runs of the session (a read)."""

@@ -16,7 +16,10 @@ from typing import Any
 from dsh.errors import PlanError
 from dsh.record import record
 
-PLAN_VERSION = 1
+#: The newest plan version this dsh reads. 2: `Secret` bindings (issue 18). A plan
+#: or statement is written with the lowest version that holds it (`version_of`):
+#: one without a secret is version 1, byte for byte as before.
+PLAN_VERSION = 2
 
 
 class Outcome(StrEnum):
@@ -228,11 +231,20 @@ class Run:
 
 
 @record
+class Secret:
+    """`NAME = secret "PROMPT"`: a value asked of whoever runs the session (no echo)
+    and bound in memory only: never stored, journaled, spooled or put in an argv;
+    a command reads it from an environment variable (plan version 2)."""
+
+    prompt: Text
+
+
+@record
 class Bind:
     line: int
     source: str
     name: str
-    value: Text | HostSet | Pipeline
+    value: Text | HostSet | Pipeline | Secret
     bound: Bound
     unbound: tuple[str, ...] = ()
 
@@ -306,6 +318,7 @@ _TYPES: dict[str, type] = {
         Pipeline,
         Bound,
         Run,
+        Secret,
         Bind,
         Compare,
         If,
@@ -366,9 +379,29 @@ def _check_version(version: object, what: str) -> None:
         )
 
 
+def version_of(node: Statement | tuple[Statement, ...]) -> int:
+    """The lowest plan version that holds `node`: 2 with a secret in it, else 1."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Secret):
+            return 2
+        if isinstance(item, tuple):
+            stack.extend(item)
+        elif isinstance(item, Bind | If | For):
+            stack.extend((item.value,) if isinstance(item, Bind) else _inner(item))
+    return 1
+
+
+def _inner(stmt: If | For) -> tuple[Statement, ...]:
+    if isinstance(stmt, If):
+        return (*((stmt.cond,) if isinstance(stmt.cond, Run) else ()), *stmt.then, *stmt.orelse)
+    return stmt.body
+
+
 def dump_statement(stmt: Statement) -> dict[str, Any]:
-    """One compiled statement as JSON data, with the plan version (for the store)."""
-    return {"version": PLAN_VERSION, "statement": _encode(stmt)}
+    """One compiled statement as JSON data, with its plan version (for the store)."""
+    return {"version": version_of(stmt), "statement": _encode(stmt)}
 
 
 def load_statement(data: dict[str, Any]) -> Statement:

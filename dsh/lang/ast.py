@@ -103,10 +103,18 @@ class Pipeline:
 
 
 @record
+class Secret:
+    """`secret "PROMPT"`: a value asked when the binding runs, never stored."""
+
+    prompt: Value
+    span: Span
+
+
+@record
 class Binding:
     name: str
     name_span: Span
-    value: Value | Target | Pipeline
+    value: Value | Target | Pipeline | Secret
     span: Span
 
 

@@ -97,6 +97,7 @@ class _Compiler:
             p.Bound(None, steps, seconds),
             self.limits.step_budget,
             self.limits.fanout,
+            p.version_of(statements),
         )
 
     # -- statements --------------------------------------------------------------
@@ -134,8 +135,12 @@ class _Compiler:
         if isinstance(node, ast.Pipeline):
             pipe, bound = self.pipeline(node)
             return p.Run(line, text, pipe, bound, tuple(dict.fromkeys(self.unbound)))
-        value: p.Text | p.HostSet | p.Pipeline
-        if isinstance(node.value, ast.Value):
+        value: p.Text | p.HostSet | p.Pipeline | p.Secret
+        if isinstance(node.value, ast.Secret):
+            value = p.Secret(self.text(node.value.prompt.parts, quoting="raw", host_flow=False))
+            bound = p.Bound(None, 0, 0.0)
+            kind = VALUE
+        elif isinstance(node.value, ast.Value):
             value = self.text(node.value.parts, quoting="raw", host_flow=False)
             bound = p.Bound(None, 0, 0.0)
             kind = VALUE

@@ -148,6 +148,10 @@ class Lexer:
                 self.pos += 1
                 self._emit(Kind.ASSIGN, eq)
                 return _Mode.VALUE
+            if mode is _Mode.VALUE and word == "secret" and self._peek(len(word)) in (" ", "\t"):
+                self.pos += len(word)  # `x = secret "PROMPT"`: its prompt is an argument
+                self._emit(Kind.KEYWORD, start)
+                return _Mode.ARGS
             if word in KEYWORDS and self._peek(len(word)) != "=":  # `retry=3 env` is sh's
                 assert word is not None
                 self.pos += len(word)

@@ -9,7 +9,7 @@ Grammar (EBNF, kept in step with man/dsh.7):
     compare   = LEFT ( "==" | "!=" ) OPERAND ;
     for       = "for" NAME "in" ( WORD | STRING | TARGET ) { WORD | STRING | TARGET } block ;
     fn        = "fn" NAME "(" [ NAME { "," NAME } ] ")" block ;
-    binding   = NAME "=" ( value | TARGET | pipeline ) ;
+    binding   = NAME "=" ( value | TARGET | pipeline | "secret" value ) ;
     value     = WORD | STRING ;
     pipeline  = head { "|" stage } ;
     head      = TARGET COMMAND | COMMAND | sleep | "callback" ;
@@ -108,10 +108,19 @@ class Parser:
             return ast.Binding(name.text, name.span, value, name.span.to(value.span))
         return self.pipeline()
 
-    def _binding_value(self, name: Token) -> ast.Value | ast.Target | ast.Pipeline:
+    def _binding_value(self, name: Token) -> ast.Value | ast.Target | ast.Pipeline | ast.Secret:
         tok = self.tok
         if tok.kind in (Kind.NEWLINE, Kind.EOF):
             raise LangError(f"nothing after '=' for {name.text!r}", self.toks[self.i - 1].span)
+        if tok.kind is Kind.KEYWORD and tok.text == "secret":
+            kw = self._next()
+            prompt = self.tok
+            if prompt.kind not in (Kind.WORD, Kind.STRING):
+                raise self._fail('`secret` takes the prompt to show, as in: x = secret "db password"')
+            self._next()
+            if not (self._at(Kind.NEWLINE) or self._at(Kind.EOF) or self._at(Kind.RBRACE)):
+                raise self._fail("`secret` takes one prompt (quote it if it has spaces)")
+            return ast.Secret(ast.Value(prompt.parts, prompt.span), kw.span.to(prompt.span))
         if tok.kind in (Kind.WORD, Kind.STRING):
             self._next()
             value = ast.Value(tok.parts, tok.span)

@@ -119,11 +119,12 @@ printf '%s\n' "$secret" | sudo -k -S -p '' -v
 )
 
 
-def secret_script(script_for_sh_s: str, secret: str) -> str:
-    """A script for `sh -s` (spool.as_stdin's) with `secret` set in its text: the
-    way an answer reaches a host over SSH (on the channel, as the script's stdin)."""
+def secret_script(script_for_sh_s: str, secret: str, name: str = "secret") -> str:
+    """A script for `sh -s` (spool.as_stdin's) with the variable `name` set to `secret`
+    in its text: the way an answer (or a command's secrets) reaches a host over SSH,
+    on the channel as the script's stdin, never in an argv."""
     head, _, body = script_for_sh_s.partition("\n")
-    return f"{head}\nsecret={shlex.quote(secret)}\n{body}"
+    return f"{head}\n{name}={shlex.quote(secret)}\n{body}"
 
 
 @record

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from dsh.prompt import NoPrompter, Prompter
@@ -94,9 +94,18 @@ class Remote(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def run(
+        self,
+        command: str,
+        *,
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        env: Mapping[str, str] | None = None,
+    ) -> Exec:
         """Run `command` with `/bin/sh -c` through the spool wrapper, claimed at `spot`,
-        stdin from /dev/null.
+        stdin from /dev/null; `env`: variables (secrets) for the command alone, which
+        reach the host on the exec's stdin, never in an argv.
 
         Ends within `timeout` (plus a short kill grace): on timeout or
         cancellation the command's process group is killed from a new exec.

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +99,29 @@ class LocalShell:
     def name(self) -> str:
         return self._name
 
-    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def run(
+        self,
+        command: str,
+        *,
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        env: Mapping[str, str] | None = None,
+    ) -> Exec:
         if not self.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
         backstop = timeout + self.kill_grace + SETTLE
         argv = spool.launch_argv(
-            str(self.root), spot.session, spot.action, spot.alias, backstop, command, self.kill_grace
+            str(self.root),
+            spot.session,
+            spot.action,
+            spot.alias,
+            backstop,
+            command,
+            self.kill_grace,
+            bool(env),
         )
-        return await self._exec(argv, spot, timeout, output)
+        return await self._exec(argv, spot, timeout, output, spool.env_lines(env) if env else None)
 
     async def identity(self) -> Identity | None:
         return None  # this machine: actions record the machine id instead
@@ -185,9 +201,12 @@ class LocalShell:
             raise RemoteUnreachable("lost", "the local spool did not answer")
         return answer
 
-    async def _exec(self, argv: list[str], spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def _exec(
+        self, argv: list[str], spot: Spot, timeout: float, output: OutputSink, stdin: str | None = None
+    ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW): stream it, bound it, kill on
-        timeout or cancel, and read its outcome."""
+        timeout or cancel, and read its outcome. `stdin`: the command's secrets, for
+        LAUNCH to read (never in an argv)."""
         started = time.monotonic()
         deadline = started + timeout
         loop = asyncio.get_running_loop()
@@ -196,11 +215,16 @@ class LocalShell:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),
                 *argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
+            if stdin is not None:  # a few bytes: the pipe takes them without blocking
+                pipe = transport.get_pipe_transport(0)
+                assert isinstance(pipe, asyncio.WriteTransport)
+                pipe.write(stdin.encode("utf-8", "surrogateescape"))
+                pipe.close()
         except OSError as exc:
             why = str(exc)
             if exc.errno == errno.E2BIG:

@@ -178,7 +178,19 @@ RUNNER = _statuses(
 f=$1 c=$2 t=$3 g=$4
 """
     + _SESSION_ARGV
-    + r"""DSH_ASK=$f SUDO_ASKPASS=$h DISPLAY=${DISPLAY:-:0} "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
+    + r"""if [ -z "$secrets" ]; then
+  DSH_ASK=$f SUDO_ASKPASS=$h DISPLAY=${DISPLAY:-:0} "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
+else  # the command's secrets: in its environment alone (a subshell's exports, then exec)
+  (
+    IFS='
+'
+    set -f
+    for kv in $secrets; do export "$kv"; done
+    secrets= DISPLAY=${DISPLAY:-:0}
+    export DSH_ASK="$f" SUDO_ASKPASS="$h" DISPLAY
+    exec "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err"
+  ) &
+fi
 p=$!
 started "$p"; printf '%s %s\n' "$p" "$started" >"$f.pid"
 sleep "$t" & w=$!
@@ -274,6 +286,7 @@ LAUNCH = _statuses(
     + _UNWRITABLE
     + RUNNER
     + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1 runner= rp= rs=
+if [ "${8:-}" = 1 ]; then [ -n "${secrets+x}" ] || secrets=$(cat); else secrets=; fi
 case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
 """
@@ -436,12 +449,29 @@ def _seconds(x: float) -> str:
 
 
 def launch_argv(
-    root: str, session: str, action: str, alias: str, timeout: float, command: str, grace: float = GRACE
+    root: str,
+    session: str,
+    action: str,
+    alias: str,
+    timeout: float,
+    command: str,
+    grace: float = GRACE,
+    secrets: bool = False,
 ) -> list[str]:
     """The argv of one LAUNCH exec: claim, start, stream; its status is the command's.
-    `timeout` and `grace` are the backstop's, in whole seconds (rounded up)."""
+    `timeout` and `grace` are the backstop's, in whole seconds (rounded up). With
+    `secrets`, LAUNCH reads the command's environment variables (`env_lines`) from
+    its stdin, or from `secrets` set in its script over SSH (askpass.secret_script)."""
     args = [root, session, action, alias, _seconds(timeout), command, _seconds(grace)]
-    return _argv(LAUNCH, "dsh-spool", args)
+    return _argv(LAUNCH, "dsh-spool", [*args, "1"] if secrets else args)
+
+
+def env_lines(env: Mapping[str, str]) -> str:
+    """A command's secret environment as LAUNCH reads it: NAME=VALUE, a line each."""
+    for name, value in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or "\n" in value or "\0" in value:
+            raise ValueError(f"{name}: not an environment variable a command can be given")
+    return "\n".join(f"{name}={value}" for name, value in env.items())
 
 
 def kill_argv(

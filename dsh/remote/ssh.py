@@ -33,7 +33,7 @@ import resource
 import stat
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -509,16 +509,24 @@ class SshHost:
     def name(self) -> str:
         return self._name
 
-    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def run(
+        self,
+        command: str,
+        *,
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        env: Mapping[str, str] | None = None,
+    ) -> Exec:
         fleet = self.fleet
         if not fleet.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
         fleet.clean_once(self._name, spot.session)
         backstop = timeout + fleet.kill_grace + SETTLE
         argv = spool.launch_argv(
-            fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace
+            fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace, bool(env)
         )
-        return await self._exec(argv, spot, timeout, output)
+        return await self._exec(argv, spot, timeout, output, secrets=spool.env_lines(env) if env else None)
 
     async def identity(self) -> Identity:
         conn = await self.fleet.connection(self._name)
@@ -635,6 +643,7 @@ class SshHost:
         timeout: float,
         output: OutputSink,
         skip: dict[str, int] | None = None,
+        secrets: str | None = None,
     ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW) on this host's connection. If the
         connection drops while the command runs, a new connection FOLLOWs it from
@@ -663,7 +672,10 @@ class SshHost:
                 conn.create_session(lambda: exec_, spool.REMOTE_SHELL, encoding=None),
                 max(min(fleet.connect_timeout, deadline - time.monotonic()), 0.001),
             )
-            chan.write(to_bytes(spool.as_stdin(argv)))  # bound values may hold any bytes
+            script = spool.as_stdin(argv)
+            if secrets is not None:  # in the script's text, on the channel: never in an argv
+                script = askpass.secret_script(script, secrets, "secrets")
+            chan.write(to_bytes(script))  # bound values may hold any bytes
             chan.write_eof()
         except asyncssh.ChannelOpenError as exc:  # refused before anything was asked to run
             fleet.forget(conn)

@@ -20,6 +20,7 @@ from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import DshError
 from dsh.plan import Outcome
+from dsh.prompt import NoPrompter, Prompt, Prompter
 from dsh.remote.base import Remote
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.context import Replayed, Resume, RunContext
@@ -32,8 +33,11 @@ from dsh.runtime.values import (
     BindRefused,
     HostsValue,
     ResultValue,
+    SecretValue,
     StrValue,
     Value,
+    is_secret_in,
+    names_in,
     render,
     value_bytes,
     value_text,
@@ -42,6 +46,8 @@ from dsh.runtime.waves import Seat, fan_out
 
 #: The `@src:name` groups that the compiler writes into a pattern.
 _REFERENCE = re.compile(r"@(inv|res|var):([A-Za-z_][A-Za-z0-9_-]*)")
+#: How long a `secret` may wait for its answer.
+SECRET_BOUND = 300.0
 #: Outcomes that make an `if` condition neither true nor false: the line fails.
 _BROKEN = frozenset({Outcome.UNREACHABLE, Outcome.REFUSED, Outcome.LOST, Outcome.CANCELLED})
 
@@ -90,6 +96,9 @@ class Executor:
         self.machine = ""
         #: Keys and signals in the store (a session's); awaits on them need it.
         self.events: Events = NoEvents()
+        #: Where a `secret` is asked (the driver's: the terminal, a program, clients).
+        self.prompter: Prompter = NoPrompter(self.say)
+        self._asked = 0
 
     def own(self, *, spool_name: str, machine: str, recorder: Recorder, events: Events) -> None:
         """Run for a session this process owns: its spools on hosts, this machine's id,
@@ -118,12 +127,49 @@ class Executor:
 
     def binding_kinds(self) -> dict[str, str]:
         """Each bound name's kind, for compiling the lines that follow."""
-        kinds = {StrValue: p.VALUE, HostsValue: p.HOSTS, ResultValue: p.RESULT}
+        kinds = {StrValue: p.VALUE, SecretValue: p.VALUE, HostsValue: p.HOSTS, ResultValue: p.RESULT}
         return {name: kinds[type(value)] for name, value in self.bindings.items()}
 
     def text(self, text: p.Text, host: str | None) -> str:
         """`text` with the values bound now, each quoted for where it stands."""
         return render(text, self.bindings, self.args, host)
+
+    def value(self, text: p.Text) -> str:
+        """A dsh value's text (a binding, a comparison): a secret in it is itself."""
+        return render(text, self.bindings, self.args, None, values=True)
+
+    def command(self, text: p.Text, host: str | None) -> tuple[str, dict[str, str]]:
+        """A command's text with the values bound now, and the environment its secrets
+        travel in (the text names their variables: a secret is never in an argv)."""
+        env: dict[str, str] = {}
+        return render(text, self.bindings, self.args, host, env), env
+
+    def secrets(self) -> tuple[bytes, ...]:
+        """The secrets bound now, as bytes: shown and stored output masks them."""
+        return tuple(
+            v.text.encode("utf-8", "surrogateescape")
+            for v in self.bindings.values()
+            if isinstance(v, SecretValue) and v.text
+        )
+
+    async def _secrets_ready(self, stmt: p.Statement) -> None:
+        """Ask again for the secrets `stmt` uses that this process does not hold (a new
+        owner: the store keeps their prompts, never their values)."""
+        for name in sorted(names_in(stmt)):
+            value = self.bindings.get(name)
+            if isinstance(value, SecretValue) and value.text is None:
+                self.bindings[name] = await self._ask_secret(name, value.prompt)
+
+    async def _ask_secret(self, name: str, prompt: str) -> SecretValue:
+        self._asked += 1
+        text = prompt if prompt.rstrip().endswith(":") else f"{prompt}:"
+        asked = Prompt(f"secret-{self._asked}", text.rstrip() + " ", True, SECRET_BOUND)
+        answer = await self.prompter.ask(asked)
+        if answer is None:
+            raise BindRefused(f"{name}: no answer to its prompt ({prompt}); nothing is bound")
+        if "\n" in answer or "\0" in answer:
+            raise BindRefused(f"{name}: a secret cannot hold a line break or a NUL; nothing is bound")
+        return SecretValue(answer, prompt)
 
     async def run_plan(
         self,
@@ -169,6 +215,7 @@ class Executor:
         steps: Steps = TakenUp(resume, live) if resume is not None else live
         started = self.clock.monotonic()
         try:
+            await self._secrets_ready(stmt)
             return await self._statement(stmt, plan, run, steps, ctx)
         except BaseException:  # refused or cancelled: the run is over all the same, after this long
             with contextlib.suppress(Exception):
@@ -194,11 +241,19 @@ class Executor:
             value: Value
             if isinstance(stmt.value, p.HostSet):
                 value = HostsValue(tuple(self.resolve(stmt.value, plan.step_budget)))
-            else:
+            elif isinstance(stmt.value, p.Secret):
                 try:
-                    value = StrValue(self.text(stmt.value, None))
+                    prompt = self.text(stmt.value.prompt, None)
                 except BindingError as exc:
                     raise Refused(f"line {stmt.line}: {exc.message}") from exc
+                value = await self._ask_secret(stmt.name, prompt)
+            else:
+                try:
+                    text = self.value(stmt.value)
+                except BindingError as exc:
+                    raise Refused(f"line {stmt.line}: {exc.message}") from exc
+                secret = is_secret_in(stmt.value, self.bindings)  # made from a secret: secret too
+                value = SecretValue(text, f"value of {stmt.name}") if secret else StrValue(text)
             await self._bind(run, stmt.name, value)
             result = LineResult(stmt, (), 0.0, on_hosts=False)
         sets = self.result_sets if result.on_hosts else None
@@ -233,8 +288,8 @@ class Executor:
         prefix = f"{ctx.path}/" if ctx.path else ""
         if isinstance(stmt.cond, p.Compare):
             try:
-                left = self.text(stmt.cond.left, None)
-                right = self.text(stmt.cond.right, None)
+                left = self.value(stmt.cond.left)
+                right = self.value(stmt.cond.right)
             except BindingError as exc:
                 raise Refused(f"line {stmt.line}: {exc.message}") from exc
             holds = (left == right) == (stmt.cond.op == "==")
@@ -339,7 +394,20 @@ class Executor:
             async def bind(name: str, value: Value) -> None:
                 await self._bind(run, name, value)
 
-            line = Line(stmt, pipe, run, capture, steps, shared, self.reporter, self.clock, self.text, bind)
+            line = Line(
+                stmt,
+                pipe,
+                run,
+                capture,
+                steps,
+                shared,
+                self.reporter,
+                self.clock,
+                self.text,
+                bind,
+                self.command,
+                self.secrets,
+            )
             if pipe.target is None:
                 self.reporter.line_started(stmt, None)
                 host_result = await HostFlow(line, None, self.local).run()

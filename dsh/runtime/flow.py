@@ -39,7 +39,8 @@ FINAL = frozenset({Outcome.OK, Outcome.REFUSED, Outcome.CANCELLED, Outcome.SKIPP
 class Line:
     """What every flow of one line shares: its statement and pipeline, its run, its
     steps (live or taken up), its signal awaits, and the executor's parts they use:
-    `text` renders a text with the values bound now, `bind` binds a name."""
+    `text` renders a text with the values bound now, `bind` binds a name, `command`
+    renders a command's text (its secrets as environment variables)."""
 
     stmt: p.Statement
     pipe: p.Pipeline
@@ -52,6 +53,10 @@ class Line:
     clock: Clock
     text: Callable[[p.Text, str | None], str]
     bind: Callable[[str, Value], Awaitable[None]]
+    #: A command's text and the environment its secrets travel in.
+    command: Callable[[p.Text, str | None], tuple[str, dict[str, str]]]
+    #: The secrets bound now: masked in what is shown and kept of output.
+    secrets: Callable[[], tuple[bytes, ...]]
 
 
 class HostFlow:
@@ -70,7 +75,7 @@ class HostFlow:
         def show(stream: str, data: bytes) -> None:
             line.reporter.output(line.stmt, host, stream, data, not (stream == "stdout" and hidden))
 
-        self.output = Capture(show)
+        self.output = Capture(show, line.secrets)
         self.ended = Exec(Outcome.OK, 0, 0.0)
         self.attempts = 0
 
@@ -131,7 +136,7 @@ class HostFlow:
     async def command(self, index: int, stage: p.Command) -> bool:
         line = self.line
         try:
-            command = line.text(stage.text, self.host)
+            command, env = line.command(stage.text, self.host)
         except BindingError as exc:
             self.ended = Exec(Outcome.FAILED, None, 0.0, exc.message)
             return True
@@ -144,7 +149,7 @@ class HostFlow:
             self.output.clear()
             self.attempts += 1
             self.ended = await line.steps.command(
-                step, command, timeout=stage.timeout, remote=self.remote, output=self.output
+                step, command, timeout=stage.timeout, remote=self.remote, output=self.output, env=env
             )
             if self.ended.outcome in FINAL:
                 break

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from dsh import plan as p
@@ -44,15 +44,31 @@ LOCAL_ALIAS = "local"
 
 class Capture:
     """What a flow keeps of the output of its current action: the first KEEP_BYTES
-    of each stream (`truncated` once more came), each piece passed on to `show`."""
+    of each stream (`truncated` once more came), each piece passed on to `show`.
+    The secrets bound now (`secrets`) are masked as `***` in both: the end of a piece
+    that may begin one is held back until the next piece, or the action's end
+    (`end`)."""
 
-    def __init__(self, show: OutputSink) -> None:
+    def __init__(self, show: OutputSink, secrets: Callable[[], tuple[bytes, ...]] = tuple) -> None:
         self.show = show
+        self.secrets = secrets
         self.out = bytearray()
         self.err = bytearray()
         self.truncated = False
+        self._held: dict[str, bytes] = {}
 
     def __call__(self, stream: str, data: bytes) -> None:
+        secrets = self.secrets()
+        if secrets:
+            data = self._held.pop(stream, b"") + data
+            keep = _partial_secret(data, secrets)
+            if keep:
+                data, self._held[stream] = data[:-keep], data[-keep:]
+            for secret in secrets:
+                data = data.replace(secret, MASK)
+        self._pass(stream, data)
+
+    def _pass(self, stream: str, data: bytes) -> None:
         buf = self.out if stream == "stdout" else self.err
         room = KEEP_BYTES - len(buf)
         if room < len(data):
@@ -60,10 +76,30 @@ class Capture:
         buf += data[: max(room, 0)]
         self.show(stream, data)
 
+    def end(self) -> None:
+        """The action is over: what was held back (no secret after all) goes on."""
+        for stream, held in list(self._held.items()):
+            del self._held[stream]
+            self._pass(stream, held)
+
     def clear(self) -> None:
         self.out.clear()
         self.err.clear()
         self.truncated = False
+        self._held.clear()
+
+
+#: What a secret is shown and kept as.
+MASK = b"***"
+
+
+def _partial_secret(data: bytes, secrets: tuple[bytes, ...]) -> int:
+    """The length of the longest end of `data` that begins a secret (and is not one)."""
+    for size in range(min(len(data), max(len(s) for s in secrets) - 1), 0, -1):
+        tail = data[-size:]
+        if any(len(s) > size and s.startswith(tail) for s in secrets):
+            return size
+    return 0
 
 
 class SharedAwaits:
@@ -134,9 +170,17 @@ class Steps(Protocol):
         ...
 
     async def command(
-        self, step: StepId, command: str, *, timeout: float, remote: Remote, output: Capture
+        self,
+        step: StepId,
+        command: str,
+        *,
+        timeout: float,
+        remote: Remote,
+        output: Capture,
+        env: Mapping[str, str] | None = None,
     ) -> Exec:
-        """One attempt of a command on `remote`, its output streamed to `output`."""
+        """One attempt of a command on `remote`, its output streamed to `output`; `env`:
+        the secrets it reads from its environment."""
         ...
 
     async def sleep(self, step: StepId, seconds: float) -> None:
@@ -160,11 +204,18 @@ class LiveSteps:
         await self.wiring.clock.sleep(seconds)
 
     async def command(
-        self, step: StepId, command: str, *, timeout: float, remote: Remote, output: Capture
+        self,
+        step: StepId,
+        command: str,
+        *,
+        timeout: float,
+        remote: Remote,
+        output: Capture,
+        env: Mapping[str, str] | None = None,
     ) -> Exec:
         spot = self.spot(step)
         return await self.journaled(
-            step, output, self._launch(remote, spot, step.host, command, timeout, output)
+            step, output, self._launch(remote, spot, step.host, command, timeout, output, env)
         )
 
     async def sleep(self, step: StepId, seconds: float) -> None:
@@ -240,6 +291,7 @@ class LiveSteps:
         try:
             ended = await effect
         except asyncio.CancelledError:
+            output.end()
             seconds = clock.monotonic() - began
             cancelled = ActionResult(
                 step.action,
@@ -254,6 +306,7 @@ class LiveSteps:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(self.wiring.recorder.result(cancelled))
             raise
+        output.end()
         await self.wiring.recorder.result(
             ActionResult(
                 step.action,
@@ -271,7 +324,14 @@ class LiveSteps:
     # -- effects ------------------------------------------------------------------------
 
     async def _launch(
-        self, remote: Remote, spot: Spot, host: str | None, command: str, timeout: float, sink: OutputSink
+        self,
+        remote: Remote,
+        spot: Spot,
+        host: str | None,
+        command: str,
+        timeout: float,
+        sink: OutputSink,
+        env: Mapping[str, str] | None = None,
     ) -> Exec:
         """Start an action: who the host is (connecting), then the intent (checkpoint
         before effect), then the launch. A host that cannot be reached starts nothing.
@@ -287,7 +347,7 @@ class LiveSteps:
             return Exec(Outcome.UNREACHABLE, None, clock.monotonic() - started, message)
         await self.wiring.recorder.intent(spot.action, host, command, timeout, where)
         left = max(timeout - (clock.monotonic() - started), 0.001)
-        return await remote.run(command, spot=spot, timeout=left, output=sink)
+        return await remote.run(command, spot=spot, timeout=left, output=sink, env=env)
 
     async def _new_callback(self, stage: p.Await, step: StepId) -> str:
         """Make (or make again, after a takeover) the callback of an action: its URL,
@@ -313,17 +373,26 @@ class TakenUp:
             await self.live.backoff(step, seconds)
 
     async def command(
-        self, step: StepId, command: str, *, timeout: float, remote: Remote, output: Capture
+        self,
+        step: StepId,
+        command: str,
+        *,
+        timeout: float,
+        remote: Remote,
+        output: Capture,
+        env: Mapping[str, str] | None = None,
     ) -> Exec:
         held = self.resume.held(step)
         if held is None:
-            return await self.live.command(step, command, timeout=timeout, remote=remote, output=output)
+            return await self.live.command(
+                step, command, timeout=timeout, remote=remote, output=output, env=env
+            )
         if held.get("state") == "done":  # ended before: its record, and its output's tail
             output("stdout", _untail(held.get("out")))
             output("stderr", _untail(held.get("err")))
             return recorded(held)
         return await self.live.journaled(
-            step, output, self._take_up(step, held, command, timeout, remote, output)
+            step, output, self._take_up(step, held, command, timeout, remote, output, env)
         )
 
     async def sleep(self, step: StepId, seconds: float) -> None:
@@ -356,6 +425,7 @@ class TakenUp:
         timeout: float,
         remote: Remote,
         sink: OutputSink,
+        env: Mapping[str, str] | None = None,
     ) -> Exec:
         """An action whose intent a previous owner recorded: collect its status, follow
         it if it still runs, start it if it never was (the claim keeps a late launch
@@ -388,7 +458,7 @@ class TakenUp:
         except RemoteUnreachable as exc:
             return Exec(Outcome.LOST, None, 0.0, f"launched before; its spool cannot be asked: {exc.message}")
         if state == "none":
-            return await remote.run(command, spot=spot, timeout=left, output=sink)
+            return await remote.run(command, spot=spot, timeout=left, output=sink, env=env)
         if state == "lost":
             return Exec(Outcome.LOST, None, 0.0, "launched before, and nobody is left to report its end")
         return await remote.follow(spot, timeout=left, output=sink)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -28,7 +29,17 @@ class ResultValue:
     results: tuple[HostResult, ...]
 
 
-Value = StrValue | HostsValue | ResultValue
+@record
+class SecretValue:
+    """A value asked with `secret`, or made from one: held in memory only. `text` is
+    None until it is asked (a new owner asks again: the store keeps only `prompt`).
+    A command reads it from its environment (`secret_env`), never from its text."""
+
+    text: str | None
+    prompt: str
+
+
+Value = StrValue | HostsValue | ResultValue | SecretValue
 
 
 class BindingError(DshError):
@@ -48,6 +59,8 @@ def value_bytes(value: Value) -> int | None:
     None when a host's output was already cut in memory (more than KEEP_BYTES)."""
     if isinstance(value, StrValue):
         return len(value.text.encode("utf-8", "surrogateescape"))
+    if isinstance(value, SecretValue):
+        return len((value.text or "").encode("utf-8", "surrogateescape"))
     if isinstance(value, HostsValue):
         return sum(len(h) + 1 for h in value.hosts)
     if any(r.truncated for r in value.results):
@@ -84,9 +97,18 @@ def value_text(name: str, value: Value, fld: str | None = None, host: str | None
     """The text of a binding (or of one of its fields) as a string."""
     if isinstance(value, StrValue):
         return value.text
+    if isinstance(value, SecretValue):
+        if value.text is None:
+            raise BindingError(f"${name} is a secret not asked yet")
+        return value.text
     if isinstance(value, HostsValue):
         return nodeset.fold(value.hosts)
     return _result_field(name, value, fld, host)
+
+
+def secret_env(name: str) -> str:
+    """The environment variable a command reads secret `name` from."""
+    return "DSH_S_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
 def quote(text: str, quoting: str) -> str:
@@ -106,8 +128,14 @@ def render(
     bindings: Mapping[str, Value],
     args: Sequence[str],
     host: str | None,
+    env: dict[str, str] | None = None,
+    values: bool = False,
 ) -> str:
-    """Fill a compiled text with bound values, each quoted for where it stands."""
+    """Fill a compiled text with bound values, each quoted for where it stands. A
+    secret in a command's text (`env` given) becomes a reference to an environment
+    variable, whose value goes into `env`; in a dsh value or a comparison
+    (`values`) it is itself; anywhere else (an await, a loop's items, a prompt)
+    it is refused."""
     out: list[str] = []
     for part in text.parts:
         if isinstance(part, p.Lit):
@@ -132,5 +160,38 @@ def render(
             continue
         if name not in bindings:
             raise BindingError(f"${name} is not bound")
-        out.append(quote(value_text(name, bindings[name], part.field, host), part.quoting))
+        value = bindings[name]
+        if isinstance(value, SecretValue) and not (values and part.quoting == "raw" and part.field is None):
+            if env is None or part.quoting == "raw" or part.field is not None:
+                raise BindingError(
+                    f"${name} is a secret: only a command's text can use it "
+                    "(the command reads it from its environment), or a value bound from it"
+                )
+            var = secret_env(name)
+            env[var] = value_text(name, value)
+            out.append(f'"${var}"' if part.quoting == "shell" else f"${var}")
+            continue
+        out.append(quote(value_text(name, value, part.field, host), part.quoting))
     return "".join(out)
+
+
+def names_in(node: object) -> set[str]:
+    """The bound names a compiled node's texts use (every `Var` in it)."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, p.Var):
+            found.add(item.name)
+        elif isinstance(item, tuple | list):
+            stack.extend(item)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            stack.extend(getattr(item, f.name) for f in dataclasses.fields(item))
+    return found
+
+
+def is_secret_in(text: p.Text, bindings: Mapping[str, Value]) -> bool:
+    """Whether `text` uses a secret (what is made from one is secret too)."""
+    return any(
+        isinstance(part, p.Var) and isinstance(bindings.get(part.name), SecretValue) for part in text.parts
+    )

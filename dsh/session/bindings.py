@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dsh.bytestext import to_bytes
 from dsh.runtime.results import HostResult
-from dsh.runtime.values import HostsValue, ResultValue, StrValue, Value
+from dsh.runtime.values import HostsValue, ResultValue, SecretValue, StrValue, Value
 from dsh.session.codec import dumps, load_binding, loads
 from dsh.session.keys import Keys
-from dsh.session.records import BoundHost, BoundHosts, BoundResults, BoundText, ResultSets
+from dsh.session.records import BoundHost, BoundHosts, BoundResults, BoundSecret, BoundText, ResultSets
 from dsh.store.base import Store
 
 
@@ -22,6 +22,8 @@ def encode_value(value: Value) -> bytes:
         return dumps(BoundText(to_bytes(value.text)))
     if isinstance(value, HostsValue):
         return dumps(BoundHosts(value.hosts))
+    if isinstance(value, SecretValue):  # never its value: a new owner asks again
+        return dumps(BoundSecret(value.prompt))
     # whole: the executor refused a value over the cap before it came here
     return dumps(BoundResults(tuple(_bound_host(r) for r in value.results)))
 
@@ -40,6 +42,8 @@ def decode_value(raw: bytes, *, key: bytes) -> Value:
         return StrValue(bound.text.decode("utf-8", "surrogateescape"))
     if isinstance(bound, BoundHosts):
         return HostsValue(bound.hosts)
+    if isinstance(bound, BoundSecret):
+        return SecretValue(None, bound.prompt)
     return ResultValue(
         tuple(
             HostResult(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsh.plan import Bound, For, If, Plan
+from dsh.plan import Bound, For, If, Plan, version_of
 from dsh.record import record
 from dsh.runtime.context import Replayed, Resume
 from dsh.session.codec import as_dict, load_action, load_entry, loads
@@ -140,7 +140,14 @@ async def last_run(store: Store, keys: Keys, *, timeout: float) -> LastRun | Non
         if isinstance(entry, LineEntry) and entry.run == run:
             break
     limits = record.limits
-    plan = Plan(limits.name, (record.plan,), Bound(None, None, 0.0), limits.step_budget, limits.fanout)
+    plan = Plan(
+        limits.name,
+        (record.plan,),
+        Bound(None, None, 0.0),
+        limits.step_budget,
+        limits.fanout,
+        version_of((record.plan,)),
+    )
     return LastRun(plan, run, record.args, record.index, done, ok, record.plan_id)
 
 

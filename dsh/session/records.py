@@ -32,7 +32,7 @@ Text = str
 #: new field an older dsh would misread without, makes it one more; a reader refuses
 #: a record of a newer format (NewerRecord), so that a dsh on a shared store that has
 #: not been upgraded stops at such a session instead of misreading it.
-#: Format 2: the journal's `prompt` entries (issue 18).
+#: Format 2: the journal's `prompt` entries and `secret` bindings (issue 18).
 FORMAT = 2
 
 
@@ -446,8 +446,19 @@ class BoundResults:
     hosts: tuple[BoundHost, ...]
 
 
-Binding = BoundText | BoundHosts | BoundResults
-BINDING_KINDS: tuple[type[Binding], ...] = (BoundText, BoundHosts, BoundResults)
+@record
+class BoundSecret:
+    """A secret bound to a name: only the prompt it was asked with, never its value
+    (a new owner asks again). (Format 2.)"""
+
+    COMPACT = True
+    TAG = ("kind", "secret")
+
+    prompt: str
+
+
+Binding = BoundText | BoundHosts | BoundResults | BoundSecret
+BINDING_KINDS: tuple[type[Binding], ...] = (BoundText, BoundHosts, BoundResults, BoundSecret)
 
 
 # -- control: what processes ask each other through the store ---------------------

@@ -62,7 +62,9 @@ class FakeRemote:
             raise self.who
         return self.who
 
-    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def run(
+        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None
+    ) -> Exec:
         self.calls.append(("run", spot.action, timeout))
         if self.output:
             output("stdout", self.output)

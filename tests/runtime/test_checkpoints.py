@@ -37,7 +37,9 @@ class Loud:
     async def identity(self) -> None:
         return None  # no login to tell apart
 
-    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def run(
+        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None
+    ) -> Exec:
         noise = bytes(range(256)) * 256
         output("stdout", noise)
         output("stderr", noise)

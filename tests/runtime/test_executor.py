@@ -37,7 +37,9 @@ class FakeHost:
     async def identity(self) -> None:
         return None  # no login to tell apart
 
-    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def run(
+        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None
+    ) -> Exec:
         self.log.append((self._name, command))
         return await LocalShell(SPOOL).run(
             f"HOST={self._name}; {command}", spot=spot, timeout=timeout, output=output

@@ -162,6 +162,7 @@ SAMPLES: list[tuple[object, bytes]] = [
     ),
     (r.BoundText(b"5"), b'{"kind":"value","text":"NQ=="}'),
     (r.BoundHosts(("web1", "web2", "web3")), b'{"kind":"hosts","hosts":["web1","web2","web3"]}'),
+    (r.BoundSecret("db password"), b'{"kind":"secret","prompt":"db password"}'),
     (
         r.BoundResults((r.BoundHost(None, "ok", 0, 0.0152, 1, "", b"hello\n", b"", False),)),
         b'{"kind":"result","hosts":[{"host":null,"outcome":"ok","exit":0,"seconds":0.0152,"attempts":1,'
@@ -392,7 +393,12 @@ def test_records_a_missing_required_field_is_a_corrupt_record_naming_key_and_fie
             "is not a list",
         ),
         (r.BoundText, b'{"kind":"value","text":"NQ="}', "text", "is not base64"),
-        (r.BoundText, b'{"kind":"values","text":"NQ=="}', "kind", "is not one of value, hosts, result"),
+        (
+            r.BoundText,
+            b'{"kind":"values","text":"NQ=="}',
+            "kind",
+            "is not one of value, hosts, result, secret",
+        ),
         (r.ResultSets, b'{"ok": "web1"}', "ok", "is not a list of hosts"),
         (
             r.BoundResults,

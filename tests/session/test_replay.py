@@ -44,7 +44,9 @@ class SpoolHost(FakeRemote):
         super().__init__(name, who=Identity(f"dshtest@{name}:22", "SHA256:fake"))
         self.launched: Counter[str] = Counter()
 
-    async def run(self, command: str, *, spot: Spot, timeout: float, output: OutputSink) -> Exec:
+    async def run(
+        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None
+    ) -> Exec:
         self.launched[spot.action] += 1
         output("stdout", f"{self.name}:{command}\n".encode())
         return Exec(p.Outcome.OK, 0, 0.01)
