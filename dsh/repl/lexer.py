@@ -115,7 +115,9 @@ class DshLexer(Lexer):
                     end += 1
                 end = max(end, pos + 1)
                 word = text[pos:end]
-                if head and word in KEYWORDS:
+                before = text[:pos].rstrip(" \t")
+                after_assign = before.endswith("=") and not before.endswith(("==", "!="))
+                if head and (word in KEYWORDS or (word == "secret" and after_assign)):  # `x = secret "…"`
                     yield pos, Keyword, word
                     head, args = False, True
                 elif head and text[end:].lstrip(" ").startswith("="):  # `name = …`
