@@ -49,6 +49,7 @@ from dsh.reach import SessionEnded as SessionEnded
 from dsh.repl.lines import Detach as Detach
 from dsh.repl.lines import Woken
 from dsh.runtime.protocol import (
+    Agent,
     Ask,
     Asked,
     Bye,
@@ -224,6 +225,7 @@ class Client:
             return
         self.connection = got
         self.reader_task = asyncio.create_task(self._read(got))
+        self._send(Agent(os.environ.get("SSH_AUTH_SOCK") or None))  # its hosts' ForwardAgent
 
     # -- the executor's events -------------------------------------------------------
 

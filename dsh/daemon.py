@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dsh import plan as p
+from dsh.agentrelay import AgentRelay
 from dsh.driver import Driver, Killed, status_of
 from dsh.errors import DshError, LangError, StoreError
 from dsh.exits import Exit
@@ -42,6 +43,7 @@ from dsh.localsocket import listen
 from dsh.questions import ClientQuestions
 from dsh.remote.base import Exec
 from dsh.runtime.protocol import (
+    Agent,
     Answer,
     Bye,
     Cancel,
@@ -179,6 +181,8 @@ class Daemon:
         self.connected = asyncio.Event()  # a first client came
         #: The driver running the session's work (from `serve`).
         self.driver: Driver | None = None
+        #: The agent of the client attached now, for hosts reached with ForwardAgent.
+        self.relay = AgentRelay(Path(os.devnull), lambda text: None)  # serve() makes the real one
         #: Questions for the clients (a password for hosts' sudo): the driver's prompter.
         self.questions = ClientQuestions(lambda event: self._broadcast(event, control=True))
 
@@ -189,6 +193,14 @@ class Daemon:
         if owned is None:
             raise LeaseLost("the session is not owned here")
         return owned
+
+    def _note(self, text: str) -> None:
+        """Said now, and kept in the journal for later (nobody may be attached)."""
+        self.reporter.message(text)
+        recorder = self.driver._recorder if self.driver is not None else None
+        if recorder is not None:
+            task = asyncio.ensure_future(recorder.note(text))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _broadcast(self, event: Event, *, control: bool = False) -> None:
         for client in list(self.clients):
@@ -225,6 +237,7 @@ class Daemon:
             client.gone = True
             client.ready.set()
             self.clients.discard(client)
+            self.relay.detach(client)
             self.wake.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pump, CLIENT_STALL)
@@ -232,6 +245,8 @@ class Daemon:
     def _op(self, client: _Client, op: Op) -> None:
         if isinstance(op, Answer):
             self.questions.answer(op.id, op.text)
+        elif isinstance(op, Agent):
+            self.relay.attach(client, op.path)
         elif isinstance(op, Cancel):
             self.cancel(op.id)
         elif isinstance(op, Wait):
@@ -402,7 +417,9 @@ class Daemon:
         socket = str(listener.path)
         self.driver = driver
         code: int | None = None
+        relay = self.relay = AgentRelay(listener.path.with_suffix(".agent"), self._note)
         try:
+            await relay.start()
             await (driver.take(patience, wanted, socket) if take else driver.claim(socket))
             store, keys, timeout = self.owned.store, self.owned.keys, self.owned.timeout
             asked = await control.handover_asked(store, keys, timeout=timeout)
@@ -461,6 +478,7 @@ class Daemon:
         finally:
             server.close()
             listener.close()
+            await relay.close()
             try:
                 await driver.release()
             finally:

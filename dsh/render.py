@@ -432,6 +432,8 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             )
         elif kind == "callback":
             what = f"  callback {e['action']} {where}: {e['url']}"
+        elif kind == "note":
+            what = f"  note: {e['text']}"
         elif kind == "prompt":
             what = f"  prompt {e['id']} {e['state']}: {str(e['text']).strip()}"
         elif kind == "rejected":

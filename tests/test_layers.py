@@ -44,6 +44,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "dsh.inprocess",
             "dsh.asking",
             "dsh.questions",
+            "dsh.agentrelay",
         ),
     ),
     (5, "front", ("dsh.render", "dsh.explain", "dsh.repl", "dsh.config")),

@@ -20,8 +20,8 @@ with its `-cert.pub` and the CertificateFile certificates. A password or a
 keyboard-interactive login is offered only where asked for (--ask-pass, or
 PasswordAuthentication / KbdInteractiveAuthentication yes for the host);
 elsewhere a host that takes no key is refused at once. ForwardAgent (or -A)
-forwards the agent at this process's SSH_AUTH_SOCK (a detached executor's is
-the one it was started with).
+forwards the agent at this process's SSH_AUTH_SOCK (in an executor process, its
+relay to the attached client's agent: dsh/agentrelay.py).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ Events (an executor's): the reporter's calls (`stmt`, `line`, `out`, `retry`,
 `host`, `done-line`, `msg`: dsh.runtime.wire makes them and replays them),
 `hello` first on every connection, the control events `done`, `idle`,
 `end` and `bye`, and the questions `ask` and `asked` (version 2). Ops (a
-client's): `poke`, `cancel`, `wait`, `bye`, and `answer` (version 2).
+client's): `poke`, `cancel`, `wait`, `bye`, and `answer` and `agent` (version 2).
 docs/architecture.md ("The executor process and its clients") says what each means.
 """
 
@@ -284,8 +284,18 @@ class Answer:
     text: str | None = None
 
 
+@record
+class Agent:
+    """The client's ssh-agent (its SSH_AUTH_SOCK; None: it has none): while it is
+    attached, hosts reached with ForwardAgent get this agent (dsh/agentrelay.py)."""
+
+    TAG = "agent"
+
+    path: str | None = None
+
+
 Event = Hello | Stmt | Line | Out | Retry | HostDone | LineDone | Msg | Done | Idle | End | Bye | Ask | Asked
-Op = Poke | Cancel | Wait | Leave | Answer
+Op = Poke | Cancel | Wait | Leave | Answer | Agent
 Message = Event | Op
 
 EVENTS: tuple[type[Event], ...] = get_args(Event)

@@ -35,6 +35,7 @@ from dsh.session.records import (
     DoneEntry,
     EndEntry,
     LineEntry,
+    NoteEntry,
     PlanLimits,
     PromptEntry,
     ResultSets,
@@ -165,6 +166,11 @@ class SessionRecorder:
     async def callback(self, action: str, host: str | None, url: str) -> None:
         cp = self.session.checkpointer()
         await cp.write([cp.entry(CallbackEntry(action, host, url))])
+
+    async def note(self, text: str) -> None:
+        """Something said of the session for later (`dsh log` shows it)."""
+        cp = self.session.checkpointer()
+        await cp.write([cp.entry(NoteEntry(text))])
 
     async def prompt(self, id: str, text: str, state: str, bound: float) -> None:
         """A question asked (`pending`) or over (answered, refused, timed out): never its answer."""

@@ -32,7 +32,7 @@ Text = str
 #: new field an older dsh would misread without, makes it one more; a reader refuses
 #: a record of a newer format (NewerRecord), so that a dsh on a shared store that has
 #: not been upgraded stops at such a session instead of misreading it.
-#: Format 2: the journal's `prompt` entries and `secret` bindings (issue 18).
+#: Format 2: the journal's `prompt` and `note` entries, `secret` bindings (issue 18).
 FORMAT = 2
 
 
@@ -358,6 +358,16 @@ class PromptEntry:
     bound: float
 
 
+@record
+class NoteEntry:
+    """Something the owner says of the session for later (an ssh agent asked for that
+    no attached client had). (Format 2.)"""
+
+    TAG = ("kind", "note")
+
+    text: str
+
+
 JournalEntry = (
     LineEntry
     | StartEntry
@@ -370,6 +380,7 @@ JournalEntry = (
     | DoneEntry
     | RejectedEntry
     | PromptEntry
+    | NoteEntry
 )
 ENTRY_KINDS: tuple[type[JournalEntry], ...] = (
     LineEntry,
@@ -383,6 +394,7 @@ ENTRY_KINDS: tuple[type[JournalEntry], ...] = (
     DoneEntry,
     RejectedEntry,
     PromptEntry,
+    NoteEntry,
 )
 
 

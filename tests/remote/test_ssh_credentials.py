@@ -367,6 +367,47 @@ def test_forward_agent_with_no_agent_here_says_so_and_runs(
     assert done.stderr.count("ForwardAgent: no SSH_AUTH_SOCK here") == 1, done.stderr
 
 
+def test_a_detached_session_forwards_the_agent_of_the_client_attached_now(
+    env: dict[str, str], ssh_setup: SshSetup, tmp_path: Path, agent_with_a_key: tuple[str, str]
+) -> None:
+    """The executor was started where agent A runs; while no client is attached, its
+    hosts get no agent (the journal says so); a client attached with agent B forwards
+    B, not A."""
+    sock_a, comment_a = agent_with_a_key
+    other = tmp_path / "b"
+    other.mkdir()
+    comment_b = f"client-{os.getpid()}-{time.time_ns()}"
+    key_b = _keygen(other / comment_b)
+    server = ssh_setup.server
+    config = _config(tmp_path, server.host_block(["h1"], ssh_setup.known_hosts, ForwardAgent="yes"))
+    script = tmp_path / "s.dsh"
+    script.write_text("@h1 ssh-add -l; true\nsleep 4s\n")
+    done = _dsh({**env, "SSH_AUTH_SOCK": sock_a}, *config, "run", "--detach", "--session", "ag", str(script))
+    assert done.returncode == 0, done.stderr
+    with Agent(other) as sock_b:
+        subprocess.run(
+            ["ssh-add", "-q", str(key_b)], env={**env, "SSH_AUTH_SOCK": sock_b}, check=True, timeout=10
+        )
+        deadline = time.monotonic() + 20
+        log = ""
+        while "ssh agent: no attached client has an agent" not in log and time.monotonic() < deadline:
+            log = _dsh(env, "log", "ag").stdout
+            time.sleep(0.2)
+        assert "note: ssh agent: no attached client has an agent" in log, log
+        assert comment_a not in log  # the executor's own agent (A) was not forwarded
+        attached = subprocess.run(
+            [dsh_path(), *config, "attach", "ag"],
+            input="@h1 ssh-add -l\n",
+            capture_output=True,
+            text=True,
+            env={**env, "SSH_AUTH_SOCK": sock_b},
+            timeout=60,
+            start_new_session=True,
+        )
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    assert f"{comment_b} (ED25519)" in attached.stdout and comment_a not in attached.stdout, attached.stdout
+
+
 # -- certificates -----------------------------------------------------------------
 
 

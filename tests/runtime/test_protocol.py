@@ -47,6 +47,8 @@ SAMPLES: list[pr.Message] = [
     pr.Asked("sudo-1", "answered"),
     pr.Answer("sudo-1", "an answer"),
     pr.Answer("sudo-1"),
+    pr.Agent("/tmp/ssh-XXXX/agent.1234"),
+    pr.Agent(),
 ]
 
 

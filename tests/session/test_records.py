@@ -136,6 +136,10 @@ SAMPLES: list[tuple[object, bytes]] = [
         b'"text":"[sudo] password for u on h[1-3]: ","state":"pending","bound":29.5}',
     ),
     (
+        r.Journaled(10, 1796497976.0, r.NoteEntry("ssh agent: none attached")),
+        b'{"seq":10,"t":1796497976.0,"kind":"note","text":"ssh agent: none attached"}',
+    ),
+    (
         r.RunRecord(
             3,
             1,
