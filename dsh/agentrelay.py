@@ -52,16 +52,20 @@ class AgentRelay:
         self._said = False
         self._relays: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        """Listen (0600) and make this process's SSH_AUTH_SOCK the relay."""
+    async def start(self) -> str | None:
+        """Listen (0600) and make this process's SSH_AUTH_SOCK the relay; None, or why
+        it cannot (hosts then get the agent this process was started with, if any)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         mask = os.umask(0o077)
         try:
             self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
+        except OSError as exc:
+            return f"ssh agent relay: cannot listen on {self.path}: {exc.strerror or exc}"
         finally:
             os.umask(mask)
         os.environ["SSH_AUTH_SOCK"] = str(self.path)
+        return None
 
     def attach(self, client: object, path: str | None) -> None:
         """A client told its agent (None, or one not its user's: none)."""

@@ -417,9 +417,11 @@ class Daemon:
         socket = str(listener.path)
         self.driver = driver
         code: int | None = None
-        relay = self.relay = AgentRelay(listener.path.with_suffix(".agent"), self._note)
+        # Its agent relay: no longer a path than the control socket's (".agt" < ".sock").
+        relay = self.relay = AgentRelay(listener.path.with_suffix(".agt"), self._note)
         try:
-            await relay.start()
+            if (cannot := await relay.start()) is not None:
+                self.reporter.message(cannot)
             await (driver.take(patience, wanted, socket) if take else driver.claim(socket))
             store, keys, timeout = self.owned.store, self.owned.keys, self.owned.timeout
             asked = await control.handover_asked(store, keys, timeout=timeout)
@@ -477,8 +479,8 @@ class Daemon:
             self._broadcast(End(code, exc.message), control=True)
         finally:
             server.close()
+            await relay.close()  # before the listener, which removes its directory
             listener.close()
-            await relay.close()
             try:
                 await driver.release()
             finally:

@@ -118,15 +118,16 @@ def listen(state_dir: Path, machine: str, name: str) -> Listener:
 
 
 def _remove_dead(where: Path, stem: str) -> None:
-    """Remove the sockets `STEM.PID.sock` in `where` (a directory of ours alone)
+    """Remove the sockets `STEM.PID.sock` (and `.agt`) in `where` (a directory of ours alone)
     whose executor is no longer running (killed, or the machine restarted)."""
     try:
         names = os.listdir(where)
     except OSError:
         return
-    for entry in names:
-        rest = entry.removeprefix(f"{stem}.").removesuffix(".sock")
-        if entry != f"{stem}.{rest}.sock" or not rest.isdigit():
+    for entry in names:  # STEM.PID.sock, and STEM.PID.agt (its agent relay: dsh/agentrelay.py)
+        suffix = ".agt" if entry.endswith(".agt") else ".sock"
+        rest = entry.removeprefix(f"{stem}.").removesuffix(suffix)
+        if entry != f"{stem}.{rest}{suffix}" or not rest.isdigit():
             continue
         try:
             os.kill(int(rest), 0)
