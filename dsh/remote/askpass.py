@@ -3,7 +3,7 @@ helper, and the two execs that answer it.
 
 sudo with no terminal runs the program `SUDO_ASKPASS` names when `DISPLAY` is
 set (or `-A` is given), and reads the password from its stdout. LAUNCH writes
-that program (HELPER) once per session directory on a host and gives every
+that program (HELPER) once in the spool's root on a host and gives every
 command `SUDO_ASKPASS` (it), `DSH_ASK` (the action's spool path) and, when
 unset, `DISPLAY` — so a `sudo` anywhere in the command (after `xargs`, in a
 script, in a pipeline) asks dsh. dsh learns that a host's sudo needs a
@@ -41,8 +41,8 @@ import shlex
 
 from dsh.record import record
 
-#: The helper's file name in a session's spool directory (versioned: a helper of
-#: another protocol is never taken for this one).
+#: The helper's file name in the spool's root (versioned: a helper of another
+#: protocol is never taken for this one).
 HELPER_NAME = "askpass-1"
 
 #: The helper: sudo runs it with the prompt as $1 (see the module's text).
@@ -69,10 +69,10 @@ esac
 """
 
 #: LAUNCH's part (in its text before the runner starts): the helper written once
-#: per session directory (a temporary name, then renamed: never half-written), and
-#: `ask` set to the environment assignments the runner gives the command.
+#: per spool root, that is once per host and user (a temporary name, then renamed:
+#: never half-written; the forks of chmod and mv are paid once, not per session).
 LAUNCH_PART = (
-    r"""h="$d/"""
+    r"""h="$root/"""
     + HELPER_NAME
     + r""""
 if [ ! -x "$h" ]; then

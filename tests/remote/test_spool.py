@@ -78,9 +78,8 @@ def test_output_status_and_spool_files(tmp_path: Path) -> None:
     r = launch(tmp_path, "1.1.1", "echo out; echo err >&2; exit 3")
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
     d = tmp_path / "s1"
-    files = [f"1.1.1@h1.{ext}" for ext in spool_files]
-    assert sorted(p.name for p in d.iterdir()) == [*files, "askpass-1"]  # the session's sudo helper
-    assert os.access(d / "askpass-1", os.X_OK)
+    assert sorted(p.name for p in d.iterdir()) == [f"1.1.1@h1.{ext}" for ext in spool_files]
+    assert os.access(tmp_path / "askpass-1", os.X_OK)  # the sudo helper, once in the spool's root
     assert (d / "1.1.1@h1.out").read_text() == "out\n" and (d / "1.1.1@h1.status").read_text() == "3\n"
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert (d / "1.1.1@h1.claim").read_text().split()[0] == boot
