@@ -220,6 +220,12 @@ def test_the_password_is_nowhere(env: dict[str, str], config: list[str], tmp_pat
             shutil.rmtree(server.root, ignore_errors=True)
 
 
+def _detach(env: dict[str, str], config: list[str], name: str, script: Path) -> None:
+    """`dsh run --detach` of `script` as session `name`."""
+    started = _detached(env, *config, "run", "--detach", "--session", name, str(script))
+    assert started.returncode == 0, started.stderr
+
+
 def _sessions(env: dict[str, str]) -> str:
     return subprocess.run(
         [dsh_path(), "ls"], capture_output=True, text=True, env=env, timeout=30, start_new_session=True
@@ -233,15 +239,7 @@ def test_a_detached_script_waits_for_input_and_attach_asks(
     `dsh ls`; `dsh attach` asks, the answer is used, and the script goes on."""
     script = tmp_path / "s.dsh"
     script.write_text("@h[1-2] sudo id -u | within 60s\n@h1 echo after $((40+2))\n")
-    started = subprocess.run(
-        [dsh_path(), *config, "run", "--detach", "--session", "waits", str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        start_new_session=True,
-    )
-    assert started.returncode == 0, started.stderr
+    _detach(env, config, "waits", script)
     deadline = time.monotonic() + 20
     while "waiting for input" not in (listed := _sessions(env)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -271,15 +269,7 @@ def test_a_takeover_of_a_session_waiting_at_a_prompt_asks_again(
     script = tmp_path / "s.dsh"
     script.write_text("@h1 sudo id -u | within 60s\n@h1 echo after $((40+2))\n")
     env = {**env, "DSH_LEASE_TTL": "1"}
-    started = subprocess.run(
-        [dsh_path(), *config, "run", "--detach", "--session", "tk", str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        start_new_session=True,
-    )
-    assert started.returncode == 0, started.stderr
+    _detach(env, config, "tk", script)
     deadline = time.monotonic() + 20
     while "waiting for input" not in _sessions(env) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -304,15 +294,7 @@ def test_a_client_on_another_machine_cannot_answer_and_says_where(
 ) -> None:
     script = tmp_path / "s.dsh"
     script.write_text("@h1 sudo id -u | within 30s\n")
-    started = subprocess.run(
-        [dsh_path(), *config, "run", "--detach", "--session", "far", str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        start_new_session=True,
-    )
-    assert started.returncode == 0, started.stderr
+    _detach(env, config, "far", script)
     child = _spawn({**env, "DSH_MACHINE_ID": "elsewhere"}, [*config, "attach", "far"])
     child.expect("session far waits for input on the machine that runs it; answer there")
     child.sendcontrol("\\")  # detach: the work goes on
