@@ -1,6 +1,7 @@
 """The names users give what dsh keeps for them, one rule each: the signals of a
 session and the user's keys, checked alike by the command line (`dsh signal`,
-`dsh key`) and the language (`await signal`, `await key`)."""
+`dsh key`) and the language (`await signal`, `await key`); and what counts as a
+number where users write one (`digits`)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,9 @@ def key_problem(key: str) -> str | None:
     if _KEY.fullmatch(key):
         return None
     return f"{key!r} cannot be a key (1 to {MAX_KEY} characters, no blanks or control characters)"
+
+
+def digits(text: str) -> bool:
+    """Whether `text` is ASCII digits only: what sh and dsh take for a number or a
+    positional parameter (`str.isdigit` takes `¹` too, which int() refuses)."""
+    return text.isascii() and text.isdigit()

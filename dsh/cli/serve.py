@@ -9,6 +9,7 @@ from dsh.cli.wiring import Wiring
 from dsh.errors import UsageError
 from dsh.exits import Exit
 from dsh.lang.durations import parse_duration
+from dsh.names import digits
 
 if TYPE_CHECKING:
     import ssl
@@ -51,7 +52,7 @@ def serve(wiring: Wiring, rest: list[str]) -> int:
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not colon or not digits(port) or not 0 <= int(port) < 65536:
         raise UsageError(f"--listen {text!r}: give ADDRESS:PORT, like 127.0.0.1:8470")
     return host.strip("[]") or "0.0.0.0", int(port)
 

@@ -21,7 +21,7 @@ from dsh.lang.durations import format_duration
 from dsh.lang.parser import MAX_BLOCK_DEPTH, literal_text, parse
 from dsh.lang.source import Source, Span
 from dsh.lang.tokens import Lit, Part, Ref
-from dsh.names import SIGNAL_NAME, key_problem
+from dsh.names import SIGNAL_NAME, digits, key_problem
 from dsh.plan import HOSTS, RESULT, VALUE
 from dsh.record import record
 
@@ -444,7 +444,7 @@ class _Compiler:
             status = literal[1:] if len(args) == 3 else []
             if len(args) not in (1, 3) or (status and status[0] != "status"):
                 raise need("a URL and maybe a status", "https://web1/health [status 200]")
-            if status and not (status[1] or "").isdigit():
+            if status and not digits(status[1] or ""):
                 raise LangError("'status' needs a number, like `status 200`", args[2].span)
             url = literal[0]
             if url is not None and not url.startswith(("http://", "https://")):
@@ -471,12 +471,12 @@ class _Compiler:
             raise LangError("a signal's name is a plain word, like `approve`", args[0].span)
         if kind == "port" and literal[0] is not None:
             host, _, port = literal[0].rpartition(":")
-            if not port.isdigit() or not 0 < int(port) < 65536 or (":" in literal[0] and not host):
+            if not digits(port) or not 0 < int(port) < 65536 or (":" in literal[0] and not host):
                 raise LangError(f"{literal[0]!r} is not a port, nor HOST:PORT", args[0].span)
         return (self.text(args[0].parts, quoting="raw", host_flow=host_flow),)
 
     def _bound(self, name: str, host_flow: bool) -> bool:
-        if name == "@" or name.isdigit():
+        if name == "@" or digits(name):
             return self.ctx.args is not None and name != "0"
         return name in self.bindings or (name == "host" and host_flow)
 
@@ -577,7 +577,7 @@ class _Compiler:
                 )
             self.unbound.append(ref.raw)
             return p.Lit(ref.raw)
-        if name == "@" or name.isdigit():
+        if name == "@" or digits(name):
             if self.ctx.args is None or name == "0":
                 self.unbound.append(ref.raw)
                 return p.Lit(ref.raw)
@@ -621,7 +621,7 @@ def _known_text(text: p.Text, args: tuple[str, ...] | None) -> str | None:
             out.append(part.text)
         elif args is not None and part.name == "@":
             out.append(" ".join(args))
-        elif args is not None and part.name.isdigit() and 0 < int(part.name) <= len(args):
+        elif args is not None and digits(part.name) and 0 < int(part.name) <= len(args):
             out.append(args[int(part.name) - 1])
         else:
             return None

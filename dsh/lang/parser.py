@@ -34,6 +34,7 @@ from dsh.lang import ast
 from dsh.lang.durations import MIN_DURATION, parse_duration
 from dsh.lang.lexer import Kind, Lit, Ref, Token, tokenize
 from dsh.lang.source import Source, Span
+from dsh.names import digits
 from dsh.plan import AWAIT_KINDS, NEW_CALLBACK, OUTCOMES
 
 #: Words that end the arguments of an await and start its options.
@@ -333,7 +334,7 @@ class Parser:
         self._next()
         seconds = parse_duration(tok.text)
         if seconds is None:
-            hint = " (a number needs a unit: ms, s, m, h, d)" if tok.text.replace(".", "").isdigit() else ""
+            hint = " (a number needs a unit: ms, s, m, h, d)" if digits(tok.text.replace(".", "")) else ""
             if hint and keyword.text == "sleep":
                 hint += f"; for the sh command write `command sleep {tok.text}`"
             raise LangError(f"{tok.text!r} is not a duration{hint}", tok.span)
@@ -425,7 +426,7 @@ class Parser:
         tok = self.tok
         text = tok.text if tok.kind is Kind.WORD else ""
         number = text.removesuffix("%")
-        if not number.isdigit() or int(number) == 0 or (text.endswith("%") and int(number) > 100):
+        if not digits(number) or int(number) == 0 or (text.endswith("%") and int(number) > 100):
             raise self._fail("'batch' needs how many hosts at a time, like `batch 2` or `batch 25%`")
         self._next()
         end = tok.span
@@ -433,7 +434,7 @@ class Parser:
         if self._at(Kind.WORD, "max-fail"):
             mf = self._next()
             count = self.tok
-            if count.kind is not Kind.WORD or not count.text.isdigit():
+            if count.kind is not Kind.WORD or not digits(count.text):
                 raise self._fail("'max-fail' needs a whole number of hosts, like `max-fail 1`", mf)
             self._next()
             max_fail, end = int(count.text), count.span
@@ -449,7 +450,7 @@ class Parser:
     def _retry(self) -> ast.Retry:
         kw = self._next()
         tok = self.tok
-        if tok.kind is not Kind.WORD or not tok.text.isdigit():
+        if tok.kind is not Kind.WORD or not digits(tok.text):
             raise self._fail("'retry' needs a whole number of extra attempts, like `retry 2`")
         self._next()
         count = int(tok.text)

@@ -13,6 +13,7 @@ import re
 from dsh.errors import IncompleteInput, LangError
 from dsh.lang.source import Source, Span
 from dsh.lang.tokens import Lit, Part, Ref
+from dsh.names import digits
 
 #: Words after an unquoted `|` that end a command stage (a new dsh stage).
 STAGE_KEYWORDS = frozenset({"await", "sleep", "within", "retry", "batch", "where", "gather", "callback"})
@@ -49,7 +50,7 @@ def read_ref(source: Source, pos: int, context: str) -> Ref | None:
         if not m:
             return None
         return Ref(m.group(1), m.group(2), context, m.group(), Span(source, pos, m.end()))
-    if nxt.isdigit() or nxt == "@":
+    if digits(nxt) or nxt == "@":
         return Ref(nxt, None, context, text[pos : pos + 2], Span(source, pos, pos + 2))
     m2 = _IDENT.match(text, pos + 1)
     if not m2:

@@ -21,6 +21,7 @@ import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
 
+from dsh.names import digits
 from dsh.plan import LOOK_SLACK
 from dsh.record import record
 from dsh.remote.base import Remote
@@ -84,7 +85,7 @@ def looker(
     """How one await looks, and what its timeout says it was waiting for."""
     if kind == "port":
         where, _, port_text = args[0].rpartition(":")
-        port = int(port_text) if port_text.isdigit() else 0
+        port = int(port_text) if digits(port_text) else 0
 
         async def port_look(bound: float) -> tuple[bool, str, str]:
             if not 0 < port < 65536:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dsh import plan as p
-from dsh.errors import IncompleteInput
-from dsh.lang.compiler import Limits
+from dsh.errors import IncompleteInput, LangError
+from dsh.lang.compiler import Context, Limits, compile_source
+from dsh.lang.source import Source
 from tests.helpers.lang import compile_text, error
 
 
@@ -174,3 +175,14 @@ def test_huge_ranges_are_refused_before_they_are_expanded() -> None:
     assert "holds 20000 hosts, over the step budget of 10000" in error("@r[1-200]n[1-100] true").message
     err = error("@{big} true", groups={"big": "h[1-100000000]"})
     assert "up to 100000000" in err.message
+
+
+def test_digits_other_than_ascii_are_not_numbers() -> None:
+    """`¹` is a digit to str.isdigit, not to int(): it is text, never a crash (a
+    case the fuzz test found)."""
+    plan = compile_source(Source("<t>", "echo $¹"), Context(args=("a",)))
+    (stmt,) = plan.statements
+    assert isinstance(stmt, p.Run)
+    for text, said in (("true | retry ¹", "'retry' needs a whole number"), ("await port ¹", "is not a port")):
+        with pytest.raises(LangError, match=said):
+            compile_source(Source("<t>", text), Context(args=()))
