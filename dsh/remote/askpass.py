@@ -71,13 +71,21 @@ esac
 #: LAUNCH's part (in its text before the runner starts): the helper written once
 #: per spool root, that is once per host and user (a temporary name, then renamed:
 #: never half-written; the forks of chmod and mv are paid once, not per session).
+#: A LAUNCH sent without the helper's text (the host had it) that finds none says
+#: `helper missing` (the remote sends the text again next time); the command
+#: then goes without (SUDO_ASKPASS empty: sudo says it has no askpass program).
 LAUNCH_PART = (
     r"""h="$root/"""
     + HELPER_NAME
     + r""""
 if [ ! -x "$h" ]; then
-  { printf '%s' "$helper" >"$h.$$" && chmod 700 "$h.$$" && mv -f "$h.$$" "$h"; } 2>/dev/null
-  rm -f "$h.$$" 2>/dev/null
+  if [ -n "$helper" ]; then
+    { printf '%s' "$helper" >"$h.$$" && chmod 700 "$h.$$" && mv -f "$h.$$" "$h"; } 2>/dev/null
+    rm -f "$h.$$" 2>/dev/null
+  else
+    say "helper missing"
+  fi
+  [ -x "$h" ] || h=
 fi
 """
 )
@@ -140,6 +148,10 @@ class Ask:
 
 
 _ASK = re.compile(r"ask ([0-9]+) ([0-9]+) (ask|wrong) ?(.*)\Z", re.S)
+
+
+#: What LAUNCH says when it was sent without the helper's text and the host has none.
+MISSING = "helper missing"
 
 
 def parse(message: str) -> Ask | None:

@@ -94,6 +94,8 @@ class LocalShell:
         self.gate = gate or Gate()
         #: Where a command's sudo asking for a password is passed on.
         self.asks = asks or Asks()
+        #: Whether the sudo helper's text was sent already (dsh/remote/askpass.py).
+        self._helped = False
 
     @property
     def name(self) -> str:
@@ -111,6 +113,7 @@ class LocalShell:
         if not self.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
         backstop = timeout + self.kill_grace + SETTLE
+        helper, self._helped = not self._helped, True  # its text rides on the first launch only
         argv = spool.launch_argv(
             str(self.root),
             spot.session,
@@ -120,6 +123,7 @@ class LocalShell:
             command,
             self.kill_grace,
             bool(env),
+            helper,
         )
         return await self._exec(argv, spot, timeout, output, spool.env_lines(env) if env else None)
 
@@ -271,6 +275,8 @@ class LocalShell:
         assert code is not None
         if code < 0:  # the launcher itself was killed: the spool still has the command's end
             return Exec("lost", None, seconds, f"the wrapper was killed by {_signame(-code)}")
+        if watch.helper_missing:  # removed since: its text goes with the next launch
+            self._helped = False
         return watch.result(code, seconds)
 
     async def _kill(

@@ -178,19 +178,7 @@ RUNNER = _statuses(
 f=$1 c=$2 t=$3 g=$4
 """
     + _SESSION_ARGV
-    + r"""if [ -z "$secrets" ]; then
-  DSH_ASK=$f SUDO_ASKPASS=$h DISPLAY=${DISPLAY:-:0} "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &
-else  # the command's secrets: in its environment alone (a subshell's exports, then exec)
-  (
-    IFS='
-'
-    set -f
-    for kv in $secrets; do export "$kv"; done
-    secrets= DISPLAY=${DISPLAY:-:0}
-    export DSH_ASK="$f" SUDO_ASKPASS="$h" DISPLAY
-    exec "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err"
-  ) &
-fi
+    + r"""%START%
 p=$!
 started "$p"; printf '%s %s\n' "$p" "$started" >"$f.pid"
 sleep "$t" & w=$!
@@ -213,6 +201,23 @@ printf '%s\n' "$rc" >"$f.status" || exit @UNWRITTEN@
 }
 """
 )
+
+#: How the runner starts the command (RUNNER's `%START%`): with the helper's variables.
+_START = (
+    r"""DSH_ASK=$f SUDO_ASKPASS=$h DISPLAY=${DISPLAY:-:0} "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &"""
+)
+
+#: The same with the command's secrets, in its environment alone: a subshell's
+#: exports, then exec (no other process's environment holds them).
+_START_SECRETS = r"""(
+  IFS='
+'
+  set -f
+  for kv in $secrets; do export "$kv"; done
+  secrets= DISPLAY=${DISPLAY:-:0}
+  export DSH_ASK="$f" SUDO_ASKPASS="$h" DISPLAY
+  exec "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err"
+) &"""
 
 #: Streams .out and .err from their start as they grow until the status appears,
 #: then exits with it. Every few polls it checks that the runner lives (a runner
@@ -268,6 +273,7 @@ esac
 """
 )
 
+
 #: Says where it stands first (`TAG start`); makes sure this host can start a
 #: session (setsid, python3 or perl), else claims nothing; claims with `set -C`
 #: (an O_EXCL open: no fork once the session's directory exists), recording the
@@ -277,21 +283,26 @@ esac
 #: streams the spool files back as they grow until the status appears, and
 #: exits with it. It may be blocked by a slow connection, or die with it: the
 #: runner does not depend on it.
-LAUNCH = _statuses(
-    "umask 077\n"
-    + f"helper={shlex.quote(askpass.HELPER)}\n"
-    + _SAY
-    + _BEGIN
-    + _STARTED
-    + _UNWRITABLE
-    + RUNNER
-    + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1 runner= rp= rs=
-if [ "${8:-}" = 1 ]; then [ -n "${secrets+x}" ] || secrets=$(cat); else secrets=; fi
-case $root in /*) ;; *) root=$HOME/$root ;; esac
+def _launch(helper: bool, secrets: bool) -> str:
+    """LAUNCH's text: with `helper`, the sudo helper's text, written if the host has
+    it not (a host's first launch in a session: the text is ~900 bytes of every
+    exec otherwise); with `secrets`, reading the command's secrets (`env_lines`)."""
+    return _statuses(
+        "umask 077\n"
+        + (f"helper={shlex.quote(askpass.HELPER)}\n" if helper else "helper=\n")
+        + _SAY
+        + _BEGIN
+        + _STARTED
+        + _UNWRITABLE
+        + RUNNER.replace("%START%", _START_SECRETS if secrets else _START)
+        + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1 runner= rp= rs=
+"""
+        + ("""[ -n "${secrets+x}" ] || secrets=$(cat)\n""" if secrets else "")
+        + r"""case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
 """
-    + _SESSION
-    + r"""if [ -z "$ss" ]; then
+        + _SESSION
+        + r"""if [ -z "$ss" ]; then
   say "no setsid on $alias (nor python3 or perl to start a session with)"; exit @SPOOL_FAILED@
 fi
 read -r boot 2>/dev/null </proc/sys/kernel/random/boot_id || boot=unknown
@@ -317,14 +328,20 @@ if ! { : >"$f.out" && : >"$f.err"; } 2>/dev/null; then
   say "$why"; exit @SPOOL_FAILED@
 fi
 """
-    + askpass.LAUNCH_PART
-    + r"""run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
+        + askpass.LAUNCH_PART
+        + r"""run "$f" "$c" "$t" "$g" </dev/null >/dev/null 2>&1 &
 runner=$!
 started "$runner"; rp=$runner rs=$started
 { printf '%s %s\n' "$runner" "$started" >"$f.run"; } 2>/dev/null
 """
-    + _STREAM
-)
+        + _STREAM
+    )
+
+
+#: LAUNCH's texts, by (helper, secrets).
+_LAUNCHES = {(h, s): _launch(h, s) for h in (False, True) for s in (False, True)}
+#: The whole of it (helper and secrets): what the module's text describes.
+LAUNCH = _LAUNCHES[True, True]
 
 #: A spool root that is not absolute is under the (remote) user's home.
 _SPOOL_FILE = r"""r=$1; case $r in /*) ;; *) r=$HOME/$r ;; esac; d="$r/$2" f="$r/$2/$3@$4"
@@ -457,13 +474,16 @@ def launch_argv(
     command: str,
     grace: float = GRACE,
     secrets: bool = False,
+    helper: bool = True,
 ) -> list[str]:
     """The argv of one LAUNCH exec: claim, start, stream; its status is the command's.
     `timeout` and `grace` are the backstop's, in whole seconds (rounded up). With
     `secrets`, LAUNCH reads the command's environment variables (`env_lines`) from
-    its stdin, or from `secrets` set in its script over SSH (askpass.secret_script)."""
+    its stdin, or from `secrets` set in its script over SSH (askpass.secret_script).
+    Without `helper`, LAUNCH does not carry the sudo helper's text: the host has it
+    (it says `helper missing` when it has not, and the command goes without)."""
     args = [root, session, action, alias, _seconds(timeout), command, _seconds(grace)]
-    return _argv(LAUNCH, "dsh-spool", [*args, "1"] if secrets else args)
+    return _argv(_LAUNCHES[helper, secrets], "dsh-spool", args)
 
 
 def env_lines(env: Mapping[str, str]) -> str:
@@ -631,6 +651,8 @@ class Watch:
         self._held = {name: b"" for name in _STREAMS}  # may be the start of a marker
         self._message: bytearray | None = None  # a message being read, until its newline
         self.messages: list[str] = []
+        #: LAUNCH was sent without the sudo helper's text, and the host has none.
+        self.helper_missing = False
         self._skip = {name: int((skip or {}).get(name, 0)) for name in _STREAMS}
         self.passed = dict(self._skip)
 
@@ -673,7 +695,11 @@ class Watch:
             return
 
     def _said(self, message: str) -> None:
-        """A wrapper message: a sudo asking (to `asks`), or else the outcome's why."""
+        """A wrapper message: a sudo asking (to `asks`), the sudo helper missing
+        (`helper_missing`: send its text again), or else the outcome's why."""
+        if message == askpass.MISSING:
+            self.helper_missing = True
+            return
         ask = askpass.parse(message)
         if ask is None:
             self.messages.append(message)

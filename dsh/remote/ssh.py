@@ -95,6 +95,8 @@ class SshFleet:
         #: Where a command's sudo asking for a password is passed on, and where a
         #: passphrase or a login's password is asked.
         self.asks = asks or Asks()
+        #: Aliases sent the sudo helper's text already (dsh/remote/askpass.py).
+        self.helped: set[str] = set()
         #: Password logins for every host (--ask-pass), not only those the config names.
         self.ask_pass = ask_pass
         #: The agent forwarded to every host (-A), not only those the config names.
@@ -523,8 +525,18 @@ class SshHost:
             return Exec("lost", None, 0.0, NOT_OWNER)
         fleet.clean_once(self._name, spot.session)
         backstop = timeout + fleet.kill_grace + SETTLE
+        helper = self._name not in fleet.helped  # its text rides on a host's first launch only
+        fleet.helped.add(self._name)
         argv = spool.launch_argv(
-            fleet.root, spot.session, spot.action, spot.alias, backstop, command, fleet.kill_grace, bool(env)
+            fleet.root,
+            spot.session,
+            spot.action,
+            spot.alias,
+            backstop,
+            command,
+            fleet.kill_grace,
+            bool(env),
+            helper,
         )
         return await self._exec(argv, spot, timeout, output, secrets=spool.env_lines(env) if env else None)
 
@@ -727,6 +739,8 @@ class SshHost:
             return ended(
                 "lost", f"{why} while the command ran; its spool keeps it ({spot.action}@{spot.alias})"
             )
+        if watch.helper_missing:  # removed since: its text goes with the next launch
+            fleet.helped.discard(self._name)
         result = watch.result(exec_.status, time.monotonic() - started)
         self._noted(watch.dropped if any(watch.started.values()) else 0)
         return result

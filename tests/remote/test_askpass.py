@@ -5,11 +5,15 @@ is stopped (one try)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import time
 from pathlib import Path
 
 from dsh.remote import askpass, spool
+from dsh.remote.base import Spot
+from dsh.remote.local import LocalShell
 
 #: Asks twice from one shell (the same parent: a sudo asking again after an answer).
 TWICE = '"$SUDO_ASKPASS" "Password: "; "$SUDO_ASKPASS" "Password: " || echo "refused $?"'
@@ -69,3 +73,33 @@ def test_a_refusal_says_why_on_the_commands_stderr(tmp_path: Path) -> None:
     stdout, stderr = proc.communicate(timeout=20)
     assert stdout.splitlines()[-1] == b"refused 1"
     assert b"dsh: no terminal to ask\n" in stderr
+
+
+def test_the_helper_text_rides_on_the_first_launch_only_and_again_once_missing(tmp_path: Path) -> None:
+    """A LAUNCH sent without the helper's text (the host had it) that finds none says
+    so and runs the command without one; the next launch carries the text again."""
+    shell = LocalShell(tmp_path)
+    helper = tmp_path / askpass.HELPER_NAME
+    out: list[bytes] = []
+
+    async def run(action: str) -> str:
+        spot = Spot("s1", action, "h1")
+        ended = await shell.run(
+            'echo "[$SUDO_ASKPASS]"', spot=spot, timeout=10, output=lambda s, d: out.append(d)
+        )
+        assert ended.outcome == "ok", ended
+        return out.pop().decode().strip()
+
+    async def scenario() -> list[str]:
+        first = await run("1.1.1")
+        helper.unlink()  # someone removed it meanwhile
+        second = await run("1.1.2")  # sent without the text: runs without a helper
+        third = await run("1.1.3")  # the text again
+        return [first, second, third]
+
+    first, second, third = asyncio.run(scenario())
+    assert first == third == f"[{helper}]" and second == "[]"
+    assert os.access(helper, os.X_OK)
+    assert len(spool.launch_argv("r", "s", "a", "h", 1, "true", helper=False)[2]) < len(
+        spool.launch_argv("r", "s", "a", "h", 1, "true")[2]
+    )
