@@ -142,6 +142,9 @@ class _Tee:
         self.log.output(stmt, host, stream, data, shown)
         self.wire.output(stmt, host, stream, data, shown)
 
+    def copying(self, stmt: p.Statement, host: str | None, done: int, total: int) -> None:
+        self.wire.copying(stmt, host, done, total)  # the log keeps each copy's end, not its progress
+
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         self.log.retrying(stmt, host, failed, attempt, wait)
         self.wire.retrying(stmt, host, failed, attempt, wait)

@@ -21,6 +21,7 @@ from dsh import plan as p
 from dsh.config import Config
 from dsh.errors import DshError, LangError, UsageError
 from dsh.exits import Exit
+from dsh.filesize import local_size
 from dsh.lang.ast import FnDef
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
@@ -34,6 +35,7 @@ from dsh.runtime.ports import ActionResult, Reporter
 from dsh.runtime.results import LineResult
 from dsh.runtime.steps import LOCAL_ALIAS
 from dsh.runtime.sudo import SudoAnswers
+from dsh.runtime.values import SecretValue
 from dsh.session import admin, bindings, control, history
 from dsh.session.events import SessionEvents
 from dsh.session.journal import LeaseLost
@@ -340,6 +342,8 @@ class Driver:
             bindings=self.executor.binding_kinds(),
             args=self.args,
             functions=self.functions,
+            sizes=local_size,
+            secrets=frozenset(n for n, v in self.executor.bindings.items() if isinstance(v, SecretValue)),
         )
         before = dict(self.functions)
         source = Source(name, text, first_line)

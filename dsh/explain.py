@@ -6,7 +6,49 @@ from dsh import plan as p
 from dsh.lang.durations import format_duration as fd
 
 
-def _stage(index: int, stage: p.Stage) -> str:
+def _text(text: p.Text) -> str:
+    """A compiled path as dsh would write it: its names as `$name`, `${name.field}`."""
+    return "".join(
+        part.text
+        if isinstance(part, p.Lit)
+        else f"${{{part.name}.{part.field}}}"
+        if part.field
+        else f"${part.name}"
+        for part in text.parts
+    )
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+def _copy(stage: p.Copy, hosts: str) -> str:
+    """`put ./f to h[1-3]:/tmp/x.$host`, `get h[1-3]:/var/log/x to got/$host/x`, and how."""
+    path = _text(stage.remote)
+    first = stage.remote.parts[0] if stage.remote.parts else None
+    relative = isinstance(first, p.Lit) and not first.text.startswith("/")
+    remote = f"{hosts}:{'~/' if relative else ''}{path}"  # a relative RPATH is under the home
+    line = (
+        f"put {_text(stage.local)} to {remote}"
+        if stage.direction == p.PUT
+        else f"get {remote} to {_text(stage.local)}"
+    )
+    if stage.sudo is not None:
+        line += f" as {stage.sudo} (through sudo)"
+    if stage.owner is not None:
+        line += f", owner {stage.owner}"
+    if stage.mode is not None:
+        line += f", mode {stage.mode:04o}"
+    line += f" within {fd(stage.timeout)}"
+    if stage.size is not None:
+        line += f" (SRC {_size(stage.size)} when compiled)"
+    return line
+
+
+def _stage(index: int, stage: p.Stage, hosts: str = "") -> str:
     if isinstance(stage, p.Sleep):
         return f"  stage {index}  sleep {fd(stage.seconds)}"
     if isinstance(stage, p.Where):
@@ -19,7 +61,10 @@ def _stage(index: int, stage: p.Stage) -> str:
         binds = f", binds {stage.bind}" if stage.bind else ""
         every = f"looks every {fd(stage.every)}"
         return f"  stage {index}  `{stage.written}`: within {fd(stage.timeout)}, {every}{binds}"
-    line = f"  stage {index}  command `{stage.written}`: timeout {fd(stage.timeout)}"
+    if isinstance(stage, p.Copy):
+        line = f"  stage {index}  {_copy(stage, hosts)}"
+    else:
+        line = f"  stage {index}  command `{stage.written}`: timeout {fd(stage.timeout)}"
     if stage.retries:
         waits = [stage.backoff * 2**k for k in range(stage.retries)]
         shown = ", ".join(fd(w) for w in waits[:5]) + (", …" if len(waits) > 5 else "")
@@ -66,7 +111,8 @@ def _pipeline(pipe: p.Pipeline, bound: p.Bound, fanout: int) -> list[str]:
             f"  batch    {size} hosts at a time through every stage; the rest skipped once more "
             f"than {pipe.batch.max_fail} are not ok"
         )
-    lines += [_stage(i, s) for i, s in enumerate(pipe.stages, 1)]
+    nodes = pipe.target.written.removeprefix("@") if pipe.target is not None else ""
+    lines += [_stage(i, s, nodes) for i, s in enumerate(pipe.stages, 1)]
     per_host = pipe.steps_per_host()
     hosts = bound.hosts
     waves = 1 if hosts is None else pipe.waves(hosts, fanout)
@@ -176,6 +222,12 @@ def explain(plan: p.Plan) -> str:
             f"note: an attempt's timeout counts from its start (connecting included); a command "
             f"that outlives it is stopped within {fd(p.STOP_SECONDS)} (TERM, KILL after "
             f"{fd(p.KILL_GRACE)}, confirmed), counted above"
+        )
+    if any(isinstance(s, p.Copy) for s in _stages(plan)):
+        out.append(
+            f"note: a copy's timeout counts as a command's (its stop too); without `| within` it is "
+            f"the default timeout plus 1s per {_size(p.COPY_RATE)} of a put's SRC as it was when "
+            "compiled (a get's size is not known then: give a large one a `| within`)"
         )
     total = plan.bound
     steps = "known at run time" if total.steps is None else str(total.steps)

@@ -16,10 +16,10 @@ from typing import Any
 from dsh.errors import PlanError
 from dsh.record import record
 
-#: The newest plan version this dsh reads. 2: `Secret` bindings (issue 18). A plan
-#: or statement is written with the lowest version that holds it (`version_of`):
-#: one without a secret is version 1, byte for byte as before.
-PLAN_VERSION = 2
+#: The newest plan version this dsh reads. 2: `Secret` bindings (issue 18); 3: `Copy`
+#: stages (issue 19). A plan or statement is written with the lowest version that
+#: holds it (`version_of`): one with neither is version 1, byte for byte as before.
+PLAN_VERSION = 3
 
 
 class Outcome(StrEnum):
@@ -123,6 +123,50 @@ class Command:
         return float(self.attempts * (self.timeout + STOP_SECONDS) + self.backoff * (2**self.retries - 1))
 
 
+#: A copy's default timeout grows by a second for every COPY_RATE bytes of its SRC
+#: (as big as it is when the line is compiled), on top of the command default.
+COPY_RATE = 4 << 20
+#: Copy directions.
+PUT, GET = "put", "get"
+
+
+@record
+class Copy:
+    """`put PATH TARGET:RPATH` (this machine to each host) or `get TARGET:RPATH PATH`
+    (each host to this machine): an action, claimed at most once in the host's spool,
+    written beside its destination and renamed into place once its SHA-256 matches,
+    skipped where the destination holds the same content already.
+
+    `local` is PATH on this machine (relative: to the executor's working directory);
+    `remote` is RPATH on the host (relative: under the login user's home, where a
+    written `~/…` is compiled to what follows `~/`).
+    `timeout` bounds one attempt on one host, connecting included; `size` is SRC's
+    size when the line was compiled (a put of a plain path), else None. `sudo` (a put's
+    `--sudo [USER]`) installs as that user ("root" unless named), with `owner`
+    (`U[:G]`) and `mode` (the permission bits) when given."""
+
+    direction: str
+    local: Text
+    remote: Text
+    written: str
+    timeout: float
+    retries: int = 0
+    backoff: float = 1.0
+    size: int | None = None
+    sudo: str | None = None
+    owner: str | None = None
+    mode: int | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self.retries + 1
+
+    def worst_seconds(self) -> float:
+        """As a command's: every attempt's timeout and the stop after it, and the
+        waits between attempts."""
+        return float(self.attempts * (self.timeout + STOP_SECONDS) + self.backoff * (2**self.retries - 1))
+
+
 @record
 class Sleep:
     seconds: float
@@ -185,7 +229,7 @@ class Batch:
         return max(1, -(-hosts * self.size // 100)) if self.percent else self.size
 
 
-Stage = Command | Sleep | Await | Where | Gather
+Stage = Command | Copy | Sleep | Await | Where | Gather
 
 
 @record
@@ -196,7 +240,7 @@ class Pipeline:
 
     def steps_per_host(self) -> int:
         return sum(
-            s.attempts if isinstance(s, Command) else 1 if isinstance(s, Sleep | Await) else 0
+            s.attempts if isinstance(s, Command | Copy) else 1 if isinstance(s, Sleep | Await) else 0
             for s in self.stages
         )
 
@@ -310,6 +354,7 @@ _TYPES: dict[str, type] = {
         Text,
         HostSet,
         Command,
+        Copy,
         Sleep,
         Await,
         Where,
@@ -380,17 +425,24 @@ def _check_version(version: object, what: str) -> None:
 
 
 def version_of(node: Statement | tuple[Statement, ...]) -> int:
-    """The lowest plan version that holds `node`: 2 with a secret in it, else 1."""
+    """The lowest plan version that holds `node`: 3 with a copy in it, 2 with a
+    secret, else 1."""
     stack: list[Any] = [node]
+    version = 1
     while stack:
         item = stack.pop()
         if isinstance(item, Secret):
-            return 2
-        if isinstance(item, tuple):
+            version = max(version, 2)
+        elif isinstance(item, Pipeline):
+            if any(isinstance(stage, Copy) for stage in item.stages):
+                return 3
+        elif isinstance(item, tuple):
             stack.extend(item)
+        elif isinstance(item, Run):
+            stack.append(item.pipeline)
         elif isinstance(item, Bind | If | For):
             stack.extend((item.value,) if isinstance(item, Bind) else _inner(item))
-    return 1
+    return version
 
 
 def _inner(stmt: If | For) -> tuple[Statement, ...]:

@@ -163,11 +163,17 @@ class TextRenderer:
         self.shown: dict[str, int] = {}
         #: A line on many hosts, at a terminal: hosts in all, hosts done, its start.
         self.bar: list[float] | None = None
+        #: Hosts in the line running; a copy's bytes moved and in all, per host.
+        self.hosts = 0
+        self.copied: dict[str | None, tuple[int, int]] = {}
+        self._drawn = 0.0
 
     # -- Reporter --------------------------------------------------------------
 
     def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
         self.shown.clear()
+        self.copied.clear()
+        self.hosts = len(hosts or ())
         if self.color and hosts and len(hosts) > PROGRESS_HOSTS and self.err.isatty():
             self.bar = [len(hosts), 0, time.monotonic()]
             self._draw_bar()
@@ -189,6 +195,18 @@ class TextRenderer:
         for line, dropped in self.lines.feed(host, stream, data):
             self._host_line(target, host, line, dropped)
 
+    def copying(self, stmt: p.Statement, host: str | None, done: int, total: int) -> None:
+        """A copy's bytes join the bar (shown at a terminal whatever the number of hosts)."""
+        self.copied[host] = (done, total)
+        if not self.err.isatty():
+            return
+        if self.bar is None:
+            self.bar = [max(self.hosts, 1), 0, time.monotonic()]
+        now = time.monotonic()
+        if now - self._drawn >= 0.1 or done >= total:
+            self._drawn = now
+            self._draw_bar()
+
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         self._flush_host(host)
         who = f"{host}: " if host else f"line {stmt.line}: "
@@ -208,6 +226,13 @@ class TextRenderer:
         filled = int(width * done / total)
         bar = "#" * filled + "." * (width - filled)
         text = f"[{bar}] {int(done)}/{int(total)} hosts {time.monotonic() - started:.0f}s"
+        if self.copied:
+            moved = sum(d for d, _ in self.copied.values()) / (1 << 20)
+            whole = sum(t for _, t in self.copied.values()) / (1 << 20)
+            filled = int(width * moved / whole) if whole else width
+            bar = "#" * filled + "." * (width - filled)
+            text = f"[{bar}] {moved:.1f}/{whole:.1f} MiB, {int(done)}/{int(total)} hosts"
+            text += f" {time.monotonic() - started:.0f}s"
         self.err.write(f"\r\x1b[K{text}")
         self.err.flush()
 
@@ -338,6 +363,9 @@ class JsonRenderer:
     def _output(self, stmt: p.Statement, host: str | None, stream: str, line: bytes) -> None:
         text = from_bytes(line)  # tagged by emit when it is not UTF-8
         self.emit({"event": "output", "line": stmt.line, "host": host, "stream": stream, "text": text})
+
+    def copying(self, stmt: p.Statement, host: str | None, done: int, total: int) -> None:
+        pass  # each host's copy says what it copied as it ends (its output)
 
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         for stream, rest, _ in self.lines.flush(host):

@@ -1,5 +1,6 @@
 """The test users' passwords (scripts/system-deps sets them, with a sudoers rule that
-asks for them every time and allows only `id` and `true` as root)."""
+asks for them every time and allows only `id` and `true` as root, and `sh` as the second
+test user to the first)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ SUDOERS = Path("/etc/sudoers.d/dsh-tests")
 
 
 def sudo_ready() -> bool:
-    """Whether scripts/system-deps has set the passwords and the rule up (v1)."""
+    """Whether scripts/system-deps has set the passwords and the rule up (v2)."""
     try:
-        return SUDOERS.read_text().startswith(f"# dsh tests v1: {USER} ")
+        return SUDOERS.read_text().startswith(f"# dsh tests v2: {USER} ")
     except OSError:
         return False

@@ -106,6 +106,7 @@ class Sshd:
                     "MaxSessions 200",
                     "LogLevel ERROR",
                     "PrintMotd no",
+                    "Subsystem sftp /usr/lib/openssh/sftp-server",  # as Debian's sshd_config has it
                     "",
                 ]
             )

@@ -92,7 +92,24 @@ class BatchStage:
     span: Span
 
 
-Stage = CommandStage | SleepStage | AwaitStage | WhereStage | GatherStage | BatchStage
+@record
+class CopyStage:
+    """`put [--sudo [USER]] [--owner U[:G]] [--mode M] PATH TARGET:RPATH` or
+    `get TARGET:RPATH PATH`: `local` is PATH, `remote` RPATH; its target is the
+    line's (the pipeline's). Only ever the head of a pipeline."""
+
+    direction: str
+    local: Value
+    remote: Value
+    span: Span
+    sudo: str | None = None
+    owner: str | None = None
+    mode: int | None = None
+    within: Within | None = None
+    retry: Retry | None = None
+
+
+Stage = CommandStage | CopyStage | SleepStage | AwaitStage | WhereStage | GatherStage | BatchStage
 
 
 @record

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import LangError
 from dsh.lang import ast
+from dsh.lang.copies import path_parts
 from dsh.lang.durations import format_duration
 from dsh.lang.parser import MAX_BLOCK_DEPTH, literal_text, parse
 from dsh.lang.source import Source, Span
@@ -42,15 +43,24 @@ class Limits:
     max_binding: int = p.MAX_BINDING
 
 
+def _no_size(path: str) -> int | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a compile may assume about the world: limits, groups, earlier bindings."""
+    """What a compile may assume about the world: limits, groups, earlier bindings
+    (and which of them hold secrets), and the size of a local file or tree, which
+    the caller looks up for it (`sizes`: the compiler does no I/O; None when not
+    known)."""
 
     limits: Limits = field(default_factory=Limits)
     groups: Mapping[str, str] = field(default_factory=dict)  # inventory: name -> node set
     bindings: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] | None = None
     functions: Mapping[str, ast.FnDef] = field(default_factory=dict)
+    sizes: Callable[[str], int | None] = _no_size
+    secrets: frozenset[str] = frozenset()
 
 
 #: How often an await looks, unless it says (`every D`): the store is cheap to ask.
@@ -83,6 +93,9 @@ class _Compiler:
         #: names bound in the block compiled (see _scope).
         self.known: dict[str, str] = {}
         self.assigned: set[str] = set()
+        #: The names that may hold a secret here (bound from one, or from a value made
+        #: of one): a copy's path cannot use them.
+        self.secrets: set[str] = set(ctx.secrets)
 
     def script(self, tree: ast.Script) -> p.Plan:
         defined = [s for s in tree.statements if isinstance(s, ast.FnDef)]
@@ -152,7 +165,9 @@ class _Compiler:
             value, bound = self.pipeline(node.value)
             kind = RESULT
         name = self.renames.get(node.name, node.name)
-        self._bind(name, kind, value if isinstance(value, p.Text) else None)
+        self._bind(
+            name, kind, value if isinstance(value, p.Text) else None, secret=isinstance(value, p.Secret)
+        )
         return p.Bind(line, text, name, value, bound, tuple(dict.fromkeys(self.unbound)))
 
     def if_(self, node: ast.If) -> p.If:
@@ -222,11 +237,17 @@ class _Compiler:
         self._check_bound(bound, node.span, "this for")
         return p.For(node.span.line, _head(node.span.text), name, tuple(items), body, bound, count)
 
-    def _bind(self, name: str, kind: str, value: p.Text | None) -> None:
+    def _bind(self, name: str, kind: str, value: p.Text | None, *, secret: bool = False) -> None:
         """`name` is bound here: its kind, and its text when known now (a value of
-        literal text and the script's arguments)."""
+        literal text and the script's arguments); whether it may hold a secret."""
         self.bindings[name] = kind
         self.assigned.add(name)
+        if secret or (
+            value is not None and any(isinstance(v, p.Var) and v.name in self.secrets for v in value.parts)
+        ):
+            self.secrets.add(name)
+        else:
+            self.secrets.discard(name)
         text = _known_text(value, self.ctx.args) if value is not None else None
         if text is None:
             self.known.pop(name, None)
@@ -238,7 +259,7 @@ class _Compiler:
         """A block that may not run (a branch), or run again (a loop's body, which
         starts `fresh`, knowing no value): after it, a value bound inside is no
         longer known, nor the old value of a name it binds."""
-        before, outer = self.known, self.assigned
+        before, outer, secrets = self.known, self.assigned, set(self.secrets)
         self.known, self.assigned = ({} if fresh else dict(before)), set()
         try:
             yield
@@ -246,6 +267,7 @@ class _Compiler:
             inner = self.assigned
             self.known = {k: v for k, v in before.items() if k not in inner}
             self.assigned = outer | inner
+            self.secrets |= secrets  # a secret before, or made in the block: maybe one after
 
     @contextlib.contextmanager
     def _nested(self, span: Span) -> Iterator[None]:
@@ -331,7 +353,9 @@ class _Compiler:
             raise LangError("'batch' rolls the hosts of a target; this line has none", batches[0].span)
         batch = p.Batch(batches[0].size, batches[0].percent, batches[0].max_fail) if batches else None
         stages = tuple(
-            self.stage(s, host_flow=target is not None)
+            self.copy(s, target)
+            if isinstance(s, ast.CopyStage) and target
+            else self.stage(s, target is not None)
             for s in node.stages
             if not isinstance(s, ast.BatchStage)
         )
@@ -372,7 +396,20 @@ class _Compiler:
             return p.Where(node.outcome, node.stream, node.regex)
         if isinstance(node, ast.GatherStage):
             return p.Gather()
-        assert not isinstance(node, ast.BatchStage)  # taken out by pipeline()
+        assert not isinstance(node, ast.BatchStage | ast.CopyStage)  # taken out by pipeline()
+        timeout, retries, backoff = self._attempts(node)
+        for param in node.shell_params:
+            if self._bound(param.name, host_flow):
+                raise LangError(
+                    f"{param.raw}…}} would read the shell's {param.name!r}, not the one dsh binds; "
+                    f"dsh expands only ${param.name}, ${{{param.name}}} and ${{{param.name}.field}}",
+                    param.span,
+                )
+        text = self.text(node.parts, quoting="shell", host_flow=host_flow)
+        return p.Command(text, node.text, timeout, retries, backoff)
+
+    def _attempts(self, node: ast.CommandStage | ast.CopyStage) -> tuple[float, int, float]:
+        """An action's timeout (its `within`, else the default), retries and backoff."""
         timeout = self.limits.default_timeout
         if node.within is not None:
             timeout = node.within.seconds
@@ -389,15 +426,68 @@ class _Compiler:
             if node.retry.backoff is not None:
                 backoff = node.retry.backoff
                 self._cap(backoff, node.retry.span)
-        for param in node.shell_params:
-            if self._bound(param.name, host_flow):
+        return timeout, retries, backoff
+
+    def copy(self, node: ast.CopyStage, target: p.HostSet) -> p.Copy:
+        """A copy: its paths checked; its default timeout grows with the size of a
+        put's SRC, as it is now (`ctx.sizes`) when its path is known now."""
+        timeout, retries, backoff = self._attempts(node)
+        local = self._copy_path(node.local, remote=False)
+        remote = self._copy_path(node.remote, remote=True)
+        per_host = "host" not in self.bindings and any(
+            isinstance(part, p.Var) and part.name == "host" for part in local.parts
+        )
+        if node.direction == p.GET and target.size != 1 and not per_host:
+            hosts = "may be more than one host" if target.size is None else f"is {target.size} hosts"
+            raise LangError(
+                f"{target.written} {hosts}, and each would write this one local path: "
+                "put $host in it, as in got/$host/f",
+                node.local.span,
+            )
+        size = None
+        if node.direction == p.PUT:
+            path = _known_text(local, self.ctx.args)
+            found = self.ctx.sizes(path) if path is not None else None
+            size = found if found is not None and found >= 0 else None
+        if node.within is None and size is not None:
+            timeout = float(self.limits.default_timeout + size // p.COPY_RATE)
+            self._cap(timeout, node.span)
+        return p.Copy(
+            node.direction,
+            local,
+            remote,
+            node.span.text,
+            timeout,
+            retries,
+            backoff,
+            size,
+            node.sudo,
+            node.owner,
+            node.mode,
+        )
+
+    def _copy_path(self, node: ast.Value, *, remote: bool) -> p.Text:
+        """A copy's path as a dsh value: only the names dsh binds (`$host` too), never
+        a secret (a path is journaled, and SFTP takes no environment)."""
+        parts = path_parts(node, remote=remote)
+        for part in parts:
+            if not isinstance(part, Ref):
+                continue
+            name = self.renames.get(part.name, part.name)
+            if name in self.secrets:
                 raise LangError(
-                    f"{param.raw}…}} would read the shell's {param.name!r}, not the one dsh binds; "
-                    f"dsh expands only ${param.name}, ${{{param.name}}} and ${{{param.name}.field}}",
-                    param.span,
+                    f"{part.raw} is a secret: a copy's path cannot use it (a path is journaled, "
+                    "and a copy takes no environment)",
+                    part.span,
                 )
-        text = self.text(node.parts, quoting="shell", host_flow=host_flow)
-        return p.Command(text, node.text, timeout, retries, backoff)
+            if not self._bound(name, True):
+                where = "relative to the home directory" if remote else "relative to the working directory"
+                raise LangError(
+                    f"{part.raw} is not bound by dsh: a copy's path is not read by a shell "
+                    f"(use a binding, or a path {where})",
+                    part.span,
+                )
+        return self.text(parts, quoting="raw", host_flow=True)
 
     def await_(self, node: ast.AwaitStage, host_flow: bool) -> p.Await:
         if node.kind == p.NEW_CALLBACK:

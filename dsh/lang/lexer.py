@@ -4,6 +4,8 @@ dsh is modal: at the start of a statement, or right after a stage `|`, a word
 may be a keyword; anything else is sh text handed to a shell. The lexer knows
 where it is and ends a command stage at a newline, at an unquoted `|` followed
 by a stage keyword, at a `#` comment, or at the `}` that closes a dsh block.
+In a copy (`put`, `get`) a `:` right after the target ends it: what follows
+is the remote path, one word or string.
 Inside a command it records every `$name`, `${name}` and `${name.field}` it
 sees outside single quotes, with its quoting context, so that the compiler can
 expand the names dsh binds and leave the rest to the remote shell.
@@ -15,7 +17,7 @@ import enum
 import re
 
 from dsh.errors import IncompleteInput, LangError
-from dsh.lang.shtext import STAGE_KEYWORDS, CommandScanner, escaped, ident_at, read_ref
+from dsh.lang.shtext import COPY_KEYWORDS, STAGE_KEYWORDS, CommandScanner, escaped, ident_at, read_ref
 from dsh.lang.source import SURROGATE, Source, Span
 from dsh.lang.tokens import Kind, Lit, Part, Ref, Token
 
@@ -26,6 +28,8 @@ _VALUE_END = " \t\r\n|'\"#{}"
 #: What Python makes of a byte that is not UTF-8 (surrogateescape), or a lone surrogate.
 #: A run of a target's text in which no character ends it or needs a look.
 _TARGET_PLAIN = re.compile(r"[^ \t\r\n|#\[\]${]+")
+#: The same in a copy's target, which a `:` ends.
+_COPY_TARGET_PLAIN = re.compile(r"[^ \t\r\n|#\[\]${:]+")
 
 __all__ = ["KEYWORDS", "STAGE_KEYWORDS", "Kind", "Lexer", "Lit", "Part", "Ref", "Token", "tokenize"]
 
@@ -48,6 +52,8 @@ class Lexer:
         self.block_depth = 0
         #: In an `if` condition: a command there ends at a `{` word (the block's).
         self.cond = False
+        #: In the arguments of a copy: its target ends at a `:`.
+        self.copy = False
         self.out: list[Token] = []
 
     # -- helpers -----------------------------------------------------------
@@ -133,6 +139,7 @@ class Lexer:
     def _step(self, mode: _Mode, start: int) -> _Mode:
         ch = self.text[self.pos]
         if mode in (_Mode.HEAD, _Mode.VALUE):
+            self.copy = False
             if ch == "@":
                 self._target()
                 return _Mode.AFTER_TARGET
@@ -152,10 +159,12 @@ class Lexer:
                 self.pos += len(word)  # `x = secret "PROMPT"`: its prompt is an argument
                 self._emit(Kind.KEYWORD, start)
                 return _Mode.ARGS
-            if word in KEYWORDS and self._peek(len(word)) != "=":  # `retry=3 env` is sh's
+            copy_value = mode is _Mode.VALUE and word in COPY_KEYWORDS and self._single_word_value()
+            if word in KEYWORDS and self._peek(len(word)) != "=" and not copy_value:  # `retry=3 env` is sh's
                 assert word is not None
                 self.pos += len(word)
                 self._emit(Kind.KEYWORD, start)
+                self.copy = word in COPY_KEYWORDS
                 if word == "if":  # its condition is a stage, or a comparison
                     self.cond = True
                     return _Mode.HEAD
@@ -172,7 +181,15 @@ class Lexer:
             if ch in "'\"":
                 self._string()
             elif ch == "@":  # `for h in @web[1-4] {`
-                self._target()
+                self._target(copy=self.copy)
+                if self.copy and self._peek() == ":":  # `put f @h[1-3]:/tmp/f`
+                    colon = self.pos
+                    self.pos += 1
+                    self._emit(Kind.COLON, colon)
+                    if self._peek() in ("'", '"'):
+                        self._string()
+                    elif self._peek() not in ("", *_VALUE_END):
+                        self._bare_word()
             else:
                 self._bare_word()
             return _Mode.ARGS
@@ -270,20 +287,21 @@ class Lexer:
             parts.append(Lit("".join(buf)))
         self._emit(Kind.STRING, start, tuple(parts))
 
-    def _target(self) -> None:
-        """`@nodeset`, `@{group}`, `@$var`: up to whitespace, outside brackets."""
+    def _target(self, copy: bool = False) -> None:
+        """`@nodeset`, `@{group}`, `@$var`: up to whitespace, outside brackets (in a
+        copy, also up to a `:`)."""
         start = self.pos
         self.pos += 1
         parts: list[Part] = []
         lit_start = self.pos
         brackets: list[int] = []
         while self.pos < len(self.text):
-            plain = _TARGET_PLAIN.match(self.text, self.pos)  # node names: nothing to look at
-            if plain is not None:
+            plain = (_COPY_TARGET_PLAIN if copy else _TARGET_PLAIN).match(self.text, self.pos)
+            if plain is not None:  # node names: nothing to look at
                 self.pos = plain.end()
                 continue
             ch = self.text[self.pos]
-            if ch in " \t\r\n" or (ch in "|#" and not brackets):
+            if ch in " \t\r\n" or (ch in "|#" and not brackets) or (copy and ch == ":" and not brackets):
                 break
             if ch == "[":
                 brackets.append(self.pos)

@@ -12,7 +12,9 @@ Grammar (EBNF, kept in step with man/dsh.7):
     binding   = NAME "=" ( value | TARGET | pipeline | "secret" value ) ;
     value     = WORD | STRING ;
     pipeline  = head { "|" stage } ;
-    head      = TARGET COMMAND | COMMAND | sleep | "callback" ;
+    head      = TARGET COMMAND | COMMAND | sleep | "callback" | copy ;
+    copy      = "put" { option } PATH TARGET ":" RPATH | "get" TARGET ":" RPATH PATH ;
+    option    = "--sudo" [ USER ] | "--owner" OWNER | "--mode" MODE ;
     stage     = COMMAND | sleep | await | within | retry | where | gather | batch ;
     sleep     = "sleep" DURATION ;
     await     = "await" KIND { ARG } [ "as" NAME ] [ "within" DURATION ] [ "every" DURATION ] ;
@@ -31,8 +33,10 @@ import re
 
 from dsh.errors import IncompleteInput, LangError
 from dsh.lang import ast
+from dsh.lang.copies import read_copy
 from dsh.lang.durations import MIN_DURATION, parse_duration
 from dsh.lang.lexer import Kind, Lit, Ref, Token, tokenize
+from dsh.lang.shtext import COPY_KEYWORDS
 from dsh.lang.source import Source, Span
 from dsh.names import digits
 from dsh.plan import AWAIT_KINDS, NEW_CALLBACK, OUTCOMES
@@ -141,7 +145,12 @@ class Parser:
             target = ast.Target(tok.parts, tok.span)
             if not self._at(Kind.COMMAND):
                 raise LangError(f"nothing to run on {tok.text}: a target needs a command", tok.span)
-        stages: list[ast.Stage] = [self.head()]
+        stages: list[ast.Stage]
+        if self.tok.kind is Kind.KEYWORD and self.tok.text in COPY_KEYWORDS:  # its target is the line's
+            copy, target, self.i = read_copy(self.toks, self.i)
+            stages = [copy]
+        else:
+            stages = [self.head()]
         while self._at(Kind.PIPE):
             pipe = self._next()
             if self._at(Kind.EOF) or self._at(Kind.NEWLINE):
@@ -176,6 +185,11 @@ class Parser:
             return
         if tok.kind is not Kind.KEYWORD:
             raise self._fail(f"expected a stage, found {tok.describe()}")
+        if tok.text in COPY_KEYWORDS:
+            raise self._fail(
+                f"a copy starts its line: '{tok.text}' cannot follow a '|' "
+                f"(`command {tok.text}` runs a command named {tok.text})"
+            )
         if tok.text == "sleep":
             stages.append(self._sleep())
             return
@@ -202,11 +216,11 @@ class Parser:
         if tok.text in ("within", "retry"):
             last = stages[-1]
             if isinstance(last, ast.WhereStage | ast.GatherStage | ast.BatchStage):
-                raise self._fail(f"'{tok.text}' applies to a command; the stage before it is not one")
+                raise self._fail(f"'{tok.text}' applies to a command or copy; the stage before it is not one")
             if isinstance(last, ast.AwaitStage):
-                raise self._fail("'retry' applies to a command; an await waits until its 'within'")
-            if not isinstance(last, ast.CommandStage):
-                raise self._fail(f"'{tok.text}' applies to a command; the stage before it is a sleep")
+                raise self._fail("'retry' applies to a command or copy; an await waits until its 'within'")
+            if not isinstance(last, ast.CommandStage | ast.CopyStage):
+                raise self._fail(f"'{tok.text}' applies to a command or copy; the stage before it is a sleep")
             if tok.text == "within":
                 if last.within is not None:
                     raise self._fail("this stage already has a 'within'")

@@ -15,8 +15,12 @@ from dsh.lang.source import Source, Span
 from dsh.lang.tokens import Lit, Part, Ref
 from dsh.names import digits
 
+#: The keywords of copies: they start a line, and after a `|` they are refused.
+COPY_KEYWORDS = frozenset({"put", "get"})
 #: Words after an unquoted `|` that end a command stage (a new dsh stage).
-STAGE_KEYWORDS = frozenset({"await", "sleep", "within", "retry", "batch", "where", "gather", "callback"})
+STAGE_KEYWORDS = frozenset(
+    {"await", "sleep", "within", "retry", "batch", "where", "gather", "callback", *COPY_KEYWORDS}
+)
 #: Characters that end a word for keyword and binding recognition.
 WORD_END = " \t\r\n|{}#;"
 #: How deeply `$(`, `(`, `${`, quotes may nest before dsh refuses the text.

@@ -21,6 +21,7 @@ class Kind(enum.Enum):
     TARGET = "target"
     COMMAND = "command"
     ASSIGN = "'='"
+    COLON = "':'"  # between a copy's target and its remote path
     PIPE = "'|'"
     LBRACE = "'{'"
     RBRACE = "'}'"

@@ -63,6 +63,50 @@ class Identity:
     key: str
 
 
+@record
+class CopyFacts:
+    """What is kept of a copy (its intent, its result on each host): its `direction`
+    (plan.PUT or plan.GET), the `local` path (absolute) and the `remote` one as
+    written for the host; the bytes copied (`size`, a tree's files together) and
+    their SHA-256 (`sha256`: a tree's digest, dsh/remote/manifest.py), as known; and
+    whether the destination held them already (`unchanged`: nothing was written)."""
+
+    direction: str
+    local: str
+    remote: str
+    sha256: str = ""
+    unchanged: bool = False
+    size: int | None = None
+
+
+@record
+class CopyJob:
+    """One copy on one host: `facts` (the source's size and digest, for a put, as
+    read when the line started); `source`, a put's source as read then (a
+    manifest.Manifest); `resume`: claimed by an earlier owner, with no status: it
+    is finished, not claimed again; `sudo` (a put's `--sudo`), `owner`, `mode`."""
+
+    facts: CopyFacts
+    source: object | None = None
+    resume: bool = False
+    sudo: str | None = None
+    owner: str | None = None
+    mode: int | None = None
+
+
+@record
+class Copied:
+    """How a copy ended on one host, and what it copied (`facts`, with the size and
+    digest the destination holds now)."""
+
+    ended: Exec
+    facts: CopyFacts
+
+
+#: Called with (bytes done, bytes in all) as a copy goes on.
+Progress = Callable[[int, int], None]
+
+
 class RemoteUnreachable(Exception):
     """A host could not be asked (its outcome and message say why)."""
 
@@ -163,6 +207,16 @@ class Remote(Protocol):
     async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
         """Whether `answer` is this host's sudo's password (None: it cannot tell), and
         sudo's words when it is not, within `timeout`."""
+        ...
+
+    async def copy(
+        self, job: CopyJob, *, spot: Spot, timeout: float, progress: Progress, output: OutputSink
+    ) -> Copied:
+        """Copy a file or a tree to (put) or from (get) this host, claimed at `spot`
+        like a command: written beside its destination and renamed into place once its
+        SHA-256 matches, skipped where the destination holds the same already; within
+        `timeout` (what it wrote but did not rename is removed when it ends early);
+        `output`: what a command it runs says (an install through sudo)."""
         ...
 
 

@@ -24,10 +24,13 @@ from dsh.remote.base import (
     NOT_OWNER,
     Asks,
     Check,
+    Copied,
+    CopyJob,
     Exec,
     Gate,
     Identity,
     OutputSink,
+    Progress,
     RemoteUnreachable,
     Spot,
 )
@@ -129,6 +132,12 @@ class LocalShell:
 
     async def identity(self) -> Identity | None:
         return None  # this machine: actions record the machine id instead
+
+    async def copy(
+        self, job: CopyJob, *, spot: Spot, timeout: float, progress: Progress, output: OutputSink
+    ) -> Copied:
+        why = "a copy goes to or from hosts (over SSH), not this machine"
+        return Copied(Exec("refused", None, 0.0, why), job.facts)
 
     async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
         argv = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)

@@ -453,6 +453,12 @@ def _argv(script: str, name: str, args: Sequence[str]) -> list[str]:
     return ["sh", "-c", f"{_TAG_LINE}{new_tag()}\n{script}", name, *args]
 
 
+def script_argv(script: str, name: str, args: Sequence[str]) -> list[str]:
+    """The argv of another module's script, tagged as this module's are: a script that
+    prints `"$tag" start` first has its stdout read with `unwrap`."""
+    return _argv(script, name, args)
+
+
 def tag_of(argv: Sequence[str]) -> str:
     """The tag of an argv made by this module."""
     first = argv[2].partition("\n")[0]

@@ -2,9 +2,10 @@
 
 Keywords count where the language makes them keywords: at the start of a
 statement and right after a stage `|`; after a target the first word is a
-command. `$` names dsh binds are `Name.Variable`; the others, which go to the
-remote shell, `Name.Variable.Global` (the REPL tells the lexer which are
-bound; `pygmentize` treats every name as bound).
+command; after `put` or `get` a `:` ends the target (`@h[1-3]:/tmp/f`).
+`$` names dsh binds are `Name.Variable`; the others, which go to the remote
+shell, `Name.Variable.Global` (the REPL tells the lexer which are bound;
+`pygmentize` treats every name as bound).
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from pygments.token import (
 )
 
 KEYWORDS = frozenset(
-    {"await", "sleep", "within", "retry", "batch", "where", "gather", "if", "else", "for", "fn"}
+    {"await", "sleep", "within", "retry", "batch", "where", "gather", "if", "else", "for", "fn", "put", "get"}
 )
+#: The keywords of copies, whose target ends at a `:` (`put f @h[1-3]:/tmp/f`).
+COPY_KEYWORDS = frozenset({"put", "get"})
 #: Words that mean something after a keyword (`await port 80 as x within 5s`).
-ARG_WORDS = frozenset({"as", "within", "every", "in", "backoff", "max-fail", "status", "notok"})
+ARG_WORDS = frozenset(
+    {"as", "within", "every", "in", "backoff", "max-fail", "status", "notok", "--sudo", "--owner", "--mode"}
+)
 _DURATION_UNITS = ("ms", "s", "m", "h", "d")
 
 
@@ -52,6 +57,7 @@ class DshLexer(Lexer):
         pos = 0
         head = True  # at a statement's start or after a stage `|`
         args = False  # after a keyword: its words
+        copy = False  # after `put` or `get`: a target ends at a `:`
         quote = ""
         while pos < len(text):
             ch = text[pos]
@@ -72,7 +78,7 @@ class DshLexer(Lexer):
                 continue
             if ch == "\n":
                 yield pos, Whitespace, ch
-                head, args = True, False
+                head, args, copy = True, False, False
                 pos += 1
             elif ch in " \t\r":
                 end = pos
@@ -87,11 +93,11 @@ class DshLexer(Lexer):
                 pos = end
             elif ch == "|" and text[pos : pos + 2] != "||":
                 yield pos, Operator, ch
-                head, args = True, False
+                head, args, copy = True, False, False
                 pos += 1
             elif ch in "{}":
                 yield pos, Punctuation, ch
-                head, args = True, False
+                head, args, copy = True, False, False
                 pos += 1
             elif ch in "'\"":
                 yield pos, String, ch
@@ -102,13 +108,16 @@ class DshLexer(Lexer):
             elif ch == "@" and (head or args or pos == 0 or text[pos - 1] in " \t"):
                 end = pos + 1
                 depth = 0
-                while end < len(text) and (depth or text[end] not in " \t\n|"):
+                while end < len(text) and (depth or text[end] not in (" \t\n|:" if copy else " \t\n|")):
                     depth += text[end] in "[{"
                     depth -= text[end] in "]}"
                     end += 1
                 yield pos, Name.Namespace, text[pos:end]
                 pos = end
                 head = False
+                if copy and text[pos : pos + 1] == ":":
+                    yield pos, Punctuation, ":"
+                    pos += 1
             else:
                 end = pos
                 while end < len(text) and text[end] not in " \t\r\n|{}'\"$#":
@@ -117,9 +126,10 @@ class DshLexer(Lexer):
                 word = text[pos:end]
                 before = text[:pos].rstrip(" \t")
                 after_assign = before.endswith("=") and not before.endswith(("==", "!="))
-                if head and (word in KEYWORDS or (word == "secret" and after_assign)):  # `x = secret "…"`
+                value = after_assign and word in COPY_KEYWORDS and not text[end:].split("\n", 1)[0].strip()
+                if head and not value and (word in KEYWORDS or (word == "secret" and after_assign)):
                     yield pos, Keyword, word
-                    head, args = False, True
+                    head, args, copy = False, True, word in COPY_KEYWORDS
                 elif head and text[end:].lstrip(" ").startswith("="):  # `name = …`
                     yield pos, Name.Variable, word
                     head = False

@@ -24,6 +24,7 @@ from dsh.prompt import NoPrompter, Prompt, Prompter
 from dsh.remote.base import Remote
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.context import Replayed, Resume, RunContext
+from dsh.runtime.copies import Sources
 from dsh.runtime.flow import HostFlow, Line
 from dsh.runtime.ports import Events, NoEvents, NullRecorder, Recorder, Reporter
 from dsh.runtime.results import HostResult, LineResult
@@ -407,6 +408,7 @@ class Executor:
                 bind,
                 self.command,
                 self.secrets,
+                Sources(),
             )
             if pipe.target is None:
                 self.reporter.line_started(stmt, None)

@@ -23,11 +23,13 @@ from dsh.bytestext import to_bytes
 from dsh.plan import Outcome
 from dsh.record import record
 from dsh.remote.base import Exec, Remote
+from dsh.runtime.capture import Capture
 from dsh.runtime.clock import Clock
 from dsh.runtime.context import StepId
+from dsh.runtime.copies import CopyOrder, Sources, local_path
 from dsh.runtime.ports import Reporter
 from dsh.runtime.results import HostResult
-from dsh.runtime.steps import Capture, SharedAwaits, Steps
+from dsh.runtime.steps import SharedAwaits, Steps
 from dsh.runtime.values import BindingError, StrValue, Value
 from dsh.runtime.waves import Seat
 
@@ -57,6 +59,8 @@ class Line:
     command: Callable[[p.Text, str | None], tuple[str, dict[str, str]]]
     #: The secrets bound now: masked in what is shown and kept of output.
     secrets: Callable[[], tuple[bytes, ...]]
+    #: The sources of the line's puts, each read once.
+    sources: Sources
 
 
 class HostFlow:
@@ -140,25 +144,63 @@ class HostFlow:
         except BindingError as exc:
             self.ended = Exec(Outcome.FAILED, None, 0.0, exc.message)
             return True
-        for attempt in range(stage.attempts):
-            step = StepId(line.run, index, attempt + 1, self.host)
-            if attempt:
-                wait = stage.backoff * 2 ** (attempt - 1)
-                line.reporter.retrying(line.stmt, self.host, self.ended, attempt, wait)
+
+        async def attempt(step: StepId) -> Exec:
+            return await line.steps.command(
+                step, command, timeout=stage.timeout, remote=self.remote, output=self.output, env=env
+            )
+
+        await self._attempts(index, stage, attempt)
+        return True
+
+    async def copy(self, index: int, stage: p.Copy) -> bool:
+        line = self.line
+        try:
+            local, remote_path = line.text(stage.local, self.host), line.text(stage.remote, self.host)
+        except BindingError as exc:
+            self.ended = Exec(Outcome.FAILED, None, 0.0, exc.message)
+            return True
+
+        told = [-1.0]
+
+        def progress(done: int, total: int) -> None:  # told at most 5 times a second, and at the end
+            now = line.clock.monotonic()
+            if done >= total or now - told[0] >= 0.2:
+                told[0] = now
+                line.reporter.copying(line.stmt, self.host, done, total)
+
+        order = CopyOrder(
+            stage, local_path(local), remote_path, self.remote, self.output, progress, line.sources
+        )
+
+        async def attempt(step: StepId) -> Exec:
+            return await line.steps.copy(step, order)
+
+        await self._attempts(index, stage, attempt)
+        return True
+
+    async def _attempts(
+        self, index: int, stage: p.Command | p.Copy, attempt: Callable[[StepId], Awaitable[Exec]]
+    ) -> None:
+        """A stage's attempts, each after a doubling backoff, until one ends for good."""
+        line = self.line
+        for n in range(stage.attempts):
+            step = StepId(line.run, index, n + 1, self.host)
+            if n:
+                wait = stage.backoff * 2 ** (n - 1)
+                line.reporter.retrying(line.stmt, self.host, self.ended, n, wait)
                 await line.steps.backoff(step, wait)
             self.output.clear()
             self.attempts += 1
-            self.ended = await line.steps.command(
-                step, command, timeout=stage.timeout, remote=self.remote, output=self.output, env=env
-            )
+            self.ended = await attempt(step)
             if self.ended.outcome in FINAL:
                 break
-        return True
 
 
 #: The handler of each stage type (an unknown one is a bug, said as such).
 _STAGES: dict[type, Callable[[HostFlow, int, Any], Awaitable[bool]]] = {
     p.Command: HostFlow.command,
+    p.Copy: HostFlow.copy,
     p.Sleep: HostFlow.sleep,
     p.Await: HostFlow.await_,
     p.Where: HostFlow.where,

@@ -16,7 +16,7 @@ from typing import Protocol
 from dsh import plan as p
 from dsh.errors import DshError
 from dsh.record import record
-from dsh.remote.base import Exec, Identity
+from dsh.remote.base import CopyFacts, Exec, Identity
 from dsh.runtime.results import HostResult, LineResult
 from dsh.runtime.values import Value
 
@@ -30,6 +30,10 @@ class Reporter(Protocol):
 
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         """Attempt `attempt` (1-based) ended as `failed`; the next starts after `wait`."""
+        ...
+
+    def copying(self, stmt: p.Statement, host: str | None, done: int, total: int) -> None:
+        """A copy to or from `host` has moved `done` bytes of `total`."""
         ...
 
     def host_done(self, stmt: p.Statement, result: HostResult) -> None: ...
@@ -50,6 +54,8 @@ class ActionResult:
     message: str
     out: bytes
     err: bytes
+    #: A copy's: what it copied (its size and SHA-256), and whether it was there already.
+    copied: CopyFacts | None = None
 
 
 class Recorder(Protocol):
@@ -69,9 +75,16 @@ class Recorder(Protocol):
         ...
 
     async def intent(
-        self, action: str, host: str | None, command: str, timeout: float, where: Identity | None = None
+        self,
+        action: str,
+        host: str | None,
+        command: str,
+        timeout: float,
+        where: Identity | None = None,
+        copy: CopyFacts | None = None,
     ) -> None:
-        """Checkpoint before effect: the action is about to start, on `where`."""
+        """Checkpoint before effect: the action is about to start, on `where`; a copy's
+        `copy` says what it copies (a put's source's size and SHA-256)."""
         ...
 
     async def result(self, result: ActionResult) -> None:
@@ -126,7 +139,13 @@ class NullRecorder:
         return self.runs
 
     async def intent(
-        self, action: str, host: str | None, command: str, timeout: float, where: Identity | None = None
+        self,
+        action: str,
+        host: str | None,
+        command: str,
+        timeout: float,
+        where: Identity | None = None,
+        copy: CopyFacts | None = None,
     ) -> None:
         pass
 

@@ -30,7 +30,8 @@ with a default of None is not written while None. Field types in JSON:
     Exec                     {"outcome", "exit", "seconds", "message"}
 
 Events (an executor's): the reporter's calls (`stmt`, `line`, `out`, `retry`,
-`host`, `done-line`, `msg`: dsh.runtime.wire makes them and replays them),
+`host`, `done-line`, `msg`, and `copying` (version 3): dsh.runtime.wire makes
+them and replays them),
 `hello` first on every connection, the control events `done`, `idle`,
 `end` and `bye`, and the questions `ask` and `asked` (version 2). Ops (a
 client's): `poke`, `cancel`, `wait`, `bye`, and `answer` and `agent` (version 2).
@@ -54,8 +55,8 @@ from dsh.remote.base import Exec
 from dsh.runtime.results import HostResult
 
 #: The version of the protocol this dsh speaks. A new message, or a new field that
-#: the other end would misread without, makes it one more.
-PROTOCOL = 2
+#: the other end would misread without, makes it one more. 3: `copying` (issue 19).
+PROTOCOL = 3
 #: The JSON field of a message's version.
 VERSION = "v"
 
@@ -121,6 +122,18 @@ class Out:
     host: str | None
     stream: str
     data: bytes
+
+
+@record
+class Copying:
+    """A copy of statement `k` to or from a host has moved `done` bytes of `total`."""
+
+    TAG = "copying"
+
+    k: int
+    host: str | None
+    done: int
+    total: int
 
 
 @record
@@ -294,7 +307,23 @@ class Agent:
     path: str | None = None
 
 
-Event = Hello | Stmt | Line | Out | Retry | HostDone | LineDone | Msg | Done | Idle | End | Bye | Ask | Asked
+Event = (
+    Hello
+    | Stmt
+    | Line
+    | Out
+    | Copying
+    | Retry
+    | HostDone
+    | LineDone
+    | Msg
+    | Done
+    | Idle
+    | End
+    | Bye
+    | Ask
+    | Asked
+)
 Op = Poke | Cancel | Wait | Leave | Answer | Agent
 Message = Event | Op
 

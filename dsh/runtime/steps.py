@@ -23,83 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Protocol
 
 from dsh import plan as p
-from dsh.bytestext import from_bytes, loaded, to_bytes
+from dsh.bytestext import from_bytes, to_bytes
 from dsh.names import key_problem
 from dsh.plan import Outcome
-from dsh.remote.base import Exec, Identity, OutputSink, Remote, RemoteUnreachable, Spot
+from dsh.remote.base import (
+    Copied,
+    CopyFacts,
+    Exec,
+    Identity,
+    OutputSink,
+    Remote,
+    RemoteUnreachable,
+    Spot,
+)
+from dsh.runtime.capture import Capture
 from dsh.runtime.clock import Clock
 from dsh.runtime.context import Resume, StepId
+from dsh.runtime.copies import CopyOrder, copy_live, copy_taken_up, summary
 from dsh.runtime.events import Arrived, looker, timed_out, wait_for_event
 from dsh.runtime.ports import ActionResult, CallbackError, Events, Recorder
-from dsh.runtime.results import KEEP_BYTES
+from dsh.runtime.takeup import moved_host, recorded, untail
 from dsh.runtime.values import BindingError
 
 #: The alias of the session's own machine in its spool.
 LOCAL_ALIAS = "local"
-
-
-class Capture:
-    """What a flow keeps of the output of its current action: the first KEEP_BYTES
-    of each stream (`truncated` once more came), each piece passed on to `show`.
-    The secrets bound now (`secrets`) are masked as `***` in both: the end of a piece
-    that may begin one is held back until the next piece, or the action's end
-    (`end`)."""
-
-    def __init__(self, show: OutputSink, secrets: Callable[[], tuple[bytes, ...]] = tuple) -> None:
-        self.show = show
-        self.secrets = secrets
-        self.out = bytearray()
-        self.err = bytearray()
-        self.truncated = False
-        self._held: dict[str, bytes] = {}
-
-    def __call__(self, stream: str, data: bytes) -> None:
-        secrets = self.secrets()
-        if secrets:
-            data = self._held.pop(stream, b"") + data
-            keep = _partial_secret(data, secrets)
-            if keep:
-                data, self._held[stream] = data[:-keep], data[-keep:]
-            for secret in secrets:
-                data = data.replace(secret, MASK)
-        self._pass(stream, data)
-
-    def _pass(self, stream: str, data: bytes) -> None:
-        buf = self.out if stream == "stdout" else self.err
-        room = KEEP_BYTES - len(buf)
-        if room < len(data):
-            self.truncated = True
-        buf += data[: max(room, 0)]
-        self.show(stream, data)
-
-    def end(self) -> None:
-        """The action is over: what was held back (no secret after all) goes on."""
-        for stream, held in list(self._held.items()):
-            del self._held[stream]
-            self._pass(stream, held)
-
-    def clear(self) -> None:
-        self.out.clear()
-        self.err.clear()
-        self.truncated = False
-        self._held.clear()
-
-
-#: What a secret is shown and kept as.
-MASK = b"***"
-
-
-def _partial_secret(data: bytes, secrets: tuple[bytes, ...]) -> int:
-    """The length of the longest end of `data` that begins a secret (and is not one)."""
-    for size in range(min(len(data), max(len(s) for s in secrets) - 1), 0, -1):
-        tail = data[-size:]
-        if any(len(s) > size and s.startswith(tail) for s in secrets):
-            return size
-    return 0
 
 
 class SharedAwaits:
@@ -183,6 +134,10 @@ class Steps(Protocol):
         the secrets it reads from its environment."""
         ...
 
+    async def copy(self, step: StepId, order: CopyOrder) -> Exec:
+        """One attempt of a copy (dsh/runtime/copies.py)."""
+        ...
+
     async def sleep(self, step: StepId, seconds: float) -> None:
         """A durable timer."""
         ...
@@ -217,6 +172,9 @@ class LiveSteps:
         return await self.journaled(
             step, output, self._launch(remote, spot, step.host, command, timeout, output, env)
         )
+
+    async def copy(self, step: StepId, order: CopyOrder) -> Exec:
+        return await copy_live(self, step, order)
 
     async def sleep(self, step: StepId, seconds: float) -> None:
         clock = self.wiring.clock
@@ -283,13 +241,19 @@ class LiveSteps:
     def spot(self, step: StepId) -> Spot:
         return Spot(self.wiring.spool_name, step.action, step.host or LOCAL_ALIAS)
 
-    async def journaled(self, step: StepId, output: Capture, effect: Awaitable[Exec]) -> Exec:
+    async def journaled(self, step: StepId, output: Capture, effect: Awaitable[Exec | Copied]) -> Exec:
         """Run an action's `effect` and journal its end; a cancelled one is journaled
         `cancelled`, after the time it ran, if the store still takes it (it may be
-        why; the outcome says it all: no message repeats it)."""
+        why; the outcome says it all: no message repeats it). A copy's end says what
+        it copied on its stdout, and is journaled with it."""
         clock, began = self.wiring.clock, self.wiring.clock.monotonic()
+        copied: CopyFacts | None = None
         try:
             ended = await effect
+            if isinstance(ended, Copied):
+                copied, ended = ended.facts, ended.ended
+                if ended.outcome == Outcome.OK:
+                    output("stdout", summary(copied, step.host))
         except asyncio.CancelledError:
             output.end()
             seconds = clock.monotonic() - began
@@ -317,6 +281,7 @@ class LiveSteps:
                 ended.message,
                 bytes(output.out),
                 bytes(output.err),
+                copied,
             )
         )
         return ended
@@ -336,18 +301,28 @@ class LiveSteps:
         """Start an action: who the host is (connecting), then the intent (checkpoint
         before effect), then the launch. A host that cannot be reached starts nothing.
         Connecting counts against the attempt's timeout, as `dsh explain` does."""
+        started = self.wiring.clock.monotonic()
+        where = await self.reach(remote, host, timeout, "command")
+        if isinstance(where, Exec):
+            return where
+        await self.wiring.recorder.intent(spot.action, host, command, timeout, where)
+        left = max(timeout - (self.wiring.clock.monotonic() - started), 0.001)
+        return await remote.run(command, spot=spot, timeout=left, output=sink, env=env)
+
+    async def reach(
+        self, remote: Remote, host: str | None, timeout: float, what: str
+    ) -> Identity | Exec | None:
+        """Who the host is, connecting within `timeout` (None: this machine); an Exec
+        when it cannot be reached."""
         clock = self.wiring.clock
         started = clock.monotonic()
         try:
-            where = await asyncio.wait_for(remote.identity(), timeout) if host is not None else None
+            return await asyncio.wait_for(remote.identity(), timeout) if host is not None else None
         except RemoteUnreachable as exc:
             return Exec(exc.outcome, None, clock.monotonic() - started, exc.message)
         except TimeoutError:
-            message = f"no connection within the command's timeout ({timeout:g}s)"
+            message = f"no connection within the {what}'s timeout ({timeout:g}s)"
             return Exec(Outcome.UNREACHABLE, None, clock.monotonic() - started, message)
-        await self.wiring.recorder.intent(spot.action, host, command, timeout, where)
-        left = max(timeout - (clock.monotonic() - started), 0.001)
-        return await remote.run(command, spot=spot, timeout=left, output=sink, env=env)
 
     async def _new_callback(self, stage: p.Await, step: StepId) -> str:
         """Make (or make again, after a takeover) the callback of an action: its URL,
@@ -388,12 +363,15 @@ class TakenUp:
                 step, command, timeout=timeout, remote=remote, output=output, env=env
             )
         if held.get("state") == "done":  # ended before: its record, and its output's tail
-            output("stdout", _untail(held.get("out")))
-            output("stderr", _untail(held.get("err")))
+            output("stdout", untail(held.get("out")))
+            output("stderr", untail(held.get("err")))
             return recorded(held)
         return await self.live.journaled(
             step, output, self._take_up(step, held, command, timeout, remote, output, env)
         )
+
+    async def copy(self, step: StepId, order: CopyOrder) -> Exec:
+        return await copy_taken_up(self, step, order)
 
     async def sleep(self, step: StepId, seconds: float) -> None:
         held = self.resume.held(step)
@@ -412,7 +390,7 @@ class TakenUp:
             if consumed is not None and consumed.get("state") == "done":
                 held = consumed
         if held is not None and held.get("state") == "done":
-            return recorded(held), from_bytes(_untail(held.get("out")))
+            return recorded(held), from_bytes(untail(held.get("out")))
         deadline = held.get("deadline") if held is not None else None
         kept = float(deadline) if isinstance(deadline, int | float) else None
         return await self.live.await_(step, stage, remote=remote, shared=shared, deadline=kept)
@@ -442,17 +420,9 @@ class TakenUp:
         left = max(1.0, timeout - max(0.0, since))
         await wiring.recorder.taking_up(step.action, step.host, left)
         spot = self.live.spot(step)
-        where = held.get("where")
-        if isinstance(where, dict):
-            try:
-                here = await remote.identity()
-            except RemoteUnreachable as exc:
-                return Exec(
-                    Outcome.LOST, None, 0.0, f"launched before; its host cannot be reached: {exc.message}"
-                )
-            moved = _elsewhere(spot.alias, where, here)
-            if moved:
-                return Exec(Outcome.LOST, None, 0.0, moved)
+        moved = await moved_host(remote, spot, held)
+        if moved is not None:
+            return moved
         try:
             state = await remote.probe(spot)
         except RemoteUnreachable as exc:
@@ -462,38 +432,3 @@ class TakenUp:
         if state == "lost":
             return Exec(Outcome.LOST, None, 0.0, "launched before, and nobody is left to report its end")
         return await remote.follow(spot, timeout=left, output=sink)
-
-
-def recorded(held: Mapping[str, object]) -> Exec:
-    """The end of a step as its result record has it."""
-    exit_status = held.get("exit")
-    return Exec(
-        str(held.get("outcome", Outcome.LOST)),
-        exit_status if isinstance(exit_status, int) else None,
-        float(held.get("seconds", 0.0)),  # type: ignore[arg-type]
-        str(held.get("message", "")),
-    )
-
-
-def _untail(value: object) -> bytes:
-    """The output tail a result record keeps, as the bytes it was (records older
-    than dsh.bytestext kept bytes that were not UTF-8 as `\\xNN` text)."""
-    return to_bytes(loaded(value)) if isinstance(value, str | dict) else b""
-
-
-def _elsewhere(alias: str, was: dict[str, object], here: Identity | None) -> str:
-    """Why `alias` is not the host an earlier owner launched on ("" when it is)."""
-    if here is None:
-        return ""
-    login, key = str(was.get("login", "")), str(was.get("key", ""))
-    if login and login != here.login:
-        return (
-            f"{alias} is {login} in this session; here it is {here.login}: "
-            "its spool is not asked and nothing is started there"
-        )
-    if key and here.key and key != here.key:
-        return (
-            f"{alias}'s host key was {key} in this session; here it is {here.key}: "
-            "its spool is not asked and nothing is started there"
-        )
-    return ""

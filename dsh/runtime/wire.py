@@ -19,7 +19,7 @@ from dataclasses import replace
 from dsh import plan as p
 from dsh.remote.base import Exec
 from dsh.runtime.ports import Reporter
-from dsh.runtime.protocol import Event, HostDone, Line, LineDone, Msg, Out, Retry, Stmt
+from dsh.runtime.protocol import Copying, Event, HostDone, Line, LineDone, Msg, Out, Retry, Stmt
 from dsh.runtime.results import HostResult, LineResult
 
 #: Bytes of each host's stdout and stderr that a line's summary carries to clients.
@@ -61,6 +61,9 @@ class WireReporter:
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
         if shown:  # a bound stage's output is captured, and no client shows it
             self.send(Out(self._number(stmt), host, stream, data))
+
+    def copying(self, stmt: p.Statement, host: str | None, done: int, total: int) -> None:
+        self.send(Copying(self._number(stmt), host, done, total))
 
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         self.send(Retry(self._number(stmt), host, failed, attempt, wait))
@@ -109,6 +112,9 @@ class Replay:
             case Out(k, host, stream, data):
                 if k in self.statements:
                     self.reporter.output(self.statements[k], host, stream, data, True)
+            case Copying(k, host, done, total):
+                if k in self.statements:
+                    self.reporter.copying(self.statements[k], host, done, total)
             case Retry(k, host, failed, attempt, wait):
                 if k in self.statements:
                     self.reporter.retrying(self.statements[k], host, failed, attempt, wait)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from dsh.bytestext import from_bytes
 from dsh.plan import KILL_GRACE, For, If, Plan, Run, Statement
-from dsh.remote.base import Identity
+from dsh.remote.base import CopyFacts, Identity
 from dsh.runtime.ports import ActionResult
 from dsh.runtime.values import BindRefused, Value
 from dsh.session.bindings import encode_value
@@ -111,7 +111,13 @@ class SessionRecorder:
         return run
 
     async def intent(
-        self, action: str, host: str | None, command: str, timeout: float, where: Identity | None = None
+        self,
+        action: str,
+        host: str | None,
+        command: str,
+        timeout: float,
+        where: Identity | None = None,
+        copy: CopyFacts | None = None,
     ) -> None:
         session = self.session
         if session.draining:  # handing over: this action is the next owner's
@@ -119,11 +125,12 @@ class SessionRecorder:
         session.in_flight[(action, host)] = time.monotonic() + timeout + KILL_GRACE + 5.0
         cp = session.checkpointer()
         # `where`: who the host is for this owner (a later one checks it)
-        record = ActIntent(action, host, command, timeout, session.machine, round(time.time(), 3), where)
+        at = round(time.time(), 3)
+        record = ActIntent(action, host, command, timeout, session.machine, at, where, copy)
         await cp.write(
             [
                 Put(self.keys.action(action, host), dumps(record)),
-                cp.entry(StartEntry(action, host, command, timeout)),
+                cp.entry(StartEntry(action, host, command, timeout, copy)),
             ]
         )
         if session.draining:  # asked meanwhile: not launched; the next owner starts it (no claim)
@@ -142,14 +149,15 @@ class SessionRecorder:
         seconds = round(result.seconds, 6)
         out_tail, err_tail = from_bytes(result.out[-TAIL_BYTES:]), from_bytes(result.err[-TAIL_BYTES:])
         outcome, exit_status, message = result.outcome, result.exit_status, result.message
+        machine, copied = self.session.machine, result.copied
         record = ActDone(
-            action, host, outcome, exit_status, seconds, message, out_tail, err_tail, self.session.machine
+            action, host, outcome, exit_status, seconds, message, out_tail, err_tail, machine, copied
         )
         self.session.in_flight.pop((action, host), None)
         cp.defer(
             [
                 Put(self.keys.action(action, host), dumps(record)),
-                cp.entry(EndEntry(action, host, outcome, exit_status, seconds, message)),
+                cp.entry(EndEntry(action, host, outcome, exit_status, seconds, message, copied)),
             ]
         )
 

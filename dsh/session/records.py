@@ -18,7 +18,7 @@ from dsh.bytestext import from_bytes, shown
 from dsh.errors import StoreError
 from dsh.plan import Plan, Statement
 from dsh.record import record
-from dsh.remote.base import Identity
+from dsh.remote.base import CopyFacts, Identity
 
 R = TypeVar("R")
 
@@ -33,7 +33,8 @@ Text = str
 #: a record of a newer format (NewerRecord), so that a dsh on a shared store that has
 #: not been upgraded stops at such a session instead of misreading it.
 #: Format 2: the journal's `prompt` and `note` entries, `secret` bindings (issue 18).
-FORMAT = 2
+#: Format 3: copies: an intent's `copy`, a result's `copied` (issue 19).
+FORMAT = 3
 
 
 class CorruptRecord(StoreError):
@@ -180,6 +181,8 @@ class ActIntent:
     #: Who the host was for this owner (a later one checks it before it probes);
     #: none for the session's own machine, nor before 6e48ecb.
     where: Identity | None = None
+    #: A copy's: what it copies (a put's source's size and SHA-256); none for a command.
+    copy: CopyFacts | None = None
 
 
 @record
@@ -199,6 +202,8 @@ class ActDone:
     #: The machine of the owner that ran it; a signal taken by an await is written
     #: without one.
     machine: str | None = None
+    #: A copy's: what it copied (size, SHA-256) and whether it was there already.
+    copied: CopyFacts | None = None
 
 
 @record
@@ -252,6 +257,8 @@ class StartEntry:
     host: str | None
     command: Text
     timeout: float
+    #: A copy's: what it copies (format 3).
+    copy: CopyFacts | None = None
 
 
 @record
@@ -266,6 +273,8 @@ class EndEntry:
     exit: int | None
     seconds: float
     message: str
+    #: A copy's: the size and SHA-256 the host (or this machine) holds now (format 3).
+    copied: CopyFacts | None = None
 
 
 @record

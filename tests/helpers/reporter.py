@@ -17,12 +17,16 @@ class Recorder:
     done: list[HostResult] = field(default_factory=list)
     lines: list[LineResult] = field(default_factory=list)
     retries: list[tuple[str | None, int, str, float]] = field(default_factory=list)
+    copied: list[tuple[str | None, int, int]] = field(default_factory=list)
 
     def line_started(self, stmt: p.Statement, hosts: Sequence[str] | None) -> None:
         self.started.append(stmt.source)
 
     def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
         self.out.append((host, stream, data, shown))
+
+    def copying(self, stmt: p.Statement, host: str | None, done: int, total: int) -> None:
+        self.copied.append((host, done, total))
 
     def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
         self.retries.append((host, attempt, failed.outcome, wait))

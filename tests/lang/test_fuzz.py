@@ -59,6 +59,13 @@ _PIECES = [
     "\x00",
     "é",
     "\r",
+    "put ",
+    "get ",
+    ":",
+    " --sudo",
+    " --mode 0644",
+    "~/",
+    "$host",
 ]
 
 text_strategy = st.one_of(
@@ -71,7 +78,9 @@ text_strategy = st.one_of(
 @given(text_strategy, st.booleans())
 def test_only_positioned_language_errors(text: str, with_args: bool) -> None:
     source = Source("fuzz", text)
-    ctx = Context(groups={"web": "web[1-4]"}, args=("a",) if with_args else None)
+    ctx = Context(
+        groups={"web": "web[1-4]"}, args=("a",) if with_args else None, sizes=lambda path: len(path)
+    )
     try:
         compile_source(source, ctx)
     except LangError as err:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsh.runtime.steps import Capture
+from dsh.runtime.capture import Capture
 
 
 def test_a_secret_split_between_pieces_is_masked_in_what_is_shown_and_kept() -> None:

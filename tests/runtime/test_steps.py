@@ -24,9 +24,10 @@ from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.plan import Outcome
 from dsh.remote.base import Exec, Identity, RemoteUnreachable
+from dsh.runtime.capture import Capture
 from dsh.runtime.context import Resume, StepId
 from dsh.runtime.executor import Executor
-from dsh.runtime.steps import Capture, LiveSteps, SharedAwaits, Steps, TakenUp
+from dsh.runtime.steps import LiveSteps, SharedAwaits, Steps, TakenUp
 from dsh.session import history
 from dsh.session.codec import as_dict
 from dsh.session.keys import Keys, user_tree

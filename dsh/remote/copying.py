@@ -1,0 +1,270 @@
+"""Copies as actions: a file or a tree to a host (put) or from it (get).
+
+A copy is claimed in the host's spool like a command (`ACTION@ALIAS.claim`,
+created exclusively over SFTP: at most once), and ends with a status there
+(`ACTION@ALIAS.status`, `0`), written last: a claim without a status is a
+copy an owner began and did not finish, which the next owner finishes (the
+claim is not made again: `CopyJob.resume`).
+
+Every file is written beside its destination under a temporary name of its
+own (`.NAME.dsh-ID`, ID from the spot: the same for the next owner, which
+goes on from its length), and renamed into place only after its SHA-256 is
+the source's: a destination is never seen half-written. A destination that
+holds the source's bytes already is left alone (not even its mtime changes):
+sizes first, then SHA-256 as the host computes it (`sha256sum`, `shasum` or
+`openssl`; with none of them nothing is skipped, and a file sent is checked
+by reading it back). A get writes on this machine the same way.
+
+`put --sudo` sends the file to the spool (`ACTION@ALIAS.put`, private), then
+installs it as root (or the user named) with one command through the spool
+wrapper, so that sudo's password is asked as any command's is
+(dsh/remote/askpass.py), and at most once (its own claim: `ACTION.i@ALIAS`).
+
+The host's files are reached through `Files` (SFTP: dsh/remote/sftp.py); this
+module holds no SSH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import posixpath
+from collections.abc import Callable, Sequence
+from typing import BinaryIO, Protocol
+
+from dsh.record import record
+from dsh.remote.base import Copied, CopyFacts, CopyJob, Exec, OutputSink, Progress, Remote, Spot
+from dsh.remote.manifest import DIR
+
+#: Bytes of a file sent or fetched per request batch (the SFTP client splits them).
+CHUNK = 4 << 20
+#: Files whose destination is stat'ed at once.
+PARALLEL = 32
+#: An install through sudo, and the checks, have at least this long.
+MIN_STEP = 1.0
+
+
+@record
+class Stat:
+    """A path on a host: `kind` is manifest.FILE, DIR, LINK or "other"."""
+
+    kind: str
+    mode: int
+    size: int
+
+
+class CopyFailed(Exception):
+    """A copy cannot go on, on this host (its outcome is failed, this its message)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotOwner(Exception):
+    """The session's lease is lost or in doubt: the copy stops where it is, for the
+    next owner to finish."""
+
+
+class Files(Protocol):
+    """A host's files (SFTP): paths are as written for the host (relative: under the
+    login user's home). Errors are CopyFailed, with the path and the reason."""
+
+    async def lstat(self, path: str) -> Stat | None: ...
+
+    async def stat(self, path: str) -> Stat | None: ...
+
+    async def mkdir(self, path: str, mode: int) -> None: ...
+
+    async def create(self, path: str, data: bytes) -> bool:
+        """Create `path` exclusively (mode 0600) holding `data`; False if it exists."""
+        ...
+
+    async def send(
+        self, local: str, path: str, offset: int, progress: Callable[[int], None], alive: Callable[[], bool]
+    ) -> None:
+        """Write file `local` to `path` (mode 0600) from `offset` on, cut to `local`'s size."""
+        ...
+
+    async def fetch(
+        self,
+        path: str,
+        sink: BinaryIO,
+        offset: int,
+        progress: Callable[[int], None],
+        alive: Callable[[], bool],
+    ) -> None:
+        """Read `path` from `offset` to its end into `sink` (already at `offset`)."""
+        ...
+
+    async def rename(self, old: str, new: str) -> None:
+        """Rename, replacing `new` (POSIX rename)."""
+        ...
+
+    async def chmod(self, path: str, mode: int) -> None: ...
+
+    async def symlink(self, target: str, path: str) -> None: ...
+
+    async def readlink(self, path: str) -> str: ...
+
+    async def remove(self, path: str) -> None: ...
+
+    async def listdir(self, path: str) -> list[str]: ...
+
+    async def shell(self, script: str, args: Sequence[str], timeout: float) -> tuple[int | None, bytes]:
+        """Run a tagged script (spool.script_argv: it prints its start marker first)
+        with `args`: its exit status (None: it did not run or end) and stdout."""
+        ...
+
+
+#: Prints one line per file argument: its SHA-256, or `-` when it cannot be read;
+#: `none` alone when the host has no tool to compute one.
+SUMS = r"""printf '%s start\n' "$tag"
+if command -v sha256sum >/dev/null 2>&1; then sum() { sha256sum -- "$1"; }
+elif command -v shasum >/dev/null 2>&1; then sum() { shasum -a 256 -- "$1"; }
+elif command -v openssl >/dev/null 2>&1; then sum() { openssl dgst -sha256 -r "$1"; }
+else echo none; exit 0; fi
+for f do
+  l=$(sum "$f" 2>/dev/null) && [ -n "$l" ] || l=-
+  printf '%s\n' "${l%% *}"
+done
+"""
+
+
+def temp_name(path: str, spot: Spot) -> str:
+    """Where a file is written before it is renamed to `path`: beside it, hidden, the
+    same for every owner of the action."""
+    ident = hashlib.sha256(f"{spot.session}/{spot.action}@{spot.alias}".encode()).hexdigest()[:12]
+    head, base = posixpath.split(path)
+    return posixpath.join(head, f".{base[:80]}.dsh-{ident}")
+
+
+def join(root: str, rel: str) -> str:
+    return posixpath.join(root, rel) if rel else root
+
+
+class Copier:
+    """One copy on one host, from its claim to its status."""
+
+    def __init__(
+        self,
+        files: Files,
+        job: CopyJob,
+        spot: Spot,
+        *,
+        root: str,
+        deadline: float,
+        progress: Progress,
+        alive: Callable[[], bool],
+        remote: Remote | None = None,
+        output: OutputSink | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.files = files
+        self.job = job
+        self.spot = spot
+        self.spool = f"{root}/{spot.session}"
+        self.base = f"{self.spool}/{spot.action}@{spot.alias}"
+        self.deadline = deadline
+        self.alive = alive
+        self.remote = remote
+        self.output = output or (lambda stream, data: None)
+        self.clock = clock or asyncio.get_running_loop().time
+        self.done = 0
+        self.total = 0
+        self._progress = progress
+        #: Temporary files written and not yet renamed (removed when the copy ends early).
+        self.temps: set[str] = set()
+        self.local_temps: set[str] = set()
+
+    def left(self) -> float:
+        return max(self.deadline - self.clock(), MIN_STEP)
+
+    def moved(self, n: int) -> None:
+        self.done += n
+        self._progress(self.done, self.total)
+
+    async def run(self) -> Copied:
+        """The copy, claimed (or taken up), its status written last. Raises CopyFailed
+        and NotOwner; a timeout or a cancellation is the caller's (then `abandon`)."""
+        if not self.job.resume:
+            await self._claim()
+        done = await self.copy()
+        await self.status("0")
+        return Copied(Exec("ok", 0, 0.0), done)
+
+    async def copy(self) -> CopyFacts:
+        """The copy itself, between its claim and its status (Put's, Get's)."""
+        raise NotImplementedError
+
+    async def _claim(self) -> None:
+        if not await self._create_claim():
+            raise CopyFailed(f"claimed: {self.spot.action} on {self.spot.alias} was started before")
+
+    async def _create_claim(self) -> bool:
+        try:
+            return await self.files.create(self.base + ".claim", b"copy\n")
+        except CopyFailed:
+            await self.mkdirs(self.spool, 0o700)
+            return await self.files.create(self.base + ".claim", b"copy\n")
+
+    async def status(self, what: str) -> None:
+        """The copy's end in its spool (through a temporary name: read whole or not at all)."""
+        tmp = self.base + ".status.tmp"
+        with contextlib.suppress(CopyFailed):
+            await self.files.remove(tmp)
+        await self.files.create(tmp, f"{what}\n".encode())
+        await self.files.rename(tmp, self.base + ".status")
+
+    async def abandon(self, why: str) -> None:
+        """Ended early (timed out, cancelled): remove what was written and not renamed,
+        and say why in the spool."""
+        for path in list(self.temps):
+            with contextlib.suppress(CopyFailed):
+                await self.files.remove(path)
+        for path in list(self.local_temps):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        with contextlib.suppress(CopyFailed):
+            await self.status(why)
+
+    async def mkdirs(self, path: str, mode: int) -> None:
+        """`mkdir -p`: the missing directories of `path`, each with `mode`."""
+        missing: list[str] = []
+        here = path
+        while here not in ("", "/", "."):
+            st = await self.files.stat(here)
+            if st is not None:
+                if st.kind != DIR:
+                    raise CopyFailed(f"{here}: exists and is not a directory")
+                break
+            missing.append(here)
+            here = posixpath.dirname(here)
+        for d in reversed(missing):
+            with contextlib.suppress(CopyFailed):
+                await self.files.mkdir(d, mode)
+            st = await self.files.stat(d)
+            if st is None or st.kind != DIR:
+                raise CopyFailed(f"{d}: cannot make the directory")
+
+    async def sums(self, paths: Sequence[str]) -> dict[str, str] | None:
+        """The host's SHA-256 of each path (one exec for all of them; a path it cannot
+        read is missing); None when the host has no tool to compute one."""
+        if not paths:
+            return {}
+        found: dict[str, str] = {}
+        for start in range(0, len(paths), 200):
+            part = list(paths[start : start + 200])
+            code, out = await self.files.shell(SUMS, part, self.left())
+            lines = out.decode("utf-8", "replace").split("\n")
+            if code != 0:
+                raise CopyFailed(f"cannot compute SHA-256 sums on {self.spot.alias}")
+            if lines and lines[0].strip() == "none":
+                return None
+            for path, line in zip(part, lines, strict=False):
+                value = line.strip().lstrip("\\")
+                if len(value) == 64:
+                    found[path] = value.lower()
+        return found

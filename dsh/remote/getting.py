@@ -1,0 +1,118 @@
+"""A get: a file or a tree from a host to this machine, written here as a put writes
+there (dsh/remote/copying.py): beside its destination, checked against the host's
+SHA-256, renamed into place; a file that holds those bytes already is left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from dsh.remote.base import CopyFacts, Spot
+from dsh.remote.copying import CHUNK, Copier, CopyFailed, Stat, join, temp_name
+from dsh.remote.manifest import DIR, FILE, LINK, MAX_ENTRIES, Entry, file_sha256, tree_digest
+
+
+class Get(Copier):
+    """A copy from the host to this machine."""
+
+    async def copy(self) -> CopyFacts:
+        facts = self.job.facts
+        src, local = facts.remote, facts.local
+        st = await self.files.stat(src)
+        if st is None:
+            raise CopyFailed(f"{src}: no such file or directory on {self.spot.alias}")
+        if st.kind == FILE:
+            found = [("", st)]
+        elif st.kind == DIR:
+            found = [("", st)]
+            await self._walk(src, "", found)
+        else:
+            raise CopyFailed(f"{src}: not a file or a directory")
+        self.total = sum(s.size for _, s in found if s.kind == FILE)
+        sums = await self.sums([join(src, rel) for rel, s in found if s.kind == FILE])
+        parent = os.path.dirname(local)
+        if parent:
+            await asyncio.to_thread(os.makedirs, parent, exist_ok=True)
+        entries: list[Entry] = []
+        changed = False
+        for rel, s in found:
+            here, there = os.path.join(local, rel) if rel else local, join(src, rel)
+            if s.kind == DIR:
+                changed |= await asyncio.to_thread(_local_dir, here, s.mode)
+                entries.append(Entry(rel, DIR, s.mode))
+            elif s.kind == LINK:
+                target = await self.files.readlink(there)
+                changed |= await asyncio.to_thread(_local_link, here, target, self.spot)
+                entries.append(Entry(rel, LINK, s.mode, target=target))
+            elif s.kind == FILE:
+                want = sums.get(there) if sums is not None else None
+                digest, wrote = await self._fetch(there, here, s, want)
+                changed |= wrote
+                entries.append(Entry(rel, FILE, s.mode, s.size, digest))
+        digest = entries[0].sha256 if entries[0].kind == FILE else tree_digest(entries)
+        return CopyFacts(facts.direction, local, src, digest, not changed, self.total)
+
+    async def _walk(self, root: str, rel: str, found: list[tuple[str, Stat]]) -> None:
+        for name in sorted(await self.files.listdir(join(root, rel))):
+            if name in (".", ".."):
+                continue
+            if len(found) >= MAX_ENTRIES:
+                raise CopyFailed(f"{root}: over {MAX_ENTRIES} entries; get it in parts, or as an archive")
+            sub = f"{rel}/{name}" if rel else name
+            st = await self.files.lstat(join(root, sub))
+            if st is None or st.kind not in (FILE, DIR, LINK):
+                continue  # gone since, or a device or a pipe: not copied
+            found.append((sub, st))
+            if st.kind == DIR:
+                await self._walk(root, sub, found)
+
+    async def _fetch(self, there: str, here: str, st: Stat, want: str | None) -> tuple[str, bool]:
+        """One file from the host: its SHA-256, and whether it was written here."""
+        same = want is not None and os.path.isfile(here) and os.path.getsize(here) == st.size
+        if same and await asyncio.to_thread(file_sha256, here) == want:
+            self.moved(st.size)
+            return str(want), False
+        tmp = temp_name(here, self.spot)
+        self.local_temps.add(tmp)
+        offset = 0
+        if self.job.resume and os.path.isfile(tmp):
+            offset = max(0, (min(os.path.getsize(tmp), st.size) // CHUNK - 1) * CHUNK)
+        start = self.done
+        for attempt in (1, 2):
+            self.done = start
+            self.moved(offset)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC), 0o600)
+            with os.fdopen(fd, "wb") as sink:
+                sink.seek(offset)
+                await self.files.fetch(there, sink, offset, self.moved, self.alive)
+                sink.truncate()
+            digest = await asyncio.to_thread(file_sha256, tmp)
+            if want is None or digest == want:
+                break
+            if attempt == 2 or offset == 0:
+                raise CopyFailed(f"{there}: what came from the host is not what it holds (SHA-256 differs)")
+            offset = 0
+        os.chmod(tmp, st.mode & 0o7777)
+        os.replace(tmp, here)
+        self.local_temps.discard(tmp)
+        return digest, True
+
+
+def _local_dir(path: str, mode: int) -> bool:
+    if os.path.isdir(path) and not os.path.islink(path):
+        return False
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, mode & 0o7777)
+    return True
+
+
+def _local_link(path: str, target: str, spot: Spot) -> bool:
+    if os.path.islink(path) and os.readlink(path) == target:
+        return False
+    tmp = temp_name(path, spot)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+    return True
