@@ -16,7 +16,7 @@
 # --header-timeout, --body-timeout, --max-connections).
 
 # Options that take a value, and options that do not.
-_dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config"
+_dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config --outdir"
 _dsh_opts_flag="--ask-pass --json --verbose --version --help"
 _dsh_subcommands="explain log attach ls run kill rm signal key serve"
 # The options of `serve`: each takes a value.
@@ -188,6 +188,10 @@ _dsh() {
                 ;;
             --ssh-config | --config | --askpass)
                 _dsh_files "$cur"
+                ;;
+            --outdir)
+                compopt -o filenames 2>/dev/null
+                COMPREPLY=($(compgen -d -- "$cur"))
                 ;;
             *)
                 # --session NAME, -c TEXT: nothing to offer

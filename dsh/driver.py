@@ -31,6 +31,7 @@ from dsh.remote.base import Asks, Gate, Hosts, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.context import Resume
 from dsh.runtime.executor import Executor
+from dsh.runtime.outdir import OutputFiles
 from dsh.runtime.ports import ActionResult, Reporter
 from dsh.runtime.results import LineResult
 from dsh.runtime.steps import LOCAL_ALIAS
@@ -67,6 +68,8 @@ class Driver:
     asks: Asks = field(default_factory=Asks)
     #: Where a password is asked for (None: nobody can be asked; each ask fails at once).
     prompter: Prompter | None = None
+    #: Where every action's output is written too (--outdir: absolute), if anywhere.
+    outdir: str | None = None
 
     def __post_init__(self) -> None:
         #: Whether this session sweeps the store when it ends (decided when it claims).
@@ -95,6 +98,8 @@ class Driver:
             max_binding=self.config.limits.max_binding,
         )
         self.executor.prompter = asking  # `x = secret "…"` asks there too
+        if self.outdir is not None:
+            self.executor.outdir = OutputFiles(self.outdir)
 
     async def load(self) -> None:
         """The bindings, result sets and functions of earlier runs of the session (a read)."""

@@ -89,6 +89,12 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="forward the ssh-agent ($SSH_AUTH_SOCK) to every host, as ForwardAgent yes",
     )
+    parser.add_argument(
+        "--outdir",
+        metavar="DIR",
+        help="also write each host's stdout and stderr of every action to DIR/ACTION/HOST.out and "
+        "HOST.err (private files; ACTION as dsh log shows it)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per output line and result")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--version", action="version", version=f"dsh {__version__}")
@@ -125,11 +131,12 @@ class Settings:
             ("--config", opts.config),
             ("--host-keys", opts.host_keys),
             ("--askpass", opts.askpass),
+            ("--outdir", opts.outdir),
         ):
             if value:
                 self.passed += [
                     flag,
-                    os.path.abspath(value) if flag in ("--ssh-config", "--config") else value,
+                    os.path.abspath(value) if flag in ("--ssh-config", "--config", "--outdir") else value,
                 ]
         self.passed += [
             flag for flag, on in (("--ask-pass", opts.ask_pass), ("-A", opts.forward_agent)) if on
@@ -139,6 +146,10 @@ class Settings:
         self.forward_agent: bool = opts.forward_agent
         #: A program that answers prompts (a sudo password) where no terminal can.
         self.askpass: str | None = opts.askpass or env.get("DSH_ASKPASS") or None
+        #: Where every action's output is written too (absolute: the executor's cwd may differ).
+        self.outdir: str | None = os.path.abspath(opts.outdir) if opts.outdir else None
+        if self.outdir is not None and os.path.exists(self.outdir) and not os.path.isdir(self.outdir):
+            raise UsageError(f"--outdir {opts.outdir}: not a directory")
         self.ssh_config = Path(opts.ssh_config) if opts.ssh_config else None
         if self.ssh_config is not None and not self.ssh_config.is_file():
             raise UsageError(f"{self.ssh_config}: no such ssh config file")

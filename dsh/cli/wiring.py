@@ -121,6 +121,7 @@ class Wiring:
             sweep_always=settings.env.get("DSH_TEST_SWEEP") == "1",  # the sweep's tests
             asks=asks,
             prompter=prompter,
+            outdir=settings.outdir,
         )
 
     def prompter(self, say: Callable[[str], None], terminal: bool = True) -> Prompter | None:

@@ -191,7 +191,11 @@ class Copier:
         and NotOwner; a timeout or a cancellation is the caller's (then `abandon`)."""
         if not self.job.resume:
             await self._claim()
-        done = await self.copy()
+        try:
+            done = await self.copy()
+        except OSError as exc:  # this machine's side (a get's destination, a put's source)
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise CopyFailed(f"{where}{exc.strerror or exc}") from None
         await self.status("0")
         return Copied(Exec("ok", 0, 0.0), done)
 

@@ -76,13 +76,17 @@ class Get(Copier):
         tmp = temp_name(here, self.spot)
         self.local_temps.add(tmp)
         offset = 0
-        if self.job.resume and os.path.isfile(tmp):
+        if self.job.resume and not os.path.islink(tmp) and os.path.isfile(tmp):
             offset = max(0, (min(os.path.getsize(tmp), st.size) // CHUNK - 1) * CHUNK)
         start = self.done
         for attempt in (1, 2):
             self.done = start
             self.moved(offset)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC), 0o600)
+            if not offset:  # made anew, exclusively: a link planted there is not followed
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if offset else os.O_CREAT | os.O_EXCL)
+            fd = os.open(tmp, flags, 0o600)
             with os.fdopen(fd, "wb") as sink:
                 sink.seek(offset)
                 await self.files.fetch(there, sink, offset, self.moved, self.alive)

@@ -96,8 +96,14 @@ class SftpFiles:
         progress: Callable[[int], None],
         alive: Callable[[], bool],
     ) -> None:
-        mode = "r+b" if offset else "wb"
+        # Written anew: whatever has the name goes first, and the file is made exclusively
+        # (O_EXCL: a link planted there, in a directory others can write, is not followed).
+        # Taken up (`offset`): the copy's own temporary file, a regular file (lstat'ed).
+        mode = "r+b" if offset else "xb"
         try:
+            if not offset:
+                with contextlib.suppress(asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
+                    await self.sftp.remove(path)
             f = await self.sftp.open(path, mode, asyncssh.SFTPAttrs(permissions=0o600), max_requests=REQUESTS)
         except asyncssh.SFTPError as exc:
             raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None

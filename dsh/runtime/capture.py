@@ -23,6 +23,8 @@ class Capture:
         self.err = bytearray()
         self.truncated = False
         self._held: dict[str, bytes] = {}
+        #: Output told again from a record (see `replay`).
+        self.replaying = False
 
     def __call__(self, stream: str, data: bytes) -> None:
         secrets = self.secrets()
@@ -42,6 +44,15 @@ class Capture:
             self.truncated = True
         buf += data[: max(room, 0)]
         self.show(stream, data)
+
+    def replay(self, stream: str, data: bytes) -> None:
+        """Output of an action that had ended before a takeover (its record's tail): shown
+        and kept again, while `replaying` says so (it is not written to --outdir again)."""
+        self.replaying = True
+        try:
+            self(stream, data)
+        finally:
+            self.replaying = False
 
     def end(self) -> None:
         """The action is over: what was held back (no secret after all) goes on."""

@@ -161,7 +161,6 @@ def _ended(status: str) -> Exec:
     return Exec(Outcome.FAILED, None, 0.0, "failed before the takeover")
 
 
-
 @record
 class CopyOrder:
     """One attempt of a copy, as a flow asks it of its steps: the stage, its paths
@@ -212,8 +211,8 @@ async def copy_taken_up(up: TakenUp, step: StepId, order: CopyOrder) -> Exec:
     if held is None or (facts is None and held.get("state") != "done"):
         return await copy_live(up.live, step, order)
     if held.get("state") == "done" or facts is None:  # ended before: its record, and its output
-        order.output("stdout", untail(held.get("out")))
-        order.output("stderr", untail(held.get("err")))
+        order.output.replay("stdout", untail(held.get("out")))
+        order.output.replay("stderr", untail(held.get("err")))
         return recorded(held)
     live, took = up.live, facts
 

@@ -26,6 +26,7 @@ from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.context import Replayed, Resume, RunContext
 from dsh.runtime.copies import Sources
 from dsh.runtime.flow import HostFlow, Line
+from dsh.runtime.outdir import OutputFiles
 from dsh.runtime.ports import Events, NoEvents, NullRecorder, Recorder, Reporter
 from dsh.runtime.results import HostResult, LineResult
 from dsh.runtime.steps import LiveSteps, SharedAwaits, Steps, TakenUp
@@ -90,6 +91,8 @@ class Executor:
         self.inventory = dict(inventory or {})
         self.bindings: dict[str, Value] = {}
         self.result_sets: dict[str, tuple[str, ...]] = {}
+        #: Where every action's output is written too (--outdir), if anywhere.
+        self.outdir: OutputFiles | None = None
         #: The name under which hosts spool this executor's actions (the session's,
         #: once it is claimed; unique for a run without a session).
         self.spool_name = f"anon.{os.getpid()}.{os.urandom(4).hex()}"
@@ -409,6 +412,7 @@ class Executor:
                 self.command,
                 self.secrets,
                 Sources(),
+                self.outdir,
             )
             if pipe.target is None:
                 self.reporter.line_started(stmt, None)

@@ -27,6 +27,7 @@ from dsh.runtime.capture import Capture
 from dsh.runtime.clock import Clock
 from dsh.runtime.context import StepId
 from dsh.runtime.copies import CopyOrder, Sources, local_path
+from dsh.runtime.outdir import OutdirError, OutputFiles
 from dsh.runtime.ports import Reporter
 from dsh.runtime.results import HostResult
 from dsh.runtime.steps import SharedAwaits, Steps
@@ -61,6 +62,8 @@ class Line:
     secrets: Callable[[], tuple[bytes, ...]]
     #: The sources of the line's puts, each read once.
     sources: Sources
+    #: Where every action's output is written too (--outdir), if anywhere.
+    outdir: OutputFiles | None = None
 
 
 class HostFlow:
@@ -78,10 +81,17 @@ class HostFlow:
 
         def show(stream: str, data: bytes) -> None:
             line.reporter.output(line.stmt, host, stream, data, not (stream == "stdout" and hidden))
+            if line.outdir is not None and not self.output.replaying:
+                try:
+                    line.outdir.write(self.action, host, stream, data)
+                except OutdirError as exc:  # said once: the files are left alone after
+                    getattr(line.reporter, "message", lambda text: None)(exc.message)
 
         self.output = Capture(show, line.secrets)
         self.ended = Exec(Outcome.OK, 0, 0.0)
         self.attempts = 0
+        #: The action running (its output goes to --outdir under its id).
+        self.action = ""
 
     async def run(self) -> HostResult:
         """Run the stages; the host's result, reported."""
@@ -192,6 +202,7 @@ class HostFlow:
                 await line.steps.backoff(step, wait)
             self.output.clear()
             self.attempts += 1
+            self.action = step.action
             self.ended = await attempt(step)
             if self.ended.outcome in FINAL:
                 break

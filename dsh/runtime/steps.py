@@ -363,8 +363,8 @@ class TakenUp:
                 step, command, timeout=timeout, remote=remote, output=output, env=env
             )
         if held.get("state") == "done":  # ended before: its record, and its output's tail
-            output("stdout", untail(held.get("out")))
-            output("stderr", untail(held.get("err")))
+            output.replay("stdout", untail(held.get("out")))
+            output.replay("stderr", untail(held.get("err")))
             return recorded(held)
         return await self.live.journaled(
             step, output, self._take_up(step, held, command, timeout, remote, output, env)

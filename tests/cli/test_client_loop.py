@@ -155,7 +155,7 @@ def test_attach_refuses_an_executor_of_a_newer_protocol_with_a_sentence(  # type
     def newer_executor() -> None:  # says hello in protocol 3, then listens until hung up on
         with server, server.accept()[0] as client:
             client.settimeout(20)
-            client.sendall(b'{"ev":"hello","v":3,"session":"pv","pid":1,"running":null,"tls":true}\n')
+            client.sendall(b'{"ev":"hello","v":4,"session":"pv","pid":1,"running":null,"tls":true}\n')
             while data := client.recv(4096):
                 heard.append(data)
 
@@ -166,7 +166,7 @@ def test_attach_refuses_an_executor_of_a_newer_protocol_with_a_sentence(  # type
     thread.join(10)
     assert r.returncode == 3, r.stdout + r.stderr
     assert r.stderr.endswith(
-        "dsh: the executor of session pv speaks protocol 3, this dsh 2: another version of dsh runs it; "
+        "dsh: the executor of session pv speaks protocol 4, this dsh 3: another version of dsh runs it; "
         "attach with that version, or once its work is over, attach again\n"
     ), r.stderr
     assert heard == []  # nothing was asked of it: no line submitted, no poke
@@ -192,17 +192,17 @@ def test_an_executor_refuses_a_client_of_a_newer_protocol_and_serves_the_others(
         sock.connect(str(held["socket"]))
         stream = sock.makefile("rb")
         hello = json.loads(stream.readline())
-        assert (hello["ev"], hello["v"], hello["session"]) == ("hello", 2, "pn")
-        sock.sendall(b'{"op": "poke", "v": 3}\n')
+        assert (hello["ev"], hello["v"], hello["session"]) == ("hello", 3, "pn")
+        sock.sendall(b'{"op": "poke", "v": 4}\n')
         said = [json.loads(line) for line in stream]  # up to its hanging up
     assert said[-1] == {
         "ev": "end",
-        "v": 2,
+        "v": 3,
         "exit": 3,
-        "message": "a client speaks protocol 3, this dsh 2: another version of dsh runs this session's "
+        "message": "a client speaks protocol 4, this dsh 3: another version of dsh runs this session's "
         "executor; attach with that version",
     }
     r = run_dsh(["attach", "pn"], timeout=30)  # the executor goes on, for the others
     assert r.returncode == 0 and "done-here" in r.stdout, r.stdout + r.stderr
     log = Path(env["XDG_STATE_HOME"]) / "dsh" / "log" / "pn.log"
-    assert "a client speaks protocol 3" in log.read_text()
+    assert "a client speaks protocol 4" in log.read_text()

@@ -75,8 +75,8 @@ def test_a_record_of_a_newer_format_is_refused_with_a_sentence(run_dsh, env) -> 
     key = f"/dsh/v1/u/{user_name()}/s/new1/meta".encode()
     with sqlite3.connect(store, isolation_level=None) as db:
         (raw,) = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        db.execute("UPDATE kv SET value = ? WHERE key = ?", (bytes(raw).replace(b'"v": 2', b'"v": 99'), key))
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", (bytes(raw).replace(b'"v": 3', b'"v": 99'), key))
     r = run_dsh(["--session", "new1", "-c", "echo again"])
     assert r.returncode == 3, r.stderr
-    assert "new1/meta: written by a newer dsh (format 99 > 2); upgrade dsh to read it" in r.stderr
+    assert "new1/meta: written by a newer dsh (format 99 > 3); upgrade dsh to read it" in r.stderr
     assert "Traceback" not in r.stderr and "again" not in r.stdout

@@ -76,10 +76,12 @@ def modes(root: Path) -> dict[str, str]:
             except FileNotFoundError:  # gone meanwhile (the spool renames as it goes)
                 continue
             mode = stat.S_IMODE(st.st_mode)
+            # the sudo helper (written through NAME.PID) is its owner's to run, only
+            helper = name == HELPER_NAME or name.startswith(HELPER_NAME + ".")
             if stat.S_ISDIR(st.st_mode) and mode != 0o700:
                 wrong[str(path)] = f"directory {mode:04o}"
-            elif stat.S_ISREG(st.st_mode) and mode != (0o700 if name == HELPER_NAME else 0o600):
-                wrong[str(path)] = f"file {mode:04o}"  # the sudo helper: its owner's to run, only
+            elif stat.S_ISREG(st.st_mode) and mode != (0o700 if helper else 0o600):
+                wrong[str(path)] = f"file {mode:04o}"
             elif mode & 0o077:
                 wrong[str(path)] = f"{stat.filemode(st.st_mode)}"
     return wrong

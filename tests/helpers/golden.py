@@ -14,6 +14,8 @@ _ID = re.compile(rb'"(id|plan_id)": ?"[0-9a-f]+"')
 _SOCKET = re.compile(rb'"socket": ?"[^"]*"')
 #: A prompt names the login user (whoever runs the tests).
 _WHO = re.compile(rb'password for [^ "\\]+')
+#: The fixture's work directory (a copy's local path is absolute).
+_WORK = re.compile(rb"/tmp/dsh-fixture-[A-Za-z0-9_]+")
 
 
 def normalised(value: bytes) -> bytes:
@@ -21,6 +23,7 @@ def normalised(value: bytes) -> bytes:
     value = _PID.sub(b'"pid":PID', value)
     value = _ID.sub(rb'"\1":"ID"', value)
     value = _WHO.sub(b"password for USER", value)
+    value = _WORK.sub(b"WORK", value)
     return _SOCKET.sub(b'"socket":"SOCKET"', value)
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from tests.conftest import SshSetup, dsh_path
 from tests.credentials import PASSWORD, sudo_ready
-from tests.sshd import USER, USER2
 from tests.helpers.wait import wait_for
+from tests.sshd import USER, USER2
 
 
 def _sha(path: Path) -> str:
@@ -58,6 +58,11 @@ def test_put_then_get_three_hosts(run_dsh, config: list[str], tmp_path: Path, re
         assert _sha(got / host / "f") == _sha(src)
 
 
+def _same_tree(a: Path, b: Path) -> None:
+    diff = subprocess.run(["diff", "-r", "--no-dereference", str(a), str(b)], capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+
+
 def _tree(root: Path) -> None:
     (root / "sub" / "deeper").mkdir(parents=True)
     (root / "a.txt").write_text("alpha\n")
@@ -80,7 +85,9 @@ def test_a_tree_put_recursively_compares_equal_with_modes(  # type: ignore[no-un
     assert done.returncode == 0, done.stderr + done.stdout
     for host in ("h1", "h2"):
         dest = remote_dir / f"t.{host}"
-        diff = subprocess.run(["diff", "-r", "--no-dereference", str(src), str(dest)], capture_output=True, text=True)
+        diff = subprocess.run(
+            ["diff", "-r", "--no-dereference", str(src), str(dest)], capture_output=True, text=True
+        )
         assert diff.returncode == 0, diff.stdout + diff.stderr
         for rel in ("a.txt", "run.sh", "sub", "sub/secret", "sub/deeper", "sub/deeper/empty"):
             assert (dest / rel).stat().st_mode == (src / rel).stat().st_mode, rel
@@ -90,7 +97,9 @@ def test_a_tree_put_recursively_compares_equal_with_modes(  # type: ignore[no-un
     done = run_dsh([*config, "-c", f"get @h[1-2]:{remote_dir}/t.$host {got}/$host"])
     assert done.returncode == 0, done.stderr + done.stdout
     for host in ("h1", "h2"):
-        diff = subprocess.run(["diff", "-r", "--no-dereference", str(src), str(got / host)], capture_output=True, text=True)
+        diff = subprocess.run(
+            ["diff", "-r", "--no-dereference", str(src), str(got / host)], capture_output=True, text=True
+        )
         assert diff.returncode == 0, diff.stdout + diff.stderr
         assert (got / host / "sub" / "secret").stat().st_mode & 0o777 == 0o600
 
@@ -210,7 +219,9 @@ def test_put_sudo_into_a_root_owned_directory_asks_the_password_once(  # type: i
         src = tmp_path / "conf"
         src.write_bytes(b"listen 80;\n" * 1000)
         line = f"put --sudo {USER2} --mode 0640 {src} @h[1-2]:{target}/conf.$host"
-        child = pexpect.spawn(dsh_path(), [*config, "-c", line], env={**env, "TERM": "xterm"}, encoding="utf-8", timeout=60)
+        child = pexpect.spawn(
+            dsh_path(), [*config, "-c", line], env={**env, "TERM": "xterm"}, encoding="utf-8", timeout=60
+        )
         child.expect(rf"\[sudo\] password for {USER} on h\[1-2\]: ")
         child.sendline(PASSWORD)
         child.expect(pexpect.EOF)
@@ -226,3 +237,44 @@ def test_put_sudo_into_a_root_owned_directory_asks_the_password_once(  # type: i
         assert sorted(p.name for p in target.iterdir()) == ["conf.h1", "conf.h2"]  # no temporary file left
     finally:
         subprocess.run(["rm", "-rf", str(target)], check=False)
+
+
+def test_outdir_keeps_every_hosts_output_of_each_action(  # type: ignore[no-untyped-def]
+    run_dsh, config: list[str], tmp_path: Path, remote_dir: Path
+) -> None:
+    out = tmp_path / "out"
+    src = tmp_path / "f"
+    src.write_text("x\n")
+    text = f"@h[1-2] echo out $host; echo err >&2\nput {src} @h1:{remote_dir}/f\necho here"
+    done = run_dsh([*config, "--outdir", str(out), "-c", text])
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "h1 | out h1" in done.stdout  # shown as well
+    for host in ("h1", "h2"):
+        assert (out / "1.1.1" / f"{host}.out").read_text() == f"out {host}\n"
+        assert (out / "1.1.1" / f"{host}.err").read_text() == "err\n"
+    assert (out / "2.1.1" / "h1.out").read_text().startswith(f"copied {src} -> h1:{remote_dir}/f")
+    assert (out / "3.1.1" / "local.out").read_text() == "here\n"
+    assert (out / "1.1.1").stat().st_mode & 0o777 == 0o700
+    assert (out / "1.1.1" / "h1.out").stat().st_mode & 0o777 == 0o600
+    again = run_dsh([*config, "--outdir", str(out), "-c", "@h1 echo second"])
+    assert again.returncode == 0
+    assert (out / "1.1.1" / "h1.out").read_text() == "second\n"  # a new run of action 1.1.1: begun anew
+
+
+def test_what_cannot_be_copied_fails_the_host_with_a_sentence(  # type: ignore[no-untyped-def]
+    run_dsh, config: list[str], tmp_path: Path, remote_dir: Path
+) -> None:
+    missing = run_dsh([*config, "-c", f"put {tmp_path}/nothing @h1:{remote_dir}/x"])
+    assert missing.returncode == 1, missing.stderr + missing.stdout
+    assert "nothing: no such file or directory" in missing.stdout + missing.stderr
+    gone = run_dsh([*config, "-c", f"get @h1:{remote_dir}/nothing {tmp_path}/got"])
+    assert gone.returncode == 1
+    assert f"{remote_dir}/nothing: no such file or directory on h1" in gone.stdout + gone.stderr
+    (remote_dir / "file").write_text("a file\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_text("a\n")
+    onto = run_dsh([*config, "-c", f"put {tree} @h1:{remote_dir}/file"])
+    assert onto.returncode == 1
+    assert f"{remote_dir}/file: exists and is not a directory" in onto.stdout + onto.stderr
+    assert "Traceback" not in onto.stderr + missing.stderr + gone.stderr

@@ -29,6 +29,7 @@ SAMPLES: list[pr.Message] = [
     pr.Line(3, STMT, ()),
     pr.Out(2, "h1", "stdout", b"bytes \xff\x00 that are not text\n"),
     pr.Out(2, None, "stderr", b""),
+    pr.Copying(2, "h1", 4 << 20, 100 << 20),
     pr.Retry(2, "h2", Exec("timeout", None, 5.0, "no answer"), 1, 1.0),
     pr.HostDone(2, RESULT),
     pr.LineDone(2, STMT, (RESULT, LOCAL), 3.5, True, "a note", False),
@@ -73,9 +74,9 @@ def test_every_message_kind_has_a_sample_and_a_tag_of_its_own() -> None:
 
 
 def test_each_message_carries_the_version_after_its_tag() -> None:
-    assert pr.encode(pr.Idle(0)) == b'{"ev":"idle","v":2,"status":0}\n'
-    assert pr.encode(pr.Cancel("x")) == b'{"op": "cancel", "v": 2, "id": "x"}\n'
-    assert pr.encode(pr.Done("x", 0)) == b'{"ev":"done","v":2,"id":"x","status":0}\n'  # no error: not written
+    assert pr.encode(pr.Idle(0)) == b'{"ev":"idle","v":3,"status":0}\n'
+    assert pr.encode(pr.Cancel("x")) == b'{"op": "cancel", "v": 3, "id": "x"}\n'
+    assert pr.encode(pr.Done("x", 0)) == b'{"ev":"done","v":3,"id":"x","status":0}\n'  # no error: not written
 
 
 def test_a_line_without_a_version_is_version_1_and_refused() -> None:
@@ -85,31 +86,31 @@ def test_a_line_without_a_version_is_version_1_and_refused() -> None:
     with pytest.raises(pr.OtherProtocol) as refused:
         decode(raw)
     assert refused.value.version == 1
-    assert refused.value.message == f"{PEER} speaks protocol 1, this dsh 2: {REMEDY}"
+    assert refused.value.message == f"{PEER} speaks protocol 1, this dsh 3: {REMEDY}"
 
 
 def test_another_version_is_refused_with_a_sentence() -> None:
     with pytest.raises(pr.OtherProtocol) as refused:
-        decode(b'{"ev":"hello","v":3,"session":"s1","pid":7,"running":null,"new":1}')
-    assert refused.value.message == f"{PEER} speaks protocol 3, this dsh 2: {REMEDY}"
+        decode(b'{"ev":"hello","v":4,"session":"s1","pid":7,"running":null,"new":1}')
+    assert refused.value.message == f"{PEER} speaks protocol 4, this dsh 3: {REMEDY}"
     assert refused.value.exit_code == Exit.STORE == 3
-    assert refused.value.version == 3
-    with pytest.raises(pr.OtherProtocol, match=r"^a client speaks protocol 4, this dsh 2: "):
-        decode(b'{"op": "poke", "v": 4}')
+    assert refused.value.version == 4
+    with pytest.raises(pr.OtherProtocol, match=r"^a client speaks protocol 5, this dsh 3: "):
+        decode(b'{"op": "poke", "v": 5}')
 
 
 def test_an_unknown_tag_is_refused_with_a_sentence() -> None:
     with pytest.raises(pr.ProtocolError) as refused:
-        decode(b'{"ev":"teleport","v":2,"k":1}')
+        decode(b'{"ev":"teleport","v":3,"k":1}')
     assert refused.value.message == f"{PEER} sent a message this dsh does not know (ev 'teleport')"
     assert refused.value.exit_code == 3
     with pytest.raises(
         pr.ProtocolError, match=r"^a client sent a message this dsh does not know \(op 'shutdown'\)$"
     ):
-        decode(b'{"op": "shutdown", "v": 2}')
+        decode(b'{"op": "shutdown", "v": 3}')
     # An event where an op belongs (and the other way round) is as unknown.
     with pytest.raises(pr.ProtocolError, match=r"does not know \(ev None\)"):
-        pr.decode_event(b'{"op": "poke", "v": 2}', peer=PEER, remedy=REMEDY)
+        pr.decode_event(b'{"op": "poke", "v": 3}', peer=PEER, remedy=REMEDY)
 
 
 @pytest.mark.parametrize(
@@ -118,14 +119,14 @@ def test_an_unknown_tag_is_refused_with_a_sentence() -> None:
         (b"not json", f"{PEER} sent a line that is not JSON: 'not json'"),
         (b"[1, 2]", f"{PEER} sent a line that is not a message: '[1, 2]'"),
         (b'{"ev":"idle","v":"1","status":0}', f"{PEER} sent a message whose version is not a number"),
-        (b'{"ev":"idle","v":2}', f"{PEER} sent 'idle' without its field 'status'"),
-        (b'{"ev":"idle","v":2,"status":"0"}', f"{PEER} sent 'idle' whose field 'status' is not a number"),
-        (b'{"ev":"bye","v":2,"stays":1}', "field 'stays' is not true or false"),
-        (b'{"ev":"out","v":2,"k":1,"host":null,"stream":"stdout","data":"%%"}', "field 'data' is not base64"),
-        (b'{"ev":"line","v":2,"k":1,"def":{"version":1},"hosts":[]}', "field 'def' "),
-        (b'{"ev":"line","v":2,"k":1,"def":{"version":99,"statement":{}},"hosts":[]}', "field 'def' "),
-        (b'{"ev":"host","v":2,"k":1,"result":{"host":null}}', "field 'result' has no 'outcome'"),
-        (b'{"ev":"line","v":2,"k":1,"def":null,"hosts":[]}', "field 'def' is not an object"),
+        (b'{"ev":"idle","v":3}', f"{PEER} sent 'idle' without its field 'status'"),
+        (b'{"ev":"idle","v":3,"status":"0"}', f"{PEER} sent 'idle' whose field 'status' is not a number"),
+        (b'{"ev":"bye","v":3,"stays":1}', "field 'stays' is not true or false"),
+        (b'{"ev":"out","v":3,"k":1,"host":null,"stream":"stdout","data":"%%"}', "field 'data' is not base64"),
+        (b'{"ev":"line","v":3,"k":1,"def":{"version":1},"hosts":[]}', "field 'def' "),
+        (b'{"ev":"line","v":3,"k":1,"def":{"version":99,"statement":{}},"hosts":[]}', "field 'def' "),
+        (b'{"ev":"host","v":3,"k":1,"result":{"host":null}}', "field 'result' has no 'outcome'"),
+        (b'{"ev":"line","v":3,"k":1,"def":null,"hosts":[]}', "field 'def' is not an object"),
     ],
 )
 def test_a_broken_message_is_refused_with_a_sentence(raw: bytes, said: str) -> None:
