@@ -107,6 +107,10 @@ class Files(Protocol):
 
     async def symlink(self, target: str, path: str) -> None: ...
 
+    async def link(self, path: str, new: str) -> None:
+        """A hard link `new` to the file at `path`."""
+        ...
+
     async def readlink(self, path: str) -> str: ...
 
     async def remove(self, path: str) -> None: ...
@@ -120,17 +124,39 @@ class Files(Protocol):
 
 
 #: Prints one line per file argument: its SHA-256, or `-` when it cannot be read;
-#: `none` alone when the host has no tool to compute one.
+#: `none` alone when the host has no tool to compute one. OpenSSL first: it uses the
+#: CPU's SHA instructions (here 100 MB in 0.09 s; coreutils' sha256sum 0.86 s).
 SUMS = r"""printf '%s start\n' "$tag"
-if command -v sha256sum >/dev/null 2>&1; then sum() { sha256sum -- "$1"; }
+if command -v openssl >/dev/null 2>&1; then sum() { openssl dgst -sha256 -r "$1"; }
+elif command -v sha256sum >/dev/null 2>&1; then sum() { sha256sum -- "$1"; }
 elif command -v shasum >/dev/null 2>&1; then sum() { shasum -a 256 -- "$1"; }
-elif command -v openssl >/dev/null 2>&1; then sum() { openssl dgst -sha256 -r "$1"; }
 else echo none; exit 0; fi
 for f do
   l=$(sum "$f" 2>/dev/null) && [ -n "$l" ] || l=-
   printf '%s\n' "${l%% *}"
 done
 """
+
+
+class Blobs:
+    """What a session's puts share on one machine: the first copy of a file (by its
+    SHA-256) to a machine sends it; the others on that machine (other aliases of it,
+    as their identity says: user@hostname:port and host key) wait for it, then copy it
+    there from the session's spool (`SPOOL/blobs/SHA256`, a hard link to the first
+    copy's file) and check its SHA-256 as if it had been sent. A machine that does not
+    hold the blob after all (cloned host keys) is sent the file."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+
+    def claim(self, machine: str, sha256: str) -> tuple[bool, asyncio.Future[str | None]]:
+        """Whether this copy sends the file to `machine` (then it sets the future to the
+        blob's path, or None), and the future the others wait on."""
+        fut = self._made.get((machine, sha256))
+        if fut is None:
+            fut = self._made[(machine, sha256)] = asyncio.get_running_loop().create_future()
+            return True, fut
+        return False, fut
 
 
 def temp_name(path: str, spot: Spot) -> str:
@@ -161,6 +187,8 @@ class Copier:
         remote: Remote | None = None,
         output: OutputSink | None = None,
         clock: Callable[[], float] | None = None,
+        blobs: Blobs | None = None,
+        machine: str = "",
     ) -> None:
         self.files = files
         self.job = job
@@ -172,6 +200,9 @@ class Copier:
         self.remote = remote
         self.output = output or (lambda stream, data: None)
         self.clock = clock or asyncio.get_running_loop().time
+        #: The puts of this session, shared per machine (`machine`: who the host is).
+        self.blobs = blobs
+        self.machine = machine
         self.done = 0
         self.total = 0
         self._progress = progress
@@ -261,7 +292,8 @@ class Copier:
         found: dict[str, str] = {}
         for start in range(0, len(paths), 200):
             part = list(paths[start : start + 200])
-            code, out = await self.files.shell(SUMS, part, self.left())
+            named = [f"./{p}" if p.startswith("-") else p for p in part]  # never an option
+            code, out = await self.files.shell(SUMS, named, self.left())
             lines = out.decode("utf-8", "replace").split("\n")
             if code != 0:
                 raise CopyFailed(f"cannot compute SHA-256 sums on {self.spot.alias}")

@@ -15,8 +15,16 @@ import shlex
 from collections.abc import Sequence
 
 from dsh.remote.base import CopyFacts, CopyJob, Exec, Spot
-from dsh.remote.copying import CHUNK, PARALLEL, Copier, CopyFailed, Stat, join, temp_name
+from dsh.remote.copying import CHUNK, MIN_STEP, PARALLEL, Copier, CopyFailed, Stat, join, temp_name
 from dsh.remote.manifest import DIR, FILE, LINK, Entry, Manifest
+
+#: Files at least this big are sent once per machine (copying.Blobs).
+SHARE_MIN = 1 << 20
+
+#: Copies a blob ($1) into a file made for it ($2).
+CP = r"""printf '%s start\n' "$tag"
+cp -- "$1" "$2"
+"""
 
 #: Sets the owner (if given: $3) and mode ($4) of a temporary file ($1) and renames
 #: it into place ($2); on failure it removes the temporary file.
@@ -64,6 +72,9 @@ class Put(Copier):
                 changed |= await self._put_link(e, target)
             else:
                 mode = job.mode if job.mode is not None else e.mode
+                there = stats.get(target)
+                if there is not None and there.kind == DIR:
+                    raise CopyFailed(f"{target}: is a directory, where the source has a file")
                 if sums is not None and sums.get(target) == e.sha256:
                     st = stats.get(target)
                     if st is not None and st.mode != mode:
@@ -114,19 +125,24 @@ class Put(Copier):
         """One file: written beside `target` (from where an earlier owner stopped, when
         taken up), checked, then renamed into place."""
         tmp = temp_name(target, self.spot)
-        local = join(self.job.facts.local, e.path) if e.path else self.job.facts.local
         self.temps.add(tmp)
-        offset = await self._resume_at(tmp, e.size)
-        start = self.done
-        for attempt in (1, 2):
-            self.done = start
-            self.moved(offset)
-            await self.files.send(local, tmp, offset, self.moved, self.alive)
-            if await self._holds(tmp, e.sha256):
-                break
-            if attempt == 2 or offset == 0:
-                raise CopyFailed(f"{target}: what the host received is not what was sent (SHA-256 differs)")
-            offset = 0  # a resumed file that does not check out: again, whole
+        lead, made = False, None
+        if self.blobs is not None and self.machine and e.size >= SHARE_MIN and not self.job.resume:
+            lead, made = self.blobs.claim(self.machine, e.sha256)
+        if made is not None and not lead:  # another alias of this machine sends it
+            blob = await asyncio.wait_for(asyncio.shield(made), max(self.left() - MIN_STEP, 0.001))
+            if blob is None or not await self._from_blob(blob, tmp, e):
+                await self._upload(e, target, tmp)
+        elif lead:
+            assert made is not None
+            try:
+                await self._upload(e, target, tmp)
+                made.set_result(await self._blob(tmp, e.sha256))
+            finally:
+                if not made.done():
+                    made.set_result(None)
+        else:
+            await self._upload(e, target, tmp)
         if self.job.owner:  # chown, then chmod and rename, on the host
             code, _ = await self.files.shell(PLACE, [tmp, target, self.job.owner, f"{mode:o}"], self.left())
             if code != 0:
@@ -135,6 +151,51 @@ class Put(Copier):
             await self.files.chmod(tmp, mode)
             await self.files.rename(tmp, target)
         self.temps.discard(tmp)
+
+    async def _upload(self, e: Entry, target: str, tmp: str) -> None:
+        """Send one file to `tmp` (from where an earlier owner stopped, when taken up)
+        until its SHA-256 checks out."""
+        local = join(self.job.facts.local, e.path) if e.path else self.job.facts.local
+        offset = await self._resume_at(tmp, e.size)
+        start = self.done
+        for attempt in (1, 2):
+            self.done = start
+            self.moved(offset)
+            await self.files.send(local, tmp, offset, self.moved, self.alive)
+            if await self._holds(tmp, e.sha256):
+                return
+            if attempt == 2 or offset == 0:
+                raise CopyFailed(f"{target}: what the host received is not what was sent (SHA-256 differs)")
+            offset = 0  # a resumed file that does not check out: again, whole
+
+    async def _blob(self, tmp: str, sha256: str) -> str | None:
+        """The file just sent, kept in the session's spool for the machine's other
+        aliases (a hard link: no copy); None when it cannot be."""
+        blob = f"{self.spool}/blobs/{sha256}"
+        try:
+            st = await self.files.lstat(blob)
+            if st is not None:
+                return blob if st.kind == FILE else None
+            await self.mkdirs(f"{self.spool}/blobs", 0o700)
+            await self.files.link(tmp, blob)
+        except CopyFailed:  # another filesystem, no hardlink extension: each alias is sent it
+            return None
+        return blob
+
+    async def _from_blob(self, blob: str, tmp: str, e: Entry) -> bool:
+        """Copy the machine's blob to `tmp` on the host; whether it holds the file now."""
+        st = await self.files.lstat(blob)
+        if st is None or st.kind != FILE or st.size != e.size:
+            return False
+        with contextlib.suppress(CopyFailed):
+            await self.files.remove(tmp)
+        if not await self.files.create(tmp, b""):  # ours, made exclusively: cp writes into it
+            return False
+        code, _ = await self.files.shell(CP, [blob, tmp], self.left())
+        if code != 0 or not await self._holds(tmp, e.sha256):
+            return False
+        self.moved(e.size)
+        return True
 
     async def _resume_at(self, tmp: str, size: int) -> int:
         """Where a taken-up file goes on: its temporary file's length, less the last

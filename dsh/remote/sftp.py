@@ -178,6 +178,9 @@ class SftpFiles:
     async def symlink(self, target: str, path: str) -> None:
         await self._do(path, lambda: self.sftp.symlink(target, path))
 
+    async def link(self, path: str, new: str) -> None:
+        await self._do(new, lambda: self.sftp.link(path, new))
+
     async def readlink(self, path: str) -> str:
         return str(await self._do(path, lambda: self.sftp.readlink(path)))
 

@@ -135,6 +135,9 @@ class SshFleet:
         self.warn = warn or (lambda text: None)
         self.creds = Credentials(self.asks, self.warn)
         self._conns: dict[tuple[str, ...], asyncio.Future[asyncssh.SSHClientConnection]] = {}
+        #: The session's puts, shared per machine (remote/copying.py's Blobs, made by
+        #: the first copy).
+        self.blobs: Any = None
         #: An SFTP session per connection, opened by its first copy.
         self._sftp: dict[asyncssh.SSHClientConnection, asyncio.Future[asyncssh.SFTPClient]] = {}
         self._key_files: dict[str, _KeyFile | None] = {}
@@ -590,7 +593,7 @@ class SshHost:
         self, job: CopyJob, *, spot: Spot, timeout: float, progress: Progress, output: OutputSink
     ) -> Copied:
         # a session without copies does without these
-        from dsh.remote.copying import Copier, CopyFailed, NotOwner
+        from dsh.remote.copying import Blobs, Copier, CopyFailed, NotOwner
         from dsh.remote.getting import Get
         from dsh.remote.putting import Put
         from dsh.remote.sftp import SftpFiles, SftpLost
@@ -616,6 +619,9 @@ class SshHost:
             try:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
                     files = SftpFiles(await fleet.sftp(conn), conn)
+                    if fleet.blobs is None:
+                        fleet.blobs = Blobs()
+                    who = await self.identity()
                     make = Put if job.facts.direction == PUT else Get
                     copier = make(
                         files,
@@ -628,6 +634,8 @@ class SshHost:
                         remote=self,
                         output=output,
                         clock=time.monotonic,
+                        blobs=fleet.blobs,
+                        machine=f"{who.login} {who.key}",
                     )
                     done = await copier.run()
                 return Copied(Exec("ok", 0, time.monotonic() - started), done.facts)

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import SshSetup, dsh_path
 from tests.credentials import PASSWORD, sudo_ready
 from tests.helpers.wait import wait_for
-from tests.sshd import USER, USER2
+from tests.sshd import USER, USER2, user_home
 
 
 def _sha(path: Path) -> str:
@@ -278,3 +278,34 @@ def test_what_cannot_be_copied_fails_the_host_with_a_sentence(  # type: ignore[n
     assert onto.returncode == 1
     assert f"{remote_dir}/file: exists and is not a directory" in onto.stdout + onto.stderr
     assert "Traceback" not in onto.stderr + missing.stderr + gone.stderr
+
+
+def test_a_copy_shows_bytes_and_hosts_on_a_terminals_bar(  # type: ignore[no-untyped-def]
+    env, config: list[str], tmp_path: Path, remote_dir: Path
+) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(os.urandom(40 << 20))
+    line = f"put {src} @h[1-2]:{remote_dir}/x.$host"
+    child = pexpect.spawn(
+        dsh_path(), [*config, "-c", line], env={**env, "TERM": "xterm"}, encoding="utf-8", timeout=60
+    )
+    child.expect(r"\] [0-9.]+/80\.0 MiB, [0-2]/2 hosts")  # both hosts' bytes, in all
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+
+
+def test_aliases_of_one_machine_are_sent_the_file_once(  # type: ignore[no-untyped-def]
+    run_dsh, config: list[str], tmp_path: Path, remote_dir: Path
+) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(os.urandom(3 << 20))
+    done = run_dsh([*config, "--session", "once", "-c", f"put {src} @h[1-3]:{remote_dir}/x.$host"])
+    assert done.returncode == 0, done.stderr + done.stdout
+    (blob,) = (user_home(USER) / ".local/state/dsh/spool").glob(f"once.*/blobs/{_sha(src)}")
+    linked = [h for h in ("h1", "h2", "h3") if os.stat(remote_dir / f"x.{h}").st_ino == blob.stat().st_ino]
+    assert len(linked) == 1, linked  # the file one alias was sent, kept for the others
+    inodes = {os.stat(remote_dir / f"x.{h}").st_ino for h in ("h1", "h2", "h3")}
+    assert len(inodes) == 3  # each destination a file of its own (copied there, not linked)
+    for host in ("h1", "h2", "h3"):
+        assert _sha(remote_dir / f"x.{host}") == _sha(src)
