@@ -16,13 +16,20 @@ Cases (design §8 has the targets):
   startup     `dsh -c 'echo hi'` wall time, against `python -c pass` for scale.
   memory      `sleep 1` on 1,000 aliases at fan-out 1,000: dsh's peak RSS.
   store       a fenced write on the embedded store, against a raw sqlite3 write.
+  copy        `put` of a 100 MiB file to 50 aliases (`--copy-size` changes the size),
+              against clush --copy and parallel-ssh's copy_file and scp_send, with
+              the bytes each sends per alias over loopback (bench/copies.py).
 Each case alternates dsh and its references run by run, so that load on the
 machine hits both alike, and reports medians. The SSH cases make at most 5 runs.
+A run that did not do its work (the copy case: a file missing or different) is
+reported as failed, not timed; any failed run makes the exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import shutil
@@ -49,10 +56,18 @@ class Row:
     peaks: list[float] = field(default_factory=list)
     #: Some run hit the case's limit and was stopped: its samples are lower bounds.
     stopped: bool = False
+    #: Why each failed run failed (a failed run is no sample).
+    failed: list[str] = field(default_factory=list)
+    #: Bytes per host that crossed the loopback interface in each run (the cases that measure it).
+    wire: list[float] = field(default_factory=list)
 
     @property
     def median_ms(self) -> float:
         return statistics.median(self.samples) * 1000
+
+
+class RoundFailed(Exception):
+    """A run that did not do its work: reported as failed, not timed."""
 
 
 def _timed(argv: Sequence[str], env: dict[str, str]) -> float:
@@ -65,10 +80,14 @@ def _alternate(case: str, runs: dict[str, Callable[[], float]], repeat: int, *, 
     rows = {name: Row(case, name) for name in runs}
     for _ in range(warmup):  # warm the page cache and .pyc files
         for fn in runs.values():
-            fn()
+            with contextlib.suppress(RoundFailed):  # the timed runs report it
+                fn()
     for _ in range(repeat):
         for name, fn in runs.items():
-            rows[name].samples.append(fn())
+            try:
+                rows[name].samples.append(fn())
+            except RoundFailed as exc:
+                rows[name].failed.append(str(exc))
     return list(rows.values())
 
 
@@ -345,6 +364,13 @@ def memory(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
     return case(repeat, hosts)
 
 
+def copy(repeat: int, hosts: list[int], *, size: int | None = None) -> tuple[list[Row], dict[str, float]]:
+    from bench.copies import SIZE
+    from bench.copies import copy as case
+
+    return case(repeat, hosts, size=SIZE if size is None else size)
+
+
 CASES: dict[str, Callable[[int, list[int]], tuple[list[Row], dict[str, float]]]] = {
     "fanout": fanout,
     "warm": warm,
@@ -354,7 +380,29 @@ CASES: dict[str, Callable[[int, list[int]], tuple[list[Row], dict[str, float]]]]
     "startup": startup,
     "memory": memory,
     "store": store,
+    "copy": copy,
 }
+
+
+def _bytes(text: str) -> int:
+    """`--copy-size`: bytes, or with a suffix k, M or G (powers of 1024)."""
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:].lower(), 1)
+    try:
+        value = int(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size, like 100M or 4096") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size of 1 byte or more")
+    return value
+
+
+def _line(text: str, width: int = 300) -> str:
+    """A failure's message on one line."""
+    lines = [part.strip() for part in text.splitlines() if part.strip()]
+    flat = " | ".join(lines)
+    if len(flat) > width and len(lines) > 1:  # what it was, and its last word
+        flat = f"{lines[0]} … {lines[-1]}"
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument(
         "--hosts", default="50,200,500", help="host counts of the fan-out case (and caps of the others)"
+    )
+    parser.add_argument(
+        "--copy-size", type=_bytes, default=None, metavar="SIZE", help="the copy case's file (default 100M)"
     )
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args(argv)
@@ -378,28 +429,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, object] = {}
     failed = 0
     for case in opts.cases or list(CASES):
+        run = CASES[case]
+        if case == "copy":
+            run = functools.partial(copy, size=opts.copy_size)
         try:
-            rows, ratios = CASES[case](opts.repeat, hosts)
+            rows, ratios = run(opts.repeat, hosts)
         except RuntimeError as exc:  # a contender failed or hung: say so, and go on with the rest
             failed += 1
             report[case] = {"error": str(exc)}
             if not opts.json:
                 print(f"== {case}: FAILED: {exc}", flush=True)
             continue
-        runs = len(rows[0].samples) if rows else opts.repeat  # a case may cap its runs (fanout)
-        report[case] = {
-            "medians_ms": {r.name: round(r.median_ms, 2) for r in rows},
+        # a case may cap its runs (fanout)
+        runs = max((len(r.samples) + len(r.failed) for r in rows), default=opts.repeat)
+        failed += any(r.failed for r in rows)
+        entry: dict[str, object] = {
+            "medians_ms": {r.name: round(r.median_ms, 2) for r in rows if r.samples},
             "peak_rss_mib": {r.name: round(statistics.median(r.peaks), 1) for r in rows if r.peaks},
             "stopped_at_limit": [r.name for r in rows if r.stopped],
             "ratios": {k: round(v, 3) for k, v in ratios.items()},
             "repeat": runs,
         }
+        if any(r.wire for r in rows):
+            entry["lo_rx_bytes_per_host"] = {r.name: round(statistics.median(r.wire)) for r in rows if r.wire}
+        if any(r.failed for r in rows):
+            entry["failed"] = {r.name: r.failed for r in rows if r.failed}
+        report[case] = entry
         if not opts.json:
             print(f"== {case} (median of {runs}, alternating)", flush=True)
             for r in rows:
                 peak = f"  peak {statistics.median(r.peaks):7.1f} MiB" if r.peaks else ""
+                wire = f"  lo rx {statistics.median(r.wire) / (1 << 20):8.2f} MiB/host" if r.wire else ""
                 more = " (stopped: more than this)" if r.stopped else ""
-                print(f"  {r.name:<44} {r.median_ms:10.1f} ms{peak}{more}")
+                if r.failed:
+                    more += (
+                        f"  FAILED {len(r.failed)} of {len(r.samples) + len(r.failed)}: {_line(r.failed[0])}"
+                    )
+                median = f"{r.median_ms:10.1f} ms" if r.samples else f"{'—':>10}   "
+                print(f"  {r.name:<44} {median}{peak}{wire}{more}")
             for k, v in ratios.items():
                 unit = " ms" if k.endswith(", ms") else "" if "MiB" in k or "per second" in k else "x"
                 print(f"  {k.removesuffix(', ms'):<44} {v:10.2f}{unit}", flush=True)

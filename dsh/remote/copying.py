@@ -38,8 +38,14 @@ from dsh.record import record
 from dsh.remote.base import Copied, CopyFacts, CopyJob, Exec, OutputSink, Progress, Remote, Spot
 from dsh.remote.manifest import DIR
 
-#: Bytes of a file sent or fetched per request batch (the SFTP client splits them).
-CHUNK = 4 << 20
+#: Bytes of a file sent or fetched per request batch (the SFTP client splits them into
+#: the server's block size), and the batches of a file sent at once: what one host's put
+#: holds in memory (2 MiB: 50 distinct hosts at once hold ~100 MB).
+CHUNK = 1 << 20
+WINDOW = 2
+#: A taken-up put goes on this far before where its temporary file stops: the batches
+#: in flight when it stopped may have left holes there.
+RESUME_BACK = WINDOW * CHUNK
 #: Files whose destination is stat'ed at once.
 PARALLEL = 32
 #: An install through sudo, and the checks, have at least this long.

@@ -15,7 +15,17 @@ import shlex
 from collections.abc import Sequence
 
 from dsh.remote.base import CopyFacts, CopyJob, Exec, Spot
-from dsh.remote.copying import CHUNK, MIN_STEP, PARALLEL, Copier, CopyFailed, Stat, join, temp_name
+from dsh.remote.copying import (
+    CHUNK,
+    MIN_STEP,
+    PARALLEL,
+    RESUME_BACK,
+    Copier,
+    CopyFailed,
+    Stat,
+    join,
+    temp_name,
+)
 from dsh.remote.manifest import DIR, FILE, LINK, Entry, Manifest
 
 #: Files at least this big are sent once per machine (copying.Blobs).
@@ -205,7 +215,7 @@ class Put(Copier):
         st = await self.files.lstat(tmp)
         if st is None or st.kind != FILE or st.size > size:
             return 0
-        return max(0, (st.size // CHUNK - 1) * CHUNK)
+        return max(0, (st.size // CHUNK) * CHUNK - RESUME_BACK)
 
     async def _holds(self, path: str, sha256: str) -> bool:
         """Whether the host's file at `path` has the SHA-256 `sha256` (read back over

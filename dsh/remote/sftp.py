@@ -16,7 +16,7 @@ from typing import BinaryIO, cast
 import asyncssh
 
 from dsh.remote import spool
-from dsh.remote.copying import CHUNK, CopyFailed, NotOwner, Stat
+from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, NotOwner, Stat
 from dsh.remote.manifest import DIR, FILE, LINK
 
 #: Requests in flight per file (asyncssh splits each chunk into the server's block size).
@@ -109,6 +109,12 @@ class SftpFiles:
             raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
         except (asyncssh.Error, OSError) as exc:
             raise SftpLost(str(exc) or type(exc).__name__) from None
+        sending: set[asyncio.Future[None]] = set()
+
+        async def write(chunk: bytes, at: int) -> None:
+            await f.write(chunk, at)
+            progress(len(chunk))
+
         try:
             with open(local, "rb", buffering=0) as src:
                 src.seek(offset)
@@ -119,9 +125,17 @@ class SftpFiles:
                     chunk = src.read(CHUNK)
                     if not chunk:
                         break
-                    await f.write(chunk, at)
+                    if len(sending) >= WINDOW:  # the next batch goes once one is done
+                        done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                        for one in done:
+                            one.result()
+                    sending.add(asyncio.ensure_future(write(chunk, at)))
                     at += len(chunk)
-                    progress(len(chunk))
+                if sending:
+                    for failed in await asyncio.gather(*sending, return_exceptions=True):
+                        if isinstance(failed, BaseException):
+                            raise failed
+                    sending.clear()
             if offset:
                 await f.truncate(at)
         except OSError as exc:
@@ -133,6 +147,8 @@ class SftpFiles:
         except asyncssh.Error as exc:
             raise SftpLost(str(exc) or type(exc).__name__) from None
         finally:
+            for one in sending:
+                one.cancel()
             with contextlib.suppress(asyncssh.Error, OSError):
                 await f.close()
 

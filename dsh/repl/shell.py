@@ -17,7 +17,7 @@ HELP = {
   @web[1-4] uptime | within 10s        a command on hosts (no target: this machine)
   x = @db1 cat /etc/version            bind a result; ${x.out} in later lines
   @{failed} systemctl restart nginx    the hosts that failed on the line before
-Topics: help targets | stages | events | blocks | keys | builtins.  Language: man 7 dsh""",
+Topics: help targets | stages | events | copies | blocks | keys | builtins.  Language: man 7 dsh""",
     "targets": """Targets (ClusterShell node sets): @web[1-10]!web3  @{group}  @{failed}  @$hosts
   result sets of the line before: ok failed timeout unreachable refused cancelled skipped lost notok""",
     "stages": """Stages after `|`: within D | retry N [backoff D] | where OUTCOME | where out ~ RE
@@ -26,6 +26,9 @@ Topics: help targets | stages | events | blocks | keys | builtins.  Language: ma
     "events": """await port [HOST:]PORT | http URL [status N] | file PATH | cmd 'WORDS' | key KEY [= V]
   | signal NAME   … [as NAME] [within D] [every D]
   await signal approve as who within 1h    (dsh signal SESSION approve alice)""",
+    "copies": """put [--sudo [USER]] [--owner U[:G]] [--mode M] PATH @hosts:RPATH    get @hosts:RPATH PATH
+  put app.tar @web[1-4]:/srv/app.tar | within 10m     get @web[1-4]:/var/log/app.log logs/$host.log
+  atomic (renamed into place once its SHA-256 matches), skipped where unchanged, finished after a takeover""",
     "blocks": """if @db1 test -f /etc/maint { echo skip } else { @{web} deploy.sh }
   for h in @web[1-4] { restart $h }      fn restart(h) { @$h systemctl restart nginx }
   An unclosed { or a trailing | continues on the next line.""",

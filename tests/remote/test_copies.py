@@ -154,6 +154,14 @@ def _owner(run_dsh, name: str) -> int:  # type: ignore[no-untyped-def]
     return int(entry["owner_pid"])
 
 
+def _temp_over(d: Path, size: int) -> bool:
+    for p in _temps(d):
+        with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+            if p.stat().st_size > size:
+                return True
+    return False
+
+
 def _temps(d: Path) -> list[Path]:
     return [p for p in d.iterdir() if p.name.startswith(".") and ".dsh-" in p.name]
 
@@ -176,8 +184,9 @@ def test_a_put_killed_midway_is_finished_by_another_machine_or_refused_if_src_ch
     script.write_text(f"put {src} @h[1-2]:{remote_dir}/x.$host\n")
     r = run_dsh([*config, "run", "--detach", "--session", "cp1", str(script)])
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: any(p.stat().st_size > (40 << 20) for p in _temps(remote_dir)), timeout=60)
-    os.kill(_owner(run_dsh, "cp1"), signal.SIGKILL)
+    owner = _owner(run_dsh, "cp1")  # first: the kill follows the moment below at once
+    wait_for(lambda: _temp_over(remote_dir, 40 << 20), timeout=60)
+    os.kill(owner, signal.SIGKILL)
     assert not any(p.exists() for p in dests)  # mid-put: nothing renamed into place
     if changed:
         with src.open("ab") as f:
