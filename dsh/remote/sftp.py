@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import stat
-from collections.abc import Callable, Sequence
-from typing import BinaryIO, cast
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import BinaryIO, TypeVar, cast
 
 import asyncssh
 
+from dsh.bytestext import to_bytes
 from dsh.remote import spool
 from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, NotOwner, Stat
 from dsh.remote.manifest import DIR, FILE, LINK
 
+T = TypeVar("T")
 #: Requests in flight per file (asyncssh splits each chunk into the server's block size).
 REQUESTS = 64
 
@@ -37,6 +39,18 @@ def _kind(mode: int) -> str:
     return "other"
 
 
+@contextlib.contextmanager
+def _said(path: str) -> Iterator[None]:
+    """SFTP's errors as a copy's: CopyFailed (the path and the server's reason), or
+    SftpLost (the connection or its SFTP session broke)."""
+    try:
+        yield
+    except asyncssh.SFTPError as exc:
+        raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
+    except (asyncssh.Error, OSError) as exc:
+        raise SftpLost(str(exc) or type(exc).__name__) from None
+
+
 class SftpFiles:
     """copying.Files over one SFTP session; `conn` runs the checksum and owner scripts."""
 
@@ -44,23 +58,16 @@ class SftpFiles:
         self.sftp = sftp
         self.conn = conn
 
-    async def _do(self, path: str, op: Callable[[], object]) -> object:
-        try:
-            return await op()  # type: ignore[misc]
-        except asyncssh.SFTPError as exc:
-            raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise SftpLost(str(exc) or type(exc).__name__) from None
+    async def _do(self, path: str, op: Callable[[], Awaitable[T]]) -> T:
+        with _said(path):
+            return await op()
 
     async def _stat(self, path: str, follow: bool) -> Stat | None:
-        try:
-            attrs = await (self.sftp.stat(path) if follow else self.sftp.lstat(path))
-        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
-            return None
-        except asyncssh.SFTPError as exc:
-            raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise SftpLost(str(exc) or type(exc).__name__) from None
+        with _said(path):
+            try:
+                attrs = await (self.sftp.stat(path) if follow else self.sftp.lstat(path))
+            except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
+                return None
         mode = attrs.permissions or 0
         return Stat(_kind(mode), stat.S_IMODE(mode), attrs.size or 0)
 
@@ -75,17 +82,18 @@ class SftpFiles:
 
     async def create(self, path: str, data: bytes) -> bool:
         try:
-            f = await self.sftp.open(path, "xb", asyncssh.SFTPAttrs(permissions=0o600))
-        except asyncssh.SFTPError as exc:
+            f = await self._do(
+                path, lambda: self.sftp.open(path, "xb", asyncssh.SFTPAttrs(permissions=0o600))
+            )
+        except CopyFailed:
             if await self.lstat(path) is not None:
                 return False
-            raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise SftpLost(str(exc) or type(exc).__name__) from None
-        try:
-            await f.write(data)
-        finally:
-            await f.close()
+            raise
+        with _said(path):
+            try:
+                await f.write(data)
+            finally:
+                await f.close()
         return True
 
     async def send(
@@ -96,61 +104,48 @@ class SftpFiles:
         progress: Callable[[int], None],
         alive: Callable[[], bool],
     ) -> None:
+        try:
+            src = open(local, "rb", buffering=0)  # noqa: SIM115  (closed below)
+        except OSError as exc:
+            raise CopyFailed(f"{local}: {exc.strerror or exc}") from None
         # Written anew: whatever has the name goes first, and the file is made exclusively
         # (O_EXCL: a link planted there, in a directory others can write, is not followed).
         # Taken up (`offset`): the copy's own temporary file, a regular file (lstat'ed).
-        mode = "r+b" if offset else "xb"
-        try:
+        with src, _said(path):
             if not offset:
                 with contextlib.suppress(asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
                     await self.sftp.remove(path)
-            f = await self.sftp.open(path, mode, asyncssh.SFTPAttrs(permissions=0o600), max_requests=REQUESTS)
-        except asyncssh.SFTPError as exc:
-            raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise SftpLost(str(exc) or type(exc).__name__) from None
-        sending: set[asyncio.Future[None]] = set()
+            attrs = asyncssh.SFTPAttrs(permissions=0o600)
+            f = await self.sftp.open(path, "r+b" if offset else "xb", attrs, max_requests=REQUESTS)
+            sending: set[asyncio.Future[None]] = set()
 
-        async def write(chunk: bytes, at: int) -> None:
-            await f.write(chunk, at)
-            progress(len(chunk))
+            async def write(chunk: bytes, at: int) -> None:
+                await f.write(chunk, at)
+                progress(len(chunk))
 
-        try:
-            with open(local, "rb", buffering=0) as src:
+            try:
                 src.seek(offset)
                 at = offset
-                while True:
+                while chunk := src.read(CHUNK):
                     if not alive():
                         raise NotOwner()
-                    chunk = src.read(CHUNK)
-                    if not chunk:
-                        break
                     if len(sending) >= WINDOW:  # the next batch goes once one is done
                         done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                         for one in done:
                             one.result()
                     sending.add(asyncio.ensure_future(write(chunk, at)))
                     at += len(chunk)
-                if sending:
-                    for failed in await asyncio.gather(*sending, return_exceptions=True):
-                        if isinstance(failed, BaseException):
-                            raise failed
-                    sending.clear()
-            if offset:
-                await f.truncate(at)
-        except OSError as exc:
-            if isinstance(exc, asyncssh.Error | ConnectionError):
-                raise SftpLost(str(exc)) from None
-            raise CopyFailed(f"{local}: {exc.strerror or exc}") from None
-        except asyncssh.SFTPError as exc:
-            raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
-        except asyncssh.Error as exc:
-            raise SftpLost(str(exc) or type(exc).__name__) from None
-        finally:
-            for one in sending:
-                one.cancel()
-            with contextlib.suppress(asyncssh.Error, OSError):
-                await f.close()
+                for failed in await asyncio.gather(*sending, return_exceptions=True):
+                    if isinstance(failed, BaseException):
+                        raise failed
+                sending.clear()
+                if offset:
+                    await f.truncate(at)
+            finally:
+                for one in sending:
+                    one.cancel()
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    await f.close()
 
     async def fetch(
         self,
@@ -160,30 +155,25 @@ class SftpFiles:
         progress: Callable[[int], None],
         alive: Callable[[], bool],
     ) -> None:
-        try:
+        with _said(path):
             f = await self.sftp.open(path, "rb", max_requests=REQUESTS)
-        except asyncssh.SFTPError as exc:
-            raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise SftpLost(str(exc) or type(exc).__name__) from None
-        try:
-            at = offset
-            while True:
-                if not alive():
-                    raise NotOwner()
-                data = cast(bytes, await f.read(CHUNK, at))
-                if not data:
-                    break
-                sink.write(data)
-                at += len(data)
-                progress(len(data))
-        except asyncssh.SFTPError as exc:
-            raise CopyFailed(f"{path}: {exc.reason or type(exc).__name__}") from None
-        except asyncssh.Error as exc:
-            raise SftpLost(str(exc) or type(exc).__name__) from None
-        finally:
-            with contextlib.suppress(asyncssh.Error, OSError):
-                await f.close()
+            try:
+                at = offset
+                while True:
+                    if not alive():
+                        raise NotOwner()
+                    data = cast(bytes, await f.read(CHUNK, at))
+                    if not data:
+                        break
+                    try:
+                        sink.write(data)
+                    except OSError as exc:  # this machine's disk, not the connection
+                        raise CopyFailed(f"{getattr(sink, 'name', 'here')}: {exc.strerror or exc}") from None
+                    at += len(data)
+                    progress(len(data))
+            finally:
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    await f.close()
 
     async def rename(self, old: str, new: str) -> None:
         await self._do(new, lambda: self.sftp.posix_rename(old, new))
@@ -205,13 +195,13 @@ class SftpFiles:
 
     async def listdir(self, path: str) -> list[str]:
         names = await self._do(path, lambda: self.sftp.listdir(path))
-        return [str(n) for n in names]  # type: ignore[attr-defined]
+        return [str(n) for n in names]
 
     async def shell(self, script: str, args: Sequence[str], timeout: float) -> tuple[int | None, bytes]:
         argv = spool.script_argv(script, "dsh-copy", args)
         try:
             done = await self.conn.run(
-                spool.REMOTE_SHELL, input=spool.as_stdin(argv).encode(), encoding=None, timeout=timeout
+                spool.REMOTE_SHELL, input=to_bytes(spool.as_stdin(argv)), encoding=None, timeout=timeout
             )
         except TimeoutError:
             return None, b""
