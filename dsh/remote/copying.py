@@ -230,6 +230,8 @@ class Copier:
             await self._claim()
         try:
             done = await self.copy()
+        except TimeoutError:  # an OSError too: the copy's deadline, the caller's to say
+            raise
         except OSError as exc:  # this machine's side (a get's destination, a put's source)
             where = f"{exc.filename}: " if exc.filename else ""
             raise CopyFailed(f"{where}{exc.strerror or exc}") from None

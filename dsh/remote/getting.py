@@ -38,6 +38,8 @@ class Get(Copier):
         changed = False
         for rel, s in found:
             here, there = os.path.join(local, rel) if rel else local, join(src, rel)
+            if rel:
+                _inside(local, rel)
             if s.kind == DIR:
                 changed |= await asyncio.to_thread(_local_dir, here, s.mode)
                 entries.append(Entry(rel, DIR, s.mode))
@@ -54,9 +56,10 @@ class Get(Copier):
         return CopyFacts(facts.direction, local, src, digest, not changed, self.total)
 
     async def _walk(self, root: str, rel: str, found: list[tuple[str, Stat]]) -> None:
-        for name in sorted(await self.files.listdir(join(root, rel))):
-            if name in (".", ".."):
-                continue
+        names = [n for n in await self.files.listdir(join(root, rel)) if n not in (".", "..")]
+        for name in sorted(names):
+            if "/" in name or "\0" in name or not name or names.count(name) > 1:  # a host's word only
+                raise CopyFailed(f"{join(root, rel)}: the host lists {name!r}, which names no entry of it")
             if len(found) >= MAX_ENTRIES:
                 raise CopyFailed(f"{root}: over {MAX_ENTRIES} entries; get it in parts, or as an archive")
             sub = f"{rel}/{name}" if rel else name
@@ -103,8 +106,19 @@ class Get(Copier):
         return digest, True
 
 
+def _inside(root: str, rel: str) -> None:
+    """Refuse to write `rel` under `root` through a link on the way (one the host had
+    made as a link, then named as a directory): what a get writes stays in its tree."""
+    parent = os.path.dirname(os.path.join(root, rel))
+    expected = os.path.join(os.path.realpath(root), os.path.dirname(rel))
+    if os.path.realpath(parent) != os.path.normpath(expected):
+        raise CopyFailed(f"{os.path.join(root, rel)}: a link on the way leads out of {root}; not written")
+
+
 def _local_dir(path: str, mode: int) -> bool:
-    if os.path.isdir(path) and not os.path.islink(path):
+    if os.path.islink(path):
+        raise CopyFailed(f"{path}: a link, where the host has a directory; not written through")
+    if os.path.isdir(path):
         return False
     os.makedirs(path, exist_ok=True)
     os.chmod(path, mode & 0o7777)

@@ -318,3 +318,19 @@ def test_aliases_of_one_machine_are_sent_the_file_once(  # type: ignore[no-untyp
     assert len(inodes) == 3  # each destination a file of its own (copied there, not linked)
     for host in ("h1", "h2", "h3"):
         assert _sha(remote_dir / f"x.{host}") == _sha(src)
+
+
+def test_a_get_never_writes_through_a_link_out_of_its_tree(  # type: ignore[no-untyped-def]
+    run_dsh, config: list[str], tmp_path: Path, remote_dir: Path
+) -> None:
+    (remote_dir / "t" / "a").mkdir(parents=True)
+    (remote_dir / "t" / "a" / "authorized_keys").write_text("an attacker's key\n")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a").symlink_to(victim)  # a link where the host has a directory
+    done = run_dsh([*config, "-c", f"get @h1:{remote_dir}/t {dest}"])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "not written through" in done.stdout + done.stderr
+    assert list(victim.iterdir()) == []
