@@ -447,6 +447,10 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             what = f"  end   {e['action']} {where}: {e['outcome']}{exit_status}{message}, " + format_duration(
                 e["seconds"]
             )
+            copied = e.get("copied")
+            if isinstance(copied, dict) and e["outcome"] == "ok":  # a copy: what it copied
+                state = "unchanged" if copied.get("unchanged") else "copied"
+                what += f"; {state} {copied.get('size')} bytes, sha256 {copied.get('sha256')}"
         elif kind == "sleep":
             what = f"  sleep {format_duration(e['seconds'])} {where}"
         elif kind == "bind":

@@ -214,6 +214,8 @@ def test_a_put_killed_midway_is_finished_by_another_machine_or_refused_if_src_ch
     assert len(ends) == 2, ends  # one end per host: taken up, not started again
     if not changed:
         assert all(e["copied"]["sha256"] == want and e["copied"]["size"] == size for e in ends), ends
+        said = run_dsh(["log", "cp1"]).stdout
+        assert said.count(f"copied {size} bytes, sha256 {want}") == 2, said
 
 
 def test_put_sudo_into_a_root_owned_directory_asks_the_password_once(  # type: ignore[no-untyped-def]
