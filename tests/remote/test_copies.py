@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ import pytest
 from tests.conftest import SshSetup, dsh_path
 from tests.credentials import PASSWORD, sudo_ready
 from tests.helpers.wait import wait_for
-from tests.sshd import USER, USER2, user_home
+from tests.sshd import USER, USER2, Sshd, user_home
 
 
 def _sha(path: Path) -> str:
@@ -336,3 +337,29 @@ def test_a_get_never_writes_through_a_link_out_of_its_tree(  # type: ignore[no-u
     assert done.returncode == 1, done.stdout + done.stderr
     assert "not written through" in done.stdout + done.stderr
     assert list(victim.iterdir()) == []
+
+
+def test_a_host_with_no_sha256_tool_is_never_skipped_and_still_checked(  # type: ignore[no-untyped-def]
+    run_dsh, tmp_path: Path, remote_dir: Path
+) -> None:
+    tools = Path(tempfile.mkdtemp(prefix="dsh-no-sums-"))  # sh and cp, no openssl, sha256sum, shasum
+    tools.chmod(0o755)
+    for name in ("sh", "cp"):
+        (tools / name).symlink_to(shutil.which(name) or f"/bin/{name}")
+    server = Sshd(config=[f"SetEnv PATH={tools}"]).start()
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(server.known_hosts_line())
+        config = tmp_path / "ssh_config"
+        config.write_text(server.host_block(["bare"], known))
+        src = tmp_path / "f"
+        src.write_bytes(os.urandom(200_000))
+        line = f"put {src} @bare:{remote_dir}/x"
+        for _ in range(2):
+            done = run_dsh(["--ssh-config", str(config), "-c", line])
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "bare | copied" in done.stdout, done.stdout  # never "unchanged": nothing says so
+        assert _sha(remote_dir / "x") == _sha(src)  # checked by reading it back
+    finally:
+        server.cleanup()
+        shutil.rmtree(tools, ignore_errors=True)
