@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import posixpath
 import shlex
 from collections.abc import Sequence
 
-from dsh.remote.base import CopyFacts, CopyJob, Exec, Spot
+from dsh.remote.base import CopyFacts, Exec, Spot
 from dsh.remote.copying import (
     CHUNK,
     MIN_STEP,
@@ -28,8 +27,10 @@ from dsh.remote.copying import (
 )
 from dsh.remote.manifest import DIR, FILE, LINK, Entry, Manifest
 
-#: Files at least this big are sent once per machine (copying.Blobs).
+#: Files at least this big are sent once per machine (copying.Blobs); smaller ones
+#: are sent SMALL_AT_ONCE at a time and checked together.
 SHARE_MIN = 1 << 20
+SMALL_AT_ONCE = 8
 
 #: Copies a blob ($1) into a file made for it ($2).
 CP = r"""printf '%s start\n' "$tag"
@@ -74,6 +75,7 @@ class Put(Copier):
         same = [targets[e.path] for e in files if _same_size(stats.get(targets[e.path]), e)]
         sums = await self.sums(same) if same else {}
         changed = False
+        small: list[tuple[Entry, str, int]] = []  # sent together, checked with one exec
         for e in src.entries:
             target = targets[e.path]
             if e.kind == DIR:
@@ -92,8 +94,12 @@ class Put(Copier):
                         changed = True
                     self.moved(e.size)
                     continue
-                await self._send(e, target, mode)
+                if e.size < SHARE_MIN:
+                    small.append((e, target, mode))
+                else:
+                    await self._send(e, target, mode)
                 changed = True
+        await self._send_small(small)
         return CopyFacts(facts.direction, facts.local, dest, src.sha256, not changed, src.size)
 
     async def _stats(self, paths: Sequence[str]) -> dict[str, Stat | None]:
@@ -153,6 +159,31 @@ class Put(Copier):
                     made.set_result(None)
         else:
             await self._upload(e, target, tmp)
+        await self._place(tmp, target, mode)
+
+    async def _send_small(self, files: Sequence[tuple[Entry, str, int]]) -> None:
+        """Small files (a tree's, mostly): sent a few at once, then checked with one
+        exec for all of them (an exec costs more than sending a small file); one that
+        does not check out is sent again on its own."""
+        gate = asyncio.Semaphore(SMALL_AT_ONCE)
+        temps = [temp_name(target, self.spot) for _, target, _ in files]
+        self.temps.update(temps)
+
+        async def send(e: Entry, tmp: str) -> None:
+            async with gate:
+                await self.files.send(self._local(e), tmp, 0, self.moved, self.alive)
+
+        await asyncio.gather(*(send(e, tmp) for (e, _, _), tmp in zip(files, temps, strict=True)))
+        sums = await self.sums(temps)
+        for (e, target, mode), tmp in zip(files, temps, strict=True):
+            held = sums.get(tmp) == e.sha256 if sums is not None else await self._holds(tmp, e.sha256)
+            if not held:
+                self.done -= e.size
+                await self._upload(e, target, tmp)
+            await self._place(tmp, target, mode)
+
+    async def _place(self, tmp: str, target: str, mode: int) -> None:
+        """A checked temporary file into place: its owner (--owner), its mode, renamed."""
         if self.job.owner:  # chown, then chmod and rename, on the host
             code, _ = await self.files.shell(PLACE, [tmp, target, self.job.owner, f"{mode:o}"], self.left())
             if code != 0:
@@ -162,10 +193,13 @@ class Put(Copier):
             await self.files.rename(tmp, target)
         self.temps.discard(tmp)
 
+    def _local(self, e: Entry) -> str:
+        return join(self.job.facts.local, e.path) if e.path else self.job.facts.local
+
     async def _upload(self, e: Entry, target: str, tmp: str) -> None:
         """Send one file to `tmp` (from where an earlier owner stopped, when taken up)
         until its SHA-256 checks out."""
-        local = join(self.job.facts.local, e.path) if e.path else self.job.facts.local
+        local = self._local(e)
         offset = await self._resume_at(tmp, e.size)
         start = self.done
         for attempt in (1, 2):
@@ -258,7 +292,7 @@ class Put(Copier):
             self.temps.add(stage)
             offset = await self._resume_at(stage, entry.size)
             self.moved(offset)
-            await self.files.send(entry_local(job, entry), stage, offset, self.moved, self.alive)
+            await self.files.send(self._local(entry), stage, offset, self.moved, self.alive)
             if not await self._holds(stage, entry.sha256):
                 raise CopyFailed(f"{dest}: what the host received is not what was sent (SHA-256 differs)")
             command = INSTALL.format(
@@ -284,10 +318,6 @@ class Put(Copier):
             why = ended.message or f"exit status {ended.exit_status}"
             raise CopyFailed(f"installing {dest} through sudo failed: {why}")
         return False
-
-
-def entry_local(job: CopyJob, e: Entry) -> str:
-    return os.path.join(job.facts.local, e.path) if e.path else job.facts.local
 
 
 def _same_size(st: Stat | None, e: Entry) -> bool:
