@@ -101,8 +101,11 @@ class Files(Protocol):
         offset: int,
         progress: Callable[[int], None],
         alive: Callable[[], bool],
+        size: int | None = None,
     ) -> None:
-        """Read `path` from `offset` to its end into `sink` (already at `offset`)."""
+        """Read `path` from `offset` to its end into `sink` (already at `offset`); no
+        more than `size` bytes in all (CopyFailed when it holds more: a host's stream
+        of a file is read no further than its size)."""
         ...
 
     async def rename(self, old: str, new: str) -> None:
@@ -112,10 +115,6 @@ class Files(Protocol):
     async def chmod(self, path: str, mode: int) -> None: ...
 
     async def symlink(self, target: str, path: str) -> None: ...
-
-    async def link(self, path: str, new: str) -> None:
-        """A hard link `new` to the file at `path`."""
-        ...
 
     async def readlink(self, path: str) -> str: ...
 
@@ -133,13 +132,22 @@ class Files(Protocol):
 #: `none` alone when the host has no tool to compute one. OpenSSL first: it uses the
 #: CPU's SHA instructions (here 100 MB in 0.09 s; coreutils' sha256sum 0.86 s).
 SUMS = r"""printf '%s start\n' "$tag"
-if command -v openssl >/dev/null 2>&1; then sum() { openssl dgst -sha256 -r "$1"; }
-elif command -v sha256sum >/dev/null 2>&1; then sum() { sha256sum -- "$1"; }
-elif command -v shasum >/dev/null 2>&1; then sum() { shasum -a 256 -- "$1"; }
-else echo none; exit 0; fi
+have=
+for t in openssl sha256sum shasum; do command -v "$t" >/dev/null 2>&1 && have="$have $t"; done
+[ -n "$have" ] || { echo none; exit 0; }
 for f do
-  l=$(sum "$f" 2>/dev/null) && [ -n "$l" ] || l=-
-  printf '%s\n' "${l%% *}"
+  l=-
+  for t in $have; do  # the next tool where one fails (an old or broken openssl)
+    case $t in
+      openssl) o=$(openssl dgst -sha256 -r "$f" 2>/dev/null) ;;
+      sha256sum) o=$(sha256sum -- "$f" 2>/dev/null) ;;
+      *) o=$(shasum -a 256 -- "$f" 2>/dev/null) ;;
+    esac || continue
+    o=${o%% *}; o=${o#\\}
+    case $o in *[!0-9a-f]*|'') continue ;; esac
+    [ "${#o}" = 64 ] && { l=$o; break; }
+  done
+  printf '%s\n' "$l"
 done
 """
 
@@ -148,8 +156,8 @@ class Blobs:
     """What a session's puts share on one machine: the first copy of a file (by its
     SHA-256) to a machine sends it; the others on that machine (other aliases of it,
     as their identity says: user@hostname:port and host key) wait for it, then copy it
-    there from the session's spool (`SPOOL/blobs/SHA256`, a hard link to the first
-    copy's file) and check its SHA-256 as if it had been sent. A machine that does not
+    there from the session's spool (`SPOOL/blobs/SHA256`, a copy of the first copy's
+    file, removed with the spool) and check its SHA-256 as if it had been sent. A machine that does not
     hold the blob after all (cloned host keys) is sent the file."""
 
     def __init__(self) -> None:
@@ -215,6 +223,9 @@ class Copier:
         #: Temporary files written and not yet renamed (removed when the copy ends early).
         self.temps: set[str] = set()
         self.local_temps: set[str] = set()
+        #: Whether this copier holds the claim (made it, or took the copy up): only then
+        #: may it clean up and write a status.
+        self.claimed = job.resume
 
     def left(self) -> float:
         return max(self.deadline - self.clock(), MIN_STEP)
@@ -245,6 +256,7 @@ class Copier:
     async def _claim(self) -> None:
         if not await self._create_claim():
             raise CopyFailed(f"claimed: {self.spot.action} on {self.spot.alias} was started before")
+        self.claimed = True
 
     async def _create_claim(self) -> bool:
         try:
@@ -262,8 +274,10 @@ class Copier:
         await self.files.rename(tmp, self.base + ".status")
 
     async def abandon(self, why: str) -> None:
-        """Ended early (timed out, cancelled): remove what was written and not renamed,
-        and say why in the spool."""
+        """Ended early (timed out, cancelled, failed): remove what was written and not
+        renamed, and say why in the spool; nothing when the claim is another's."""
+        if not self.claimed:
+            return
         for path in list(self.temps):
             with contextlib.suppress(CopyFailed):
                 await self.files.remove(path)

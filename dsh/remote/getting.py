@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import Counter
 
 from dsh.remote.base import CopyFacts, Spot
 from dsh.remote.copying import CHUNK, Copier, CopyFailed, Stat, join, temp_name
@@ -26,7 +27,7 @@ class Get(Copier):
             found = [("", st)]
         elif st.kind == DIR:
             found = [("", st)]
-            await self._walk(src, "", found)
+            await self._walk(src, found)
         else:
             raise CopyFailed(f"{src}: not a file or a directory")
         self.total = sum(s.size for _, s in found if s.kind == FILE)
@@ -51,24 +52,35 @@ class Get(Copier):
                 want = sums.get(there) if sums is not None else None
                 digest, wrote = await self._fetch(there, here, s, want)
                 changed |= wrote
-                entries.append(Entry(rel, FILE, s.mode, s.size, digest))
+                size = await asyncio.to_thread(os.path.getsize, here)  # what came, not what was said
+                entries.append(Entry(rel, FILE, s.mode, size, digest))
         digest = entries[0].sha256 if entries[0].kind == FILE else tree_digest(entries)
-        return CopyFacts(facts.direction, local, src, digest, not changed, self.total)
+        size = sum(e.size for e in entries)
+        return CopyFacts(facts.direction, local, src, digest, not changed, size)
 
-    async def _walk(self, root: str, rel: str, found: list[tuple[str, Stat]]) -> None:
-        names = [n for n in await self.files.listdir(join(root, rel)) if n not in (".", "..")]
-        for name in sorted(names):
-            if "/" in name or "\0" in name or not name or names.count(name) > 1:  # a host's word only
-                raise CopyFailed(f"{join(root, rel)}: the host lists {name!r}, which names no entry of it")
-            if len(found) >= MAX_ENTRIES:
-                raise CopyFailed(f"{root}: over {MAX_ENTRIES} entries; get it in parts, or as an archive")
-            sub = f"{rel}/{name}" if rel else name
-            st = await self.files.lstat(join(root, sub))
-            if st is None or st.kind not in (FILE, DIR, LINK):
-                continue  # gone since, or a device or a pipe: not copied
-            found.append((sub, st))
-            if st.kind == DIR:
-                await self._walk(root, sub, found)
+    async def _walk(self, root: str, found: list[tuple[str, Stat]]) -> None:
+        """The tree under `root`, each directory before what it holds (a stack, not
+        recursion: a host may claim any depth)."""
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            names = [n for n in await self.files.listdir(join(root, rel)) if n not in (".", "..")]
+            counts = Counter(names)
+            below: list[str] = []
+            for name in sorted(names):
+                if "/" in name or "\0" in name or not name or counts[name] > 1:  # a host's word only
+                    where = join(root, rel)
+                    raise CopyFailed(f"{where}: the host lists {name!r}, which names no entry of it")
+                if len(found) >= MAX_ENTRIES:
+                    raise CopyFailed(f"{root}: over {MAX_ENTRIES} entries; get it in parts, or as an archive")
+                sub = f"{rel}/{name}" if rel else name
+                st = await self.files.lstat(join(root, sub))
+                if st is None or st.kind not in (FILE, DIR, LINK):
+                    continue  # gone since, or a device or a pipe: not copied
+                found.append((sub, st))
+                if st.kind == DIR:
+                    below.append(sub)
+            stack.extend(reversed(below))
 
     async def _fetch(self, there: str, here: str, st: Stat, want: str | None) -> tuple[str, bool]:
         """One file from the host: its SHA-256, and whether it was written here."""
@@ -92,15 +104,15 @@ class Get(Copier):
             fd = os.open(tmp, flags, 0o600)
             with os.fdopen(fd, "wb") as sink:
                 sink.seek(offset)
-                await self.files.fetch(there, sink, offset, self.moved, self.alive)
+                await self.files.fetch(there, sink, offset, self.moved, self.alive, size=st.size)
                 sink.truncate()
+                os.fchmod(sink.fileno(), _local_mode(st.mode))  # the file's bits, no set-id
             digest = await asyncio.to_thread(file_sha256, tmp)
             if want is None or digest == want:
                 break
             if attempt == 2 or offset == 0:
                 raise CopyFailed(f"{there}: what came from the host is not what it holds (SHA-256 differs)")
             offset = 0
-        os.chmod(tmp, st.mode & 0o7777)
         os.replace(tmp, here)
         self.local_temps.discard(tmp)
         return digest, True
@@ -115,17 +127,38 @@ def _inside(root: str, rel: str) -> None:
         raise CopyFailed(f"{os.path.join(root, rel)}: a link on the way leads out of {root}; not written")
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux says it in /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _local_mode(mode: int) -> int:
+    """What a get keeps of a host's permission bits here: read, write and execute less
+    the umask, as sftp's get does; never set-user-id, set-group-id or sticky (a host's
+    file must not become a set-id program of this machine's user)."""
+    return mode & 0o777 & ~_umask()
+
+
 def _local_dir(path: str, mode: int) -> bool:
     if os.path.islink(path):
         raise CopyFailed(f"{path}: a link, where the host has a directory; not written through")
     if os.path.isdir(path):
         return False
     os.makedirs(path, exist_ok=True)
-    os.chmod(path, mode & 0o7777)
+    os.chmod(path, _local_mode(mode))
     return True
 
 
 def _local_link(path: str, target: str, spot: Spot) -> bool:
+    if "\0" in target or not target:
+        raise CopyFailed(f"{path}: the host's link names {target!r}, which no link here can")
     if os.path.islink(path) and os.readlink(path) == target:
         return False
     tmp = temp_name(path, spot)

@@ -81,6 +81,8 @@ def tree_digest(entries: Iterable[Entry]) -> str:
 def read_manifest(path: str) -> Manifest:
     """Read a copy's source (blocking: run it in a thread). SourceError with a
     sentence when it cannot be read whole."""
+    if "\0" in path:
+        raise SourceError("a copy's path holds a NUL byte")
     root = os.path.abspath(os.path.expanduser(path))
     try:
         st = os.lstat(root)
@@ -98,7 +100,7 @@ def read_manifest(path: str) -> Manifest:
         entries.append(_file(root, "", st))
     elif stat.S_ISDIR(st.st_mode):
         entries.append(Entry("", DIR, stat.S_IMODE(st.st_mode)))
-        _walk(root, "", entries)
+        _walk(root, entries)
     else:
         raise SourceError(f"{path}: not a file or a directory")
     size = sum(e.size for e in entries)
@@ -114,28 +116,35 @@ def _file(full: str, rel: str, st: os.stat_result) -> Entry:
     return Entry(rel, FILE, stat.S_IMODE(st.st_mode), st.st_size, digest)
 
 
-def _walk(root: str, rel: str, entries: list[Entry]) -> None:
-    here = os.path.join(root, rel) if rel else root
-    try:
-        names = sorted(os.listdir(here))
-    except OSError as exc:
-        raise SourceError(f"{here}: {exc.strerror}") from None
-    for name in names:
-        if len(entries) >= MAX_ENTRIES:
-            raise SourceError(f"{root}: more than {MAX_ENTRIES} entries; copy it in parts, or as an archive")
-        sub = f"{rel}/{name}" if rel else name
-        full = os.path.join(root, sub)
+def _walk(root: str, entries: list[Entry]) -> None:
+    """The tree under `root`, each directory before what it holds (a stack, not
+    recursion: a tree may be deeper than Python's stack)."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        here = os.path.join(root, rel) if rel else root
         try:
-            st = os.lstat(full)
+            names = sorted(os.listdir(here))
         except OSError as exc:
-            raise SourceError(f"{full}: {exc.strerror}") from None
-        mode = stat.S_IMODE(st.st_mode)
-        if stat.S_ISLNK(st.st_mode):
-            entries.append(Entry(sub, LINK, mode, target=os.readlink(full)))
-        elif stat.S_ISDIR(st.st_mode):
-            entries.append(Entry(sub, DIR, mode))
-            _walk(root, sub, entries)
-        elif stat.S_ISREG(st.st_mode):
-            entries.append(_file(full, sub, st))
-        else:
-            raise SourceError(f"{full}: not a file, a directory or a link (copies take no devices or pipes)")
+            raise SourceError(f"{here}: {exc.strerror}") from None
+        below: list[str] = []
+        for name in names:
+            if len(entries) >= MAX_ENTRIES:
+                raise SourceError(f"{root}: over {MAX_ENTRIES} entries; copy it in parts, or as an archive")
+            sub = f"{rel}/{name}" if rel else name
+            full = os.path.join(root, sub)
+            try:
+                st = os.lstat(full)
+            except OSError as exc:
+                raise SourceError(f"{full}: {exc.strerror}") from None
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                entries.append(Entry(sub, LINK, mode, target=os.readlink(full)))
+            elif stat.S_ISDIR(st.st_mode):
+                entries.append(Entry(sub, DIR, mode))
+                below.append(sub)
+            elif stat.S_ISREG(st.st_mode):
+                entries.append(_file(full, sub, st))
+            else:
+                raise SourceError(f"{full}: not a file, a directory or a link (no devices or pipes)")
+        stack.extend(reversed(below))

@@ -45,13 +45,20 @@ t=$1 r=$2 o=$3 m=$4
 rm -f -- "$t"; exit 1
 """
 
-#: What `put --sudo` runs (as the login user, through the wrapper): the staged file
-#: on sudo's stdin, written by USER beside the destination, then placed.
-INSTALL = (
-    'sudo -A -u {user} -- sh -c \'umask 077; t=$1; cat >"$t" || {{ rm -f -- "$t"; exit 1; }}; '
-    '{{ [ -z "$3" ] || chown -- "$3" "$t"; }} && chmod -- "$4" "$t" && mv -f -- "$t" "$2" && exit 0; '
-    'rm -f -- "$t"; exit 1\' dsh-install {tmp} {dest} {owner} {mode} <{stage}'
+#: What `put --sudo` runs as USER, with the staged file on its stdin: the missing
+#: directories of the destination made, the temporary file beside it made exclusively
+#: (`set -C`: whatever has its name is removed first, and a link planted there after
+#: is not followed), owner (`chown -h`) and mode set, renamed onto the destination
+#: but never into a directory of that name (`mv -T`).
+_INSTALL_SH = (
+    'umask 077; t=$1 r=$2 o=$3 m=$4; case $r in */*) mkdir -p -- "${r%/*}" || exit 1 ;; esac; '
+    '[ -d "$r" ] && [ ! -L "$r" ] && { echo "$r: is a directory" >&2; exit 1; }; '
+    'rm -f -- "$t" && (set -C; cat >"$t") || exit 1; '
+    '{ [ -z "$o" ] || chown -h -- "$o" "$t"; } && chmod -- "$m" "$t" && mv -f -T -- "$t" "$r" && exit 0; '
+    'rm -f -- "$t"; exit 1'
 )
+#: The command (run as the login user, through the wrapper) that runs it through sudo.
+INSTALL = "sudo -A -u {user} -- sh -c {script} dsh-install {tmp} {dest} {owner} {mode} <{stage}"
 
 
 class Put(Copier):
@@ -176,7 +183,10 @@ class Put(Copier):
         await asyncio.gather(*(send(e, tmp) for (e, _, _), tmp in zip(files, temps, strict=True)))
         sums = await self.sums(temps)
         for (e, target, mode), tmp in zip(files, temps, strict=True):
-            held = sums.get(tmp) == e.sha256 if sums is not None else await self._holds(tmp, e.sha256)
+            if sums is not None and tmp in sums:
+                held = sums[tmp] == e.sha256
+            else:  # no tool said: read back
+                held = await self._holds(tmp, e.sha256, e.size)
             if not held:
                 self.done -= e.size
                 await self._upload(e, target, tmp)
@@ -206,23 +216,32 @@ class Put(Copier):
             self.done = start
             self.moved(offset)
             await self.files.send(local, tmp, offset, self.moved, self.alive)
-            if await self._holds(tmp, e.sha256):
+            if await self._holds(tmp, e.sha256, e.size):
                 return
             if attempt == 2 or offset == 0:
                 raise CopyFailed(f"{target}: what the host received is not what was sent (SHA-256 differs)")
             offset = 0  # a resumed file that does not check out: again, whole
 
     async def _blob(self, tmp: str, sha256: str) -> str | None:
-        """The file just sent, kept in the session's spool for the machine's other
-        aliases (a hard link: no copy); None when it cannot be."""
+        """The file just sent, copied into the session's spool for the machine's other
+        aliases (a copy of its own, not a link: the destination keeps one name); None
+        when it cannot be (each alias is then sent it)."""
         blob = f"{self.spool}/blobs/{sha256}"
         try:
             st = await self.files.lstat(blob)
             if st is not None:
                 return blob if st.kind == FILE else None
             await self.mkdirs(f"{self.spool}/blobs", 0o700)
-            await self.files.link(tmp, blob)
-        except CopyFailed:  # another filesystem, no hardlink extension: each alias is sent it
+            part = blob + ".part"
+            with contextlib.suppress(CopyFailed):
+                await self.files.remove(part)
+            if not await self.files.create(part, b""):
+                return None
+            code, _ = await self.files.shell(CP, [tmp, part], self.left())
+            if code != 0:
+                return None
+            await self.files.rename(part, blob)
+        except CopyFailed:
             return None
         return blob
 
@@ -236,7 +255,7 @@ class Put(Copier):
         if not await self.files.create(tmp, b""):  # ours, made exclusively: cp writes into it
             return False
         code, _ = await self.files.shell(CP, [blob, tmp], self.left())
-        if code != 0 or not await self._holds(tmp, e.sha256):
+        if code != 0 or not await self._holds(tmp, e.sha256, e.size):
             return False
         self.moved(e.size)
         return True
@@ -251,12 +270,12 @@ class Put(Copier):
             return 0
         return max(0, (st.size // CHUNK) * CHUNK - RESUME_BACK)
 
-    async def _holds(self, path: str, sha256: str) -> bool:
+    async def _holds(self, path: str, sha256: str, size: int) -> bool:
         """Whether the host's file at `path` has the SHA-256 `sha256` (read back over
-        SFTP when the host has no tool to say)."""
+        SFTP, `size` bytes at most, when no tool of the host's says)."""
         sums = await self.sums([path])
-        if sums is not None:
-            return sums.get(path) == sha256
+        if sums is not None and path in sums:
+            return sums[path] == sha256
         digest = hashlib.sha256()
 
         class _Hash:
@@ -264,7 +283,10 @@ class Put(Copier):
                 digest.update(data)
                 return len(data)
 
-        await self.files.fetch(path, _Hash(), 0, lambda n: None, self.alive)  # type: ignore[arg-type]
+        try:
+            await self.files.fetch(path, _Hash(), 0, lambda n: None, self.alive, size=size)  # type: ignore[arg-type]
+        except CopyFailed:  # more than was sent
+            return False
         return digest.hexdigest() == sha256
 
     async def _put_sudo(self, src: Manifest, dest: str) -> bool:
@@ -293,9 +315,10 @@ class Put(Copier):
             offset = await self._resume_at(stage, entry.size)
             self.moved(offset)
             await self.files.send(self._local(entry), stage, offset, self.moved, self.alive)
-            if not await self._holds(stage, entry.sha256):
+            if not await self._holds(stage, entry.sha256, entry.size):
                 raise CopyFailed(f"{dest}: what the host received is not what was sent (SHA-256 differs)")
             command = INSTALL.format(
+                script=shlex.quote(_INSTALL_SH),
                 user=shlex.quote(job.sudo or "root"),
                 tmp=shlex.quote(temp_name(dest, self.spot)),
                 dest=shlex.quote(dest),

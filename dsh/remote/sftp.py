@@ -154,6 +154,7 @@ class SftpFiles:
         offset: int,
         progress: Callable[[int], None],
         alive: Callable[[], bool],
+        size: int | None = None,
     ) -> None:
         with _said(path):
             f = await self.sftp.open(path, "rb", max_requests=REQUESTS)
@@ -162,9 +163,12 @@ class SftpFiles:
                 while True:
                     if not alive():
                         raise NotOwner()
-                    data = cast(bytes, await f.read(CHUNK, at))
+                    want = CHUNK if size is None else min(CHUNK, size - at + 1)  # one byte more: grown?
+                    data = cast(bytes, await f.read(max(want, 1), at))
                     if not data:
                         break
+                    if size is not None and at + len(data) > size:
+                        raise CopyFailed(f"{path}: it grew while it was read (over the {size} bytes it had)")
                     try:
                         sink.write(data)
                     except OSError as exc:  # this machine's disk, not the connection
@@ -183,9 +187,6 @@ class SftpFiles:
 
     async def symlink(self, target: str, path: str) -> None:
         await self._do(path, lambda: self.sftp.symlink(target, path))
-
-    async def link(self, path: str, new: str) -> None:
-        await self._do(new, lambda: self.sftp.link(path, new))
 
     async def readlink(self, path: str) -> str:
         return str(await self._do(path, lambda: self.sftp.readlink(path)))

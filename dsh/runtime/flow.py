@@ -170,6 +170,10 @@ class HostFlow:
         except BindingError as exc:
             self.ended = Exec(Outcome.FAILED, None, 0.0, exc.message)
             return True
+        if "\0" in local + remote_path or not local or not remote_path:  # from a binding
+            why = "a copy's path " + ("holds a NUL byte" if "\0" in local + remote_path else "is empty")
+            self.ended = Exec(Outcome.FAILED, None, 0.0, why)
+            return True
 
         told = [-1.0]
 

@@ -20,6 +20,19 @@ class OutdirError(DshError):
     """The output directory cannot be written."""
 
 
+def _own(root: str, folder: str) -> None:
+    """Refuse an action's directory that is not this user's own private one (another
+    user may have made it, or a link, first: action ids are easy to guess), or a DIR
+    that is another user's link."""
+    me = os.geteuid()
+    st = os.lstat(root)
+    if os.path.islink(root) and st.st_uid not in (me, 0):
+        raise OSError(0, f"{root} is a link of another user's")
+    st = os.lstat(folder)
+    if not os.path.isdir(folder) or os.path.islink(folder) or st.st_uid != me or st.st_mode & 0o077:
+        raise OSError(0, f"{folder} is not a private directory of this user's (made by another, or a link)")
+
+
 class OutputFiles:
     """Writes actions' output under one directory (absolute)."""
 
@@ -40,6 +53,7 @@ class OutputFiles:
         try:
             if path not in self._begun:
                 os.makedirs(folder, mode=0o700, exist_ok=True)
+                _own(self.root, folder)
                 flags |= os.O_TRUNC
             fd = os.open(path, flags, 0o600)
             try:

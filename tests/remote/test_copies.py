@@ -315,10 +315,10 @@ def test_aliases_of_one_machine_are_sent_the_file_once(  # type: ignore[no-untyp
     done = run_dsh([*config, "--session", "once", "-c", f"put {src} @h[1-3]:{remote_dir}/x.$host"])
     assert done.returncode == 0, done.stderr + done.stdout
     (blob,) = (user_home(USER) / ".local/state/dsh/spool").glob(f"once.*/blobs/{_sha(src)}")
-    linked = [h for h in ("h1", "h2", "h3") if os.stat(remote_dir / f"x.{h}").st_ino == blob.stat().st_ino]
-    assert len(linked) == 1, linked  # the file one alias was sent, kept for the others
-    inodes = {os.stat(remote_dir / f"x.{h}").st_ino for h in ("h1", "h2", "h3")}
-    assert len(inodes) == 3  # each destination a file of its own (copied there, not linked)
+    assert _sha(blob) == _sha(src)  # the file one alias was sent, kept for the others
+    inodes = {os.stat(remote_dir / f"x.{h}").st_ino for h in ("h1", "h2", "h3")} | {blob.stat().st_ino}
+    assert len(inodes) == 4  # each a file of its own (copied there, not linked)
+    assert all(os.stat(remote_dir / f"x.{h}").st_nlink == 1 for h in ("h1", "h2", "h3"))
     for host in ("h1", "h2", "h3"):
         assert _sha(remote_dir / f"x.{host}") == _sha(src)
 
@@ -339,13 +339,17 @@ def test_a_get_never_writes_through_a_link_out_of_its_tree(  # type: ignore[no-u
     assert list(victim.iterdir()) == []
 
 
+@pytest.mark.parametrize("sums", ["none", "broken-openssl"])
 def test_a_host_with_no_sha256_tool_is_never_skipped_and_still_checked(  # type: ignore[no-untyped-def]
-    run_dsh, tmp_path: Path, remote_dir: Path
+    run_dsh, tmp_path: Path, remote_dir: Path, sums: str
 ) -> None:
-    tools = Path(tempfile.mkdtemp(prefix="dsh-no-sums-"))  # sh and cp, no openssl, sha256sum, shasum
+    tools = Path(tempfile.mkdtemp(prefix="dsh-no-sums-"))  # sh and cp; no working openssl
     tools.chmod(0o755)
-    for name in ("sh", "cp"):
+    for name in ("sh", "cp", *(("sha256sum",) if sums != "none" else ())):
         (tools / name).symlink_to(shutil.which(name) or f"/bin/{name}")
+    if sums != "none":  # an openssl that fails: the next tool answers
+        (tools / "openssl").write_text("#!/bin/sh\nexit 1\n")
+        (tools / "openssl").chmod(0o755)
     server = Sshd(config=[f"SetEnv PATH={tools}"]).start()
     try:
         known = tmp_path / "known_hosts"
@@ -355,10 +359,13 @@ def test_a_host_with_no_sha256_tool_is_never_skipped_and_still_checked(  # type:
         src = tmp_path / "f"
         src.write_bytes(os.urandom(200_000))
         line = f"put {src} @bare:{remote_dir}/x"
-        for _ in range(2):
+        for n in range(2):
             done = run_dsh(["--ssh-config", str(config), "-c", line])
             assert done.returncode == 0, done.stdout + done.stderr
-            assert "bare | copied" in done.stdout, done.stdout  # never "unchanged": nothing says so
+            if sums == "none" or n == 0:  # never "unchanged" where nothing can say so
+                assert "bare | copied" in done.stdout, done.stdout
+            else:
+                assert "bare | unchanged" in done.stdout, done.stdout
         assert _sha(remote_dir / "x") == _sha(src)  # checked by reading it back
     finally:
         server.cleanup()
