@@ -110,7 +110,8 @@ def hostile_host(workdir: Path, root: Path) -> Iterator[str]:
     known.write_text(f"[127.0.0.1]:{port} {algo} {blob}\n")
     argv = [sys.executable, __file__, str(port), str(host_key), f"{client_key}.pub", str(root)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent.parent)}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    # its cwd is its home: relative paths (a copy's spool) are under it, as under a user's home
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=workdir)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
         yield (
