@@ -8,6 +8,7 @@ from typing import Protocol
 from dsh.prompt import NoPrompter, Prompter
 from dsh.record import record
 from dsh.remote.askpass import Ask
+from dsh.remote.manifest import Manifest
 
 #: Called with ("stdout" | "stderr", bytes) as output arrives.
 OutputSink = Callable[[str, bytes], None]
@@ -87,7 +88,7 @@ class CopyJob:
     is finished, not claimed again; `sudo` (a put's `--sudo`), `owner`, `mode`."""
 
     facts: CopyFacts
-    source: object | None = None
+    source: Manifest | None = None
     resume: bool = False
     sudo: str | None = None
     owner: str | None = None

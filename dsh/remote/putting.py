@@ -67,7 +67,7 @@ class Put(Copier):
     async def copy(self) -> CopyFacts:
         job, facts = self.job, self.job.facts
         src = job.source
-        assert isinstance(src, Manifest), "a put carries its source"
+        assert src is not None, "a put carries its source"
         self.total = src.size
         dest = facts.remote
         if job.sudo is not None:
