@@ -221,7 +221,7 @@ def _argvs(fleet: Fleet, hosts: int, src: Path) -> dict[str, list[str]]:
     import importlib.util
     import shlex
 
-    from bench.fanout import FANOUT
+    from bench.fanout import FANOUT, dsh_options
     from bench.hosts import INSTALL_HINT, tool
 
     dsh = tool("dsh", "pip install -e .")
@@ -233,11 +233,7 @@ def _argvs(fleet: Fleet, hosts: int, src: Path) -> dict[str, list[str]]:
     wrapper = fleet.work / "scp-per-host"
     wrapper.write_text(SCP_PER_HOST)
     wrapper.chmod(0o755)
-    config = ["--ssh-config", str(fleet.ssh_config)]
-    if hosts > FANOUT:  # dsh's fan-out comes from its configuration
-        cfg = fleet.work / f"dsh-{hosts}.toml"
-        cfg.write_text(f"[limits]\nfanout = {hosts}\n")
-        config += ["--config", str(cfg)]
+    config = dsh_options(fleet, hosts)
     pssh = [sys.executable, os.path.abspath(__file__), "pssh"]
     login = [str(fleet.port), fleet.user, fleet.key, str(hosts), fan, str(src)]
     return {

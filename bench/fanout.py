@@ -46,6 +46,17 @@ if TYPE_CHECKING:
     from bench.run import Row
 
 FANOUT = 256
+
+
+def dsh_options(fleet: Fleet, hosts: int) -> list[str]:
+    """dsh's options to reach `hosts` aliases of the fleet, all at once (dsh's fan-out
+    comes from its configuration)."""
+    config = ["--ssh-config", str(fleet.ssh_config)]
+    if hosts > FANOUT:
+        cfg = fleet.work / f"dsh-{hosts}.toml"
+        cfg.write_text(f"[limits]\nfanout = {hosts}\n")
+        config += ["--config", str(cfg)]
+    return config
 MAX_RUNS = 5
 TIMEOUT = 900.0  # seconds, per contender run: one that takes longer has hung
 OUTPUT_HOSTS = 50
@@ -245,11 +256,7 @@ def _argvs(fleet: Fleet, hosts: int, command: str) -> dict[str, list[str]]:
     nodes = fleet.nodes(hosts)
     fan = str(max(FANOUT, hosts))
     script = os.path.abspath(__file__)
-    config = ["--ssh-config", str(fleet.ssh_config)]
-    if hosts > FANOUT:  # dsh's fan-out comes from its configuration
-        cfg = fleet.work / f"dsh-{hosts}.toml"
-        cfg.write_text(f"[limits]\nfanout = {hosts}\n")
-        config += ["--config", str(cfg)]
+    config = dsh_options(fleet, hosts)
     return {
         DSH: [dsh, *config, "-c", f"@{nodes} {command}"],
         CLUSH: [

@@ -37,10 +37,11 @@ class Get(Copier):
             await asyncio.to_thread(os.makedirs, parent, exist_ok=True)
         entries: list[Entry] = []
         changed = False
+        real = await asyncio.to_thread(os.path.realpath, local)  # once: each entry is held to it
         for rel, s in found:
             here, there = os.path.join(local, rel) if rel else local, join(src, rel)
             if rel:
-                _inside(local, rel)
+                _inside(local, real, rel)
             if s.kind == DIR:
                 changed |= await asyncio.to_thread(_local_dir, here, s.mode)
                 entries.append(Entry(rel, DIR, s.mode))
@@ -118,11 +119,12 @@ class Get(Copier):
         return digest, True
 
 
-def _inside(root: str, rel: str) -> None:
-    """Refuse to write `rel` under `root` through a link on the way (one the host had
-    made as a link, then named as a directory): what a get writes stays in its tree."""
+def _inside(root: str, real: str, rel: str) -> None:
+    """Refuse to write `rel` under `root` (whose real path is `real`) through a link on
+    the way (one the host had made as a link, then named as a directory): what a get
+    writes stays in its tree."""
     parent = os.path.dirname(os.path.join(root, rel))
-    expected = os.path.join(os.path.realpath(root), os.path.dirname(rel))
+    expected = os.path.join(real, os.path.dirname(rel))
     if os.path.realpath(parent) != os.path.normpath(expected):
         raise CopyFailed(f"{os.path.join(root, rel)}: a link on the way leads out of {root}; not written")
 

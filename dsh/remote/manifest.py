@@ -83,7 +83,7 @@ def read_manifest(path: str) -> Manifest:
     sentence when it cannot be read whole."""
     if "\0" in path:
         raise SourceError("a copy's path holds a NUL byte")
-    root = os.path.abspath(os.path.expanduser(path))
+    root = os.path.abspath(path)
     try:
         st = os.lstat(root)
     except FileNotFoundError:

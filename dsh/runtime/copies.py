@@ -56,9 +56,10 @@ class Sources:
 
 
 def local_path(path: str) -> str:
-    """A copy's PATH on this machine, absolute (`~` is the user's home; relative: to
-    the executor's working directory)."""
-    return os.path.abspath(os.path.expanduser(path))
+    """A copy's PATH on this machine, absolute (relative: to the executor's working
+    directory). A `~` in it is a name, as a quoted one is in sh (the compiler refuses
+    an unquoted one), and as the compiler's size of it took it."""
+    return os.path.abspath(path)
 
 
 def _size(n: int | None) -> str:

@@ -19,7 +19,7 @@ from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.plan import dump_statement
 from dsh.plan import dumps as plan_dumps
-from dsh.remote.base import Identity
+from dsh.remote.base import CopyFacts, Identity
 from dsh.session import codec
 from dsh.session import records as r
 from dsh.session.keys import Keys, callback_key, event_key, user_tree
@@ -467,6 +467,36 @@ def test_records_a_corrupt_record_is_a_store_error_exit_3() -> None:
 def test_records_a_key_that_is_not_utf8_is_named_as_dsh_shows_bytes() -> None:
     with pytest.raises(r.CorruptRecord, match=r"^corrupt record /dsh/v1/u/u/keys/\\xff: not a JSON object$"):
         codec.loads(r.Owner, b"1", key=b"/dsh/v1/u/u/keys/\xff")
+
+
+def test_records_a_copys_intent_and_end_are_the_golden_bytes_and_older_ones_read() -> None:
+    """Format 3: a copy's facts in its intent and result records and in the journal's
+    start and end entries; a record written before them reads with none."""
+    facts = CopyFacts("put", "/src/f", "/tmp/x.h1", "ab" * 32, False, 300)
+    intent = r.ActIntent("2.1.1", "h1", "put f @h1:/tmp/x.h1", 600.0, "m", 1.5, None, facts)
+    sha = "ab" * 32
+    copy = '{"direction": "put", "local": "/src/f", "remote": "/tmp/x.h1", "sha256": "' + sha + '", '
+    copy += '"unchanged": false, "size": 300}'
+    head = '{"state": "intent", "v": 3, "action": "2.1.1", "host": "h1", "command": "put f @h1:/tmp/x.h1", '
+    assert (
+        codec.dumps(intent)
+        == (head + '"timeout": 600.0, "machine": "m", "at": 1.5, "copy": ' + copy + "}").encode()
+    )
+    done = r.ActDone("2.1.1", "h1", "ok", 0, 0.5, "", "", "", "m", facts)
+    for record in (intent, done):
+        assert codec.load_action(codec.dumps(record), key=KEY) == record
+    start = r.StartEntry("2.1.1", "h1", "put f @h1:/tmp/x.h1", 600.0, facts)
+    end = r.EndEntry("2.1.1", "h1", "ok", 0, 0.5, "", facts)
+    compact = copy.replace(": ", ":").replace(", ", ",")
+    for entry, head in ((start, '"kind":"start"'), (end, '"kind":"end"')):
+        made = codec.dumps(r.Journaled(1, 2.0, entry))
+        assert made.startswith(b'{"seq":1,"t":2.0,"v":3,' + head.encode()), made
+        assert made.endswith(b',"copy":' + compact.encode() + b"}") or made.endswith(
+            b',"copied":' + compact.encode() + b"}"
+        ), made
+    older = b'{"state": "intent", "v": 2, "action": "1.1.1", "host": null, "command": "true", '
+    older += b'"timeout": 1.0, "machine": "m"}'
+    assert codec.load_action(older, key=KEY).copy is None  # type: ignore[union-attr]
 
 
 def test_records_an_optional_fields_absence_gives_its_documented_default() -> None:
