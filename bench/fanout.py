@@ -57,6 +57,8 @@ def dsh_options(fleet: Fleet, hosts: int) -> list[str]:
         cfg.write_text(f"[limits]\nfanout = {hosts}\n")
         config += ["--config", str(cfg)]
     return config
+
+
 MAX_RUNS = 5
 TIMEOUT = 900.0  # seconds, per contender run: one that takes longer has hung
 OUTPUT_HOSTS = 50
