@@ -24,8 +24,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: Where references of each kind live in a resolver.
-INVENTORY, RESULTS, VARIABLES = "inv", "res", "var"
+#: Where references of each kind live in a resolver: the config's [groups], result
+#: sets, bindings, and other inventories' groups (`@grp:gN`, a target's Nth).
+INVENTORY, RESULTS, VARIABLES, GROUPS = "inv", "res", "var", "grp"
 #: The names of a list ClusterShell is given at once (its parse of one slice is
 #: quadratic in the slice's length: a few hundred names cost next to nothing).
 CHUNK_TERMS = 256

@@ -53,6 +53,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (3, "lang", ("dsh.lang",)),
     (2, "store", ("dsh.store",)),
     (2, "remote", ("dsh.remote",)),
+    (2, "inventory", ("dsh.inventory",)),
     (1, "plan", ("dsh.plan",)),
     (
         0,
@@ -244,8 +245,11 @@ def test_no_module_is_over_500_lines_unless_the_architecture_names_it() -> None:
 def test_json_is_encoded_and_read_only_by_the_codecs_the_plan_and_the_renderer() -> None:
     """Every durable or wire format has one codec: the session's records
     (session/codec.py), the client<->executor protocol (runtime/protocol.py), the
-    plan (plan.py); machine-readable output goes through render.json_line."""
-    allowed = {"dsh.session.codec", "dsh.runtime.protocol", "dsh.plan", "dsh.render"}
+    plan (plan/codec.py), the cache of ClusterShell's group names for completion
+    (inventory/clustershell.py's NamesCache); machine-readable output goes through
+    render.json_line."""
+    allowed = {"dsh.session.codec", "dsh.runtime.protocol", "dsh.plan.codec", "dsh.render"}
+    allowed.add("dsh.inventory.clustershell")
     users = sorted(
         _module_name(path)
         for path in (ROOT / "dsh").rglob("*.py")

@@ -30,6 +30,14 @@ class Within:
 
 
 @record
+class Stdin:
+    """`| stdin FILE` (or `-`): the path as written, a word or a string."""
+
+    parts: tuple[Part, ...]
+    span: Span
+
+
+@record
 class Retry:
     count: int
     backoff: float | None
@@ -46,6 +54,7 @@ class CommandStage:
     shell_params: tuple[Ref, ...] = ()
     within: Within | None = None
     retry: Retry | None = None
+    stdin: Stdin | None = None
 
 
 @record

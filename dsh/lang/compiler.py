@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from dsh import nodeset
 from dsh import plan as p
 from dsh.errors import LangError
+from dsh.inventory.base import CONFIG, FILE, GroupLookup, InventoryError
 from dsh.lang import ast
 from dsh.lang.copies import path_parts
 from dsh.lang.durations import format_duration
-from dsh.lang.parser import MAX_BLOCK_DEPTH, literal_text, parse
+from dsh.lang.parser import MAX_BLOCK_DEPTH, parse
 from dsh.lang.source import Source, Span
+from dsh.lang.stages import literal_text
 from dsh.lang.tokens import Lit, Part, Ref
 from dsh.names import SIGNAL_NAME, digits, key_problem
 from dsh.plan import HOSTS, RESULT, VALUE
@@ -55,7 +57,10 @@ class Context:
     known)."""
 
     limits: Limits = field(default_factory=Limits)
-    groups: Mapping[str, str] = field(default_factory=dict)  # inventory: name -> node set
+    groups: Mapping[str, str] = field(default_factory=dict)  # the config's [groups]: name -> node set
+    #: Every other inventory's groups (--inventory, ClusterShell's, host files); None:
+    #: there is none (dsh.inventory.base.TrustingLookup takes every group on trust).
+    inventory: GroupLookup | None = None
     bindings: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] | None = None
     functions: Mapping[str, ast.FnDef] = field(default_factory=dict)
@@ -63,6 +68,8 @@ class Context:
     secrets: frozenset[str] = frozenset()
 
 
+#: A group's name in `@{NAME}` / `@{SOURCE:NAME}` (ClusterShell's and Ansible's names).
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 #: How often an await looks, unless it says (`every D`): the store is cheap to ask.
 _EVERY = {"key": 0.25, "signal": 0.25, "callback": 0.25}
 #: `NAME = callback` only writes the callback into the store: this bounds it.
@@ -307,7 +314,7 @@ class _Compiler:
         if not isinstance(node, ast.Pipeline) or node.target is not None or len(node.stages) != 1:
             return None
         stage = node.stages[0]
-        if not isinstance(stage, ast.CommandStage) or stage.within or stage.retry:
+        if not isinstance(stage, ast.CommandStage) or stage.within or stage.retry or stage.stdin:
             return None
         first = stage.text.split(None, 1)[0] if stage.text.strip() else ""
         return self.functions.get(first)
@@ -406,7 +413,33 @@ class _Compiler:
                     param.span,
                 )
         text = self.text(node.parts, quoting="shell", host_flow=host_flow)
-        return p.Command(text, node.text, timeout, retries, backoff)
+        stdin = self._stdin(node.stdin) if node.stdin is not None else None
+        return p.Command(text, node.text, timeout, retries, backoff, stdin)
+
+    def _stdin(self, node: ast.Stdin) -> p.Text:
+        """`| stdin PATH`: a path on this machine, the same for every host (no `$host`),
+        or `-`; bindings expand, never a secret (the path is journaled)."""
+        if node.parts == (Lit(p.OWN_STDIN),) and not node.span.text.endswith(("'", '"')):
+            return p.Text((p.Lit(p.OWN_STDIN),))
+        parts = path_parts(ast.Value(node.parts, node.span), remote=False, what="stdin's path")
+        for part in parts:
+            if not isinstance(part, Ref):
+                continue
+            name = self.renames.get(part.name, part.name)
+            if name == "host" and "host" not in self.bindings:
+                raise LangError(
+                    "stdin gives every host the same input: its path cannot hold $host", part.span
+                )
+            if name in self.secrets:
+                why = "stdin's path cannot use it (a path is journaled)"
+                raise LangError(f"{part.raw} is a secret: {why}", part.span)
+            if not self._bound(name, False):
+                raise LangError(
+                    f"{part.raw} is not bound by dsh: stdin's path is not read by a shell "
+                    "(use a binding, or a path relative to the working directory)",
+                    part.span,
+                )
+        return self.text(parts, quoting="raw", host_flow=False)
 
     def _attempts(self, node: ast.CommandStage | ast.CopyStage) -> tuple[float, int, float]:
         """An action's timeout (its `within`, else the default), retries and backoff."""
@@ -469,7 +502,7 @@ class _Compiler:
     def _copy_path(self, node: ast.Value, *, remote: bool) -> p.Text:
         """A copy's path as a dsh value: only the names dsh binds (`$host` too), never
         a secret (a path is journaled, and SFTP takes no environment)."""
-        parts = path_parts(node, remote=remote)
+        parts = path_parts(node, remote=remote, what="a copy's path")
         for part in parts:
             if not isinstance(part, Ref):
                 continue
@@ -583,12 +616,27 @@ class _Compiler:
     def target(self, node: ast.Target) -> p.HostSet:
         pattern: list[str] = []
         stub: dict[str, dict[str, str]] = {}
+        refs: list[p.GroupRef] = []
         for part in node.parts:
             if isinstance(part, Lit):
                 problem = nodeset.check_literal(part.text)
                 if problem:
                     raise LangError(f"bad node set: {problem}", node.span)
                 pattern.append(part.text)
+                continue
+            if part.raw.startswith("{"):
+                got = self._group(part)
+                if isinstance(got, p.GroupRef):  # an inventory's: `@grp:gN`, resolved at line start
+                    found = self._found(got, part.span)
+                    name = f"g{len(refs)}"
+                    refs.append(got)
+                    pattern.append(f"@{nodeset.GROUPS}:{name}")
+                    stub.setdefault(nodeset.GROUPS, {})[name] = found if found is not None else "stub"
+                    continue
+                source, name = got
+                pattern.append(f"@{source}:{name}")
+                members = self.ctx.groups[name] if source == nodeset.INVENTORY else "stub"
+                stub.setdefault(source, {})[name] = members
                 continue
             source = self._target_ref(part)
             name = self.renames.get(part.name, part.name) if source == nodeset.VARIABLES else part.name
@@ -612,23 +660,58 @@ class _Compiler:
             ) from exc
         except nodeset.HostSetError as exc:
             raise LangError(f"bad node set: {exc}", node.span) from exc
-        size = None if set(stub) - {nodeset.INVENTORY} else len(hosts)
+        unknown = {s for s, members in stub.items() for m in members.values() if m == "stub"}
+        size = None if unknown else len(hosts)
         if size == 0:
             raise LangError("this node set is empty", node.span)
-        return p.HostSet(node.span.text, text, size)
+        return p.HostSet(node.span.text, text, size, tuple(refs))
 
-    def _target_ref(self, ref: Ref) -> str:
-        if ref.raw.startswith("{"):
-            if ref.name in p.RESULT_SETS:
-                return nodeset.RESULTS
-            if ref.name in self.ctx.groups:
-                return nodeset.INVENTORY
-            known = ", ".join(sorted(self.ctx.groups)) or "none configured"
+    def _group(self, ref: Ref) -> tuple[str, str] | p.GroupRef:
+        """`@{NAME}` or `@{SOURCE:NAME}`: a result set (`res`, NAME), a group of the
+        config's [groups] (`inv`, NAME: known now), or another inventory's group."""
+        source, colon, name = ref.name.partition(":")
+        if not colon:
+            source, name = "", ref.name
+        if source != FILE and not _GROUP_NAME.fullmatch(name):
             raise LangError(
-                f"unknown group {ref.name!r} (inventory groups: {known}; result sets: "
-                f"{', '.join(p.RESULT_SETS)})",
+                f"{name!r} cannot name a group: a group's name is letters, digits, '_', '.', '+' and '-'"
+                + ("" if colon else " (@{SOURCE:NAME} names one of a source, @{file:PATH} a host file)"),
                 ref.span,
             )
+        if not source:
+            if name in p.RESULT_SETS:
+                return nodeset.RESULTS, name
+            if name in self.ctx.groups:
+                return nodeset.INVENTORY, name
+            return p.GroupRef(None, name)
+        if source == CONFIG:
+            if name not in self.ctx.groups:
+                known = ", ".join(sorted(self.ctx.groups)) or "none configured"
+                said = f"the config's [groups] has no group {name!r} (its groups: {known})"
+                raise LangError(said, ref.span)
+            return nodeset.INVENTORY, name
+        return p.GroupRef(source, name)
+
+    def _found(self, ref: p.GroupRef, span: Span) -> str | None:
+        """An inventory's group as the lookup finds it now: its hosts when known, None
+        when they are known only when the line starts; LangError when it has none."""
+        lookup = self.ctx.inventory
+        try:
+            found = lookup.find(ref.source, ref.name) if lookup is not None else None
+        except InventoryError as exc:
+            raise LangError(str(exc), span) from None
+        if found is None:
+            known = ", ".join(sorted(self.ctx.groups)) or "none"
+            where = (
+                f"no group {ref.name!r} in the config's [groups] ({known}), --inventory, nor "
+                "ClusterShell's default group source"
+                if ref.source is None
+                else f"group source {ref.source!r} has no group {ref.name!r}"
+            )
+            raise LangError(f"unknown group {ref}: {where}; result sets: {', '.join(p.RESULT_SETS)}", span)
+        return found.members
+
+    def _target_ref(self, ref: Ref) -> str:
         kind = self.bindings.get(self.renames.get(ref.name, ref.name))
         if kind is None or ref.field is not None:
             raise LangError(f"{ref.raw} is not a binding that holds hosts", ref.span)

@@ -188,10 +188,12 @@ def _checked(name: str, value: str, span: Span) -> str:
     return value
 
 
-def path_parts(value: ast.Value, *, remote: bool) -> tuple[Part, ...]:
-    """A copy path's parts, checked: no `$` but the names dsh may bind (the
-    compiler checks those), not empty; on an unquoted remote path `~/` taken off
-    (the rest is under the home), and no `~user`; no `~` on an unquoted local one."""
+def path_parts(value: ast.Value, *, remote: bool, what: str = "a copy's path") -> tuple[Part, ...]:
+    """A path's parts (`what`: a copy's, stdin's), checked: no `$` but the names dsh
+    may bind (the compiler checks those), not empty; on an unquoted remote path `~/`
+    taken off (the rest is under the home), and no `~user`; no `~` on an unquoted
+    local one."""
+    how = "SFTP" if remote else "dsh reads it"
     raw = value.span.text
     source, start = value.span.source, value.span.start
     refs = {part.span.start for part in value.parts if isinstance(part, Ref)}
@@ -199,11 +201,11 @@ def path_parts(value: ast.Value, *, remote: bool) -> tuple[Part, ...]:
         quoted = raw.startswith('"')
         for k, ch in enumerate(raw):
             if ch == "$" and start + k not in refs and not (quoted and escaped(raw, k)):
-                what = raw[k : k + 2].rstrip('"')
+                bad = raw[k : k + 2].rstrip('"')
                 raise LangError(
-                    f"{what} is not a name dsh binds: a copy's path is not read by a shell (SFTP); "
+                    f"{bad} is not a name dsh binds: {what} is not read by a shell ({how}); "
                     "write the path, or quote it in '…' for a literal $",
-                    Span(source, start + k, start + k + len(what)),
+                    Span(source, start + k, start + k + len(bad)),
                 )
     parts = value.parts
     first = parts[0].text if parts and isinstance(parts[0], Lit) else ""
@@ -212,13 +214,13 @@ def path_parts(value: ast.Value, *, remote: bool) -> tuple[Part, ...]:
         at = Span(source, start, start + len(head))
         if head != "~":  # `~www/x`, `~$user/x`
             raise LangError(
-                f"{head} is not expanded: a copy's path is not read by a shell; write the path "
+                f"{head} is not expanded: {what} is not read by a shell; write the path "
                 "(a relative remote path is under the login user's home)",
                 at,
             )
         if not remote:
             raise LangError(
-                "~ is not expanded in a local path: no shell reads it; write the path "
+                f"~ is not expanded in {what} on this machine: no shell reads it; write the path "
                 "(a relative one is under the working directory)",
                 at,
             )
@@ -227,5 +229,5 @@ def path_parts(value: ast.Value, *, remote: bool) -> tuple[Part, ...]:
         if not parts:
             raise LangError("the home directory is not a file to copy to: name one, as in ~/f", value.span)
     if not parts or all(isinstance(p, Lit) and not p.text for p in parts):
-        raise LangError("a copy's path cannot be empty", value.span)
+        raise LangError(f"{what} cannot be empty", value.span)
     return parts

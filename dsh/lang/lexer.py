@@ -23,7 +23,9 @@ from dsh.lang.tokens import Kind, Lit, Part, Ref, Token
 
 #: Words that are keywords at the start of a statement.
 KEYWORDS = frozenset({*STAGE_KEYWORDS, "if", "else", "for", "fn"})
-_GROUP = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+#: `{NAME}` or `{SOURCE:NAME}` in a target (the compiler checks the name's alphabet,
+#: which for `{file:PATH}` is a path's).
+_GROUP = re.compile(r"\{((?:[A-Za-z_][A-Za-z0-9_.-]*:)?[^\s{}|#]+)\}")
 _VALUE_END = " \t\r\n|'\"#{}"
 #: What Python makes of a byte that is not UTF-8 (surrogateescape), or a lone surrogate.
 #: A run of a target's text in which no character ends it or needs a look.
@@ -333,7 +335,8 @@ class Lexer:
         self._emit(Kind.TARGET, start, tuple(parts))
 
     def _group_ref(self) -> Ref | None:
-        """`{name}` inside a target: an inventory group or a result set."""
+        """`{name}` or `{source:name}` inside a target: an inventory's group or a result
+        set (its Ref's name is the text between the braces)."""
         m = _GROUP.match(self.text, self.pos)
         if not m:
             return None

@@ -19,7 +19,7 @@ from dsh.names import digits
 COPY_KEYWORDS = frozenset({"put", "get"})
 #: Words after an unquoted `|` that end a command stage (a new dsh stage).
 STAGE_KEYWORDS = frozenset(
-    {"await", "sleep", "within", "retry", "batch", "where", "gather", "callback", *COPY_KEYWORDS}
+    {"await", "sleep", "within", "retry", "stdin", "batch", "where", "gather", "callback", *COPY_KEYWORDS}
 )
 #: Characters that end a word for keyword and binding recognition.
 WORD_END = " \t\r\n|{}#;"

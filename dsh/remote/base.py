@@ -81,6 +81,18 @@ class CopyFacts:
 
 
 @record
+class InputFacts:
+    """A command's standard input, the same bytes for every host (`| stdin FILE`): the
+    file's absolute path on the machine that read it (plan.OWN_STDIN: that dsh's own
+    standard input), its size and its SHA-256. Kept with the line and each intent:
+    a later owner gives a host that has not started the same bytes, or nothing."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@record
 class CopyJob:
     """One copy on one host: `facts` (the source's size and digest, for a put, as
     read when the line started); `source`, a put's source as read then (a
@@ -147,10 +159,12 @@ class Remote(Protocol):
         timeout: float,
         output: OutputSink,
         env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
     ) -> Exec:
         """Run `command` with `/bin/sh -c` through the spool wrapper, claimed at `spot`,
-        stdin from /dev/null; `env`: variables (secrets) for the command alone, which
-        reach the host on the exec's stdin, never in an argv.
+        stdin from /dev/null, or from `stdin`'s bytes, written into the spool first
+        (ACTION@ALIAS.in, within the timeout); `env`: variables (secrets) for the
+        command alone, which reach the host on the exec's stdin, never in an argv.
 
         Ends within `timeout` (plus a short kill grace): on timeout or
         cancellation the command's process group is killed from a new exec.

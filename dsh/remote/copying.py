@@ -181,6 +181,26 @@ def temp_name(path: str, spot: Spot) -> str:
     return posixpath.join(head, f".{base[:80]}.dsh-{ident}")
 
 
+async def mkdirs(files: Files, path: str, mode: int) -> None:
+    """`mkdir -p` on a host: the missing directories of `path`, each with `mode`."""
+    missing: list[str] = []
+    here = path
+    while here not in ("", "/", "."):
+        st = await files.stat(here)
+        if st is not None:
+            if st.kind != DIR:
+                raise CopyFailed(f"{here}: exists and is not a directory")
+            break
+        missing.append(here)
+        here = posixpath.dirname(here)
+    for d in reversed(missing):
+        with contextlib.suppress(CopyFailed):
+            await files.mkdir(d, mode)
+        st = await files.stat(d)
+        if st is None or st.kind != DIR:
+            raise CopyFailed(f"{d}: cannot make the directory")
+
+
 def join(root: str, rel: str) -> str:
     return posixpath.join(root, rel) if rel else root
 
@@ -289,22 +309,7 @@ class Copier:
 
     async def mkdirs(self, path: str, mode: int) -> None:
         """`mkdir -p`: the missing directories of `path`, each with `mode`."""
-        missing: list[str] = []
-        here = path
-        while here not in ("", "/", "."):
-            st = await self.files.stat(here)
-            if st is not None:
-                if st.kind != DIR:
-                    raise CopyFailed(f"{here}: exists and is not a directory")
-                break
-            missing.append(here)
-            here = posixpath.dirname(here)
-        for d in reversed(missing):
-            with contextlib.suppress(CopyFailed):
-                await self.files.mkdir(d, mode)
-            st = await self.files.stat(d)
-            if st is None or st.kind != DIR:
-                raise CopyFailed(f"{d}: cannot make the directory")
+        await mkdirs(self.files, path, mode)
 
     async def sums(self, paths: Sequence[str]) -> dict[str, str] | None:
         """The host's SHA-256 of each path (one exec for all of them; a path it cannot

@@ -112,9 +112,16 @@ class LocalShell:
         timeout: float,
         output: OutputSink,
         env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
     ) -> Exec:
         if not self.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
+        if stdin is not None:
+            try:
+                await asyncio.to_thread(self._place_input, spot, stdin)
+            except OSError as exc:
+                why = f"cannot write its input to the spool: {exc.strerror or exc}"
+                return Exec("failed", None, 0.0, why)
         backstop = timeout + self.kill_grace + SETTLE
         helper, self._helped = not self._helped, True  # its text rides on the first launch only
         argv = spool.launch_argv(
@@ -127,8 +134,26 @@ class LocalShell:
             self.kill_grace,
             bool(env),
             helper,
+            stdin is not None,
         )
         return await self._exec(argv, spot, timeout, output, spool.env_lines(env) if env else None)
+
+    def _place_input(self, spot: Spot, data: bytes) -> None:
+        """The action's input, as its spool's ACTION@ALIAS.in: written under a name of
+        its own, made exclusively (nothing planted there is followed), then renamed."""
+        directory = self.root / spot.session
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        final = directory / spool.input_name(spot.action, spot.alias)
+        temp = final.with_name(f"{final.name}.{os.urandom(6).hex()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with open(fd, "wb") as f:
+                f.write(data)
+            os.replace(temp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
 
     async def identity(self) -> Identity | None:
         return None  # this machine: actions record the machine id instead

@@ -12,8 +12,9 @@ that the login shell, whatever it is, never parses them):
   subshell; stdin, stdout and stderr away from the connection). The runner
   starts the command in a session and process group of its own (`setsid`;
   where it is missing, python3's or perl's setsid; with none of them nothing
-  is claimed or started), stdin from /dev/null, stdout and stderr to spool
-  files; waits for it with a `sleep` as the backstop's timer (TERM the group
+  is claimed or started), stdin from /dev/null (or, when LAUNCH is told
+  `in`, from the action's ACTION@ALIAS.in, which dsh wrote before: `| stdin`),
+  stdout and stderr to spool files; waits for it with a `sleep` as the backstop's timer (TERM the group
   when it runs out, KILL after the grace); TERMs what the command left in
   its group; and writes the exit status last. LAUNCH meanwhile streams the
   two files back as they grow (a `cat` per poll when there is output, on
@@ -204,7 +205,7 @@ printf '%s\n' "$rc" >"$f.status" || exit @UNWRITTEN@
 
 #: How the runner starts the command (RUNNER's `%START%`): with the helper's variables.
 _START = (
-    r"""DSH_ASK=$f SUDO_ASKPASS=$h DISPLAY=${DISPLAY:-:0} "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err" &"""
+    r"""DSH_ASK=$f SUDO_ASKPASS=$h DISPLAY=${DISPLAY:-:0} "$@" sh -c "$c" <"$inp" >"$f.out" 2>"$f.err" &"""
 )
 
 #: The same with the command's secrets, in its environment alone: a subshell's
@@ -216,7 +217,7 @@ _START_SECRETS = r"""(
   for kv in $secrets; do export "$kv"; done
   secrets= DISPLAY=${DISPLAY:-:0}
   export DSH_ASK="$f" SUDO_ASKPASS="$h" DISPLAY
-  exec "$@" sh -c "$c" </dev/null >"$f.out" 2>"$f.err"
+  exec "$@" sh -c "$c" <"$inp" >"$f.out" 2>"$f.err"
 ) &"""
 
 #: Streams .out and .err from their start as they grow until the status appears,
@@ -295,11 +296,15 @@ def _launch(helper: bool, secrets: bool) -> str:
         + _STARTED
         + _UNWRITABLE
         + RUNNER.replace("%START%", _START_SECRETS if secrets else _START)
-        + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1 runner= rp= rs=
+        + r"""root=$1 session=$2 action=$3 alias=$4 t=$5 c=$6 g=$7 watch=1 runner= rp= rs= inp=/dev/null
 """
         + ("""[ -n "${secrets+x}" ] || secrets=$(cat)\n""" if secrets else "")
         + r"""case $root in /*) ;; *) root=$HOME/$root ;; esac
 d="$root/$session" f="$root/$session/$action@$alias"
+if [ "$8" = in ]; then
+  inp=$f.in
+  [ -f "$inp" ] && [ -r "$inp" ] || { say "its input is missing from the spool: $inp"; exit @SPOOL_FAILED@; }
+fi
 """
         + _SESSION
         + r"""if [ -z "$ss" ]; then
@@ -481,15 +486,23 @@ def launch_argv(
     grace: float = GRACE,
     secrets: bool = False,
     helper: bool = True,
+    stdin: bool = False,
 ) -> list[str]:
     """The argv of one LAUNCH exec: claim, start, stream; its status is the command's.
+    With `stdin`, the command reads the spool's ACTION@ALIAS.in (`input_name`), which
+    must be there (else nothing is claimed nor started); else /dev/null.
     `timeout` and `grace` are the backstop's, in whole seconds (rounded up). With
     `secrets`, LAUNCH reads the command's environment variables (`env_lines`) from
     its stdin, or from `secrets` set in its script over SSH (askpass.secret_script).
     Without `helper`, LAUNCH does not carry the sudo helper's text: the host has it
     (it says `helper missing` when it has not, and the command goes without)."""
     args = [root, session, action, alias, _seconds(timeout), command, _seconds(grace)]
-    return _argv(_LAUNCHES[helper, secrets], "dsh-spool", args)
+    return _argv(_LAUNCHES[helper, secrets], "dsh-spool", [*args, "in"] if stdin else args)
+
+
+def input_name(action: str, alias: str) -> str:
+    """The name of an action's input file in its session's spool directory."""
+    return f"{action}@{alias}.in"
 
 
 def env_lines(env: Mapping[str, str]) -> str:

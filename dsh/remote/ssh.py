@@ -558,11 +558,18 @@ class SshHost:
         timeout: float,
         output: OutputSink,
         env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
     ) -> Exec:
         fleet = self.fleet
         if not fleet.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
         fleet.clean_once(self._name, spot.session)
+        if stdin is not None:  # its input goes first, into the spool, within the timeout
+            started = time.monotonic()
+            failed = await self._place_input(spot, stdin, timeout)
+            if failed is not None:
+                return failed
+            timeout = max(timeout - (time.monotonic() - started), 0.001)
         backstop = timeout + fleet.kill_grace + SETTLE
         helper = self._name not in fleet.helped  # its text rides on a host's first launch only
         fleet.helped.add(self._name)
@@ -576,8 +583,39 @@ class SshHost:
             fleet.kill_grace,
             bool(env),
             helper,
+            stdin is not None,
         )
         return await self._exec(argv, spot, timeout, output, secrets=spool.env_lines(env) if env else None)
+
+    async def _place_input(self, spot: Spot, data: bytes, timeout: float) -> Exec | None:
+        """The action's input written into its spool over SFTP (dsh/remote/inputfile.py)
+        within `timeout`; an Exec when it could not be (nothing was launched)."""
+        from dsh.remote import inputfile
+        from dsh.remote.copying import CopyFailed
+        from dsh.remote.sftp import SftpFiles, SftpLost
+
+        fleet = self.fleet
+        started = time.monotonic()
+
+        def ended(outcome: str, message: str) -> Exec:
+            return Exec(outcome, None, time.monotonic() - started, message)
+
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await fleet.connection(self._name)
+                try:
+                    files = SftpFiles(await fleet.sftp(conn), conn)
+                    await inputfile.place(files, fleet.root, spot, data)
+                except SftpLost as exc:
+                    fleet.forget(conn)
+                    return ended("unreachable", f"the connection broke while its input was written: {exc}")
+        except Unusable as exc:
+            return ended(exc.outcome, exc.message)
+        except TimeoutError:
+            return ended("timeout", f"its input was not written to the host within {timeout:g}s")
+        except CopyFailed as exc:
+            return ended("failed", f"cannot write its input to the spool: {exc.message}")
+        return None
 
     async def identity(self) -> Identity:
         conn = await self.fleet.connection(self._name)

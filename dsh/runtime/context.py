@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dsh.record import record
+from dsh.remote.base import InputFacts
 
 
 @record
@@ -33,12 +34,16 @@ class StepId:
 
 @record
 class Resume:
-    """A run that a previous owner started and did not finish: its run number, and
-    the records of its actions by (action, host) — `state` `intent` or `done`, or
-    a `deadline` for a durable timer."""
+    """A run that a previous owner started and did not finish: its run number, the
+    records of its actions by (action, host) — `state` `intent` or `done`, or a
+    `deadline` for a durable timer — and what it resolved as it started."""
 
     run: int
     actions: Mapping[tuple[str, str | None], Mapping[str, object]]
+    #: What the run resolved when it started (None: not kept: written before format 4, or
+    #: it had not got that far): its hosts, and its command stages' inputs by stage.
+    hosts: tuple[str, ...] | None = None
+    inputs: Mapping[int, InputFacts] | None = None
 
     def held(self, step: StepId) -> Mapping[str, object] | None:
         """The record of `step`, None when nothing of it is stored."""

@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 
-from dsh import nodeset
 from dsh import plan as p
-from dsh.errors import DshError
+from dsh.inventory.lookup import Inventory
 from dsh.plan import Outcome
 from dsh.prompt import NoPrompter, Prompt, Prompter
 from dsh.remote.base import Remote
+from dsh.runtime import inputs
 from dsh.runtime.clock import Clock, SystemClock
 from dsh.runtime.context import Replayed, Resume, RunContext
 from dsh.runtime.copies import Sources
 from dsh.runtime.flow import HostFlow, Line
+from dsh.runtime.inputs import MAX_INPUT, Input, OwnInput
 from dsh.runtime.outdir import OutputFiles
 from dsh.runtime.ports import Events, NoEvents, NullRecorder, Recorder, Reporter
 from dsh.runtime.results import HostResult, LineResult
 from dsh.runtime.steps import LiveSteps, SharedAwaits, Steps, TakenUp
+from dsh.runtime.targets import Refused, hosts_of
 from dsh.runtime.values import (
     BindingError,
     BindRefused,
@@ -42,22 +43,13 @@ from dsh.runtime.values import (
     names_in,
     render,
     value_bytes,
-    value_text,
 )
 from dsh.runtime.waves import Seat, fan_out
 
-#: The `@src:name` groups that the compiler writes into a pattern.
-_REFERENCE = re.compile(r"@(inv|res|var):([A-Za-z_][A-Za-z0-9_-]*)")
 #: How long a `secret` may wait for its answer.
 SECRET_BOUND = 300.0
 #: Outcomes that make an `if` condition neither true nor false: the line fails.
 _BROKEN = frozenset({Outcome.UNREACHABLE, Outcome.REFUSED, Outcome.LOST, Outcome.CANCELLED})
-
-
-class Refused(DshError):
-    """A line refused at run time, before anything of it ran."""
-
-    exit_code = 2
 
 
 class Executor:
@@ -74,6 +66,7 @@ class Executor:
         inventory: Mapping[str, str] | None = None,
         recorder: Recorder | None = None,
         max_binding: int = p.MAX_BINDING,
+        lookup: Inventory | None = None,
     ) -> None:
         self.reporter = reporter
         #: The most bytes one binding may hold: more is refused, never cut.
@@ -89,6 +82,12 @@ class Executor:
         self.clock = clock or SystemClock()
         self.args = tuple(args)
         self.inventory = dict(inventory or {})
+        #: Every inventory's groups (`@grp:` references), looked up when a line starts.
+        self.lookup = lookup if lookup is not None else Inventory(self.inventory)
+        #: The most bytes a command's input may hold (limits.max_stdin).
+        self.max_stdin = MAX_INPUT
+        #: dsh's own standard input, read once, for `| stdin -` (None: it has none).
+        self.own_input: OwnInput | None = None
         self.bindings: dict[str, Value] = {}
         self.result_sets: dict[str, tuple[str, ...]] = {}
         #: Where every action's output is written too (--outdir), if anywhere.
@@ -220,14 +219,14 @@ class Executor:
         started = self.clock.monotonic()
         try:
             await self._secrets_ready(stmt)
-            return await self._statement(stmt, plan, run, steps, ctx)
+            return await self._statement(stmt, plan, run, steps, ctx, resume)
         except BaseException:  # refused or cancelled: the run is over all the same, after this long
             with contextlib.suppress(Exception):
                 await self.recorder.line_done(run, False, self.clock.monotonic() - started, None)
             raise
 
     async def _statement(
-        self, stmt: p.Statement, plan: p.Plan, run: int, steps: Steps, ctx: RunContext
+        self, stmt: p.Statement, plan: p.Plan, run: int, steps: Steps, ctx: RunContext, resume: Resume | None
     ) -> LineResult:
         if isinstance(stmt, p.If):
             result = await self._if(stmt, plan, run, ctx)
@@ -236,15 +235,15 @@ class Executor:
         elif isinstance(stmt, p.Run):
             consumed = ctx.path.endswith("c")  # an if's condition
             result = await self._pipeline(
-                stmt, stmt.pipeline, plan, run, steps, capture=False, consumed=consumed
+                stmt, stmt.pipeline, plan, run, steps, resume, capture=False, consumed=consumed
             )
         elif isinstance(stmt.value, p.Pipeline):
-            result = await self._pipeline(stmt, stmt.value, plan, run, steps, capture=True)
+            result = await self._pipeline(stmt, stmt.value, plan, run, steps, resume, capture=True)
             await self._bind(run, stmt.name, ResultValue(result.hosts))
         else:
             value: Value
             if isinstance(stmt.value, p.HostSet):
-                value = HostsValue(tuple(self.resolve(stmt.value, plan.step_budget)))
+                value = HostsValue(tuple(await self.hosts_of(stmt.value, plan.step_budget)))
             elif isinstance(stmt.value, p.Secret):
                 try:
                     prompt = self.text(stmt.value.prompt, None)
@@ -314,7 +313,7 @@ class Executor:
         items: list[str] = []
         for item in stmt.items:
             if isinstance(item, p.HostSet):
-                items += self.resolve(item, plan.step_budget)
+                items += await self.hosts_of(item, plan.step_budget)
                 continue
             try:
                 text = self.text(item, None)
@@ -357,29 +356,32 @@ class Executor:
 
     # -- targets -------------------------------------------------------------------
 
-    def resolve(self, target: p.HostSet, limit: int) -> list[str]:
-        """The hosts of a target, with the groups, result sets and bindings it names."""
-        groups: dict[str, dict[str, str]] = {}
-        for source, name in _REFERENCE.findall(target.pattern):
-            groups.setdefault(source, {})[name] = self._members(source, name, target)
-        try:
-            return nodeset.expand(target.pattern, groups, limit=limit)
-        except nodeset.HostSetError as exc:
-            raise Refused(f"{target.written}: {exc}") from exc
-
-    def _members(self, source: str, name: str, target: p.HostSet) -> str:
-        if source == nodeset.RESULTS:
-            return nodeset.fold(self.result_sets.get(name, ()))
-        if source == nodeset.INVENTORY:
-            if name in self.inventory:
-                return self.inventory[name]
-        else:
-            value = self.bindings.get(name)
-            if isinstance(value, HostsValue | StrValue):
-                return value_text(name, value)
-        raise Refused(f"{target.written}: {name!r} is not defined")
+    async def hosts_of(self, target: p.HostSet, limit: int) -> list[str]:
+        """The hosts of a target now (dsh.runtime.targets)."""
+        sets, bindings = self.result_sets, self.bindings
+        return await hosts_of(
+            target, limit, lookup=self.lookup, inventory=self.inventory, sets=sets, bindings=bindings
+        )
 
     # -- lines ---------------------------------------------------------------------------
+
+    async def _inputs(self, stmt: p.Statement, pipe: p.Pipeline, resume: Resume | None) -> dict[int, Input]:
+        """The inputs of a line's command stages (`| stdin`), by stage, read whole now;
+        on a resume, read again from where the line read them."""
+        out: dict[int, Input] = {}
+        for index, stage in enumerate(pipe.stages, 1):
+            if not isinstance(stage, p.Command) or stage.stdin is None:
+                continue
+            kept = resume.inputs.get(index) if resume is not None and resume.inputs is not None else None
+            try:
+                if kept is not None:
+                    out[index] = await inputs.again(kept, cap=self.max_stdin)
+                else:
+                    path = self.value(stage.stdin)
+                    out[index] = await inputs.read(path, cap=self.max_stdin, own=self.own_input)
+            except (inputs.InputError, BindingError) as exc:
+                raise Refused(f"line {stmt.line}: {exc}") from exc
+        return out
 
     async def _pipeline(
         self,
@@ -388,11 +390,19 @@ class Executor:
         plan: p.Plan,
         run: int,
         steps: Steps,
+        resume: Resume | None,
         *,
         capture: bool,
         consumed: bool = False,
     ) -> LineResult:
         started = self.clock.monotonic()
+        hosts: list[str] = []
+        if pipe.target is not None:  # as resolved when the line started, on a resume
+            kept = resume.hosts if resume is not None else None
+            hosts = list(kept) if kept is not None else await self.hosts_of(pipe.target, plan.step_budget)
+        inputs = await self._inputs(stmt, pipe, resume)
+        if (pipe.target is not None or inputs) and (resume is None or resume.hosts is None):
+            await self.recorder.line_hosts(run, hosts, {i: given.facts for i, given in inputs.items()})
         with SharedAwaits() as shared:
 
             async def bind(name: str, value: Value) -> None:
@@ -413,6 +423,7 @@ class Executor:
                 self.secrets,
                 Sources(),
                 self.outdir,
+                inputs,
             )
             if pipe.target is None:
                 self.reporter.line_started(stmt, None)
@@ -421,7 +432,6 @@ class Executor:
                 result = LineResult(stmt, (host_result,), seconds, on_hosts=False, consumed=consumed)
                 self.reporter.line_done(result)
                 return result
-            hosts = self.resolve(pipe.target, plan.step_budget)
             if not hosts:
                 note = f"{pipe.target.written} is empty: nothing to run"
                 result = LineResult(stmt, (), 0.0, on_hosts=False, note=note)

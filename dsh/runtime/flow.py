@@ -15,7 +15,7 @@ the whole line.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from dsh import plan as p
@@ -27,6 +27,7 @@ from dsh.runtime.capture import Capture
 from dsh.runtime.clock import Clock
 from dsh.runtime.context import StepId
 from dsh.runtime.copies import CopyOrder, Sources, local_path
+from dsh.runtime.inputs import Input
 from dsh.runtime.outdir import OutdirError, OutputFiles
 from dsh.runtime.ports import Reporter
 from dsh.runtime.results import HostResult
@@ -64,6 +65,8 @@ class Line:
     sources: Sources
     #: Where every action's output is written too (--outdir), if anywhere.
     outdir: OutputFiles | None = None
+    #: The inputs of its command stages (`| stdin`), by stage, read once.
+    inputs: Mapping[int, Input] | None = None
 
 
 class HostFlow:
@@ -155,9 +158,17 @@ class HostFlow:
             self.ended = Exec(Outcome.FAILED, None, 0.0, exc.message)
             return True
 
+        stdin = line.inputs.get(index) if line.inputs is not None else None
+
         async def attempt(step: StepId) -> Exec:
             return await line.steps.command(
-                step, command, timeout=stage.timeout, remote=self.remote, output=self.output, env=env
+                step,
+                command,
+                timeout=stage.timeout,
+                remote=self.remote,
+                output=self.output,
+                env=env,
+                stdin=stdin,
             )
 
         await self._attempts(index, stage, attempt)

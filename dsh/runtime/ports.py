@@ -10,13 +10,13 @@ that every call site tests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from dsh import plan as p
 from dsh.errors import DshError
 from dsh.record import record
-from dsh.remote.base import CopyFacts, Exec, Identity
+from dsh.remote.base import CopyFacts, Exec, Identity, InputFacts
 from dsh.runtime.results import HostResult, LineResult
 from dsh.runtime.values import Value
 
@@ -82,9 +82,16 @@ class Recorder(Protocol):
         timeout: float,
         where: Identity | None = None,
         copy: CopyFacts | None = None,
+        stdin: InputFacts | None = None,
     ) -> None:
         """Checkpoint before effect: the action is about to start, on `where`; a copy's
-        `copy` says what it copies (a put's source's size and SHA-256)."""
+        `copy` says what it copies (a put's source's size and SHA-256); a command's
+        `stdin`, the input it is given."""
+        ...
+
+    async def line_hosts(self, run: int, hosts: Sequence[str], inputs: Mapping[int, InputFacts]) -> None:
+        """What a line resolved as it starts (its hosts, its stages' inputs by stage),
+        kept before any of its actions: a resume goes on with them."""
         ...
 
     async def result(self, result: ActionResult) -> None:
@@ -146,7 +153,11 @@ class NullRecorder:
         timeout: float,
         where: Identity | None = None,
         copy: CopyFacts | None = None,
+        stdin: InputFacts | None = None,
     ) -> None:
+        pass
+
+    async def line_hosts(self, run: int, hosts: Sequence[str], inputs: Mapping[int, InputFacts]) -> None:
         pass
 
     async def result(self, result: ActionResult) -> None:

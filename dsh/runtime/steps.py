@@ -45,6 +45,7 @@ from dsh.runtime.clock import Clock
 from dsh.runtime.context import Resume, StepId
 from dsh.runtime.copies import CopyOrder, copy_live, copy_taken_up, summary
 from dsh.runtime.events import Arrived, looker, timed_out, wait_for_event
+from dsh.runtime.inputs import Input
 from dsh.runtime.ports import ActionResult, CallbackError, Events, Recorder
 from dsh.runtime.takeup import moved_host, recorded, untail
 from dsh.runtime.values import BindingError
@@ -129,9 +130,10 @@ class Steps(Protocol):
         remote: Remote,
         output: Capture,
         env: Mapping[str, str] | None = None,
+        stdin: Input | None = None,
     ) -> Exec:
         """One attempt of a command on `remote`, its output streamed to `output`; `env`:
-        the secrets it reads from its environment."""
+        the secrets it reads from its environment; `stdin`, its input (None: /dev/null)."""
         ...
 
     async def copy(self, step: StepId, order: CopyOrder) -> Exec:
@@ -167,10 +169,11 @@ class LiveSteps:
         remote: Remote,
         output: Capture,
         env: Mapping[str, str] | None = None,
+        stdin: Input | None = None,
     ) -> Exec:
         spot = self.spot(step)
         return await self.journaled(
-            step, output, self._launch(remote, spot, step.host, command, timeout, output, env)
+            step, output, self._launch(remote, spot, step.host, command, timeout, output, env, stdin)
         )
 
     async def copy(self, step: StepId, order: CopyOrder) -> Exec:
@@ -297,17 +300,23 @@ class LiveSteps:
         timeout: float,
         sink: OutputSink,
         env: Mapping[str, str] | None = None,
+        stdin: Input | None = None,
     ) -> Exec:
         """Start an action: who the host is (connecting), then the intent (checkpoint
-        before effect), then the launch. A host that cannot be reached starts nothing.
+        before effect), then the launch. A host that cannot be reached starts nothing;
+        nor does one whose input this owner has not (it fails, saying why).
         Connecting counts against the attempt's timeout, as `dsh explain` does."""
+        if stdin is not None and stdin.data is None:
+            return Exec(Outcome.FAILED, None, 0.0, f"not started: {stdin.missing}")
         started = self.wiring.clock.monotonic()
         where = await self.reach(remote, host, timeout, "command")
         if isinstance(where, Exec):
             return where
-        await self.wiring.recorder.intent(spot.action, host, command, timeout, where)
+        facts = stdin.facts if stdin is not None else None
+        await self.wiring.recorder.intent(spot.action, host, command, timeout, where, stdin=facts)
         left = max(timeout - (self.wiring.clock.monotonic() - started), 0.001)
-        return await remote.run(command, spot=spot, timeout=left, output=sink, env=env)
+        data = stdin.data if stdin is not None else None
+        return await remote.run(command, spot=spot, timeout=left, output=sink, env=env, stdin=data)
 
     async def reach(
         self, remote: Remote, host: str | None, timeout: float, what: str
@@ -356,18 +365,19 @@ class TakenUp:
         remote: Remote,
         output: Capture,
         env: Mapping[str, str] | None = None,
+        stdin: Input | None = None,
     ) -> Exec:
         held = self.resume.held(step)
         if held is None:
             return await self.live.command(
-                step, command, timeout=timeout, remote=remote, output=output, env=env
+                step, command, timeout=timeout, remote=remote, output=output, env=env, stdin=stdin
             )
         if held.get("state") == "done":  # ended before: its record, and its output's tail
             output.replay("stdout", untail(held.get("out")))
             output.replay("stderr", untail(held.get("err")))
             return recorded(held)
         return await self.live.journaled(
-            step, output, self._take_up(step, held, command, timeout, remote, output, env)
+            step, output, self._take_up(step, held, command, timeout, remote, output, env, stdin)
         )
 
     async def copy(self, step: StepId, order: CopyOrder) -> Exec:
@@ -404,6 +414,7 @@ class TakenUp:
         remote: Remote,
         sink: OutputSink,
         env: Mapping[str, str] | None = None,
+        stdin: Input | None = None,
     ) -> Exec:
         """An action whose intent a previous owner recorded: collect its status, follow
         it if it still runs, start it if it never was (the claim keeps a late launch
@@ -428,7 +439,10 @@ class TakenUp:
         except RemoteUnreachable as exc:
             return Exec(Outcome.LOST, None, 0.0, f"launched before; its spool cannot be asked: {exc.message}")
         if state == "none":
-            return await remote.run(command, spot=spot, timeout=left, output=sink, env=env)
+            if stdin is not None and stdin.data is None:  # never started, and its input is not here
+                return Exec(Outcome.FAILED, None, 0.0, f"not started: {stdin.missing}")
+            data = stdin.data if stdin is not None else None
+            return await remote.run(command, spot=spot, timeout=left, output=sink, env=env, stdin=data)
         if state == "lost":
             return Exec(Outcome.LOST, None, 0.0, "launched before, and nobody is left to report its end")
         return await remote.follow(spot, timeout=left, output=sink)

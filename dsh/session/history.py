@@ -14,7 +14,7 @@ from dsh.record import record
 from dsh.runtime.context import Replayed, Resume
 from dsh.session.codec import as_dict, load_action, load_entry, loads
 from dsh.session.keys import Keys
-from dsh.session.records import DoneEntry, Journaled, LineEntry, RunHead, RunRecord, Todo
+from dsh.session.records import DoneEntry, Journaled, LineEntry, RunHead, RunHosts, RunRecord, Todo
 from dsh.store.base import Store
 
 
@@ -203,4 +203,8 @@ async def resume(store: Store, keys: Keys, run: int, *, timeout: float) -> Resum
     for kv in kvs:
         record = load_action(kv.value, key=kv.key)
         actions[(record.action, record.host)] = as_dict(record)
-    return Resume(run, actions)
+    held = await store.get(keys.hosts(run), timeout=timeout)
+    if held is None:
+        return Resume(run, actions)
+    line = loads(RunHosts, held.value, key=held.key)
+    return Resume(run, actions, line.hosts, {i.stage: i.input for i in line.inputs})

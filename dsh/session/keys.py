@@ -199,6 +199,10 @@ class Keys:
     def action(self, action: str, host: str | None) -> bytes:
         return self.root + f"act/{action}/{host or '-'}".encode()
 
+    def hosts(self, run: int) -> bytes:
+        """What run `run` resolved when it started (records.RunHosts)."""
+        return self.root + b"hosts/%08d" % run
+
     def actions_of(self, run: int) -> bytes:
         """The prefix of the action records of run `run`."""
         return self.root + f"act/{run}.".encode()

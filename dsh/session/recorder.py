@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dsh.bytestext import from_bytes
 from dsh.plan import KILL_GRACE, For, If, Plan, Run, Statement
-from dsh.remote.base import CopyFacts, Identity
+from dsh.remote.base import CopyFacts, Identity, InputFacts
 from dsh.runtime.ports import ActionResult
 from dsh.runtime.values import BindRefused, Value
 from dsh.session.bindings import encode_value
@@ -39,8 +39,10 @@ from dsh.session.records import (
     PlanLimits,
     PromptEntry,
     ResultSets,
+    RunHosts,
     RunRecord,
     SleepEntry,
+    StageInput,
     StartEntry,
     Todo,
 )
@@ -118,6 +120,7 @@ class SessionRecorder:
         timeout: float,
         where: Identity | None = None,
         copy: CopyFacts | None = None,
+        stdin: InputFacts | None = None,
     ) -> None:
         session = self.session
         if session.draining:  # handing over: this action is the next owner's
@@ -126,7 +129,7 @@ class SessionRecorder:
         cp = session.checkpointer()
         # `where`: who the host is for this owner (a later one checks it)
         at = round(time.time(), 3)
-        record = ActIntent(action, host, command, timeout, session.machine, at, where, copy)
+        record = ActIntent(action, host, command, timeout, session.machine, at, where, copy, stdin)
         await cp.write(
             [
                 Put(self.keys.action(action, host), dumps(record)),
@@ -136,6 +139,12 @@ class SessionRecorder:
         if session.draining:  # asked meanwhile: not launched; the next owner starts it (no claim)
             session.in_flight.pop((action, host), None)
             await asyncio.Future()
+
+    async def line_hosts(self, run: int, hosts: Sequence[str], inputs: Mapping[int, InputFacts]) -> None:
+        """What run `run` resolved as it starts: kept with its first action's intent
+        (the same transaction, before it), or with its end."""
+        record = RunHosts(run, tuple(hosts), tuple(StageInput(i, f) for i, f in sorted(inputs.items())))
+        self.session.checkpointer().defer([Put(self.keys.hosts(run), dumps(record))])
 
     async def taking_up(self, action: str, host: str | None, timeout: float) -> None:
         """An action of an earlier owner's is about to be followed (or started)."""

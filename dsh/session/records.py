@@ -18,7 +18,7 @@ from dsh.bytestext import from_bytes, shown
 from dsh.errors import StoreError
 from dsh.plan import Plan, Statement
 from dsh.record import record
-from dsh.remote.base import CopyFacts, Identity
+from dsh.remote.base import CopyFacts, Identity, InputFacts
 
 R = TypeVar("R")
 
@@ -34,7 +34,8 @@ Text = str
 #: not been upgraded stops at such a session instead of misreading it.
 #: Format 2: the journal's `prompt` and `note` entries, `secret` bindings (issue 18).
 #: Format 3: copies: an intent's `copy`, a result's `copied` (issue 19).
-FORMAT = 3
+#: Format 4: a line's `hosts/RUN` record, an intent's `stdin` (issue 20).
+FORMAT = 4
 
 
 class CorruptRecord(StoreError):
@@ -154,6 +155,28 @@ class Todo:
 
 
 @record
+class StageInput:
+    """The input of the command stage `stage` (1-based) of a line."""
+
+    stage: int
+    input: InputFacts
+
+
+@record
+class RunHosts:
+    """`hosts/RUN`: what a line resolved when it started, kept before any of its
+    actions, so that a resume, on any machine, runs on the same hosts with the same
+    input: its hosts in order (groups of inventories, result sets and bindings as
+    they were then), and the input of each command stage that has one."""
+
+    COMPACT = True
+
+    run: int
+    hosts: tuple[str, ...]
+    inputs: tuple[StageInput, ...] = ()
+
+
+@record
 class ResultSets:
     """`sets`: the result sets of the last line that ran on hosts, by name
     (ok, failed, …), each its hosts. Written as that mapping itself."""
@@ -183,6 +206,8 @@ class ActIntent:
     where: Identity | None = None
     #: A copy's: what it copies (a put's source's size and SHA-256); none for a command.
     copy: CopyFacts | None = None
+    #: A command's standard input (`| stdin`): none when it reads /dev/null.
+    stdin: InputFacts | None = None
 
 
 @record

@@ -63,7 +63,7 @@ class FakeRemote:
         return self.who
 
     async def run(
-        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None
+        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None, stdin: object = None
     ) -> Exec:
         self.calls.append(("run", spot.action, timeout))
         if self.output:
@@ -108,7 +108,13 @@ class ListRecorder(NullRecorder):
         self.calls: list[tuple[str, Any]] = []
 
     async def intent(
-        self, action: str, host: str | None, command: str, timeout: float, where: Identity | None = None
+        self,
+        action: str,
+        host: str | None,
+        command: str,
+        timeout: float,
+        where: Identity | None = None,
+        **facts: object,
     ) -> None:
         self.calls.append(("intent", (action, host, timeout)))
 

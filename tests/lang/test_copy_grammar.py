@@ -246,7 +246,7 @@ def test_a_copy_in_if_for_fn_and_a_binding() -> None:
         # ~ is the home on a remote path only, and only ~/.
         ("put f @h:~www/x", 10, "~www is not expanded"),
         ("put f @h:~$u/x", 10, "~$u is not expanded"),
-        ("put ~/f @h:/x", 5, "~ is not expanded in a local path"),
+        ("put ~/f @h:/x", 5, "~ is not expanded in a copy's path on this machine"),
         ("put f @h:~", 10, "the home directory is not a file"),
         ("put f @h:~/", 10, "the home directory is not a file"),
         # Empty paths, missing pieces, extra words.

@@ -188,13 +188,19 @@ class LosesTheLease(ListRecorder):
         self.gate = gate
 
     async def intent(
-        self, action: str, host: str | None, command: str, timeout: float, where: Identity | None = None
+        self,
+        action: str,
+        host: str | None,
+        command: str,
+        timeout: float,
+        where: Identity | None = None,
+        **facts: object,
     ) -> None:
         if host == "h2":
             await asyncio.sleep(0.5)  # h1's command is running by now
             self.gate.close()
             raise LeaseLost("the session's lease is lost")
-        await super().intent(action, host, command, timeout, where)
+        await super().intent(action, host, command, timeout, where, **facts)
 
 
 def line_on(gate: Gate, recorder: ListRecorder) -> Executor:

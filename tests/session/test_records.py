@@ -19,7 +19,7 @@ from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
 from dsh.plan import dump_statement
 from dsh.plan import dumps as plan_dumps
-from dsh.remote.base import CopyFacts, Identity
+from dsh.remote.base import CopyFacts, Identity, InputFacts
 from dsh.session import codec
 from dsh.session import records as r
 from dsh.session.keys import Keys, callback_key, event_key, user_tree
@@ -52,6 +52,15 @@ SAMPLES: list[tuple[object, bytes]] = [
         ),
         b'{"state": "intent", "action": "3.1.1", "host": "web1", "command": "uptime", "timeout": 600.0, '
         b'"machine": "m1", "at": 1796497974.185, "where": {"login": "root@web1:22", "key": "SHA256:k"}}',
+    ),
+    (
+        r.ActIntent(
+            "5.1.1", "web1", "wc -c", 10.0, "m1", 1.5, None, None, InputFacts("/tmp/in.txt", 6, "ab" * 32)
+        ),
+        b'{"state": "intent", "action": "5.1.1", "host": "web1", "command": "wc -c", "timeout": 10.0, '
+        b'"machine": "m1", "at": 1.5, "stdin": {"path": "/tmp/in.txt", "size": 6, "sha256": "'
+        + b"ab" * 32
+        + b'"}}',
     ),
     (
         r.ActIntent("3.1.1", None, "printf '\\377'", 1.5, "m1", 1796497974.185),
@@ -160,6 +169,13 @@ SAMPLES: list[tuple[object, bytes]] = [
         r.Todo("6933249eca1c", PLAN, ("a", NOT_UTF8)),
         b'{"id":"6933249eca1c","plan":' + plan_dumps(PLAN).encode() + b',"args":["a", {"b64": "/wo="}]}',
     ),
+    (r.RunHosts(4, ("web1", "web2")), b'{"run":4,"hosts":["web1","web2"],"inputs":[]}'),
+    (
+        r.RunHosts(5, ("web1",), (r.StageInput(1, InputFacts("/tmp/in.txt", 6, "ab" * 32)),)),
+        b'{"run":5,"hosts":["web1"],"inputs":[{"stage":1,"input":{"path":"/tmp/in.txt","size":6,"sha256":"'
+        + b"ab" * 32
+        + b'"}}]}',
+    ),
     (
         r.ResultSets({"ok": ("web1", "web2"), "failed": ()}),
         b'{"ok": ["web1", "web2"], "failed": []}',
@@ -247,7 +263,7 @@ def test_records_every_kind_and_journal_entry_kind_has_a_sample() -> None:
         and hasattr(cls, "__dataclass_fields__")
         and not cls.__name__.startswith("_")
     }
-    written -= {r.RunHead, r.PlanLimits, r.BoundHost}  # read only; parts of others
+    written -= {r.RunHead, r.PlanLimits, r.BoundHost, r.StageInput}  # read only; parts of others
     assert written <= kinds, written - kinds
     assert set(r.ENTRY_KINDS) <= kinds and set(r.ACTION_STATES) <= kinds
 
@@ -446,12 +462,12 @@ def test_records_a_value_that_is_no_json_object_is_a_corrupt_record_naming_its_k
     assert caught.value.message.startswith(f"corrupt record /dsh/v1/u/u/s/s1/owner: {problem}")
 
 
-@pytest.mark.parametrize("version", [4, 99])
+@pytest.mark.parametrize("version", [5, 99])
 def test_records_a_record_of_a_newer_format_is_refused_naming_key_and_both_formats(version: int) -> None:
     raw = b'{"v": %d, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}' % version
     with pytest.raises(r.NewerRecord) as refused:
         codec.loads(r.Owner, raw, key=KEY)
-    said = f"written by a newer dsh (format {version} > 3); upgrade dsh to read it"
+    said = f"written by a newer dsh (format {version} > 4); upgrade dsh to read it"
     assert str(refused.value) == f"corrupt record {KEY.decode()}: {said}"
     assert refused.value.exit_code == 3
     with pytest.raises(r.CorruptRecord, match="field 'v' is not a format number"):
@@ -477,7 +493,7 @@ def test_records_a_copys_intent_and_end_are_the_golden_bytes_and_older_ones_read
     sha = "ab" * 32
     copy = '{"direction": "put", "local": "/src/f", "remote": "/tmp/x.h1", "sha256": "' + sha + '", '
     copy += '"unchanged": false, "size": 300}'
-    head = '{"state": "intent", "v": 3, "action": "2.1.1", "host": "h1", "command": "put f @h1:/tmp/x.h1", '
+    head = f'{{"state": "intent", "v": {r.FORMAT}, "action": "2.1.1", "host": "h1", "command": "put f @h1:/tmp/x.h1", '
     assert (
         codec.dumps(intent)
         == (head + '"timeout": 600.0, "machine": "m", "at": 1.5, "copy": ' + copy + "}").encode()
@@ -490,7 +506,7 @@ def test_records_a_copys_intent_and_end_are_the_golden_bytes_and_older_ones_read
     compact = copy.replace(": ", ":").replace(", ", ",")
     for entry, head in ((start, '"kind":"start"'), (end, '"kind":"end"')):
         made = codec.dumps(r.Journaled(1, 2.0, entry))
-        assert made.startswith(b'{"seq":1,"t":2.0,"v":3,' + head.encode()), made
+        assert made.startswith(f'{{"seq":1,"t":2.0,"v":{r.FORMAT},'.encode() + head.encode()), made
         assert made.endswith(b',"copy":' + compact.encode() + b"}") or made.endswith(
             b',"copied":' + compact.encode() + b"}"
         ), made
@@ -536,7 +552,7 @@ def test_records_an_optional_fields_absence_gives_its_documented_default() -> No
         assert {name: getattr(record, name) for name in defaults} == defaults, kind
     # A default of None is also not written: the record reads back as it was written.
     owner = r.Owner("m", 1, 1.0)
-    assert codec.dumps(owner) == b'{"v": 3, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}'
+    assert codec.dumps(owner) == b'{"v": 4, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}'
 
 
 def test_records_a_text_field_keeps_bytes_that_are_not_utf8_exactly() -> None:

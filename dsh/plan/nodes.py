@@ -1,25 +1,17 @@
-"""The compiled fragment: frozen, serialisable, versioned.
-
-A plan is what the compiler hands the runtime and what a session stores. It
-holds no spans (only line numbers and the source text of each statement), so
-it survives being written down and read back by another version of dsh, which
-refuses a plan from a newer version by name rather than guessing.
-"""
+"""The plan's nodes: targets, stages, statements and the plan itself, each a frozen
+record, with the constants the compiler and the runtime share."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from enum import StrEnum
-from typing import Any
 
-from dsh.errors import PlanError
 from dsh.record import record
 
 #: The newest plan version this dsh reads. 2: `Secret` bindings (issue 18); 3: `Copy`
-#: stages (issue 19). A plan or statement is written with the lowest version that
-#: holds it (`version_of`): one with neither is version 1, byte for byte as before.
-PLAN_VERSION = 3
+#: stages (issue 19); 4: a target's `groups` from inventories, a command's `stdin`
+#: (issue 20). A plan or statement is written with the lowest version that holds it
+#: (`version_of`): one with none of them is version 1, byte for byte as before.
+PLAN_VERSION = 4
 
 
 class Outcome(StrEnum):
@@ -97,21 +89,45 @@ class Text:
 
 
 @record
+class GroupRef:
+    """A group an inventory holds, `@{NAME}` or `@{SOURCE:NAME}` as written: `source`
+    None means the first source that has it, in dsh's order (dsh.inventory)."""
+
+    source: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return f"@{{{self.name}}}" if self.source is None else f"@{{{self.source}:{self.name}}}"
+
+
+@record
 class HostSet:
-    """A target: ClusterShell pattern with `@inv:` / `@res:` / `@var:` groups."""
+    """A target: ClusterShell pattern with `@inv:` / `@res:` / `@var:` groups, and
+    `@grp:gN` for `groups[N]`, a group of an inventory, resolved when the line
+    starts (its hosts are then kept with the run, for a resume)."""
 
     written: str
     pattern: str
     size: int | None  # known at compile time when it names no group or binding
+    groups: tuple[GroupRef, ...] = ()
+
+
+#: `| stdin -`: the input is dsh's own standard input.
+OWN_STDIN = "-"
 
 
 @record
 class Command:
+    """A command stage. `stdin` (`| stdin FILE`): the path of a file on this machine
+    whose bytes every host's command reads as its standard input (OWN_STDIN: dsh's
+    own); None: the command reads /dev/null."""
+
     text: Text
     written: str
     timeout: float
     retries: int = 0
     backoff: float = 1.0
+    stdin: Text | None = None
 
     @property
     def attempts(self) -> int:
@@ -342,147 +358,3 @@ class Plan:
     step_budget: int
     fanout: int
     version: int = PLAN_VERSION
-
-
-# -- serialisation ------------------------------------------------------------------
-
-_TYPES: dict[str, type] = {
-    cls.__name__: cls
-    for cls in (
-        Lit,
-        Var,
-        Text,
-        HostSet,
-        Command,
-        Copy,
-        Sleep,
-        Await,
-        Where,
-        Gather,
-        Batch,
-        Pipeline,
-        Bound,
-        Run,
-        Secret,
-        Bind,
-        Compare,
-        If,
-        For,
-        Plan,
-    )
-}
-
-
-#: Each node class's field names, found once (encoding runs for every statement).
-_FIELDS: dict[type, tuple[str, ...] | None] = {}
-_UNSEEN = ("",)
-
-
-def _encode(value: Any) -> Any:
-    cls = type(value)
-    names = _FIELDS.get(cls, _UNSEEN)
-    if names is _UNSEEN:
-        is_node = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value)) if is_node else None
-    if names is not None:
-        out: dict[str, Any] = {"@": cls.__name__}
-        for name in names:
-            out[name] = _encode(getattr(value, name))
-        return out
-    if isinstance(value, tuple):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_decode(v) for v in value)
-    if isinstance(value, dict):
-        name = value.get("@")
-        cls = _TYPES.get(name) if isinstance(name, str) else None
-        if cls is None:
-            raise PlanError(f"the plan holds an unknown node {name!r}")
-        fields = {k: _decode(v) for k, v in value.items() if k != "@"}
-        try:
-            return cls(**fields)
-        except TypeError as exc:
-            raise PlanError(f"the plan's {name} node is malformed: {exc}") from exc
-    return value
-
-
-def dumps(plan: Plan) -> str:
-    return json.dumps(_encode(plan), separators=(",", ":"))
-
-
-def _check_version(version: object, what: str) -> None:
-    if not isinstance(version, int):
-        raise PlanError(f"the stored {what} has no plan version")
-    if version > PLAN_VERSION:
-        raise PlanError(
-            f"the stored {what} has plan version {version}, newer than this dsh understands "
-            f"({PLAN_VERSION}); upgrade dsh to run it"
-        )
-
-
-def version_of(node: Statement | tuple[Statement, ...]) -> int:
-    """The lowest plan version that holds `node`: 3 with a copy in it, 2 with a
-    secret, else 1."""
-    stack: list[Any] = [node]
-    version = 1
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Secret):
-            version = max(version, 2)
-        elif isinstance(item, Pipeline):
-            if any(isinstance(stage, Copy) for stage in item.stages):
-                return 3
-        elif isinstance(item, tuple):
-            stack.extend(item)
-        elif isinstance(item, Run):
-            stack.append(item.pipeline)
-        elif isinstance(item, Bind | If | For):
-            stack.extend((item.value,) if isinstance(item, Bind) else _inner(item))
-    return version
-
-
-def _inner(stmt: If | For) -> tuple[Statement, ...]:
-    if isinstance(stmt, If):
-        return (*((stmt.cond,) if isinstance(stmt.cond, Run) else ()), *stmt.then, *stmt.orelse)
-    return stmt.body
-
-
-def dump_statement(stmt: Statement) -> dict[str, Any]:
-    """One compiled statement as JSON data, with its plan version (for the store)."""
-    return {"version": version_of(stmt), "statement": _encode(stmt)}
-
-
-def load_statement(data: dict[str, Any]) -> Statement:
-    """The inverse of dump_statement; PlanError for corrupt or newer data."""
-    _check_version(data.get("version") if isinstance(data, dict) else None, "statement")
-    try:
-        stmt = _decode(data.get("statement"))
-    except RecursionError:  # deeper than any compile makes (lang's MAX_BLOCK_DEPTH)
-        raise PlanError("the stored statement is nested too deeply to be dsh's") from None
-    if not isinstance(stmt, Run | Bind | If | For):
-        raise PlanError("the stored data is not a dsh statement")
-    return stmt
-
-
-def loads(data: str | bytes) -> Plan:
-    """Read a plan back; PlanError for corrupt data or a newer plan version."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PlanError(f"the stored plan is corrupt ({exc})") from exc
-    except RecursionError:
-        raise PlanError("the stored plan is nested too deeply to be dsh's") from None
-    if not isinstance(raw, dict) or raw.get("@") != "Plan":
-        raise PlanError("the stored data is not a dsh plan")
-    _check_version(raw.get("version"), "plan")
-    try:
-        plan = _decode(raw)
-    except RecursionError:  # deeper than any compile makes (lang's MAX_BLOCK_DEPTH)
-        raise PlanError("the stored plan is nested too deeply to be dsh's") from None
-    if not isinstance(plan, Plan):
-        raise PlanError("the stored data is not a dsh plan")
-    return plan

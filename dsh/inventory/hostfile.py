@@ -1,0 +1,56 @@
+"""Host files (`@{file:PATH}`): one host, or node set, per line, as pdsh's `-w ^FILE`
+and parallel-ssh's `-h FILE` read them; blank lines and text after `#` ignored."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from dsh import nodeset
+from dsh.inventory.base import InventoryError
+
+#: A host file is read whole: one larger than this is refused.
+MAX_BYTES = 16 << 20
+
+
+def read(path: str, cwd: Path | None = None) -> str:
+    """The hosts of the file at `path` (relative: under `cwd`, else the working
+    directory) as node-set text; InventoryError with a sentence for a file that
+    cannot be read, or a line that is not a host."""
+    where = Path(os.path.expanduser(path)) if path.startswith("~") else Path(path)
+    if cwd is not None and not where.is_absolute():
+        where = cwd / where
+    try:  # O_NONBLOCK: a FIFO put there does not hang the line
+        fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InventoryError(f"host file {path}: cannot read it: {exc.strerror or exc}") from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InventoryError(f"host file {path}: not a regular file")
+        try:
+            data = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise InventoryError(f"host file {path}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise InventoryError(f"host file {path}: over {MAX_BYTES >> 20} MiB; dsh reads a host file whole")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"host file {path}: not UTF-8 text (at byte {exc.start})") from None
+    pieces: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        problem = nodeset.check_literal(entry) or (
+            "set operations are not read in a host file"
+            if any(op in entry for op in "!&^")
+            else None
+            if all(term for _op, term in nodeset.terms(entry))
+            else "an empty name"
+        )
+        if problem is not None:
+            raise InventoryError(f"{path}:{number}: {entry!r} is not a host nor a node set: {problem}")
+        pieces.append(entry)
+    return ",".join(pieces)

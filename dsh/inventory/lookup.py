@@ -1,0 +1,81 @@
+"""The groups of every inventory a process knows, in dsh's order: the config's
+[groups], the Ansible inventory of --inventory, then ClusterShell's default group
+source; `@{SOURCE:NAME}` asks one source, `@{file:PATH}` reads a host file.
+
+Result sets come before all of these, but they are the session's own: the
+compiler decides them, and never asks here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsh.inventory import hostfile
+from dsh.inventory.base import CONFIG, FILE, INVENTORY, Found, HostVars, InventoryError
+
+if TYPE_CHECKING:
+    from dsh.inventory.ansible import AnsibleInventory
+    from dsh.inventory.clustershell import ClusterShellGroups
+
+
+class Inventory:
+    """A GroupLookup over the config's groups, an Ansible inventory (or None) and
+    ClusterShell's group sources (or None). `find` and `members` may run a group
+    source's program (bounded by its timeout): call them off the event loop."""
+
+    def __init__(
+        self,
+        groups: Mapping[str, str],
+        ansible: AnsibleInventory | None = None,
+        clustershell: ClusterShellGroups | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.groups = dict(groups)
+        self.ansible = ansible
+        self.clustershell = clustershell
+        self.cwd = cwd
+
+    def find(self, source: str | None, name: str) -> Found | None:
+        """The group `name` of `source` (None: the first source that has it)."""
+        if source is None:
+            if name in self.groups:
+                return Found(CONFIG, self.groups[name])
+            if self.ansible is not None and (held := self.ansible.members(name)) is not None:
+                return Found(INVENTORY, held)
+            cs = self.clustershell
+            members = cs.members(name) if cs is not None else None
+            return Found(cs.default() or "", members) if cs is not None and members is not None else None
+        return self._of(source, name)
+
+    def members(self, source: str | None, name: str) -> str:
+        """The hosts of a group as node-set text; InventoryError when no source has it."""
+        found = self.find(source, name)
+        if found is None or found.members is None:
+            what = f"@{{{name}}}" if source is None else f"@{{{source}:{name}}}"
+            raise InventoryError(f"{what}: no inventory has this group now")
+        return found.members
+
+    def host_vars(self) -> Mapping[str, HostVars]:
+        """How the Ansible inventory says to reach its hosts (none without one)."""
+        return self.ansible.hosts if self.ansible is not None else {}
+
+    def _of(self, source: str, name: str) -> Found | None:
+        if source == CONFIG:
+            text = self.groups.get(name)
+            return Found(CONFIG, text) if text is not None else None
+        if source == INVENTORY:
+            if self.ansible is None:
+                raise InventoryError(
+                    f"@{{inventory:{name}}} names a group of an Ansible inventory, and none is given "
+                    "(--inventory FILE, or inventory = \"FILE\" in the config)"
+                )
+            members = self.ansible.members(name)
+            return Found(INVENTORY, members) if members is not None else None
+        if source == FILE:
+            return Found(FILE, hostfile.read(name, self.cwd))
+        if self.clustershell is None:
+            raise InventoryError(f"no group source {source!r}: ClusterShell's group configuration has none")
+        members = self.clustershell.members(name, source)
+        return Found(source, members) if members is not None else None
