@@ -9,10 +9,15 @@ step_budget = 10000       # the most steps one line may take
 fanout = 256              # host flows running at once
 max_retries = 100
 max_binding = 1048576     # bytes one binding may hold (a value, or all hosts' output); at most 1 MiB
+max_stdin = 67108864      # bytes a command's input (`| stdin FILE`) may hold; it is read whole
 
 [groups]
 web = "web[01-40]"
 db = "db[1-2]"
+
+[inventory]
+file = "~/hosts.ini"      # an Ansible inventory, INI or YAML (--inventory wins); relative: to this file
+upcall_timeout = "10s"    # how long a ClusterShell group source's program may take
 
 [ssh]
 host_keys = "strict"      # strict | accept-new | off (--host-keys wins)
@@ -69,6 +74,15 @@ class Retention:
 
 
 @record
+class Inventories:
+    """The [inventory] section: an Ansible inventory (`file`, as --inventory gives
+    it), and how long a ClusterShell group source's program may take."""
+
+    file: str | None = None
+    upcall_timeout: float = 10.0
+
+
+@record
 class Ssh:
     host_keys: str = "strict"
     connect_timeout: float = 10.0
@@ -87,6 +101,7 @@ class Config:
     spool: Spool = field(default_factory=Spool)
     etcd: Mapping[str, str] = field(default_factory=dict)
     store: Retention = field(default_factory=Retention)
+    inventory: Inventories = field(default_factory=Inventories)
 
 
 def default_path(env: Mapping[str, str]) -> Path:
@@ -116,11 +131,10 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
-    unknown = set(data) - {"limits", "groups", "ssh", "spool", "store", "etcd"}
+    sections = ("limits", "groups", "inventory", "ssh", "spool", "store", "etcd")
+    unknown = set(data) - set(sections)
     if unknown:
-        raise UsageError(
-            f"{path}: unknown section {sorted(unknown)[0]!r} (known: limits, groups, ssh, spool, store, etcd)"
-        )
+        raise UsageError(f"{path}: unknown section {sorted(unknown)[0]!r} (known: {', '.join(sections)})")
     limits = _limits(data.get("limits", {}), path)
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
@@ -138,7 +152,29 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         _spool(data.get("spool", {}), path),
         _etcd(data.get("etcd", {}), path),
         store=_retention(data.get("store", {}), path),
+        inventory=_inventory(data.get("inventory", {}), path),
     )
+
+
+def _inventory(table: Any, path: Path) -> Inventories:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [inventory] must be a table")
+    unknown = set(table) - {"file", "upcall_timeout"}
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown setting inventory.{sorted(unknown)[0]} (known: file, upcall_timeout)"
+        )
+    file = table.get("file")
+    if file is not None and (not isinstance(file, str) or not file):
+        like = '"~/hosts.ini"'
+        raise UsageError(f"{path}: inventory.file must be the path of an Ansible inventory, like {like}")
+    raw = table.get("upcall_timeout", "10s")
+    seconds = parse_duration(raw) if isinstance(raw, str) else None
+    if seconds is None or not 0 < seconds <= 600:
+        raise UsageError(f'{path}: inventory.upcall_timeout must be a duration like "10s", at most 10m')
+    if file is not None:  # relative: to the configuration file's directory
+        file = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(file))
+    return Inventories(file, seconds)
 
 
 def _etcd(table: Any, path: Path) -> dict[str, str]:

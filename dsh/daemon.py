@@ -379,7 +379,8 @@ class Daemon:
         sid = item.id
         cp = self.owned.checkpointer()
         try:
-            plan = driver.compile(item.text, item.name, item.first_line)
+            # in a thread: a group source's program may take its timeout, and the lease is kept meanwhile
+            plan = await asyncio.to_thread(driver.compile, item.text, item.name, item.first_line)
         except LangError as exc:
             await self._reject(seq, exc.message)
             self.status = exc.exit_code

@@ -22,6 +22,8 @@ from dsh.config import Config
 from dsh.errors import DshError, LangError, UsageError
 from dsh.exits import Exit
 from dsh.filesize import local_size
+from dsh.inventory.base import TrustingLookup
+from dsh.inventory.lookup import Inventory
 from dsh.lang.ast import FnDef
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
@@ -31,6 +33,7 @@ from dsh.remote.base import Asks, Gate, Hosts, Spot
 from dsh.remote.local import LocalShell
 from dsh.runtime.context import Resume
 from dsh.runtime.executor import Executor
+from dsh.runtime.inputs import OwnInput
 from dsh.runtime.outdir import OutputFiles
 from dsh.runtime.ports import ActionResult, Reporter
 from dsh.runtime.results import LineResult
@@ -70,6 +73,13 @@ class Driver:
     prompter: Prompter | None = None
     #: Where every action's output is written too (--outdir: absolute), if anywhere.
     outdir: str | None = None
+    #: Every inventory's groups (None: the config's [groups] alone).
+    inventory: Inventory | None = None
+    #: dsh's own standard input, for `| stdin -` (None: this process reads none).
+    own_input: OwnInput | None = None
+    #: Compile with every inventory group taken on trust (a client's check of a line
+    #: its executor compiles again): no group source is asked.
+    trust_groups: bool = False
 
     def __post_init__(self) -> None:
         #: Whether this session sweeps the store when it ends (decided when it claims).
@@ -96,7 +106,10 @@ class Driver:
             args=self.args or (),
             inventory=self.config.groups,
             max_binding=self.config.limits.max_binding,
+            lookup=self.inventory,
         )
+        self.executor.max_stdin = self.config.limits.max_stdin
+        self.executor.own_input = self.own_input
         self.executor.prompter = asking  # `x = secret "…"` asks there too
         if self.outdir is not None:
             self.executor.outdir = OutputFiles(self.outdir)
@@ -344,11 +357,13 @@ class Driver:
         ctx = Context(
             limits=self.config.limits,
             groups=self.config.groups,
+            inventory=TrustingLookup() if self.trust_groups else self.executor.lookup,
             bindings=self.executor.binding_kinds(),
             args=self.args,
             functions=self.functions,
             sizes=local_size,
             secrets=frozenset(n for n, v in self.executor.bindings.items() if isinstance(v, SecretValue)),
+            own_stdin=self.own_input is not None,
         )
         before = dict(self.functions)
         source = Source(name, text, first_line)

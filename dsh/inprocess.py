@@ -5,7 +5,9 @@ REPL at a terminal is a client of an executor process instead (dsh.client)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from typing import BinaryIO
 
 from dsh.driver import Driver, status_of
 from dsh.errors import DshError, LangError
@@ -13,6 +15,22 @@ from dsh.exits import Exit
 from dsh.guard import guarded
 from dsh.repl.statements import Statements
 from dsh.runtime.results import LineResult
+
+
+class OwnStdin:
+    """dsh's own standard input for `| stdin -`, read whole on first use (at most
+    the cap and a byte: more is refused) and then the same bytes for every line."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._data: bytes | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, cap: int) -> bytes:
+        with self._lock:
+            if self._data is None:
+                self._data = self._stream.read(cap + 1)
+            return self._data
 
 
 def run_text(driver: Driver, text: str, name: str) -> int:

@@ -441,6 +441,11 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
         elif kind == "start":
             command = loaded(e.get("command"))
             what = f"  start {e['action']} {where}: {command} (timeout {format_duration(e['timeout'])})"
+            given = e.get("stdin")
+            if isinstance(given, dict):  # its input: where it was read, how big, its digest
+                what += (
+                    f"; stdin {given.get('path')}, {given.get('size')} bytes, sha256 {given.get('sha256')}"
+                )
         elif kind == "end":
             exit_status = f" (exit {e['exit']})" if e.get("exit") is not None else ""
             message = f": {e['message']}" if e.get("message") else ""

@@ -90,6 +90,12 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
         help="forward the ssh-agent ($SSH_AUTH_SOCK) to every host, as ForwardAgent yes",
     )
     parser.add_argument(
+        "--inventory",
+        metavar="FILE",
+        help="an Ansible inventory (INI or YAML): its groups are @{NAME} and @{inventory:NAME}, "
+        "its hosts reached as its ansible_host, ansible_port, ansible_user and key say",
+    )
+    parser.add_argument(
         "--outdir",
         metavar="DIR",
         help="also write each host's stdout and stderr of every action to DIR/ACTION/HOST.out and "
@@ -132,12 +138,11 @@ class Settings:
             ("--host-keys", opts.host_keys),
             ("--askpass", opts.askpass),
             ("--outdir", opts.outdir),
+            ("--inventory", opts.inventory),
         ):
             if value:
-                self.passed += [
-                    flag,
-                    os.path.abspath(value) if flag in ("--ssh-config", "--config", "--outdir") else value,
-                ]
+                absolute = flag in ("--ssh-config", "--config", "--outdir", "--inventory")
+                self.passed += [flag, os.path.abspath(value) if absolute else value]
         self.passed += [
             flag for flag, on in (("--ask-pass", opts.ask_pass), ("-A", opts.forward_agent)) if on
         ]
@@ -156,6 +161,9 @@ class Settings:
         path = Path(opts.config) if opts.config else config.default_path(env)
         self.config = config.load(path, required=bool(opts.config or env.get("DSH_CONFIG")))
         self.host_keys: str = opts.host_keys or self.config.ssh.host_keys
+        #: The Ansible inventory read (--inventory, else the config's inventory.file).
+        inventory = os.path.abspath(opts.inventory) if opts.inventory else self.config.inventory.file
+        self.inventory: str | None = inventory
         no_color = bool(env.get("NO_COLOR"))
         self.color = not self.json and not no_color and sys.stdout.isatty()
 

@@ -4,6 +4,7 @@ with the prompt-toolkit REPL (dsh.repl) wired in at a terminal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -84,6 +85,7 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
     renderer = wiring.renderer()
     client = Client(link, Replay(renderer, renderer.message), renderer.message, show_error, show_entry)
     compiler = wiring.driver(None, stateful=False)
+    compiler.trust_groups = True  # its checks never wait on a group source: the executor looks
     try:
         if attach and client._run(store.get(keys.meta, timeout=STORE_TIMEOUT)) is None:
             raise UsageError(f"no session named {name!r} in {store.name}")
@@ -110,6 +112,26 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
         return status
     finally:
         client.close()
+
+
+def _clustershell_names(wiring: Wiring) -> Any:
+    """ClusterShell's group names for completion, from a private cache, refreshed in
+    the background when it is older than 5 minutes (each upcall bounded)."""
+    import threading
+
+    from dsh.inventory.clustershell import NamesCache
+
+    source = wiring.inventory(lambda text: None).clustershell
+    assert source is not None
+    cache = NamesCache(state.private_dir(wiring.state_dir, "cache") / "clustershell-groups.json", source)
+    if cache.stale():
+
+        def refresh() -> None:
+            with contextlib.suppress(Exception):  # completion goes without; a line says why
+                cache.refresh()
+
+        threading.Thread(target=refresh, name="dsh-groups", daemon=True).start()
+    return cache
 
 
 def _repl(
@@ -140,12 +162,18 @@ def _repl(
     def sessions() -> list[dict[str, object]]:
         return list(client.run(list_sessions(client.link.store, wiring.tree(), timeout=STORE_TIMEOUT)))
 
+    listed = wiring.inventory(lambda text: None).listed()
+    clustershell = _clustershell_names(wiring)
+
+    def groups() -> list[str]:  # never waits on a group source: its names come from a cache
+        return sorted({*listed, *clustershell.names()})
+
     history = history_path(state.private_dir(wiring.state_dir), settings.store)
     repl = Repl(
         history=history,
         sources=Sources(
             hosts=hosts,
-            groups=lambda: settings.config.groups.keys(),
+            groups=groups,
             bindings=lambda: compiler.executor.bindings.keys(),
             functions=lambda: compiler.functions.keys(),
         ),
@@ -158,7 +186,7 @@ def _repl(
         say=lambda text: print(text, flush=True),
         explain=lambda text: explain(compiler.compile(text, "<explain>")),
         hosts=hosts,
-        groups=lambda: dict(settings.config.groups),
+        groups=lambda: dict(listed),
         sessions=sessions,
         history=history,
     )

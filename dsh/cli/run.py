@@ -20,9 +20,9 @@ DETACH_TIMEOUT = 15.0
 
 def text(wiring: Wiring, text: str, name: str, args: tuple[str, ...] | None) -> int:
     """Compile `text` whole, then run it in the session."""
-    from dsh.inprocess import run_text
+    from dsh.inprocess import OwnStdin, run_text
 
-    return run_text(wiring.driver(args), text, name)
+    return run_text(wiring.driver(args, own_input=OwnStdin(sys.stdin.buffer)), text, name)
 
 
 def script(wiring: Wiring, rest: list[str]) -> int:

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
 
     from dsh.cli.args import Settings
     from dsh.driver import Driver
+    from dsh.inventory.lookup import Inventory
     from dsh.prompt import Prompter
     from dsh.remote.base import Asks, Gate, Hosts
     from dsh.render import Renderer
+    from dsh.runtime.inputs import OwnInput
     from dsh.session.keys import Tree
     from dsh.session.lease import Session
     from dsh.store.base import Store
@@ -35,6 +37,7 @@ class Wiring:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._inventory: Inventory | None = None
 
     def store(self) -> Store:
         """The store the settings name: `local`, `sqlite:///PATH` or etcd."""
@@ -89,6 +92,7 @@ class Wiring:
         reporter: Renderer | None = None,
         session: Session | None = None,
         prompter: Prompter | None = None,
+        own_input: OwnInput | None = None,
     ) -> Driver:
         """A driver with the renderer (or `reporter`), this machine's spool and the
         hosts; `stateful`, of the session the settings name (or `session`)."""
@@ -122,7 +126,27 @@ class Wiring:
             asks=asks,
             prompter=prompter,
             outdir=settings.outdir,
+            inventory=self.inventory(renderer.message),
+            own_input=own_input,
         )
+
+    def inventory(self, warn: Callable[[str], None]) -> Inventory:
+        """Every inventory the settings name, read once: the config's [groups], the
+        Ansible inventory (--inventory, or the config's), ClusterShell's groups."""
+        if self._inventory is None:
+            from dsh.inventory import ansible
+            from dsh.inventory.clustershell import ClusterShellGroups
+            from dsh.inventory.lookup import Inventory
+            from dsh.plan import RESULT_SETS
+
+            settings = self.settings
+            read = ansible.load(settings.inventory, RESULT_SETS) if settings.inventory else None
+            for warning in read.warnings if read is not None else ():
+                warn(f"inventory: {warning}")
+            timeout = settings.config.inventory.upcall_timeout
+            clustershell = ClusterShellGroups(environ=settings.env, timeout=timeout)
+            self._inventory = Inventory(settings.config.groups, read, clustershell)
+        return self._inventory
 
     def prompter(self, say: Callable[[str], None], terminal: bool = True) -> Prompter | None:
         """Where a run here asks (a sudo password): the askpass program if one is
@@ -151,6 +175,15 @@ class Wiring:
         config = SshConfig.load(paths)
         for warning in config.warnings:
             warn(f"ssh config: {warning}")
+        for alias, how in self.inventory(warn).host_vars().items():  # an inventory's ansible_* values
+            config.override(
+                alias,
+                hostname=how.hostname,
+                port=how.port,
+                user=how.user,
+                identity_file=how.identity_file,
+                where=how.where,
+            )
         return SshFleet(
             config,
             host_keys=settings.host_keys,

@@ -20,8 +20,8 @@ class InventoryError(UsageError):
 @record
 class HostVars:
     """What an inventory says about reaching one host (its `ansible_*` values);
-    None: what the ssh config says. `where`: the file and line that set the last
-    of them, for messages."""
+    None: what the ssh config says. `where`: the file and line where the host is
+    first defined, for messages."""
 
     hostname: str | None = None
     port: int | None = None

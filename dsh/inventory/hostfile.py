@@ -25,9 +25,10 @@ def read(path: str, cwd: Path | None = None) -> str:
         fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InventoryError(f"host file {path}: cannot read it: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InventoryError(f"host file {path}: not a regular file")
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InventoryError(f"host file {path}: not a regular file")
         try:
             data = f.read(MAX_BYTES + 1)
         except OSError as exc:

@@ -57,6 +57,18 @@ class Inventory:
             raise InventoryError(f"{what}: no inventory has this group now")
         return found.members
 
+    def listed(self) -> dict[str, str]:
+        """The groups known without running anything, as completion and `hosts` show
+        them: the config's by name, the Ansible inventory's by name (by
+        `inventory:NAME` where the config has the name too), with their hosts."""
+        out = dict(self.groups)
+        if self.ansible is not None:
+            for name in self.ansible.names():
+                members = self.ansible.members(name)
+                if members is not None:
+                    out[f"{INVENTORY}:{name}" if name in out else name] = members
+        return out
+
     def host_vars(self) -> Mapping[str, HostVars]:
         """How the Ansible inventory says to reach its hosts (none without one)."""
         return self.ansible.hosts if self.ansible is not None else {}
@@ -69,7 +81,7 @@ class Inventory:
             if self.ansible is None:
                 raise InventoryError(
                     f"@{{inventory:{name}}} names a group of an Ansible inventory, and none is given "
-                    "(--inventory FILE, or inventory = \"FILE\" in the config)"
+                    '(--inventory FILE, or inventory = "FILE" in the config)'
                 )
             members = self.ansible.members(name)
             return Found(INVENTORY, members) if members is not None else None

@@ -43,6 +43,8 @@ class Limits:
     #: The most bytes one binding may hold (a value, or every host's output of a
     #: result): more is refused at bind time, never cut. At most MAX_BINDING.
     max_binding: int = p.MAX_BINDING
+    #: The most bytes a command's input (`| stdin`) may hold: it is read whole.
+    max_stdin: int = 64 << 20
 
 
 def _no_size(path: str) -> int | None:
@@ -66,6 +68,10 @@ class Context:
     functions: Mapping[str, ast.FnDef] = field(default_factory=dict)
     sizes: Callable[[str], int | None] = _no_size
     secrets: frozenset[str] = frozenset()
+    #: Whether the lines run where dsh's own standard input can be read (`stdin -`):
+    #: not in an executor of its own (the prompt, attach, run --detach), nor where
+    #: the lines themselves come from it.
+    own_stdin: bool = True
 
 
 #: A group's name in `@{NAME}` / `@{SOURCE:NAME}` (ClusterShell's and Ansible's names).
@@ -420,6 +426,12 @@ class _Compiler:
         """`| stdin PATH`: a path on this machine, the same for every host (no `$host`),
         or `-`; bindings expand, never a secret (the path is journaled)."""
         if node.parts == (Lit(p.OWN_STDIN),) and not node.span.text.endswith(("'", '"')):
+            if not self.ctx.own_stdin:
+                raise LangError(
+                    "`stdin -` reads dsh's own standard input, which these lines have not (they run "
+                    "in a session's executor, or come from that input themselves): give a file",
+                    node.span,
+                )
             return p.Text((p.Lit(p.OWN_STDIN),))
         parts = path_parts(ast.Value(node.parts, node.span), remote=False, what="stdin's path")
         for part in parts:

@@ -603,6 +603,7 @@ class SshConfig:
         "_local_host",
         "_local_user",
         "_names",
+        "_overrides",
         "_uid",
         "warnings",
     )
@@ -619,6 +620,7 @@ class SshConfig:
         self._default_known = tuple(_tilde(p, self._home, "", "") for p in DEFAULT_USER_KNOWN_HOSTS)
         self._general: list[int] = []
         self._by_name: dict[str, list[int]] = {}
+        self._overrides: dict[str, tuple[_Setting, ...]] = {}
         for index, block in enumerate(self._blocks):
             if any(isinstance(c, _Match) and c.never for c in block.conditions):
                 continue
@@ -673,6 +675,30 @@ class SshConfig:
         parser.feed(text, name, system=False, outer=(), depth=0)
         return cls(parser, local_user)
 
+    def override(
+        self,
+        alias: str,
+        *,
+        hostname: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        identity_file: str | None = None,
+        where: str = "",
+    ) -> None:
+        """What an inventory says of `alias`: its values come first, as `ssh -o` would
+        give them, so they win over every block; the blocks still match the alias and
+        give the rest (and more identity files after this one)."""
+        settings: list[_Setting] = []
+        if hostname is not None:
+            settings.append(("hostname", hostname.replace("%", "%%"), where))
+        if port is not None:
+            settings.append(("port", port, where))
+        if user is not None:
+            settings.append(("user", user, where))
+        if identity_file is not None:
+            settings.append(("identityfile", identity_file.replace("%", "%%"), where))
+        self._overrides[alias] = tuple(settings)
+
     def aliases(self) -> list[str]:
         """Plain names from Host lines (no wildcard, not negated), in file order, once each."""
         return list(self._names)
@@ -682,6 +708,7 @@ class SshConfig:
         hits = self._by_name.get(alias)
         order = sorted(self._general + hits) if hits else self._general
         state = _State(alias, self._local_user)
+        state.apply(self._overrides.get(alias, ()))
         seen: dict[int, bool] = {}
         for index in order:
             block = self._blocks[index]

@@ -19,9 +19,11 @@ HELP = {
   @{failed} systemctl restart nginx    the hosts that failed on the line before
 Topics: help targets | stages | events | copies | blocks | keys | builtins.  Language: man 7 dsh""",
     "targets": """Targets (ClusterShell node sets): @web[1-10]!web3  @{group}  @{failed}  @$hosts
-  result sets of the line before: ok failed timeout unreachable refused cancelled skipped lost notok""",
-    "stages": """Stages after `|`: within D | retry N [backoff D] | where OUTCOME | where out ~ RE
-  | gather | batch N[%] [max-fail K] | sleep D | await …
+  result sets of the line before: ok failed timeout unreachable refused cancelled skipped lost notok
+  groups: @{NAME} (config [groups], then --inventory, then ClusterShell's default source)
+  @{SOURCE:NAME} (config, inventory, or a ClusterShell source)   @{file:hosts.txt} (a host a line)""",
+    "stages": """Stages after `|`: within D | retry N [backoff D] | stdin FILE|- | where OUTCOME
+  | where out ~ RE | gather | batch N[%] [max-fail K] | sleep D | await …
   @web[1-20] deploy.sh | await port 80 within 30s | batch 2 max-fail 1""",
     "events": """await port [HOST:]PORT | http URL [status N] | file PATH | cmd 'WORDS' | key KEY [= V]
   | signal NAME   … [as NAME] [within D] [every D]

@@ -95,10 +95,11 @@ def _read_file(where: str, written: str, cap: int) -> bytes:
         fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InputError(f"cannot read {written}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        why = "stdin reads a file whole before the line starts"
+        raise InputError(f"{written} is not a regular file: {why}")
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            why = "stdin reads a file whole before the line starts"
-            raise InputError(f"{written} is not a regular file: {why}")
         try:
             return f.read(cap + 1)
         except OSError as exc:

@@ -3,6 +3,7 @@
     /dsh/v1/u/USER/s/NAME/meta             the session's Meta
     /dsh/v1/u/USER/s/NAME/owner            its Owner, on the owner's lease
     /dsh/v1/u/USER/s/NAME/run/RUN          a statement run (RunRecord)
+    /dsh/v1/u/USER/s/NAME/hosts/RUN        what a line resolved as it started (RunHosts)
     /dsh/v1/u/USER/s/NAME/act/ACTION/HOST  an Intent, then a Done, of one attempt on one host
                                            (or a Sleep, an Await)
     /dsh/v1/u/USER/s/NAME/bind/NAME        a binding's value (BoundText, BoundHosts, BoundResults)

@@ -133,7 +133,7 @@ class SessionRecorder:
         await cp.write(
             [
                 Put(self.keys.action(action, host), dumps(record)),
-                cp.entry(StartEntry(action, host, command, timeout, copy)),
+                cp.entry(StartEntry(action, host, command, timeout, copy, stdin)),
             ]
         )
         if session.draining:  # asked meanwhile: not launched; the next owner starts it (no claim)

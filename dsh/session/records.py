@@ -284,6 +284,8 @@ class StartEntry:
     timeout: float
     #: A copy's: what it copies (format 3).
     copy: CopyFacts | None = None
+    #: A command's standard input (`| stdin`, format 4).
+    stdin: InputFacts | None = None
 
 
 @record

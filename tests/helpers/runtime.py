@@ -63,7 +63,14 @@ class FakeRemote:
         return self.who
 
     async def run(
-        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None, stdin: object = None
+        self,
+        command: str,
+        *,
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        env: object = None,
+        stdin: object = None,
     ) -> Exec:
         self.calls.append(("run", spot.action, timeout))
         if self.output:

@@ -38,7 +38,14 @@ class Loud:
         return None  # no login to tell apart
 
     async def run(
-        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None, stdin: object = None
+        self,
+        command: str,
+        *,
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        env: object = None,
+        stdin: object = None,
     ) -> Exec:
         noise = bytes(range(256)) * 256
         output("stdout", noise)

@@ -38,7 +38,14 @@ class FakeHost:
         return None  # no login to tell apart
 
     async def run(
-        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None, stdin: object = None
+        self,
+        command: str,
+        *,
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        env: object = None,
+        stdin: object = None,
     ) -> Exec:
         self.log.append((self._name, command))
         return await LocalShell(SPOOL).run(

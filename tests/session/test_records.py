@@ -493,7 +493,8 @@ def test_records_a_copys_intent_and_end_are_the_golden_bytes_and_older_ones_read
     sha = "ab" * 32
     copy = '{"direction": "put", "local": "/src/f", "remote": "/tmp/x.h1", "sha256": "' + sha + '", '
     copy += '"unchanged": false, "size": 300}'
-    head = f'{{"state": "intent", "v": {r.FORMAT}, "action": "2.1.1", "host": "h1", "command": "put f @h1:/tmp/x.h1", '
+    head = f'{{"state": "intent", "v": {r.FORMAT}, "action": "2.1.1", "host": "h1", '
+    head += '"command": "put f @h1:/tmp/x.h1", '
     assert (
         codec.dumps(intent)
         == (head + '"timeout": 600.0, "machine": "m", "at": 1.5, "copy": ' + copy + "}").encode()

@@ -45,7 +45,14 @@ class SpoolHost(FakeRemote):
         self.launched: Counter[str] = Counter()
 
     async def run(
-        self, command: str, *, spot: Spot, timeout: float, output: OutputSink, env: object = None, stdin: object = None
+        self,
+        command: str,
+        *,
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        env: object = None,
+        stdin: object = None,
     ) -> Exec:
         self.launched[spot.action] += 1
         output("stdout", f"{self.name}:{command}\n".encode())
