@@ -16,7 +16,7 @@
 # --header-timeout, --body-timeout, --max-connections).
 
 # Options that take a value, and options that do not.
-_dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config --outdir"
+_dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config --inventory --outdir"
 _dsh_opts_flag="--ask-pass --json --verbose --version --help"
 _dsh_subcommands="explain log attach ls run kill rm signal key serve"
 # The options of `serve`: each takes a value.
@@ -186,7 +186,7 @@ _dsh() {
             --host-keys)
                 COMPREPLY=($(compgen -W "strict accept-new off" -- "$cur"))
                 ;;
-            --ssh-config | --config | --askpass)
+            --ssh-config | --config | --askpass | --inventory)
                 _dsh_files "$cur"
                 ;;
             --outdir)

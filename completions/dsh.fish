@@ -27,7 +27,7 @@ end
 # The long option that a word names (exact, or an unambiguous prefix, as argparse accepts).
 function __fish_dsh_long_opt -a word
     set -l name (string split -m1 = -- $word)[1]
-    set -l all --session --store --ssh-config --host-keys --askpass --config --outdir --ask-pass --json --verbose --version --help
+    set -l all --session --store --ssh-config --host-keys --askpass --config --inventory --outdir --ask-pass --json --verbose --version --help
     if contains -- $name $all
         echo $name
         return
@@ -71,7 +71,7 @@ function __fish_dsh_where
                 return
             case '--*=*'
             case '--*'
-                if contains -- (__fish_dsh_long_opt $tok) --session --store --ssh-config --host-keys --askpass --config --outdir
+                if contains -- (__fish_dsh_long_opt $tok) --session --store --ssh-config --host-keys --askpass --config --inventory --outdir
                     set want_arg 1
                 end
             case '-*'
@@ -180,6 +180,7 @@ complete -c dsh -n __fish_dsh_reading_options -l session -x -d "The session's na
 complete -c dsh -n __fish_dsh_reading_options -l store -x -a 'local\t"the default" sqlite:///\t"a SQLite file"' -d 'Where sessions are kept (default: $DSH_STORE or local)'
 complete -c dsh -n __fish_dsh_reading_options -l ssh-config -r -F -d 'An ssh config file instead of ~/.ssh/config'
 complete -c dsh -n __fish_dsh_reading_options -l askpass -r -F -d 'A program that prints the answer to a prompt (a sudo password)'
+complete -c dsh -n __fish_dsh_reading_options -l inventory -r -F -d 'An Ansible inventory (INI or YAML): its groups are @{NAME} and @{inventory:NAME}'
 complete -c dsh -n __fish_dsh_reading_options -l outdir -x -a '(__fish_complete_directories)' -d "Also write every action's output to DIR/ACTION/HOST.out|err"
 complete -c dsh -n __fish_dsh_reading_options -l host-keys -x -a 'strict\t"refuse keys not in known_hosts (the default)" accept-new\t"record the key of a new host" off\t"trust a new host without recording"' -d 'Host keys not in known_hosts: refuse, record or trust; a changed key is always refused'
 complete -c dsh -n __fish_dsh_reading_options -l config -r -F -d "dsh's configuration file (default: \$DSH_CONFIG or \$XDG_CONFIG_HOME/dsh/config.toml)"

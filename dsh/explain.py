@@ -71,6 +71,9 @@ def _stage(index: int, stage: p.Stage, hosts: str = "") -> str:
         line += f", at most {stage.attempts} attempts (retry {stage.retries}, waits {shown})"
     else:
         line += ", 1 attempt"
+    if isinstance(stage, p.Command) and stage.stdin is not None:
+        given = "dsh's own standard input" if _text(stage.stdin) == p.OWN_STDIN else _text(stage.stdin)
+        line += f"; stdin: {given}, read whole when the line starts, the same for every host"
     return line
 
 

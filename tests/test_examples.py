@@ -27,9 +27,19 @@ def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 3 and len(LOCAL) >= 2
 
 
+def _given(script: Path, where: Path) -> list[str]:
+    """The files an example names, written in `where` (its working directory), and
+    the options it is run with: inventories.dsh's inventory and host file."""
+    if script.name != "inventories.dsh":
+        return []
+    (where / "hosts.ini").write_text("[web]\nweb[01:04] ansible_user=deploy\n[db]\ndb[1:2]\n")
+    (where / "hosts.txt").write_text("web01\ndb2  # the replica\n")
+    return ["--inventory", "hosts.ini"]
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
-def test_example_compiles(run_dsh, script: Path) -> None:  # type: ignore[no-untyped-def]
-    r = run_dsh(["explain", str(script), "arg", "80"])
+def test_example_compiles(run_dsh, script: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    r = run_dsh([*_given(script, tmp_path), "explain", str(script), "arg", "80"])
     assert r.returncode == 0, r.stderr
     assert "worst" in r.stdout
 

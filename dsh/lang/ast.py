@@ -31,9 +31,11 @@ class Within:
 
 @record
 class Stdin:
-    """`| stdin FILE` (or `-`): the path as written, a word or a string."""
+    """`| stdin FILE` (or `-`): the path as written, a word or a string (`path`, its
+    span; `span`, the modifier's)."""
 
     parts: tuple[Part, ...]
+    path: Span
     span: Span
 
 

@@ -425,7 +425,7 @@ class _Compiler:
     def _stdin(self, node: ast.Stdin) -> p.Text:
         """`| stdin PATH`: a path on this machine, the same for every host (no `$host`),
         or `-`; bindings expand, never a secret (the path is journaled)."""
-        if node.parts == (Lit(p.OWN_STDIN),) and not node.span.text.endswith(("'", '"')):
+        if node.parts == (Lit(p.OWN_STDIN),) and node.path.text == p.OWN_STDIN:
             if not self.ctx.own_stdin:
                 raise LangError(
                     "`stdin -` reads dsh's own standard input, which these lines have not (they run "
@@ -433,7 +433,7 @@ class _Compiler:
                     node.span,
                 )
             return p.Text((p.Lit(p.OWN_STDIN),))
-        parts = path_parts(ast.Value(node.parts, node.span), remote=False, what="stdin's path")
+        parts = path_parts(ast.Value(node.parts, node.path), remote=False, what="stdin's path")
         for part in parts:
             if not isinstance(part, Ref):
                 continue
@@ -451,6 +451,8 @@ class _Compiler:
                     "(use a binding, or a path relative to the working directory)",
                     part.span,
                 )
+        if parts == (Lit(p.OWN_STDIN),):  # a quoted '-': the file of that name
+            parts = (Lit(f"./{p.OWN_STDIN}"),)
         return self.text(parts, quoting="raw", host_flow=False)
 
     def _attempts(self, node: ast.CommandStage | ast.CopyStage) -> tuple[float, int, float]:

@@ -215,7 +215,11 @@ def path_parts(value: ast.Value, *, remote: bool, what: str = "a copy's path") -
         if head != "~":  # `~www/x`, `~$user/x`
             raise LangError(
                 f"{head} is not expanded: {what} is not read by a shell; write the path "
-                "(a relative remote path is under the login user's home)",
+                + (
+                    "(a relative remote path is under the login user's home)"
+                    if remote
+                    else "(a relative one is under the working directory)"
+                ),
                 at,
             )
         if not remote:

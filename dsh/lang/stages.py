@@ -272,7 +272,7 @@ class StageParser:
             raise self._fail("'stdin' needs a file to read, like `stdin ./input`, or `-` for dsh's own input")
         self._next()
         self._end_of_args(kw)
-        return ast.Stdin(tok.parts, kw.span.to(tok.span))
+        return ast.Stdin(tok.parts, tok.span, kw.span.to(tok.span))
 
     def _end_of_args(self, keyword: Token) -> None:
         if self.tok.kind in (Kind.WORD, Kind.STRING):

@@ -24,6 +24,8 @@ from dsh.repl.lexer import KEYWORDS
 DURATIONS = ("5s", "10s", "30s", "1m", "5m", "10m", "30m", "1h", "1d")
 _AFTER_DURATION = ("within", "sleep", "every", "backoff")
 _WORD_START = re.compile(r"[^\s|{}]*$")
+#: A group being typed in a target: `@{we`, `@web1,{db` (its `{` is part of the word).
+_GROUP_START = re.compile(r"@[^\s|{}]*\{[^\s|{}]*$")
 _NUMBERED = re.compile(r"(.*?)(\d+)$")
 
 
@@ -44,7 +46,7 @@ class DshCompleter(Completer):
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
         before = document.text_before_cursor
-        match = _WORD_START.search(before)
+        match = _GROUP_START.search(before) or _WORD_START.search(before)
         word = match.group() if match else ""
         start = -len(word)
         if word.startswith("@"):

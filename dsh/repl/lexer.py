@@ -28,7 +28,10 @@ from pygments.token import (
 )
 
 KEYWORDS = frozenset(
-    {"await", "sleep", "within", "retry", "batch", "where", "gather", "if", "else", "for", "fn", "put", "get"}
+    {
+        *("await", "sleep", "within", "retry", "stdin", "batch", "where", "gather"),
+        *("if", "else", "for", "fn", "put", "get"),
+    }
 )
 #: The keywords of copies, whose target ends at a `:` (`put f @h[1-3]:/tmp/f`).
 COPY_KEYWORDS = frozenset({"put", "get"})

@@ -52,6 +52,10 @@ SECRET_BOUND = 300.0
 _BROKEN = frozenset({Outcome.UNREACHABLE, Outcome.REFUSED, Outcome.LOST, Outcome.CANCELLED})
 
 
+#: A command's `| stdin -`: dsh's own standard input.
+_OWN_STDIN = p.Text((p.Lit(p.OWN_STDIN),))
+
+
 class Executor:
     """Runs statements in order; owns bindings and the result sets of the session."""
 
@@ -377,7 +381,9 @@ class Executor:
                 if kept is not None:
                     out[index] = await inputs.again(kept, cap=self.max_stdin)
                 else:
-                    path = self.value(stage.stdin)
+                    path = None if stage.stdin == _OWN_STDIN else self.value(stage.stdin)
+                    if path == p.OWN_STDIN:  # a file named `-`, from a binding
+                        path = "./-"
                     out[index] = await inputs.read(path, cap=self.max_stdin, own=self.own_input)
             except (inputs.InputError, BindingError) as exc:
                 raise Refused(f"line {stmt.line}: {exc}") from exc

@@ -42,10 +42,10 @@ class Input:
     missing: str = ""
 
 
-async def read(path: str, *, cap: int, own: OwnInput | None) -> Input:
-    """The input at `path` (OWN_STDIN: dsh's own standard input), read whole now;
+async def read(path: str | None, *, cap: int, own: OwnInput | None) -> Input:
+    """The input at `path` (None: dsh's own standard input), read whole now;
     InputError when it cannot be read or holds more than `cap` bytes."""
-    if path == OWN_STDIN:
+    if path is None:
         if own is None:
             raise InputError(
                 "`stdin -` reads dsh's own standard input, which this session's executor has "
@@ -62,7 +62,7 @@ async def read(path: str, *, cap: int, own: OwnInput | None) -> Input:
         where = os.path.abspath(path)
         data = await asyncio.to_thread(_read_file, where, path, cap)
     if len(data) > cap:
-        what = "dsh's standard input" if path == OWN_STDIN else path
+        what = "dsh's standard input" if path is None else path
         raise InputError(
             f"{what} holds more than {cap} bytes, over the cap on a command's input (limits.max_stdin)"
         )

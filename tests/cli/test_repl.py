@@ -229,3 +229,40 @@ def test_the_toolbar_says_what_runs_and_how_the_last_line_ended() -> None:
     client._track(LineDone(1, stmt, (result,), 1.0, True, "", False))
     assert toolbar() == " session s1 · store local · on m1"
     client.runner.close()
+
+
+def test_tab_offers_every_inventorys_groups(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The config's [groups], --inventory's and ClusterShell's (from a cache made in the
+    background: Tab never waits on a group source) after `@{`; `hosts` lists them."""
+    groups_d = Path(env["XDG_CONFIG_HOME"]) / "clustershell" / "groups.d"
+    groups_d.mkdir(parents=True)
+    (groups_d / "site.yaml").write_text("site:\n  alpha: h1\n  beta: 'h[2-3]'\n")
+    (Path(env["XDG_CONFIG_HOME"]) / "dsh").mkdir()
+    (Path(env["XDG_CONFIG_HOME"]) / "dsh" / "config.toml").write_text('[groups]\ndelta = "h4"\n')
+    inventory = tmp_path / "inv.ini"
+    inventory.write_text("[gamma]\nh5\nh6\n")
+    child = spawn_with(env, ["--inventory", str(inventory)])
+    try:
+        child.expect("dsh>")
+        cache = Path(env["XDG_STATE_HOME"]) / "dsh" / "cache" / "clustershell-groups.json"
+        deadline = time.monotonic() + 20
+        while not cache.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.exists() and oct(cache.stat().st_mode & 0o777) == "0o600"
+        child.send("@{")
+        child.send("\t")
+        for name in ("alpha", "beta", "delta", "gamma"):
+            child.expect_exact(f"@{{{name}}}")
+        child.sendintr()
+        child.expect("dsh>")
+        child.send("@{site:b")
+        child.send("\t")
+        child.expect_exact("eta}")  # the one completion, drawn after what was typed
+        child.sendintr()
+        child.expect("dsh>")
+        child.sendline("hosts g*")
+        child.expect_exact("@{gamma} = h[5-6]")
+        child.expect("dsh>")
+        end(child)
+    finally:
+        child.close()
