@@ -44,6 +44,8 @@ class Resume:
     #: it had not got that far): its hosts, and its command stages' inputs by stage.
     hosts: tuple[str, ...] | None = None
     inputs: Mapping[int, InputFacts] | None = None
+    #: A `for`'s items, as it started going through them (None: not kept).
+    items: tuple[str, ...] | None = None
 
     def held(self, step: StepId) -> Mapping[str, object] | None:
         """The record of `step`, None when nothing of it is stored."""

@@ -235,7 +235,7 @@ class Executor:
         if isinstance(stmt, p.If):
             result = await self._if(stmt, plan, run, ctx)
         elif isinstance(stmt, p.For):
-            result = await self._for(stmt, plan, run, ctx)
+            result = await self._for(stmt, plan, run, ctx, resume)
         elif isinstance(stmt, p.Run):
             consumed = ctx.path.endswith("c")  # an if's condition
             result = await self._pipeline(
@@ -311,9 +311,32 @@ class Executor:
         hosts = ran.hosts if ran is not None else ()  # a failure of the condition is consumed
         return LineResult(stmt, hosts, self.clock.monotonic() - started, on_hosts=False)
 
-    async def _for(self, stmt: p.For, plan: p.Plan, run: int, ctx: RunContext) -> LineResult:
+    async def _for(
+        self, stmt: p.For, plan: p.Plan, run: int, ctx: RunContext, resume: Resume | None
+    ) -> LineResult:
         started = self.clock.monotonic()
         prefix = f"{ctx.path}/" if ctx.path else ""
+        kept = resume.items if resume is not None else None  # a resume goes through the same items
+        items = list(kept) if kept is not None else await self._items(stmt, plan)
+        body_steps = sum(s.bound.steps or 0 for s in stmt.body)
+        if len(items) * body_steps > plan.step_budget:
+            raise Refused(
+                f"line {stmt.line}: this for goes through {len(items)} items, so it may take "
+                f"{len(items) * body_steps} steps, over the step budget of {plan.step_budget}"
+            )
+        if kept is None:
+            await self.recorder.line_hosts(run, (), {}, items)
+        last: LineResult | None = None
+        for j, value in enumerate(items):
+            await self._bind(run, stmt.name, StrValue(value))
+            last = await self._sequence(stmt.body, plan, ctx, f"{prefix}f{j}.")
+            if last is not None and not last.ok:
+                break
+        hosts = last.hosts if last is not None else ()
+        return LineResult(stmt, hosts, self.clock.monotonic() - started, on_hosts=False)
+
+    async def _items(self, stmt: p.For, plan: p.Plan) -> list[str]:
+        """A `for`'s items now: node sets' hosts, values' words, outputs' lines."""
         items: list[str] = []
         for item in stmt.items:
             if isinstance(item, p.HostSet):
@@ -330,20 +353,7 @@ class Executor:
                 continue
             lines = isinstance(only, p.Var) and only.field in ("out", "err")  # an output: its lines
             items += [x for x in text.splitlines() if x] if lines else text.split()
-        body_steps = sum(s.bound.steps or 0 for s in stmt.body)
-        if len(items) * body_steps > plan.step_budget:
-            raise Refused(
-                f"line {stmt.line}: this for goes through {len(items)} items, so it may take "
-                f"{len(items) * body_steps} steps, over the step budget of {plan.step_budget}"
-            )
-        last: LineResult | None = None
-        for j, value in enumerate(items):
-            await self._bind(run, stmt.name, StrValue(value))
-            last = await self._sequence(stmt.body, plan, ctx, f"{prefix}f{j}.")
-            if last is not None and not last.ok:
-                break
-        hosts = last.hosts if last is not None else ()
-        return LineResult(stmt, hosts, self.clock.monotonic() - started, on_hosts=False)
+        return items
 
     async def _bind(self, run: int, name: str, value: Value) -> None:
         """Bind `name` (kept with the session first): a value over the cap is refused

@@ -89,9 +89,15 @@ class Recorder(Protocol):
         `stdin`, the input it is given."""
         ...
 
-    async def line_hosts(self, run: int, hosts: Sequence[str], inputs: Mapping[int, InputFacts]) -> None:
-        """What a line resolved as it starts (its hosts, its stages' inputs by stage),
-        kept before any of its actions: a resume goes on with them."""
+    async def line_hosts(
+        self,
+        run: int,
+        hosts: Sequence[str],
+        inputs: Mapping[int, InputFacts],
+        items: Sequence[str] | None = None,
+    ) -> None:
+        """What a line resolved as it starts (its hosts, its stages' inputs by stage; a
+        `for`, its items), kept before any of its actions: a resume goes on with them."""
         ...
 
     async def result(self, result: ActionResult) -> None:
@@ -157,7 +163,13 @@ class NullRecorder:
     ) -> None:
         pass
 
-    async def line_hosts(self, run: int, hosts: Sequence[str], inputs: Mapping[int, InputFacts]) -> None:
+    async def line_hosts(
+        self,
+        run: int,
+        hosts: Sequence[str],
+        inputs: Mapping[int, InputFacts],
+        items: Sequence[str] | None = None,
+    ) -> None:
         pass
 
     async def result(self, result: ActionResult) -> None:

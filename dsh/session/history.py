@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from dsh import nodeset
 from dsh.plan import Bound, For, If, Plan, version_of
 from dsh.record import record
 from dsh.runtime.context import Replayed, Resume
 from dsh.session.codec import as_dict, load_action, load_entry, loads
 from dsh.session.keys import Keys
-from dsh.session.records import DoneEntry, Journaled, LineEntry, RunHead, RunHosts, RunRecord, Todo
+from dsh.session.records import (
+    CorruptRecord,
+    DoneEntry,
+    Journaled,
+    LineEntry,
+    RunHead,
+    RunHosts,
+    RunRecord,
+    Todo,
+)
 from dsh.store.base import Store
 
 
@@ -207,4 +217,7 @@ async def resume(store: Store, keys: Keys, run: int, *, timeout: float) -> Resum
     if held is None:
         return Resume(run, actions)
     line = loads(RunHosts, held.value, key=held.key)
-    return Resume(run, actions, line.hosts, {i.stage: i.input for i in line.inputs})
+    bad = next((h for h in line.hosts if not nodeset.is_alias(h)), None)
+    if bad is not None:  # a name that would become a spool file's name and an ssh alias
+        raise CorruptRecord(held.key, f"holds {bad!r}, which cannot name a host", "hosts")
+    return Resume(run, actions, line.hosts, {i.stage: i.input for i in line.inputs}, line.items)

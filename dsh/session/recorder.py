@@ -140,10 +140,17 @@ class SessionRecorder:
             session.in_flight.pop((action, host), None)
             await asyncio.Future()
 
-    async def line_hosts(self, run: int, hosts: Sequence[str], inputs: Mapping[int, InputFacts]) -> None:
-        """What run `run` resolved as it starts: kept with its first action's intent
-        (the same transaction, before it), or with its end."""
-        record = RunHosts(run, tuple(hosts), tuple(StageInput(i, f) for i, f in sorted(inputs.items())))
+    async def line_hosts(
+        self,
+        run: int,
+        hosts: Sequence[str],
+        inputs: Mapping[int, InputFacts],
+        items: Sequence[str] | None = None,
+    ) -> None:
+        """What run `run` resolved as it starts (a `for`: its `items`): kept with its
+        first action's intent (the same transaction, before it), or with its end."""
+        given = tuple(StageInput(i, f) for i, f in sorted(inputs.items()))
+        record = RunHosts(run, tuple(hosts), given, None if items is None else tuple(items))
         self.session.checkpointer().defer([Put(self.keys.hosts(run), dumps(record))])
 
     async def taking_up(self, action: str, host: str | None, timeout: float) -> None:

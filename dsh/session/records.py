@@ -167,13 +167,16 @@ class RunHosts:
     """`hosts/RUN`: what a line resolved when it started, kept before any of its
     actions, so that a resume, on any machine, runs on the same hosts with the same
     input: its hosts in order (groups of inventories, result sets and bindings as
-    they were then), and the input of each command stage that has one."""
+    they were then), and the input of each command stage that has one; for a `for`,
+    its items instead (`items`: the loop goes through the same ones)."""
 
     COMPACT = True
 
     run: int
     hosts: tuple[str, ...]
     inputs: tuple[StageInput, ...] = ()
+    #: A `for`'s items, as it went through them (None: not a `for`).
+    items: tuple[Text, ...] | None = None
 
 
 @record

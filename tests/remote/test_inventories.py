@@ -213,3 +213,32 @@ def test_groups_are_resolved_once_and_kept_for_a_resume(  # type: ignore[no-unty
         assert (d / "ran").read_text().split() == ["h1", "h2"]
     finally:
         subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+def test_a_for_over_a_group_goes_through_the_same_items_after_a_takeover(  # type: ignore[no-untyped-def]
+    run_dsh, env, config: list[str], tmp_path: Path
+) -> None:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("h1\nh2\n")
+    d = Path(f"/tmp/dsh-inv-for-{os.getpid()}-{tmp_path.name}")
+    d.mkdir(mode=0o777)
+    try:
+        d.chmod(0o777)
+        script = tmp_path / "f.dsh"
+        script.write_text(
+            f"for h in @{{file:{hosts}}} {{\n  @$h echo $h >>{d}/ran; [ $h != h1 ] || sleep 1\n}}\n"
+        )
+        env["DSH_LEASE_TTL"] = "1"
+        r = run_dsh([*config, "run", "--detach", "--session", "f1", str(script)])
+        assert r.returncode == 0, r.stderr
+        ls = run_dsh(["ls", "--json"])
+        (owner,) = [int(e["owner_pid"]) for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == "f1"]
+        wait_for(lambda: (d / "ran").exists(), timeout=30)
+        os.kill(owner, signal.SIGKILL)  # in the first iteration
+        hosts.write_text("h3\nh2\n")
+        env["DSH_MACHINE_ID"] = "other"
+        r = run_dsh([*config, "attach", "f1"], timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (d / "ran").read_text().split() == ["h1", "h2"]
+    finally:
+        subprocess.run(["rm", "-rf", str(d)], check=False)

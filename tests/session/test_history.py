@@ -127,3 +127,31 @@ def test_only_a_compound_statement_of_the_plan_left_is_replayed() -> None:
     assert compound_at(left(1), last(1, done=False, plan_id="Q")) is None  # another plan's run
     assert compound_at(None, last(1, done=False)) is None
     assert compound_at(left(1), None) is None
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "h1;reboot", "-oProxyCommand=x", ""])
+def test_kept_hosts_that_cannot_name_a_host_are_a_corrupt_record(tmp_path, bad: str) -> None:  # type: ignore[no-untyped-def]
+    """hosts/RUN is read back as names of hosts only: each becomes a spool file's name
+    and an ssh alias, so a record that holds anything else is refused by name."""
+    import asyncio
+
+    from dsh.session import history
+    from dsh.session.codec import dumps
+    from dsh.session.keys import Keys, user_tree
+    from dsh.session.records import CorruptRecord, RunHosts
+    from dsh.store.sqlite import SqliteStore
+
+    async def run() -> None:
+        store = SqliteStore(tmp_path / "store.db")
+        keys = Keys(user_tree("u"), "s")
+        try:
+            await store.put(keys.hosts(3), dumps(RunHosts(3, ("h1", bad))), timeout=5)
+            with pytest.raises(CorruptRecord, match="cannot name a host"):
+                await history.resume(store, keys, 3, timeout=5)
+            await store.put(keys.hosts(3), dumps(RunHosts(3, ("h1", "h-2.x"))), timeout=5)
+            resumed = await history.resume(store, keys, 3, timeout=5)
+            assert resumed.hosts == ("h1", "h-2.x")
+        finally:
+            await store.close()
+
+    asyncio.run(run())

@@ -171,6 +171,10 @@ SAMPLES: list[tuple[object, bytes]] = [
     ),
     (r.RunHosts(4, ("web1", "web2")), b'{"run":4,"hosts":["web1","web2"],"inputs":[]}'),
     (
+        r.RunHosts(6, (), (), ("web1", "a file")),
+        b'{"run":6,"hosts":[],"inputs":[],"items":["web1","a file"]}',
+    ),
+    (
         r.RunHosts(5, ("web1",), (r.StageInput(1, InputFacts("/tmp/in.txt", 6, "ab" * 32)),)),
         b'{"run":5,"hosts":["web1"],"inputs":[{"stage":1,"input":{"path":"/tmp/in.txt","size":6,"sha256":"'
         + b"ab" * 32
