@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from dsh.cli.args import Settings
     from dsh.driver import Driver
+    from dsh.inventory.clustershell import ClusterShellGroups
     from dsh.inventory.lookup import Inventory
     from dsh.prompt import Prompter
     from dsh.remote.base import Asks, Gate, Hosts
@@ -134,17 +135,24 @@ class Wiring:
         """Every inventory the settings name, read once: the config's [groups], the
         Ansible inventory (--inventory, or the config's), ClusterShell's groups."""
         if self._inventory is None:
-            from dsh.inventory import ansible
-            from dsh.inventory.clustershell import ClusterShellGroups
             from dsh.inventory.lookup import Inventory
-            from dsh.plan import RESULT_SETS
 
             settings = self.settings
-            read = ansible.load(settings.inventory, RESULT_SETS) if settings.inventory else None
-            for warning in read.warnings if read is not None else ():
-                warn(f"inventory: {warning}")
+            read = None
+            if settings.inventory:  # start-up: its reader is imported only when there is one
+                from dsh.inventory import ansible
+                from dsh.plan import RESULT_SETS
+
+                read = ansible.load(settings.inventory, RESULT_SETS)
+                for warning in read.warnings:
+                    warn(f"inventory: {warning}")
             timeout = settings.config.inventory.upcall_timeout
-            clustershell = ClusterShellGroups(environ=settings.env, timeout=timeout)
+
+            def clustershell() -> ClusterShellGroups:
+                from dsh.inventory.clustershell import ClusterShellGroups
+
+                return ClusterShellGroups(environ=settings.env, timeout=timeout)
+
             self._inventory = Inventory(settings.config.groups, read, clustershell)
         return self._inventory
 

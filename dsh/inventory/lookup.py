@@ -8,7 +8,7 @@ compiler decides them, and never asks here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,20 +22,29 @@ if TYPE_CHECKING:
 
 class Inventory:
     """A GroupLookup over the config's groups, an Ansible inventory (or None) and
-    ClusterShell's group sources (or None). `find` and `members` may run a group
-    source's program (bounded by its timeout): call them off the event loop."""
+    ClusterShell's group sources (made by `clustershell` when first needed: its
+    module is not imported before; None: none). `find` and `members` may run a
+    group source's program (bounded by its timeout): call them off the event loop."""
 
     def __init__(
         self,
         groups: Mapping[str, str],
         ansible: AnsibleInventory | None = None,
-        clustershell: ClusterShellGroups | None = None,
+        clustershell: Callable[[], ClusterShellGroups] | None = None,
         cwd: Path | None = None,
     ) -> None:
         self.groups = dict(groups)
         self.ansible = ansible
-        self.clustershell = clustershell
+        self._make_clustershell = clustershell
+        self._clustershell: ClusterShellGroups | None = None
         self.cwd = cwd
+
+    @property
+    def clustershell(self) -> ClusterShellGroups | None:
+        """ClusterShell's group sources (None: not looked at)."""
+        if self._clustershell is None and self._make_clustershell is not None:
+            self._clustershell = self._make_clustershell()
+        return self._clustershell
 
     def find(self, source: str | None, name: str) -> Found | None:
         """The group `name` of `source` (None: the first source that has it)."""
