@@ -182,7 +182,14 @@ class _Instant:
     name = "instant"
 
     async def run(
-        self, command: str, *, spot: object, timeout: float, output: object, env: object = None
+        self,
+        command: str,
+        *,
+        spot: object,
+        timeout: float,
+        output: object,
+        env: object = None,
+        stdin: object = None,
     ) -> object:
         from dsh.remote.base import Exec
 

@@ -4,7 +4,6 @@ with the prompt-toolkit REPL (dsh.repl) wired in at a terminal."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -114,26 +113,6 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
         client.close()
 
 
-def _clustershell_names(wiring: Wiring) -> Any:
-    """ClusterShell's group names for completion, from a private cache, refreshed in
-    the background when it is older than 5 minutes (each upcall bounded)."""
-    import threading
-
-    from dsh.inventory.clustershell import NamesCache
-
-    source = wiring.inventory(lambda text: None).clustershell
-    assert source is not None
-    cache = NamesCache(state.private_dir(wiring.state_dir, "cache") / "clustershell-groups.json", source)
-    if cache.stale():
-
-        def refresh() -> None:
-            with contextlib.suppress(Exception):  # completion goes without; a line says why
-                cache.refresh()
-
-        threading.Thread(target=refresh, name="dsh-groups", daemon=True).start()
-    return cache
-
-
 def _repl(
     wiring: Wiring, client: Any, compiler: Driver, name: str
 ) -> tuple[Callable[[str], Awaitable[str | None]], Callable[[str], str | None]]:
@@ -163,7 +142,7 @@ def _repl(
         return list(client.run(list_sessions(client.link.store, wiring.tree(), timeout=STORE_TIMEOUT)))
 
     listed = wiring.inventory(lambda text: None).listed()
-    clustershell = _clustershell_names(wiring)
+    clustershell = wiring.group_names()  # read only: the session's executor keeps it fresh
 
     def groups() -> list[str]:  # never waits on a group source: its names come from a cache
         return sorted({*listed, *clustershell.names()})

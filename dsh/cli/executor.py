@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from dsh.cli.args import read_script
@@ -62,4 +63,20 @@ def executor(wiring: Wiring, rest: list[str]) -> int:
         patience=patience,
         wanted=wanted,
     )
-    return asyncio.run(guarded(work))
+    names = wiring.group_names()
+
+    async def refresh() -> None:  # completion's ClusterShell names (a client starts no thread)
+        if names.stale():
+            with contextlib.suppress(Exception):  # completion goes without them
+                await asyncio.to_thread(names.refresh)
+
+    async def main() -> int:
+        refreshing = asyncio.ensure_future(refresh())
+        try:
+            return await work
+        finally:
+            refreshing.cancel()
+            with contextlib.suppress(BaseException):
+                await refreshing
+
+    return asyncio.run(guarded(main()))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from dsh.cli.args import Settings
     from dsh.driver import Driver
-    from dsh.inventory.clustershell import ClusterShellGroups
+    from dsh.inventory.clustershell import ClusterShellGroups, NamesCache
     from dsh.inventory.lookup import Inventory
     from dsh.prompt import Prompter
     from dsh.remote.base import Asks, Gate, Hosts
@@ -130,6 +130,15 @@ class Wiring:
             inventory=self.inventory(renderer.message),
             own_input=own_input,
         )
+
+    def group_names(self) -> NamesCache:
+        """ClusterShell's group names for completion, kept in a private file (the
+        client reads it; a session's executor process refreshes it when stale)."""
+        from dsh.inventory.clustershell import NamesCache
+
+        source = self.inventory(lambda text: None).clustershell
+        assert source is not None
+        return NamesCache(state.private_dir(self.state_dir, "cache") / "clustershell-groups.json", source)
 
     def inventory(self, warn: Callable[[str], None]) -> Inventory:
         """Every inventory the settings name, read once: the config's [groups], the

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dsh.session.keys import user_name
+from dsh.session.records import FORMAT
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "stores"
 #: Written by: dsh at 4027279 (schema 1, leases on the wall clock), and dsh as the
@@ -75,8 +76,9 @@ def test_a_record_of_a_newer_format_is_refused_with_a_sentence(run_dsh, env) -> 
     key = f"/dsh/v1/u/{user_name()}/s/new1/meta".encode()
     with sqlite3.connect(store, isolation_level=None) as db:
         (raw,) = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        db.execute("UPDATE kv SET value = ? WHERE key = ?", (bytes(raw).replace(b'"v": 3', b'"v": 99'), key))
+        newer = bytes(raw).replace(b'"v": %d' % FORMAT, b'"v": 99')
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", (newer, key))
     r = run_dsh(["--session", "new1", "-c", "echo again"])
     assert r.returncode == 3, r.stderr
-    assert "new1/meta: written by a newer dsh (format 99 > 3); upgrade dsh to read it" in r.stderr
+    assert f"new1/meta: written by a newer dsh (format 99 > {FORMAT}); upgrade dsh to read it" in r.stderr
     assert "Traceback" not in r.stderr and "again" not in r.stdout

@@ -16,6 +16,7 @@ from pathlib import Path
 from dsh import plan as p
 from dsh.lang.compiler import Context, compile_source
 from dsh.lang.source import Source
+from dsh.session.records import FORMAT
 from tests.conftest import SshSetup, dsh_path
 
 VALUE = "hunter2 'quoted' $HOME"
@@ -111,7 +112,7 @@ def test_a_command_reads_the_secret_from_its_environment_and_output_masks_it(
         rows = dict(db.execute("SELECT key, value FROM kv").fetchall())
     bound = {bytes(k).decode(): bytes(v) for k, v in rows.items() if b"/bind/" in bytes(k)}
     assert json.loads(next(v for k, v in bound.items() if k.endswith("/bind/pw"))) == {
-        "v": 3,
+        "v": FORMAT,
         "kind": "secret",
         "prompt": "db password",
     }
