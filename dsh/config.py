@@ -54,6 +54,9 @@ from dsh.lang.durations import MIN_DURATION, parse_duration
 from dsh.plan import MAX_BINDING, RESULT_SETS
 from dsh.record import record
 
+#: The most a command's input may be set to hold (limits.max_stdin): it is read into memory.
+MAX_STDIN = 1 << 30
+
 _GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _DURATIONS = {"default_timeout", "default_backoff", "max_wait", "max_line"}
 HOST_KEY_POLICIES = ("strict", "accept-new", "off")
@@ -252,6 +255,9 @@ def _limits(table: Any, path: Path) -> Limits:
         else:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{path}: limits.{key} must be a whole number of at least 1")
+            if key == "max_stdin" and value > MAX_STDIN:
+                held = "1 GiB: an input is held in memory"
+                raise UsageError(f"{path}: limits.max_stdin is at most {MAX_STDIN} bytes ({held})")
             if key == "max_binding" and value > MAX_BINDING:
                 raise UsageError(
                     f"{path}: limits.max_binding is at most {MAX_BINDING} bytes (what one store value holds)"

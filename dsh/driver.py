@@ -80,6 +80,9 @@ class Driver:
     #: Compile with every inventory group taken on trust (a client's check of a line
     #: its executor compiles again): no group source is asked.
     trust_groups: bool = False
+    #: Compile to explain, not to run: `stdin -` is taken as where dsh's own
+    #: standard input can be read (`dsh -c`, a script in the foreground).
+    explaining: bool = False
 
     def __post_init__(self) -> None:
         #: Whether this session sweeps the store when it ends (decided when it claims).
@@ -363,7 +366,7 @@ class Driver:
             functions=self.functions,
             sizes=local_size,
             secrets=frozenset(n for n, v in self.executor.bindings.items() if isinstance(v, SecretValue)),
-            own_stdin=self.own_input is not None,
+            own_stdin=self.own_input is not None or self.explaining,
         )
         before = dict(self.functions)
         source = Source(name, text, first_line)

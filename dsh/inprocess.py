@@ -14,6 +14,7 @@ from dsh.errors import DshError, LangError
 from dsh.exits import Exit
 from dsh.guard import guarded
 from dsh.repl.statements import Statements
+from dsh.runtime.inputs import read_capped
 from dsh.runtime.results import LineResult
 
 
@@ -29,7 +30,7 @@ class OwnStdin:
     def __call__(self, cap: int) -> bytes:
         with self._lock:
             if self._data is None:
-                self._data = self._stream.read(cap + 1)
+                self._data = read_capped(self._stream, cap)
             return self._data
 
 

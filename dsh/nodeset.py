@@ -33,6 +33,8 @@ CHUNK_TERMS = 256
 
 _PLAIN = re.compile(r"[A-Za-z0-9._\-\[\],!&^]*")
 _SPECIAL = re.compile(r"[\[\],!&^]")
+#: The operators that can make a set smaller than its terms together.
+_SUBTRACTS = re.compile(r"[!&^]")
 #: A host alias, once a pattern is expanded.
 _ALIAS = re.compile(r"[A-Za-z0-9._-]+")
 #: ClusterShell's set operations, by their operator.
@@ -64,7 +66,7 @@ def check_literal(text: str) -> str | None:
         return None
     bad = text[m.end() if m else 0]
     if bad == "@":
-        return "a group is written @{name} in dsh"
+        return "inside a target a group is written {NAME}, without '@', as in @{web},{db}"
     return f"{bad!r} cannot appear in a node set"
 
 
@@ -164,13 +166,22 @@ def expand(pattern: str, groups: Mapping[str, Mapping[str, str]] | None = None, 
         most = upper_bound(text)
         if most > max(limit, MAX_EXPAND):
             raise HostSetTooLarge(most, limit, exact=False)
+    alone = {f"@{s}:{n}": t for s, members in groups.items() for n, t in members.items()}.get(pattern)
+    if alone is not None and not _SUBTRACTS.search(alone):  # one group: counted before a name is made
+        most = upper_bound(alone)
+        if most > limit:
+            raise HostSetTooLarge(most, limit, exact=False)
     try:
-        # A long list in a group is parsed here in slices too, and handed on folded.
-        folded = {
-            source: {name: _folded(text) if "@" not in text else text for name, text in members.items()}
+        # A group whose text names no other group is parsed here, in slices, never
+        # folded into text again (folding names with two numbers costs ClusterShell
+        # seconds for some thousands); the resolver answers the others.
+        direct = {
+            f"@{source}:{name}": text
             for source, members in groups.items()
+            for name, text in members.items()
+            if "@" not in text
         }
-        hosts = _parse(pattern, _resolver(folded))
+        hosts = _parse(pattern, _resolver(groups), direct)
         size = len(hosts)
         if size > limit:
             raise HostSetTooLarge(size, limit, exact=True)
@@ -199,37 +210,57 @@ def label(variable: str) -> str:
     return f"${param} (of {fn})" if dash else f"${variable}"
 
 
-def _parse(pattern: str, resolver: Any) -> Any:
+def _parse(pattern: str, resolver: Any, direct: Mapping[str, str] | None = None) -> Any:
     """ClusterShell's NodeSet of a pattern, its operators applied left to right as
-    ClusterShell applies them, a run of `,` handed over CHUNK_TERMS names at a time."""
+    ClusterShell applies them, a run of `,` handed over CHUNK_TERMS names at a time;
+    a term that is a reference of `direct` is the NodeSet of its text (parsed the
+    same way), not the resolver's."""
     from ClusterShell.NodeSet import NodeSet
 
+    direct = direct or {}
     pieces = terms(pattern)
-    if len(pieces) <= CHUNK_TERMS or any(not term for _op, term in pieces):
+    odd = any(not term for _op, term in pieces)
+    if odd or (len(pieces) <= CHUNK_TERMS and not any(term in direct for _op, term in pieces)):
         return NodeSet(pattern, resolver=resolver)  # short, or odd: ClusterShell's own word
     result = NodeSet(resolver=resolver)
     run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            result.update(NodeSet(",".join(run), resolver=resolver))
+            run.clear()
+
     for op, term in pieces:
+        if term in direct:
+            flush()
+            piece = _parse(direct[term], resolver)
+            if op == "," and not len(result):  # the first: taken as it is (a merge costs)
+                result = piece
+            else:
+                getattr(result, _OPERATIONS[op])(piece)
+            continue
         if op == "," and len(run) < CHUNK_TERMS:
             run.append(term)
             continue
-        if run:
-            result.update(NodeSet(",".join(run), resolver=resolver))
-        run = [term] if op == "," else []
-        if op != ",":
+        flush()
+        if op == ",":
+            run.append(term)
+        else:
             getattr(result, _OPERATIONS[op])(NodeSet(term, resolver=resolver))
-    if run:
-        result.update(NodeSet(",".join(run), resolver=resolver))
+    flush()
     return result
 
 
-def _folded(text: str) -> str:
-    """A group's text as ClusterShell folds it (`h[1-20000]` for a list of 20000)."""
-    if len(text) < 4096:
-        return text
-    from ClusterShell.NodeUtils import GroupResolver
+#: At most this many names are folded into node-set text (`web[1-3]`) where the
+#: text is only handed on: ClusterShell folds names with two numbers in time that
+#: grows fast with their count.
+FOLD_MOST = 1000
 
-    return str(_parse(text, GroupResolver()))
+
+def as_text(hosts: Iterable[str]) -> str:
+    """Node-set text of `hosts`: folded when they are few, else listed."""
+    names = list(hosts)
+    return fold(names) if len(names) <= FOLD_MOST else ",".join(names)
 
 
 def fold(hosts: Iterable[str]) -> str:

@@ -443,9 +443,10 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             what = f"  start {e['action']} {where}: {command} (timeout {format_duration(e['timeout'])})"
             given = e.get("stdin")
             if isinstance(given, dict):  # its input: where it was read, how big, its digest
-                what += (
-                    f"; stdin {given.get('path')}, {given.get('size')} bytes, sha256 {given.get('sha256')}"
-                )
+                size, digest = given.get("size"), given.get("sha256")
+                path = loaded(given.get("path"))
+                path = path if path.isprintable() else repr(path)  # a name with a newline: one line still
+                what += f"; stdin {path}, {size} bytes, sha256 {digest}"
         elif kind == "end":
             exit_status = f" (exit {e['exit']})" if e.get("exit") is not None else ""
             message = f": {e['message']}" if e.get("message") else ""

@@ -43,6 +43,7 @@ def executor(wiring: Wiring, rest: list[str]) -> int:
             raise UsageError(f"_executor: unexpected {arg!r}")
     if wiring.settings.session is None:
         raise UsageError("_executor needs --session")
+    wiring.strict_inventory = True  # it runs lines
     session = wiring.session(wiring.store())
     daemon = Daemon(session, wiring.state_dir, TextRenderer())
     args = tuple(script[1:]) if script else None

@@ -27,7 +27,9 @@ def explain(wiring: Wiring, rest: list[str]) -> int:
         text, name, script_args = read_script(what), what, args
     else:
         text, name = what, "<explain>"
-    plan = wiring.driver(script_args, stateful=False).compile(text, name)
+    driver = wiring.driver(script_args, stateful=False)
+    driver.explaining = True  # `stdin -` is told, as where the text runs in the foreground
+    plan = driver.compile(text, name)
     if wiring.settings.json:
         from dsh.plan import dumps
 

@@ -22,6 +22,7 @@ def text(wiring: Wiring, text: str, name: str, args: tuple[str, ...] | None) -> 
     """Compile `text` whole, then run it in the session."""
     from dsh.inprocess import OwnStdin, run_text
 
+    wiring.strict_inventory = True
     return run_text(wiring.driver(args, own_input=OwnStdin(sys.stdin.buffer)), text, name)
 
 
@@ -116,5 +117,6 @@ def lines(wiring: Wiring, errors: Errors) -> int:
     time; the first error ends it."""
     from dsh.inprocess import run_lines
 
+    wiring.strict_inventory = True
     driver = wiring.driver(None)
     return run_lines(driver, reader(False), "<stdin>", interactive=False, report_error=errors)

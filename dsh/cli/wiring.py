@@ -39,6 +39,11 @@ class Wiring:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._inventory: Inventory | None = None
+        #: An Ansible inventory that cannot be read stops this invocation (it runs lines:
+        #: without the inventory's values an alias could reach another machine); else
+        #: it is said once and every group lookup that needs it fails with why (`kill`,
+        #: `rm`, a client's checks, whose work does not depend on it).
+        self.strict_inventory = False
 
     def store(self) -> Store:
         """The store the settings name: `local`, `sqlite:///PATH` or etcd."""
@@ -134,10 +139,11 @@ class Wiring:
     def group_names(self) -> NamesCache:
         """ClusterShell's group names for completion, kept in a private file (the
         client reads it; a session's executor process refreshes it when stale)."""
-        from dsh.inventory.clustershell import NamesCache
+        from dsh.inventory.clustershell import ClusterShellGroups, NamesCache
 
-        source = self.inventory(lambda text: None).clustershell
-        assert source is not None
+        # its own: a refresh's upcalls must not hold the lookups of the lines running meanwhile
+        settings = self.settings
+        source = ClusterShellGroups(environ=settings.env, timeout=settings.config.inventory.upcall_timeout)
         return NamesCache(state.private_dir(self.state_dir, "cache") / "clustershell-groups.json", source)
 
     def inventory(self, warn: Callable[[str], None]) -> Inventory:
@@ -147,13 +153,20 @@ class Wiring:
             from dsh.inventory.lookup import Inventory
 
             settings = self.settings
-            read = None
+            read, broken = None, None
             if settings.inventory:  # start-up: its reader is imported only when there is one
                 from dsh.inventory import ansible
+                from dsh.inventory.base import InventoryError
                 from dsh.plan import RESULT_SETS
 
-                read = ansible.load(settings.inventory, RESULT_SETS)
-                for warning in read.warnings:
+                try:
+                    read = ansible.load(settings.inventory, RESULT_SETS)
+                except InventoryError as exc:
+                    if self.strict_inventory:
+                        raise
+                    broken = exc.message
+                    warn(f"inventory: {broken} (its groups cannot be used; hosts go by the ssh config)")
+                for warning in read.warnings if read is not None else ():
                     warn(f"inventory: {warning}")
             timeout = settings.config.inventory.upcall_timeout
 
@@ -162,7 +175,7 @@ class Wiring:
 
                 return ClusterShellGroups(environ=settings.env, timeout=timeout)
 
-            self._inventory = Inventory(settings.config.groups, read, clustershell)
+            self._inventory = Inventory(settings.config.groups, read, clustershell, broken=broken)
         return self._inventory
 
     def prompter(self, say: Callable[[str], None], terminal: bool = True) -> Prompter | None:

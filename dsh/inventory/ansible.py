@@ -69,8 +69,8 @@ class AnsibleInventory:
         return INVENTORY
 
     def members(self, group: str) -> str | None:
-        """The hosts of `group` and of its children, recursively, folded; None if
-        there is no such group."""
+        """The hosts of `group` and of its children, recursively, as node-set text
+        (folded when they are few); None if there is no such group."""
         if group not in self._groups:
             return None
         found: set[str] = set()
@@ -81,7 +81,7 @@ class AnsibleInventory:
             fresh = [child for child in children if child not in seen]
             seen.update(fresh)
             todo.extend(fresh)
-        return nodeset.fold(sorted(found))
+        return nodeset.as_text(sorted(found))
 
     def names(self) -> list[str]:
         return sorted(self._groups)

@@ -113,5 +113,12 @@ def cut(text: str, most: int = 60) -> str:
 
 
 def shown(value: object) -> str:
-    """A value as a message shows it: its repr, cut."""
-    return cut(repr(str(value)) if isinstance(value, str) else repr(value), 80)
+    """A value as a message shows it: a text or a number as its repr, cut (the text
+    cut first: it may be long); anything else by its kind (a YAML alias can make a
+    list of billions of items, whose repr would never end)."""
+    if isinstance(value, str):
+        return cut(repr(str(value)[:100]), 80)
+    if value is None or isinstance(value, bool | int | float):
+        return cut(repr(value), 80)
+    kinds = {list: "a list", tuple: "a list", dict: "a mapping", set: "a set", bytes: "binary data"}
+    return next((k for t, k in kinds.items() if isinstance(value, t)), f"a {type(value).__name__}")

@@ -44,6 +44,10 @@ PASSWORDS = frozenset(
 SSH = frozenset({"ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh", "ansible.legacy.ssh"})
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
+#: What ansible_host may be: a host name, an IPv4 or IPv6 address (bare or in [ ]).
+_HOSTNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]*|\[[0-9A-Fa-f:.%A-Za-z]+\]")
+#: What ansible_user may be (a domain user's `@` too).
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]*")
 
 
 class Unread:
@@ -87,6 +91,15 @@ def check(key: str, value: object, where: str, base: str) -> object:
         if any(c.isspace() or not c.isprintable() for c in value):
             hint = " (in a [GROUP:vars] section a comment has a line of its own)" if "#" in value else ""
             _fail(where, f"{key} {shown(value)} holds a blank or a control character{hint}")
+        # ssh puts them in a ProxyCommand's shell text (%h, %r) and in paths (%r):
+        # a host name or address, a user name, nothing a shell or a path reads
+        alphabet = _HOSTNAME if field == "hostname" else _USER
+        if not alphabet.fullmatch(value):
+            what = "a host name nor an address" if field == "hostname" else "a user name"
+            allowed = "letters, digits, '.', '_', '-'" + (
+                ", ':' ([…] around an IPv6 address)" if field == "hostname" else ", '@'"
+            )
+            _fail(where, f"{key} {shown(value)} is not {what}: it may hold {allowed} only")
         return value
     if field == "identity_file":
         if not isinstance(value, str) or not value or not value.isprintable():

@@ -52,6 +52,7 @@ def read(path: str, cwd: Path | None = None) -> str:
             else "an empty name"
         )
         if problem is not None:
-            raise InventoryError(f"{path}:{number}: {entry!r} is not a host nor a node set: {problem}")
+            shown = repr(entry) if len(entry) <= 80 else repr(entry[:77]) + "…"
+            raise InventoryError(f"{path}:{number}: {shown} is not a host nor a node set: {problem}")
         pieces.append(entry)
     return ",".join(pieces)

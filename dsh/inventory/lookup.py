@@ -32,9 +32,14 @@ class Inventory:
         ansible: AnsibleInventory | None = None,
         clustershell: Callable[[], ClusterShellGroups] | None = None,
         cwd: Path | None = None,
+        *,
+        broken: str | None = None,
     ) -> None:
         self.groups = dict(groups)
         self.ansible = ansible
+        #: Why the Ansible inventory given could not be read (None: it was, or none was
+        #: given): a lookup that would ask it fails with that, rather than go past it.
+        self.broken = broken
         self._make_clustershell = clustershell
         self._clustershell: ClusterShellGroups | None = None
         self.cwd = cwd
@@ -51,6 +56,8 @@ class Inventory:
         if source is None:
             if name in self.groups:
                 return Found(CONFIG, self.groups[name])
+            if self.broken is not None:  # it comes before ClusterShell: no answer without it
+                raise InventoryError(self.broken)
             if self.ansible is not None and (held := self.ansible.members(name)) is not None:
                 return Found(INVENTORY, held)
             cs = self.clustershell
@@ -87,6 +94,8 @@ class Inventory:
             text = self.groups.get(name)
             return Found(CONFIG, text) if text is not None else None
         if source == INVENTORY:
+            if self.broken is not None:
+                raise InventoryError(self.broken)
             if self.ansible is None:
                 raise InventoryError(
                     f"@{{inventory:{name}}} names a group of an Ansible inventory, and none is given "

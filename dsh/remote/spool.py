@@ -172,7 +172,8 @@ _UNWRITABLE = r"""unwritable() {
 #: trapped, `wait` also returns when the timer ends (POSIX: a trapped signal
 #: ends a wait), and a timer no longer alive means time is up: TERM the group,
 #: then after the grace KILL it. Then it TERMs what the command left in its
-#: group and writes the status last; when it cannot, it exits UNWRITTEN (LAUNCH,
+#: group, removes the command's input (ACTION@ALIAS.in: read by now, and it
+#: may be large) and writes the status last; when it cannot, it exits UNWRITTEN (LAUNCH,
 #: its parent, reads that with `wait`).
 RUNNER = _statuses(
     r"""run() {
@@ -198,6 +199,7 @@ trap - CHLD
 kill "$w" 2>/dev/null
 kill -TERM "-$p" 2>/dev/null
 read -r why 2>/dev/null <"$f.killed" && rc=$why
+[ "$inp" = /dev/null ] || rm -f "$inp"
 printf '%s\n' "$rc" >"$f.status" || exit @UNWRITTEN@
 }
 """

@@ -612,7 +612,8 @@ class SshHost:
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
         except TimeoutError:
-            return ended("timeout", f"its input was not written to the host within {timeout:g}s")
+            said = f"its input ({len(data)} bytes) was not written to the host in time ({timeout:.3g}s)"
+            return ended("timeout", said)
         except CopyFailed as exc:
             return ended("failed", f"cannot write its input to the spool: {exc.message}")
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from dsh import plan as p
 from dsh.inventory.lookup import Inventory
@@ -325,7 +325,7 @@ class Executor:
                 f"{len(items) * body_steps} steps, over the step budget of {plan.step_budget}"
             )
         if kept is None:
-            await self.recorder.line_hosts(run, (), {}, items)
+            await self._kept(stmt, self.recorder.line_hosts(run, (), {}, items))
         last: LineResult | None = None
         for j, value in enumerate(items):
             await self._bind(run, stmt.name, StrValue(value))
@@ -379,6 +379,13 @@ class Executor:
 
     # -- lines ---------------------------------------------------------------------------
 
+    async def _kept(self, stmt: p.Statement, keeping: Awaitable[None]) -> None:
+        """What a line resolved, kept for a resume (refused whole when it cannot be)."""
+        try:
+            await keeping
+        except Refused as exc:
+            raise Refused(f"line {stmt.line}: {exc.message}") from exc
+
     async def _inputs(self, stmt: p.Statement, pipe: p.Pipeline, resume: Resume | None) -> dict[int, Input]:
         """The inputs of a line's command stages (`| stdin`), by stage, read whole now;
         on a resume, read again from where the line read them."""
@@ -418,7 +425,8 @@ class Executor:
             hosts = list(kept) if kept is not None else await self.hosts_of(pipe.target, plan.step_budget)
         inputs = await self._inputs(stmt, pipe, resume)
         if (pipe.target is not None or inputs) and (resume is None or resume.hosts is None):
-            await self.recorder.line_hosts(run, hosts, {i: given.facts for i, given in inputs.items()})
+            facts = {i: given.facts for i, given in inputs.items()}
+            await self._kept(stmt, self.recorder.line_hosts(run, hosts, facts))
         with SharedAwaits() as shared:
 
             async def bind(name: str, value: Value) -> None:

@@ -10,10 +10,13 @@ then end `failed`, saying why; hosts started before are followed as usual.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable
+from typing import BinaryIO
 
 from dsh.plan import OWN_STDIN
 from dsh.record import record
@@ -23,6 +26,8 @@ from dsh.remote.base import InputFacts
 MAX_INPUT = 64 << 20
 #: How long dsh's own standard input may take to end (`| stdin -`).
 OWN_INPUT_BOUND = 60.0
+#: Inputs are read this many bytes at a time.
+CHUNK = 1 << 20
 
 #: Reads dsh's own standard input whole, at most N+1 bytes (it is read once).
 OwnInput = Callable[[int], bytes]
@@ -52,7 +57,7 @@ async def read(path: str | None, *, cap: int, own: OwnInput | None) -> Input:
                 "not (it runs detached, or reads its lines from there): give a file"
             )
         try:
-            data = await asyncio.wait_for(asyncio.to_thread(own, cap), OWN_INPUT_BOUND)
+            data = await asyncio.wait_for(_in_daemon_thread(own, cap), OWN_INPUT_BOUND)
         except TimeoutError:
             raise InputError(f"dsh's standard input did not end within {OWN_INPUT_BOUND:g}s") from None
         except OSError as exc:
@@ -89,6 +94,48 @@ async def again(facts: InputFacts, *, cap: int) -> Input:
     return now
 
 
+async def _in_daemon_thread(own: OwnInput, cap: int) -> bytes:
+    """`own(cap)` in a daemon thread of its own: a read that never ends (a pipe whose
+    writer stays) is given up at its bound, or at a cancel (Ctrl-C), and does not
+    hold the process at its exit, as a thread of asyncio's executor would."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+
+    def settle(data: bytes | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert data is not None
+            done.set_result(data)
+
+    def work() -> None:
+        try:
+            data, error = own(cap), None
+        except Exception as exc:  # OSError, ValueError (closed): said by the caller
+            data, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, data, error)
+
+    threading.Thread(target=work, name="dsh-stdin", daemon=True).start()
+    return await done
+
+
+def read_capped(stream: BinaryIO, cap: int) -> bytes:
+    """At most cap + 1 bytes of `stream`, read a chunk at a time (a read of cap + 1 at
+    once would allocate all of it first)."""
+    chunks: list[bytes] = []
+    got = 0
+    while got <= cap:
+        chunk = stream.read(min(CHUNK, cap + 1 - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def _read_file(where: str, written: str, cap: int) -> bytes:
     """At most cap + 1 bytes of a regular file (more: over the cap, said by `read`)."""
     try:  # O_NONBLOCK: a FIFO there does not hang the line (it is refused below)
@@ -101,6 +148,6 @@ def _read_file(where: str, written: str, cap: int) -> bytes:
         raise InputError(f"{written} is not a regular file: {why}")
     with open(fd, "rb") as f:
         try:
-            return f.read(cap + 1)
+            return read_capped(f, cap)
         except OSError as exc:
             raise InputError(f"cannot read {written}: {exc.strerror or exc}") from None

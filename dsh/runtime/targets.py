@@ -70,7 +70,7 @@ def _members(
     bindings: Mapping[str, Value],
 ) -> str:
     if source == nodeset.RESULTS:
-        return nodeset.fold(sets.get(name, ()))
+        return nodeset.as_text(sets.get(name, ()))
     if source == nodeset.INVENTORY:
         if name in inventory:
             return inventory[name]

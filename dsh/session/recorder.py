@@ -18,6 +18,7 @@ from dsh.bytestext import from_bytes
 from dsh.plan import KILL_GRACE, For, If, Plan, Run, Statement
 from dsh.remote.base import CopyFacts, Identity, InputFacts
 from dsh.runtime.ports import ActionResult
+from dsh.runtime.targets import Refused
 from dsh.runtime.values import BindRefused, Value
 from dsh.session.bindings import encode_value
 from dsh.session.codec import dumps
@@ -151,7 +152,14 @@ class SessionRecorder:
         first action's intent (the same transaction, before it), or with its end."""
         given = tuple(StageInput(i, f) for i, f in sorted(inputs.items()))
         record = RunHosts(run, tuple(hosts), given, None if items is None else tuple(items))
-        self.session.checkpointer().defer([Put(self.keys.hosts(run), dumps(record))])
+        key, encoded = self.keys.hosts(run), dumps(record)
+        if len(key) + len(encoded) > MAX_VALUE:  # refused before anything of the line runs
+            what = f"its {len(items)} items" if items is not None else f"its {len(hosts)} hosts"
+            raise Refused(
+                f"{what} take {len(encoded)} bytes once kept for a resume, over what the store "
+                f"takes in one value ({MAX_VALUE}): split the line"
+            )
+        self.session.checkpointer().defer([Put(key, encoded)])
 
     async def taking_up(self, action: str, host: str | None, timeout: float) -> None:
         """An action of an earlier owner's is about to be followed (or started)."""

@@ -550,7 +550,7 @@ all:
           $ANSIBLE_VAULT;1.1;AES256
           62313365396662343061393464336163383764373764613633653634306231386433626436623361
     h2:
-      ansible_host: !unsafe 'a{{b}}'
+      ansible_ssh_private_key_file: !unsafe '/keys/{{b}}'
     h3:
   vars:
     ansible_connection: docker
@@ -575,7 +575,7 @@ lost: [1, 2]
         f"{path}:4: ansible_become_pass is ignored: dsh never reads passwords from an inventory",
     ]
     assert inv.hosts["h1"].user is None
-    assert inv.hosts["h2"].hostname == "a{{b}}"  # !unsafe: text, not a template
+    assert inv.hosts["h2"].identity_file == "/keys/{{b}}"  # !unsafe: text, not a template
 
 
 def test_errors_never_show_a_password(tmp_path: Path) -> None:
