@@ -14,8 +14,8 @@ from dsh.errors import DshError, LangError
 from dsh.exits import Exit
 from dsh.guard import guarded
 from dsh.repl.statements import Statements
-from dsh.runtime.inputs import read_capped
 from dsh.runtime.results import LineResult
+from dsh.wholefile import read_capped
 
 
 class OwnStdin:

@@ -69,6 +69,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "dsh.state",
             "dsh.prompt",
             "dsh.filesize",
+            "dsh.wholefile",
         ),
     ),
 ]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import stat
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -37,6 +36,7 @@ from dsh import nodeset
 from dsh.inventory import ansible_hosts, ansible_vars
 from dsh.inventory.ansible_hosts import shown
 from dsh.inventory.base import INVENTORY, HostVars, InventoryError
+from dsh.wholefile import NotRegular, OverCap, read_whole
 
 #: An inventory file larger than this is refused before it is read.
 MAX_BYTES = 16 << 20
@@ -118,23 +118,14 @@ def _looks_like_yaml(text: str) -> bool:
 def _read(path: str) -> str:
     """The file's text: UTF-8, at most MAX_BYTES (its size checked before it is
     read); bytes that are not UTF-8 are kept as surrogates for the readers to place."""
-    try:  # O_NONBLOCK: a FIFO put there does not hang dsh
-        fd = os.open(os.path.expanduser(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        data = read_whole(os.path.expanduser(path), MAX_BYTES)
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read the inventory: {exc.strerror or exc}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
-        os.close(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InventoryError(f"{path}: not a regular file; an inventory is one file")
-        raise InventoryError(f"{path}: over {MAX_BYTES >> 20} MiB; dsh reads an inventory whole")
-    with open(fd, "rb") as f:
-        try:
-            data = f.read(MAX_BYTES + 1)
-        except OSError as exc:
-            raise InventoryError(f"{path}: cannot read the inventory: {exc.strerror or exc}") from None
-    if len(data) > MAX_BYTES:
-        raise InventoryError(f"{path}: over {MAX_BYTES >> 20} MiB; dsh reads an inventory whole")
+    except NotRegular:
+        raise InventoryError(f"{path}: not a regular file; an inventory is one file") from None
+    except OverCap:
+        raise InventoryError(f"{path}: over {MAX_BYTES >> 20} MiB; dsh reads an inventory whole") from None
     return data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
 
 

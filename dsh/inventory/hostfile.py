@@ -4,11 +4,11 @@ and parallel-ssh's `-h FILE` read them; blank lines and text after `#` ignored."
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from dsh import nodeset
 from dsh.inventory.base import InventoryError
+from dsh.wholefile import NotRegular, OverCap, read_whole
 
 #: A host file is read whole: one larger than this is refused.
 MAX_BYTES = 16 << 20
@@ -21,20 +21,16 @@ def read(path: str, cwd: Path | None = None) -> str:
     where = Path(os.path.expanduser(path)) if path.startswith("~") else Path(path)
     if cwd is not None and not where.is_absolute():
         where = cwd / where
-    try:  # O_NONBLOCK: a FIFO put there does not hang the line
-        fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        data = read_whole(str(where), MAX_BYTES)
     except OSError as exc:
         raise InventoryError(f"host file {path}: cannot read it: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InventoryError(f"host file {path}: not a regular file")
-    with open(fd, "rb") as f:
-        try:
-            data = f.read(MAX_BYTES + 1)
-        except OSError as exc:
-            raise InventoryError(f"host file {path}: cannot read it: {exc.strerror or exc}") from None
-    if len(data) > MAX_BYTES:
-        raise InventoryError(f"host file {path}: over {MAX_BYTES >> 20} MiB; dsh reads a host file whole")
+    except NotRegular:
+        raise InventoryError(f"host file {path}: not a regular file") from None
+    except OverCap:
+        raise InventoryError(
+            f"host file {path}: over {MAX_BYTES >> 20} MiB; dsh reads a host file whole"
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

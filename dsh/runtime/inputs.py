@@ -13,21 +13,18 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import stat
 import threading
 from collections.abc import Callable
-from typing import BinaryIO
 
 from dsh.plan import OWN_STDIN
 from dsh.record import record
 from dsh.remote.base import InputFacts
+from dsh.wholefile import NotRegular, OverCap, read_whole
 
 #: The most bytes an input may hold, by default (config: limits.max_stdin).
 MAX_INPUT = 64 << 20
 #: How long dsh's own standard input may take to end (`| stdin -`).
 OWN_INPUT_BOUND = 60.0
-#: Inputs are read this many bytes at a time.
-CHUNK = 1 << 20
 
 #: Reads dsh's own standard input whole, at most N+1 bytes (it is read once).
 OwnInput = Callable[[int], bytes]
@@ -122,32 +119,16 @@ async def _in_daemon_thread(own: OwnInput, cap: int) -> bytes:
     return await done
 
 
-def read_capped(stream: BinaryIO, cap: int) -> bytes:
-    """At most cap + 1 bytes of `stream`, read a chunk at a time (a read of cap + 1 at
-    once would allocate all of it first)."""
-    chunks: list[bytes] = []
-    got = 0
-    while got <= cap:
-        chunk = stream.read(min(CHUNK, cap + 1 - got))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
 def _read_file(where: str, written: str, cap: int) -> bytes:
-    """At most cap + 1 bytes of a regular file (more: over the cap, said by `read`)."""
-    try:  # O_NONBLOCK: a FIFO there does not hang the line (it is refused below)
-        fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """The regular file's bytes, at most `cap`; InputError with a sentence."""
+    try:
+        return read_whole(where, cap)
     except OSError as exc:
         raise InputError(f"cannot read {written}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+    except NotRegular:
         why = "stdin reads a file whole before the line starts"
-        raise InputError(f"{written} is not a regular file: {why}")
-    with open(fd, "rb") as f:
-        try:
-            return read_capped(f, cap)
-        except OSError as exc:
-            raise InputError(f"cannot read {written}: {exc.strerror or exc}") from None
+        raise InputError(f"{written} is not a regular file: {why}") from None
+    except OverCap:
+        raise InputError(
+            f"{written} holds more than {cap} bytes, over the cap on a command's input (limits.max_stdin)"
+        ) from None
