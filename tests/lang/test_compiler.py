@@ -70,7 +70,7 @@ def test_line_duration_is_capped() -> None:
         ("sleep 1s | within 2s", 12, "applies to a command"),
         ("true | within 1s | within 2s", 20, "already has"),
         ("@h1", 1, "needs a command"),
-        ("@web@x true", 1, "@{name}"),
+        ("@web@x true", 1, "a group is written {NAME}, without '@'"),
         ("echo ${v.out}", 6, "not bound"),
         ("await port 99999", 12, "is not a port"),
         ("true | batch 2", 8, "this line has none"),
