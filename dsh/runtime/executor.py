@@ -85,9 +85,9 @@ class Executor:
         self.host_remote = hosts
         self.clock = clock or SystemClock()
         self.args = tuple(args)
-        self.inventory = dict(inventory or {})
-        #: Every inventory's groups (`@grp:` references), looked up when a line starts.
-        self.lookup = lookup if lookup is not None else Inventory(self.inventory)
+        #: Every inventory's groups (the config's `@inv:` references, the others'
+        #: `@grp:`), looked up when a line starts.
+        self.lookup = lookup if lookup is not None else Inventory(inventory or {})
         #: The most bytes a command's input may hold (limits.max_stdin).
         self.max_stdin = MAX_INPUT
         #: dsh's own standard input, read once, for `| stdin -` (None: it has none).
@@ -372,9 +372,8 @@ class Executor:
 
     async def hosts_of(self, target: p.HostSet, limit: int) -> list[str]:
         """The hosts of a target now (dsh.runtime.targets)."""
-        sets, bindings = self.result_sets, self.bindings
         return await hosts_of(
-            target, limit, lookup=self.lookup, inventory=self.inventory, sets=sets, bindings=bindings
+            target, limit, lookup=self.lookup, sets=self.result_sets, bindings=self.bindings
         )
 
     # -- lines ---------------------------------------------------------------------------

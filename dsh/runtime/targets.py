@@ -31,7 +31,6 @@ async def hosts_of(
     limit: int,
     *,
     lookup: Inventory,
-    inventory: Mapping[str, str],
     sets: Mapping[str, tuple[str, ...]],
     bindings: Mapping[str, Value],
 ) -> list[str]:
@@ -53,7 +52,7 @@ async def hosts_of(
                 raise Refused(f"{target.written}: {name!r} is not one of its groups")
             members = looked[name]
         else:
-            members = _members(source, name, target, inventory, sets, bindings)
+            members = _members(source, name, target, lookup.groups, sets, bindings)
         groups.setdefault(source, {})[name] = members
     try:
         return nodeset.expand(target.pattern, groups, limit=limit)

@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import SshSetup, dsh_path
 from tests.credentials import PASSWORD, sudo_ready
+from tests.helpers.sessions import owner_pid
 from tests.helpers.wait import wait_for
 from tests.sshd import USER, USER2, Sshd, user_home
 
@@ -149,12 +150,6 @@ class _Watch(threading.Thread):
             time.sleep(0.005)
 
 
-def _owner(run_dsh, name: str) -> int:  # type: ignore[no-untyped-def]
-    ls = run_dsh(["ls", "--json"])
-    (entry,) = [e for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == name]
-    return int(entry["owner_pid"])
-
-
 def _temp_over(d: Path, size: int) -> bool:
     for p in _temps(d):
         with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
@@ -185,7 +180,7 @@ def test_a_put_killed_midway_is_finished_by_another_machine_or_refused_if_src_ch
     script.write_text(f"put {src} @h[1-2]:{remote_dir}/x.$host\n")
     r = run_dsh([*config, "run", "--detach", "--session", "cp1", str(script)])
     assert r.returncode == 0, r.stderr
-    owner = _owner(run_dsh, "cp1")  # first: the kill follows the moment below at once
+    owner = owner_pid(run_dsh, "cp1")  # first: the kill follows the moment below at once
     wait_for(lambda: _temp_over(remote_dir, 40 << 20), timeout=60)
     os.kill(owner, signal.SIGKILL)
     assert not any(p.exists() for p in dests)  # mid-put: nothing renamed into place

@@ -4,7 +4,6 @@ dsh's order among them; groups resolved when a line starts and kept for a resume
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SshSetup
+from tests.helpers.sessions import owner_pid
 from tests.helpers.wait import wait_for
 from tests.sshd import USER
 
@@ -185,60 +185,45 @@ def test_the_order_config_then_inventory_then_clustershell(  # type: ignore[no-u
     assert done.returncode == 2 and "no group source" in done.stderr, done.stderr
 
 
+def _taken_over_midway(
+    run_dsh, env, config: list[str], tmp_path: Path, name: str, line: str, after: str
+) -> list[str]:  # type: ignore[no-untyped-def]
+    """Run `line` detached (hosts.txt holds h1 and h2; RAN is a file each run appends
+    its host to), kill its executor once the first host ran, write `after` into
+    hosts.txt, and take the session over from another machine: what ran, in order."""
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("h1\nh2\n")
+    d = Path(f"/tmp/dsh-inv-{name}-{os.getpid()}-{tmp_path.name}")
+    d.mkdir(mode=0o777)
+    try:
+        d.chmod(0o777)
+        script = tmp_path / f"{name}.dsh"
+        script.write_text(line.replace("HOSTS", str(hosts)).replace("RAN", f"{d}/ran"))
+        env["DSH_LEASE_TTL"] = "1"
+        r = run_dsh([*config, "run", "--detach", "--session", name, str(script)])
+        assert r.returncode == 0, r.stderr
+        owner = owner_pid(run_dsh, name)
+        wait_for(lambda: (d / "ran").exists(), timeout=30)
+        os.kill(owner, signal.SIGKILL)  # while h1 runs, h2 not started
+        hosts.write_text(after)  # the group is another now
+        env["DSH_MACHINE_ID"] = "other"
+        r = run_dsh([*config, "attach", name], timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return (d / "ran").read_text().split()
+    finally:
+        subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
 def test_groups_are_resolved_once_and_kept_for_a_resume(  # type: ignore[no-untyped-def]
     run_dsh, env, config: list[str], tmp_path: Path
 ) -> None:
     # the group changes while the line runs: the line keeps the hosts it started with
-    hosts = tmp_path / "hosts.txt"
-    hosts.write_text("h1\nh2\n")
-    d = Path(f"/tmp/dsh-inv-{os.getpid()}-{tmp_path.name}")
-    d.mkdir(mode=0o777)
-    try:
-        d.chmod(0o777)
-        script = tmp_path / "g.dsh"
-        script.write_text(
-            f"@{{file:{hosts}}} echo $host >>{d}/ran; [ $host = h1 ] && sleep 1; true | batch 1\n"
-        )
-        env["DSH_LEASE_TTL"] = "1"
-        r = run_dsh([*config, "run", "--detach", "--session", "g1", str(script)])
-        assert r.returncode == 0, r.stderr
-        ls = run_dsh(["ls", "--json"])
-        (owner,) = [int(e["owner_pid"]) for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == "g1"]
-        wait_for(lambda: (d / "ran").exists(), timeout=30)
-        os.kill(owner, signal.SIGKILL)  # while h1 runs, h2 not started
-        hosts.write_text("h3\n")  # the group is another now; the line keeps what it resolved
-        env["DSH_MACHINE_ID"] = "other"
-        r = run_dsh([*config, "attach", "g1"], timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert (d / "ran").read_text().split() == ["h1", "h2"]
-    finally:
-        subprocess.run(["rm", "-rf", str(d)], check=False)
+    line = "@{file:HOSTS} echo $host >>RAN; [ $host = h1 ] && sleep 1; true | batch 1\n"
+    assert _taken_over_midway(run_dsh, env, config, tmp_path, "g1", line, "h3\n") == ["h1", "h2"]
 
 
 def test_a_for_over_a_group_goes_through_the_same_items_after_a_takeover(  # type: ignore[no-untyped-def]
     run_dsh, env, config: list[str], tmp_path: Path
 ) -> None:
-    hosts = tmp_path / "hosts.txt"
-    hosts.write_text("h1\nh2\n")
-    d = Path(f"/tmp/dsh-inv-for-{os.getpid()}-{tmp_path.name}")
-    d.mkdir(mode=0o777)
-    try:
-        d.chmod(0o777)
-        script = tmp_path / "f.dsh"
-        script.write_text(
-            f"for h in @{{file:{hosts}}} {{\n  @$h echo $h >>{d}/ran; [ $h != h1 ] || sleep 1\n}}\n"
-        )
-        env["DSH_LEASE_TTL"] = "1"
-        r = run_dsh([*config, "run", "--detach", "--session", "f1", str(script)])
-        assert r.returncode == 0, r.stderr
-        ls = run_dsh(["ls", "--json"])
-        (owner,) = [int(e["owner_pid"]) for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == "f1"]
-        wait_for(lambda: (d / "ran").exists(), timeout=30)
-        os.kill(owner, signal.SIGKILL)  # in the first iteration
-        hosts.write_text("h3\nh2\n")
-        env["DSH_MACHINE_ID"] = "other"
-        r = run_dsh([*config, "attach", "f1"], timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert (d / "ran").read_text().split() == ["h1", "h2"]
-    finally:
-        subprocess.run(["rm", "-rf", str(d)], check=False)
+    line = "for h in @{file:HOSTS} {\n  @$h echo $h >>RAN; [ $h != h1 ] || sleep 1\n}\n"
+    assert _taken_over_midway(run_dsh, env, config, tmp_path, "f1", line, "h3\nh2\n") == ["h1", "h2"]

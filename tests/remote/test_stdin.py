@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SshSetup
+from tests.helpers.sessions import owner_pid
 from tests.helpers.wait import wait_for
 
 
@@ -81,12 +82,6 @@ def test_bad_inputs_are_refused_before_anything_runs(run_dsh, config: list[str],
     assert done.returncode == 2 and "reads dsh's own standard input" in done.stderr, done.stderr
 
 
-def _owner(run_dsh, name: str) -> int:  # type: ignore[no-untyped-def]
-    ls = run_dsh(["ls", "--json"])
-    (entry,) = [e for e in map(json.loads, ls.stdout.splitlines()) if e["name"] == name]
-    return int(entry["owner_pid"])
-
-
 @pytest.mark.parametrize("changed", [False, True], ids=["same-input", "input-changed"])
 def test_a_takeover_midline_runs_nothing_twice_and_gives_the_rest_the_same_input(  # type: ignore[no-untyped-def]
     run_dsh, env, config: list[str], tmp_path: Path, remote_dir: Path, changed: bool
@@ -104,7 +99,7 @@ def test_a_takeover_midline_runs_nothing_twice_and_gives_the_rest_the_same_input
     )
     r = run_dsh([*config, "run", "--detach", "--session", "in1", str(script)])
     assert r.returncode == 0, r.stderr
-    owner = _owner(run_dsh, "in1")
+    owner = owner_pid(run_dsh, "in1")
     wait_for(lambda: (d / "got.h1").exists() and (d / "got.h1").stat().st_size == len(data), timeout=30)
     os.kill(owner, signal.SIGKILL)
     assert not (d / "runs.h2").exists()

@@ -63,7 +63,7 @@ class Rig:
     async def run(self, text: str, limits: Limits | None = None) -> list[LineResult]:
         ctx = Context(
             limits=limits or Limits(),
-            groups=self.executor.inventory,
+            groups=self.executor.lookup.groups,
             bindings=self.executor.binding_kinds(),
             args=self.executor.args or None,
         )
