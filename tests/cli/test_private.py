@@ -76,11 +76,16 @@ def modes(root: Path) -> dict[str, str]:
             except FileNotFoundError:  # gone meanwhile (the spool renames as it goes)
                 continue
             mode = stat.S_IMODE(st.st_mode)
-            # the sudo helper (written through NAME.PID) is its owner's to run, only
-            helper = name == HELPER_NAME or name.startswith(HELPER_NAME + ".")
+            # the sudo helper is its owner's to run, only; it is written through
+            # NAME.PID, which is 0600 until its chmod (the walk may see it between)
+            allowed = {0o600}
+            if name == HELPER_NAME:
+                allowed = {0o700}
+            elif name.startswith(HELPER_NAME + "."):
+                allowed = {0o600, 0o700}
             if stat.S_ISDIR(st.st_mode) and mode != 0o700:
                 wrong[str(path)] = f"directory {mode:04o}"
-            elif stat.S_ISREG(st.st_mode) and mode != (0o700 if helper else 0o600):
+            elif stat.S_ISREG(st.st_mode) and mode not in allowed:
                 wrong[str(path)] = f"file {mode:04o}"
             elif mode & 0o077:
                 wrong[str(path)] = f"{stat.filemode(st.st_mode)}"
