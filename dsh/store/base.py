@@ -64,6 +64,20 @@ class RequestTooLarge(StoreError):
     exit_code = Exit.USAGE
 
 
+class StoreDenied(StoreError):
+    """The store refused who asked: a key outside their etcd role, a wrong password,
+    no user where etcd wants one. Waiting does not change it (exit 2, not 3)."""
+
+    exit_code = Exit.USAGE
+
+
+class InsecureStore(StoreError):
+    """A store that dsh will not use as it is: etcd off this machine without TLS, or
+    with its authentication off, unless the operator accepted it (--insecure-store)."""
+
+    exit_code = Exit.USAGE
+
+
 @record
 class KV:
     key: bytes

@@ -88,6 +88,16 @@ _RESULTS = {
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
 
 
+class EtcdFailed(StoreError):
+    """A call etcd answered with an error no other StoreError names: `code` is the
+    gRPC status's name (FAILED_PRECONDITION, NOT_FOUND, …), `details` etcd's words."""
+
+    def __init__(self, message: str, code: str, details: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
 @record
 class EtcdOptions:
     """Where etcd is and how to talk to it (see `parse_url`)."""
@@ -227,7 +237,18 @@ class EtcdStore:
         self._lease = rpc.LeaseStub(channel)
         self._watch = rpc.WatchStub(channel)
         self._auth = rpc.AuthStub(channel)
+        self._services: dict[str, Any] = {
+            "KV": self._kv,
+            "Lease": self._lease,
+            "Auth": self._auth,
+            "Maintenance": rpc.MaintenanceStub(channel),
+        }
         return channel
+
+    def recheck(self) -> None:
+        """Forget what this handle learnt of etcd's authentication (after turning it
+        on or off): the next call authenticates again, or finds it off."""
+        self._token = None
 
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
         return (("token", self._token),) if self._token else None
@@ -248,8 +269,18 @@ class EtcdStore:
                 raise self._error(exc, "authenticate") from None
             self._token = response.token
 
-    async def _call(self, method: str, request: Any, *, timeout: float, retry: bool = False) -> Any:
-        """One unary call, bounded by timeout; retried within it when `retry`."""
+    async def unary(
+        self, service: str, method: str, request: Any, *, timeout: float, retry: bool = False
+    ) -> Any:
+        """One call of etcd's `service` (Auth, Maintenance) with this handle's channel,
+        token and error map: for `dsh.store.etcdauth`. Writes are not retried."""
+        return await self._call(method, request, timeout=timeout, retry=retry, service=service)
+
+    async def _call(
+        self, method: str, request: Any, *, timeout: float, retry: bool = False, service: str = ""
+    ) -> Any:
+        """One unary call of `service` (KV, Lease, Auth, Maintenance; by default KV,
+        or Lease for a Lease* method), bounded by timeout; retried within it when `retry`."""
         self._open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -268,7 +299,7 @@ class EtcdStore:
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, RETRY_MAX)
                     continue
-            stub = self._lease if method.startswith("Lease") else self._kv
+            stub = self._services[service or ("Lease" if method.startswith("Lease") else "KV")]
             token = self._token
             try:
                 return await getattr(stub, method)(
@@ -302,12 +333,17 @@ class EtcdStore:
             return StoreError(f"etcd at {self.name} refused {method}: {details}")
         if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details:
             return RequestTooLarge(f"etcd at {self.name} refused a request as too large ({details})")
-        return StoreError(f"etcd at {self.name} failed {method}: {details or code.name}")
+        return EtcdFailed(f"etcd at {self.name} failed {method}: {details or code.name}", code.name, details)
 
     # -- keys -------------------------------------------------------------------------
 
     def _key(self, key: bytes) -> bytes:
         return self._prefix + key
+
+    def raw_key(self, key: bytes) -> bytes:
+        """The key etcd holds for a key of this store (its prefix first): what etcd's
+        role permissions name."""
+        return self._key(key)
 
     def _kv_of(self, kv: Any) -> KV:
         return KV(
