@@ -17,7 +17,7 @@
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config --inventory --outdir"
-_dsh_opts_flag="--ask-pass --json --verbose --version --help"
+_dsh_opts_flag="--ask-pass --insecure-store --json --verbose --version --help"
 _dsh_subcommands="explain log attach ls run kill rm signal key serve"
 # The options of `serve`: each takes a value.
 _dsh_serve_opts="--listen --public-url --cert --key --header-timeout --body-timeout --max-connections"

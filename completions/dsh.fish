@@ -27,7 +27,7 @@ end
 # The long option that a word names (exact, or an unambiguous prefix, as argparse accepts).
 function __fish_dsh_long_opt -a word
     set -l name (string split -m1 = -- $word)[1]
-    set -l all --session --store --ssh-config --host-keys --askpass --config --inventory --outdir --ask-pass --json --verbose --version --help
+    set -l all --session --store --ssh-config --host-keys --askpass --config --inventory --outdir --ask-pass --insecure-store --json --verbose --version --help
     if contains -- $name $all
         echo $name
         return
@@ -185,6 +185,7 @@ complete -c dsh -n __fish_dsh_reading_options -l outdir -x -a '(__fish_complete_
 complete -c dsh -n __fish_dsh_reading_options -l host-keys -x -a 'strict\t"refuse keys not in known_hosts (the default)" accept-new\t"record the key of a new host" off\t"trust a new host without recording"' -d 'Host keys not in known_hosts: refuse, record or trust; a changed key is always refused'
 complete -c dsh -n __fish_dsh_reading_options -l config -r -F -d "dsh's configuration file (default: \$DSH_CONFIG or \$XDG_CONFIG_HOME/dsh/config.toml)"
 complete -c dsh -n __fish_dsh_reading_options -l ask-pass -d 'Log in with a password where a host takes no key'
+complete -c dsh -n __fish_dsh_reading_options -l insecure-store -d 'Accept an etcd elsewhere without TLS or authentication'
 complete -c dsh -n __fish_dsh_reading_options -s A -d 'Forward the ssh agent to every host'
 complete -c dsh -n __fish_dsh_reading_options -l json -d 'One JSON object per output line and result'
 complete -c dsh -n __fish_dsh_reading_options -s v -l verbose -d 'Show Python tracebacks'

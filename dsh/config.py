@@ -37,6 +37,7 @@ cert = "/etc/dsh/client.pem"
 key = "/etc/dsh/client.key"
 user = "dsh"
 password_file = "~/.config/dsh/etcd-password"
+insecure = false          # true: accept an etcd off this machine without TLS or authentication
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class Ssh:
     connect_timeout: float = 10.0
 
 
-#: The settings of the [etcd] section, each also a DSH_ETCD_* variable.
-ETCD_SETTINGS = ("prefix", "ca", "cert", "key", "user", "password_file")
+#: The settings of the [etcd] section, each also a DSH_ETCD_* variable (insecure:
+#: DSH_INSECURE_STORE).
+ETCD_SETTINGS = ("prefix", "ca", "cert", "key", "user", "password_file", "insecure")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +190,17 @@ def _etcd(table: Any, path: Path) -> dict[str, str]:
         raise UsageError(
             f"{path}: unknown setting etcd.{sorted(unknown)[0]} (known: {', '.join(ETCD_SETTINGS)})"
         )
+    settings: dict[str, str] = {}
     for name, value in table.items():
-        if not isinstance(value, str) or not value:
+        if name == "insecure":
+            if not isinstance(value, bool):
+                raise UsageError(f"{path}: etcd.insecure must be true or false")
+            settings[name] = "true" if value else "false"
+        elif not isinstance(value, str) or not value:
             raise UsageError(f"{path}: etcd.{name} must be a non-empty string")
-    return {name: os.path.expanduser(value) if name != "prefix" else value for name, value in table.items()}
+        else:
+            settings[name] = os.path.expanduser(value) if name != "prefix" else value
+    return settings
 
 
 def _spool(table: Any, path: Path) -> Spool:

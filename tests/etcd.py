@@ -21,6 +21,8 @@ from pathlib import Path
 from tests.sshd import free_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+#: etcd's root password in an `Etcd(auth=True)` (a test constant, nothing secret).
+ROOT_PASSWORD = "dsh-test-root"
 
 
 def missing() -> str | None:
@@ -126,12 +128,18 @@ class Etcd:
         root: Path | None = None,
         host: str = "127.0.0.1",
         netns: str | None = None,
+        auth: bool = False,
     ) -> None:
         """`host`: the address the members listen on; `netns`: the network namespace
-        they run in (tests/helpers/netns.py)."""
+        they run in (tests/helpers/netns.py); `auth`: once healthy, user root (password
+        ROOT_PASSWORD) holds role root and authentication is on (bcrypt at its lowest
+        cost, 4: an Authenticate takes 2.4 ms instead of 57)."""
         reason = missing()
         if reason:
             raise RuntimeError(reason)
+        self.auth = auth
+        if auth:
+            extra = [*(extra or []), "--bcrypt-cost", "4"]
         self.root = root or Path(tempfile.mkdtemp(prefix="dsh-etcd-"))
         ports = [(free_port(), free_port()) for _ in range(members)]
         cluster = ",".join(f"m{i}=http://{host}:{peer}" for i, (_, peer) in enumerate(ports))
@@ -152,7 +160,20 @@ class Etcd:
         for member in self.members:
             member.start()
         self.wait(timeout)
+        if self.auth:
+            try:
+                self.enable_auth()
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    def enable_auth(self) -> None:
+        """User root with ROOT_PASSWORD and role root, then authentication on (etcdctl)."""
+        endpoint = self.members[0].endpoint
+        etcdctl(endpoint, "user", "add", "root", f"--new-user-password={ROOT_PASSWORD}")
+        etcdctl(endpoint, "user", "grant-role", "root", "root")
+        etcdctl(endpoint, "auth", "enable")
 
     def wait(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -221,8 +242,8 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def make_tls(where: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and localhost, and a client
+def make_tls(where: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> dict[str, Path]:
+    """A CA, a server certificate for `addresses` and localhost, and a client
     certificate, all signed by the CA: {ca, server_cert, server_key, client_cert, client_key}."""
     import datetime
     import ipaddress
@@ -272,7 +293,8 @@ def make_tls(where: Path) -> dict[str, Path]:
         if usage is not None:
             builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if san:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+            names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(signer, hashes.SHA256())
 
@@ -292,10 +314,18 @@ def make_tls(where: Path) -> dict[str, Path]:
     return paths
 
 
-def etcdctl(endpoint: str, *args: str, extra: list[str] | None = None) -> str:
-    """Run etcdctl against one member; its stdout (it must succeed)."""
+def etcdctl(
+    endpoint: str,
+    *args: str,
+    extra: list[str] | None = None,
+    user: str | None = None,
+    password: str = ROOT_PASSWORD,
+) -> str:
+    """Run etcdctl against one member; its stdout (it must succeed). `user`: log in as
+    that user (by default with root's password of an `Etcd(auth=True)`)."""
+    login = ["--user", f"{user}:{password}"] if user else []
     done = subprocess.run(
-        [shutil.which("etcdctl") or "etcdctl", "--endpoints", endpoint, *(extra or []), *args],
+        [shutil.which("etcdctl") or "etcdctl", "--endpoints", endpoint, *login, *(extra or []), *args],
         capture_output=True,
         text=True,
         timeout=20,

@@ -59,6 +59,13 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
     parser.add_argument(
         "--store", metavar="URL", help="local | sqlite:///PATH | etcd[s]://[USER@]HOST:PORT[,…][/PREFIX]"
     )
+    parser.add_argument(
+        "--insecure-store",
+        action="store_true",
+        help="accept an etcd off this machine without TLS or with its authentication off "
+        "(its password, commands and bound values cross the network in clear; anyone who "
+        "reaches it can run commands with your access); also DSH_INSECURE_STORE=1",
+    )
     parser.add_argument("--ssh-config", metavar="FILE", help="an ssh config file instead of ~/.ssh/config")
     parser.add_argument(
         "--host-keys",
@@ -144,8 +151,16 @@ class Settings:
                 absolute = flag in ("--ssh-config", "--config", "--outdir", "--inventory")
                 self.passed += [flag, os.path.abspath(value) if absolute else value]
         self.passed += [
-            flag for flag, on in (("--ask-pass", opts.ask_pass), ("-A", opts.forward_agent)) if on
+            flag
+            for flag, on in (
+                ("--ask-pass", opts.ask_pass),
+                ("-A", opts.forward_agent),
+                ("--insecure-store", opts.insecure_store),
+            )
+            if on
         ]
+        #: An etcd off this machine without TLS or authentication is accepted.
+        self.insecure_store: bool = opts.insecure_store
         #: Password logins for every host (--ask-pass); the agent forwarded to every host (-A).
         self.ask_pass: bool = opts.ask_pass
         self.forward_agent: bool = opts.forward_agent

@@ -50,7 +50,9 @@ class Wiring:
         from dsh.store import open_store
 
         settings = self.settings
-        return open_store(settings.store, settings.env, settings.config.etcd)
+        return open_store(
+            settings.store, settings.env, settings.config.etcd, insecure=settings.insecure_store
+        )
 
     def lease_ttl(self) -> float:
         """The owner lease's TTL ($DSH_LEASE_TTL, 5 s by default)."""

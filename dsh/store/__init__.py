@@ -9,10 +9,14 @@ from dsh.errors import UsageError
 from dsh.store.base import Store
 
 
-def open_store(url: str, env: Mapping[str, str], etcd: Mapping[str, str] | None = None) -> Store:
+def open_store(
+    url: str, env: Mapping[str, str], etcd: Mapping[str, str] | None = None, *, insecure: bool = False
+) -> Store:
     """The store a URL names: `local` (the embedded default), `sqlite:///PATH`, or
     `etcd[s]://HOST:PORT[,…][/PREFIX]` with the [etcd] settings of the
-    configuration, each overridden by its DSH_ETCD_* variable."""
+    configuration, each overridden by its DSH_ETCD_* variable. `insecure` (or
+    DSH_INSECURE_STORE=1, or [etcd] insecure = true) accepts an etcd off this
+    machine without TLS or authentication."""
     if url == "local" or url.startswith("sqlite://"):
         from dsh import state
         from dsh.store.sqlite import SqliteStore, default_path
@@ -42,5 +46,11 @@ def open_store(url: str, env: Mapping[str, str], etcd: Mapping[str, str] | None 
         user=settings.get("user"),
         password=password,
         prefix=settings.get("prefix"),
+        insecure=insecure or insecure_asked(env) or settings.get("insecure") == "true",
     )
     return EtcdStore(options)
+
+
+def insecure_asked(env: Mapping[str, str]) -> bool:
+    """Whether DSH_INSECURE_STORE says yes (1, yes, true)."""
+    return env.get("DSH_INSECURE_STORE", "").strip().lower() in ("1", "yes", "true")

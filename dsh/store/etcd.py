@@ -50,11 +50,13 @@ from dsh.store.base import (
     Compare,
     Delete,
     Event,
+    InsecureStore,
     Lease,
     LeaseNotFound,
     Op,
     Put,
     RequestTooLarge,
+    StoreDenied,
     StoreTimeout,
     StoreUnavailable,
     TxnResult,
@@ -110,6 +112,19 @@ class EtcdOptions:
     user: str | None = None
     password: str | None = None
     prefix: bytes = b""
+    #: The operator accepts an etcd off this machine without TLS or authentication.
+    insecure: bool = False
+
+
+@record
+class Security:
+    """What a handle found out about its etcd: `auth` on, off, or not known yet;
+    TLS; whether every endpoint is this machine; the user it logs in as."""
+
+    auth: bool | None
+    tls: bool
+    loopback: bool
+    user: str | None
 
 
 def parse_url(
@@ -121,6 +136,7 @@ def parse_url(
     user: str | None = None,
     password: str | None = None,
     prefix: str | None = None,
+    insecure: bool = False,
 ) -> EtcdOptions:
     """`etcd://[USER@]HOST:PORT[,HOST:PORT…][/PREFIX]`, `etcds://…` for TLS.
 
@@ -164,6 +180,7 @@ def parse_url(
         user=user or None,
         password=password,
         prefix=("/" + chosen).encode() if chosen else b"",
+        insecure=insecure,
     )
 
 
@@ -188,6 +205,9 @@ class EtcdStore:
         self._prefix = options.prefix
         self._channel: aio.Channel | None = None
         self._token: str | None = None
+        #: etcd's authentication: on, off, or not known until the first call.
+        self._auth_on: bool | None = None
+        self._loopback = False
         self._auth_lock = asyncio.Lock()
         self._watches: set[_EtcdWatch] = set()
         self.closed = False
@@ -219,7 +239,13 @@ class EtcdStore:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]
-        target = _target(self.options.endpoints)
+        target, self._loopback = _target(self.options.endpoints)
+        if not (self._loopback or self.options.tls or self.options.insecure):
+            raise InsecureStore(
+                f"etcd at {self.name} is not on this machine and its connection is not encrypted: "
+                "its password, the commands and the values bound in sessions would cross the network "
+                "in clear. Use etcds:// (TLS), or say --insecure-store to accept that"
+            )
         if self.options.tls:
             first = self.options.endpoints[0][0]
             if not _is_ip(first):  # the certificate names the host, the target is its addresses
@@ -249,6 +275,44 @@ class EtcdStore:
         """Forget what this handle learnt of etcd's authentication (after turning it
         on or off): the next call authenticates again, or finds it off."""
         self._token = None
+        self._auth_on = None
+
+    @property
+    def security(self) -> Security:
+        """What this handle knows of its etcd's security (auth: None before a first call)."""
+        if self._channel is None and not self.closed:
+            self._open()
+        return Security(self._auth_on, self.options.tls, self._loopback, self.options.user)
+
+    def _auth_off(self) -> None:
+        """etcd said its authentication is off: go on without a token on this machine
+        or when the operator accepted it, else refuse."""
+        if not (self._loopback or self.options.insecure):
+            raise InsecureStore(
+                f"etcd at {self.name} has authentication off: anyone who can reach it can read every "
+                "session and run commands with any dsh user's access (put a line into their sessions). "
+                "Turn it on (dsh admin init), or say --insecure-store to accept that"
+            )
+        self._auth_on = False
+
+    async def _ready(self, timeout: float) -> None:
+        """Before a call: a token when this handle has a user and etcd wants one; for an
+        anonymous handle to an etcd off this machine, once, whether etcd's auth is off."""
+        if self.options.user:
+            if self._token is None and self._auth_on is not False:
+                await self._authenticate(None, timeout)
+            return
+        if self._auth_on is not None:
+            return
+        if self._loopback:
+            self._auth_on = False  # as far as this handle knows: a refusal will say otherwise
+            return
+        probe = rpc.RangeRequest(key=self._key(b"/dsh/v1/"), count_only=True)
+        try:
+            await self._kv.Range(probe, timeout=timeout, wait_for_ready=True)
+        except aio.AioRpcError as exc:
+            raise self._error(exc, "Range", probe) from None
+        self._auth_off()
 
     def _metadata(self) -> tuple[tuple[str, str], ...] | None:
         return (("token", self._token),) if self._token else None
@@ -262,12 +326,19 @@ class EtcdStore:
         async with self._auth_lock:
             if self._token != stale:  # another call renewed it meanwhile
                 return
+            if self._auth_on is False:
+                return
             request = rpc.AuthenticateRequest(name=self.options.user, password=self.options.password)
             try:
                 response = await self._auth.Authenticate(request, timeout=timeout, wait_for_ready=True)
             except aio.AioRpcError as exc:
+                details = exc.details() or ""
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "not enabled" in details:
+                    self._auth_off()
+                    return
                 raise self._error(exc, "authenticate") from None
             self._token = response.token
+            self._auth_on = True
 
     async def unary(
         self, service: str, method: str, request: Any, *, timeout: float, retry: bool = False
@@ -290,15 +361,14 @@ class EtcdStore:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise StoreTimeout(f"etcd at {self.name} did not answer within {timeout:g}s")
-            if self.options.user and self._token is None:
-                try:
-                    await self._authenticate(None, remaining)
-                except StoreUnavailable:
-                    if not retry or deadline - loop.time() <= wait:
-                        raise
-                    await asyncio.sleep(wait)
-                    wait = min(wait * 2, RETRY_MAX)
-                    continue
+            try:
+                await self._ready(remaining)
+            except StoreUnavailable:
+                if not retry or deadline - loop.time() <= wait:
+                    raise
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+                continue
             stub = self._services[service or ("Lease" if method.startswith("Lease") else "KV")]
             token = self._token
             try:
@@ -310,6 +380,10 @@ class EtcdStore:
                 if code == grpc.StatusCode.UNAUTHENTICATED and self.options.user and not renewed:
                     renewed = True  # an expired or forgotten token: once more with a new one
                     self._forget(token)
+                    continue
+                if _no_user(exc) and self.options.user and self._auth_on is False and not renewed:
+                    renewed = True  # authentication was turned on since: log in
+                    self.recheck()
                     continue
                 if retry and code in _RETRYABLE and deadline - loop.time() > wait:
                     await asyncio.sleep(wait)
@@ -329,11 +403,27 @@ class EtcdStore:
             return Compacted(revision, revision)
         if code == grpc.StatusCode.UNAVAILABLE:
             return StoreUnavailable(f"etcd at {self.name} is unavailable ({details})")
-        if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
-            return StoreError(f"etcd at {self.name} refused {method}: {details}")
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            what = _what(method, request, self._prefix)
+            return StoreDenied(f"etcd at {self.name} refused {self._who()} {what}")
+        if _no_user(exc):
+            return StoreDenied(
+                f"etcd at {self.name} has authentication on: give your etcd user and password "
+                "(DSH_ETCD_USER and DSH_ETCD_PASSWORD_FILE, or [etcd] user and password_file)"
+            )
+        if code == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in details:
+            return StoreDenied(
+                f"etcd at {self.name} refused user {self.options.user}'s password "
+                "(a wrong password, or the user was removed) when it tried to authenticate"
+            )
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return StoreDenied(f"etcd at {self.name} refused {self._who()}'s token: {details}")
         if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details:
             return RequestTooLarge(f"etcd at {self.name} refused a request as too large ({details})")
         return EtcdFailed(f"etcd at {self.name} failed {method}: {details or code.name}", code.name, details)
+
+    def _who(self) -> str:
+        return f"user {self.options.user}" if self.options.user else "an anonymous client"
 
     # -- keys -------------------------------------------------------------------------
 
@@ -488,8 +578,7 @@ class EtcdStore:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise StoreTimeout(f"etcd at {self.name} did not renew lease {lease:x} within {timeout:g}s")
-            if self.options.user and self._token is None:
-                await self._authenticate(None, remaining)
+            await self._ready(remaining)
             token = self._token
             call = self._lease.LeaseKeepAlive(
                 timeout=remaining, metadata=self._metadata(), wait_for_ready=True
@@ -585,8 +674,7 @@ class _EtcdWatch:
 
     async def _create(self) -> None:
         store = self.store
-        if store.options.user and store._token is None:
-            await store._authenticate(None, 10.0)
+        await store._ready(10.0)
         if self.next > 0:
             # etcd creates a watch on compacted history and cancels it only later:
             # a read at the start revision tells at once.
@@ -611,6 +699,11 @@ class _EtcdWatch:
             call.cancel()  # a token etcd forgot: a new one, and the watch again
             store._forget(token)
             return await self._create()
+        if response is not aio.EOF and response.canceled and "permission denied" in response.cancel_reason:
+            call.cancel()
+            raise StoreDenied(
+                f"etcd at {store.name} refused {store._who()} {_what('Watch', create, store._prefix)}"
+            )
         if response is aio.EOF or not response.created or response.canceled:
             call.cancel()
             reason = "" if response is aio.EOF else f" ({response.cancel_reason})"
@@ -699,6 +792,23 @@ class _EtcdWatch:
         self.store._watches.discard(self)
 
 
+def _what(method: str, request: Any, prefix: bytes) -> str:
+    """What a refused call was, for its sentence: "reading KEY", "a transaction", …"""
+    key = getattr(request, "key", b"") if request is not None else b""
+    shown = (key[len(prefix) :] if key.startswith(prefix) else key).decode(errors="replace")
+    verbs = {"Range": "reading", "Put": "writing", "DeleteRange": "deleting", "Watch": "watching"}
+    if method in verbs and shown:
+        return f"{verbs[method]} {shown}: its etcd roles do not allow it"
+    if method == "Txn":
+        return "a transaction: its etcd roles do not allow one of its keys"
+    return f"{method}: its etcd roles do not allow it"
+
+
+def _no_user(exc: aio.AioRpcError) -> bool:
+    """etcd's answer to a call without a token when its authentication is on."""
+    return exc.code() == grpc.StatusCode.INVALID_ARGUMENT and "user name is empty" in (exc.details() or "")
+
+
 def _is_auth(reason: str) -> bool:
     return "token" in reason or "auth" in reason
 
@@ -711,9 +821,11 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _target(endpoints: Sequence[tuple[str, int]]) -> str:
-    """One gRPC target for every member: `ipv4:A:P,B:Q` (names resolved once, here)."""
+def _target(endpoints: Sequence[tuple[str, int]]) -> tuple[str, bool]:
+    """One gRPC target for every member: `ipv4:A:P,B:Q` (names resolved once, here);
+    and whether every address a name resolved to is this machine's (loopback)."""
     addresses: list[str] = []
+    loopback = True
     for host, port in endpoints:
         if _is_ip(host):
             found = [host]
@@ -723,11 +835,23 @@ def _target(endpoints: Sequence[tuple[str, int]]) -> str:
             except OSError as exc:
                 raise StoreError(f"etcd endpoint {host}:{port}: cannot resolve it ({exc})") from None
             found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        loopback = loopback and bool(found) and all(_is_loopback(a) for a in found)
         addresses += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in found]
     six = any(a.startswith("[") for a in addresses)
     if six and not all(a.startswith("[") for a in addresses):
-        return "ipv4:" + ",".join(a for a in addresses if not a.startswith("["))
-    return ("ipv6:" if six else "ipv4:") + ",".join(addresses)
+        return "ipv4:" + ",".join(a for a in addresses if not a.startswith("[")), loopback
+    return ("ipv6:" if six else "ipv4:") + ",".join(addresses), loopback
+
+
+def _is_loopback(address: str) -> bool:
+    """127.0.0.0/8 and ::1, also written as an IPv4-mapped IPv6 address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 def _read(path: str | None) -> bytes | None:

@@ -7,9 +7,17 @@ from pathlib import Path
 
 
 def machine(
-    env: dict[str, str], tmp_path: Path, name: str, url: str, prefix: str, *, ttl: float | None = None
+    env: dict[str, str],
+    tmp_path: Path,
+    name: str,
+    url: str,
+    prefix: str,
+    *,
+    ttl: float | None = None,
+    insecure: bool = False,
 ) -> dict[str, str]:
-    """The environment of one machine: its id, its state dir, the shared etcd (and a lease TTL)."""
+    """The environment of one machine: its id, its state dir, the shared etcd (and a
+    lease TTL; `insecure`: an etcd off loopback without TLS or auth is accepted)."""
     made = {
         **env,
         "DSH_MACHINE_ID": name,
@@ -19,4 +27,6 @@ def machine(
     }
     if ttl is not None:
         made["DSH_LEASE_TTL"] = f"{ttl:g}"
+    if insecure:
+        made["DSH_INSECURE_STORE"] = "1"
     return made
