@@ -5,7 +5,7 @@
 #
 # It follows dsh's own argument parsing (dsh/cli/): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
-# ls, kill, rm, signal, key, serve) or SCRIPT, and every word after SCRIPT belongs
+# ls, kill, rm, signal, key, serve, admin) or SCRIPT, and every word after SCRIPT belongs
 # to the script (offered as file names). After `-c TEXT`, words beginning with `-`
 # are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
@@ -13,12 +13,14 @@
 # that fails), and `attach` also --take, `rm` also --older-than DURATION and
 # --dry-run (instead of a session); `key` completes `put` and `get`;
 # `serve` completes its options (--listen, --public-url, --cert, --key,
-# --header-timeout, --body-timeout, --max-connections).
+# --header-timeout, --body-timeout, --max-connections); `admin` completes
+# `init` (--yes), `show` (--json) and `user` (`add` NAME --service|--serve,
+# `rm` NAME --purge, `passwd` NAME).
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config --inventory --outdir"
 _dsh_opts_flag="--ask-pass --insecure-store --json --verbose --version --help"
-_dsh_subcommands="explain log attach ls run kill rm signal key serve"
+_dsh_subcommands="explain log attach ls run kill rm signal key serve admin"
 # The options of `serve`: each takes a value.
 _dsh_serve_opts="--listen --public-url --cert --key --header-timeout --body-timeout --max-connections"
 
@@ -89,8 +91,9 @@ _dsh() {
     # Walk the words before the cursor as dsh parses them.
     # state: opts (reading dsh options), text (-c given: its ARGS), run (after
     # `run`: dsh options again), sub (after another subcommand: $sub, with $nargs
-    # words after it), rest (after SCRIPT or --)
+    # words after it, $sub_args, that are not options), rest (after SCRIPT or --)
     local state=opts want_arg="" i word opt sub="" nargs=0 skip=0 flags="" store="" sub_opt=""
+    local -a sub_args=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
         if [[ -n $want_arg ]]; then
@@ -122,6 +125,7 @@ _dsh() {
             elif [[ $word == -* ]]; then
                 flags+=" ${word%%=*} "
             else
+                sub_args+=("$word")
                 ((nargs++))
             fi
             continue
@@ -235,6 +239,29 @@ _dsh() {
                     done
                     COMPREPLY=($(compgen -W "$offer" -- "$cur"))
                 fi
+                ;;
+            admin)
+                # admin init [--yes] | show [--json] | user add NAME [--service|--serve]
+                # | user rm NAME [--purge] | user passwd NAME
+                local flag offer="" flags_of=""
+                if [[ $cur == -* ]]; then
+                    case ${sub_args[0]}:${sub_args[1]} in
+                        init:) flags_of="--yes" ;;
+                        show:) flags_of="--json" ;;
+                        user:add) flags_of="--service --serve" ;; # one or the other
+                        user:rm) flags_of="--purge" ;;
+                    esac
+                    [[ $flags == *" --service "* || $flags == *" --serve "* ]] && flags_of=""
+                    for flag in $flags_of; do
+                        [[ $flags == *" $flag "* ]] || offer+=" $flag"
+                    done
+                elif ((nargs == 0)); then
+                    offer="init show user"
+                elif ((nargs == 1)) && [[ ${sub_args[0]} == user ]]; then
+                    offer="add rm passwd"
+                fi
+                # NAME: nothing to offer
+                COMPREPLY=($(compgen -W "$offer" -- "$cur"))
                 ;;
             attach | log | kill | rm | signal)
                 # signal SESSION NAME [VALUE]: the session, then nothing to offer

@@ -5,7 +5,7 @@
 #
 # It follows dsh's own argument parsing (dsh/cli/): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
-# ls, kill, rm, signal, key, serve) or SCRIPT, and every word after SCRIPT belongs
+# ls, kill, rm, signal, key, serve, admin) or SCRIPT, and every word after SCRIPT belongs
 # to the script (offered as file names). After `-c TEXT`, words beginning with `-`
 # are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
@@ -13,7 +13,9 @@
 # that fails), and `attach` also --take, `rm` also --older-than DURATION and
 # --dry-run (instead of a session); `key` completes `put` and `get`;
 # `serve` completes its options (--listen, --public-url, --cert, --key,
-# --header-timeout, --body-timeout, --max-connections).
+# --header-timeout, --body-timeout, --max-connections); `admin` completes
+# `init` (--yes), `show` (--json) and `user` (`add` NAME --service|--serve,
+# `rm` NAME --purge, `passwd` NAME).
 
 # The words before the cursor, without the command name.
 function __fish_dsh_tokens
@@ -39,8 +41,9 @@ end
 # Where the cursor is, as dsh parses the words before it: prints `opts` (dsh
 # reads its own options), `c` (the same, with -c given), `run` (after `run`,
 # dsh's options again), `sub NAME N` (after the subcommand NAME, with N
-# arguments other than options after it), `output` (after `log … --output`,
-# its ACTION and HOST) or `rest` (after SCRIPT, -c's first ARG or `--`).
+# arguments other than options after it; for `admin`, `sub admin N WORD…`
+# with those words), `output` (after `log … --output`, its ACTION and HOST)
+# or `rest` (after SCRIPT, -c's first ARG or `--`).
 function __fish_dsh_where
     set -l tokens (__fish_dsh_tokens)
     set -e tokens[1]
@@ -49,6 +52,7 @@ function __fish_dsh_where
     set -l in_run 0
     set -l sub
     set -l n 0
+    set -l args
     set -l skip 0
     for tok in $tokens
         if test -n "$sub"
@@ -58,6 +62,7 @@ function __fish_dsh_where
                 set skip 2 # log --output ACTION HOST
             else if not string match -q -- '-*' $tok
                 set n (math $n + 1)
+                test "$sub" = admin; and set -a args $tok
             end
             continue
         end
@@ -83,7 +88,7 @@ function __fish_dsh_where
                 else if string match -qr '^[hvA]*c' -- $cluster
                     set saw_c 1
                 end
-            case explain log attach ls kill rm signal key serve
+            case explain log attach ls kill rm signal key serve admin
                 if test $saw_c -eq 1 -o $in_run -eq 1
                     echo rest
                     return
@@ -103,7 +108,7 @@ function __fish_dsh_where
     if test -n "$sub" -a $skip -gt 0
         echo output
     else if test -n "$sub"
-        echo sub $sub $n
+        echo sub $sub $n $args
     else if test $in_run -eq 1
         echo run
     else if test $saw_c -eq 1
@@ -131,6 +136,15 @@ function __fish_dsh_after -a name max
     set -l where (string split ' ' -- (__fish_dsh_where))
     test "$where[1]" = sub -a "$where[2]" = $name; or return 1
     test -z "$max"; or test $where[3] -lt $max
+end
+
+# Succeeds after `admin` and words, options aside, that the glob $argv[1]
+# matches as one string ('' for none, 'user', 'user add*').
+function __fish_dsh_admin -a pattern
+    set -l where (string split ' ' -- (__fish_dsh_where))
+    test "$where[1]" = sub -a "$where[2]" = admin; or return 1
+    set -e where[1..3]
+    string match -q -- "$pattern" "$where"
 end
 
 # Succeeds after `rm --older-than` (with its duration or not).
@@ -203,6 +217,7 @@ complete -c dsh -n __fish_dsh_wants_subcommand -a rm -d 'Remove a session and it
 complete -c dsh -n __fish_dsh_wants_subcommand -a signal -d 'Send a session a signal that an await waits for'
 complete -c dsh -n __fish_dsh_wants_subcommand -a key -d 'Set or print a key of yours in the store'
 complete -c dsh -n __fish_dsh_wants_subcommand -a serve -d 'Take the POSTs that callbacks wait for, into the store'
+complete -c dsh -n __fish_dsh_wants_subcommand -a admin -d "Set up and show etcd's users and roles for dsh (as etcd's root)"
 
 # run [OPTIONS] [--detach] SCRIPT [ARGS…]: the options above, --detach, then files.
 complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process of its own; print the session name'
@@ -210,8 +225,9 @@ complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process
 # log SESSION [-f] [--json]
 # [--output ACTION HOST]; signal SESSION NAME [VALUE]; key put KEY VALUE | key get KEY;
 # serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]
-# [--header-timeout D] [--body-timeout D] [--max-connections N]: no files
-# (but after --cert and --key).
+# [--header-timeout D] [--body-timeout D] [--max-connections N];
+# admin init [--yes] | show [--json] | user add NAME [--service|--serve] |
+# user rm NAME [--purge] | user passwd NAME: no files (but after --cert and --key).
 complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
 complete -c dsh -n '__fish_dsh_after ls' -f -l all -d 'Also the sessions of single runs (dsh -c without --session)'
 complete -c dsh -n '__fish_dsh_after log' -f -l json -d 'One JSON object per journal entry'
@@ -229,4 +245,11 @@ complete -c dsh -n '__fish_dsh_after serve' -f -l body-timeout -x -a '10s\t"the 
 complete -c dsh -n '__fish_dsh_after serve' -f -l max-connections -x -d 'Connections open at once (default: 256)'
 complete -c dsh -n '__fish_dsh_after attach 1; or __fish_dsh_after log 1; or __fish_dsh_after kill 1; or __fish_dsh_after rm 1; or __fish_dsh_after signal 1' -f -a '(__fish_dsh_sessions)' -d Session
 complete -c dsh -n '__fish_dsh_after key 1' -f -a 'put\t"Set a key to a value" get\t"Print the value of a key"'
-complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key; or __fish_dsh_after serve' -f
+complete -c dsh -n "__fish_dsh_admin ''" -f -a 'init\t"Turn etcd\'s authentication on and make dsh\'s roles" show\t"Show the accounts, the database and the alarms" user\t"Add or remove an etcd user, or change its password"'
+complete -c dsh -n '__fish_dsh_admin user' -f -a 'add\t"Make a person\'s account (or a service\'s, or one for dsh serve)" rm\t"Remove a user, its role and its record" passwd\t"Give a user a new password"'
+complete -c dsh -n '__fish_dsh_admin init' -f -l yes -d 'Make the changes (without it, list them and exit 2)'
+complete -c dsh -n '__fish_dsh_admin show' -f -l json -d 'The facts as one JSON object'
+complete -c dsh -n '__fish_dsh_admin "user add*"; and not contains -- --service (__fish_dsh_tokens); and not contains -- --serve (__fish_dsh_tokens)' -f -l service -d "A service's account, not a person's"
+complete -c dsh -n '__fish_dsh_admin "user add*"; and not contains -- --service (__fish_dsh_tokens); and not contains -- --serve (__fish_dsh_tokens)' -f -l serve -d 'An account for dsh serve (its role only)'
+complete -c dsh -n '__fish_dsh_admin "user rm*"' -f -l purge -d "Also remove the user's tree of sessions and keys"
+complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key; or __fish_dsh_after serve; or __fish_dsh_after admin' -f

@@ -16,7 +16,7 @@ from dsh.errors import UsageError
 
 #: The subcommands, in the order the usage lists them (`dsh.cli.table` maps each
 #: to its handler; a test holds both, man/dsh.1 and the completions together).
-SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm", "signal", "key", "serve")
+SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm", "signal", "key", "serve", "admin")
 SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _STORE_URL = re.compile(r"local|sqlite:///.+|etcds?://[^/\s]+(?:/\S*)?")
 
@@ -33,7 +33,7 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
         usage="dsh [OPTIONS] [-c TEXT [ARGS…] | SCRIPT [ARGS…] | run [--detach] SCRIPT [ARGS…] | "
         "attach [--take] SESSION | ls | log SESSION | kill SESSION | rm SESSION|--older-than D | "
         "signal SESSION NAME [VALUE] | key put|get KEY [VALUE] | serve [--listen ADDR:PORT] | "
-        "explain TEXT|SCRIPT]",
+        "explain TEXT|SCRIPT | admin init|show|user …]",
         description="An interactive distributed shell: lines of remote actions, awaits and "
         "timeouts, compiled into bounded plans.",
         epilog="Subcommands: run [--detach] SCRIPT [ARGS] — run a script, or start it in a process "
@@ -48,7 +48,9 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
         "key put KEY VALUE | key get KEY — the keys `await key` waits for; "
         "serve [--listen ADDR:PORT] [--public-url URL] [--cert F --key F] [--header-timeout D] "
         "[--body-timeout D] [--max-connections N] — take the POSTs that `await callback` waits for; "
-        "explain TEXT|SCRIPT — show the compiled plan and its worst case. "
+        "explain TEXT|SCRIPT — show the compiled plan and its worst case; "
+        "admin init [--yes] | show [--json] | user add NAME [--service|--serve] | user rm NAME "
+        "[--purge] | user passwd NAME — etcd's users and roles for dsh (as etcd's root). "
         "Exit status: 0 all ok, 1 some outcome not ok, 2 usage or compile error, "
         "3 store unreachable or lease lost, 4 killed, 70 internal error, 130 interrupted, "
         "129/143 stopped by SIGHUP/SIGTERM. "

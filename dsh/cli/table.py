@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "signal": ("sessions", "signal"),
     "key": ("key", "key"),
     "serve": ("serve", "serve"),
+    "admin": ("admin", "admin"),
     "_executor": ("executor", "executor"),  # started by dsh itself (see dsh.daemon)
 }
 

@@ -66,10 +66,22 @@ class Wiring:
         return ttl
 
     def tree(self) -> Tree:
-        """Whose sessions and keys the command works on: the user's."""
-        from dsh.session.keys import user_name, user_tree
+        """Whose sessions and keys the command works on: the person's (on etcd with
+        a user, that etcd user's; else the OS user's)."""
+        from dsh.session.access import person_of
+        from dsh.session.keys import user_tree
 
-        return user_tree(user_name())
+        return user_tree(person_of(self.etcd_user()))
+
+    def etcd_user(self) -> str | None:
+        """The etcd user this invocation logs in as (None: not etcd, or no user)."""
+        from dsh.store import etcd_options
+
+        settings = self.settings
+        if not settings.store.startswith("etcd"):
+            return None
+        etcd = settings.config.etcd
+        return etcd_options(settings.store, settings.env, etcd, insecure=settings.insecure_store).user
 
     def session(self, store: Store) -> Session:
         """The session the settings name (or a new name), in `store`."""

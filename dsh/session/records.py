@@ -35,7 +35,8 @@ Text = str
 #: Format 2: the journal's `prompt` and `note` entries, `secret` bindings (issue 18).
 #: Format 3: copies: an intent's `copy`, a result's `copied` (issue 19).
 #: Format 4: a line's `hosts/RUN` record, an intent's `stdin` (issue 20).
-FORMAT = 4
+#: Format 5: `people/NAME` records (issue 21).
+FORMAT = 5
 
 
 class CorruptRecord(StoreError):
@@ -593,3 +594,18 @@ class Registration:
     url: str
     pid: int
     host: str
+
+
+# -- who is who on a shared etcd (dsh.session.access) -------------------------------
+
+
+@record
+class Person:
+    """`/dsh/v1/people/NAME`: etcd user NAME is one person's account (`kind`
+    "person") or a service's ("service"); written by `dsh admin` (etcd's root)."""
+
+    name: str
+    kind: str
+    #: When it was made (seconds since the epoch), and by which etcd user.
+    created: float
+    by: str

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dsh.errors import UsageError
 from dsh.store.base import Store
+
+if TYPE_CHECKING:
+    from dsh.store.etcd import EtcdOptions
 
 
 def open_store(
@@ -26,7 +30,16 @@ def open_store(
         path = default_path(env)
         state.private_dir(path.parent)  # the state directory, made or closed private
         return SqliteStore(path)
-    from dsh.store.etcd import EtcdStore, parse_url
+    from dsh.store.etcd import EtcdStore
+
+    return EtcdStore(etcd_options(url, env, etcd, insecure=insecure))
+
+
+def etcd_options(
+    url: str, env: Mapping[str, str], etcd: Mapping[str, str] | None = None, *, insecure: bool = False
+) -> EtcdOptions:
+    """An etcd URL's options, with the [etcd] settings and the DSH_ETCD_* variables."""
+    from dsh.store.etcd import parse_url
 
     settings = dict(etcd or {})
     for name in ("prefix", "ca", "cert", "key", "user", "password", "password_file"):
@@ -38,7 +51,7 @@ def open_store(
             password = Path(settings["password_file"]).read_text(encoding="utf-8").rstrip("\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{settings['password_file']}: cannot read the etcd password ({exc})") from None
-    options = parse_url(
+    return parse_url(
         url,
         ca=settings.get("ca"),
         cert=settings.get("cert"),
@@ -48,7 +61,6 @@ def open_store(
         prefix=settings.get("prefix"),
         insecure=insecure or insecure_asked(env) or settings.get("insecure") == "true",
     )
-    return EtcdStore(options)
 
 
 def insecure_asked(env: Mapping[str, str]) -> bool:

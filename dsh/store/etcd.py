@@ -114,6 +114,8 @@ class EtcdOptions:
     prefix: bytes = b""
     #: The operator accepts an etcd off this machine without TLS or authentication.
     insecure: bool = False
+    #: Authentication off is no refusal (for `dsh admin init`, which turns it on).
+    auth_off_ok: bool = False
 
 
 @record
@@ -287,7 +289,7 @@ class EtcdStore:
     def _auth_off(self) -> None:
         """etcd said its authentication is off: go on without a token on this machine
         or when the operator accepted it, else refuse."""
-        if not (self._loopback or self.options.insecure):
+        if not (self._loopback or self.options.insecure or self.options.auth_off_ok):
             raise InsecureStore(
                 f"etcd at {self.name} has authentication off: anyone who can reach it can read every "
                 "session and run commands with any dsh user's access (put a line into their sessions). "

@@ -31,6 +31,7 @@ from aetcd import rpc
 
 from dsh.errors import StoreError, UsageError
 from dsh.record import record
+from dsh.store.base import prefix_end
 from dsh.store.etcd import EtcdFailed, EtcdOptions, EtcdStore
 
 PermissionKind = Literal["read", "write", "readwrite"]
@@ -253,6 +254,16 @@ class EtcdAuth:
             if not _answered(exc, "authentication is not enabled"):
                 raise
         self.store.recheck()
+
+    async def keys_outside(self, inside: bytes, *, timeout: float) -> int:
+        """How many keys etcd holds outside the store's keys under `inside` (other
+        applications', other installations'): what turning auth on concerns too."""
+        every = rpc.RangeRequest(key=b"\x00", range_end=b"\x00", count_only=True)
+        raw = self.store.raw_key(inside)
+        ours = rpc.RangeRequest(key=raw, range_end=prefix_end(raw), count_only=True)
+        total = await self.store.unary("KV", "Range", every, timeout=timeout, retry=True)
+        held = await self.store.unary("KV", "Range", ours, timeout=timeout, retry=True)
+        return int(total.count) - int(held.count)
 
     # -- the members -----------------------------------------------------------------
 

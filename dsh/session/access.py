@@ -1,0 +1,235 @@
+"""Who may do what on a shared etcd (issue 21): persons, their trees, and the
+etcd roles that enforce it. `dsh admin` (dsh.cli.admin) is its command line.
+
+Separation is etcd's own: each person is an etcd user whose role reads and
+writes that person's tree only, so that nobody else can read their bindings or
+journal, put a line into their sessions, or stop or take them over. The roles,
+each permission a prefix that ends at a "/" (user `al` gets nothing of
+`alice`'s), with R = the store's prefix and /dsh/v1/:
+
+    dsh{P}/user        READ R serve/, READ R people/       every person and service account
+    dsh{P}/u/NAME      READWRITE R u/NAME/                 NAME: their tree
+    dsh{P}/serve       READWRITE R serve/                  accounts of `dsh serve`
+
+P is the store's prefix ("" or "/team-a"), so that two dsh installations in one
+etcd keep roles of their own. `R people/NAME` (Person, written by root only)
+says that an etcd user is a person's (or a service's) account.
+
+A person's tree is that of the etcd user dsh logs in as (`person_of`); with no
+etcd user, the OS user's, as before issue 21.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from dsh.errors import UsageError
+from dsh.record import record
+from dsh.session import codec
+from dsh.session.keys import KEY_ROOT, SERVERS, user_name
+from dsh.session.records import Person
+from dsh.store.base import prefix_end
+from dsh.store.etcd import EtcdStore
+from dsh.store.etcdauth import EtcdAuth, Permission
+
+#: The name of a person, a service account or a team: what an etcd user (and a
+#: key path) may be named by dsh admin.
+NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+#: Where each person's record is kept.
+PEOPLE = KEY_ROOT + b"people/"
+#: etcd's own all-powerful role and user.
+ROOT = "root"
+
+
+def checked_name(name: str, what: str = "a person") -> str:
+    """`name`, when it can name `what` (an etcd user or a team made by dsh admin)."""
+    if name == ROOT:
+        raise UsageError(f"{name!r} cannot name {what}: it is etcd's administrator")
+    if name.startswith("dsh") or not NAME.fullmatch(name):
+        raise UsageError(
+            f"{name!r} cannot name {what}: lower-case letters, digits, '_', '.', '-', "
+            "starting with a letter or '_', at most 32, and not starting with 'dsh'"
+        )
+    return name
+
+
+def person_key(name: str) -> bytes:
+    return PEOPLE + name.encode()
+
+
+def person_of(etcd_user: str | None) -> str:
+    """Whose tree a dsh process works in: its etcd user's, else its OS user's."""
+    if etcd_user is None:
+        return user_name()
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", etcd_user):
+        raise UsageError(
+            f"etcd user {etcd_user!r} cannot name a tree of dsh's (letters, digits, '_', '.', '-')"
+        )
+    return etcd_user
+
+
+def _under(key: bytes, kind: str = "readwrite") -> Permission:
+    return Permission(kind, key, prefix_end(key))  # type: ignore[arg-type]
+
+
+class Roles:
+    """The names and permissions of dsh's roles, for one store prefix."""
+
+    def __init__(self, store_prefix: bytes) -> None:
+        self.tag = "dsh" + store_prefix.decode()
+
+    @property
+    def user(self) -> str:
+        return f"{self.tag}/user"
+
+    @property
+    def serve(self) -> str:
+        return f"{self.tag}/serve"
+
+    def person(self, name: str) -> str:
+        return f"{self.tag}/u/{name}"
+
+    def permissions(self, role: str) -> list[Permission]:
+        if role == self.user:
+            return [_under(SERVERS, "read"), _under(PEOPLE, "read")]
+        if role == self.serve:
+            return [_under(SERVERS)]
+        name = role.removeprefix(self.tag + "/u/")
+        return [_under(KEY_ROOT + f"u/{name}/".encode())]
+
+
+@record
+class Account:
+    """An etcd user as dsh admin sees it: `kind` person, service, serve (an account
+    of dsh serve), root, or other (not made by dsh admin)."""
+
+    name: str
+    kind: str
+    roles: tuple[str, ...]
+
+
+class Admin:
+    """dsh admin's work on one etcd store, as its root user (or, for `accounts`
+    and `whoami`, any user)."""
+
+    def __init__(self, store: EtcdStore, timeout: float) -> None:
+        self.store = store
+        self.auth = EtcdAuth(store)
+        self.roles = Roles(store.raw_key(b""))
+        self.timeout = timeout
+
+    # -- init --------------------------------------------------------------------------
+
+    async def auth_on(self) -> bool:
+        """Whether etcd's authentication is on (asked with this handle's user)."""
+        await self.auth.status(timeout=self.timeout)  # any user may ask it: it logs in first
+        return bool(self.store.security.auth)
+
+    async def init_changes(self) -> list[str]:
+        """What `dsh admin init` would change, in sentences (none: nothing to do)."""
+        t = self.timeout
+        changes: list[str] = []
+        on = await self.auth_on()
+        users = await self.auth.users(timeout=t)
+        roles = await self.auth.roles(timeout=t)
+        if ROOT not in users:
+            changes.append("etcd user root is made, with the password dsh logs in with, and role root")
+        for role in (self.roles.user, self.roles.serve):
+            if role not in roles or not await self._has_permissions(role):
+                changes.append(f"role {role} is made: {_said(self.roles.permissions(role))}")
+        if not on:
+            outside = await self.auth.keys_outside(KEY_ROOT, timeout=t)
+            others = f" (other applications too: {outside} keys outside dsh's)" if outside else ""
+            changes.append(
+                "authentication goes on: every client of this etcd" + others + " will need a user and "
+                "password, and etcd's anonymous access ends"
+            )
+        return changes
+
+    async def _has_permissions(self, role: str) -> bool:
+        held = await self.auth.role_permissions(role, timeout=self.timeout) or []
+        return all(p in held for p in self.roles.permissions(role))
+
+    async def init(self, password: str) -> None:
+        """Make root (if missing), dsh's roles, and turn authentication on."""
+        t = self.timeout
+        if await self.auth.user_add(ROOT, password, timeout=t) or ROOT not in (
+            await self.auth.user_roles(ROOT, timeout=t) or ()
+        ):
+            await self.auth.grant_role(ROOT, ROOT, timeout=t)
+        for role in (self.roles.user, self.roles.serve):
+            await self._role(role)
+        await self.auth.enable(timeout=t)
+        if not await self.auth_on():
+            raise UsageError("etcd's authentication did not come on: see etcd's log")
+
+    async def _role(self, role: str) -> None:
+        await self.auth.role_add(role, timeout=self.timeout)
+        held = await self.auth.role_permissions(role, timeout=self.timeout) or []
+        for permission in self.roles.permissions(role):
+            if permission not in held:
+                await self.auth.grant(role, permission, timeout=self.timeout)
+
+    # -- users -------------------------------------------------------------------------
+
+    async def add_user(self, name: str, password: str, kind: str, by: str) -> bool:
+        """Add etcd user `name` with its roles: a person's or a service's tree, or
+        the serve role. False when the user was there (its password left alone)."""
+        t = self.timeout
+        made = await self.auth.user_add(name, password, timeout=t)
+        if kind == "serve":
+            await self._role(self.roles.serve)
+            await self.auth.grant_role(name, self.roles.serve, timeout=t)
+            return made
+        role = self.roles.person(name)
+        await self._role(role)
+        await self._role(self.roles.user)
+        await self.auth.grant_role(name, role, timeout=t)
+        await self.auth.grant_role(name, self.roles.user, timeout=t)
+        person = Person(name=name, kind=kind, created=time.time(), by=by)
+        await self.store.put(person_key(name), codec.dumps(person), timeout=t)
+        return made
+
+    async def remove_user(self, name: str, *, purge: bool) -> bool:
+        """Remove etcd user `name` (its tokens die at once), its role and record;
+        with `purge`, its tree too. False when there was no such user."""
+        t = self.timeout
+        gone = await self.auth.user_delete(name, timeout=t)
+        await self.auth.role_delete(self.roles.person(name), timeout=t)
+        await self.store.delete(person_key(name), timeout=t)
+        if purge:
+            await self.store.delete(KEY_ROOT + f"u/{name}/".encode(), prefix=True, timeout=t)
+        return gone
+
+    async def passwd(self, name: str, password: str) -> None:
+        if await self.auth.user_roles(name, timeout=self.timeout) is None:
+            raise UsageError(f"etcd has no user {name!r}")
+        await self.auth.user_passwd(name, password, timeout=self.timeout)
+
+    async def accounts(self) -> list[Account]:
+        """Every etcd user, told apart by dsh's records and roles."""
+        t = self.timeout
+        people: dict[str, str] = {}
+        held, _ = await self.store.range(PEOPLE, timeout=t)
+        for kv in held:
+            record_ = codec.readable(Person, kv)
+            if record_ is not None:
+                people[record_.name] = record_.kind
+        found: list[Account] = []
+        for name in await self.auth.users(timeout=t):
+            roles = await self.auth.user_roles(name, timeout=t) or ()
+            if name == ROOT:
+                kind = "root"
+            elif name in people:
+                kind = people[name]
+            elif self.roles.serve in roles:
+                kind = "serve"
+            else:
+                kind = "other"
+            found.append(Account(name, kind, tuple(roles)))
+        return found
+
+
+def _said(permissions: list[Permission]) -> str:
+    return ", ".join(f"{p.kind} {p.key.decode(errors='replace')}" for p in permissions)

@@ -1,0 +1,212 @@
+"""`dsh admin` (issue 21): etcd's authentication turned on and dsh's roles made,
+people added with a tree each that nobody else can read or write, passwords
+changed and users removed, against a real etcd with auth on."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dsh.store.base import StoreDenied
+from dsh.store.etcd import EtcdStore, parse_url
+from tests.etcd import ROOT_PASSWORD, Etcd, etcdctl
+
+T = 10.0
+ALICE_PW = "alice-pw-7f3e"
+BOB_PW = "bob-pw-91aa"
+
+
+def as_user(env: dict[str, str], server: Etcd, user: str | None, password: str | None) -> dict[str, str]:
+    """The environment of a dsh that logs into `server` as `user`."""
+    made = {**env, "DSH_STORE": server.url}
+    if user is not None:
+        made["DSH_STORE"] = f"etcd://{user}@{server.endpoints}"
+        made["DSH_ETCD_PASSWORD"] = password or ""
+    return made
+
+
+@pytest.fixture
+def fresh() -> Iterator[Etcd]:
+    server = Etcd(extra=["--bcrypt-cost", "4"]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Etcd]:
+    """etcd with auth on (root with ROOT_PASSWORD), set up by dsh admin in the first test."""
+    server = Etcd(auth=True).start()
+    yield server
+    server.stop()
+
+
+def test_init_lists_what_changes_then_turns_authentication_on(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], fresh: Etcd
+) -> None:
+    endpoint = fresh.members[0].endpoint
+    etcdctl(endpoint, "put", "/other/app", "x")  # another application's key
+    root = as_user(env, fresh, "root", ROOT_PASSWORD)
+    asked = run_dsh(["admin", "init"], env_extra=root)
+    assert asked.returncode == 2 and "run it again with --yes" in asked.stderr
+    assert "authentication goes on" in asked.stdout and "1 keys outside dsh's" in asked.stdout
+    assert "etcd user root is made" in asked.stdout and "role dsh/user is made" in asked.stdout
+    assert etcdctl(endpoint, "get", "/other/app").strip().endswith("x")  # nothing changed yet
+
+    done = run_dsh(["admin", "init", "--yes"], env_extra=root)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(RuntimeError, match="user name is empty"):  # anonymous access has ended
+        etcdctl(endpoint, "get", "/other/app")
+    again = run_dsh(["admin", "init"], env_extra=root)
+    assert (again.returncode, again.stderr) == (0, "")
+    assert "is set up for dsh" in again.stdout
+    anonymous = run_dsh(["ls"], env_extra=as_user(env, fresh, None, None))
+    assert anonymous.returncode == 2 and "give your etcd user and password" in anonymous.stderr
+
+
+def test_each_person_has_a_tree_nobody_else_reads_or_writes(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], guarded: Etcd, tmp_path: Path
+) -> None:
+    root = as_user(env, guarded, "root", ROOT_PASSWORD)
+    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
+    for name, password in (("alice", ALICE_PW), ("bob", BOB_PW)):
+        made = run_dsh(["admin", "user", "add", name], env_extra={**root, "DSH_ADMIN_PASSWORD": password})
+        assert made.returncode == 0, made.stderr
+        assert f"etcd user {name} made: a person's account; their tree is u/{name}/" in made.stdout
+    alice = {**as_user(env, guarded, "alice", ALICE_PW), "DSH_LEASE_TTL": "2"}
+    (tmp_path / "s.dsh").write_text('echo started\nsecret = echo bound-by-alice\nsleep 2s\necho finished\n')
+    started = run_dsh(["run", "--detach", "--session", "al", "s.dsh"], env_extra=alice)
+    assert started.returncode == 0, started.stderr
+    assert etcdctl(guarded.endpoints, "get", "--keys-only", "/dsh/v1/u/alice/s/al/meta", user="root").strip()
+
+    async def attack() -> list[str]:
+        bob = EtcdStore(parse_url(guarded.url, user="bob", password=BOB_PW))
+        refused: list[str] = []
+        attempts: list[tuple[str, Callable[[], object]]] = [
+            ("read her bindings", lambda: bob.get(b"/dsh/v1/u/alice/s/al/bind/secret", timeout=T)),
+            ("read her journal", lambda: bob.range(b"/dsh/v1/u/alice/s/al/j/", timeout=T)),
+            ("read her secret", lambda: bob.get(b"/dsh/v1/u/alice/s/al/secret", timeout=T)),
+            ("put a line", lambda: bob.put(b"/dsh/v1/u/alice/s/al/ctl/in/00000009", b"{}", timeout=T)),
+            ("kill it", lambda: bob.put(b"/dsh/v1/u/alice/s/al/kill", b"{}", timeout=T)),
+            ("take it over", lambda: bob.delete(b"/dsh/v1/u/alice/s/al/owner", timeout=T)),
+            ("watch her tree", lambda: bob.watch(b"/dsh/v1/u/alice/", start_revision=0, timeout=T)),
+            ("call himself a person", lambda: bob.put(b"/dsh/v1/people/bob", b"{}", timeout=T)),
+            ("register a server", lambda: bob.put(b"/dsh/v1/serve/evil", b"{}", timeout=T)),
+            ("reach her as al", lambda: bob.get(b"/dsh/v1/u/al", timeout=T)),
+        ]
+        try:
+            for what, attempt in attempts:
+                try:
+                    await attempt()  # type: ignore[misc]
+                except StoreDenied:
+                    refused.append(what)
+            await bob.put(b"/dsh/v1/u/bob/keys/mine", b"ok", timeout=T)  # his own tree is his
+        finally:
+            await bob.close()
+        return refused
+
+    import asyncio
+
+    refused = asyncio.run(attack())
+    assert refused == [
+        "read her bindings",
+        "read her journal",
+        "read her secret",
+        "put a line",
+        "kill it",
+        "take it over",
+        "watch her tree",
+        "call himself a person",
+        "register a server",
+        "reach her as al",
+    ]
+    bob = as_user(env, guarded, "bob", BOB_PW)
+    assert "al" not in run_dsh(["ls"], env_extra=bob).stdout  # his ls is his tree
+    denied = run_dsh(["log", "al"], env_extra=bob)
+    assert denied.returncode == 2 and "no session" in denied.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # alice's session runs on, unaffected
+        log = run_dsh(["log", "al"], env_extra=alice)
+        if "finished" in log.stdout and "running" not in run_dsh(["ls"], env_extra=alice).stdout:
+            break
+        time.sleep(0.3)
+    assert log.stdout.count("finished") >= 1 and log.stdout.count("started") >= 1
+    shown = run_dsh(["admin", "show", "--json"], env_extra=root)
+    assert shown.returncode == 0, shown.stderr
+    facts = json.loads(shown.stdout)
+    kinds = {a["name"]: a["kind"] for a in facts["accounts"]}
+    assert kinds == {"root": "root", "alice": "person", "bob": "person"}
+    assert facts["auth"] is True and facts["quota"] > 0 and facts["db_size"] > 0
+    text = run_dsh(["admin", "show"], env_extra=root).stdout
+    assert "authentication on" in text and " quota (" in text and "alarms: none" in text
+    mine = run_dsh(["admin", "show"], env_extra=bob)
+    assert mine.returncode == 0 and "you are etcd user bob, with roles: dsh/u/bob, dsh/user" in mine.stdout
+
+
+def test_a_new_password_or_a_removed_user_is_refused_at_once(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], guarded: Etcd
+) -> None:
+    root = as_user(env, guarded, "root", ROOT_PASSWORD)
+    add = run_dsh(["admin", "user", "add", "carol"], env_extra={**root, "DSH_ADMIN_PASSWORD": "old-pw"})
+    assert add.returncode == 0, add.stderr
+    assert (
+        run_dsh(["key", "put", "k", "v"], env_extra=as_user(env, guarded, "carol", "old-pw")).returncode == 0
+    )
+    changed = run_dsh(
+        ["admin", "user", "passwd", "carol"], env_extra={**root, "DSH_ADMIN_PASSWORD": "new-pw"}
+    )
+    assert changed.returncode == 0, changed.stderr
+    old = run_dsh(["key", "get", "k"], env_extra=as_user(env, guarded, "carol", "old-pw"))
+    assert old.returncode == 2 and "refused user carol's password" in old.stderr
+    new = run_dsh(["key", "get", "k"], env_extra=as_user(env, guarded, "carol", "new-pw"))
+    assert (new.returncode, new.stdout) == (0, "v\n")
+    removed = run_dsh(["admin", "user", "rm", "carol", "--purge"], env_extra=root)
+    assert removed.returncode == 0 and "Watches they hold open go on" in removed.stdout
+    gone = run_dsh(["key", "get", "k"], env_extra=as_user(env, guarded, "carol", "new-pw"))
+    assert gone.returncode == 2 and "refused user carol's password" in gone.stderr
+    assert run_dsh(["admin", "user", "rm", "carol"], env_extra=root).returncode == 1  # no such user now
+    assert (
+        etcdctl(guarded.endpoints, "get", "--prefix", "/dsh/v1/u/carol/", user="root").strip() == ""
+    )  # purged
+    assert etcdctl(guarded.endpoints, "get", "/dsh/v1/people/carol", user="root").strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "said"),
+    [
+        (["user", "add", "root"], {"DSH_ADMIN_PASSWORD": "x"}, "'root' cannot name a person"),
+        (["user", "add", "a/b"], {"DSH_ADMIN_PASSWORD": "x"}, "'a/b' cannot name a person"),
+        (["user", "add", "dshsvc"], {"DSH_ADMIN_PASSWORD": "x"}, "not starting with 'dsh'"),
+        (["user", "add", "dave"], {"DSH_ADMIN_PASSWORD": ""}, "needs a password that is not empty"),
+        (["user", "add", "dave"], {}, "give etcd user dave's password in DSH_ADMIN_PASSWORD"),
+        (["user", "add", "dave", "--service", "--serve"], {"DSH_ADMIN_PASSWORD": "x"}, "not both"),
+        (["user", "frob"], {}, "admin takes: dsh admin init"),
+    ],
+)
+def test_bad_names_and_passwords_are_refused_before_etcd_is_asked(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], guarded: Etcd, args: list[str], extra: dict[str, str], said: str
+) -> None:
+    r = run_dsh(["admin", *args], env_extra={**as_user(env, guarded, "root", ROOT_PASSWORD), **extra})
+    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr
+
+
+def test_only_root_administers_and_no_password_is_kept(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], guarded: Etcd, tmp_path: Path
+) -> None:
+    root = as_user(env, guarded, "root", ROOT_PASSWORD)
+    made = run_dsh(
+        ["admin", "user", "add", "erin"], env_extra={**root, "DSH_ADMIN_PASSWORD": "erin-Secret-77"}
+    )
+    assert made.returncode == 0, made.stderr
+    erin = {**as_user(env, guarded, "erin", "erin-Secret-77"), "DSH_ADMIN_PASSWORD": "x"}
+    refused = run_dsh(["admin", "user", "add", "frank"], env_extra=erin)
+    assert refused.returncode == 2 and "runs as etcd's root user (you log in as erin)" in refused.stderr
+    local = run_dsh(["admin", "show"], env_extra={"DSH_STORE": "local"})
+    assert local.returncode == 2 and "give --store etcd" in local.stderr
+    everything = etcdctl(guarded.endpoints, "get", "--prefix", "", user="root")
+    assert "erin-Secret-77" not in everything and ALICE_PW not in everything
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.log"))
+    assert "erin-Secret-77" not in logs
