@@ -77,7 +77,7 @@ def test_each_person_has_a_tree_nobody_else_reads_or_writes(  # type: ignore[no-
         assert made.returncode == 0, made.stderr
         assert f"etcd user {name} made: a person's account; their tree is u/{name}/" in made.stdout
     alice = {**as_user(env, guarded, "alice", ALICE_PW), "DSH_LEASE_TTL": "2"}
-    (tmp_path / "s.dsh").write_text('echo started\nsecret = echo bound-by-alice\nsleep 2s\necho finished\n')
+    (tmp_path / "s.dsh").write_text("echo started\nsecret = echo bound-by-alice\nsleep 2s\necho finished\n")
     started = run_dsh(["run", "--detach", "--session", "al", "s.dsh"], env_extra=alice)
     assert started.returncode == 0, started.stderr
     assert etcdctl(guarded.endpoints, "get", "--keys-only", "/dsh/v1/u/alice/s/al/meta", user="root").strip()
