@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING
 
 from dsh.errors import UsageError
 from dsh.record import record
@@ -30,8 +31,10 @@ from dsh.session import codec
 from dsh.session.keys import KEY_ROOT, SERVERS, user_name
 from dsh.session.records import Person
 from dsh.store.base import prefix_end
-from dsh.store.etcd import EtcdStore
-from dsh.store.etcdauth import EtcdAuth, Permission
+
+if TYPE_CHECKING:  # gRPC is loaded by Admin alone: whose tree a process works in needs none
+    from dsh.store.etcd import EtcdStore
+    from dsh.store.etcdauth import Permission
 
 #: The name of a person, a service account or a team: what an etcd user (and a
 #: key path) may be named by dsh admin.
@@ -70,6 +73,8 @@ def person_of(etcd_user: str | None) -> str:
 
 
 def _under(key: bytes, kind: str = "readwrite") -> Permission:
+    from dsh.store.etcdauth import Permission
+
     return Permission(kind, key, prefix_end(key))  # type: ignore[arg-type]
 
 
@@ -114,6 +119,8 @@ class Admin:
     and `whoami`, any user)."""
 
     def __init__(self, store: EtcdStore, timeout: float) -> None:
+        from dsh.store.etcdauth import EtcdAuth
+
         self.store = store
         self.auth = EtcdAuth(store)
         self.roles = Roles(store.raw_key(b""))

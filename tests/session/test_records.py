@@ -220,6 +220,10 @@ SAMPLES: list[tuple[object, bytes]] = [
         r.Registration("http://h:8080", 99, "h"),
         b'{"url": "http://h:8080", "pid": 99, "host": "h"}',
     ),
+    (
+        r.Person("alice", "person", 1796497990.5, "root"),
+        b'{"name": "alice", "kind": "person", "created": 1796497990.5, "by": "root"}',
+    ),
 ]
 
 
@@ -466,12 +470,12 @@ def test_records_a_value_that_is_no_json_object_is_a_corrupt_record_naming_its_k
     assert caught.value.message.startswith(f"corrupt record /dsh/v1/u/u/s/s1/owner: {problem}")
 
 
-@pytest.mark.parametrize("version", [5, 99])
+@pytest.mark.parametrize("version", [r.FORMAT + 1, 99])
 def test_records_a_record_of_a_newer_format_is_refused_naming_key_and_both_formats(version: int) -> None:
     raw = b'{"v": %d, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}' % version
     with pytest.raises(r.NewerRecord) as refused:
         codec.loads(r.Owner, raw, key=KEY)
-    said = f"written by a newer dsh (format {version} > 4); upgrade dsh to read it"
+    said = f"written by a newer dsh (format {version} > {r.FORMAT}); upgrade dsh to read it"
     assert str(refused.value) == f"corrupt record {KEY.decode()}: {said}"
     assert refused.value.exit_code == 3
     with pytest.raises(r.CorruptRecord, match="field 'v' is not a format number"):
@@ -557,7 +561,7 @@ def test_records_an_optional_fields_absence_gives_its_documented_default() -> No
         assert {name: getattr(record, name) for name in defaults} == defaults, kind
     # A default of None is also not written: the record reads back as it was written.
     owner = r.Owner("m", 1, 1.0)
-    assert codec.dumps(owner) == b'{"v": 4, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}'
+    assert codec.dumps(owner) == b'{"v": %d, "machine": "m", "pid": 1, "since": 1.0, "ttl": 5.0}' % r.FORMAT
 
 
 def test_records_a_text_field_keeps_bytes_that_are_not_utf8_exactly() -> None:
