@@ -1,6 +1,6 @@
 """`dsh serve`: accepts the POSTs that callbacks wait for, and writes them into the store.
 
-    POST /cb/TOKEN   (a body of at most 64 KiB, with a Content-Length or chunked)
+    POST /cb/u/NAME/TOKEN   (a body of at most 64 KiB, with a Content-Length or chunked)
         202  accepted: the waiting `await callback` goes on with the body
         404  no such callback (a wrong or forged token)
         409  the callback was used already: each is accepted once
@@ -17,10 +17,14 @@ hold: its head (16 KiB, 100 headers), its body, the time for each, and the
 connections open at once. `Expect: 100-continue` is answered before the body
 is read, or refused (404/409/410/413) without reading it.
 
-A callback is `/dsh/v1/cb/TOKEN` in the store (a `Callback` of
+A callback is `/dsh/v1/cb/u/NAME/TOKEN` in the store (a `Callback` of
 dsh.session.records: {"user", "session", "action", "host", "deadline"}), made by
-the executor that waits for it. Accepting it is one transaction: the callback
-exists, its `/event` does not, then the event is put. So any number of `dsh
+the executor that waits for it, in its session's tree. Accepting it is one
+transaction: the callback exists, its event (`/dsh/v1/ev/u/NAME/TOKEN`) does
+not, then the event is put. On an etcd with authentication on, `dsh serve`
+logs in with an account made for it (`dsh admin user add NAME --serve`),
+whose role reads callbacks, writes events and registers servers, and reads
+nothing else. So any number of `dsh
 serve` instances can run against one store, and a callback is accepted once
 whichever of them gets the POST. Each instance says where it is reachable in
 `/dsh/v1/serve/ID` (a `Registration`: {"url", "pid", "host"}, on a lease of its
@@ -47,9 +51,9 @@ from dsh.lang.durations import format_duration
 from dsh.render import json_line
 from dsh.session.callbacks import STORE_TIMEOUT, TOKEN, accept, check
 from dsh.session.codec import dumps
-from dsh.session.keys import SERVERS
+from dsh.session.keys import SERVERS, parse_callback_path
 from dsh.session.records import Registration
-from dsh.store.base import LeaseNotFound, Store
+from dsh.store.base import LeaseNotFound, Store, StoreDenied
 
 if TYPE_CHECKING:  # h11 is imported when a server runs
     import h11
@@ -131,6 +135,11 @@ class Server:
         #: (at most as many as `connections`: beyond, they are closed at once).
         self._refused = 0
 
+    @property
+    def _key(self) -> bytes:
+        """Where this server says where it is reachable."""
+        return SERVERS + self.id.encode()
+
     async def run(self, ready: asyncio.Event | None = None) -> None:
         make_room_for(self.limits.connections)
         server = await asyncio.start_server(self._handle, self.host, self.port)  # TLS: in _head
@@ -141,9 +150,15 @@ class Server:
             self.public_url = f"{'https' if self.tls else 'http'}://{host}:{port}"
         lease = await self.store.grant(REGISTRATION_TTL, timeout=STORE_TIMEOUT)
         registered = dumps(Registration(self.public_url, os.getpid(), socket.gethostname()))
-        await self.store.put(SERVERS + self.id.encode(), registered, lease=lease.id, timeout=STORE_TIMEOUT)
+        try:
+            await self.store.put(self._key, registered, lease=lease.id, timeout=STORE_TIMEOUT)
+        except StoreDenied:
+            raise StoreDenied(
+                f"{self.store.name} refused to register this server: dsh serve needs an etcd account "
+                "made for it (dsh admin user add NAME --serve); a person's account may not register servers"
+            ) from None
         print(
-            f"dsh serve: callbacks at {self.public_url}/cb/TOKEN (listening on {self.host}:{port})",
+            f"dsh serve: callbacks at {self.public_url}/cb/u/NAME/TOKEN (listening on {self.host}:{port})",
             flush=True,
         )
         if ready is not None:
@@ -157,9 +172,7 @@ class Server:
                     except LeaseNotFound:  # gone in a long store outage: register again
                         with contextlib.suppress(StoreError, TimeoutError):
                             lease = await self.store.grant(REGISTRATION_TTL, timeout=STORE_TIMEOUT)
-                            await self.store.put(
-                                SERVERS + self.id.encode(), registered, lease=lease.id, timeout=STORE_TIMEOUT
-                            )
+                            await self.store.put(self._key, registered, lease=lease.id, timeout=STORE_TIMEOUT)
                     except (StoreError, TimeoutError):
                         pass
         finally:
@@ -284,8 +297,10 @@ class Server:
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
         if path == "/health":
             return _Answer(200, "ok")
-        if not path.startswith("/cb/"):
+        where = parse_callback_path(path[len("/cb/") :]) if path.startswith("/cb/") else None
+        if where is None:
             return _Answer(404, "no such callback")
+        tree, token = where
         if request.method != b"POST":
             return _Answer(405, "a callback takes a POST")
         length = _header(request, b"content-length")
@@ -297,9 +312,8 @@ class Server:
         too_large = _Answer(413, f"a callback's body is at most {limits.body_bytes} bytes")
         if length is not None and int(length) > limits.body_bytes:  # h11 took only digits
             return too_large
-        token = path[len("/cb/") :]
         if conn.they_are_waiting_for_100_continue:  # say now whether the body is wanted
-            refused = await check(self.store, token)
+            refused = await check(self.store, tree, token)
             if refused is not None:
                 return _Answer(*refused)
             writer.write(
@@ -327,7 +341,7 @@ class Server:
         except h11.RemoteProtocolError as exc:
             return _malformed(exc, limits)
         peer = str(writer.get_extra_info("peername", ("?",))[0])
-        return _Answer(*await accept(self.store, token, bytes(body), peer))
+        return _Answer(*await accept(self.store, tree, token, bytes(body), peer))
 
     async def _linger(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float

@@ -224,15 +224,21 @@ class LiveSteps:
         shared_host = None if stage.kind == "signal" else host
         look, what = looker(stage.kind, args, remote, wiring.events, action, shared_host, deadline)
         wait = wait_for_event(clock, deadline, stage.every, look, timed_out(what, stage.timeout))
-        if stage.kind == "signal" and host is not None:  # one wait, and one signal, for every host
-            arrived = await shared.wait(step, wait)
+        try:
+            if stage.kind == "signal" and host is not None:  # one wait, and one signal, for every host
+                arrived = await shared.wait(step, wait)
+            else:
+                arrived = await wait
+        except CallbackError as exc:  # a URL that is no callback of this session: no wait helps
+            arrived = Arrived(False, "", exc.message)
+            refused = True
         else:
-            arrived = await wait
+            refused = False
         seconds = clock.monotonic() - started
         if arrived.ok:
             ended = Exec(Outcome.OK, 0, seconds)
         else:
-            ended = Exec(Outcome.TIMEOUT, None, seconds, arrived.message)
+            ended = Exec(Outcome.FAILED if refused else Outcome.TIMEOUT, None, seconds, arrived.message)
         value = to_bytes(arrived.value)
         await wiring.recorder.result(
             ActionResult(action, host, ended.outcome, ended.exit_status, seconds, ended.message, value, b"")

@@ -8,8 +8,15 @@ each permission a prefix that ends at a "/" (user `al` gets nothing of
 `alice`'s), with R = the store's prefix and /dsh/v1/:
 
     dsh{P}/user        READ R serve/, READ R people/       every person and service account
-    dsh{P}/u/NAME      READWRITE R u/NAME/                 NAME: their tree
-    dsh{P}/serve       READWRITE R serve/                  accounts of `dsh serve`
+    dsh{P}/u/NAME      READWRITE R u/NAME/, R cb/u/NAME/,  NAME: their tree, their callbacks
+                       R ev/u/NAME/                        and the POSTs those received
+    dsh{P}/serve       READWRITE R serve/, READ R cb/,     accounts of `dsh serve`: it registers,
+                       READWRITE R ev/                     finds callbacks, writes their POSTs
+
+So nobody else can read a person's bindings, journal or callback secret (so
+compute a callback's token), put a line into their sessions, stop or take them
+over, register a callback server (and redirect callback URLs), or deliver a
+POST to their callbacks but through `dsh serve` and the callback's URL.
 
 P is the store's prefix ("" or "/team-a"), so that two dsh installations in one
 etcd keep roles of their own. `R people/NAME` (Person, written by root only)
@@ -28,7 +35,7 @@ from typing import TYPE_CHECKING
 from dsh.errors import UsageError
 from dsh.record import record
 from dsh.session import codec
-from dsh.session.keys import KEY_ROOT, SERVERS, user_name
+from dsh.session.keys import CALLBACKS, EVENTS, KEY_ROOT, SERVERS, user_name
 from dsh.session.records import Person
 from dsh.store.base import prefix_end
 
@@ -99,9 +106,9 @@ class Roles:
         if role == self.user:
             return [_under(SERVERS, "read"), _under(PEOPLE, "read")]
         if role == self.serve:
-            return [_under(SERVERS)]
+            return [_under(SERVERS), _under(CALLBACKS, "read"), _under(EVENTS)]
         name = role.removeprefix(self.tag + "/u/")
-        return [_under(KEY_ROOT + f"u/{name}/".encode())]
+        return [_under(root + f"u/{name}/".encode()) for root in (KEY_ROOT, CALLBACKS, EVENTS)]
 
 
 @record

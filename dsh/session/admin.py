@@ -11,6 +11,7 @@ and the removal is refused (`InUse`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -21,10 +22,10 @@ from dsh.remote.base import Remote
 from dsh.session import control
 from dsh.session.catalogue import session_summary
 from dsh.session.codec import loads, readable
-from dsh.session.keys import Keys, Tree, callback_key
+from dsh.session.keys import Keys, Tree, callback_key, event_key, legacy_callback
 from dsh.session.lease import Owned, Session
 from dsh.session.records import KillRequest, Meta, Owner
-from dsh.store.base import Store
+from dsh.store.base import Store, StoreDenied
 
 #: How long `dsh kill` waits, beyond the owner's lease TTL, for a live owner to stop.
 KILL_PATIENCE = 15.0
@@ -110,9 +111,12 @@ async def remove(
             failed = [h for h, ok in zip(where, done, strict=True) if not ok]
         await owned.close_writes()  # nothing more is written: the keys go now
         made, _ = await store.range(keys.callbacks, timeout=owned.timeout)
-        for kv in made:  # the callbacks (and their events) live outside the session's keys
+        for kv in made:  # the callbacks and their events live outside the session's keys
             token = kv.key[len(keys.callbacks) :].decode()
-            await store.delete(callback_key(token), prefix=True, timeout=owned.timeout)
+            await store.delete(callback_key(keys.tree, token), timeout=owned.timeout)
+            await store.delete(event_key(keys.tree, token), timeout=owned.timeout)
+            with contextlib.suppress(StoreDenied):  # one an older dsh made, where it may be reached
+                await store.delete(legacy_callback(token), prefix=True, timeout=owned.timeout)
         await store.delete(keys.root, prefix=True, timeout=owned.timeout)
         return failed
     finally:

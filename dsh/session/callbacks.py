@@ -1,13 +1,16 @@
 """Callbacks in the store: where they are POSTed, their tokens, and accepting a POST.
 
-A callback is `callback_key(TOKEN)` (a `Callback`: whose session and action it
-is, and until when it is awaited), made by the executor that waits for it;
-its POST becomes `event_key(TOKEN)` (a `CallbackEvent`), put in one
-transaction only if the callback exists and has no event yet, so any number
-of `dsh serve` instances can take POSTs for one store and each callback is
-accepted once. The token is 32 characters of an HMAC (SHA-256) of the
-session's id and the action under a secret of the session (`secret`): not
-guessable from outside, and the same after a takeover.
+A callback is `callback_key(TREE, TOKEN)` (a `Callback`: whose session and
+action it is, and until when it is awaited), made by the executor that waits
+for it, in the tree of its session (`cb/u/NAME/TOKEN`: on a shared etcd only
+the tree's users and `dsh serve` can reach it); its POST, to
+`BASE/cb/u/NAME/TOKEN`, becomes `event_key(TREE, TOKEN)` (a `CallbackEvent`),
+put in one transaction only if the callback exists and has no event yet, so
+any number of `dsh serve` instances can take POSTs for one store and each
+callback is accepted once. The token is 32 characters of an HMAC (SHA-256) of
+the session's id and the action under a secret of the session (`secret`, in
+the tree): not guessable nor computable from outside it, and the same after a
+takeover.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 import time
 
 from dsh.session.codec import dumps, loads
-from dsh.session.keys import SERVERS, callback_key, event_key
+from dsh.session.keys import SERVERS, Tree, callback_key, event_key
 from dsh.session.records import Callback, CallbackEvent, CorruptRecord, Registration
 from dsh.store.base import Compare, Put, Store
 
@@ -57,11 +60,11 @@ async def callback_base(store: Store, env: dict[str, str] | None = None) -> str 
     return None
 
 
-async def check(store: Store, token: str) -> tuple[int, str] | None:
+async def check(store: Store, tree: Tree, token: str) -> tuple[int, str] | None:
     """Why a POST to this callback would be refused now (HTTP status, what to say), or None."""
     if not TOKEN.fullmatch(token):
         return 404, "no such callback"
-    held = await store.get(callback_key(token), timeout=STORE_TIMEOUT)
+    held = await store.get(callback_key(tree, token), timeout=STORE_TIMEOUT)
     if held is None:
         return 404, "no such callback"
     try:
@@ -70,27 +73,25 @@ async def check(store: Store, token: str) -> tuple[int, str] | None:
         return 404, "no such callback"
     if deadline is not None and time.time() > deadline:
         return 410, "the wait for this callback is over"
-    if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
+    if await store.get(event_key(tree, token), timeout=STORE_TIMEOUT) is not None:
         return 409, "this callback was used already: each is accepted once"
     return None
 
 
-async def accept(store: Store, token: str, body: bytes, peer: str) -> tuple[int, str]:
+async def accept(store: Store, tree: Tree, token: str, body: bytes, peer: str) -> tuple[int, str]:
     """Accept one POST to a callback: (HTTP status, what to say)."""
-    refused = await check(store, token)
+    refused = await check(store, tree, token)
     if refused is not None:
         return refused
     record = CallbackEvent(body.decode("utf-8", "replace"), time.time(), peer)
+    event = event_key(tree, token)
     result = await store.txn(  # the callback is there, and no event yet
-        [
-            Compare(callback_key(token), "version", ">", 0),
-            Compare(event_key(token), "version", "==", 0),
-        ],
-        [Put(event_key(token), dumps(record))],
+        [Compare(callback_key(tree, token), "version", ">", 0), Compare(event, "version", "==", 0)],
+        [Put(event, dumps(record))],
         timeout=STORE_TIMEOUT,
     )
     if result.succeeded:
         return 202, "accepted"
-    if await store.get(event_key(token), timeout=STORE_TIMEOUT) is not None:
+    if await store.get(event, timeout=STORE_TIMEOUT) is not None:
         return 409, "this callback was used already: each is accepted once"
     return 404, "no such callback"  # removed meanwhile (dsh rm)

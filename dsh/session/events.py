@@ -12,7 +12,7 @@ from dsh.runtime.events import NO_SERVER, CallbackError
 from dsh.session.callbacks import callback_base, make_token, secret
 from dsh.session.codec import dumps, loads
 from dsh.session.journal import LeaseLost
-from dsh.session.keys import callback_key, event_key
+from dsh.session.keys import callback_key, callback_path, event_key, parse_callback_path
 from dsh.session.lease import Owned
 from dsh.session.records import ActDone, Callback, CallbackEvent, SignalEntry
 from dsh.store.base import Compare, Delete, Put
@@ -38,39 +38,47 @@ class SessionEvents:
         base = await callback_base(session.store)
         if base is None:
             raise CallbackError(NO_SERVER)
+        tree = session.keys.tree
         token = make_token(await self._callback_secret(), session.id, action, host)
-        record = Callback(session.keys.tree.name, session.keys.name, action, host)
+        record = Callback(tree.name, session.keys.name, action, host)
         cp = session.checkpointer()
         made = await session.store.txn(
-            [cp.fence, Compare(callback_key(token), "version", "==", 0)],
+            [cp.fence, Compare(callback_key(tree, token), "version", "==", 0)],
             # With the session's index of its callbacks, so that `dsh rm` removes them.
             [
-                Put(callback_key(token), dumps(record)),
+                Put(callback_key(tree, token), dumps(record)),
                 Put(session.keys.callbacks + token.encode(), b""),
             ],
             timeout=session.timeout,
         )
         if (
             not made.succeeded
-            and await session.store.get(callback_key(token), timeout=session.timeout) is None
+            and await session.store.get(callback_key(tree, token), timeout=session.timeout) is None
         ):
             session.lost()  # the fence failed, not the callback's existence
             raise LeaseLost("the session's lease was lost: no callback was made")
-        return f"{base}/cb/{token}", made.succeeded
+        return f"{base}/cb/{callback_path(tree, token)}", made.succeeded
 
     async def callback(self, url: str, deadline: float | None) -> str | None:
         store, timeout = self.session.store, self.session.timeout
-        token = url.rstrip("/").rsplit("/cb/", 1)[-1]
+        tree = self.session.keys.tree
+        found = parse_callback_path("/".join(url.rstrip("/").split("/")[-3:]))
+        if found is None or found[0] != tree or "/cb/" not in url:
+            raise CallbackError(
+                f"{url} is not a callback of this session's ({tree.kind}/{tree.name}): "
+                "await callback URL waits for one that `cb = callback` made in this session"
+            )
+        token = found[1]
         if deadline is not None:  # a POST after the wait is over is refused (410)
-            held = await store.get(callback_key(token), timeout=timeout)
+            held = await store.get(callback_key(tree, token), timeout=timeout)
             if held is not None:
                 record = replace(loads(Callback, held.value, key=held.key), deadline=round(deadline, 3))
                 await store.txn(
-                    [Compare(callback_key(token), "mod", "==", held.mod_revision)],
-                    [Put(callback_key(token), dumps(record))],
+                    [Compare(callback_key(tree, token), "mod", "==", held.mod_revision)],
+                    [Put(callback_key(tree, token), dumps(record))],
                     timeout=timeout,
                 )
-        event = await store.get(event_key(token), timeout=timeout)
+        event = await store.get(event_key(tree, token), timeout=timeout)
         return loads(CallbackEvent, event.value, key=event.key).body if event is not None else None
 
     async def key(self, key: str) -> str | None:

@@ -26,9 +26,10 @@
     /dsh/v1/u/USER/s/NAME/secret           the session's secret: callback tokens are HMACs under it
     /dsh/v1/u/USER/s/NAME/cb/TOKEN         the callbacks the session made (so `dsh rm` removes them)
     /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
-    /dsh/v1/cb/TOKEN                       a callback (Callback)
-    /dsh/v1/cb/TOKEN/event                 its POST, written once by `dsh serve` (CallbackEvent)
+    /dsh/v1/cb/u/USER/TOKEN                a callback of a session in USER's tree (Callback)
+    /dsh/v1/ev/u/USER/TOKEN                its POST, written once by `dsh serve` (CallbackEvent)
     /dsh/v1/serve/ID                       a running `dsh serve` (Registration), on its lease
+    /dsh/v1/people/NAME                    etcd user NAME is a person's or a service's (Person)
 
 `u/USER/` is a user's tree (`Tree`): their sessions (`s/`) and keys (`keys/`).
 A team's tree will be another kind beside it; everything under a tree is
@@ -46,6 +47,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from urllib.parse import quote, unquote
 
 from dsh.bytestext import to_bytes
 from dsh.record import record
@@ -88,14 +90,44 @@ def user_tree(user: str) -> Tree:
     return Tree(USER, user)
 
 
-def callback_key(token: str) -> bytes:
-    """A callback, found by its token alone (`dsh serve` knows no user)."""
-    return KEY_ROOT + f"cb/{token}".encode()
+#: Every callback, and every callback's POST: `dsh serve`'s role reads the one and
+#: writes the other; a tree's own users read and write those of their tree only.
+CALLBACKS = KEY_ROOT + b"cb/"
+EVENTS = KEY_ROOT + b"ev/"
 
 
-def event_key(token: str) -> bytes:
-    """The POST a callback received."""
-    return KEY_ROOT + f"cb/{token}/event".encode()
+def callback_path(tree: Tree, token: str) -> str:
+    """A callback's path in its URL and under CALLBACKS and EVENTS: KIND/NAME/TOKEN
+    (the tree in it, so that it is found in the tree's keys, which only the tree's
+    users and `dsh serve` can reach)."""
+    return f"{tree.kind}/{quote(tree.name, safe='')}/{token}"
+
+
+def parse_callback_path(path: str) -> tuple[Tree, str] | None:
+    """The tree and token of a callback's path (`callback_path`), or None."""
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] != USER:
+        return None
+    name = unquote(parts[1])
+    if not name or len(name) > 64 or "/" in name or not name.isprintable():
+        return None
+    return Tree(parts[0], name), parts[2]
+
+
+def callback_key(tree: Tree, token: str) -> bytes:
+    """A callback of a session in `tree`."""
+    return CALLBACKS + callback_path(tree, token).encode()
+
+
+def event_key(tree: Tree, token: str) -> bytes:
+    """The POST a callback of a session in `tree` received."""
+    return EVENTS + callback_path(tree, token).encode()
+
+
+def legacy_callback(token: str) -> bytes:
+    """Where a callback was kept before issue 21 (with its event under it):
+    `dsh rm` removes one an older session left, where it may."""
+    return CALLBACKS + token.encode()
 
 
 @record

@@ -567,7 +567,7 @@ class KillRequest:
 
 @record
 class Callback:
-    """`/dsh/v1/cb/TOKEN`: a callback an await waits for."""
+    """`/dsh/v1/cb/u/USER/TOKEN`: a callback an await waits for (`user`: its tree's name)."""
 
     user: str
     session: str
@@ -580,7 +580,7 @@ class Callback:
 
 @record
 class CallbackEvent:
-    """`/dsh/v1/cb/TOKEN/event`: the POST a callback received (written once)."""
+    """`/dsh/v1/ev/u/USER/TOKEN`: the POST a callback received (written once)."""
 
     body: str
     t: float

@@ -4,7 +4,10 @@ changed and users removed, against a real etcd with auth on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +16,9 @@ import pytest
 
 from dsh.store.base import StoreDenied
 from dsh.store.etcd import EtcdStore, parse_url
+from tests.conftest import dsh_path
 from tests.etcd import ROOT_PASSWORD, Etcd, etcdctl
+from tests.helpers.serve import Serve, post
 
 T = 10.0
 ALICE_PW = "alice-pw-7f3e"
@@ -107,8 +112,6 @@ def test_each_person_has_a_tree_nobody_else_reads_or_writes(  # type: ignore[no-
         finally:
             await bob.close()
         return refused
-
-    import asyncio
 
     refused = asyncio.run(attack())
     assert refused == [
@@ -210,3 +213,77 @@ def test_only_root_administers_and_no_password_is_kept(  # type: ignore[no-untyp
     assert "erin-Secret-77" not in everything and ALICE_PW not in everything
     logs = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.log"))
     assert "erin-Secret-77" not in logs
+
+
+def test_callbacks_live_in_the_persons_tree_and_come_through_serve_only(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], guarded: Etcd, tmp_path: Path
+) -> None:
+    root = as_user(env, guarded, "root", ROOT_PASSWORD)
+    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
+    for name, kind in (("dave", []), ("mallory", []), ("cbserve", ["--serve"])):
+        made = run_dsh(
+            ["admin", "user", "add", name, *kind], env_extra={**root, "DSH_ADMIN_PASSWORD": name + "-pw"}
+        )
+        assert made.returncode == 0, made.stderr
+    as_mallory = run_dsh(
+        ["serve", "--listen", "127.0.0.1:0"], env_extra=as_user(env, guarded, "mallory", "mallory-pw")
+    )
+    assert as_mallory.returncode == 2 and "dsh serve needs an etcd account made for it" in as_mallory.stderr
+    server = Serve({**env, **as_user(env, guarded, "cbserve", "cbserve-pw")})
+    dave = as_user(env, guarded, "dave", "dave-pw")
+    (tmp_path / "cb.dsh").write_text("await callback as body within 20s\necho got: $body\n")
+    proc = subprocess.Popen(
+        [dsh_path(), "--session", "cbs", "cb.dsh"],
+        env={**env, **dave},
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        url = ""
+        while not url:
+            line = proc.stderr.readline()
+            assert line, "no callback URL was said"
+            found = re.search(r"POST to (\S+/cb/u/dave/([A-Za-z0-9_-]{32}))", line)
+            url, token = (found.group(1), found.group(2)) if found else ("", "")
+        assert url.startswith(server.base)
+
+        async def attack() -> list[str]:
+            mallory = EtcdStore(parse_url(guarded.url, user="mallory", password="mallory-pw"))
+            refused: list[str] = []
+            attempts: list[tuple[str, Callable[[], object]]] = [
+                ("register a server", lambda: mallory.put(b"/dsh/v1/serve/x", b"{}", timeout=T)),
+                ("read the callback", lambda: mallory.get(f"/dsh/v1/cb/u/dave/{token}".encode(), timeout=T)),
+                ("list the callbacks", lambda: mallory.range(b"/dsh/v1/cb/", timeout=T)),
+                ("deliver it", lambda: mallory.put(f"/dsh/v1/ev/u/dave/{token}".encode(), b"{}", timeout=T)),
+                ("read the secret", lambda: mallory.range(b"/dsh/v1/u/dave/s/cbs/secret", timeout=T)),
+            ]
+            try:
+                for what, attempt in attempts:
+                    try:
+                        await attempt()  # type: ignore[misc]
+                    except StoreDenied:
+                        refused.append(what)
+            finally:
+                await mallory.close()
+            return refused
+
+        refused = asyncio.run(attack())
+        assert refused == [
+            "register a server",
+            "read the callback",
+            "list the callbacks",
+            "deliver it",
+            "read the secret",
+        ]
+        assert post(url[: -len(token)] + "A" * 32, b"forged")[0] == 404  # a wrong token
+        assert post(url.replace("/u/dave/", "/u/mallory/"), b"forged")[0] == 404  # another tree
+        assert post(url, b"build 42 ok") == (202, {"status": 202, "message": "accepted"})
+        out, err = proc.communicate(timeout=30)
+        assert (proc.returncode, out) == (0, "got: build 42 ok\n"), err
+    finally:
+        proc.kill()
+        server.stop()

@@ -46,7 +46,7 @@ def run_until_url(e: dict[str, str], script: Path) -> tuple[subprocess.Popen[str
     said: list[str] = []
     for line in proc.stderr:
         said.append(line)
-        found = re.search(r"POST to (http://\S+/cb/[A-Za-z0-9_-]+)", line)
+        found = re.search(r"POST to (http://\S+/cb/u/[^/\s]+/[A-Za-z0-9_-]+)", line)
         if found:
             return proc, found.group(1), said
     raise AssertionError("no callback URL was printed: " + "".join(said))

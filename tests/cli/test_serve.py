@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from dsh.session.keys import user_name
 from tests.conftest import dsh_path
 from tests.etcd import make_tls
 from tests.helpers.serve import Serve, answer, connect, exchange, post, read_all, request, timed
 
 ROOT = Path(__file__).resolve().parents[2]
-FORGED = "/cb/" + "A" * 32  # a token of the right form that no callback has
+FORGED = f"/cb/u/{user_name()}/" + "A" * 32  # a token of the right form that no callback has
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def serve(env: dict[str, str]) -> Iterator[Callable[..., Serve]]:
 
 
 def make_callback(env: dict[str, str], session: str) -> str:
-    """A new callback of `session`, bound as `cb` there: its path (/cb/TOKEN)."""
+    """A new callback of `session`, bound as `cb` there: its path (/cb/u/USER/TOKEN)."""
     r = subprocess.run(
         [dsh_path(), "--session", session, "-c", "cb = callback\necho ${cb.url}"],
         env=env,
@@ -49,7 +50,7 @@ def make_callback(env: dict[str, str], session: str) -> str:
         timeout=30,
     )
     assert r.returncode == 0, r.stderr
-    found = re.fullmatch(r"https?://127\.0\.0\.1:\d+(/cb/[A-Za-z0-9_-]+)\n", r.stdout)
+    found = re.fullmatch(r"https?://127\.0\.0\.1:\d+(/cb/u/[^/\s]+/[A-Za-z0-9_-]+)\n", r.stdout)
     assert found, r.stdout
     return found.group(1)
 

@@ -22,7 +22,7 @@ from dsh.plan import dumps as plan_dumps
 from dsh.remote.base import CopyFacts, Identity, InputFacts
 from dsh.session import codec
 from dsh.session import records as r
-from dsh.session.keys import Keys, callback_key, event_key, user_tree
+from dsh.session.keys import Keys, callback_key, callback_path, event_key, parse_callback_path, user_tree
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "stores"
 PLAN = compile_source(Source("t.dsh", "echo hi\nx = 5\n"), Context())
@@ -581,4 +581,11 @@ def test_records_the_key_layout_is_the_one_older_dsh_used() -> None:
     tree = user_tree("alice")
     assert keys.user_key("/a/\udcff") == tree.key("a/\udcff") == b"/dsh/v1/u/alice/keys/a/\xff"
     assert tree.sessions == b"/dsh/v1/u/alice/s/"
-    assert (callback_key("T"), event_key("T")) == (b"/dsh/v1/cb/T", b"/dsh/v1/cb/T/event")
+    assert (callback_key(tree, "T"), event_key(tree, "T")) == (
+        b"/dsh/v1/cb/u/alice/T",
+        b"/dsh/v1/ev/u/alice/T",
+    )
+    assert parse_callback_path("u/alice/T") == (tree, "T")
+    assert parse_callback_path(callback_path(user_tree("o ne"), "T")) == (user_tree("o ne"), "T")  # quoted
+    for bad in ("T", "u//T", "x/alice/T", "u/alice/T/more", "u/%2F/T", "u/a%0a/T"):
+        assert parse_callback_path(bad) is None, bad
