@@ -155,6 +155,12 @@ class Store(Protocol):
         """Every key under prefix, in key order, and the revision they were read at."""
         ...
 
+    async def ranges(self, prefixes: Sequence[bytes], *, timeout: float) -> tuple[list[list[KV]], int]:
+        """Every key under each prefix (a list per prefix, in key order), all read at
+        one revision, which it returns: one snapshot of several places (of none:
+        ([], 0))."""
+        ...
+
     async def put(self, key: bytes, value: bytes, *, lease: int = 0, timeout: float) -> int: ...
 
     async def delete(self, key: bytes, *, prefix: bool = False, timeout: float) -> int:

@@ -455,10 +455,24 @@ class EtcdStore:
     async def range(self, prefix: bytes, *, timeout: float) -> tuple[list[KV], int]:
         """Read in pages, every page at the revision of the first."""
         loop = asyncio.get_running_loop()
+        return await self._range_at(prefix, 0, loop.time() + timeout)
+
+    async def ranges(self, prefixes: Sequence[bytes], *, timeout: float) -> tuple[list[list[KV]], int]:
+        """Each prefix in pages, every page at the revision of the first page read."""
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        found: list[list[KV]] = []
+        revision = 0
+        for prefix in prefixes:
+            kvs, revision = await self._range_at(prefix, revision, deadline)
+            found.append(kvs)
+        return found, revision
+
+    async def _range_at(self, prefix: bytes, revision: int, deadline: float) -> tuple[list[KV], int]:
+        """Every key under prefix at `revision` (0: the current one), and that revision."""
+        loop = asyncio.get_running_loop()
         start, end = self._range_request(prefix)
         found: list[KV] = []
-        revision = 0
         while True:
             request = rpc.RangeRequest(key=start, range_end=end, limit=RANGE_PAGE, revision=revision)
             response = await self._call(

@@ -292,6 +292,26 @@ class SqliteStore:
             db.execute("COMMIT")
         return [KV(*r) for r in rows], revision
 
+    async def ranges(self, prefixes: Sequence[bytes], *, timeout: float) -> tuple[list[list[KV]], int]:
+        if not prefixes:
+            return [], 0
+        return await self._call(self._ranges, list(prefixes), timeout=timeout)
+
+    def _ranges(self, db: sqlite3.Connection, prefixes: list[bytes]) -> tuple[list[list[KV]], int]:
+        self._expire(db)
+        db.execute("BEGIN")  # one read transaction: one snapshot
+        try:
+            found: list[list[KV]] = []
+            columns = "key, value, create_rev, mod_rev, version, lease"
+            for prefix in prefixes:
+                where, args = _prefix_clause(prefix)
+                rows = db.execute(f"SELECT {columns} FROM kv WHERE {where} ORDER BY key", args).fetchall()
+                found.append([KV(*r) for r in rows])
+            revision = _meta(db, "revision")
+        finally:
+            db.execute("COMMIT")
+        return found, revision
+
     async def last(self, prefix: bytes, *, timeout: float) -> KV | None:
         return await self._call(self._last, prefix, timeout=timeout, quick=True)
 

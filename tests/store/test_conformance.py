@@ -57,6 +57,29 @@ async def test_range_by_prefix_in_key_order(store: Store) -> None:
     assert len(everything) == 6
 
 
+async def test_ranges_read_several_prefixes_in_one_snapshot(store: Store) -> None:
+    assert await store.ranges([], timeout=T) == ([], 0)
+
+    async def writer() -> None:  # b/N is put after a/N, each on its own
+        for i in range(60):
+            await store.put(b"a/%03d" % i, b"x", timeout=T)
+            await store.put(b"b/%03d" % i, b"x", timeout=T)
+
+    task = asyncio.ensure_future(writer())
+    try:
+        while not task.done():
+            (a, b, none), revision = await store.ranges([b"a/", b"b/", b"c/"], timeout=T)
+            # One snapshot: every b/N read has its a/N (a later read of b/ would see more)
+            assert len(b) <= len(a) and none == []
+            assert all(kv.mod_revision <= revision for kv in a + b)
+            await asyncio.sleep(0)
+    finally:
+        await task
+    (a, b), revision = await store.ranges([b"a/", b"b/"], timeout=T)
+    assert [kv.key for kv in a] == [b"a/%03d" % i for i in range(60)] and len(b) == 60
+    assert revision == (await store.range(b"", timeout=T))[1]
+
+
 async def test_delete_key_and_prefix(store: Store) -> None:
     for key in (b"d/1", b"d/2", b"d/3", b"e"):
         await store.put(key, b"v", timeout=T)
