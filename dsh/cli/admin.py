@@ -5,6 +5,8 @@
     dsh admin user add NAME [--service|--serve]  a person (or a service, or dsh serve)
     dsh admin user rm NAME [--purge]             the user, its role, its record (its tree)
     dsh admin user passwd NAME                   a new password (the old tokens die)
+    dsh admin migrate [--map OSUSER=ETCDUSER…] [--dry-run] [--force]
+                                                 what dsh kept before issue 21, where it is now
 
 Every subcommand but `show` runs as etcd's root user (DSH_ETCD_USER=root and
 its password, as for any etcd client of dsh). A new user's password comes from
@@ -33,7 +35,7 @@ T = TypeVar("T")
 
 USAGE = (
     "dsh admin init [--yes] | show [--json] | user add NAME [--service|--serve] | "
-    "user rm NAME [--purge] | user passwd NAME"
+    "user rm NAME [--purge] | user passwd NAME | migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]"
 )
 
 
@@ -61,6 +63,20 @@ def admin(wiring: Wiring, rest: list[str]) -> int:
         return _user_rm(wiring, _name(args[2]), purge)
     if args[:2] == ["user", "passwd"] and len(args) == 3:
         return _passwd(wiring, _name(args[2]))
+    if args[:1] == ["migrate"]:
+        dry, force = flag(args, "--dry-run"), flag(args, "--force")
+        mapping: dict[str, str] = {}
+        rest = args[1:]
+        while rest[:1] == ["--map"] and len(rest) >= 2:
+            old, equals, new = rest[1].partition("=")
+            if not equals or not old or "/" in old:
+                raise UsageError(
+                    f"--map {rest[1]!r}: give OSUSER=ETCDUSER (the tree's old name, the new one)"
+                )
+            mapping[old] = _name(new)
+            rest = rest[2:]
+        _no_more(rest)
+        return _migrate(wiring, mapping, dry=dry, force=force)
     raise UsageError(f"admin takes: {USAGE}")
 
 
@@ -164,6 +180,23 @@ def _passwd(wiring: Wiring, name: str) -> int:
         await admin.passwd(name, password)
         print(f"etcd user {name}'s password changed: their running dsh stops at its next call to etcd")
         return Exit.OK
+
+    return _run(wiring, work)
+
+
+def _migrate(wiring: Wiring, mapping: dict[str, str], *, dry: bool, force: bool) -> int:
+    async def work(admin: Admin) -> int:
+        from dsh.session.migrate import Migration
+
+        moves = await Migration(admin.store, mapping, dry=dry, force=force, timeout=admin.timeout).run()
+        verb = "would move" if dry else "moved"
+        for line in moves.moved:
+            print(f"{verb} {line}")
+        for line in moves.left:
+            print(f"left {line}")
+        if not moves.moved and not moves.left:
+            print("nothing to move")
+        return Exit.NOT_OK if moves.left else Exit.OK
 
     return _run(wiring, work)
 

@@ -153,7 +153,7 @@ class Checkpointer:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                for chunk in _chunks([p for item in batch for p in item.puts]):
+                for chunk in put_batches([p for item in batch for p in item.puts]):
                     result = await self._txn(chunk)
                     self._written += 1
                     if self.crash_after and self._written >= self.crash_after and result.succeeded:
@@ -218,7 +218,7 @@ class Checkpointer:
             return result
 
 
-def _chunks(puts: list[Put]) -> list[list[Put]]:
+def put_batches(puts: list[Put]) -> list[list[Put]]:
     """Transactions for puts, in order: one put per key (the last wins), at most
     MAX_TXN_OPS - 1 operations (the fence is a compare) and MAX_REQUEST/2 bytes each."""
     latest: dict[bytes, Put] = {}

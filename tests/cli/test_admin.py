@@ -287,3 +287,67 @@ def test_callbacks_live_in_the_persons_tree_and_come_through_serve_only(  # type
     finally:
         proc.kill()
         server.stop()
+
+
+def test_migrate_moves_an_os_users_tree_and_old_callbacks_to_the_etcd_users(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], fresh: Etcd
+) -> None:
+    from dsh.session.codec import dumps
+    from dsh.session.records import Callback, CallbackEvent, Owner
+
+    anonymous = as_user(env, fresh, None, None)  # before auth: the OS user's tree, u/root
+    for args in (["--session", "old1", "-c", "echo from-before"], ["--session", "busy", "-c", "echo b"]):
+        assert run_dsh(args, env_extra=anonymous).returncode == 0
+    assert run_dsh(["key", "put", "k", "kept"], env_extra=anonymous).returncode == 0
+    token, awaited = "T" * 32, "W" * 32
+
+    async def legacy() -> None:  # what a dsh before issue 21 kept: global callbacks; and a live owner
+        store = EtcdStore(parse_url(fresh.url))
+        try:
+            await store.put(
+                b"/dsh/v1/cb/" + token.encode(),
+                dumps(Callback("root", "old1", "1.1.1", None, 1.0)),
+                timeout=T,
+            )
+            await store.put(
+                b"/dsh/v1/cb/" + token.encode() + b"/event",
+                dumps(CallbackEvent("posted", 2.0, "x")),
+                timeout=T,
+            )
+            await store.put(
+                b"/dsh/v1/cb/" + awaited.encode(),
+                dumps(Callback("root", "old1", "2.1.1", None, 9e9)),
+                timeout=T,
+            )
+            lease = await store.grant(60, timeout=T)
+            await store.put(
+                b"/dsh/v1/u/root/s/busy/owner", dumps(Owner("m", 1, 1.0)), lease=lease.id, timeout=T
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(legacy())
+    root = as_user(env, fresh, "root", ROOT_PASSWORD)
+    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
+    added = run_dsh(["admin", "user", "add", "alice"], env_extra={**root, "DSH_ADMIN_PASSWORD": ALICE_PW})
+    assert added.returncode == 0, added.stderr
+    dry = run_dsh(["admin", "migrate", "--map", "root=alice", "--dry-run"], env_extra=root)
+    assert dry.returncode == 1, dry.stderr  # something is left: the running session, the awaited callback
+    assert "would move session old1 of u/root → u/alice" in dry.stdout
+    assert "left session busy of u/root: it is running" in dry.stdout
+    assert f"left callback {awaited} of session old1: still awaited" in dry.stdout
+    assert "u/root/s/old1/meta" in etcdctl(
+        fresh.endpoints, "get", "--prefix", "--keys-only", "/dsh/v1/u/root/", user="root"
+    )
+    moved = run_dsh(["admin", "migrate", "--map", "root=alice"], env_extra=root)
+    assert moved.returncode == 1 and "moved session old1 of u/root → u/alice" in moved.stdout
+    alice = as_user(env, fresh, "alice", ALICE_PW)
+    log = run_dsh(["log", "old1"], env_extra=alice)
+    assert log.returncode == 0 and "from-before" in log.stdout  # her journal, whole, in her tree
+    assert run_dsh(["key", "get", "k"], env_extra=alice).stdout == "kept\n"
+    left = etcdctl(fresh.endpoints, "get", "--prefix", "--keys-only", "/dsh/v1/", user="root").split()
+    assert f"/dsh/v1/cb/u/alice/{token}" in left and f"/dsh/v1/ev/u/alice/{token}" in left
+    assert f"/dsh/v1/cb/{token}" not in left and f"/dsh/v1/cb/{awaited}" in left  # the awaited one stays
+    assert not [k for k in left if k.startswith("/dsh/v1/u/root/") and "/busy/" not in k]
+    forced = run_dsh(["admin", "migrate", "--map", "root=alice", "--force"], env_extra=root)
+    assert f"moved callback {awaited}" in forced.stdout and "left session busy" in forced.stdout
