@@ -212,8 +212,9 @@ class Admin:
         gone = await self.auth.user_delete(name, timeout=t)
         await self.auth.role_delete(self.roles.person(name), timeout=t)
         await self.store.delete(person_key(name), timeout=t)
-        if purge:
-            await self.store.delete(KEY_ROOT + f"u/{name}/".encode(), prefix=True, timeout=t)
+        if purge:  # their tree, their callbacks and the POSTs those received
+            for root in (KEY_ROOT, CALLBACKS, EVENTS):
+                await self.store.delete(root + f"u/{name}/".encode(), prefix=True, timeout=t)
         return gone
 
     async def passwd(self, name: str, password: str) -> None:
