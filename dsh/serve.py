@@ -6,6 +6,7 @@
         409  the callback was used already: each is accepted once
         410  its wait is over (timed out)
         411  no Content-Length and not chunked;  413  the body is too large
+        500  the store refused this server's account (it says why on its stderr)
         503  the store cannot be reached (try again), or no room for the connection
     GET /health  200
     400 not HTTP/1.1 (or 1.0), 405 another method, 408 too slow, 431 a head too large,
@@ -43,6 +44,7 @@ import re
 import resource
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,6 +87,7 @@ _REASONS = {
     411: "Length Required",
     413: "Payload Too Large",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     501: "Not Implemented",
     503: "Service Unavailable",
 }
@@ -229,6 +232,9 @@ class Server:
                     head_only = got.method == b"HEAD"
                     try:
                         answer = await self._answer(conn, got, reader, writer)
+                    except StoreDenied as exc:  # this server's account may not: waiting will not help
+                        print(f"dsh serve: {exc.message}", file=sys.stderr, flush=True)
+                        answer = _Answer(500, "this server cannot take callbacks of that tree")
                     except (StoreError, TimeoutError):  # the store's calls have bounds of their own
                         answer = _Answer(503, "the store cannot be reached; try again")
                 else:

@@ -148,7 +148,7 @@ def _user_add(wiring: Wiring, name: str, kind: str) -> int:
     async def work(admin: Admin) -> int:
         made = await admin.add_user(name, password, kind, by=admin.store.options.user or "")
         what = {"person": "a person's", "service": "a service's", "serve": "dsh serve's"}[kind]
-        tree = "" if kind == "serve" else f"; their tree is {admin.roles.person(name).split('/', 1)[1]}/"
+        tree = "" if kind == "serve" else f"; their tree is u/{name}/"
         if made:
             print(f"etcd user {name} made: {what} account{tree}")
         else:
@@ -160,14 +160,12 @@ def _user_add(wiring: Wiring, name: str, kind: str) -> int:
 
 def _user_rm(wiring: Wiring, name: str, purge: bool) -> int:
     async def work(admin: Admin) -> int:
-        if not await admin.remove_user(name, purge=purge):
-            sys.stderr.write(f"dsh: etcd has no user {name!r}\n")
+        done = await admin.remove_user(name, purge=purge)
+        if done is None:
+            sys.stderr.write(f"dsh: etcd has no user {name!r} of dsh's here\n")
             return Exit.NOT_OK
         kept = "" if purge else f"; their sessions are kept under u/{name}/ (--purge removes them)"
-        print(
-            f"etcd user {name} removed: every token of theirs is refused from now on{kept}. "
-            "Watches they hold open go on until their connection breaks."
-        )
+        print(f"etcd user {name} {done}{kept}. Watches they hold open go on until their connection breaks.")
         return Exit.OK
 
     return _run(wiring, work)

@@ -72,9 +72,9 @@ def person_of(etcd_user: str | None) -> str:
     """Whose tree a dsh process works in: its etcd user's, else its OS user's."""
     if etcd_user is None:
         return user_name()
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", etcd_user):
+    if "/" in etcd_user or not etcd_user.isprintable() or len(etcd_user) > 128:
         raise UsageError(
-            f"etcd user {etcd_user!r} cannot name a tree of dsh's (letters, digits, '_', '.', '-')"
+            f"etcd user {etcd_user!r} cannot name a tree of dsh's (a '/' or a control character)"
         )
     return etcd_user
 
@@ -91,13 +91,21 @@ class Roles:
     def __init__(self, store_prefix: bytes) -> None:
         self.tag = "dsh" + store_prefix.decode()
 
+    # The shared roles have a kind of their own (r/), so that no person's role
+    # (u/NAME) of this or of another installation's prefix can be named like them.
     @property
     def user(self) -> str:
-        return f"{self.tag}/user"
+        return f"{self.tag}/r/user"
 
     @property
     def serve(self) -> str:
-        return f"{self.tag}/serve"
+        return f"{self.tag}/r/serve"
+
+    def ours(self, role: str) -> bool:
+        """Whether `role` is one of this installation's (its prefix's)."""
+        return role in (self.user, self.serve) or (
+            role.startswith(self.tag + "/u/") and "/" not in role[len(self.tag) + 3 :]
+        )
 
     def person(self, name: str) -> str:
         return f"{self.tag}/u/{name}"
@@ -149,9 +157,11 @@ class Admin:
         roles = await self.auth.roles(timeout=t)
         if ROOT not in users:
             changes.append("etcd user root is made, with the password dsh logs in with, and role root")
+        elif not on:  # with authentication off its password was never checked: it is set now
+            changes.append("etcd user root's password is set to the one dsh logs in with")
         for role in (self.roles.user, self.roles.serve):
             if role not in roles or not await self._has_permissions(role):
-                changes.append(f"role {role} is made: {_said(self.roles.permissions(role))}")
+                changes.append(f"role {role} is made: {_said(self.roles.permissions(role), self.store)}")
         if not on:
             outside = await self.auth.keys_outside(KEY_ROOT, timeout=t)
             others = f" (other applications too: {outside} keys outside dsh's)" if outside else ""
@@ -168,9 +178,12 @@ class Admin:
     async def init(self, password: str) -> None:
         """Make root (if missing), dsh's roles, and turn authentication on."""
         t = self.timeout
-        if await self.auth.user_add(ROOT, password, timeout=t) or ROOT not in (
-            await self.auth.user_roles(ROOT, timeout=t) or ()
-        ):
+        on = await self.auth_on()
+        if not await self.auth.user_add(ROOT, password, timeout=t) and not on:
+            # there, with a password nothing checked yet: the one dsh logs in with, so
+            # that turning authentication on never locks the administrator out
+            await self.auth.user_passwd(ROOT, password, timeout=t)
+        if ROOT not in (await self.auth.user_roles(ROOT, timeout=t) or ()):
             await self.auth.grant_role(ROOT, ROOT, timeout=t)
         for role in (self.roles.user, self.roles.serve):
             await self._role(role)
@@ -191,6 +204,16 @@ class Admin:
         """Add etcd user `name` with its roles: a person's or a service's tree, or
         the serve role. False when the user was there (its password left alone)."""
         t = self.timeout
+        held = await self.auth.user_roles(name, timeout=t)
+        if held is not None:
+            was = (
+                "serve" if self.roles.serve in held else "person" if self.roles.person(name) in held else None
+            )
+            if was is not None and (was == "serve") != (kind == "serve"):
+                raise UsageError(
+                    f"etcd user {name} is {'dsh serve' if was == 'serve' else 'a person'}'s account: "
+                    "an account is a person's (or a service's) or dsh serve's, never both"
+                )
         made = await self.auth.user_add(name, password, timeout=t)
         if kind == "serve":
             await self._role(self.roles.serve)
@@ -205,17 +228,32 @@ class Admin:
         await self.store.put(person_key(name), codec.dumps(person), timeout=t)
         return made
 
-    async def remove_user(self, name: str, *, purge: bool) -> bool:
-        """Remove etcd user `name` (its tokens die at once), its role and record;
-        with `purge`, its tree too. False when there was no such user."""
+    async def remove_user(self, name: str, *, purge: bool) -> str | None:
+        """Take etcd user `name` out of this installation: its roles here and its
+        record go; the user itself (and every token of theirs, at once) when it holds
+        no other role (another installation's, another application's). With `purge`,
+        its tree too. What was done, in words; None when it was not dsh's here."""
         t = self.timeout
-        gone = await self.auth.user_delete(name, timeout=t)
+        held = await self.auth.user_roles(name, timeout=t)
+        if held is None:
+            return None
+        ours = [role for role in held if self.roles.ours(role)]
+        if not ours and await self.store.get(person_key(name), timeout=t) is None:
+            return None  # an account dsh did not make (here): not dsh's to remove
+        for role in ours:
+            await self.auth.revoke_role(name, role, timeout=t)
         await self.auth.role_delete(self.roles.person(name), timeout=t)
         await self.store.delete(person_key(name), timeout=t)
+        others = [role for role in held if role not in ours]
+        if not others:
+            await self.auth.user_delete(name, timeout=t)
+            done = "removed: every token of theirs is refused from now on"
+        else:
+            done = f"taken out of this installation; the user stays for its other roles ({', '.join(others)})"
         if purge:  # their tree, their callbacks and the POSTs those received
             for root in (KEY_ROOT, CALLBACKS, EVENTS):
                 await self.store.delete(root + f"u/{name}/".encode(), prefix=True, timeout=t)
-        return gone
+        return done
 
     async def passwd(self, name: str, password: str) -> None:
         if await self.auth.user_roles(name, timeout=self.timeout) is None:
@@ -246,5 +284,5 @@ class Admin:
         return found
 
 
-def _said(permissions: list[Permission]) -> str:
-    return ", ".join(f"{p.kind} {p.key.decode(errors='replace')}" for p in permissions)
+def _said(permissions: list[Permission], store: EtcdStore) -> str:
+    return ", ".join(f"{p.kind} {store.raw_key(p.key).decode(errors='replace')}" for p in permissions)

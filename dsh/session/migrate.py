@@ -27,6 +27,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from dsh.session.callbacks import TOKEN
 from dsh.session.codec import dumps, loads
 from dsh.session.control import work_left
 from dsh.session.journal import put_batches
@@ -164,7 +165,7 @@ class Migration:
         held = {kv.key: kv for kv in kvs}
         for kv in kvs:
             token = kv.key[len(CALLBACKS) :].decode(errors="replace")
-            if "/" in token:  # the new layout (u/NAME/TOKEN), or an old event
+            if not TOKEN.fullmatch(token):  # the new layout (u/NAME/TOKEN), an old event, or not dsh's
                 continue
             try:
                 record = loads(Callback, kv.value, key=kv.key)
@@ -187,7 +188,8 @@ class Migration:
             if event is not None:
                 puts.append(Put(event_key(tree, token), event.value))
             await self.store.txn([], puts, timeout=t)
-            await self.store.delete(kv.key, prefix=True, timeout=t)  # the callback and its event
+            await self.store.delete(kv.key, timeout=t)  # the callback and its event, exactly those
+            await self.store.delete(kv.key + b"/event", timeout=t)
 
 
 def _rest(record: Callback) -> tuple[str, str, str | None, float | None]:

@@ -59,10 +59,12 @@ def etcd_options(
         user=settings.get("user"),
         password=password,
         prefix=settings.get("prefix"),
-        insecure=insecure or insecure_asked(env) or settings.get("insecure") == "true",
+        insecure=insecure or insecure_asked(env, settings.get("insecure") == "true"),
     )
 
 
-def insecure_asked(env: Mapping[str, str]) -> bool:
-    """Whether DSH_INSECURE_STORE says yes (1, yes, true)."""
-    return env.get("DSH_INSECURE_STORE", "").strip().lower() in ("1", "yes", "true")
+def insecure_asked(env: Mapping[str, str], configured: bool = False) -> bool:
+    """Whether DSH_INSECURE_STORE says yes (1, yes, true), or else the configuration
+    does: the variable, when set, wins over it (0, no, false say no)."""
+    said = env.get("DSH_INSECURE_STORE", "").strip().lower()
+    return said in ("1", "yes", "true") if said else configured

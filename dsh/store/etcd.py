@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import math
 import re
@@ -100,9 +101,10 @@ class EtcdFailed(StoreError):
         self.details = details
 
 
-@record
+@dataclasses.dataclass(frozen=True, slots=True)
 class EtcdOptions:
-    """Where etcd is and how to talk to it (see `parse_url`)."""
+    """Where etcd is and how to talk to it (see `parse_url`; the password is not
+    in its repr)."""
 
     endpoints: tuple[tuple[str, int], ...]
     tls: bool = False
@@ -110,7 +112,7 @@ class EtcdOptions:
     cert: str | None = None
     key: str | None = None
     user: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
     prefix: bytes = b""
     #: The operator accepts an etcd off this machine without TLS or authentication.
     insecure: bool = False
@@ -233,6 +235,9 @@ class EtcdStore:
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             # A member that went away is found within seconds, and a restarted one
             # is reconnected to within a second (gRPC's default backoff reaches 120 s).
+            # Never through a proxy of the environment (http_proxy, grpc_proxy): the security
+            # rule judges the addresses dialled, and a proxy would see the password.
+            ("grpc.enable_http_proxy", 0),
             ("grpc.keepalive_time_ms", 5000),
             ("grpc.keepalive_timeout_ms", 3000),
             ("grpc.keepalive_permit_without_calls", 1),
@@ -688,7 +693,7 @@ class _EtcdWatch:
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, RETRY_MAX)
 
-    async def _create(self) -> None:
+    async def _create(self, *, again: bool = False) -> None:
         store = self.store
         await store._ready(10.0)
         if self.next > 0:
@@ -715,6 +720,13 @@ class _EtcdWatch:
             call.cancel()  # a token etcd forgot: a new one, and the watch again
             store._forget(token)
             return await self._create()
+        no_user = (
+            response is not aio.EOF and response.canceled and "user name is empty" in response.cancel_reason
+        )
+        if no_user and store.options.user and store._auth_on is False and not again:
+            call.cancel()  # authentication was turned on since: log in, and the watch again
+            store.recheck()
+            return await self._create(again=True)
         if response is not aio.EOF and response.canceled and "permission denied" in response.cancel_reason:
             call.cancel()
             raise StoreDenied(

@@ -58,7 +58,7 @@ def test_init_lists_what_changes_then_turns_authentication_on(  # type: ignore[n
     asked = run_dsh(["admin", "init"], env_extra=root)
     assert asked.returncode == 2 and "run it again with --yes" in asked.stderr
     assert "authentication goes on" in asked.stdout and "1 keys outside dsh's" in asked.stdout
-    assert "etcd user root is made" in asked.stdout and "role dsh/user is made" in asked.stdout
+    assert "etcd user root is made" in asked.stdout and "role dsh/r/user is made" in asked.stdout
     assert etcdctl(endpoint, "get", "/other/app").strip().endswith("x")  # nothing changed yet
 
     done = run_dsh(["admin", "init", "--yes"], env_extra=root)
@@ -146,7 +146,7 @@ def test_each_person_has_a_tree_nobody_else_reads_or_writes(  # type: ignore[no-
     text = run_dsh(["admin", "show"], env_extra=root).stdout
     assert "authentication on" in text and " quota (" in text and "alarms: none" in text
     mine = run_dsh(["admin", "show"], env_extra=bob)
-    assert mine.returncode == 0 and "you are etcd user bob, with roles: dsh/u/bob, dsh/user" in mine.stdout
+    assert mine.returncode == 0 and "you are etcd user bob, with roles: dsh/r/user, dsh/u/bob" in mine.stdout
 
 
 def test_a_new_password_or_a_removed_user_is_refused_at_once(  # type: ignore[no-untyped-def]
