@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dsh.bytestext import loaded, to_bytes
-from dsh.errors import DshError
+from dsh.errors import DshError, StoreError
 from dsh.exits import Exit
 from dsh.follow import Follower, Gone
 from dsh.questions import Answering
@@ -362,6 +362,9 @@ class Client:
             done = await self._wait(lambda e: isinstance(e, Done) and e.id == sid)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+        with contextlib.suppress(StoreError, TimeoutError):  # answered: the owner took it; it goes
+            await control.withdraw(self.link.store, self.link.keys, sid, timeout=STORE_TIMEOUT)
+            await control.cancel_done(self.link.store, self.link.keys, sid, timeout=STORE_TIMEOUT)
         assert isinstance(done, Done)
         if done.error:
             self.show_error(done.error)

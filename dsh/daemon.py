@@ -4,8 +4,9 @@
 fork), in a process session of its own, its output to a log file. It holds
 the session's lease; finishes what a previous owner left (a resume); runs the
 script it was given, if any; then takes the lines that clients submit through
-the store (`ctl/in/SEQ`, numbered by compare-and-set), one at a time, in
-order, each consumed in the same transaction as the plan it becomes.
+the store (each under its person's path: dsh.session.control), one at a time,
+in the order they were made, each taken in the same transaction as the plan it
+becomes, and journaled with who submitted it and from which machine.
 
 Clients on this machine connect to a Unix socket (dsh.localsocket: the
 user's alone; its path is in the owner record) and talk the protocol of
@@ -14,8 +15,7 @@ the status of each submission, and `idle` when asked to wait for the
 session's work. They send `poke` (a line was submitted: read the inbox now),
 `cancel ID`, `wait` and `bye`; a client whose line cannot be taken (another
 protocol version, an unknown message) is told why (`end`) and hung up on. A
-slow client never slows the work: past CLIENT_EVENTS queued events its
-output is dropped (and it is told how much).
+slow client never slows the work (dsh.attached).
 
 The process stays while a client is connected or a line is queued, and for
 `linger` seconds after it starts; then it lets the session go and exits with
@@ -29,19 +29,18 @@ import asyncio
 import contextlib
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from dsh import plan as p
 from dsh.agentrelay import AgentRelay
+from dsh.attached import CLIENT_STALL, Attached, Tee
 from dsh.driver import Driver, Killed, status_of
 from dsh.errors import DshError, LangError, StoreError
 from dsh.exits import Exit
 from dsh.localsocket import listen
 from dsh.questions import ClientQuestions
-from dsh.remote.base import Exec
 from dsh.runtime.protocol import (
     Agent,
     Answer,
@@ -53,113 +52,25 @@ from dsh.runtime.protocol import (
     Hello,
     Idle,
     Leave,
-    Msg,
     Op,
     ProtocolError,
     Wait,
     decode_op,
-    encode,
 )
-from dsh.runtime.results import HostResult, LineResult
+from dsh.runtime.results import LineResult
 from dsh.runtime.wire import WireReporter
 from dsh.session import control
-from dsh.session.journal import LeaseLost
+from dsh.session.journal import Checkpointer, LeaseLost
 from dsh.session.lease import Owned, Session
-from dsh.session.records import Handover, RejectedEntry, Submission, SubmissionDone
+from dsh.session.records import ControlEntry, Handover, RejectedEntry, Submission, SubmissionDone
+from dsh.store.base import StoreDenied
 
 #: The inbox and the cancel requests in the store are read at least this often.
 POLL = 0.25
-#: Output events queued for one client before its output is dropped.
-CLIENT_EVENTS = 10_000
-#: A client that does not read for this long is disconnected.
-CLIENT_STALL = 30.0
 #: What a client of another protocol version is told (before it is hung up on).
 _REMEDY = "another version of dsh runs this session's executor; attach with that version"
 #: The exit status of a line cancelled by a client (as for Ctrl-C).
 CANCELLED = Exit.INTERRUPTED
-
-
-class _Client:
-    """One connected client: its queue of events, written by its own task."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.events: deque[Event] = deque()
-        self.dropped = 0
-        self.ready = asyncio.Event()
-        self.waiting = False  # asked to be told when the session's work is over
-        self.leaving = False  # said bye; answered once the executor knows whether it stays
-        self.gone = False  # disconnected: nothing more is written
-        self.closing = False  # write what is queued, then close
-        self.task: asyncio.Future[None] | None = None
-
-    def send(self, event: Event, *, control: bool = False) -> None:
-        if self.gone or self.closing:
-            return
-        if not control and len(self.events) >= CLIENT_EVENTS:
-            self.dropped += 1
-            return
-        self.events.append(event)
-        self.ready.set()
-
-    def close(self) -> None:
-        self.closing = True
-        self.ready.set()
-
-    async def pump(self) -> None:
-        """Write queued events until the client goes (or stalls), or is closed."""
-        try:
-            while not self.gone:
-                await self.ready.wait()
-                self.ready.clear()
-                while self.events and not self.gone:
-                    if self.dropped:
-                        note = f"{self.dropped} events of output were dropped: this client read too slowly"
-                        self.writer.write(encode(Msg(note)))
-                        self.dropped = 0
-                    self.writer.write(encode(self.events.popleft()))
-                    await asyncio.wait_for(self.writer.drain(), CLIENT_STALL)
-                if self.closing:
-                    break
-        except (OSError, TimeoutError):
-            self.gone = True
-        finally:
-            self.writer.close()
-
-
-class _Tee:
-    """A Reporter that tells the log (a renderer) and the clients (the wire)."""
-
-    def __init__(self, log: Any, wire: WireReporter) -> None:
-        self.log = log
-        self.wire = wire
-
-    def line_started(self, stmt: p.Statement, hosts: Any) -> None:
-        self.log.line_started(stmt, hosts)
-        self.wire.line_started(stmt, hosts)
-
-    def output(self, stmt: p.Statement, host: str | None, stream: str, data: bytes, shown: bool) -> None:
-        self.log.output(stmt, host, stream, data, shown)
-        self.wire.output(stmt, host, stream, data, shown)
-
-    def copying(self, stmt: p.Statement, host: str | None, done: int, total: int) -> None:
-        self.wire.copying(stmt, host, done, total)  # the log keeps each copy's end, not its progress
-
-    def retrying(self, stmt: p.Statement, host: str | None, failed: Exec, attempt: int, wait: float) -> None:
-        self.log.retrying(stmt, host, failed, attempt, wait)
-        self.wire.retrying(stmt, host, failed, attempt, wait)
-
-    def host_done(self, stmt: p.Statement, result: HostResult) -> None:
-        self.log.host_done(stmt, result)
-        self.wire.host_done(stmt, result)
-
-    def line_done(self, result: LineResult) -> None:
-        self.log.line_done(result)
-        self.wire.line_done(result)
-
-    def message(self, text: str) -> None:
-        self.log.message(text)
-        self.wire.message(text)
 
 
 class Daemon:
@@ -169,9 +80,9 @@ class Daemon:
         self.session = session
         #: The state directory: the socket goes under it (or, too long a path, elsewhere).
         self.state = state
-        self.clients: set[_Client] = set()
+        self.clients: set[Attached] = set()
         self.wire = WireReporter(self._broadcast)
-        self.reporter = _Tee(log_renderer, self.wire)
+        self.reporter = Tee(log_renderer, self.wire)
         self.wake = asyncio.Event()
         self.status: int = Exit.OK
         self.taken = 0
@@ -212,7 +123,7 @@ class Daemon:
     # -- clients -------------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(writer)
+        client = Attached(writer)
         running = self.current[0] if self.current else None
         client.send(Hello(self.session.keys.name, os.getpid(), running), control=True)
         for event in [*self.wire.greeting(), *self.questions.pending()]:
@@ -245,7 +156,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pump, CLIENT_STALL)
 
-    def _op(self, client: _Client, op: Op) -> None:
+    def _op(self, client: Attached, op: Op) -> None:
         if isinstance(op, Answer):
             self.questions.answer(op.id, op.text)
         elif isinstance(op, Agent):
@@ -262,10 +173,13 @@ class Daemon:
                 client.leaving = True
         self.wake.set()
 
-    def cancel(self, sid: str) -> None:
+    def cancel(self, sid: str) -> bool:
+        """Cancel the work `sid` names ("*": whatever runs); whether there was any."""
         if self.current is not None and sid in (self.current[0], "*"):
             self.cancelled.add(self.current[0])
             self.current[1].cancel()
+            return True
+        return False
 
     # -- the work ----------------------------------------------------------------------
 
@@ -305,14 +219,29 @@ class Daemon:
         cancels, and a handover, which stops new actions from starting."""
         keys, store, timeout = self.owned.keys, self.owned.store, self.owned.timeout
         with contextlib.suppress(StoreError, TimeoutError):  # the checkpoints will say so
-            await control.take_cancels(store, keys, self.cancel, timeout=timeout)
+            asked: list[ControlEntry] = []
+
+            def cancel(sid: str, person: str, machine: str) -> None:
+                if self.cancel(sid):
+                    asked.append(ControlEntry("cancel", person, machine, sid))
+
+            await control.take_cancels(store, keys, cancel, timeout=timeout)
+            if asked:
+                cp = self.owned.checkpointer()
+                await cp.write([cp.entry(entry) for entry in asked])
             if self.handover is None:
-                asked = await control.handover_asked(store, keys, timeout=timeout)
-                if asked is not None and asked.machine != self.owned.machine:
-                    self.handover = asked
+                found = await control.handover_asked(store, keys, timeout=timeout)
+                if found is not None and found[1].machine != self.owned.machine:
+                    person, self.handover = found
+                    to = self.handover.machine
                     self.owned.drain()
+                    cp = self.owned.checkpointer()
+                    await cp.write(
+                        [cp.entry(ControlEntry("handover", person, to, f"from {self.owned.machine}"))]
+                    )
+                    await control.handing_over(store, keys, self.handover, timeout=timeout)
                     self.reporter.message(
-                        f"handing session {keys.name} over to {asked.machine}: "
+                        f"handing session {keys.name} over to {person} on {to}: "
                         "the actions running end, then it goes on there"
                     )
 
@@ -337,12 +266,12 @@ class Daemon:
             with contextlib.suppress(StoreError, TimeoutError):
                 await control.answer(self.owned.store, self.owned.keys, sid, done, timeout=self.owned.timeout)
 
-    async def _inbox(self) -> tuple[int, Submission] | None:
+    async def _inbox(self) -> tuple[int, str, Submission] | None:
         """`_next`, or None while the store cannot be reached (said once): the
         lease decides how long that may last."""
         try:
             found = await self._next()
-        except LeaseLost:
+        except (LeaseLost, StoreDenied):  # a refusal is no outage: waiting will not help
             raise
         except (StoreError, TimeoutError) as exc:
             if not self.unreachable:
@@ -354,14 +283,14 @@ class Daemon:
         self.unreachable = False
         return found
 
-    async def _next(self) -> tuple[int, Submission] | None:
-        """The oldest submission not taken yet. One that cannot be read (a damaged or
-        forged record) is journaled as rejected and skipped: it never stops the
-        executor (fault report #9)."""
+    async def _next(self) -> tuple[int, str, Submission] | None:
+        """The oldest submission not taken yet (its revision, its person, it). One
+        that cannot be read (a damaged or forged record) is journaled as rejected and
+        skipped: it never stops the executor (fault report #9)."""
 
-        async def rejected(seq: int, why: str) -> None:
-            error = f"submission {seq} cannot be read ({why}): skipped"
-            await self._reject(seq, error)
+        async def rejected(revision: int, person: str, why: str) -> None:
+            error = f"a submission of {person}'s (revision {revision}) cannot be read ({why}): skipped"
+            await self._reject(revision, error)
             self.reporter.message(error)
 
         owned = self.owned
@@ -375,9 +304,16 @@ class Daemon:
         await cp.write([control.taken_put(self.owned.keys, seq), cp.entry(RejectedEntry(error))])
         self.taken = seq
 
-    async def submission(self, driver: Driver, seq: int, item: Submission) -> None:
-        sid = item.id
+    async def submission(self, driver: Driver, seq: int, person: str, item: Submission) -> None:
         cp = self.owned.checkpointer()
+        self.owned.by = (person, item.by)  # whose lines these are, in the journal
+        try:
+            await self._submission(driver, seq, item, cp)
+        finally:
+            self.owned.by = None
+
+    async def _submission(self, driver: Driver, seq: int, item: Submission, cp: Checkpointer) -> None:
+        sid = item.id
         try:
             # in a thread: a group source's program may take its timeout, and the lease is kept meanwhile
             plan = await asyncio.to_thread(driver.compile, item.text, item.name, item.first_line)
@@ -428,8 +364,9 @@ class Daemon:
                 self.reporter.message(cannot)
             await (driver.take(patience, wanted, socket) if take else driver.claim(socket))
             store, keys, timeout = self.owned.store, self.owned.keys, self.owned.timeout
+            await control.upgrade(store, keys, self.owned.checkpointer().fence, timeout=timeout)
             asked = await control.handover_asked(store, keys, timeout=timeout)
-            if asked is not None and asked.machine == self.owned.machine:
+            if asked is not None and asked[1].machine == self.owned.machine:
                 await control.handover_done(store, keys, timeout=timeout)  # handed to us: done
             # The line taken last may be the one to resume: its client waits for it.
             self.taken, pending = await control.last_taken(store, keys, timeout=timeout)

@@ -46,6 +46,7 @@ from dsh.session.journal import LeaseLost
 from dsh.session.keys import Keys
 from dsh.session.lease import Owned, Session
 from dsh.session.recorder import MAX_PLAN, SessionRecorder, stored_size
+from dsh.session.records import ControlEntry
 from dsh.store.base import Put
 
 T = TypeVar("T")
@@ -213,6 +214,8 @@ class Driver:
         left = await history.left(store, keys, timeout=owned.timeout)
         if left is not None:
             await recorder.progress(len(left.plan.statements))
+        cp = owned.checkpointer()
+        await cp.write([cp.entry(ControlEntry("kill", keys.me, session.machine))])
         await control.kill_done(store, keys, timeout=owned.timeout)
         return ended
 

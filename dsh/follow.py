@@ -67,7 +67,7 @@ class Follower:
         self.id = os.urandom(6).hex()
         self._task: asyncio.Task[None] | None = None
         self._shown = 0  # the last journal entry shown
-        #: A handover request stands (`ctl/handover`): an owner that goes now handed over.
+        #: A handover is asked for or under way: an owner that goes now handed over.
         self._handover = False
 
     async def start(self) -> None:
@@ -95,7 +95,7 @@ class Follower:
 
     async def cancel(self, sid: str) -> None:
         with contextlib.suppress(StoreError, TimeoutError):  # the line then runs to its end
-            await control.ask_cancel(self.store, self.keys, sid, timeout=TIMEOUT)
+            await control.ask_cancel(self.store, self.keys, sid, self.machine, timeout=TIMEOUT)
 
     async def work_left(self) -> bool:
         """Whether the session has work left (False once following ended: the
@@ -157,10 +157,10 @@ class Follower:
             self.tell(Done(sid, status, error or None))
             with contextlib.suppress(StoreError, TimeoutError):
                 await control.forget_answer(self.store, self.keys, sid, timeout=TIMEOUT)
-        elif kind == "put" and key == b"kill":
+        elif kind == "put" and key == self.keys.killed[len(self.keys.root) :]:  # the owner stops for it
             self.tell(End(Exit.KILLED, f"session {self.keys.name!r} was killed (dsh kill)"))
             return True
-        elif key == self.keys.handover[len(self.keys.root) :]:
+        elif key == self.keys.handing[len(self.keys.root) :]:  # the owner hands it over (or did)
             self._handover = kind == "put"
         elif kind == "delete" and key == b"owner":
             self.tell(Gone(self._handover))

@@ -427,6 +427,13 @@ def _tagged(value: Any) -> Any:
     return value
 
 
+def _by(entry: dict[str, Any]) -> str:
+    """ " by PERSON@MACHINE" for an entry that says who (none for older ones)."""
+    if not entry.get("by"):
+        return ""
+    return f" by {entry['by']}" + (f"@{entry['machine']}" if entry.get("machine") else "")
+
+
 def timeline(entries: Sequence[dict[str, Any]]) -> str:
     """A session's journal as lines of `time  what`, for `dsh log`."""
 
@@ -437,7 +444,9 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
         where = f"on {e['host']}" if e.get("host") else "here"
         kind = e.get("kind")
         if kind == "line":
-            what = f"line {e['line']} (run {e['run']}): {e['source']}"
+            what = f"line {e['line']} (run {e['run']}): {e['source']}" + (
+                f"  ({_by(e)[1:]})" if _by(e) else ""
+            )
         elif kind == "start":
             command = loaded(e.get("command"))
             what = f"  start {e['action']} {where}: {command} (timeout {format_duration(e['timeout'])})"
@@ -465,13 +474,17 @@ def timeline(entries: Sequence[dict[str, Any]]) -> str:
             until = time.strftime("%H:%M:%S", time.localtime(float(e["deadline"])))
             what = f"  await {e['action']} {where}: {loaded(e.get('what'))} (until {until})"
         elif kind == "signal":
-            what = f"  signal {e['name']} taken by {e['action']}" + (
+            sent = f" from {e['by']}" if e.get("by") else ""
+            what = f"  signal {e['name']}{sent} taken by {e['action']}" + (
                 f": {loaded(e['value'])}" if e.get("value") else ""
             )
         elif kind == "callback":
             what = f"  callback {e['action']} {where}: {e['url']}"
         elif kind == "note":
             what = f"  note: {e['text']}"
+        elif kind == "control":
+            detail = f" {e['detail']}" if e.get("detail") else ""
+            what = f"{e['what']}{detail}{_by(e)}"
         elif kind == "prompt":
             what = f"  prompt {e['id']} {e['state']}: {str(e['text']).strip()}"
         elif kind == "rejected":

@@ -33,6 +33,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
         (
             "dsh.driver",
             "dsh.daemon",
+            "dsh.attached",
             "dsh.client",
             "dsh.follow",
             "dsh.reach",

@@ -41,7 +41,7 @@ async def send_signal(store: Store, keys: Keys, name: str, value: str, *, timeou
     """`dsh signal`: kept until the first `await signal NAME` of the session takes it."""
     await require(store, keys, timeout=timeout)
     seq = b"%020d-%s" % (time.time_ns(), os.urandom(3).hex().encode())
-    await store.put(keys.signals(name) + seq, to_bytes(value), timeout=timeout)
+    await store.put(keys.signals_of(name) + seq, to_bytes(value), timeout=timeout)
 
 
 async def put_key(store: Store, tree: Tree, key: str, value: str, *, timeout: float) -> None:
@@ -116,8 +116,12 @@ async def remove(
             await store.delete(callback_key(keys.tree, token), timeout=owned.timeout)
             await store.delete(event_key(keys.tree, token), timeout=owned.timeout)
             with contextlib.suppress(StoreDenied):  # one an older dsh made, where it may be reached
-                await store.delete(legacy_callback(token), prefix=True, timeout=owned.timeout)
+                await store.delete(legacy_callback(token), timeout=owned.timeout)
+                await store.delete(legacy_callback(token) + b"/event", timeout=owned.timeout)
         await store.delete(keys.root, prefix=True, timeout=owned.timeout)
+        for person in keys.writers:  # the requests left for it (another person's: theirs to remove)
+            with contextlib.suppress(StoreDenied):
+                await store.delete(keys.control(person), prefix=True, timeout=owned.timeout)
         return failed
     finally:
         await owned.release()

@@ -1,21 +1,35 @@
 """The session's control protocol: what processes ask each other through the store
 about a session, and the one module that reads and writes those records.
 
-- The inbox (`ctl/in/SEQ`): clients submit lines, numbered by compare-and-set on
-  `ctl/in-seq` (`submit`); the owner takes them in order (`next_submission`)
-  and records the last it took in `ctl/taken` — in the same transaction as the
-  plan the line became (`taken_put`, written by the recorder), so a line is
-  either in the inbox or kept to resume, never both, never neither.
-- Cancels (`ctl/cancel/ID`) and answers (`ctl/done/ID`) for clients on other
+Every request is written by its person under a path of their own,
+`TREE/by/PERSON/s/NAME/` (`Keys.control`), outside the session's state: on a
+shared etcd each person's role writes theirs only, so nobody can make a request
+appear as another's, and the owner attributes each by its path. The owner reads
+every writer's requests (`Keys.writers`) in one snapshot (`Store.ranges`) and
+never needs to delete them: it keeps what it consumed in the session's state.
+
+- The inbox (`by/P/…/in/ID`): a client submits a line with one put; the owner
+  takes them in the order of their create revisions (`next_submission`) and
+  records the revision of the last it took in `ctl/taken-rev`, in the same
+  transaction as the plan the line became (`taken_put`, written by the
+  recorder): a line is either waiting or kept to resume, never both, never
+  neither. One snapshot of every inbox makes that order exact: a line created
+  at or before the snapshot's revision is in it.
+- Cancels (`by/P/…/cancel/ID`) and answers (`ctl/done/ID`) for clients on other
   machines, which have no socket to the owner.
-- Viewers (`ctl/viewer/ID`, on each viewer's lease): clients following the
+- Viewers (`by/P/…/viewer/ID`, on each viewer's lease): clients following the
   session through the store; the owner stays while there are any.
-- Handover (`ctl/handover`, on the asking client's lease): `dsh attach --take`
-  asks the live owner to let its running actions end and go.
-- Kill (`kill`): `dsh kill` asks the owner to stop.
+- Handover (`by/P/…/handover`, on the asking client's lease): `dsh attach
+  --take` asks the live owner to let its running actions end and go; the owner
+  says so in `ctl/handing` (its followers watch the session's state).
+- Kill (`by/P/…/kill`): `dsh kill` asks the owner to stop; the owner says so in
+  `ctl/killed`.
+- Signals are the session events' (dsh.session.events), with `ctl/sig-taken/NAME`.
 
 A record that cannot be read (damaged, or written by someone else) asks for
-nothing: whoever reads it goes on without it (fault report #9).
+nothing: whoever reads it goes on without it (fault report #9). The requests an
+older dsh kept in the session's state are moved to their person's path when an
+owner first claims the session (`upgrade`).
 """
 
 from __future__ import annotations
@@ -23,8 +37,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from dsh.errors import StoreError
 from dsh.session.codec import dumps, loads, readable
+from dsh.session.journal import LeaseLost
 from dsh.session.keys import Keys
 from dsh.session.records import (
     CorruptRecord,
@@ -35,32 +49,20 @@ from dsh.session.records import (
     Todo,
     Viewer,
 )
-from dsh.store.base import KV, Compare, Put, Store
-
-#: How many times a submission retries a compare-and-set lost to another client.
-SUBMIT_TRIES = 100
-
+from dsh.store.base import KV, Compare, Delete, Put, Store, StoreDenied
 
 # -- the inbox ----------------------------------------------------------------------
 
 
 async def submit(store: Store, keys: Keys, item: Submission, *, timeout: float) -> int:
-    """Put `item` in the session's inbox under the next number; that number. (After
-    the last taken too: a damaged `in-seq` must not number a line as taken.)"""
-    record = dumps(item)
-    for _ in range(SUBMIT_TRIES):  # a race with other clients is lost at most this often
-        held = await store.get(keys.in_seq, timeout=timeout)
-        taken = await store.get(keys.taken, timeout=timeout)
-        seq = max(_number(held), _number(taken)) + 1
-        mod = held.mod_revision if held is not None else 0
-        result = await store.txn(
-            [Compare(keys.in_seq, "mod", "==", mod)],
-            [Put(keys.in_seq, b"%d" % seq), Put(keys.submission(seq), record)],
-            timeout=timeout,
-        )
-        if result.succeeded:
-            return seq
-    raise StoreError("the line could not be submitted: too many clients submitting at once")
+    """Put `item` in this person's inbox of the session; the revision it was made at
+    (its place in the order the owner takes lines in)."""
+    return await store.put(keys.inbox_of() + item.id.encode(), dumps(item), timeout=timeout)
+
+
+async def withdraw(store: Store, keys: Keys, sid: str, *, timeout: float) -> None:
+    """Delete this person's submission `sid` (once it is answered: the owner took it)."""
+    await store.delete(keys.inbox_of() + sid.encode(), timeout=timeout)
 
 
 def read_submission(held: KV) -> tuple[Submission | None, str]:
@@ -74,44 +76,56 @@ def read_submission(held: KV) -> tuple[Submission | None, str]:
     return item, ""
 
 
+async def _each(
+    store: Store, keys: Keys, where: Callable[[str], bytes], *, timeout: float
+) -> list[tuple[str, KV]]:
+    """Every writer's records under `where(writer)`, read in one snapshot, each with
+    its writer, oldest first (by create revision; then by key)."""
+    writers = keys.writers
+    found, _ = await store.ranges([where(w) for w in writers], timeout=timeout)
+    held = [(writer, kv) for writer, kvs in zip(writers, found, strict=True) for kv in kvs]
+    return sorted(held, key=lambda pair: (pair[1].create_revision, pair[1].key))
+
+
 async def next_submission(
     store: Store,
     keys: Keys,
     after: int,
     *,
     timeout: float,
-    rejected: Callable[[int, str], Awaitable[None]],
-) -> tuple[int, Submission] | None:
-    """The oldest submission after number `after` (the last taken). One that cannot
-    be read is handed to `rejected` (its number and why) and skipped; those taken
-    before are deleted on the way."""
-    kvs, _ = await store.range(keys.inbox, timeout=timeout)
-    for kv in kvs:
-        suffix = kv.key[len(keys.inbox) :]
-        seq = int(suffix) if suffix.isdigit() else 0
-        if seq > after:
+    rejected: Callable[[int, str, str], Awaitable[None]],
+) -> tuple[int, str, Submission] | None:
+    """The oldest submission made after revision `after` (the last taken): its
+    revision, its person, it. One that cannot be read is handed to `rejected`
+    (its revision, its person, why) and skipped; those taken before are deleted
+    on the way, where this process may."""
+    for person, kv in await _each(store, keys, keys.inbox_of, timeout=timeout):
+        if kv.create_revision > after:
             item, why = read_submission(kv)
             if item is not None:
-                return seq, item
-            await rejected(seq, why)
-            after = seq
+                return kv.create_revision, person, item
+            await rejected(kv.create_revision, person, why)
+            after = kv.create_revision
             continue
-        await store.delete(kv.key, timeout=timeout)  # consumed before (or not ours)
+        with contextlib.suppress(StoreDenied):  # another person's: theirs to delete
+            await store.delete(kv.key, timeout=timeout)  # consumed before
     return None
 
 
-def taken_put(keys: Keys, seq: int) -> Put:
-    """The write that marks submission `seq` taken (in its owner's fenced transaction)."""
-    return Put(keys.taken, b"%d" % seq)
+def taken_put(keys: Keys, revision: int) -> Put:
+    """The write that marks the submission made at `revision` taken (in its owner's
+    fenced transaction)."""
+    return Put(keys.taken, b"%d" % revision)
 
 
 async def last_taken(store: Store, keys: Keys, *, timeout: float) -> tuple[int, Submission | None]:
-    """The number of the submission taken last, and it (if it is still there and can
-    be read): the line a resume may be finishing, whose client waits for it."""
-    held = await store.get(keys.taken, timeout=timeout)
-    seq = int(held.value) if held is not None and held.value.isdigit() else 0
-    last = await store.get(keys.submission(seq), timeout=timeout)
-    return seq, read_submission(last)[0] if last is not None else None
+    """The revision of the submission taken last, and it (if it is still there and
+    can be read): the line a resume may be finishing, whose client waits for it."""
+    revision = _number(await store.get(keys.taken, timeout=timeout))
+    for _, kv in await _each(store, keys, keys.inbox_of, timeout=timeout):
+        if kv.create_revision == revision:
+            return revision, read_submission(kv)[0]
+    return revision, None
 
 
 async def work_left(store: Store, keys: Keys, *, timeout: float) -> bool:
@@ -119,9 +133,8 @@ async def work_left(store: Store, keys: Keys, *, timeout: float) -> bool:
     submitted line not taken yet (what a client on another machine waits for)."""
     # The taken line first: a line taken after this read has its plan in `todo`
     # (written in the same transaction), which is read after.
-    taken = await store.get(keys.taken, timeout=timeout)
-    last = await store.get(keys.in_seq, timeout=timeout)
-    if _number(last) > _number(taken):
+    taken = _number(await store.get(keys.taken, timeout=timeout))
+    if any(kv.create_revision > taken for _, kv in await _each(store, keys, keys.inbox_of, timeout=timeout)):
         return True
     held = await store.get(keys.todo, timeout=timeout)
     if held is None:
@@ -139,17 +152,28 @@ def _number(held: KV | None) -> int:
 # -- cancels and answers, for clients on other machines -----------------------------
 
 
-async def ask_cancel(store: Store, keys: Keys, sid: str, *, timeout: float) -> None:
-    await store.put(keys.cancels + sid.encode(), b"", timeout=timeout)
+async def ask_cancel(store: Store, keys: Keys, sid: str, machine: str, *, timeout: float) -> None:
+    """Ask the owner to cancel submission `sid` (the value: the asking machine)."""
+    await store.put(keys.cancels_of() + sid.encode(), machine.encode(), timeout=timeout)
 
 
-async def take_cancels(store: Store, keys: Keys, cancel: Callable[[str], object], *, timeout: float) -> None:
-    """Hand each submission a client asked to cancel to `cancel`, then consume the
-    request (in that order: a request is never gone unless it was acted on)."""
-    kvs, _ = await store.range(keys.cancels, timeout=timeout)
-    for kv in kvs:
-        cancel(kv.key[len(keys.cancels) :].decode("utf-8", "replace"))
-        await store.delete(kv.key, timeout=timeout)
+async def take_cancels(
+    store: Store, keys: Keys, cancel: Callable[[str, str, str], object], *, timeout: float
+) -> None:
+    """Hand each submission a client asked to cancel to `cancel` (its id, who asked,
+    from which machine), then consume the request (in that order: a request is never gone
+    unless it was acted on; one of another person's is theirs to delete, and
+    cancels nothing twice: ids are not used again)."""
+    for person, kv in await _each(store, keys, keys.cancels_of, timeout=timeout):
+        sid = kv.key[len(keys.cancels_of(person)) :].decode("utf-8", "replace")
+        cancel(sid, person, kv.value.decode("utf-8", "replace"))
+        with contextlib.suppress(StoreDenied):
+            await store.delete(kv.key, timeout=timeout)
+
+
+async def cancel_done(store: Store, keys: Keys, sid: str, *, timeout: float) -> None:
+    """This person's cancel request for `sid`, gone (its submission is over)."""
+    await store.delete(keys.cancels_of() + sid.encode(), timeout=timeout)
 
 
 async def answer(store: Store, keys: Keys, sid: str, done: SubmissionDone, *, timeout: float) -> None:
@@ -175,12 +199,11 @@ async def forget_answer(store: Store, keys: Keys, sid: str, *, timeout: float) -
 async def add_viewer(
     store: Store, keys: Keys, viewer_id: str, viewer: Viewer, *, lease: int, timeout: float
 ) -> None:
-    await store.put(keys.viewers + viewer_id.encode(), dumps(viewer), lease=lease, timeout=timeout)
+    await store.put(keys.viewers_of() + viewer_id.encode(), dumps(viewer), lease=lease, timeout=timeout)
 
 
 async def has_viewers(store: Store, keys: Keys, *, timeout: float) -> bool:
-    kvs, _ = await store.range(keys.viewers, timeout=timeout)
-    return bool(kvs)
+    return bool(await _each(store, keys, keys.viewers_of, timeout=timeout))
 
 
 # -- handover -----------------------------------------------------------------------
@@ -189,33 +212,100 @@ async def has_viewers(store: Store, keys: Keys, *, timeout: float) -> bool:
 async def ask_handover(store: Store, keys: Keys, asked: Handover, *, lease: int, timeout: float) -> None:
     """Ask the live owner to hand over, on `lease` (the asking client's: a request
     that nobody waits for any more goes away by itself)."""
-    await store.put(keys.handover, dumps(asked), lease=lease, timeout=timeout)
+    await store.put(keys.handover_of(), dumps(asked), lease=lease, timeout=timeout)
 
 
-async def handover_asked(store: Store, keys: Keys, *, timeout: float) -> Handover | None:
-    """The handover asked for, if any (one that cannot be read asks nothing)."""
-    return readable(Handover, await store.get(keys.handover, timeout=timeout))
+async def handover_asked(store: Store, keys: Keys, *, timeout: float) -> tuple[str, Handover] | None:
+    """The first handover asked for, and who asked (one that cannot be read asks nothing)."""
+    for person, kv in await _each(store, keys, keys.handover_of, timeout=timeout):
+        asked = readable(Handover, kv)
+        if asked is not None:
+            return person, asked
+    return None
 
 
 async def handover_pending(store: Store, keys: Keys, *, timeout: float) -> bool:
-    """Whether any handover record is there, readable or not (a removal waits)."""
-    return await store.get(keys.handover, timeout=timeout) is not None
+    """Whether any handover is asked for or under way, readable or not (a removal waits)."""
+    if await store.get(keys.handing, timeout=timeout) is not None:
+        return True
+    return bool(await _each(store, keys, keys.handover_of, timeout=timeout))
+
+
+async def handing_over(store: Store, keys: Keys, to: Handover, *, timeout: float) -> None:
+    """The owner says it hands the session over (to the machine `to` names)."""
+    await store.put(keys.handing, dumps(to), timeout=timeout)
 
 
 async def handover_done(store: Store, keys: Keys, *, timeout: float) -> None:
-    await store.delete(keys.handover, timeout=timeout)
+    """The new owner: its request, and the old owner's word, gone."""
+    await store.delete(keys.handover_of(), timeout=timeout)
+    await store.delete(keys.handing, timeout=timeout)
 
 
 # -- kill ---------------------------------------------------------------------------
 
 
 async def ask_kill(store: Store, keys: Keys, asked: KillRequest, *, timeout: float) -> None:
-    await store.put(keys.kill, dumps(asked), timeout=timeout)
+    await store.put(keys.kill_of(), dumps(asked), timeout=timeout)
 
 
 async def kill_asked(store: Store, keys: Keys, *, timeout: float) -> bool:
-    return await store.get(keys.kill, timeout=timeout) is not None
+    return bool(await _each(store, keys, keys.kill_of, timeout=timeout))
 
 
 async def kill_done(store: Store, keys: Keys, *, timeout: float) -> None:
-    await store.delete(keys.kill, timeout=timeout)
+    """The owner stopped for a kill: it says so (its followers end), and the
+    requests go (where this process may delete them; the asker deletes its own)."""
+    await store.put(keys.killed, b"", timeout=timeout)
+    for person in keys.writers:
+        with contextlib.suppress(StoreDenied):
+            await store.delete(keys.kill_of(person), timeout=timeout)
+    await store.delete(keys.killed, timeout=timeout)
+
+
+async def withdraw_kill(store: Store, keys: Keys, *, timeout: float) -> None:
+    await store.delete(keys.kill_of(), timeout=timeout)
+
+
+# -- what an older dsh kept ---------------------------------------------------------
+
+#: The control records a dsh before issue 21 kept in the session's state: prefixes,
+#: then single keys.
+_LEGACY_UNDER = (b"ctl/in/", b"ctl/cancel/", b"ctl/viewer/", b"sig/")
+_LEGACY_KEYS = (b"ctl/in-seq", b"ctl/taken", b"ctl/handover", b"kill")
+
+
+async def upgrade(store: Store, keys: Keys, fence: Compare, *, timeout: float) -> int:
+    """Move the requests an older dsh kept in the session's state to this person's
+    path (lines not taken yet, in their order; cancels; a kill; signals), as the
+    session's new owner (each write under its `fence`); the old keys go. Requests
+    on a lease (viewers, a handover) were a live process's: dropped. The number
+    of requests moved; LeaseLost if the fence failed."""
+    root = keys.root
+    found, _ = await store.ranges([root + p for p in (*_LEGACY_UNDER, *_LEGACY_KEYS)], timeout=timeout)
+    inbox, cancels, viewers, signals = found[: len(_LEGACY_UNDER)]
+    single = {
+        name: next((kv for kv in kvs if kv.key == root + name), None)
+        for name, kvs in zip(_LEGACY_KEYS, found[len(_LEGACY_UNDER) :], strict=True)
+    }
+    old = [*inbox, *cancels, *viewers, *signals, *(kv for kv in single.values() if kv is not None)]
+    if not old:
+        return 0
+    done = _number(single[b"ctl/taken"])
+    moved: list[Put] = []
+    for kv in inbox:  # numbered: ctl/in/00000003
+        number = kv.key[len(root + b"ctl/in/") :]
+        item = readable(Submission, kv)
+        if number.isdigit() and int(number) > done and item is not None:
+            moved.append(Put(keys.inbox_of() + item.id.encode(), kv.value))
+    moved += [Put(keys.cancels_of() + kv.key[len(root + b"ctl/cancel/") :], b"") for kv in cancels]
+    if single[b"kill"] is not None:
+        moved.append(Put(keys.kill_of(), single[b"kill"].value))
+    moved += [Put(keys.control() + kv.key[len(root) :], kv.value) for kv in signals]
+    gone = [Delete(kv.key) for kv in old]
+    # One put each: each line is made at a revision of its own, in the old order.
+    for ops in [[put] for put in moved] + [gone[i : i + 100] for i in range(0, len(gone), 100)]:
+        result = await store.txn([fence], ops, timeout=timeout)
+        if not result.succeeded:
+            raise LeaseLost("the session's lease was lost while its older requests were moved")
+    return len(moved)

@@ -87,22 +87,35 @@ class SessionEvents:
 
     async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
         session, keys = self.session, self.session.keys
-        kvs, _ = await session.store.range(keys.signals(name), timeout=session.timeout)
-        if not kvs:
+        marker, writers = keys.signal_taken(name), keys.writers
+        prefixes = [marker, *(keys.signals_of(name, person) for person in writers)]
+        found, _ = await session.store.ranges(prefixes, timeout=session.timeout)
+        held = next((kv for kv in found[0] if kv.key == marker), None)
+        after = int(held.value) if held is not None and held.value.isdigit() else 0
+        waiting = sorted(
+            (kv.create_revision, kv.key, person, kv)
+            for person, kvs in zip(writers, found[1:], strict=True)
+            for kv in kvs
+            if kv.create_revision > after
+        )
+        if not waiting:
             return None
-        oldest = kvs[0]
+        revision, _, sender, oldest = waiting[0]  # the oldest sent, whoever sent it
         value = from_bytes(oldest.value)
         cp = session.checkpointer()
         await cp.flush()  # the journal stays in order
         record = ActDone(action, host, "ok", 0, 0.0, "", value, "")  # no machine: taken for every host
         ops: list[Put | Delete] = [
-            Delete(oldest.key),
+            Put(marker, b"%d" % revision),
             Put(keys.action(action, host), dumps(record)),
-            cp.entry(SignalEntry(action, name, value)),
+            cp.entry(SignalEntry(action, name, value, sender)),
         ]
-        result = await session.store.txn(
-            [cp.fence, Compare(oldest.key, "mod", "==", oldest.mod_revision)], ops, timeout=session.timeout
+        if sender == keys.me:  # another person's is theirs to delete: the mark says it is taken
+            ops.append(Delete(oldest.key))
+        unchanged = (
+            Compare(marker, "mod", "==", held.mod_revision) if held else Compare(marker, "version", "==", 0)
         )
+        result = await session.store.txn([cp.fence, unchanged], ops, timeout=session.timeout)
         if result.succeeded:
             return value
         owner = await session.store.get(keys.owner, timeout=session.timeout)

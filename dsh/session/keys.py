@@ -132,10 +132,47 @@ def legacy_callback(token: str) -> bytes:
 
 @record
 class Keys:
-    """The keys of one session in a tree (a user's)."""
+    """The keys of one session in a tree (a person's), and of the control records
+    each person writes for it under a path of their own (`control`)."""
 
     tree: Tree
     name: str
+    #: Whom this process writes control records as: the person it logs in as (by
+    #: default, the tree's: a person's own tree).
+    person: str = ""
+
+    @property
+    def me(self) -> str:
+        return self.person or self.tree.name
+
+    @property
+    def writers(self) -> tuple[str, ...]:
+        """Whose control records of the session are read: in a person's tree, that
+        person's (anything else there is nobody's)."""
+        return (self.tree.name,)
+
+    def control(self, person: str | None = None) -> bytes:
+        """Where `person` (by default this process's) writes control records of the
+        session: outside its state, so that a role can give each person theirs."""
+        return self.tree.prefix + f"by/{person or self.me}/s/{self.name}/".encode()
+
+    def inbox_of(self, person: str | None = None) -> bytes:
+        return self.control(person) + b"in/"
+
+    def cancels_of(self, person: str | None = None) -> bytes:
+        return self.control(person) + b"cancel/"
+
+    def viewers_of(self, person: str | None = None) -> bytes:
+        return self.control(person) + b"viewer/"
+
+    def handover_of(self, person: str | None = None) -> bytes:
+        return self.control(person) + b"handover"
+
+    def kill_of(self, person: str | None = None) -> bytes:
+        return self.control(person) + b"kill"
+
+    def signals_of(self, signal: str, person: str | None = None) -> bytes:
+        return self.control(person) + f"sig/{signal}/".encode()
 
     @property
     def root(self) -> bytes:
@@ -166,8 +203,9 @@ class Keys:
         return self.root + b"bind/"
 
     @property
-    def kill(self) -> bytes:
-        return self.root + b"kill"
+    def killed(self) -> bytes:
+        """The owner stops for a `dsh kill` (put and deleted again: its followers see it)."""
+        return self.root + b"ctl/killed"
 
     @property
     def todo(self) -> bytes:
@@ -178,20 +216,18 @@ class Keys:
         return self.root + b"todo-next"
 
     @property
-    def inbox(self) -> bytes:
-        return self.root + b"ctl/in/"
-
-    @property
-    def in_seq(self) -> bytes:
-        return self.root + b"ctl/in-seq"
-
-    @property
     def taken(self) -> bytes:
-        return self.root + b"ctl/taken"
+        """The create revision of the submission the owner took last."""
+        return self.root + b"ctl/taken-rev"
+
+    def signal_taken(self, signal: str) -> bytes:
+        """The create revision of the signal of that name an await took last."""
+        return self.root + f"ctl/sig-taken/{signal}".encode()
 
     @property
-    def cancels(self) -> bytes:
-        return self.root + b"ctl/cancel/"
+    def handing(self) -> bytes:
+        """The owner hands the session over (the Handover it took): its followers see it."""
+        return self.root + b"ctl/handing"
 
     @property
     def callbacks(self) -> bytes:
@@ -206,25 +242,11 @@ class Keys:
         return self.root + b"ctl/done/"
 
     @property
-    def viewers(self) -> bytes:
-        return self.root + b"ctl/viewer/"
-
-    @property
-    def handover(self) -> bytes:
-        return self.root + b"ctl/handover"
-
-    @property
     def functions(self) -> bytes:
         return self.root + b"fn/"
 
-    def signals(self, signal: str) -> bytes:
-        return self.root + f"sig/{signal}/".encode()
-
     def user_key(self, key: str) -> bytes:
         return self.tree.key(key)
-
-    def submission(self, seq: int) -> bytes:
-        return self.inbox + b"%08d" % seq
 
     def run(self, run: int) -> bytes:
         return self.runs + b"%08d" % run

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 
 from dsh.errors import StoreError, UsageError
 from dsh.session.codec import dumps, entry_bytes, loads, readable
-from dsh.session.control import kill_asked
+from dsh.session.control import handover_asked, kill_asked
 from dsh.session.journal import Checkpointer, LeaseLost
 from dsh.session.keys import Keys
-from dsh.session.records import Handover, Meta, Owner
+from dsh.session.records import Meta, Owner
 from dsh.store.base import Compacted, Compare, LeaseNotFound, Put, Store
 
 #: The shortest bound of a store call made while the lease is in doubt (one try).
@@ -126,8 +126,9 @@ class Session:
         while True:
             if wanted is not None and not wanted():
                 raise UsageError(f"no longer waiting to take session {self.keys.name!r} over")
-            asked = readable(Handover, await self.store.get(self.keys.handover, timeout=self.timeout))
-            to = asked.machine if asked is not None else self.machine  # one that cannot be read asks nothing
+            asked = await handover_asked(self.store, self.keys, timeout=self.timeout)
+            # one that cannot be read asks nothing
+            to = asked[1].machine if asked is not None else self.machine
             owner = await self.store.get(self.keys.owner, timeout=self.timeout)
             if owner is None and to == self.machine:  # only then: a waiting executor writes nothing
                 with contextlib.suppress(UsageError):  # another was quicker: wait for it to go
@@ -178,6 +179,9 @@ class Owned:
         self.killed = False
         #: Handing over (`dsh attach --take`): no new action starts; those running end.
         self.draining = False
+        #: Whose lines run now (the person and their machine): a submission's; else
+        #: (None) this owner's, for a script or a resume.
+        self.by: tuple[str, str] | None = None
         #: The actions started and not ended yet, (action, host): by when they end at
         #: the latest (monotonic; their timeout and the kill's grace).
         self.in_flight: dict[tuple[str, str | None], float] = {}

@@ -110,7 +110,9 @@ class SessionRecorder:
         run = self.session.next_run()
         cp = self.session.checkpointer()
         record = run_record(run, stmt, args, plan, index, path, self.plan_id)
-        cp.defer([Put(self.keys.run(run), dumps(record)), cp.entry(LineEntry(run, stmt.line, stmt.source))])
+        by, machine = self.session.by or (self.keys.me, self.session.machine)
+        entry = LineEntry(run, stmt.line, stmt.source, by, machine)
+        cp.defer([Put(self.keys.run(run), dumps(record)), cp.entry(entry)])
         return run
 
     async def intent(

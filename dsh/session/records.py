@@ -35,7 +35,8 @@ Text = str
 #: Format 2: the journal's `prompt` and `note` entries, `secret` bindings (issue 18).
 #: Format 3: copies: an intent's `copy`, a result's `copied` (issue 19).
 #: Format 4: a line's `hosts/RUN` record, an intent's `stdin` (issue 20).
-#: Format 5: `people/NAME` records (issue 21).
+#: Format 5: `people/NAME` records; who a line, a signal came from; `control` entries
+#: (issue 21).
 FORMAT = 5
 
 
@@ -274,6 +275,10 @@ class LineEntry:
     run: int
     line: int
     source: str
+    #: Who it came from: the person whose submission (or script) it is, and their
+    #: machine (format 5; none before).
+    by: str | None = None
+    machine: str | None = None
 
 
 @record
@@ -341,6 +346,8 @@ class SignalEntry:
     action: str
     name: str
     value: Text
+    #: The person who sent it (format 5; none before).
+    by: str | None = None
 
 
 @record
@@ -399,6 +406,21 @@ class PromptEntry:
 
 
 @record
+class ControlEntry:
+    """Someone acted on the session from outside: `what` is "cancel" (detail: the
+    submission), "kill", "handover" (detail: the machine it goes to) or "takeover"
+    (detail: whom it was taken from). `by` is the person, from the path their
+    request was under (a takeover: the new owner); `machine` theirs. (Format 5.)"""
+
+    TAG = ("kind", "control")
+
+    what: str
+    by: str
+    machine: str
+    detail: str = ""
+
+
+@record
 class NoteEntry:
     """Something the owner says of the session for later (an ssh agent asked for that
     no attached client had). (Format 2.)"""
@@ -421,6 +443,7 @@ JournalEntry = (
     | RejectedEntry
     | PromptEntry
     | NoteEntry
+    | ControlEntry
 )
 ENTRY_KINDS: tuple[type[JournalEntry], ...] = (
     LineEntry,
@@ -435,6 +458,7 @@ ENTRY_KINDS: tuple[type[JournalEntry], ...] = (
     RejectedEntry,
     PromptEntry,
     NoteEntry,
+    ControlEntry,
 )
 
 

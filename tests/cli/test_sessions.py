@@ -295,15 +295,19 @@ def test_F9_a_malformed_inbox_record_is_rejected_and_the_session_goes_on(run_dsh
     keys = Keys(user_tree(user_name()), "inbox")
 
     async def damage(store: SqliteStore) -> None:
-        await store.put(keys.submission(1), b"{", timeout=10)
-        await store.put(keys.in_seq, b"1", timeout=10)
-        await store.put(keys.handover, b"[not a record", timeout=10)  # nor a handover request
-        await store.put(keys.cancels + b"\xff\xfe", b"", timeout=10)  # nor a cancel
+        await store.put(keys.inbox_of() + b"bad", b"{", timeout=10)
+        await store.put(keys.handover_of(), b"[not a record", timeout=10)  # nor a handover request
+        await store.put(keys.cancels_of() + b"\xff\xfe", b"\xff", timeout=10)  # nor a cancel
 
     with_store(env, damage)
     r = run_dsh(["attach", "inbox"], input="echo after\n", timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "after" in r.stdout and "submission 1 cannot be read" in r.stdout + r.stderr
+    said = r.stdout + r.stderr
+    assert (
+        "after" in r.stdout
+        and f"a submission of {user_name()}'s (revision" in said
+        and "cannot be read" in said
+    )
     rejected = [e for e in journal(env, "inbox") if e["kind"] == "rejected"]
     assert len(rejected) == 1 and "not JSON" in str(rejected[0]["error"])
 

@@ -37,19 +37,19 @@ def test_P4_the_follower_tells_an_owner_that_handed_over_from_one_gone(tmp_path:
 
         try:
             await put(store, KEYS.owner)
-            if asked == "before":
-                await put(store, KEYS.handover)
+            if asked == "before":  # asked for (a request under its person's path)
+                await put(store, KEYS.handover_of())
             follower = Follower(store, KEYS, "B", tell, show=lambda entry: None)
             await follower.start()
-            assert (await store.range(KEYS.viewers, timeout=5))[0], "no viewer key while it follows"
+            assert (await store.range(KEYS.viewers_of(), timeout=5))[0], "no viewer key while it follows"
             threads = threading.active_count()
-            if asked == "while following":
-                await put(store, KEYS.handover)
+            if asked == "while following":  # the owner says it hands over
+                await put(store, KEYS.handing)
             await store.delete(KEYS.owner, timeout=5)
             await asyncio.wait_for(arrived.wait(), 10)
             assert threading.active_count() <= threads  # it started none of its own
             await follower.stop()
-            assert (await store.range(KEYS.viewers, timeout=5))[0] == []  # its lease went with it
+            assert (await store.range(KEYS.viewers_of(), timeout=5))[0] == []  # its lease went with it
         finally:
             await store.close()
         return told
@@ -66,7 +66,7 @@ def test_a_follower_tells_a_line_done_and_a_kill(tmp_path: Path) -> None:
             follower = Follower(store, KEYS, "B", told.append, show=lambda entry: None)
             await follower.start()
             await put(store, KEYS.done + b"abc", b'{"status": 1, "error": ""}')
-            await put(store, KEYS.kill, b'{"machine": "A"}')
+            await put(store, KEYS.killed, b"")  # the owner stops for a kill
             for _ in range(200):
                 if len(told) == 2:
                     break

@@ -149,6 +149,15 @@ SAMPLES: list[tuple[object, bytes]] = [
         b'{"seq":10,"t":1796497976.0,"kind":"note","text":"ssh agent: none attached"}',
     ),
     (
+        r.Journaled(11, 1796497977.0, r.ControlEntry("cancel", "bob", "m2", "a1b2")),
+        b'{"seq":11,"t":1796497977.0,"kind":"control","what":"cancel","by":"bob","machine":"m2","detail":"a1b2"}',
+    ),
+    (
+        r.Journaled(12, 1796497978.0, r.LineEntry(3, 1, "echo hi", "bob", "m2")),
+        b'{"seq":12,"t":1796497978.0,"kind":"line","run":3,"line":1,"source":"echo hi",'
+        b'"by":"bob","machine":"m2"}',
+    ),
+    (
         r.RunRecord(
             3,
             1,
@@ -577,7 +586,10 @@ def test_records_the_key_layout_is_the_one_older_dsh_used() -> None:
     assert keys.run(3) == b"/dsh/v1/u/alice/s/s1/run/00000003"
     assert keys.action("3.1.1", None) == b"/dsh/v1/u/alice/s/s1/act/3.1.1/-"
     assert keys.actions_of(3) == b"/dsh/v1/u/alice/s/s1/act/3."
-    assert keys.submission(12) == b"/dsh/v1/u/alice/s/s1/ctl/in/00000012"
+    # each person's requests, outside the session's state (issue 21)
+    assert keys.inbox_of() == b"/dsh/v1/u/alice/by/alice/s/s1/in/"
+    assert keys.kill_of("bob") == b"/dsh/v1/u/alice/by/bob/s/s1/kill"
+    assert keys.taken == b"/dsh/v1/u/alice/s/s1/ctl/taken-rev"
     tree = user_tree("alice")
     assert keys.user_key("/a/\udcff") == tree.key("a/\udcff") == b"/dsh/v1/u/alice/keys/a/\xff"
     assert tree.sessions == b"/dsh/v1/u/alice/s/"
