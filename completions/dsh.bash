@@ -14,8 +14,9 @@
 # --dry-run (instead of a session); `key` completes `put` and `get`;
 # `serve` completes its options (--listen, --public-url, --cert, --key,
 # --header-timeout, --body-timeout, --max-connections); `admin` completes
-# `init` (--yes), `show` (--json) and `user` (`add` NAME --service|--serve,
-# `rm` NAME --purge, `passwd` NAME).
+# `init` (--yes), `show` (--json), `user` (`add` NAME --service|--serve,
+# `rm` NAME --purge, `passwd` NAME) and `migrate` (--map OSUSER=ETCDUSER, again
+# and again, --dry-run, --force).
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config --inventory --outdir"
@@ -243,20 +244,25 @@ _dsh() {
             admin)
                 # admin init [--yes] | show [--json] | user add NAME [--service|--serve]
                 # | user rm NAME [--purge] | user passwd NAME
+                # | migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]
                 local flag offer="" flags_of=""
-                if [[ $cur == -* ]]; then
+                if [[ $prev == --map && ${sub_args[0]} == migrate ]]; then
+                    : # OSUSER=ETCDUSER: nothing to offer
+                elif [[ $cur == -* ]]; then
                     case ${sub_args[0]}:${sub_args[1]} in
                         init:) flags_of="--yes" ;;
                         show:) flags_of="--json" ;;
                         user:add) flags_of="--service --serve" ;; # one or the other
                         user:rm) flags_of="--purge" ;;
+                        migrate:*) flags_of="--dry-run --force" ;; # the mapped names are args
                     esac
                     [[ $flags == *" --service "* || $flags == *" --serve "* ]] && flags_of=""
                     for flag in $flags_of; do
                         [[ $flags == *" $flag "* ]] || offer+=" $flag"
                     done
+                    [[ ${sub_args[0]} == migrate ]] && offer+=" --map" # given once for each person
                 elif ((nargs == 0)); then
-                    offer="init show user"
+                    offer="init show user migrate"
                 elif ((nargs == 1)) && [[ ${sub_args[0]} == user ]]; then
                     offer="add rm passwd"
                 fi

@@ -14,8 +14,9 @@
 # --dry-run (instead of a session); `key` completes `put` and `get`;
 # `serve` completes its options (--listen, --public-url, --cert, --key,
 # --header-timeout, --body-timeout, --max-connections); `admin` completes
-# `init` (--yes), `show` (--json) and `user` (`add` NAME --service|--serve,
-# `rm` NAME --purge, `passwd` NAME).
+# `init` (--yes), `show` (--json), `user` (`add` NAME --service|--serve,
+# `rm` NAME --purge, `passwd` NAME) and `migrate` (--map OSUSER=ETCDUSER, again
+# and again, --dry-run, --force).
 
 # The words before the cursor, without the command name.
 function __fish_dsh_tokens
@@ -227,7 +228,8 @@ complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process
 # serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]
 # [--header-timeout D] [--body-timeout D] [--max-connections N];
 # admin init [--yes] | show [--json] | user add NAME [--service|--serve] |
-# user rm NAME [--purge] | user passwd NAME: no files (but after --cert and --key).
+# user rm NAME [--purge] | user passwd NAME |
+# migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]: no files (but after --cert and --key).
 complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
 complete -c dsh -n '__fish_dsh_after ls' -f -l all -d 'Also the sessions of single runs (dsh -c without --session)'
 complete -c dsh -n '__fish_dsh_after log' -f -l json -d 'One JSON object per journal entry'
@@ -245,11 +247,14 @@ complete -c dsh -n '__fish_dsh_after serve' -f -l body-timeout -x -a '10s\t"the 
 complete -c dsh -n '__fish_dsh_after serve' -f -l max-connections -x -d 'Connections open at once (default: 256)'
 complete -c dsh -n '__fish_dsh_after attach 1; or __fish_dsh_after log 1; or __fish_dsh_after kill 1; or __fish_dsh_after rm 1; or __fish_dsh_after signal 1' -f -a '(__fish_dsh_sessions)' -d Session
 complete -c dsh -n '__fish_dsh_after key 1' -f -a 'put\t"Set a key to a value" get\t"Print the value of a key"'
-complete -c dsh -n "__fish_dsh_admin ''" -f -a 'init\t"Turn etcd\'s authentication on and make dsh\'s roles" show\t"Show the accounts, the database and the alarms" user\t"Add or remove an etcd user, or change its password"'
-complete -c dsh -n '__fish_dsh_admin user' -f -a 'add\t"Make a person\'s account (or a service\'s, or one for dsh serve)" rm\t"Remove a user, its role and its record" passwd\t"Give a user a new password"'
+complete -c dsh -n "__fish_dsh_admin ''" -f -a 'init\t"Turn etcd\'s authentication on and make dsh\'s roles" show\t"Show the accounts, the database and the alarms" user\t"Add or remove an etcd user, or change its password" migrate\t"Move what an older dsh kept (OS users\' trees, global callbacks) where dsh keeps it now"'
+complete -c dsh -n '__fish_dsh_admin user' -f -a 'add\t"Make a person\'s account (or a service\'s, or one for dsh serve)" rm\t"Take a user out of this installation: its roles, its record (the user too if it has no other role)" passwd\t"Give a user a new password"'
 complete -c dsh -n '__fish_dsh_admin init' -f -l yes -d 'Make the changes (without it, list them and exit 2)'
 complete -c dsh -n '__fish_dsh_admin show' -f -l json -d 'The facts as one JSON object'
 complete -c dsh -n '__fish_dsh_admin "user add*"; and not contains -- --service (__fish_dsh_tokens); and not contains -- --serve (__fish_dsh_tokens)' -f -l service -d "A service's account, not a person's"
 complete -c dsh -n '__fish_dsh_admin "user add*"; and not contains -- --service (__fish_dsh_tokens); and not contains -- --serve (__fish_dsh_tokens)' -f -l serve -d 'An account for dsh serve (its role only)'
 complete -c dsh -n '__fish_dsh_admin "user rm*"' -f -l purge -d "Also remove the user's tree of sessions and keys"
+complete -c dsh -n '__fish_dsh_admin "migrate*"' -x -l map -d 'Move the tree of an OS user into that of an etcd user (OSUSER=ETCDUSER)'
+complete -c dsh -n '__fish_dsh_admin "migrate*"; and not contains -- --dry-run (__fish_dsh_tokens)' -f -l dry-run -d 'Say what would move, and move nothing'
+complete -c dsh -n '__fish_dsh_admin "migrate*"; and not contains -- --force (__fish_dsh_tokens)' -f -l force -d 'Also move sessions with work left, and callbacks still awaited'
 complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key; or __fish_dsh_after serve; or __fish_dsh_after admin' -f
