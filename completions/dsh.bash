@@ -15,11 +15,13 @@
 # `serve` completes its options (--listen, --public-url, --cert, --key,
 # --header-timeout, --body-timeout, --max-connections); `admin` completes
 # `init` (--yes), `show` (--json), `user` (`add` NAME --service|--serve,
-# `rm` NAME --purge, `passwd` NAME) and `migrate` (--map OSUSER=ETCDUSER, again
-# and again, --dry-run, --force).
+# `rm` NAME --purge, `passwd` NAME), `team` (`add` TEAM --member NAME…,
+# `rm` TEAM --purge, `member` `add`|`rm` TEAM NAME…) and `migrate` (--map
+# OSUSER=ETCDUSER, again and again, --dry-run, --force). --team TEAM takes a
+# value, with nothing to offer: which teams there are is known to etcd alone.
 
 # Options that take a value, and options that do not.
-_dsh_opts_with_arg="--session --store --ssh-config --host-keys --askpass --config --inventory --outdir"
+_dsh_opts_with_arg="--session --store --team --ssh-config --host-keys --askpass --config --inventory --outdir"
 _dsh_opts_flag="--ask-pass --insecure-store --json --verbose --version --help"
 _dsh_subcommands="explain log attach ls run kill rm signal key serve admin"
 # The options of `serve`: each takes a value.
@@ -199,7 +201,7 @@ _dsh() {
                 COMPREPLY=($(compgen -d -- "$cur"))
                 ;;
             *)
-                # --session NAME, -c TEXT: nothing to offer
+                # --session NAME, --team TEAM, -c TEXT: nothing to offer
                 ;;
         esac
         # '=' is not a word break here: the reply replaces the whole --opt=value
@@ -243,7 +245,8 @@ _dsh() {
                 ;;
             admin)
                 # admin init [--yes] | show [--json] | user add NAME [--service|--serve]
-                # | user rm NAME [--purge] | user passwd NAME
+                # | user rm NAME [--purge] | user passwd NAME | team add TEAM --member NAME…
+                # | team rm TEAM [--purge] | team member add|rm TEAM NAME…
                 # | migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]
                 local flag offer="" flags_of=""
                 if [[ $prev == --map && ${sub_args[0]} == migrate ]]; then
@@ -254,6 +257,8 @@ _dsh() {
                         show:) flags_of="--json" ;;
                         user:add) flags_of="--service --serve" ;; # one or the other
                         user:rm) flags_of="--purge" ;;
+                        team:add) flags_of="--member" ;; # then the names
+                        team:rm) flags_of="--purge" ;;
                         migrate:*) flags_of="--dry-run --force" ;; # the mapped names are args
                     esac
                     [[ $flags == *" --service "* || $flags == *" --serve "* ]] && flags_of=""
@@ -262,11 +267,15 @@ _dsh() {
                     done
                     [[ ${sub_args[0]} == migrate ]] && offer+=" --map" # given once for each person
                 elif ((nargs == 0)); then
-                    offer="init show user migrate"
+                    offer="init show user team migrate"
                 elif ((nargs == 1)) && [[ ${sub_args[0]} == user ]]; then
                     offer="add rm passwd"
+                elif ((nargs == 1)) && [[ ${sub_args[0]} == team ]]; then
+                    offer="add rm member"
+                elif ((nargs == 2)) && [[ ${sub_args[0]}:${sub_args[1]} == team:member ]]; then
+                    offer="add rm"
                 fi
-                # NAME: nothing to offer
+                # NAME, TEAM: nothing to offer
                 COMPREPLY=($(compgen -W "$offer" -- "$cur"))
                 ;;
             attach | log | kill | rm | signal)

@@ -15,8 +15,10 @@
 # `serve` completes its options (--listen, --public-url, --cert, --key,
 # --header-timeout, --body-timeout, --max-connections); `admin` completes
 # `init` (--yes), `show` (--json), `user` (`add` NAME --service|--serve,
-# `rm` NAME --purge, `passwd` NAME) and `migrate` (--map OSUSER=ETCDUSER, again
-# and again, --dry-run, --force).
+# `rm` NAME --purge, `passwd` NAME), `team` (`add` TEAM --member NAME…,
+# `rm` TEAM --purge, `member` `add`|`rm` TEAM NAME…) and `migrate` (--map
+# OSUSER=ETCDUSER, again and again, --dry-run, --force). --team TEAM takes a
+# value, with nothing to offer: which teams there are is known to etcd alone.
 
 # The words before the cursor, without the command name.
 function __fish_dsh_tokens
@@ -30,7 +32,7 @@ end
 # The long option that a word names (exact, or an unambiguous prefix, as argparse accepts).
 function __fish_dsh_long_opt -a word
     set -l name (string split -m1 = -- $word)[1]
-    set -l all --session --store --ssh-config --host-keys --askpass --config --inventory --outdir --ask-pass --insecure-store --json --verbose --version --help
+    set -l all --session --store --team --ssh-config --host-keys --askpass --config --inventory --outdir --ask-pass --insecure-store --json --verbose --version --help
     if contains -- $name $all
         echo $name
         return
@@ -77,7 +79,7 @@ function __fish_dsh_where
                 return
             case '--*=*'
             case '--*'
-                if contains -- (__fish_dsh_long_opt $tok) --session --store --ssh-config --host-keys --askpass --config --inventory --outdir
+                if contains -- (__fish_dsh_long_opt $tok) --session --store --team --ssh-config --host-keys --askpass --config --inventory --outdir
                     set want_arg 1
                 end
             case '-*'
@@ -192,6 +194,7 @@ end
 # SCRIPT and the script's arguments are files (fish's default); options only before them.
 complete -c dsh -n '__fish_dsh_reading_options; and not __fish_dsh_in_run' -s c -x -d 'Run TEXT (further arguments are $1…)'
 complete -c dsh -n __fish_dsh_reading_options -l session -x -d "The session's name (default: \$DSH_SESSION)"
+complete -c dsh -n __fish_dsh_reading_options -l team -x -d "Work in a team's sessions and keys (on etcd, as one of its members)"
 complete -c dsh -n __fish_dsh_reading_options -l store -x -a 'local\t"the default" sqlite:///\t"a SQLite file"' -d 'Where sessions are kept (default: $DSH_STORE or local)'
 complete -c dsh -n __fish_dsh_reading_options -l ssh-config -r -F -d 'An ssh config file instead of ~/.ssh/config'
 complete -c dsh -n __fish_dsh_reading_options -l askpass -r -F -d 'A program that prints the answer to a prompt (a sudo password)'
@@ -228,7 +231,8 @@ complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process
 # serve [--listen ADDR:PORT] [--public-url URL] [--cert FILE --key FILE]
 # [--header-timeout D] [--body-timeout D] [--max-connections N];
 # admin init [--yes] | show [--json] | user add NAME [--service|--serve] |
-# user rm NAME [--purge] | user passwd NAME |
+# user rm NAME [--purge] | user passwd NAME | team add TEAM --member NAME… |
+# team rm TEAM [--purge] | team member add|rm TEAM NAME… |
 # migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]: no files (but after --cert and --key).
 complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
 complete -c dsh -n '__fish_dsh_after ls' -f -l all -d 'Also the sessions of single runs (dsh -c without --session)'
@@ -247,13 +251,17 @@ complete -c dsh -n '__fish_dsh_after serve' -f -l body-timeout -x -a '10s\t"the 
 complete -c dsh -n '__fish_dsh_after serve' -f -l max-connections -x -d 'Connections open at once (default: 256)'
 complete -c dsh -n '__fish_dsh_after attach 1; or __fish_dsh_after log 1; or __fish_dsh_after kill 1; or __fish_dsh_after rm 1; or __fish_dsh_after signal 1' -f -a '(__fish_dsh_sessions)' -d Session
 complete -c dsh -n '__fish_dsh_after key 1' -f -a 'put\t"Set a key to a value" get\t"Print the value of a key"'
-complete -c dsh -n "__fish_dsh_admin ''" -f -a 'init\t"Turn etcd\'s authentication on and make dsh\'s roles" show\t"Show the accounts, the database and the alarms" user\t"Add or remove an etcd user, or change its password" migrate\t"Move what an older dsh kept (OS users\' trees, global callbacks) where dsh keeps it now"'
+complete -c dsh -n "__fish_dsh_admin ''" -f -a 'init\t"Turn etcd\'s authentication on and make dsh\'s roles" show\t"Show the accounts, the database and the alarms" user\t"Add or remove an etcd user, or change its password" team\t"Make or remove a team, or put people into it or out of it" migrate\t"Move what an older dsh kept (OS users\' trees, global callbacks) where dsh keeps it now"'
 complete -c dsh -n '__fish_dsh_admin user' -f -a 'add\t"Make a person\'s account (or a service\'s, or one for dsh serve)" rm\t"Take a user out of this installation: its roles, its record (the user too if it has no other role)" passwd\t"Give a user a new password"'
+complete -c dsh -n '__fish_dsh_admin team' -f -a 'add\t"Make a team (if it is not there) with these people in it" rm\t"Take every member out and remove the team (its tree too with --purge)" member\t"Put people into a team, or take them out"'
+complete -c dsh -n "__fish_dsh_admin 'team member'" -f -a 'add\t"Put people into the team" rm\t"Take people out of the team: etcd refuses them in it at once"'
 complete -c dsh -n '__fish_dsh_admin init' -f -l yes -d 'Make the changes (without it, list them and exit 2)'
 complete -c dsh -n '__fish_dsh_admin show' -f -l json -d 'The facts as one JSON object'
 complete -c dsh -n '__fish_dsh_admin "user add*"; and not contains -- --service (__fish_dsh_tokens); and not contains -- --serve (__fish_dsh_tokens)' -f -l service -d "A service's account, not a person's"
 complete -c dsh -n '__fish_dsh_admin "user add*"; and not contains -- --service (__fish_dsh_tokens); and not contains -- --serve (__fish_dsh_tokens)' -f -l serve -d 'An account for dsh serve (its role only)'
 complete -c dsh -n '__fish_dsh_admin "user rm*"' -f -l purge -d "Also remove the user's tree of sessions and keys"
+complete -c dsh -n '__fish_dsh_admin "team add*"; and not contains -- --member (__fish_dsh_tokens)' -f -l member -d "The team's people (persons' accounts) follow it"
+complete -c dsh -n '__fish_dsh_admin "team rm*"' -f -l purge -d "Also remove the team's tree of sessions and keys"
 complete -c dsh -n '__fish_dsh_admin "migrate*"' -x -l map -d 'Move the tree of an OS user into that of an etcd user (OSUSER=ETCDUSER)'
 complete -c dsh -n '__fish_dsh_admin "migrate*"; and not contains -- --dry-run (__fish_dsh_tokens)' -f -l dry-run -d 'Say what would move, and move nothing'
 complete -c dsh -n '__fish_dsh_admin "migrate*"; and not contains -- --force (__fish_dsh_tokens)' -f -l force -d 'Also move sessions with work left, and callbacks still awaited'
