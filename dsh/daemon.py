@@ -62,7 +62,7 @@ from dsh.runtime.wire import WireReporter
 from dsh.session import control
 from dsh.session.journal import Checkpointer, LeaseLost
 from dsh.session.lease import Owned, Session
-from dsh.session.records import ControlEntry, Handover, RejectedEntry, Submission, SubmissionDone
+from dsh.session.records import ControlEntry, Handover, Owner, RejectedEntry, Submission, SubmissionDone
 from dsh.store.base import StoreDenied
 
 #: The inbox and the cancel requests in the store are read at least this often.
@@ -239,11 +239,24 @@ class Daemon:
                     await cp.write(
                         [cp.entry(ControlEntry("handover", person, to, f"from {self.owned.machine}"))]
                     )
-                    await control.handing_over(store, keys, self.handover, timeout=timeout)
+                    me = Owner(
+                        self.owned.machine, os.getpid(), time.time(), self.owned.lease_ttl, None, keys.me
+                    )
+                    await control.handing_over(store, keys, me, timeout=timeout)
                     self.reporter.message(
                         f"handing session {keys.name} over to {person} on {to}: "
                         "the actions running end, then it goes on there"
                     )
+
+    async def _took_over(self, previous: Owner) -> None:
+        """Journal the takeover, and say so when it was another person's."""
+        keys, cp = self.owned.keys, self.owned.checkpointer()
+        was = f"{previous.person or '?'}@{previous.machine}"
+        await cp.write([cp.entry(ControlEntry("takeover", keys.me, self.owned.machine, f"from {was}"))])
+        if previous.person not in (None, keys.me):
+            self.reporter.message(
+                f"took session {keys.name} over from {was}: what is left runs with your SSH access"
+            )
 
     def _drained(self) -> bool:
         """No action runs any more (or those left are past their timeout and grace)."""
@@ -365,6 +378,8 @@ class Daemon:
             await (driver.take(patience, wanted, socket) if take else driver.claim(socket))
             store, keys, timeout = self.owned.store, self.owned.keys, self.owned.timeout
             await control.upgrade(store, keys, self.owned.checkpointer().fence, timeout=timeout)
+            # whom it was taken from: the owner it found, or the one that handed it over
+            previous = self.owned.previous or await control.handed_by(store, keys, timeout=timeout)
             asked = await control.handover_asked(store, keys, timeout=timeout)
             if asked is not None and asked[1].machine == self.owned.machine:
                 await control.handover_done(store, keys, timeout=timeout)  # handed to us: done
@@ -373,6 +388,8 @@ class Daemon:
             if first_client > 0:  # started for a client: let it see the work from its start
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), first_client)
+            if previous is not None:  # taken over from a live owner, or one whose lease ran out
+                await self._took_over(previous)
             status = await self.work("resume", driver.resume())
             self.status = self.status if status is None else status
             if status is not None and pending is not None:

@@ -245,7 +245,7 @@ class Driver:
             return
 
         def make(name: str) -> Session:
-            keys = Keys(session.keys.tree, name)
+            keys = Keys(session.keys.tree, name, session.keys.person)
             budget = housekeeping.SWEEP_BUDGET  # each store call is bounded by it too
             return Session(session.store, keys, session.machine, lease_ttl=session.lease_ttl, timeout=budget)
 

@@ -59,6 +59,13 @@ def _stage(index: int, stage: p.Stage, hosts: str = "") -> str:
         return f"  stage {index}  gather: every host waits for the others"
     if isinstance(stage, p.Await):
         binds = f", binds {stage.bind}" if stage.bind else ""
+        if stage.kind == "approval":
+            said = ["".join(part.text for part in a.parts if isinstance(part, p.Lit)) for a in stage.args]
+            who, count = (said[0] or "the team's members", said[1]) if len(said) == 2 else ("?", "?")
+            return (
+                f"  stage {index}  `{stage.written}`: waits for {count} approval(s) from {who} "
+                f"(not the requester's), within {fd(stage.timeout)}, looks every {fd(stage.every)}{binds}"
+            )
         every = f"looks every {fd(stage.every)}"
         return f"  stage {index}  `{stage.written}`: within {fd(stage.timeout)}, {every}{binds}"
     if isinstance(stage, p.Copy):

@@ -5,6 +5,9 @@
     dsh admin user add NAME [--service|--serve]  a person (or a service, or dsh serve)
     dsh admin user rm NAME [--purge]             the user, its role, its record (its tree)
     dsh admin user passwd NAME                   a new password (the old tokens die)
+    dsh admin team add TEAM --member NAME…       a team (its tree t/TEAM/) with these people in it
+    dsh admin team rm TEAM [--purge]             every member out, its role gone (its tree too)
+    dsh admin team member add|rm TEAM NAME…      people into, or out of, a team
     dsh admin migrate [--map OSUSER=ETCDUSER…] [--dry-run] [--force]
                                                  what dsh kept before issue 21, where it is now
 
@@ -35,7 +38,8 @@ T = TypeVar("T")
 
 USAGE = (
     "dsh admin init [--yes] | show [--json] | user add NAME [--service|--serve] | "
-    "user rm NAME [--purge] | user passwd NAME | migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]"
+    "user rm NAME [--purge] | user passwd NAME | team add TEAM --member NAME… | team rm TEAM [--purge] | "
+    "team member add|rm TEAM NAME… | migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]"
 )
 
 
@@ -63,6 +67,19 @@ def admin(wiring: Wiring, rest: list[str]) -> int:
         return _user_rm(wiring, _name(args[2]), purge)
     if args[:2] == ["user", "passwd"] and len(args) == 3:
         return _passwd(wiring, _name(args[2]))
+    if args[:2] == ["team", "add"] and len(args) >= 3 and "--member" in args:
+        at = args.index("--member")
+        names = [_name(n) for n in args[at + 1 :]]
+        if at != 3 or not names:
+            raise UsageError("team add takes: dsh admin team add TEAM --member NAME [NAME…]")
+        return _team(wiring, _name(args[2], "a team"), names, add=True)
+    if args[:2] == ["team", "rm"] and len(args) >= 3:
+        purge = flag(args, "--purge")
+        _no_more(args[3:])
+        return _team_rm(wiring, _name(args[2], "a team"), purge)
+    if args[:3] in (["team", "member", "add"], ["team", "member", "rm"]) and len(args) >= 5:
+        names = [_name(n) for n in args[4:]]
+        return _team(wiring, _name(args[3], "a team"), names, add=args[2] == "add")
     if args[:1] == ["migrate"]:
         dry, force = flag(args, "--dry-run"), flag(args, "--force")
         mapping: dict[str, str] = {}
@@ -85,10 +102,10 @@ def _no_more(args: list[str]) -> None:
         raise UsageError(f"dsh admin: {args[0]!r} is not understood here ({USAGE})")
 
 
-def _name(name: str) -> str:
+def _name(name: str, what: str = "a person") -> str:
     from dsh.session.access import checked_name
 
-    return checked_name(name)
+    return checked_name(name, what)
 
 
 def _run(
@@ -177,6 +194,35 @@ def _passwd(wiring: Wiring, name: str) -> int:
     async def work(admin: Admin) -> int:
         await admin.passwd(name, password)
         print(f"etcd user {name}'s password changed: their running dsh stops at its next call to etcd")
+        return Exit.OK
+
+    return _run(wiring, work)
+
+
+def _team(wiring: Wiring, team: str, names: list[str], *, add: bool) -> int:
+    async def work(admin: Admin) -> int:
+        if add:
+            made = await admin.add_members(team, names)
+            print(f"team {team}: {', '.join(made.members)}; its tree is t/{team}/")
+        else:
+            left = await admin.remove_members(team, names)
+            print(
+                f"team {team}: {', '.join(left.members) or 'nobody'} left; etcd refuses "
+                f"{', '.join(names)} in it from now on (watches they hold open go on until "
+                "their connection breaks)"
+            )
+        return Exit.OK
+
+    return _run(wiring, work)
+
+
+def _team_rm(wiring: Wiring, team: str, purge: bool) -> int:
+    async def work(admin: Admin) -> int:
+        if not await admin.remove_team(team, purge=purge):
+            sys.stderr.write(f"dsh: there is no team {team!r}\n")
+            return Exit.NOT_OK
+        kept = "" if purge else f"; its sessions are kept under t/{team}/ (--purge removes them)"
+        print(f"team {team} removed{kept}")
         return Exit.OK
 
     return _run(wiring, work)

@@ -16,7 +16,20 @@ from dsh.errors import UsageError
 
 #: The subcommands, in the order the usage lists them (`dsh.cli.table` maps each
 #: to its handler; a test holds both, man/dsh.1 and the completions together).
-SUBCOMMANDS = ("explain", "log", "attach", "ls", "run", "kill", "rm", "signal", "key", "serve", "admin")
+SUBCOMMANDS = (
+    "explain",
+    "log",
+    "attach",
+    "ls",
+    "run",
+    "kill",
+    "rm",
+    "signal",
+    "key",
+    "serve",
+    "admin",
+    "approve",
+)
 SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _STORE_URL = re.compile(r"local|sqlite:///.+|etcds?://[^/\s]+(?:/\S*)?")
 
@@ -67,6 +80,11 @@ def parser(*, run: bool = False) -> argparse.ArgumentParser:
         help="accept an etcd off this machine without TLS or with its authentication off "
         "(its password, commands and bound values cross the network in clear; anyone who "
         "reaches it can run commands with your access); also DSH_INSECURE_STORE=1",
+    )
+    parser.add_argument(
+        "--team",
+        metavar="TEAM",
+        help="work in team TEAM's sessions and keys (on etcd, as one of its members: dsh admin team add)",
     )
     parser.add_argument("--ssh-config", metavar="FILE", help="an ssh config file instead of ~/.ssh/config")
     parser.add_argument(
@@ -142,6 +160,7 @@ class Settings:
         self.passed: list[str] = []
         for flag, value in (
             ("--store", opts.store),
+            ("--team", opts.team),
             ("--ssh-config", opts.ssh_config),
             ("--config", opts.config),
             ("--host-keys", opts.host_keys),
@@ -163,6 +182,12 @@ class Settings:
         ]
         #: An etcd off this machine without TLS or authentication is accepted.
         self.insecure_store: bool = opts.insecure_store
+        #: The team whose sessions and keys the command works on (None: the person's own).
+        self.team: str | None = opts.team
+        if self.team is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", self.team):
+            raise UsageError(
+                f"--team {self.team!r}: not a team's name (lower-case letters, digits, '_', '.', '-')"
+            )
         #: Password logins for every host (--ask-pass); the agent forwarded to every host (-A).
         self.ask_pass: bool = opts.ask_pass
         self.forward_agent: bool = opts.forward_agent

@@ -51,12 +51,12 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
     from dsh.render import json_line, timeline
     from dsh.runtime.wire import Replay
     from dsh.session.catalogue import waiting_for
-    from dsh.session.keys import Keys, generated_name
+    from dsh.session.keys import generated_name
 
     settings = wiring.settings
     name = settings.session or generated_name()
     store = wiring.store()
-    keys = Keys(wiring.tree(), name)
+    keys = wiring.keys(name)
 
     def spawn(take: bool, patience: float) -> subprocess.Popen[bytes]:
         taking = ["--take"] if take else []

@@ -25,7 +25,6 @@ def log(wiring: Wiring, rest: list[str]) -> int:
 
     from dsh.render import json_line
     from dsh.session.catalogue import read_journal
-    from dsh.session.keys import Keys
 
     settings = wiring.settings
     args = list(rest)
@@ -51,7 +50,7 @@ def log(wiring: Wiring, rest: list[str]) -> int:
         settings.session = name
         return _output(wiring, *output)
     store = wiring.store()
-    keys = Keys(wiring.tree(), name)
+    keys = wiring.keys(name)
 
     def show(entries: list[dict[str, object]]) -> None:
         if as_json:

@@ -64,13 +64,12 @@ def _detach(wiring: Wiring, name: str, script: str, args: tuple[str, ...]) -> in
     import time
 
     from dsh.session.codec import readable
-    from dsh.session.keys import Keys
     from dsh.session.records import Owner
 
     log = wiring.log_path(name)
     child = wiring.spawn(name, ["--", script, *args])
     store = wiring.store()
-    keys = Keys(wiring.tree(), name)
+    keys = wiring.keys(name)
 
     async def owned() -> bool:
         try:

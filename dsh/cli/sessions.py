@@ -145,7 +145,7 @@ def _rm_older(wiring: Wiring, older_than: float, dry_run: bool) -> int:
     from dsh.lang.durations import format_duration
     from dsh.render import json_line
     from dsh.session.catalogue import list_sessions
-    from dsh.session.keys import Keys, machine_id
+    from dsh.session.keys import machine_id
     from dsh.session.lease import Session
 
     settings = wiring.settings
@@ -155,7 +155,7 @@ def _rm_older(wiring: Wiring, older_than: float, dry_run: bool) -> int:
     keep = Keep(older_than, older_than)
 
     def make(name: str) -> Session:
-        return Session(store, Keys(tree, name), machine, lease_ttl=ttl, timeout=STORE_TIMEOUT)
+        return Session(store, wiring.keys(name), machine, lease_ttl=ttl, timeout=STORE_TIMEOUT)
 
     async def work() -> list[str] | Swept:
         try:
@@ -212,7 +212,6 @@ def signal(wiring: Wiring, rest: list[str]) -> int:
 
     from dsh.names import SIGNAL_NAME
     from dsh.session import admin
-    from dsh.session.keys import Keys
 
     if len(rest) not in (2, 3):
         raise UsageError("signal needs a session and a name: dsh signal SESSION NAME [VALUE]")
@@ -220,7 +219,7 @@ def signal(wiring: Wiring, rest: list[str]) -> int:
     if not SIGNAL_NAME.fullmatch(signal):
         raise UsageError(f"{signal!r} cannot name a signal (letters, digits, '.', '_', '-')")
     store = wiring.store()
-    keys = Keys(wiring.tree(), name)
+    keys = wiring.keys(name)
 
     async def send() -> None:
         try:

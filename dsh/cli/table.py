@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("key", "key"),
     "serve": ("serve", "serve"),
     "admin": ("admin", "admin"),
+    "approve": ("approve", "approve"),
     "_executor": ("executor", "executor"),  # started by dsh itself (see dsh.daemon)
 }
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dsh.remote.base import Asks, Gate, Hosts
     from dsh.render import Renderer
     from dsh.runtime.inputs import OwnInput
-    from dsh.session.keys import Tree
+    from dsh.session.keys import Keys, Tree
     from dsh.session.lease import Session
     from dsh.store.base import Store
 
@@ -66,12 +66,26 @@ class Wiring:
         return ttl
 
     def tree(self) -> Tree:
-        """Whose sessions and keys the command works on: the person's (on etcd with
-        a user, that etcd user's; else the OS user's)."""
+        """Whose sessions and keys the command works on: the team's (--team), else the
+        person's (on etcd with a user, that etcd user's; else the OS user's)."""
         from dsh.session.access import person_of
-        from dsh.session.keys import user_tree
+        from dsh.session.keys import team_tree, user_tree
 
+        if self.settings.team is not None:
+            if self.etcd_user() is None:
+                raise UsageError(
+                    "--team needs an etcd store and your etcd user (a team's sessions are its "
+                    "members', told apart by etcd's authentication)"
+                )
+            return team_tree(self.settings.team)
         return user_tree(person_of(self.etcd_user()))
+
+    def keys(self, name: str) -> Keys:
+        """The keys of session `name` in the tree, written as this person."""
+        from dsh.session.access import person_of
+        from dsh.session.keys import Keys
+
+        return Keys(self.tree(), name, person_of(self.etcd_user()))
 
     def etcd_user(self) -> str | None:
         """The etcd user this invocation logs in as (None: not etcd, or no user)."""
@@ -85,12 +99,12 @@ class Wiring:
 
     def session(self, store: Store) -> Session:
         """The session the settings name (or a new name), in `store`."""
-        from dsh.session.keys import Keys, generated_name, machine_id
+        from dsh.session.keys import generated_name, machine_id
         from dsh.session.lease import Session
 
         settings = self.settings
         ttl = self.lease_ttl()
-        keys = Keys(self.tree(), settings.session or generated_name())
+        keys = self.keys(settings.session or generated_name())
         crash = settings.env.get("DSH_FAULT_CRASH_AFTER", "")  # the crash tests' fault injection
         crash_after = int(crash) if crash.isdigit() else 0
         return Session(

@@ -77,7 +77,7 @@ class Context:
 #: A group's name in `@{NAME}` / `@{SOURCE:NAME}` (ClusterShell's and Ansible's names).
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 #: How often an await looks, unless it says (`every D`): the store is cheap to ask.
-_EVERY = {"key": 0.25, "signal": 0.25, "callback": 0.25}
+_EVERY = {"key": 0.25, "signal": 0.25, "callback": 0.25, "approval": 1.0}
 #: `NAME = callback` only writes the callback into the store: this bounds it.
 _NEW_CALLBACK_TIMEOUT = 30.0
 #: How deeply calls may nest (a function calling one that calls another…): each
@@ -558,6 +558,38 @@ class _Compiler:
             self._bind(node.bind, VALUE, None)
         return p.Await(node.kind, args, node.span.text, timeout, every, node.bind)
 
+    def _approval_args(self, node: ast.AwaitStage, host_flow: bool) -> tuple[p.Text, ...]:
+        """`await approval [from PRINCIPALS] [quorum N] within D`: who may approve (people
+        and `team:NAME`s, a comma list) and how many must; both written out, no `$`."""
+        principals, quorum = node.args
+        if host_flow:
+            raise LangError(
+                "`await approval` waits for people once: await it in a line of its own", node.span
+            )
+        if node.within is None:
+            raise LangError(
+                "`await approval` needs its bound: within D (how long people may take)", node.span
+            )
+        who = literal_text(principals.parts) if principals.parts else ""
+        if who is None:
+            raise LangError("approvers are written out, not taken from a binding", principals.span)
+        for name in filter(None, who.split(",")) if who else ():
+            if name.startswith("@"):
+                raise LangError(
+                    f"approvers are people, not hosts: write {name[1:]}, not {name}", principals.span
+                )
+            bare = name.removeprefix("team:")
+            if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", bare):
+                raise LangError(f"{name!r} is not a person's name or team:NAME", principals.span)
+        if who and not all(who.split(",")):
+            raise LangError(
+                "a comma list of approvers has no empty names: from team:ops,bob", principals.span
+            )
+        count = literal_text(quorum.parts) if quorum.parts else "1"
+        if count is None or not digits(count) or not 1 <= int(count) <= 100:
+            raise LangError("'quorum' takes a number from 1 to 100, like `quorum 2`", quorum.span)
+        return (p.Text((p.Lit(who),)), p.Text((p.Lit(str(int(count))),)))
+
     def _await_args(self, node: ast.AwaitStage, host_flow: bool) -> tuple[p.Text, ...]:
         """Check what an await waits for; its texts (a cmd's refs are quoted for sh)."""
         kind, args = node.kind, node.args
@@ -590,6 +622,8 @@ class _Compiler:
             if status:
                 texts.append(p.Text((p.Lit(str(status[1])),)))
             return tuple(texts)
+        if kind == "approval":
+            return self._approval_args(node, host_flow)
         if kind == "callback":
             if len(args) > 1:
                 raise need("a callback made before, or nothing", "$cb (after `cb = callback`)")

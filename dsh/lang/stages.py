@@ -17,6 +17,8 @@ from dsh.plan import AWAIT_KINDS, NEW_CALLBACK, OUTCOMES
 
 #: Words that end the arguments of an await and start its options.
 _AWAIT_OPTIONS = ("as", "within", "every")
+#: What only `await approval` takes: who may approve, and how many must.
+_APPROVAL_OPTIONS = ("from", "quorum")
 
 
 class StageParser:
@@ -166,9 +168,24 @@ class StageParser:
         within: ast.Within | None = None
         every: float | None = None
         end = kind.span
+        # `from` and `quorum` are words only after `await approval`: elsewhere, arguments
+        options = (*_AWAIT_OPTIONS, *_APPROVAL_OPTIONS) if kind.text == "approval" else _AWAIT_OPTIONS
+        given: dict[str, ast.Value] = {}
         while self._at(Kind.WORD) or self._at(Kind.STRING):
             tok = self.tok
-            option = tok.text if tok.kind is Kind.WORD and tok.text in _AWAIT_OPTIONS else None
+            option = tok.text if tok.kind is Kind.WORD and tok.text in options else None
+            if option in _APPROVAL_OPTIONS:
+                self._next()
+                if option in given:
+                    raise self._fail(f"this await already has a '{option}'", tok)
+                value = self.tok
+                if value.kind not in (Kind.WORD, Kind.STRING):
+                    example = "from team:ops,bob" if option == "from" else "quorum 2"
+                    raise self._fail(f"'{option}' needs a value, like `{example}`")
+                self._next()
+                given[option] = ast.Value(value.parts, value.span)
+                end = value.span
+                continue
             if option is None:
                 if bind is not None or within is not None or every is not None:
                     what = f"unexpected {tok.describe()}"
@@ -196,6 +213,15 @@ class StageParser:
                     raise self._fail("this await already has an 'every'", tok)
                 every, end = self._duration(tok)
         self._end_of_args(kw)
+        if kind.text == "approval":
+            if args:
+                raise LangError(
+                    "`await approval` takes from/quorum, not arguments: "
+                    "await approval [from team:ops,bob] [quorum 2] within 1h",
+                    args[0].span,
+                )
+            none = ast.Value((), kind.span)
+            args = [given.get("from", none), given.get("quorum", none)]
         return ast.AwaitStage(kind.text, kind.span, tuple(args), bind, within, every, kw.span.to(end))
 
     def _where(self) -> ast.WhereStage:

@@ -124,8 +124,9 @@ def _check_version(version: object, what: str) -> None:
 
 
 def version_of(node: Statement | tuple[Statement, ...]) -> int:
-    """The lowest plan version that holds `node`: 4 with an inventory's group or a
-    command's stdin in it, 3 with a copy, 2 with a secret, else 1."""
+    """The lowest plan version that holds `node`: 5 with an `await approval`, 4 with
+    an inventory's group or a command's stdin in it, 3 with a copy, 2 with a secret,
+    else 1."""
     stack: list[Any] = [node]
     version = 1
     while stack:
@@ -134,10 +135,12 @@ def version_of(node: Statement | tuple[Statement, ...]) -> int:
             version = max(version, 2)
         elif isinstance(item, HostSet):
             if item.groups:
-                return 4
+                version = 4
         elif isinstance(item, Pipeline):
+            if any(isinstance(stage, Await) and stage.kind == "approval" for stage in item.stages):
+                return 5
             if any(isinstance(stage, Command) and stage.stdin is not None for stage in item.stages):
-                return 4
+                version = 4
             if any(isinstance(stage, Copy) for stage in item.stages):
                 version = 3
             if item.target is not None:

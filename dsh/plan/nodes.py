@@ -9,9 +9,10 @@ from dsh.record import record
 
 #: The newest plan version this dsh reads. 2: `Secret` bindings (issue 18); 3: `Copy`
 #: stages (issue 19); 4: a target's `groups` from inventories, a command's `stdin`
-#: (issue 20). A plan or statement is written with the lowest version that holds it
+#: (issue 20); 5: `await approval` (issue 21: its args are the principals and the
+#: quorum). A plan or statement is written with the lowest version that holds it
 #: (`version_of`): one with none of them is version 1, byte for byte as before.
-PLAN_VERSION = 4
+PLAN_VERSION = 5
 
 
 class Outcome(StrEnum):
@@ -33,7 +34,7 @@ OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 #: Result sets of the previous line: one per outcome, plus every host not ok.
 RESULT_SETS = (*OUTCOMES, "notok")
 #: What `await` waits for.
-AWAIT_KINDS = ("port", "http", "file", "cmd", "key", "signal", "callback")
+AWAIT_KINDS = ("port", "http", "file", "cmd", "key", "signal", "callback", "approval")
 #: The await kind of `NAME = callback`: it makes a callback and binds its URL, waiting for nothing.
 NEW_CALLBACK = "new-callback"
 #: How long a timed-out command's process group has after TERM before KILL.

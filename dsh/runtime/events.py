@@ -126,6 +126,17 @@ def looker(
         what = f"key {key} not set" + (f" to {wanted_value!r}" if wanted_value is not None else "")
         return key_look, what
 
+    if kind == "approval":
+        principals, quorum = args[0], int(args[1])
+        ends = deadline if deadline is not None else 0.0
+
+        async def approval_look(bound: float) -> tuple[bool, str, str]:
+            state = await events.approval(action, principals, quorum, ends)
+            note = f"{len(state.approvers)} of {state.needed} approvals"
+            return len(state.approvers) >= state.needed, ",".join(state.approvers), note
+
+        return approval_look, f"not approved by {quorum} of {principals or 'the team'}"
+
     if kind == "callback":
         url, first = args[0], [True]
 

@@ -202,8 +202,22 @@ class NullRecorder:
         pass
 
 
-class CallbackError(DshError):
+class AwaitEnded(DshError):
+    """An await ends now, failed, whatever its bound says: what it waits for can no
+    longer come (a callback of another session's, an approval denied)."""
+
+
+class CallbackError(AwaitEnded):
     """A callback cannot be made (no `dsh serve` is known to the store)."""
+
+
+@record
+class Approval:
+    """Where an `await approval` stands: who approved (in the order they did),
+    and how many must."""
+
+    approvers: tuple[str, ...]
+    needed: int
 
 
 class Events(Protocol):
@@ -228,6 +242,12 @@ class Events(Protocol):
         look also records until when it is awaited (later POSTs are refused)."""
         ...
 
+    async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
+        """Ask for `action`'s approval (once: where the approvers can see it, until
+        `deadline`) and say who approved so far; AwaitEnded when one denied it, or
+        it cannot be asked (nobody could see it)."""
+        ...
+
 
 class NoEvents:
     """The events of a run without a session: there is no store to look in. A
@@ -246,3 +266,6 @@ class NoEvents:
 
     async def callback(self, url: str, deadline: float | None) -> str | None:
         raise RuntimeError("awaiting keys and signals needs a session")
+
+    async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
+        raise AwaitEnded("approvals need a session on a shared etcd (the approvers see it there)")

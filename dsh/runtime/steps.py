@@ -46,7 +46,7 @@ from dsh.runtime.context import Resume, StepId
 from dsh.runtime.copies import CopyOrder, copy_live, copy_taken_up, summary
 from dsh.runtime.events import Arrived, looker, timed_out, wait_for_event
 from dsh.runtime.inputs import Input
-from dsh.runtime.ports import ActionResult, CallbackError, Events, Recorder
+from dsh.runtime.ports import ActionResult, AwaitEnded, CallbackError, Events, Recorder
 from dsh.runtime.takeup import moved_host, recorded, untail
 from dsh.runtime.values import BindingError
 
@@ -229,7 +229,7 @@ class LiveSteps:
                 arrived = await shared.wait(step, wait)
             else:
                 arrived = await wait
-        except CallbackError as exc:  # a URL that is no callback of this session: no wait helps
+        except AwaitEnded as exc:  # what it waits for cannot come (a denial, another's callback)
             arrived = Arrived(False, "", exc.message)
             refused = True
         else:

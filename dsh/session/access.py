@@ -7,11 +7,15 @@ journal, put a line into their sessions, or stop or take them over. The roles,
 each permission a prefix that ends at a "/" (user `al` gets nothing of
 `alice`'s), with R = the store's prefix and /dsh/v1/:
 
-    dsh{P}/user        READ R serve/, READ R people/       every person and service account
+    dsh{P}/r/user      READ R serve/, READ R people/       every person and service account
     dsh{P}/u/NAME      READWRITE R u/NAME/, R cb/u/NAME/,  NAME: their tree, their callbacks
                        R ev/u/NAME/                        and the POSTs those received
-    dsh{P}/serve       READWRITE R serve/, READ R cb/,     accounts of `dsh serve`: it registers,
+    dsh{P}/r/serve     READWRITE R serve/, READ R cb/,     accounts of `dsh serve`: it registers,
                        READWRITE R ev/                     finds callbacks, writes their POSTs
+    dsh{P}/t/TEAM      READ R t/TEAM/; READWRITE R         every member of TEAM: its sessions'
+                       t/TEAM/s/, t/TEAM/keys/, R          state (any member may take one
+                       cb/t/TEAM/, R ev/t/TEAM/            over), keys and callbacks
+    dsh{P}/t/TEAM/by/NAME  READWRITE R t/TEAM/by/NAME/     member NAME: their own requests
 
 So nobody else can read a person's bindings, journal or callback secret (so
 compute a callback's token), put a line into their sessions, stop or take them
@@ -28,6 +32,7 @@ etcd user, the OS user's, as before issue 21.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from typing import TYPE_CHECKING
@@ -35,8 +40,8 @@ from typing import TYPE_CHECKING
 from dsh.errors import UsageError
 from dsh.record import record
 from dsh.session import codec
-from dsh.session.keys import CALLBACKS, EVENTS, KEY_ROOT, SERVERS, user_name
-from dsh.session.records import Person
+from dsh.session.keys import CALLBACKS, EVENTS, KEY_ROOT, SERVERS, members_key, user_name
+from dsh.session.records import Person, Team
 from dsh.store.base import prefix_end
 
 if TYPE_CHECKING:  # gRPC is loaded by Admin alone: whose tree a process works in needs none
@@ -50,6 +55,8 @@ NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 PEOPLE = KEY_ROOT + b"people/"
 #: etcd's own all-powerful role and user.
 ROOT = "root"
+#: The most members a team has: the owner reads each one's requests in one snapshot.
+MAX_MEMBERS = 128
 
 
 def checked_name(name: str, what: str = "a person") -> str:
@@ -103,20 +110,45 @@ class Roles:
 
     def ours(self, role: str) -> bool:
         """Whether `role` is one of this installation's (its prefix's)."""
-        return role in (self.user, self.serve) or (
-            role.startswith(self.tag + "/u/") and "/" not in role[len(self.tag) + 3 :]
+        if role in (self.user, self.serve):
+            return True
+        rest = role[len(self.tag) + 1 :].split("/") if role.startswith(self.tag + "/") else []
+        return (len(rest) == 2 and rest[0] in ("u", "t")) or (len(rest) == 4 and rest[::2] == ["t", "by"])
+
+    def teams_of(self, roles: tuple[str, ...]) -> list[str]:
+        """The teams whose role is among `roles` (a user's)."""
+        return sorted(
+            r.split("/")[-1]
+            for r in roles
+            if self.ours(r) and r.startswith(self.tag + "/t/") and "/by/" not in r
         )
 
     def person(self, name: str) -> str:
         return f"{self.tag}/u/{name}"
+
+    def team(self, team: str) -> str:
+        return f"{self.tag}/t/{team}"
+
+    def member(self, team: str, name: str) -> str:
+        """A member's own path in a team: where their requests are theirs alone."""
+        return f"{self.tag}/t/{team}/by/{name}"
 
     def permissions(self, role: str) -> list[Permission]:
         if role == self.user:
             return [_under(SERVERS, "read"), _under(PEOPLE, "read")]
         if role == self.serve:
             return [_under(SERVERS), _under(CALLBACKS, "read"), _under(EVENTS)]
-        name = role.removeprefix(self.tag + "/u/")
-        return [_under(root + f"u/{name}/".encode()) for root in (KEY_ROOT, CALLBACKS, EVENTS)]
+        rest = role.removeprefix(self.tag + "/").split("/")
+        if rest[0] == "t" and len(rest) == 4:  # a member's own path in the team
+            return [_under(KEY_ROOT + f"t/{rest[1]}/by/{rest[3]}/".encode())]
+        if rest[0] == "t":  # the team: all of it read, its sessions' state, keys, callbacks written
+            team = f"t/{rest[1]}/".encode()
+            return [
+                _under(KEY_ROOT + team, "read"),
+                *(_under(KEY_ROOT + team + part) for part in (b"s/", b"keys/")),
+                *(_under(root + team) for root in (CALLBACKS, EVENTS)),
+            ]
+        return [_under(root + f"u/{rest[1]}/".encode()) for root in (KEY_ROOT, CALLBACKS, EVENTS)]
 
 
 @record
@@ -237,6 +269,9 @@ class Admin:
         held = await self.auth.user_roles(name, timeout=t)
         if held is None:
             return None
+        for team in self.roles.teams_of(held):  # out of their teams first: their paths there go
+            with contextlib.suppress(UsageError):
+                await self.remove_members(team, [name])
         ours = [role for role in held if self.roles.ours(role)]
         if not ours and await self.store.get(person_key(name), timeout=t) is None:
             return None  # an account dsh did not make (here): not dsh's to remove
@@ -254,6 +289,67 @@ class Admin:
             for root in (KEY_ROOT, CALLBACKS, EVENTS):
                 await self.store.delete(root + f"u/{name}/".encode(), prefix=True, timeout=t)
         return done
+
+    # -- teams -------------------------------------------------------------------------
+
+    async def team(self, team: str) -> Team | None:
+        return codec.readable(Team, await self.store.get(members_key(team), timeout=self.timeout))
+
+    async def add_members(self, team: str, names: list[str]) -> Team:
+        """Make team `team` if it is not there, with `names` in it (each a person's
+        account): its role and each member's own path in it; their record last."""
+        t = self.timeout
+        for name in names:
+            person = codec.readable(Person, await self.store.get(person_key(name), timeout=t))
+            if person is None or person.kind != "person":
+                what = "no account of dsh's" if person is None else f"a {person.kind} account"
+                raise UsageError(
+                    f"etcd user {name} is {what}: a team's members are people (dsh admin user add {name})"
+                )
+        held = await self.team(team)
+        members = tuple(dict.fromkeys([*(held.members if held else ()), *names]))
+        if len(members) > MAX_MEMBERS:
+            raise UsageError(f"team {team} would have {len(members)} members: at most {MAX_MEMBERS}")
+        await self._role(self.roles.team(team))
+        for name in names:
+            await self._role(self.roles.member(team, name))
+            await self.auth.grant_role(name, self.roles.team(team), timeout=t)
+            await self.auth.grant_role(name, self.roles.member(team, name), timeout=t)
+        made = Team(team, members, time.time())
+        await self.store.put(members_key(team), codec.dumps(made), timeout=t)
+        return made
+
+    async def remove_members(self, team: str, names: list[str]) -> Team:
+        """Take `names` out of team `team`: etcd refuses their next request at once;
+        their own path in the team (their requests) goes."""
+        t = self.timeout
+        held = await self.team(team)
+        if held is None:
+            raise UsageError(f"there is no team {team}")
+        for name in names:
+            await self.auth.revoke_role(name, self.roles.team(team), timeout=t)
+            await self.auth.revoke_role(name, self.roles.member(team, name), timeout=t)
+            await self.auth.role_delete(self.roles.member(team, name), timeout=t)
+            await self.store.delete(KEY_ROOT + f"t/{team}/by/{name}/".encode(), prefix=True, timeout=t)
+        left = Team(team, tuple(m for m in held.members if m not in names), time.time())
+        await self.store.put(members_key(team), codec.dumps(left), timeout=t)
+        return left
+
+    async def remove_team(self, team: str, *, purge: bool) -> bool:
+        """Every member out, the team's role and record gone; with `purge`, its tree,
+        callbacks and their POSTs too. False when there was no such team."""
+        t = self.timeout
+        held = await self.team(team)
+        if held is None and self.roles.team(team) not in await self.auth.roles(timeout=t):
+            return False
+        if held is not None:
+            await self.remove_members(team, list(held.members))
+        await self.auth.role_delete(self.roles.team(team), timeout=t)
+        await self.store.delete(members_key(team), timeout=t)
+        if purge:
+            for root in (KEY_ROOT, CALLBACKS, EVENTS):
+                await self.store.delete(root + f"t/{team}/".encode(), prefix=True, timeout=t)
+        return True
 
     async def passwd(self, name: str, password: str) -> None:
         if await self.auth.user_roles(name, timeout=self.timeout) is None:

@@ -119,7 +119,8 @@ async def remove(
                 await store.delete(legacy_callback(token), timeout=owned.timeout)
                 await store.delete(legacy_callback(token) + b"/event", timeout=owned.timeout)
         await store.delete(keys.root, prefix=True, timeout=owned.timeout)
-        for person in keys.writers:  # the requests left for it (another person's: theirs to remove)
+        people = await control.writers(store, keys, timeout=owned.timeout)
+        for person in people:  # the requests left for it (another person's: theirs to remove)
             with contextlib.suppress(StoreDenied):
                 await store.delete(keys.control(person), prefix=True, timeout=owned.timeout)
         return failed

@@ -5,7 +5,8 @@ Every request is written by its person under a path of their own,
 `TREE/by/PERSON/s/NAME/` (`Keys.control`), outside the session's state: on a
 shared etcd each person's role writes theirs only, so nobody can make a request
 appear as another's, and the owner attributes each by its path. The owner reads
-every writer's requests (`Keys.writers`) in one snapshot (`Store.ranges`) and
+every writer's requests (`writers`: a person's tree's person, a team's members)
+in one snapshot (`Store.ranges`) and
 never needs to delete them: it keeps what it consumed in the session's state.
 
 - The inbox (`by/P/…/in/ID`): a client submits a line with one put; the owner
@@ -35,17 +36,20 @@ owner first claims the session (`upgrade`).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 from dsh.session.codec import dumps, loads, readable
 from dsh.session.journal import LeaseLost
-from dsh.session.keys import Keys
+from dsh.session.keys import TEAM, Keys, members_key
 from dsh.session.records import (
     CorruptRecord,
     Handover,
     KillRequest,
+    Owner,
     Submission,
     SubmissionDone,
+    Team,
     Todo,
     Viewer,
 )
@@ -76,14 +80,35 @@ def read_submission(held: KV) -> tuple[Submission | None, str]:
     return item, ""
 
 
+#: A team's members are read again after this long (a member removed is ignored
+#: from then on: etcd refuses their writes at once anyway).
+MEMBERS_TTL = 5.0
+_members: dict[tuple[int, bytes], tuple[float, tuple[str, ...]]] = {}
+
+
+async def writers(store: Store, keys: Keys, *, timeout: float) -> tuple[str, ...]:
+    """Whose requests of the session are read: in a person's tree, that person's
+    (anything else there is nobody's); in a team's, its members' (as its record says)."""
+    if keys.tree.kind != TEAM:
+        return (keys.tree.name,)
+    cached = _members.get((id(store), keys.tree.prefix))
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < MEMBERS_TTL:
+        return cached[1]
+    team = readable(Team, await store.get(members_key(keys.tree.name), timeout=timeout))
+    members = team.members if team is not None else ()
+    _members[(id(store), keys.tree.prefix)] = (now, members)
+    return members
+
+
 async def _each(
     store: Store, keys: Keys, where: Callable[[str], bytes], *, timeout: float
 ) -> list[tuple[str, KV]]:
     """Every writer's records under `where(writer)`, read in one snapshot, each with
     its writer, oldest first (by create revision; then by key)."""
-    writers = keys.writers
-    found, _ = await store.ranges([where(w) for w in writers], timeout=timeout)
-    held = [(writer, kv) for writer, kvs in zip(writers, found, strict=True) for kv in kvs]
+    people = await writers(store, keys, timeout=timeout)
+    found, _ = await store.ranges([where(w) for w in people], timeout=timeout)
+    held = [(writer, kv) for writer, kvs in zip(people, found, strict=True) for kv in kvs]
     return sorted(held, key=lambda pair: (pair[1].create_revision, pair[1].key))
 
 
@@ -231,9 +256,14 @@ async def handover_pending(store: Store, keys: Keys, *, timeout: float) -> bool:
     return bool(await _each(store, keys, keys.handover_of, timeout=timeout))
 
 
-async def handing_over(store: Store, keys: Keys, to: Handover, *, timeout: float) -> None:
-    """The owner says it hands the session over (to the machine `to` names)."""
-    await store.put(keys.handing, dumps(to), timeout=timeout)
+async def handing_over(store: Store, keys: Keys, owner: Owner, *, timeout: float) -> None:
+    """The owner says it hands the session over (its own record: who hands it over)."""
+    await store.put(keys.handing, dumps(owner), timeout=timeout)
+
+
+async def handed_by(store: Store, keys: Keys, *, timeout: float) -> Owner | None:
+    """The owner that said it hands the session over, if one did (and it can be read)."""
+    return readable(Owner, await store.get(keys.handing, timeout=timeout))
 
 
 async def handover_done(store: Store, keys: Keys, *, timeout: float) -> None:
@@ -257,7 +287,7 @@ async def kill_done(store: Store, keys: Keys, *, timeout: float) -> None:
     """The owner stopped for a kill: it says so (its followers end), and the
     requests go (where this process may delete them; the asker deletes its own)."""
     await store.put(keys.killed, b"", timeout=timeout)
-    for person in keys.writers:
+    for person in await writers(store, keys, timeout=timeout):
         with contextlib.suppress(StoreDenied):
             await store.delete(keys.kill_of(person), timeout=timeout)
     await store.delete(keys.killed, timeout=timeout)

@@ -9,12 +9,15 @@ from dataclasses import replace
 
 from dsh.bytestext import from_bytes
 from dsh.runtime.events import NO_SERVER, CallbackError
+from dsh.runtime.ports import Approval
+from dsh.session import control
+from dsh.session.approvals import Asked
 from dsh.session.callbacks import callback_base, make_token, secret
 from dsh.session.codec import dumps, loads
 from dsh.session.journal import LeaseLost
 from dsh.session.keys import callback_key, callback_path, event_key, parse_callback_path
 from dsh.session.lease import Owned
-from dsh.session.records import ActDone, Callback, CallbackEvent, SignalEntry
+from dsh.session.records import ActDone, Callback, CallbackEvent, ControlEntry, SignalEntry
 from dsh.store.base import Compare, Delete, Put
 
 
@@ -24,6 +27,30 @@ class SessionEvents:
     def __init__(self, session: Owned) -> None:
         self.session = session
         self._secret: bytes | None = None
+        self._asked = Asked()
+
+    async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
+        session = self.session
+        requester = session.by[0] if session.by is not None else session.keys.me
+
+        async def write(entries: list[ControlEntry]) -> None:
+            cp = session.checkpointer()
+            await cp.write([cp.entry(entry) for entry in entries])
+
+        return await self._asked.look(
+            session.store,
+            session.keys,
+            session_id=session.id,
+            action=action,
+            principals=principals,
+            quorum=quorum,
+            deadline=deadline,
+            requester=requester,
+            machine=session.machine,
+            lease=session.lease,
+            write=write,
+            timeout=session.timeout,
+        )
 
     async def _callback_secret(self) -> bytes:
         """The session's secret, made once: callback tokens are HMACs under it."""
@@ -87,7 +114,10 @@ class SessionEvents:
 
     async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
         session, keys = self.session, self.session.keys
-        marker, writers = keys.signal_taken(name), keys.writers
+        marker, writers = (
+            keys.signal_taken(name),
+            await control.writers(session.store, keys, timeout=session.timeout),
+        )
         prefixes = [marker, *(keys.signals_of(name, person) for person in writers)]
         found, _ = await session.store.ranges(prefixes, timeout=session.timeout)
         held = next((kv for kv in found[0] if kv.key == marker), None)

@@ -11,17 +11,19 @@
     /dsh/v1/u/USER/s/NAME/j/SEQ            the journal: every state change, in order (Entry)
     /dsh/v1/u/USER/s/NAME/todo             the plan being run (Todo)
     /dsh/v1/u/USER/s/NAME/todo-next        the index of its first statement not over (digits)
-    /dsh/v1/u/USER/s/NAME/kill             `dsh kill` asks the owner to stop (KillRequest)
-    /dsh/v1/u/USER/s/NAME/ctl/in/SEQ       a line a client submitted (Submission)
-    /dsh/v1/u/USER/s/NAME/ctl/in-seq       the last SEQ given out (submissions are numbered by CAS)
-    /dsh/v1/u/USER/s/NAME/ctl/taken        the last SEQ the executor took (with the plan it became)
-    /dsh/v1/u/USER/s/NAME/ctl/cancel/ID    a client asks to cancel the submission ID (empty)
+    /dsh/v1/u/USER/s/NAME/ctl/taken-rev    the create revision of the line the owner took last
+                                           (written with the plan it became)
+    /dsh/v1/u/USER/s/NAME/ctl/sig-taken/S  the create revision of the signal S an await took last
+    /dsh/v1/u/USER/s/NAME/ctl/handing      the owner hands the session over (Handover)
+    /dsh/v1/u/USER/s/NAME/ctl/killed       the owner stops for a `dsh kill` (put, then deleted)
     /dsh/v1/u/USER/s/NAME/ctl/done/ID      the status of submission ID, for a client on another
                                            machine (SubmissionDone)
-    /dsh/v1/u/USER/s/NAME/ctl/viewer/ID    a client on another machine follows (Viewer, on its lease)
-    /dsh/v1/u/USER/s/NAME/ctl/handover     `dsh attach --take` asks the live owner to hand over
-                                           (Handover)
-    /dsh/v1/u/USER/s/NAME/sig/SIGNAL/SEQ   a signal sent (`dsh signal`), until an await takes it
+    /dsh/v1/u/USER/by/P/s/NAME/in/ID       a line person P submitted (Submission)
+    /dsh/v1/u/USER/by/P/s/NAME/cancel/ID   P asks to cancel submission ID (its value: P's machine)
+    /dsh/v1/u/USER/by/P/s/NAME/viewer/ID   P follows from another machine (Viewer, on its lease)
+    /dsh/v1/u/USER/by/P/s/NAME/handover    P asks the live owner to hand over (Handover, on a lease)
+    /dsh/v1/u/USER/by/P/s/NAME/kill        P asks the owner to stop (KillRequest)
+    /dsh/v1/u/USER/by/P/s/NAME/sig/S/SEQ   a signal P sent (`dsh signal`)
     /dsh/v1/u/USER/s/NAME/fn/FN            a function defined in the session: its source text
     /dsh/v1/u/USER/s/NAME/secret           the session's secret: callback tokens are HMACs under it
     /dsh/v1/u/USER/s/NAME/cb/TOKEN         the callbacks the session made (so `dsh rm` removes them)
@@ -30,10 +32,12 @@
     /dsh/v1/ev/u/USER/TOKEN                its POST, written once by `dsh serve` (CallbackEvent)
     /dsh/v1/serve/ID                       a running `dsh serve` (Registration), on its lease
     /dsh/v1/people/NAME                    etcd user NAME is a person's or a service's (Person)
+    /dsh/v1/t/TEAM/members                 who is in team TEAM (Team)
 
-`u/USER/` is a user's tree (`Tree`): their sessions (`s/`) and keys (`keys/`).
-A team's tree will be another kind beside it; everything under a tree is
-built by `Tree` and `Keys`, so code that holds a tree does not change then.
+`u/USER/` is a user's tree (`Tree`): their sessions (`s/`), keys (`keys/`) and
+requests (`by/USER/`). `t/TEAM/` is a team's, the same with a `by/P/` for each
+member P; callbacks of its sessions are `cb/t/TEAM/TOKEN`. Everything under a
+tree is built by `Tree` and `Keys`.
 
 The records are dsh.session.records'. RUN numbers the statements a session has
 run; ACTION is RUN.STAGE.ATTEMPT. The meta's random `id` tells this session from
@@ -58,8 +62,9 @@ KEY_ROOT = b"/dsh/v1/"
 SERVERS = KEY_ROOT + b"serve/"
 
 
-#: The kind of a user's tree (`u/USER/`).
+#: The kind of a user's tree (`u/USER/`), and of a team's (`t/TEAM/`).
 USER = "u"
+TEAM = "t"
 
 
 @record
@@ -90,6 +95,16 @@ def user_tree(user: str) -> Tree:
     return Tree(USER, user)
 
 
+def team_tree(team: str) -> Tree:
+    """A team's tree: the sessions and keys its members share."""
+    return Tree(TEAM, team)
+
+
+def members_key(team: str) -> bytes:
+    """Who is in a team (records.Team, written by etcd's root)."""
+    return team_tree(team).prefix + b"members"
+
+
 #: Every callback, and every callback's POST: `dsh serve`'s role reads the one and
 #: writes the other; a tree's own users read and write those of their tree only.
 CALLBACKS = KEY_ROOT + b"cb/"
@@ -106,7 +121,7 @@ def callback_path(tree: Tree, token: str) -> str:
 def parse_callback_path(path: str) -> tuple[Tree, str] | None:
     """The tree and token of a callback's path (`callback_path`), or None."""
     parts = path.split("/")
-    if len(parts) != 3 or parts[0] != USER:
+    if len(parts) != 3 or parts[0] not in (USER, TEAM):
         return None
     name = unquote(parts[1])
     if not name or len(name) > 64 or "/" in name or not name.isprintable():
@@ -144,12 +159,6 @@ class Keys:
     @property
     def me(self) -> str:
         return self.person or self.tree.name
-
-    @property
-    def writers(self) -> tuple[str, ...]:
-        """Whose control records of the session are read: in a person's tree, that
-        person's (anything else there is nobody's)."""
-        return (self.tree.name,)
 
     def control(self, person: str | None = None) -> bytes:
         """Where `person` (by default this process's) writes control records of the

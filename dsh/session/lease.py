@@ -85,6 +85,7 @@ class Session:
             time.time(),
             lease.ttl,  # what the store granted (etcd raises short TTLs)
             socket,
+            self.keys.me,
         )
         result = await self.store.txn(
             [Compare(self.keys.owner, "version", "==", 0)],
@@ -120,9 +121,20 @@ class Session:
         goes first. `wanted` says whether to go on waiting (checked every second)."""
         deadline = time.monotonic() + patience
         held = await self.store.get(self.keys.owner, timeout=self.timeout)
-        if held is not None:
-            holder = readable(Owner, held)  # one that cannot be read: as long as ours
+        holder = readable(Owner, held)
+        if held is not None:  # one that cannot be read: as long as ours
             deadline += float(holder.ttl) if holder is not None else self.lease_ttl
+        owned = await self._take(deadline, wanted, say, socket)
+        owned.previous = holder
+        return owned
+
+    async def _take(
+        self,
+        deadline: float,
+        wanted: Callable[[], bool] | None,
+        say: Callable[[str], None] | None,
+        socket: str | None,
+    ) -> Owned:
         while True:
             if wanted is not None and not wanted():
                 raise UsageError(f"no longer waiting to take session {self.keys.name!r} over")
@@ -182,6 +194,8 @@ class Owned:
         #: Whose lines run now (the person and their machine): a submission's; else
         #: (None) this owner's, for a script or a resume.
         self.by: tuple[str, str] | None = None
+        #: The owner it was taken from (`Session.take`), if one held it then.
+        self.previous: Owner | None = None
         #: The actions started and not ended yet, (action, host): by when they end at
         #: the latest (monotonic; their timeout and the kill's grace).
         self.in_flight: dict[tuple[str, str | None], float] = {}

@@ -35,8 +35,8 @@ Text = str
 #: Format 2: the journal's `prompt` and `note` entries, `secret` bindings (issue 18).
 #: Format 3: copies: an intent's `copy`, a result's `copied` (issue 19).
 #: Format 4: a line's `hosts/RUN` record, an intent's `stdin` (issue 20).
-#: Format 5: `people/NAME` records; who a line, a signal came from; `control` entries
-#: (issue 21).
+#: Format 5: `people/NAME` and `t/TEAM/members` records; who a line, a signal came
+#: from; `control` entries; who owns (issue 21).
 FORMAT = 5
 
 
@@ -75,6 +75,8 @@ class Owner:
     #: An executor process's Unix socket (its clients on this machine dial it);
     #: not written for an owner that serves no clients (`dsh -c`, a script).
     socket: str | None = None
+    #: The person it runs as (format 5; none before): whose SSH access runs the work.
+    person: str | None = None
 
 
 @record
@@ -408,9 +410,13 @@ class PromptEntry:
 @record
 class ControlEntry:
     """Someone acted on the session from outside: `what` is "cancel" (detail: the
-    submission), "kill", "handover" (detail: the machine it goes to) or "takeover"
-    (detail: whom it was taken from). `by` is the person, from the path their
-    request was under (a takeover: the new owner); `machine` theirs. (Format 5.)"""
+    submission), "kill", "handover" (detail: "from MACHINE", the owner that hands
+    it over), "takeover" (detail: "from PERSON@MACHINE", the owner it was taken
+    from), "ask" (an approval asked for: its action, quorum, principals, team),
+    "approve" or "deny" (a vote counted: its action, and comment). `by` is the
+    person, from the path their request was under (a takeover: the new owner; an
+    ask: the requester); `machine` theirs (a handover: the machine it goes to).
+    (Format 5.)"""
 
     TAG = ("kind", "control")
 
@@ -621,6 +627,43 @@ class Registration:
 
 
 # -- who is who on a shared etcd (dsh.session.access) -------------------------------
+
+
+@record
+class Team:
+    """`/dsh/v1/t/TEAM/members`: who is in team TEAM (written by `dsh admin`, as
+    etcd's root); the owner of a team session reads its members' requests only."""
+
+    name: str
+    members: tuple[str, ...]
+    changed: float
+
+
+@record
+class ApprovalAsk:
+    """`/dsh/v1/t/TEAM/by/OWNER/ask/REQ`: an owner asks the team for an approval
+    (on the owner's lease); REQ is the session's id and the action."""
+
+    req: str
+    tree: str
+    session: str
+    action: str
+    #: Who asked (whose line the await is in): never counted as an approver.
+    requester: str
+    principals: str
+    quorum: int
+    deadline: float
+
+
+@record
+class Vote:
+    """`/dsh/v1/t/TEAM/by/VOTER/vote/REQ`: VOTER approves (or denies) ask REQ."""
+
+    req: str
+    deny: bool
+    comment: str
+    machine: str
+    t: float
 
 
 @record

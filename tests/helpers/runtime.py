@@ -9,7 +9,7 @@ from typing import Any
 
 from dsh import plan as p
 from dsh.remote.base import Check, Exec, Identity, OutputSink, RemoteUnreachable, Spot
-from dsh.runtime.ports import ActionResult, NullRecorder
+from dsh.runtime.ports import ActionResult, Approval, AwaitEnded, NullRecorder
 from dsh.runtime.values import Value
 
 
@@ -161,6 +161,9 @@ class DictEvents:
     async def key(self, key: str) -> str | None:
         self.looks += 1
         return self.keys.get(key)
+
+    async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
+        raise AwaitEnded("no approvals here")
 
     async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
         self.looks += 1

@@ -1,0 +1,216 @@
+"""Approvals (issue 21): the store's side of `await approval` and of `dsh approve`.
+
+An owner that reaches `await approval [from PRINCIPALS] [quorum N]` publishes an
+ask where the approvers can read it: in each team involved, under its own path,
+`t/TEAM/by/OWNER/ask/REQ` (an ApprovalAsk, on the owner's lease: it goes with
+the owner). REQ is the session's id and the action: one per await. Each approver
+votes under theirs, `t/TEAM/by/VOTER/vote/REQ` (a Vote), which only they can
+write: nobody can make a vote appear as another's. The owner counts distinct
+voters that are members of a team it asked in (read from the team's record, so
+a removed member's vote no longer counts) and that the principals allow; never
+the requester nor the owner. A permitted denial ends the await at once, failed.
+
+Who may approve: `team:NAME` allows that team's members, a person's name that
+person (in a team the session's person shares with them). With no `from`, a
+team's session asks its own team; a person's own session must say whom.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dsh.runtime.ports import Approval, AwaitEnded
+from dsh.session import codec, control
+from dsh.session.keys import TEAM, Keys, team_tree
+from dsh.session.records import ApprovalAsk, ControlEntry, Vote
+from dsh.store.base import KV, Compare, Put, Store, StoreDenied
+
+#: The most a comment on a vote holds.
+MAX_COMMENT = 1024
+
+
+def principals_of(written: str) -> tuple[list[str], list[str]]:
+    """The teams and the people a `from` list names."""
+    names = [n for n in written.split(",") if n]
+    return [n.removeprefix("team:") for n in names if n.startswith("team:")], [
+        n for n in names if not n.startswith("team:")
+    ]
+
+
+def ask_key(team: str, owner: str, req: str) -> bytes:
+    return team_tree(team).prefix + f"by/{owner}/ask/{req}".encode()
+
+
+def vote_key(team: str, voter: str, req: str) -> bytes:
+    return team_tree(team).prefix + f"by/{voter}/vote/{req}".encode()
+
+
+def teams_asked(keys: Keys, principals: str) -> list[str]:
+    """Where an ask is published: the teams named, else the session's own team."""
+    teams, people = principals_of(principals)
+    if keys.tree.kind == TEAM and (people or not teams):
+        teams = [keys.tree.name, *(t for t in teams if t != keys.tree.name)]
+    if not teams:
+        raise AwaitEnded(
+            "in a session of your own, say who may approve, from a team you are in: "
+            "await approval from team:NAME[,PERSON…]"
+        )
+    return teams
+
+
+def permitted(voter: str, team: str, principals: str, members: tuple[str, ...]) -> bool:
+    """Whether `voter`, a member of `team` (`members`), may approve under `principals`."""
+    if voter not in members:
+        return False
+    teams, people = principals_of(principals)
+    if not teams and not people:
+        return True  # the session's own team
+    return team in teams or voter in people
+
+
+class Asked:
+    """One session's approvals as its owner sees them: what it asked, and the votes
+    it journaled already (a takeover journals them again, once more)."""
+
+    def __init__(self) -> None:
+        self.published: set[tuple[str, str]] = set()
+        self.counted: set[tuple[str, str]] = set()
+
+    async def look(
+        self,
+        store: Store,
+        keys: Keys,
+        *,
+        session_id: str,
+        action: str,
+        principals: str,
+        quorum: int,
+        deadline: float,
+        requester: str,
+        machine: str,
+        lease: int,
+        write: object,
+        timeout: float,
+    ) -> Approval:
+        req = f"{session_id}.{action}"
+        teams = teams_asked(keys, principals)
+        me = keys.me
+        entries: list[ControlEntry] = []
+        for team in teams:
+            if (team, req) in self.published:
+                continue
+            ask = ApprovalAsk(
+                req,
+                f"{keys.tree.kind}/{keys.tree.name}",
+                keys.name,
+                action,
+                requester,
+                principals,
+                quorum,
+                deadline,
+            )
+            key = ask_key(team, me, req)
+            try:
+                made = await store.txn(
+                    [Compare(key, "version", "==", 0)], [Put(key, codec.dumps(ask), lease)], timeout=timeout
+                )
+            except StoreDenied:
+                raise AwaitEnded(
+                    f"{me} is not in team {team}: its members could not see the request"
+                ) from None
+            self.published.add((team, req))
+            if made.succeeded:
+                detail = f"{action}: {quorum} of {principals or 'team:' + team} in team {team}"
+                entries.append(ControlEntry("ask", requester, machine, detail))
+        members = {team: await control.writers(store, keys_of(team), timeout=timeout) for team in teams}
+        prefixes = [(team, voter) for team in teams for voter in members[team]]
+        found, _ = await store.ranges([vote_key(t, v, req) for t, v in prefixes], timeout=timeout)
+        approvers: list[str] = []
+        for (team, voter), kvs in zip(prefixes, found, strict=True):
+            vote = _vote(kvs, vote_key(team, voter, req), req)
+            if vote is None or voter in (requester, me) or voter in approvers:
+                continue
+            if not permitted(voter, team, principals, members[team]):
+                continue
+            if (voter, req) not in self.counted:
+                self.counted.add((voter, req))
+                what = "deny" if vote.deny else "approve"
+                comment = f" ({vote.comment})" if vote.comment else ""
+                entries.append(ControlEntry(what, voter, vote.machine, f"{action}{comment}"))
+            if vote.deny:
+                await _write(write, entries)
+                await self.over(store, keys, teams, req, timeout=timeout)
+                said = f": {vote.comment}" if vote.comment else ""
+                raise AwaitEnded(f"denied by {voter}{said}")
+            approvers.append(voter)
+        await _write(write, entries)
+        if len(approvers) >= quorum:
+            await self.over(store, keys, teams, req, timeout=timeout)
+        return Approval(tuple(approvers), quorum)
+
+    async def over(self, store: Store, keys: Keys, teams: list[str], req: str, *, timeout: float) -> None:
+        """The ask withdrawn (approved or denied: nobody need look any more)."""
+        for team in teams:
+            await store.delete(ask_key(team, keys.me, req), timeout=timeout)
+
+
+def keys_of(team: str) -> Keys:
+    return Keys(team_tree(team), "-")
+
+
+async def _write(write: object, entries: list[ControlEntry]) -> None:
+    if entries:
+        await write(entries)  # type: ignore[operator]
+
+
+def _vote(kvs: list[KV], key: bytes, req: str) -> Vote | None:
+    held = next((kv for kv in kvs if kv.key == key), None)
+    vote = codec.readable(Vote, held)
+    return vote if vote is not None and vote.req == req else None
+
+
+# -- dsh approve ---------------------------------------------------------------------
+
+
+async def asks_in(store: Store, team: str, *, timeout: float) -> list[tuple[str, ApprovalAsk]]:
+    """Every live ask published in `team` (by whom, what), oldest first."""
+    members = await control.writers(store, keys_of(team), timeout=timeout)
+    prefixes = [team_tree(team).prefix + f"by/{m}/ask/".encode() for m in members]
+    found, _ = await store.ranges(prefixes, timeout=timeout)
+    now = time.time()
+    asks = []
+    for member, kvs in zip(members, found, strict=True):
+        for kv in kvs:
+            ask = codec.readable(ApprovalAsk, kv)
+            if ask is not None and ask.deadline > now:
+                asks.append((kv.create_revision, member, ask))
+    return [(member, ask) for _, member, ask in sorted(asks, key=lambda a: a[0])]
+
+
+async def votes_for(store: Store, team: str, ask: ApprovalAsk, *, timeout: float) -> list[str]:
+    """Who approved `ask` in `team` so far (by the owner's rules)."""
+    members = await control.writers(store, keys_of(team), timeout=timeout)
+    found, _ = await store.ranges([vote_key(team, m, ask.req) for m in members], timeout=timeout)
+    return [
+        m
+        for m, kvs in zip(members, found, strict=True)
+        if (vote := _vote(kvs, vote_key(team, m, ask.req), ask.req)) is not None
+        and not vote.deny
+        and m != ask.requester
+        and permitted(m, team, ask.principals, members)
+    ]
+
+
+async def vote(
+    store: Store,
+    team: str,
+    me: str,
+    ask: ApprovalAsk,
+    deny: bool,
+    comment: str,
+    machine: str,
+    *,
+    timeout: float,
+) -> None:
+    record = Vote(ask.req, deny, comment, machine, time.time())
+    await store.put(vote_key(team, me, ask.req), codec.dumps(record), timeout=timeout)

@@ -1,0 +1,132 @@
+"""Approvals (issue 21): `await approval [from …] [quorum N]` released by N distinct
+permitted people voting from their own paths (`dsh approve`), never by the one who
+asked, failed at once by a denial; who approved is bound and journaled."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dsh.store.base import StoreDenied
+from dsh.store.etcd import EtcdStore, parse_url
+from tests.conftest import dsh_path
+from tests.etcd import ROOT_PASSWORD, Etcd
+
+T = 10.0
+PASSWORDS = {"alice": "pw-alice", "bob": "pw-bob", "carol": "pw-carol"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Etcd]:
+    etcd = Etcd(auth=True).start()
+    yield etcd
+    etcd.stop()
+
+
+def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str, str]:
+    return {
+        **env,
+        "DSH_STORE": f"etcd://{name}@{server.endpoints}",
+        "DSH_ETCD_PASSWORD": PASSWORDS.get(name, ROOT_PASSWORD),
+        "DSH_MACHINE_ID": f"m-{name}",
+        "XDG_STATE_HOME": str(tmp / f"state-{name}"),
+    }
+
+
+def asking(env: dict[str, str], text: str, session: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [dsh_path(), "--team", "ops", "--session", session, "-c", text],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def until_asked(run_dsh, env: dict[str, str], session: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if " ask 1.1.1: " in run_dsh(["--team", "ops", "log", session], env_extra=env).stdout:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the approval was never asked")
+
+
+def test_a_quorum_of_distinct_members_releases_it_and_a_denial_fails_it(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], server: Etcd, tmp_path: Path
+) -> None:
+    root = person(env, server, tmp_path, "root")
+    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
+    for name, password in PASSWORDS.items():
+        made = run_dsh(["admin", "user", "add", name], env_extra={**root, "DSH_ADMIN_PASSWORD": password})
+        assert made.returncode == 0, made.stderr
+    team = run_dsh(["admin", "team", "add", "ops", "--member", "alice", "bob", "carol"], env_extra=root)
+    assert team.returncode == 0, team.stderr
+    alice, bob, carol = (person(env, server, tmp_path, n) for n in ("alice", "bob", "carol"))
+    e_alice = {**env, **alice}
+
+    proc = asking(e_alice, "await approval quorum 2 as who within 30s\necho approved by $who", "dep")
+    try:
+        until_asked(run_dsh, alice, "dep")
+        first = run_dsh(["--team", "ops", "approve", "dep"], env_extra=bob)
+        assert first.returncode == 0 and "approved dep (alice's 1.1.1): 1 of 2" in first.stdout, first.stderr
+        again = run_dsh(["--team", "ops", "approve", "dep"], env_extra=bob)  # the same person twice
+        assert again.returncode == 0 and ": 1 of 2" in again.stdout
+        own = run_dsh(["--team", "ops", "approve", "dep"], env_extra=alice)
+        assert own.returncode == 2 and "you asked for it" in own.stderr
+        time.sleep(1.5)  # the owner looked meanwhile: not released by one person
+        assert proc.poll() is None
+
+        async def forge() -> bool:  # bob cannot vote as carol
+            store = EtcdStore(parse_url(server.url, user="bob", password=PASSWORDS["bob"]))
+            try:
+                await store.put(b"/dsh/v1/t/ops/by/carol/vote/x", b"{}", timeout=T)
+            except StoreDenied:
+                return True
+            finally:
+                await store.close()
+            return False
+
+        assert asyncio.run(forge())
+        second = run_dsh(["--team", "ops", "approve", "dep", "--comment", "looks fine"], env_extra=carol)
+        assert second.returncode == 0 and ": 2 of 2" in second.stdout, second.stderr
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out) == (0, "approved by bob,carol\n"), err
+    log = run_dsh(["--team", "ops", "log", "dep"], env_extra=bob).stdout
+    assert "ask 1.1.1: 2 of team:ops in team ops by alice@m-alice" in log
+    assert "approve 1.1.1 by bob@m-bob" in log and "approve 1.1.1 (looks fine) by carol@m-carol" in log
+
+    started = time.monotonic()
+    proc = asking(e_alice, "await approval quorum 2 within 30s\necho never", "dep2")
+    try:
+        until_asked(run_dsh, alice, "dep2")
+        denied = run_dsh(
+            ["--team", "ops", "approve", "dep2", "--deny", "--comment", "not today"], env_extra=bob
+        )
+        assert denied.returncode == 0 and "denied dep2" in denied.stdout, denied.stderr
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and out == "" and "denied by bob: not today" in err
+    assert time.monotonic() - started < 20  # at once, not at the deadline
+
+    out_of_team = run_dsh(["admin", "team", "member", "rm", "ops", "carol"], env_extra=root)
+    assert out_of_team.returncode == 0, out_of_team.stderr
+    proc = asking(e_alice, "await approval within 30s\necho never", "dep3")
+    try:
+        until_asked(run_dsh, alice, "dep3")
+        refused = run_dsh(["--team", "ops", "approve", "dep3"], env_extra=carol)
+        assert refused.returncode == 2 and "refused user carol" in refused.stderr
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    mine = run_dsh(["--session", "solo", "-c", "await approval within 5s"], env_extra=alice)
+    assert mine.returncode == 1 and "say who may approve" in mine.stderr
