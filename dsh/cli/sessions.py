@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 from dsh.cli.args import flag, one_session, session_name
 from dsh.cli.wiring import STORE_TIMEOUT, Wiring
-from dsh.errors import UsageError
+from dsh.errors import StoreError, UsageError
 from dsh.exits import Exit
 
 if TYPE_CHECKING:
     from dsh.housekeeping import Swept
     from dsh.session.lease import Session
+    from dsh.store.base import Store
 
 _RM_USAGE = "dsh rm SESSION | dsh rm --older-than D [--dry-run]"
 
@@ -25,27 +26,46 @@ def ls(wiring: Wiring, rest: list[str]) -> int:
     import time
 
     from dsh.render import json_line
+    from dsh.session.approvals import waiting_for
     from dsh.session.catalogue import list_sessions
+    from dsh.session.keys import team_tree
 
     as_json = wiring.settings.json or "--json" in rest
     every = "--all" in rest
     if [a for a in rest if a not in ("--json", "--all")]:
         raise UsageError("ls takes no arguments but --all and --json")
     store = wiring.store()
+    tree = wiring.tree()
 
-    async def read() -> list[dict[str, object]]:
+    async def read() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         try:
-            return await list_sessions(store, wiring.tree(), timeout=STORE_TIMEOUT)
+            teams = [wiring.settings.team] if wiring.settings.team else await _teams(wiring, store)
+            found = [
+                {**e, "tree": f"{tree.kind}/{tree.name}"}
+                for e in await list_sessions(store, tree, timeout=STORE_TIMEOUT)
+            ]
+            asks: list[dict[str, object]] = []
+            for team in teams:
+                if team != wiring.settings.team:
+                    listed = await list_sessions(store, team_tree(team), timeout=STORE_TIMEOUT)
+                    found += [{**e, "tree": f"t/{team}"} for e in listed]
+                asks += await waiting_for(store, team, wiring.person(), timeout=STORE_TIMEOUT)
+            return found, asks
         finally:
             await store.close()
 
-    sessions = [e for e in asyncio.run(read()) if every or e.get("named", True) or e["state"] != "idle"]
+    listed, asks = asyncio.run(read())
+    sessions = [e for e in listed if every or e.get("named", True) or e["state"] != "idle"]
     if as_json:
         for entry in sessions:
             print(json_line(entry))
+        for ask in asks:
+            print(json_line({"approval": ask}))
         return Exit.OK
     now = time.time()
     for e in sessions:
+        if e["tree"] != f"{tree.kind}/{tree.name}":  # another tree: a team's the person is in
+            e = {**e, "name": f"team:{str(e['tree'])[2:]}/{e['name']}"}
         owned = e["state"] in ("running", "waiting")
         owner = f"{e['owner_machine']} pid {e['owner_pid']}" if owned else "-"
         age = now - float(str(e["created"]))
@@ -53,7 +73,35 @@ def ls(wiring: Wiring, rest: list[str]) -> int:
         if e["state"] == "waiting":  # for input: `dsh attach` asks
             last = f"waiting for input ({str(e['asking']).strip().rstrip(':')}): dsh attach {e['name']}"
         print(f"{e['name']:<32} {e['state']:<8} {owner:<28} {_age(age):>6}  {last}")
+    if asks:
+        print("waiting for your approval:")
+    for ask in asks:
+        until = time.strftime("%H:%M", time.localtime(float(str(ask["deadline"]))))
+        voted = "; you approved" if ask["you_voted"] else ""
+        print(
+            f"  team:{ask['team']}/{ask['session']}  {ask['requester']}'s {ask['action']}: "
+            f"{ask['approved']} of {ask['quorum']}{voted}, until {until}  "
+            f"(dsh --team {ask['team']} approve {ask['session']})"
+        )
     return Exit.OK
+
+
+async def _teams(wiring: Wiring, store: Store) -> list[str]:
+    """The teams the person is in (their etcd roles say), on an etcd with a user."""
+    user = wiring.etcd_user()
+    if user is None:  # not etcd (gRPC is not even loaded), or no user: their own tree only
+        return []
+    from dsh.session.access import Roles
+    from dsh.store.etcd import EtcdStore
+    from dsh.store.etcdauth import EtcdAuth
+
+    if not isinstance(store, EtcdStore):
+        return []
+    try:
+        roles = await EtcdAuth(store).user_roles(user, timeout=STORE_TIMEOUT)
+    except StoreError:  # authentication off (no roles), or refused: only their own tree
+        return []
+    return Roles(store.raw_key(b"")).teams_of(roles or ())
 
 
 def _age(seconds: float) -> str:

@@ -80,6 +80,12 @@ class Wiring:
             return team_tree(self.settings.team)
         return user_tree(person_of(self.etcd_user()))
 
+    def person(self) -> str:
+        """Who this invocation is: its etcd user, else its OS user."""
+        from dsh.session.access import person_of
+
+        return person_of(self.etcd_user())
+
     def keys(self, name: str) -> Keys:
         """The keys of session `name` in the tree, written as this person."""
         from dsh.session.access import person_of

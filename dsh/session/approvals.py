@@ -214,3 +214,29 @@ async def vote(
 ) -> None:
     record = Vote(ask.req, deny, comment, machine, time.time())
     await store.put(vote_key(team, me, ask.req), codec.dumps(record), timeout=timeout)
+
+
+async def waiting_for(store: Store, team: str, me: str, *, timeout: float) -> list[dict[str, object]]:
+    """The asks in `team` that `me` may answer (not theirs, and allowed by their
+    principals), each with how many approved so far and whether `me` did."""
+    members = await control.writers(store, keys_of(team), timeout=timeout)
+    found: list[dict[str, object]] = []
+    for owner, ask in await asks_in(store, team, timeout=timeout):
+        if me in (owner, ask.requester) or not permitted(me, team, ask.principals, members):
+            continue
+        approved = await votes_for(store, team, ask, timeout=timeout)
+        found.append(
+            {
+                "team": team,
+                "session": ask.session,
+                "tree": ask.tree,
+                "requester": ask.requester,
+                "owner": owner,
+                "action": ask.action,
+                "quorum": ask.quorum,
+                "approved": len(approved),
+                "you_voted": me in approved,
+                "deadline": ask.deadline,
+            }
+        )
+    return found

@@ -130,3 +130,38 @@ def test_a_quorum_of_distinct_members_releases_it_and_a_denial_fails_it(  # type
         proc.communicate(timeout=10)
     mine = run_dsh(["--session", "solo", "-c", "await approval within 5s"], env_extra=alice)
     assert mine.returncode == 1 and "say who may approve" in mine.stderr
+
+
+def test_ls_lists_the_teams_sessions_and_the_approvals_waiting_for_you(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], server: Etcd, tmp_path: Path
+) -> None:
+    root = person(env, server, tmp_path, "root")
+    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
+    for name in ("alice", "bob"):
+        run_dsh(["admin", "user", "add", name], env_extra={**root, "DSH_ADMIN_PASSWORD": PASSWORDS[name]})
+    assert (
+        run_dsh(["admin", "team", "add", "web", "--member", "alice", "bob"], env_extra=root).returncode == 0
+    )
+    alice, bob = (person(env, server, tmp_path, n) for n in ("alice", "bob"))
+    proc = subprocess.Popen(
+        [dsh_path(), "--team", "web", "--session", "rel", "-c", "await approval within 30s"],
+        env={**env, **alice},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        listed = ""
+        while time.monotonic() < deadline and "team:web/rel  " not in listed:
+            listed = run_dsh(["ls"], env_extra=bob).stdout  # no --team: his teams too
+            time.sleep(0.2)
+        assert "team:web/rel" in listed and "alice's 1.1.1: 0 of 1" in listed, listed
+        assert "(dsh --team web approve rel)" in listed
+        assert "waiting for your approval" not in run_dsh(["ls"], env_extra=alice).stdout  # hers
+        assert run_dsh(["--team", "web", "approve", "rel"], env_extra=bob).returncode == 0
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
