@@ -42,6 +42,7 @@ from dsh.bytestext import loaded, to_bytes
 from dsh.errors import DshError, StoreError
 from dsh.exits import Exit
 from dsh.follow import Follower, Gone
+from dsh.osuser import os_user
 from dsh.questions import Answering
 from dsh.reach import LINE_LIMIT, Connection, Reach
 from dsh.reach import Link as Link
@@ -353,7 +354,7 @@ class Client:
     async def _submit(self, text: str, name: str, first_line: int) -> int | None:
         sid = os.urandom(6).hex()
         began = time.monotonic()
-        item = Submission(sid, text, name, first_line, self.link.machine)
+        item = Submission(sid, text, name, first_line, self.link.machine, os_user())
         await control.submit(self.link.store, self.link.keys, item, timeout=STORE_TIMEOUT)
         self._send(Poke())
         loop = asyncio.get_running_loop()

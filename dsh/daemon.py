@@ -40,6 +40,7 @@ from dsh.driver import Driver, Killed, status_of
 from dsh.errors import DshError, LangError, StoreError
 from dsh.exits import Exit
 from dsh.localsocket import listen
+from dsh.osuser import os_user
 from dsh.questions import ClientQuestions
 from dsh.runtime.protocol import (
     Agent,
@@ -231,7 +232,7 @@ class Daemon:
                 await cp.write([cp.entry(entry) for entry in asked])
             if self.handover is None:
                 found = await control.handover_asked(store, keys, timeout=timeout)
-                if found is not None and found[1].machine != self.owned.machine:
+                if found is not None and not found[1].to(self.owned.machine, os_user()):
                     person, self.handover = found
                     to = self.handover.machine
                     self.owned.drain()
@@ -272,9 +273,9 @@ class Daemon:
 
     async def _answer(self, item: Submission | None, sid: str, status: int | None, error: str = "") -> None:
         """Tell the clients that submission `sid` is over: over the socket, and through
-        the store when it came from another machine."""
+        the store when it came from another machine (or another OS user's client)."""
         self._broadcast(Done(sid, status, error or None), control=True)
-        if item is not None and item.by != self.owned.machine:
+        if item is not None and item.elsewhere(self.owned.machine, os_user()):
             done = SubmissionDone(status, error)
             with contextlib.suppress(StoreError, TimeoutError):
                 await control.answer(self.owned.store, self.owned.keys, sid, done, timeout=self.owned.timeout)
@@ -381,7 +382,7 @@ class Daemon:
             # whom it was taken from: the owner it found, or the one that handed it over
             previous = self.owned.previous or await control.handed_by(store, keys, timeout=timeout)
             asked = await control.handover_asked(store, keys, timeout=timeout)
-            if asked is not None and asked[1].machine == self.owned.machine:
+            if asked is not None and asked[1].to(self.owned.machine, os_user()):
                 await control.handover_done(store, keys, timeout=timeout)  # handed to us: done
             # The line taken last may be the one to resume: its client waits for it.
             self.taken, pending = await control.last_taken(store, keys, timeout=timeout)

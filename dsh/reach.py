@@ -31,6 +31,7 @@ from dsh.errors import DshError, UsageError
 from dsh.exits import Exit
 from dsh.follow import Follower, Gone
 from dsh.localsocket import open_connection
+from dsh.osuser import os_user
 from dsh.runtime.protocol import Done, End, Event, Hello, ProtocolError, decode_event
 from dsh.session import control
 from dsh.session.codec import loads
@@ -126,11 +127,16 @@ class Reach:
         except CorruptRecord:
             return UNREADABLE_OWNER
 
+    def _here(self, owner: Owner) -> bool:
+        """Whether `owner` runs on this machine as this OS user: its socket is one to
+        dial (another OS user's, on a machine several people share, is followed)."""
+        return owner.machine == self.link.machine and owner.os_user in (None, os_user())
+
     async def connect(self, *, take: bool, handover: bool = False) -> Connection | Follower:
         """The session's executor, started if none runs here; followed if it runs on
         another machine (or, with `handover`, asked to hand over, then taken)."""
         owner = await self.owner()
-        here = owner is not None and owner.machine == self.link.machine
+        here = owner is not None and self._here(owner)
         if here and owner is not None and owner.socket:
             connection = await self.dial(owner.socket)
             if connection is not None:
@@ -203,8 +209,8 @@ class Reach:
             if code is not None:
                 owner = await self.owner()
                 if code == Exit.USAGE and owner is not None:  # it lost a race to take the session over
-                    if owner.machine != self.link.machine:
-                        return None  # to another machine: follow that one
+                    if not self._here(owner):
+                        return None  # to another machine (or OS user): follow that one
                     if owner.socket:  # to another executor here: join that one
                         connection = await self.dial(owner.socket)
                         if connection is not None:
@@ -214,7 +220,7 @@ class Reach:
                 child.terminate()
                 raise SessionEnded(self.why("its executor did not take it in time"), Exit.STORE)
             owner = await self.owner()
-            if owner is not None and owner.machine == self.link.machine and owner.socket:
+            if owner is not None and self._here(owner) and owner.socket:
                 # Ours, or another executor here that won the session (a second attach
                 # at the same time): join it. A dead owner's socket does not answer.
                 connection = await self.dial(owner.socket)
@@ -230,7 +236,7 @@ class Reach:
         store = self.link.store
         lease = await store.grant(HANDOVER_TTL, timeout=10.0)
         self.handover_lease = lease.id
-        record = Handover(self.link.machine, os.getpid(), time.time())
+        record = Handover(self.link.machine, os.getpid(), time.time(), os_user())
         await control.ask_handover(store, self.link.keys, record, lease=lease.id, timeout=10.0)
 
     async def _withdraw_handover(self) -> None:
@@ -270,7 +276,7 @@ class Reach:
                 if connection is not None:
                     self.say(f"{_gone(self.link.keys.name, handed)}: taken over here")
                     return connection
-            elif owner is not None and owner.machine != self.link.machine:
+            elif owner is not None and not self._here(owner):
                 self.standby = standby  # another machine was first: it goes on waiting
                 return await self._follow(owner)
             await asyncio.sleep(0.02)

@@ -71,6 +71,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "dsh.prompt",
             "dsh.filesize",
             "dsh.wholefile",
+            "dsh.osuser",
         ),
     ),
 ]

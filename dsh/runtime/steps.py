@@ -29,6 +29,7 @@ from typing import Protocol
 from dsh import plan as p
 from dsh.bytestext import from_bytes, to_bytes
 from dsh.names import key_problem
+from dsh.osuser import os_user
 from dsh.plan import Outcome
 from dsh.remote.base import (
     Copied,
@@ -431,6 +432,10 @@ class TakenUp:
         wiring = self.live.wiring
         if step.host is None and held.get("machine") != wiring.machine:
             why = f"launched on machine {held.get('machine')}, whose local spool is out of reach"
+            return Exec(Outcome.LOST, None, 0.0, why)
+        if step.host is None and held.get("os_user") not in (None, os_user()):
+            who, where = held.get("os_user"), held.get("machine")
+            why = f"launched by OS user {who} on {where}, whose local spool is theirs"
             return Exec(Outcome.LOST, None, 0.0, why)
         at = held.get("at")  # what is left of its timeout, since it was started
         since = wiring.clock.wall() - float(at) if isinstance(at, int | float) else 0.0

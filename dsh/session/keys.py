@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from urllib.parse import quote, unquote
 
 from dsh.bytestext import to_bytes
+from dsh.osuser import os_user
 from dsh.record import record
 
 #: Every key of dsh's starts here (after a store's own prefix, for etcd).
@@ -273,12 +274,8 @@ class Keys:
 
 
 def user_name() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return f"uid{os.getuid()}"
+    """The OS user's name: the tree of a process with no etcd user."""
+    return os_user()
 
 
 def machine_id(env: Mapping[str, str]) -> str:

@@ -23,7 +23,7 @@ from dsh.errors import StoreError, UsageError
 from dsh.session.codec import dumps, entry_bytes, loads, readable
 from dsh.session.control import handover_asked, kill_asked
 from dsh.session.journal import Checkpointer, LeaseLost
-from dsh.session.keys import Keys
+from dsh.session.keys import Keys, user_name
 from dsh.session.records import Meta, Owner
 from dsh.store.base import Compacted, Compare, LeaseNotFound, Put, Store
 
@@ -86,6 +86,7 @@ class Session:
             lease.ttl,  # what the store granted (etcd raises short TTLs)
             socket,
             self.keys.me,
+            user_name(),
         )
         result = await self.store.txn(
             [Compare(self.keys.owner, "version", "==", 0)],
@@ -140,13 +141,14 @@ class Session:
                 raise UsageError(f"no longer waiting to take session {self.keys.name!r} over")
             asked = await handover_asked(self.store, self.keys, timeout=self.timeout)
             # one that cannot be read asks nothing
+            here = asked is None or asked[1].to(self.machine, user_name())
             to = asked[1].machine if asked is not None else self.machine
             owner = await self.store.get(self.keys.owner, timeout=self.timeout)
-            if owner is None and to == self.machine:  # only then: a waiting executor writes nothing
+            if owner is None and here:  # only then: a waiting executor writes nothing
                 with contextlib.suppress(UsageError):  # another was quicker: wait for it to go
                     return await self.claim(say=say, socket=socket)
             if time.monotonic() >= deadline:
-                if to != self.machine:
+                if not here:
                     raise UsageError(f"session {self.keys.name!r} is being handed over to {to}")
                 return await self.claim(say=say, socket=socket)  # its error says who holds it
             await self._owner_changes(min(deadline, time.monotonic() + 1.0))

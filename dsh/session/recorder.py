@@ -24,6 +24,7 @@ from dsh.session.bindings import encode_value
 from dsh.session.codec import dumps
 from dsh.session.control import taken_put
 from dsh.session.journal import TAIL_BYTES
+from dsh.session.keys import user_name
 from dsh.session.lease import Owned
 from dsh.session.records import (
     ActAwait,
@@ -132,7 +133,8 @@ class SessionRecorder:
         cp = session.checkpointer()
         # `where`: who the host is for this owner (a later one checks it)
         at = round(time.time(), 3)
-        record = ActIntent(action, host, command, timeout, session.machine, at, where, copy, stdin)
+        local = user_name() if host is None else None  # whose spool holds it
+        record = ActIntent(action, host, command, timeout, session.machine, at, where, copy, stdin, local)
         await cp.write(
             [
                 Put(self.keys.action(action, host), dumps(record)),

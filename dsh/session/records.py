@@ -77,6 +77,8 @@ class Owner:
     socket: str | None = None
     #: The person it runs as (format 5; none before): whose SSH access runs the work.
     person: str | None = None
+    #: The OS user it runs as (format 5; none before): its socket and spools are theirs.
+    os_user: str | None = None
 
 
 @record
@@ -215,6 +217,9 @@ class ActIntent:
     copy: CopyFacts | None = None
     #: A command's standard input (`| stdin`): none when it reads /dev/null.
     stdin: InputFacts | None = None
+    #: A local action's: the OS user whose spool holds it (on a shared machine a
+    #: teammate's executor cannot reach it); none for a host's, nor before format 5.
+    os_user: str | None = None
 
 
 @record
@@ -548,7 +553,7 @@ BINDING_KINDS: tuple[type[Binding], ...] = (BoundText, BoundHosts, BoundResults,
 
 @record
 class Submission:
-    """`ctl/in/SEQ`: a line a client submitted, for the executor to run."""
+    """`by/PERSON/s/NAME/in/ID`: a line a client submitted, for the executor to run."""
 
     id: str
     text: str
@@ -557,6 +562,13 @@ class Submission:
     first_line: int
     #: The client's machine (the executor answers another machine in `ctl/done/`).
     by: str
+    #: The client's OS user (format 5; none before): another OS user's client on the
+    #: owner's machine has no socket to it either.
+    os_user: str | None = None
+
+    def elsewhere(self, machine: str, os_user: str) -> bool:
+        """Whether its client is not one on the owner's socket (`machine`, `os_user`)."""
+        return self.by != machine or self.os_user not in (None, os_user)
 
 
 @record
@@ -575,6 +587,13 @@ class Handover:
     machine: str
     pid: int
     t: float
+    #: The asking OS user (format 5; none before): on a machine several people share,
+    #: the machine alone does not say where the session goes.
+    os_user: str | None = None
+
+    def to(self, machine: str, os_user: str) -> bool:
+        """Whether it asks for the session to go to `os_user` on `machine`."""
+        return self.machine == machine and self.os_user in (None, os_user)
 
 
 @record

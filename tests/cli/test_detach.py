@@ -108,6 +108,39 @@ def test_a_local_action_launched_by_another_machine_is_lost(run_dsh, env, tmp_pa
     assert result["outcome"] == "lost" and "out of reach" in result["message"]
 
 
+def test_a_local_action_of_another_os_user_on_this_machine_is_lost(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On a machine several people share, a teammate's executor (another OS user,
+    the same machine id) cannot reach the local spool of the one it takes over from:
+    its local action is lost, never started again."""
+    from dsh.session.keys import Keys, user_name, user_tree
+    from dsh.store.sqlite import SqliteStore
+    from tests.helpers.store import with_store
+
+    mark = tmp_path / "M"
+    script = tmp_path / "local.dsh"
+    script.write_text(f"sh -c 'echo start >> {mark}; sleep 3; echo end >> {mark}'\n")
+    env["DSH_LEASE_TTL"] = "1"
+    r = run_dsh(["run", "--detach", "--session", "l2", str(script)])
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: mark.exists())
+    os.kill(owner_pid(run_dsh, "l2"), signal.SIGKILL)
+    key = Keys(user_tree(user_name()), "l2").action("1.1.1", None)
+
+    async def theirs(store: SqliteStore) -> None:  # as if another OS user's executor had launched it
+        held = await store.get(key, timeout=10)
+        assert held is not None and json.loads(held.value)["os_user"] == user_name()
+        await store.put(
+            key, held.value.replace(f'"os_user": "{user_name()}"'.encode(), b'"os_user": "mate"'), timeout=10
+        )
+
+    with_store(env, theirs)
+    r = run_dsh(["--json", "attach", "l2"], timeout=30)
+    assert r.returncode == 1
+    (result,) = [e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "result"]
+    assert result["outcome"] == "lost" and "launched by OS user mate" in result["message"]
+    assert mark.read_text().count("start") == 1  # never started again
+
+
 def test_kill_stops_a_live_detached_session_and_its_remote_commands(  # type: ignore[no-untyped-def]
     run_dsh, env, ssh_setup: SshSetup, tmp_path: Path
 ) -> None:
