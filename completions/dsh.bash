@@ -5,7 +5,7 @@
 #
 # It follows dsh's own argument parsing (dsh/cli/): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
-# ls, kill, rm, signal, key, serve, admin) or SCRIPT, and every word after SCRIPT belongs
+# ls, kill, rm, signal, key, serve, admin, approve) or SCRIPT, and every word after SCRIPT belongs
 # to the script (offered as file names). After `-c TEXT`, words beginning with `-`
 # are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
@@ -17,13 +17,15 @@
 # `init` (--yes), `show` (--json), `user` (`add` NAME --service|--serve,
 # `rm` NAME --purge, `passwd` NAME), `team` (`add` TEAM --member NAME…,
 # `rm` TEAM --purge, `member` `add`|`rm` TEAM NAME…) and `migrate` (--map
-# OSUSER=ETCDUSER, again and again, --dry-run, --force). --team TEAM takes a
-# value, with nothing to offer: which teams there are is known to etcd alone.
+# OSUSER=ETCDUSER, again and again, --dry-run, --force); `approve` completes
+# --deny and --comment TEXT (SESSION and TEXT: nothing to offer; the sessions
+# that ask are in a team's etcd). --team TEAM takes a value, with nothing to
+# offer: which teams there are is known to etcd alone.
 
 # Options that take a value, and options that do not.
 _dsh_opts_with_arg="--session --store --team --ssh-config --host-keys --askpass --config --inventory --outdir"
 _dsh_opts_flag="--ask-pass --insecure-store --json --verbose --version --help"
-_dsh_subcommands="explain log attach ls run kill rm signal key serve admin"
+_dsh_subcommands="explain log attach ls run kill rm signal key serve admin approve"
 # The options of `serve`: each takes a value.
 _dsh_serve_opts="--listen --public-url --cert --key --header-timeout --body-timeout --max-connections"
 
@@ -117,6 +119,10 @@ _dsh() {
                 if [[ $((i + 1)) -lt $COMP_CWORD && ${COMP_WORDS[i + 1]} == "=" ]]; then
                     ((i++))
                 fi
+            elif [[ $sub == approve && $word == --comment ]]; then
+                sub_opt=$word # approve --comment TEXT
+                flags+=" $word "
+                skip=1
             elif [[ $sub == serve && " $_dsh_serve_opts " == *" $word "* ]]; then
                 # serve --opt VALUE, or --opt = VALUE when readline splits at '='
                 sub_opt=$word
@@ -277,6 +283,16 @@ _dsh() {
                 fi
                 # NAME, TEAM: nothing to offer
                 COMPREPLY=($(compgen -W "$offer" -- "$cur"))
+                ;;
+            approve)
+                # approve SESSION [--deny] [--comment TEXT]: SESSION and TEXT, nothing to offer
+                if ((skip == 0)) && [[ $cur == -* ]]; then
+                    local flag offer=""
+                    for flag in --deny --comment; do
+                        [[ $flags == *" $flag "* ]] || offer+=" $flag"
+                    done
+                    COMPREPLY=($(compgen -W "$offer" -- "$cur"))
+                fi
                 ;;
             attach | log | kill | rm | signal)
                 # signal SESSION NAME [VALUE]: the session, then nothing to offer

@@ -5,7 +5,7 @@
 #
 # It follows dsh's own argument parsing (dsh/cli/): options come first; the
 # first word that is not an option is a subcommand (explain, log, run, attach,
-# ls, kill, rm, signal, key, serve, admin) or SCRIPT, and every word after SCRIPT belongs
+# ls, kill, rm, signal, key, serve, admin, approve) or SCRIPT, and every word after SCRIPT belongs
 # to the script (offered as file names). After `-c TEXT`, words beginning with `-`
 # are still dsh options until the first other word or `--`. After `run`, dsh's
 # options (and --detach) come again, up to SCRIPT. `attach`, `log`, `kill`, `rm`
@@ -17,8 +17,10 @@
 # `init` (--yes), `show` (--json), `user` (`add` NAME --service|--serve,
 # `rm` NAME --purge, `passwd` NAME), `team` (`add` TEAM --member NAME…,
 # `rm` TEAM --purge, `member` `add`|`rm` TEAM NAME…) and `migrate` (--map
-# OSUSER=ETCDUSER, again and again, --dry-run, --force). --team TEAM takes a
-# value, with nothing to offer: which teams there are is known to etcd alone.
+# OSUSER=ETCDUSER, again and again, --dry-run, --force); `approve` completes
+# --deny and --comment TEXT (SESSION and TEXT: nothing to offer; the sessions
+# that ask are in a team's etcd). --team TEAM takes a value, with nothing to
+# offer: which teams there are is known to etcd alone.
 
 # The words before the cursor, without the command name.
 function __fish_dsh_tokens
@@ -45,8 +47,9 @@ end
 # reads its own options), `c` (the same, with -c given), `run` (after `run`,
 # dsh's options again), `sub NAME N` (after the subcommand NAME, with N
 # arguments other than options after it; for `admin`, `sub admin N WORD…`
-# with those words), `output` (after `log … --output`, its ACTION and HOST)
-# or `rest` (after SCRIPT, -c's first ARG or `--`).
+# with those words), `output` (after `log … --output`, its ACTION and HOST,
+# or `approve … --comment`, its TEXT) or `rest` (after SCRIPT, -c's first ARG
+# or `--`).
 function __fish_dsh_where
     set -l tokens (__fish_dsh_tokens)
     set -e tokens[1]
@@ -63,6 +66,8 @@ function __fish_dsh_where
                 set skip (math $skip - 1)
             else if test "$tok" = --output
                 set skip 2 # log --output ACTION HOST
+            else if test "$sub" = approve -a "$tok" = --comment
+                set skip 1 # approve --comment TEXT
             else if not string match -q -- '-*' $tok
                 set n (math $n + 1)
                 test "$sub" = admin; and set -a args $tok
@@ -91,7 +96,7 @@ function __fish_dsh_where
                 else if string match -qr '^[hvA]*c' -- $cluster
                     set saw_c 1
                 end
-            case explain log attach ls kill rm signal key serve admin
+            case explain log attach ls kill rm signal key serve admin approve
                 if test $saw_c -eq 1 -o $in_run -eq 1
                     echo rest
                     return
@@ -222,6 +227,7 @@ complete -c dsh -n __fish_dsh_wants_subcommand -a signal -d 'Send a session a si
 complete -c dsh -n __fish_dsh_wants_subcommand -a key -d 'Set or print a key of yours in the store'
 complete -c dsh -n __fish_dsh_wants_subcommand -a serve -d 'Take the POSTs that callbacks wait for, into the store'
 complete -c dsh -n __fish_dsh_wants_subcommand -a admin -d "Set up and show etcd's users and roles for dsh (as etcd's root)"
+complete -c dsh -n __fish_dsh_wants_subcommand -a approve -d "Approve or deny what a team's session awaits (with --team TEAM)"
 
 # run [OPTIONS] [--detach] SCRIPT [ARGS…]: the options above, --detach, then files.
 complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process of its own; print the session name'
@@ -233,7 +239,8 @@ complete -c dsh -n __fish_dsh_in_run -l detach -d 'Start the script in a process
 # admin init [--yes] | show [--json] | user add NAME [--service|--serve] |
 # user rm NAME [--purge] | user passwd NAME | team add TEAM --member NAME… |
 # team rm TEAM [--purge] | team member add|rm TEAM NAME… |
-# migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force]: no files (but after --cert and --key).
+# migrate [--map OSUSER=ETCDUSER]… [--dry-run] [--force];
+# approve SESSION [--deny] [--comment TEXT]: no files (but after --cert and --key).
 complete -c dsh -n '__fish_dsh_after ls' -f -l json -d 'One JSON object per session'
 complete -c dsh -n '__fish_dsh_after ls' -f -l all -d 'Also the sessions of single runs (dsh -c without --session)'
 complete -c dsh -n '__fish_dsh_after log' -f -l json -d 'One JSON object per journal entry'
@@ -249,6 +256,8 @@ complete -c dsh -n '__fish_dsh_after serve' -l key -r -F -d 'The private key of 
 complete -c dsh -n '__fish_dsh_after serve' -f -l header-timeout -x -a '10s\t"the default" 500ms' -d 'The time a client has to send its request line and headers'
 complete -c dsh -n '__fish_dsh_after serve' -f -l body-timeout -x -a '10s\t"the default" 500ms' -d 'The time a client has to send its body after them'
 complete -c dsh -n '__fish_dsh_after serve' -f -l max-connections -x -d 'Connections open at once (default: 256)'
+complete -c dsh -n '__fish_dsh_after approve; and not contains -- --deny (__fish_dsh_tokens)' -f -l deny -d 'Deny it: the await fails at once'
+complete -c dsh -n '__fish_dsh_after approve; and not contains -- --comment (__fish_dsh_tokens)' -f -x -l comment -d 'A comment for the journal (one line)'
 complete -c dsh -n '__fish_dsh_after attach 1; or __fish_dsh_after log 1; or __fish_dsh_after kill 1; or __fish_dsh_after rm 1; or __fish_dsh_after signal 1' -f -a '(__fish_dsh_sessions)' -d Session
 complete -c dsh -n '__fish_dsh_after key 1' -f -a 'put\t"Set a key to a value" get\t"Print the value of a key"'
 complete -c dsh -n "__fish_dsh_admin ''" -f -a 'init\t"Turn etcd\'s authentication on and make dsh\'s roles" show\t"Show the accounts, the database and the alarms" user\t"Add or remove an etcd user, or change its password" team\t"Make or remove a team, or put people into it or out of it" migrate\t"Move what an older dsh kept (OS users\' trees, global callbacks) where dsh keeps it now"'
@@ -265,4 +274,4 @@ complete -c dsh -n '__fish_dsh_admin "team rm*"' -f -l purge -d "Also remove the
 complete -c dsh -n '__fish_dsh_admin "migrate*"' -x -l map -d 'Move the tree of an OS user into that of an etcd user (OSUSER=ETCDUSER)'
 complete -c dsh -n '__fish_dsh_admin "migrate*"; and not contains -- --dry-run (__fish_dsh_tokens)' -f -l dry-run -d 'Say what would move, and move nothing'
 complete -c dsh -n '__fish_dsh_admin "migrate*"; and not contains -- --force (__fish_dsh_tokens)' -f -l force -d 'Also move sessions with work left, and callbacks still awaited'
-complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key; or __fish_dsh_after serve; or __fish_dsh_after admin' -f
+complete -c dsh -n 'contains -- (__fish_dsh_where) output; or __fish_dsh_after attach; or __fish_dsh_after log; or __fish_dsh_after ls; or __fish_dsh_after kill; or __fish_dsh_after rm; or __fish_dsh_after signal; or __fish_dsh_after key; or __fish_dsh_after serve; or __fish_dsh_after admin; or __fish_dsh_after approve' -f

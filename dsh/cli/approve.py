@@ -53,7 +53,10 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
                 raise UsageError(f"no approval is asked in team {team} for a session named {name}")
             trees = sorted({ask.tree for _, ask in asks})
             if len(trees) > 1:
-                raise UsageError(f"sessions named {name} in {', '.join(trees)} ask: approve from one of them")
+                raise UsageError(
+                    f"sessions named {name} in {', '.join(trees)} ask in team {team}: dsh approve cannot "
+                    "tell them apart; ask their owners to run one under another name"
+                )
             owner, ask = asks[0]
             if me in (ask.requester, owner):
                 raise UsageError(f"you asked for it: another member of team {team} approves {name}")

@@ -74,7 +74,7 @@ class Asked:
 
     def __init__(self) -> None:
         self.published: set[tuple[str, str]] = set()
-        self.counted: set[tuple[str, str]] = set()
+        self.counted: set[tuple[str, str, str]] = set()
 
     async def look(
         self,
@@ -86,12 +86,12 @@ class Asked:
         principals: str,
         quorum: int,
         deadline: float,
-        requester: str,
-        machine: str,
+        asked_by: tuple[str, str],
         lease: int,
         write: object,
         timeout: float,
     ) -> Approval:
+        requester, machine = asked_by  # the person whose line it is, and their machine
         req = f"{session_id}.{action}"
         teams = teams_asked(keys, principals)
         me = keys.me
@@ -125,16 +125,18 @@ class Asked:
         members = {team: await control.writers(store, keys_of(team), timeout=timeout) for team in teams}
         prefixes = [(team, voter) for team in teams for voter in members[team]]
         found, _ = await store.ranges([vote_key(t, v, req) for t, v in prefixes], timeout=timeout)
-        approvers: list[str] = []
+        votes: dict[str, Vote] = {}  # each permitted voter once (the same person in two teams)
         for (team, voter), kvs in zip(prefixes, found, strict=True):
             vote = _vote(kvs, vote_key(team, voter, req), req)
-            if vote is None or voter in (requester, me) or voter in approvers:
+            if vote is None or voter in (requester, me) or voter in votes:
                 continue
-            if not permitted(voter, team, principals, members[team]):
-                continue
-            if (voter, req) not in self.counted:
-                self.counted.add((voter, req))
-                what = "deny" if vote.deny else "approve"
+            if permitted(voter, team, principals, members[team]):
+                votes[voter] = vote
+        approvers: list[str] = []
+        for voter, vote in sorted(votes.items(), key=lambda pair: pair[1].t):  # in the order cast
+            what = "deny" if vote.deny else "approve"
+            if (voter, req, what) not in self.counted:
+                self.counted.add((voter, req, what))
                 comment = f" ({vote.comment})" if vote.comment else ""
                 entries.append(ControlEntry(what, voter, vote.machine, f"{action}{comment}"))
             if vote.deny:

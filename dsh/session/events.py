@@ -31,7 +31,7 @@ class SessionEvents:
 
     async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
         session = self.session
-        requester = session.by[0] if session.by is not None else session.keys.me
+        requester = session.by if session.by is not None else (session.keys.me, session.machine)
 
         async def write(entries: list[ControlEntry]) -> None:
             cp = session.checkpointer()
@@ -45,8 +45,7 @@ class SessionEvents:
             principals=principals,
             quorum=quorum,
             deadline=deadline,
-            requester=requester,
-            machine=session.machine,
+            asked_by=requester,
             lease=session.lease,
             write=write,
             timeout=session.timeout,
