@@ -16,7 +16,7 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
     import asyncio
 
     from dsh.session.access import person_of
-    from dsh.session.approvals import MAX_COMMENT, asks_in, keys_of, permitted, vote, votes_for
+    from dsh.session.approvals import MAX_COMMENT, asks_in, keys_of, permitted, qualified, vote, votes_for
     from dsh.session.control import writers
     from dsh.session.keys import machine_id
 
@@ -33,7 +33,10 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
         raise UsageError(f"a comment is one line of at most {MAX_COMMENT} bytes")
     if len(args) != 1:
         raise UsageError("approve takes: dsh --team TEAM approve SESSION [--deny] [--comment TEXT]")
-    name = session_name(args[0])
+    # SESSION, or qualified as `dsh ls` shows it: team:TEAM/NAME, PERSON/NAME
+    where, _, name = args[0].rpartition("/")
+    name = session_name(name)
+    tree = None if not where else f"t/{where[5:]}" if where.startswith("team:") else f"u/{where}"
     team = wiring.settings.team
     if team is None:
         raise UsageError("approvals are a team's: dsh --team TEAM approve SESSION")
@@ -47,16 +50,14 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
             asks = [
                 (owner, ask)
                 for owner, ask in await asks_in(store, team, timeout=STORE_TIMEOUT)
-                if ask.session == name
+                if ask.session == name and tree in (None, ask.tree)
             ]
             if not asks:
                 raise UsageError(f"no approval is asked in team {team} for a session named {name}")
             trees = sorted({ask.tree for _, ask in asks})
             if len(trees) > 1:
-                raise UsageError(
-                    f"sessions named {name} in {', '.join(trees)} ask in team {team}: dsh approve cannot "
-                    "tell them apart; ask their owners to run one under another name"
-                )
+                named = ", ".join(qualified(t, name) for t in trees)
+                raise UsageError(f"several sessions named {name} ask in team {team}: name one of {named}")
             owner, ask = asks[0]
             if me in (ask.requester, owner):
                 raise UsageError(f"you asked for it: another member of team {team} approves {name}")
@@ -67,7 +68,7 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
             if deny:
                 print(f"denied {name} ({ask.requester}'s {ask.action}): its await fails")
                 return Exit.OK
-            counted = await votes_for(store, team, ask, timeout=STORE_TIMEOUT)
+            counted = await votes_for(store, team, owner, ask, timeout=STORE_TIMEOUT)
             print(f"approved {name} ({ask.requester}'s {ask.action}): {len(counted)} of {ask.quorum}")
             return Exit.OK
         finally:

@@ -25,8 +25,9 @@ def ls(wiring: Wiring, rest: list[str]) -> int:
     import asyncio
     import time
 
-    from dsh.render import json_line
-    from dsh.session.approvals import waiting_for
+    from dsh.bytestext import to_bytes
+    from dsh.render import json_line, neutralise
+    from dsh.session.approvals import qualified, waiting_for
     from dsh.session.catalogue import list_sessions
     from dsh.session.keys import team_tree
 
@@ -72,17 +73,20 @@ def ls(wiring: Wiring, rest: list[str]) -> int:
         last = e["last_line"] or ""
         if e["state"] == "waiting":  # for input: `dsh attach` asks
             last = f"waiting for input ({str(e['asking']).strip().rstrip(':')}): dsh attach {e['name']}"
-        print(f"{e['name']:<32} {e['state']:<8} {owner:<28} {_age(age):>6}  {last}")
+        line = f"{e['name']:<32} {e['state']:<8} {owner:<28} {_age(age):>6}  {last}"
+        print(neutralise(to_bytes(line)))  # what others wrote cannot drive this terminal
     if asks:
         print("waiting for your approval:")
     for ask in asks:
         until = time.strftime("%H:%M", time.localtime(float(str(ask["deadline"]))))
         voted = "; you approved" if ask["you_voted"] else ""
-        print(
-            f"  team:{ask['team']}/{ask['session']}  {ask['requester']}'s {ask['action']}: "
+        named = qualified(str(ask["tree"]), str(ask["session"]))
+        line = (
+            f"  {named}  {ask['requester']}'s {ask['action']}: "
             f"{ask['approved']} of {ask['quorum']}{voted}, until {until}  "
-            f"(dsh --team {ask['team']} approve {ask['session']})"
+            f"(dsh --team {ask['team']} approve {named})"
         )
+        print(neutralise(to_bytes(line)))
     return Exit.OK
 
 

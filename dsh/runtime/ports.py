@@ -248,6 +248,10 @@ class Events(Protocol):
         it cannot be asked (nobody could see it)."""
         ...
 
+    async def approval_over(self, action: str) -> None:
+        """`action`'s await approval is over, however it ended: its ask is withdrawn."""
+        ...
+
 
 class NoEvents:
     """The events of a run without a session: there is no store to look in. A
@@ -269,3 +273,6 @@ class NoEvents:
 
     async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
         raise AwaitEnded("approvals need a session on a shared etcd (the approvers see it there)")
+
+    async def approval_over(self, action: str) -> None:
+        pass

@@ -235,6 +235,9 @@ class LiveSteps:
             refused = True
         else:
             refused = False
+        finally:
+            if stage.kind == "approval":  # its ask withdrawn, however it ended (a cancel too)
+                await asyncio.shield(wiring.events.approval_over(action))
         seconds = clock.monotonic() - started
         if arrived.ok:
             ended = Exec(Outcome.OK, 0, seconds)

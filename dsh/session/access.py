@@ -326,6 +326,11 @@ class Admin:
         held = await self.team(team)
         if held is None:
             raise UsageError(f"there is no team {team}")
+        strangers = [name for name in names if name not in held.members]
+        if strangers:
+            raise UsageError(
+                f"{', '.join(strangers)} not in team {team} (its members: {', '.join(held.members)})"
+            )
         for name in names:
             await self.auth.revoke_role(name, self.roles.team(team), timeout=t)
             await self.auth.revoke_role(name, self.roles.member(team, name), timeout=t)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from dsh.bytestext import to_bytes
-from dsh.errors import UsageError
+from dsh.errors import StoreError, UsageError
 from dsh.remote.base import Remote
 from dsh.session import control
 from dsh.session.catalogue import session_summary
@@ -66,6 +66,8 @@ async def stop_owner(store: Store, keys: Keys, machine: str, *, lease_ttl: float
     deadline = time.monotonic() + ttl + KILL_PATIENCE
     while await store.get(keys.owner, timeout=timeout) is not None:
         if time.monotonic() > deadline:
+            with contextlib.suppress(StoreError):  # not left behind for a later owner
+                await control.withdraw_kill(store, keys, timeout=timeout)
             raise UsageError(f"session {keys.name!r}: its owner did not stop")
         await asyncio.sleep(0.1)
 

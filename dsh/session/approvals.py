@@ -17,6 +17,8 @@ team's session asks its own team; a person's own session must say whom.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 
 from dsh.runtime.ports import Approval, AwaitEnded
@@ -35,6 +37,13 @@ def principals_of(written: str) -> tuple[list[str], list[str]]:
     return [n.removeprefix("team:") for n in names if n.startswith("team:")], [
         n for n in names if not n.startswith("team:")
     ]
+
+
+def qualified(tree: str, session: str) -> str:
+    """A session's name as `dsh ls` and `dsh approve` give it: team:TEAM/NAME for a
+    team's, PERSON/NAME for a person's own."""
+    kind, _, name = tree.partition("/")
+    return f"team:{name}/{session}" if kind == TEAM else f"{name}/{session}"
 
 
 def ask_key(team: str, owner: str, req: str) -> bytes:
@@ -91,59 +100,68 @@ class Asked:
         write: object,
         timeout: float,
     ) -> Approval:
-        requester, machine = asked_by  # the person whose line it is, and their machine
         req = f"{session_id}.{action}"
+        # who asked: as the first owner recorded it (a takeover does not make the new
+        # owner the requester, who then could approve), else the person whose line it is
+        requester, machine = await _requester(store, keys, req, asked_by, timeout=timeout)
         teams = teams_asked(keys, principals)
         me = keys.me
+        tree = f"{keys.tree.kind}/{keys.tree.name}"
         entries: list[ControlEntry] = []
-        for team in teams:
-            if (team, req) in self.published:
-                continue
-            ask = ApprovalAsk(
-                req,
-                f"{keys.tree.kind}/{keys.tree.name}",
-                keys.name,
-                action,
-                requester,
-                principals,
-                quorum,
-                deadline,
-            )
-            key = ask_key(team, me, req)
-            try:
+        try:
+            for team in teams:
+                if (team, req) in self.published:
+                    continue
+                ask = ApprovalAsk(req, tree, keys.name, action, requester, principals, quorum, deadline)
+                key = ask_key(team, me, req)
                 made = await store.txn(
                     [Compare(key, "version", "==", 0)], [Put(key, codec.dumps(ask), lease)], timeout=timeout
                 )
-            except StoreDenied:
-                raise AwaitEnded(
-                    f"{me} is not in team {team}: its members could not see the request"
-                ) from None
-            self.published.add((team, req))
-            if made.succeeded:
-                detail = f"{action}: {quorum} of {principals or 'team:' + team} in team {team}"
-                entries.append(ControlEntry("ask", requester, machine, detail))
-        members = {team: await control.writers(store, keys_of(team), timeout=timeout) for team in teams}
-        prefixes = [(team, voter) for team in teams for voter in members[team]]
-        found, _ = await store.ranges([vote_key(t, v, req) for t, v in prefixes], timeout=timeout)
+                self.published.add((team, req))
+                if made.succeeded:
+                    detail = f"{action}: {quorum} of {principals or 'team:' + team} in team {team}"
+                    entries.append(ControlEntry("ask", requester, machine, detail))
+            members = {team: await control.writers(store, keys_of(team), timeout=timeout) for team in teams}
+            prefixes = [(team, voter) for team in teams for voter in members[team]]
+            found, _ = await store.ranges([vote_key(t, v, req) for t, v in prefixes], timeout=timeout)
+        except StoreDenied:
+            raise AwaitEnded(
+                f"{me} is not (or no longer) in team {', '.join(teams)}: its members cannot see the request"
+            ) from None
+        eligible = {
+            voter
+            for team, voter in prefixes
+            if voter not in (requester, me) and permitted(voter, team, principals, members[team])
+        }
+        if len(eligible) < quorum:
+            await _write(write, entries)
+            await self.over(store, keys, teams, req, timeout=timeout)
+            raise AwaitEnded(
+                f"quorum {quorum}, but {len(eligible)} people may approve it "
+                f"({principals or 'team:' + teams[0]}, not the requester nor the owner)"
+            )
         votes: dict[str, Vote] = {}  # each permitted voter once (the same person in two teams)
         for (team, voter), kvs in zip(prefixes, found, strict=True):
             vote = _vote(kvs, vote_key(team, voter, req), req)
-            if vote is None or voter in (requester, me) or voter in votes:
+            if vote is None or voter not in eligible or voter in votes:
                 continue
-            if permitted(voter, team, principals, members[team]):
+            if (vote.tree, vote.session) == (tree, keys.name):  # cast for this session, not another's ask
                 votes[voter] = vote
         approvers: list[str] = []
         for voter, vote in sorted(votes.items(), key=lambda pair: pair[1].t):  # in the order cast
             what = "deny" if vote.deny else "approve"
+            comment = _said(vote.comment)
             if (voter, req, what) not in self.counted:
                 self.counted.add((voter, req, what))
-                comment = f" ({vote.comment})" if vote.comment else ""
-                entries.append(ControlEntry(what, voter, vote.machine, f"{action}{comment}"))
+                entries.append(
+                    ControlEntry(
+                        what, voter, _said(vote.machine), f"{action}" + (f" ({comment})" if comment else "")
+                    )
+                )
             if vote.deny:
                 await _write(write, entries)
                 await self.over(store, keys, teams, req, timeout=timeout)
-                said = f": {vote.comment}" if vote.comment else ""
-                raise AwaitEnded(f"denied by {voter}{said}")
+                raise AwaitEnded(f"denied by {voter}" + (f": {comment}" if comment else ""))
             approvers.append(voter)
         await _write(write, entries)
         if len(approvers) >= quorum:
@@ -151,9 +169,35 @@ class Asked:
         return Approval(tuple(approvers), quorum)
 
     async def over(self, store: Store, keys: Keys, teams: list[str], req: str, *, timeout: float) -> None:
-        """The ask withdrawn (approved or denied: nobody need look any more)."""
+        """The ask withdrawn (approved, denied, timed out, cancelled: nobody need look)."""
         for team in teams:
-            await store.delete(ask_key(team, keys.me, req), timeout=timeout)
+            with contextlib.suppress(StoreDenied):
+                await store.delete(ask_key(team, keys.me, req), timeout=timeout)
+
+    async def withdraw(
+        self, store: Store, keys: Keys, session_id: str, action: str, *, timeout: float
+    ) -> None:
+        """Whatever this owner asked for `action`, withdrawn (the await is over)."""
+        req = f"{session_id}.{action}"
+        teams = [team for team, asked in self.published if asked == req]
+        await self.over(store, keys, teams, req, timeout=timeout)
+
+
+async def _requester(
+    store: Store, keys: Keys, req: str, asked_by: tuple[str, str], *, timeout: float
+) -> tuple[str, str]:
+    """Who asked for approval `req`: kept in the session's state the first time."""
+    key = keys.root + f"ctl/asked/{req}".encode()
+    value = f"{asked_by[0]}@{asked_by[1]}".encode()
+    await store.txn([Compare(key, "version", "==", 0)], [Put(key, value)], timeout=timeout)
+    held = await store.get(key, timeout=timeout)
+    person, _, machine = (held.value if held is not None else value).decode(errors="replace").partition("@")
+    return person, machine
+
+
+def _said(text: str) -> str:
+    """Another person's words, as dsh shows and journals them: one line, printable, cut."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:MAX_COMMENT]
 
 
 def keys_of(team: str) -> Keys:
@@ -184,12 +228,12 @@ async def asks_in(store: Store, team: str, *, timeout: float) -> list[tuple[str,
     for member, kvs in zip(members, found, strict=True):
         for kv in kvs:
             ask = codec.readable(ApprovalAsk, kv)
-            if ask is not None and ask.deadline > now:
+            if ask is not None and math.isfinite(ask.deadline) and now < ask.deadline < now + 366 * 86400:
                 asks.append((kv.create_revision, member, ask))
     return [(member, ask) for _, member, ask in sorted(asks, key=lambda a: a[0])]
 
 
-async def votes_for(store: Store, team: str, ask: ApprovalAsk, *, timeout: float) -> list[str]:
+async def votes_for(store: Store, team: str, owner: str, ask: ApprovalAsk, *, timeout: float) -> list[str]:
     """Who approved `ask` in `team` so far (by the owner's rules)."""
     members = await control.writers(store, keys_of(team), timeout=timeout)
     found, _ = await store.ranges([vote_key(team, m, ask.req) for m in members], timeout=timeout)
@@ -198,7 +242,8 @@ async def votes_for(store: Store, team: str, ask: ApprovalAsk, *, timeout: float
         for m, kvs in zip(members, found, strict=True)
         if (vote := _vote(kvs, vote_key(team, m, ask.req), ask.req)) is not None
         and not vote.deny
-        and m != ask.requester
+        and m not in (ask.requester, owner)
+        and (vote.tree, vote.session) == (ask.tree, ask.session)
         and permitted(m, team, ask.principals, members)
     ]
 
@@ -214,7 +259,7 @@ async def vote(
     *,
     timeout: float,
 ) -> None:
-    record = Vote(ask.req, deny, comment, machine, time.time())
+    record = Vote(ask.req, deny, comment, machine, time.time(), ask.tree, ask.session)
     await store.put(vote_key(team, me, ask.req), codec.dumps(record), timeout=timeout)
 
 
@@ -226,7 +271,7 @@ async def waiting_for(store: Store, team: str, me: str, *, timeout: float) -> li
     for owner, ask in await asks_in(store, team, timeout=timeout):
         if me in (owner, ask.requester) or not permitted(me, team, ask.principals, members):
             continue
-        approved = await votes_for(store, team, ask, timeout=timeout)
+        approved = await votes_for(store, team, owner, ask, timeout=timeout)
         found.append(
             {
                 "team": team,

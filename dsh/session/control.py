@@ -186,14 +186,20 @@ async def take_cancels(
     store: Store, keys: Keys, cancel: Callable[[str, str, str], object], *, timeout: float
 ) -> None:
     """Hand each submission a client asked to cancel to `cancel` (its id, who asked,
-    from which machine), then consume the request (in that order: a request is never gone
-    unless it was acted on; one of another person's is theirs to delete, and
-    cancels nothing twice: ids are not used again)."""
+    from which machine), once: the newest request handled is marked in the session's
+    state (`ctl/seen-cancel`), so one another person left behind (theirs to delete;
+    a "*" above all) cancels nothing later. Requests of this person's go."""
+    seen = _number(await store.get(keys.seen_cancel, timeout=timeout))
+    newest = seen
     for person, kv in await _each(store, keys, keys.cancels_of, timeout=timeout):
-        sid = kv.key[len(keys.cancels_of(person)) :].decode("utf-8", "replace")
-        cancel(sid, person, kv.value.decode("utf-8", "replace"))
-        with contextlib.suppress(StoreDenied):
+        if kv.mod_revision > seen:
+            sid = kv.key[len(keys.cancels_of(person)) :].decode("utf-8", "replace")
+            cancel(sid, person, kv.value.decode("utf-8", "replace"))
+            newest = max(newest, kv.mod_revision)
+        if person == keys.me:
             await store.delete(kv.key, timeout=timeout)
+    if newest > seen:
+        await store.put(keys.seen_cancel, b"%d" % newest, timeout=timeout)
 
 
 async def cancel_done(store: Store, keys: Keys, sid: str, *, timeout: float) -> None:
@@ -279,8 +285,10 @@ async def ask_kill(store: Store, keys: Keys, asked: KillRequest, *, timeout: flo
     await store.put(keys.kill_of(), dumps(asked), timeout=timeout)
 
 
-async def kill_asked(store: Store, keys: Keys, *, timeout: float) -> bool:
-    return bool(await _each(store, keys, keys.kill_of, timeout=timeout))
+async def kill_asked(store: Store, keys: Keys, *, since: int = 0, timeout: float) -> bool:
+    """Whether a kill was asked after revision `since` (an owner's claim: a request
+    left behind from before, by a teammate's kill that gave up, is not for it)."""
+    return any(kv.mod_revision > since for _, kv in await _each(store, keys, keys.kill_of, timeout=timeout))
 
 
 async def kill_done(store: Store, keys: Keys, *, timeout: float) -> None:
@@ -320,6 +328,14 @@ async def upgrade(store: Store, keys: Keys, fence: Compare, *, timeout: float) -
     }
     old = [*inbox, *cancels, *viewers, *signals, *(kv for kv in single.values() if kv is not None)]
     if not old:
+        return 0
+    if keys.tree.kind == TEAM or keys.tree.name != keys.me:
+        # Only a person's own tree held an older dsh's requests, all theirs; in a team's,
+        # they are a member's writing by hand, whose they cannot tell: dropped, not run.
+        for chunk in [old[i : i + 100] for i in range(0, len(old), 100)]:
+            result = await store.txn([fence], [Delete(kv.key) for kv in chunk], timeout=timeout)
+            if not result.succeeded:
+                raise LeaseLost("the session's lease was lost while older requests were dropped")
         return 0
     done = _number(single[b"ctl/taken"])
     moved: list[Put] = []

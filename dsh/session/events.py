@@ -1,13 +1,16 @@
 """The store's side of an owned session's awaits (executor.Events): the user's
 keys, durable signals (each taken once, in a fenced transaction that records
-which action got it), and callbacks (dsh.session.callbacks).
+which action got it), callbacks (dsh.session.callbacks) and approvals
+(dsh.session.approvals).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 from dsh.bytestext import from_bytes
+from dsh.errors import StoreError
 from dsh.runtime.events import NO_SERVER, CallbackError
 from dsh.runtime.ports import Approval
 from dsh.session import control
@@ -28,6 +31,13 @@ class SessionEvents:
         self.session = session
         self._secret: bytes | None = None
         self._asked = Asked()
+
+    async def approval_over(self, action: str) -> None:
+        session = self.session
+        with contextlib.suppress(StoreError, TimeoutError):  # it goes with the owner's lease anyway
+            await self._asked.withdraw(
+                session.store, session.keys, session.id, action, timeout=session.timeout
+            )
 
     async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
         session = self.session

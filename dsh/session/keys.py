@@ -235,6 +235,11 @@ class Keys:
         return self.root + f"ctl/sig-taken/{signal}".encode()
 
     @property
+    def seen_cancel(self) -> bytes:
+        """The mod revision of the newest cancel request the owner handled."""
+        return self.root + b"ctl/seen-cancel"
+
+    @property
     def handing(self) -> bytes:
         """The owner hands the session over (the Handover it took): its followers see it."""
         return self.root + b"ctl/handing"

@@ -344,7 +344,8 @@ class Owned:
                 await store.keepalive(self.lease, timeout=min(self.lease_ttl / 3, left))
                 self.renewed = sent
                 bound = max(MIN_CALL, min(self.lease_ttl / 3, self.lease_left()))
-                if await kill_asked(store, self.keys, timeout=bound):
+                since = int(self.checkpoints.fence.operand)  # this owner's claim
+                if await kill_asked(store, self.keys, since=since, timeout=bound):
                     killed()
             except LeaseNotFound:
                 break

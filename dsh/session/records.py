@@ -683,6 +683,10 @@ class Vote:
     comment: str
     machine: str
     t: float
+    #: The session it was cast for, as the voter read it: the owner counts only votes
+    #: cast for its own (an ask is the asker's words).
+    tree: str
+    session: str
 
 
 @record

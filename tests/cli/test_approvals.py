@@ -158,7 +158,7 @@ def test_ls_lists_the_teams_sessions_and_the_approvals_waiting_for_you(  # type:
             listed = run_dsh(["ls"], env_extra=bob).stdout  # no --team: his teams too
             time.sleep(0.2)
         assert "team:web/rel" in listed and "alice's 1.1.1: 0 of 1" in listed, listed
-        assert "(dsh --team web approve rel)" in listed
+        assert "(dsh --team web approve team:web/rel)" in listed
         assert "waiting for your approval" not in run_dsh(["ls"], env_extra=alice).stdout  # hers
         assert run_dsh(["--team", "web", "approve", "rel"], env_extra=bob).returncode == 0
         assert proc.wait(timeout=30) == 0

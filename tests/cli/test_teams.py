@@ -71,7 +71,10 @@ def test_members_share_a_team_session_and_the_journal_says_who_did_what(  # type
     assert "takeover from alice@m-alice by bob@m-bob" in log.stdout
     # her script ran to its end, once: its rest on bob's executor, with his access (so "by bob")
     assert "echo alice-after-sleep  (by bob@m-bob)" in log.stdout
-    assert "dep" not in run_dsh(["ls"], env_extra=bob).stdout  # his own tree is another
+    mine = run_dsh(["ls"], env_extra=bob).stdout.splitlines()  # his own tree, then his teams'
+    assert not [line for line in mine if line.startswith("dep ")] and any(
+        line.startswith("team:ops/dep ") for line in mine
+    )
 
     outsider = run_dsh(["--team", "ops", "ls"], env_extra=carol)
     assert outsider.returncode == 2 and "refused user carol" in outsider.stderr

@@ -165,6 +165,9 @@ class DictEvents:
     async def approval(self, action: str, principals: str, quorum: int, deadline: float) -> Approval:
         raise AwaitEnded("no approvals here")
 
+    async def approval_over(self, action: str) -> None:
+        pass
+
     async def take_signal(self, name: str, action: str, host: str | None) -> str | None:
         self.looks += 1
         for i, (sent, value) in enumerate(self.signals):

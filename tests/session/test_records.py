@@ -239,8 +239,9 @@ SAMPLES: list[tuple[object, bytes]] = [
         b'"principals": "team:ops", "quorum": 2, "deadline": 1796497999.5}',
     ),
     (
-        r.Vote("id1.3.1.1", False, "looks fine", "m2", 1796497991.5),
-        b'{"req": "id1.3.1.1", "deny": false, "comment": "looks fine", "machine": "m2", "t": 1796497991.5}',
+        r.Vote("id1.3.1.1", False, "looks fine", "m2", 1796497991.5, "t/ops", "dep"),
+        b'{"req": "id1.3.1.1", "deny": false, "comment": "looks fine", "machine": "m2", "t": 1796497991.5, '
+        b'"tree": "t/ops", "session": "dep"}',
     ),
     (
         r.Person("alice", "person", 1796497990.5, "root"),
