@@ -15,7 +15,8 @@ import pytest
 from dsh.store.base import StoreDenied
 from dsh.store.etcd import EtcdStore, parse_url
 from tests.conftest import dsh_path
-from tests.etcd import ROOT_PASSWORD, Etcd
+from tests.etcd import Etcd
+from tests.helpers import teams
 
 T = 10.0
 PASSWORDS = {"alice": "pw-alice", "bob": "pw-bob", "carol": "pw-carol"}
@@ -29,13 +30,7 @@ def server() -> Iterator[Etcd]:
 
 
 def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str, str]:
-    return {
-        **env,
-        "DSH_STORE": f"etcd://{name}@{server.endpoints}",
-        "DSH_ETCD_PASSWORD": PASSWORDS.get(name, ROOT_PASSWORD),
-        "DSH_MACHINE_ID": f"m-{name}",
-        "XDG_STATE_HOME": str(tmp / f"state-{name}"),
-    }
+    return teams.person(env, server, tmp, name, PASSWORDS)
 
 
 def asking(env: dict[str, str], text: str, session: str) -> subprocess.Popen[str]:

@@ -19,6 +19,7 @@ from dsh.session.access import Admin
 from dsh.store.etcd import EtcdStore, parse_url
 from tests.conftest import dsh_path
 from tests.etcd import ROOT_PASSWORD, Etcd
+from tests.helpers import teams
 
 T = 10.0
 PASSWORDS = {"alice": "pw-alice", "bob": "pw-bob", "carol": "pw-carol", "dave": "pw-dave"}
@@ -46,14 +47,7 @@ def server() -> Iterator[Etcd]:
 
 
 def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str, str]:
-    return {
-        **env,
-        "DSH_STORE": f"etcd://{name}@{server.endpoints}",
-        "DSH_ETCD_PASSWORD": PASSWORDS.get(name, ROOT_PASSWORD),
-        "DSH_MACHINE_ID": f"m-{name}",
-        "XDG_STATE_HOME": str(tmp / f"state-{name}"),
-        "DSH_LEASE_TTL": "2",
-    }
+    return teams.person(env, server, tmp, name, PASSWORDS)
 
 
 def people(env: dict[str, str], server: Etcd, tmp: Path) -> dict[str, dict[str, str]]:

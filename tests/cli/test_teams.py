@@ -13,7 +13,8 @@ import pytest
 
 from dsh.store.base import StoreDenied
 from dsh.store.etcd import EtcdStore, parse_url
-from tests.etcd import ROOT_PASSWORD, Etcd
+from tests.etcd import Etcd
+from tests.helpers import teams
 
 T = 10.0
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "carol": "carol-pw-3"}
@@ -27,17 +28,7 @@ def server() -> Iterator[Etcd]:
 
 
 def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str, str]:
-    """The environment of `name` on a machine of their own (same OS user: the etcd
-    user is who they are)."""
-    made = {
-        **env,
-        "DSH_STORE": f"etcd://{name}@{server.endpoints}",
-        "DSH_ETCD_PASSWORD": PASSWORDS.get(name, ROOT_PASSWORD),
-        "DSH_MACHINE_ID": f"m-{name}",
-        "XDG_STATE_HOME": str(tmp / f"state-{name}"),
-        "DSH_LEASE_TTL": "2",
-    }
-    return made
+    return teams.person(env, server, tmp, name, PASSWORDS)
 
 
 def test_members_share_a_team_session_and_the_journal_says_who_did_what(  # type: ignore[no-untyped-def]
