@@ -291,6 +291,7 @@ def _show(wiring: Wiring, as_json: bool) -> int:
             facts["accounts"] = [
                 {"name": a.name, "kind": a.kind, "roles": list(a.roles)} for a in await admin.accounts()
             ]
+            facts["teams"] = {team: list(members) for team, members in (await admin.teams()).items()}
         elif user is not None:
             facts["you"] = {"name": user, "roles": list(await admin.auth.user_roles(user, timeout=t) or ())}
         return facts
@@ -316,6 +317,11 @@ def _show(wiring: Wiring, as_json: bool) -> int:
         width = max((len(a["name"]) for a in accounts), default=4)
         for account in accounts:
             print(f"  {account['name']:<{width}}  {account['kind']:<7}  {', '.join(account['roles'])}")
+    teams = facts.get("teams")
+    if isinstance(teams, dict) and teams:
+        print("teams:")
+        for team, members in sorted(teams.items()):
+            print(f"  {team}: {', '.join(members) or 'nobody'}")
     you = facts.get("you")
     if isinstance(you, dict):
         print(f"you are etcd user {you['name']}, with roles: {', '.join(you['roles']) or 'none'}")

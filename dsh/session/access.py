@@ -340,6 +340,20 @@ class Admin:
         await self.store.put(members_key(team), codec.dumps(left), timeout=t)
         return left
 
+    async def teams(self) -> dict[str, tuple[str, ...]]:
+        """Every team of this installation (its role) and its members (its record; a
+        role without a record: none)."""
+        prefix = self.roles.team("")
+        names = [
+            r[len(prefix) :] for r in await self.auth.roles(timeout=self.timeout) if r.startswith(prefix)
+        ]
+        found: dict[str, tuple[str, ...]] = {}
+        for name in names:
+            if "/" not in name:
+                held = await self.team(name)
+                found[name] = held.members if held is not None else ()
+        return found
+
     async def remove_team(self, team: str, *, purge: bool) -> bool:
         """Every member out, the team's role and record gone; with `purge`, its tree,
         callbacks and their POSTs too. False when there was no such team."""

@@ -5,6 +5,7 @@ their own, so that the journal says who ran each line and who took over."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,9 @@ def test_members_share_a_team_session_and_the_journal_says_who_did_what(  # type
         assert made.returncode == 0, made.stderr
     team = run_dsh(["admin", "team", "add", "ops", "--member", "alice", "bob"], env_extra=root)
     assert team.returncode == 0 and "team ops: alice, bob; its tree is t/ops/" in team.stdout, team.stderr
+    shown = run_dsh(["admin", "show", "--json"], env_extra=root)
+    assert json.loads(shown.stdout)["teams"] == {"ops": ["alice", "bob"]}, shown.stderr
+    assert "  ops: alice, bob" in run_dsh(["admin", "show"], env_extra=root).stdout
     alice, bob, carol = (person(env, server, tmp_path, n) for n in ("alice", "bob", "carol"))
 
     (tmp_path / "dep.dsh").write_text("echo by-alice\nsleep 3s\necho alice-after-sleep\n")
