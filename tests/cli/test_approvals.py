@@ -149,7 +149,7 @@ def test_ls_lists_the_teams_sessions_and_the_approvals_waiting_for_you(  # type:
     try:
         deadline = time.monotonic() + 20
         listed = ""
-        while time.monotonic() < deadline and "team:web/rel  " not in listed:
+        while time.monotonic() < deadline and "approve team:web/rel)" not in listed:  # its ask is out
             listed = run_dsh(["ls"], env_extra=bob).stdout  # no --team: his teams too
             time.sleep(0.2)
         assert "team:web/rel" in listed and "alice's 1.1.1: 0 of 1" in listed, listed
