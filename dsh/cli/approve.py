@@ -16,9 +16,9 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
     import asyncio
 
     from dsh.session.access import person_of
-    from dsh.session.approvals import MAX_COMMENT, asks_in, keys_of, permitted, qualified, vote, votes_for
+    from dsh.session.approvals import MAX_COMMENT, asks_in, permitted, qualified, vote, votes_for
     from dsh.session.control import writers
-    from dsh.session.keys import machine_id
+    from dsh.session.keys import machine_id, team_tree
 
     args = list(rest)
     deny = flag(args, "--deny")
@@ -61,7 +61,7 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
             owner, ask = asks[0]
             if me in (ask.requester, owner):
                 raise UsageError(f"you asked for it: another member of team {team} approves {name}")
-            members = await writers(store, keys_of(team), timeout=STORE_TIMEOUT)
+            members = await writers(store, team_tree(team), timeout=STORE_TIMEOUT)
             if not permitted(me, team, ask.principals, members):
                 raise UsageError(f"you are not among the approvers {name} asks for ({ask.principals})")
             await vote(store, team, me, ask, deny, comment, machine, timeout=STORE_TIMEOUT)

@@ -44,6 +44,7 @@ class Wiring:
         #: it is said once and every group lookup that needs it fails with why (`kill`,
         #: `rm`, a client's checks, whose work does not depend on it).
         self.strict_inventory = False
+        self._etcd_user: tuple[str | None] | None = None
 
     def store(self) -> Store:
         """The store the settings name: `local`, `sqlite:///PATH` or etcd."""
@@ -98,10 +99,13 @@ class Wiring:
         from dsh.store import etcd_options
 
         settings = self.settings
-        if not settings.store.startswith("etcd"):
-            return None
-        etcd = settings.config.etcd
-        return etcd_options(settings.store, settings.env, etcd, insecure=settings.insecure_store).user
+        if self._etcd_user is None:  # once: a password file is read on the way
+            user = None
+            if settings.store.startswith("etcd"):
+                etcd = settings.config.etcd
+                user = etcd_options(settings.store, settings.env, etcd, insecure=settings.insecure_store).user
+            self._etcd_user = (user,)
+        return self._etcd_user[0]
 
     def session(self, store: Store) -> Session:
         """The session the settings name (or a new name), in `store`."""

@@ -121,7 +121,7 @@ async def remove(
                 await store.delete(legacy_callback(token), timeout=owned.timeout)
                 await store.delete(legacy_callback(token) + b"/event", timeout=owned.timeout)
         await store.delete(keys.root, prefix=True, timeout=owned.timeout)
-        people = await control.writers(store, keys, timeout=owned.timeout)
+        people = await control.writers(store, keys.tree, timeout=owned.timeout)
         for person in people:  # the requests left for it (another person's: theirs to remove)
             with contextlib.suppress(StoreDenied):
                 await store.delete(keys.control(person), prefix=True, timeout=owned.timeout)

@@ -84,6 +84,8 @@ class Asked:
     def __init__(self) -> None:
         self.published: set[tuple[str, str]] = set()
         self.counted: set[tuple[str, str, str]] = set()
+        #: Who asked, per REQ, once read (kept in the session's state: see _requester).
+        self.requesters: dict[str, tuple[str, str]] = {}
 
     async def look(
         self,
@@ -103,7 +105,9 @@ class Asked:
         req = f"{session_id}.{action}"
         # who asked: as the first owner recorded it (a takeover does not make the new
         # owner the requester, who then could approve), else the person whose line it is
-        requester, machine = await _requester(store, keys, req, asked_by, timeout=timeout)
+        if req not in self.requesters:
+            self.requesters[req] = await _requester(store, keys, req, asked_by, timeout=timeout)
+        requester, machine = self.requesters[req]
         teams = teams_asked(keys, principals)
         me = keys.me
         tree = f"{keys.tree.kind}/{keys.tree.name}"
@@ -121,7 +125,7 @@ class Asked:
                 if made.succeeded:
                     detail = f"{action}: {quorum} of {principals or 'team:' + team} in team {team}"
                     entries.append(ControlEntry("ask", requester, machine, detail))
-            members = {team: await control.writers(store, keys_of(team), timeout=timeout) for team in teams}
+            members = {team: await control.writers(store, team_tree(team), timeout=timeout) for team in teams}
             prefixes = [(team, voter) for team in teams for voter in members[team]]
             found, _ = await store.ranges([vote_key(t, v, req) for t, v in prefixes], timeout=timeout)
         except StoreDenied:
@@ -200,10 +204,6 @@ def _said(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:MAX_COMMENT]
 
 
-def keys_of(team: str) -> Keys:
-    return Keys(team_tree(team), "-")
-
-
 async def _write(write: object, entries: list[ControlEntry]) -> None:
     if entries:
         await write(entries)  # type: ignore[operator]
@@ -220,7 +220,7 @@ def _vote(kvs: list[KV], key: bytes, req: str) -> Vote | None:
 
 async def asks_in(store: Store, team: str, *, timeout: float) -> list[tuple[str, ApprovalAsk]]:
     """Every live ask published in `team` (by whom, what), oldest first."""
-    members = await control.writers(store, keys_of(team), timeout=timeout)
+    members = await control.writers(store, team_tree(team), timeout=timeout)
     prefixes = [team_tree(team).prefix + f"by/{m}/ask/".encode() for m in members]
     found, _ = await store.ranges(prefixes, timeout=timeout)
     now = time.time()
@@ -235,7 +235,7 @@ async def asks_in(store: Store, team: str, *, timeout: float) -> list[tuple[str,
 
 async def votes_for(store: Store, team: str, owner: str, ask: ApprovalAsk, *, timeout: float) -> list[str]:
     """Who approved `ask` in `team` so far (by the owner's rules)."""
-    members = await control.writers(store, keys_of(team), timeout=timeout)
+    members = await control.writers(store, team_tree(team), timeout=timeout)
     found, _ = await store.ranges([vote_key(team, m, ask.req) for m in members], timeout=timeout)
     return [
         m
@@ -266,7 +266,7 @@ async def vote(
 async def waiting_for(store: Store, team: str, me: str, *, timeout: float) -> list[dict[str, object]]:
     """The asks in `team` that `me` may answer (not theirs, and allowed by their
     principals), each with how many approved so far and whether `me` did."""
-    members = await control.writers(store, keys_of(team), timeout=timeout)
+    members = await control.writers(store, team_tree(team), timeout=timeout)
     found: list[dict[str, object]] = []
     for owner, ask in await asks_in(store, team, timeout=timeout):
         if me in (owner, ask.requester) or not permitted(me, team, ask.principals, members):

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 
 from dsh.session.codec import dumps, loads, readable
 from dsh.session.journal import LeaseLost
-from dsh.session.keys import TEAM, Keys, members_key
+from dsh.session.keys import TEAM, Keys, Tree, members_key
 from dsh.session.records import (
     CorruptRecord,
     Handover,
@@ -86,18 +86,18 @@ MEMBERS_TTL = 5.0
 _members: dict[tuple[int, bytes], tuple[float, tuple[str, ...]]] = {}
 
 
-async def writers(store: Store, keys: Keys, *, timeout: float) -> tuple[str, ...]:
+async def writers(store: Store, tree: Tree, *, timeout: float) -> tuple[str, ...]:
     """Whose requests of the session are read: in a person's tree, that person's
     (anything else there is nobody's); in a team's, its members' (as its record says)."""
-    if keys.tree.kind != TEAM:
-        return (keys.tree.name,)
-    cached = _members.get((id(store), keys.tree.prefix))
+    if tree.kind != TEAM:
+        return (tree.name,)
+    cached = _members.get((id(store), tree.prefix))
     now = time.monotonic()
     if cached is not None and now - cached[0] < MEMBERS_TTL:
         return cached[1]
-    team = readable(Team, await store.get(members_key(keys.tree.name), timeout=timeout))
+    team = readable(Team, await store.get(members_key(tree.name), timeout=timeout))
     members = team.members if team is not None else ()
-    _members[(id(store), keys.tree.prefix)] = (now, members)
+    _members[(id(store), tree.prefix)] = (now, members)
     return members
 
 
@@ -106,7 +106,7 @@ async def _each(
 ) -> list[tuple[str, KV]]:
     """Every writer's records under `where(writer)`, read in one snapshot, each with
     its writer, oldest first (by create revision; then by key)."""
-    people = await writers(store, keys, timeout=timeout)
+    people = await writers(store, keys.tree, timeout=timeout)
     found, _ = await store.ranges([where(w) for w in people], timeout=timeout)
     held = [(writer, kv) for writer, kvs in zip(people, found, strict=True) for kv in kvs]
     return sorted(held, key=lambda pair: (pair[1].create_revision, pair[1].key))
@@ -189,9 +189,12 @@ async def take_cancels(
     from which machine), once: the newest request handled is marked in the session's
     state (`ctl/seen-cancel`), so one another person left behind (theirs to delete;
     a "*" above all) cancels nothing later. Requests of this person's go."""
+    held = await _each(store, keys, keys.cancels_of, timeout=timeout)
+    if not held:  # the poll's common case: nothing asked, nothing more read
+        return
     seen = _number(await store.get(keys.seen_cancel, timeout=timeout))
     newest = seen
-    for person, kv in await _each(store, keys, keys.cancels_of, timeout=timeout):
+    for person, kv in held:
         if kv.mod_revision > seen:
             sid = kv.key[len(keys.cancels_of(person)) :].decode("utf-8", "replace")
             cancel(sid, person, kv.value.decode("utf-8", "replace"))
@@ -295,7 +298,7 @@ async def kill_done(store: Store, keys: Keys, *, timeout: float) -> None:
     """The owner stopped for a kill: it says so (its followers end), and the
     requests go (where this process may delete them; the asker deletes its own)."""
     await store.put(keys.killed, b"", timeout=timeout)
-    for person in await writers(store, keys, timeout=timeout):
+    for person in await writers(store, keys.tree, timeout=timeout):
         with contextlib.suppress(StoreDenied):
             await store.delete(keys.kill_of(person), timeout=timeout)
     await store.delete(keys.killed, timeout=timeout)

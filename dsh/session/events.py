@@ -125,7 +125,7 @@ class SessionEvents:
         session, keys = self.session, self.session.keys
         marker, writers = (
             keys.signal_taken(name),
-            await control.writers(session.store, keys, timeout=session.timeout),
+            await control.writers(session.store, keys.tree, timeout=session.timeout),
         )
         prefixes = [marker, *(keys.signals_of(name, person) for person in writers)]
         found, _ = await session.store.ranges(prefixes, timeout=session.timeout)

@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from dsh.store.base import StoreDenied
 from dsh.store.etcd import EtcdStore, parse_url
@@ -18,14 +15,8 @@ from tests.etcd import Etcd
 from tests.helpers import teams
 
 T = 10.0
+server = teams.server  # one etcd with auth on for the module (a fixture)
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "carol": "carol-pw-3"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Etcd]:
-    etcd = Etcd(auth=True).start()
-    yield etcd
-    etcd.stop()
 
 
 def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str, str]:

@@ -4,8 +4,10 @@ directory; the same OS user: the etcd user is who they are)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import pytest
 
 from tests.etcd import ROOT_PASSWORD, Etcd
 
@@ -22,3 +24,11 @@ def person(
         "XDG_STATE_HOME": str(tmp / f"state-{name}"),
         "DSH_LEASE_TTL": "2",
     }
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Etcd]:
+    """One etcd with auth on (root with ROOT_PASSWORD) for a test module."""
+    etcd = Etcd(auth=True).start()
+    yield etcd
+    etcd.stop()
