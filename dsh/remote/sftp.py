@@ -13,12 +13,11 @@ import stat
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import BinaryIO, TypeVar, cast
 
-import asyncssh
-
 from dsh.bytestext import to_bytes
 from dsh.remote import spool
 from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, NotOwner, Stat
 from dsh.remote.manifest import DIR, FILE, LINK
+from dsh.remote.sshrun import asyncssh, run_script
 
 T = TypeVar("T")
 #: Requests in flight per file (asyncssh splits each chunk into the server's block size).
@@ -201,9 +200,7 @@ class SftpFiles:
     async def shell(self, script: str, args: Sequence[str], timeout: float) -> tuple[int | None, bytes]:
         argv = spool.script_argv(script, "dsh-copy", args)
         try:
-            done = await self.conn.run(
-                spool.REMOTE_SHELL, input=to_bytes(spool.as_stdin(argv)), encoding=None, timeout=timeout
-            )
+            done = await run_script(self.conn, to_bytes(spool.as_stdin(argv)), timeout=timeout)
         except TimeoutError:
             return None, b""
         except (asyncssh.Error, OSError) as exc:

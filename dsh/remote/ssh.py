@@ -32,13 +32,10 @@ import os
 import resource
 import stat
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-from cryptography.utils import CryptographyDeprecationWarning
 
 from dsh.bytestext import to_bytes
 from dsh.plan import KILL_GRACE, PUT, STOP_CONFIRM, STOP_MARGIN
@@ -60,15 +57,7 @@ from dsh.remote.base import RemoteUnreachable as Unusable
 from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
 from dsh.remote.sshcreds import LOGIN_BOUND, TRIES, Credentials, Login, WrongPassphrase
-
-# asyncssh touches cryptography's deprecated DSA names when it is imported (and again when
-# it meets a DSA key): cryptography >= 51 warns on each, about ten lines on every dsh that
-# reaches a host. That is a library's deprecation, nothing a dsh user can act on, so
-# exactly that category is silenced, and only where asyncssh's own modules raise it;
-# every other warning still shows (tests/remote/test_ssh_warnings.py).
-warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"asyncssh(\.|$)")
-
-import asyncssh  # noqa: E402  (after the filter, which must be in place when it imports)
+from dsh.remote.sshrun import asyncssh, run_script  # asyncssh as dsh imports it: filtered
 
 #: Defaults, unless the ssh config's ConnectTimeout / ServerAlive* say otherwise.
 CONNECT_TIMEOUT = 10.0
@@ -711,18 +700,14 @@ class SshHost:
         with contextlib.suppress(Unusable, asyncssh.Error, OSError, TimeoutError):
             conn = await fleet.connection(self._name)
             argv = spool.clean_argv(fleet.root, keep)
-            await asyncio.wait_for(
-                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.connect_timeout
-            )
+            await asyncio.wait_for(run_script(conn, spool.as_stdin(argv)), fleet.connect_timeout)
 
     async def remove(self, session: str) -> bool:
         fleet = self.fleet
         try:
             conn = await fleet.connection(self._name)
             argv = spool.remove_argv(fleet.root, session)
-            done = await asyncio.wait_for(
-                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.connect_timeout
-            )
+            done = await asyncio.wait_for(run_script(conn, spool.as_stdin(argv)), fleet.connect_timeout)
         except (Unusable, asyncssh.Error, OSError, TimeoutError):
             return False
         return done.exit_status == 0
@@ -735,7 +720,7 @@ class SshHost:
         argv = spool.check_argv(command, timeout)  # bounded on the host too
         script = to_bytes(spool.as_stdin(argv))  # bound values may hold any bytes
         try:
-            done = await conn.run(spool.REMOTE_SHELL, input=script, encoding=None, timeout=timeout + SETTLE)
+            done = await run_script(conn, script, timeout=timeout + SETTLE)
         except TimeoutError:  # asyncssh's is one too
             return Check(None, b"", f"the probe did not end within {timeout:g}s")
         except (asyncssh.Error, OSError) as exc:
@@ -774,7 +759,7 @@ class SshHost:
         script = askpass.secret_script(spool.as_stdin(argv), secret)
         try:
             conn = await self.fleet.connection(self._name)
-            done = await asyncio.wait_for(conn.run(spool.REMOTE_SHELL, input=script), timeout)
+            done = await asyncio.wait_for(run_script(conn, script), timeout)
         except Unusable as exc:
             return None, exc.message
         except (asyncssh.Error, OSError, TimeoutError) as exc:
@@ -786,9 +771,7 @@ class SshHost:
         conn = await fleet.connection(self._name)
         argv = spool.probe_argv(fleet.root, spot.session, spot.action, spot.alias)
         try:
-            done = await asyncio.wait_for(
-                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), fleet.connect_timeout
-            )
+            done = await asyncio.wait_for(run_script(conn, spool.as_stdin(argv)), fleet.connect_timeout)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             fleet.forget(conn)
             raise Unusable("unreachable", f"cannot ask the spool: {_why(exc)}") from None
@@ -842,6 +825,11 @@ class SshHost:
             fleet.forget(conn)
             return ended("unreachable", f"cannot start a command: {exc.reason}")
         except (asyncssh.Error, OSError, TimeoutError) as exc:
+            if exec_.status is not None:  # it ended before the script was written: as it said
+                await asyncio.wait([exec_.closed], timeout=max(deadline - time.monotonic(), 0))
+                result = watch.result(exec_.status, time.monotonic() - started)
+                self._noted(watch.dropped if any(watch.started.values()) else 0)
+                return result
             # The exec may have started: end it (or claim it dead) before anyone retries.
             if await self._kill(conn, spot, None, "cancelled"):
                 return ended("unreachable", f"cannot start a command: {_why(exc)}")
@@ -914,9 +902,7 @@ class SshHost:
         until = time.monotonic() + fleet.kill_grace + STOP_CONFIRM - STOP_MARGIN
         argv = spool.kill_argv(fleet.root, spot.session, spot.action, spot.alias, fleet.kill_grace, why)
         try:
-            done = await asyncio.wait_for(
-                conn.run(spool.REMOTE_SHELL, input=spool.as_stdin(argv)), until - time.monotonic()
-            )
+            done = await asyncio.wait_for(run_script(conn, spool.as_stdin(argv)), until - time.monotonic())
         except (asyncssh.Error, OSError, TimeoutError):
             return False
         if done.exit_status != 0:

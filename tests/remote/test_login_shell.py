@@ -9,6 +9,7 @@ before it runs the command asked for (`$SSH_ORIGINAL_COMMAND`: the wrapper's
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncssh
 import pytest
 
 from dsh.remote import spool
@@ -147,6 +150,35 @@ async def test_F15_a_login_shell_that_exits_first_started_nothing(login: Login) 
         if os.path.exists(marker):
             os.unlink(marker)
     assert said == []
+
+
+async def test_F15_a_login_shell_gone_before_the_script_is_written_is_still_failed(
+    login: Login, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel may close (exit status 1) before dsh writes the wrapper's script to
+    it: the write then fails, and the outcome is still what the exit said (CI saw `lost`)."""
+    opened = asyncssh.SSHClientConnection.create_session
+
+    async def late(self: asyncssh.SSHClientConnection, *args: Any, **kw: Any) -> Any:
+        chan, sess = await opened(self, *args, **kw)
+        await asyncio.wait_for(chan.wait_closed(), 5)  # the shell has exited
+        return chan, sess
+
+    monkeypatch.setattr(asyncssh.SSHClientConnection, "create_session", late)
+    login.shell("echo 'bash: cannot set terminal process group' >&2\nexit 1\n")
+    fleet = login.fleet([])
+    where = Spot(session(), "1.1.1", "h1")
+    try:
+        ended = await fleet("h1").run("echo never", spot=where, timeout=10, output=(out := Collect()))
+        with pytest.raises(RemoteUnreachable, match="the login shell exited 1"):
+            await fleet("h1").probe(where)  # a short exec: not "cannot ask the spool: Channel not open"
+        check = await fleet("h1").check("true", timeout=5)
+    finally:
+        await fleet.close()
+    assert (ended.outcome, ended.exit_status) == ("failed", None), ended
+    assert ended.message.startswith("nothing started: the login shell exited 1 before the wrapper ran")
+    assert out.data == {"stdout": b"", "stderr": b""}
+    assert (check.status, check.message) == (None, "the login shell exited 1 before the probe ran")
 
 
 async def test_F15_no_setsid_on_the_host_claims_nothing(login: Login) -> None:
