@@ -108,6 +108,8 @@ class SessionRecorder:
     async def line_started(
         self, stmt: Statement, args: Sequence[str], plan: Plan, index: int, path: str = ""
     ) -> int:
+        if self.session.draining:  # handing over: this line is the next owner's, by its person
+            await asyncio.Future()  # until the work is stopped
         run = self.session.next_run()
         cp = self.session.checkpointer()
         record = run_record(run, stmt, args, plan, index, path, self.plan_id)
