@@ -30,6 +30,10 @@ keep = "7d"               # a session's spool untouched this long is removed
 keep = "90d"              # finished sessions untouched this long are removed (default: kept)
 keep_unnamed = "1d"       # the same for the sessions dsh named itself (`dsh -c`)
 
+[approval]
+self = false              # true: the requester (and the owner) of an `await approval` count
+                          # among its approvers; the owner's setting, journaled with the ask
+
 [etcd]                    # for --store etcd://… (DSH_ETCD_* variables win)
 prefix = "/team-a"        # every key under it
 ca = "/etc/dsh/ca.pem"    # TLS: the CA, and a client certificate and key
@@ -87,6 +91,14 @@ class Inventories:
 
 
 @record
+class Approvals:
+    """The [approval] section: whether the requester of an `await approval` (and the
+    session's owner) may count among its approvers (`self`)."""
+
+    requester_counts: bool = False
+
+
+@record
 class Ssh:
     host_keys: str = "strict"
     connect_timeout: float = 10.0
@@ -107,6 +119,7 @@ class Config:
     etcd: Mapping[str, str] = field(default_factory=dict)
     store: Retention = field(default_factory=Retention)
     inventory: Inventories = field(default_factory=Inventories)
+    approval: Approvals = field(default_factory=Approvals)
 
 
 def default_path(env: Mapping[str, str]) -> Path:
@@ -136,7 +149,7 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
-    sections = ("limits", "groups", "inventory", "ssh", "spool", "store", "etcd")
+    sections = ("limits", "groups", "inventory", "ssh", "spool", "store", "etcd", "approval")
     unknown = set(data) - set(sections)
     if unknown:
         raise UsageError(f"{path}: unknown section {sorted(unknown)[0]!r} (known: {', '.join(sections)})")
@@ -158,7 +171,20 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         _etcd(data.get("etcd", {}), path),
         store=_retention(data.get("store", {}), path),
         inventory=_inventory(data.get("inventory", {}), path),
+        approval=_approval(data.get("approval", {}), path),
     )
+
+
+def _approval(table: Any, path: Path) -> Approvals:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [approval] must be a table")
+    unknown = set(table) - {"self"}
+    if unknown:
+        raise UsageError(f"{path}: unknown setting approval.{sorted(unknown)[0]} (known: self)")
+    counts = table.get("self", False)
+    if not isinstance(counts, bool):
+        raise UsageError(f"{path}: approval.self must be true or false")
+    return Approvals(counts)
 
 
 def _inventory(table: Any, path: Path) -> Inventories:

@@ -178,7 +178,7 @@ class Driver:
             spool_name=owned.spool_name,
             machine=owned.machine,
             recorder=self._recorder,
-            events=SessionEvents(owned),
+            events=SessionEvents(owned, requester_counts=self.config.approval.requester_counts),
         )
 
     async def kill(self) -> int:

@@ -59,7 +59,7 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
                 named = ", ".join(qualified(t, name) for t in trees)
                 raise UsageError(f"several sessions named {name} ask in team {team}: name one of {named}")
             owner, ask = asks[0]
-            if me in (ask.requester, owner):
+            if me in (ask.requester, owner) and not ask.requester_counts:
                 raise UsageError(f"you asked for it: another member of team {team} approves {name}")
             members = await writers(store, team_tree(team), timeout=STORE_TIMEOUT)
             if not permitted(me, team, ask.principals, members):

@@ -51,9 +51,26 @@ class Wiring:
         from dsh.store import open_store
 
         settings = self.settings
-        return open_store(
+        store = open_store(
             settings.store, settings.env, settings.config.etcd, insecure=settings.insecure_store
         )
+        if settings.team is not None and settings.store.startswith("etcd"):  # one account per person
+            from dsh.store.etcd import EtcdStore
+
+            if isinstance(store, EtcdStore):
+                store.first = lambda: self._vouch(store)
+        return store
+
+    async def _vouch(self, store: Store) -> None:
+        """The shared-account tripwire, before a team command's first store call goes on."""
+        import time
+
+        from dsh.osuser import os_user
+        from dsh.session.keys import machine_id
+        from dsh.session.seen import vouch
+
+        person, machine = self.person(), machine_id(self.settings.env)
+        await vouch(store, person, machine, os_user(), now=time.time(), timeout=STORE_TIMEOUT)
 
     def lease_ttl(self) -> float:
         """The owner lease's TTL ($DSH_LEASE_TTL, 5 s by default)."""

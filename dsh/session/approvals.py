@@ -8,7 +8,8 @@ votes under theirs, `t/TEAM/by/VOTER/vote/REQ` (a Vote), which only they can
 write: nobody can make a vote appear as another's. The owner counts distinct
 voters that are members of a team it asked in (read from the team's record, so
 a removed member's vote no longer counts) and that the principals allow; never
-the requester nor the owner. A permitted denial ends the await at once, failed.
+the requester nor the owner, unless the owner's `[approval] self` says so (the
+ask carries it, so `dsh approve` goes by the same rule). A permitted denial ends the await at once, failed.
 
 Who may approve: `team:NAME` allows that team's members, a person's name that
 person (in a team the session's person shares with them). With no `from`, a
@@ -81,7 +82,9 @@ class Asked:
     """One session's approvals as its owner sees them: what it asked, and the votes
     it journaled already (a takeover journals them again, once more)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, requester_counts: bool = False) -> None:
+        #: `[approval] self`: the requester and the owner count among the approvers.
+        self.requester_counts = requester_counts
         self.published: set[tuple[str, str]] = set()
         self.counted: set[tuple[str, str, str]] = set()
         #: Who asked, per REQ, once read (kept in the session's state: see _requester).
@@ -116,7 +119,10 @@ class Asked:
             for team in teams:
                 if (team, req) in self.published:
                     continue
-                ask = ApprovalAsk(req, tree, keys.name, action, requester, principals, quorum, deadline)
+                counts = self.requester_counts
+                ask = ApprovalAsk(
+                    req, tree, keys.name, action, requester, principals, quorum, deadline, counts
+                )
                 key = ask_key(team, me, req)
                 made = await store.txn(
                     [Compare(key, "version", "==", 0)], [Put(key, codec.dumps(ask), lease)], timeout=timeout
@@ -124,6 +130,8 @@ class Asked:
                 self.published.add((team, req))
                 if made.succeeded:
                     detail = f"{action}: {quorum} of {principals or 'team:' + team} in team {team}"
+                    if self.requester_counts:
+                        detail += " (the requester counts: [approval] self)"
                     entries.append(ControlEntry("ask", requester, machine, detail))
             members = {team: await control.writers(store, team_tree(team), timeout=timeout) for team in teams}
             prefixes = [(team, voter) for team in teams for voter in members[team]]
@@ -132,17 +140,20 @@ class Asked:
             raise AwaitEnded(
                 f"{me} is not (or no longer) in team {', '.join(teams)}: its members cannot see the request"
             ) from None
+        barred = () if self.requester_counts else (requester, me)
         eligible = {
             voter
             for team, voter in prefixes
-            if voter not in (requester, me) and permitted(voter, team, principals, members[team])
+            if voter not in barred and permitted(voter, team, principals, members[team])
         }
         if len(eligible) < quorum:
             await _write(write, entries)
             await self.over(store, keys, teams, req, timeout=timeout)
             raise AwaitEnded(
                 f"quorum {quorum}, but {len(eligible)} people may approve it "
-                f"({principals or 'team:' + teams[0]}, not the requester nor the owner)"
+                f"({principals or 'team:' + teams[0]}"
+                + ("" if self.requester_counts else ", not the requester nor the owner")
+                + ")"
             )
         votes: dict[str, Vote] = {}  # each permitted voter once (the same person in two teams)
         for (team, voter), kvs in zip(prefixes, found, strict=True):
@@ -242,7 +253,7 @@ async def votes_for(store: Store, team: str, owner: str, ask: ApprovalAsk, *, ti
         for m, kvs in zip(members, found, strict=True)
         if (vote := _vote(kvs, vote_key(team, m, ask.req), ask.req)) is not None
         and not vote.deny
-        and m not in (ask.requester, owner)
+        and (ask.requester_counts or m not in (ask.requester, owner))
         and (vote.tree, vote.session) == (ask.tree, ask.session)
         and permitted(m, team, ask.principals, members)
     ]
@@ -269,7 +280,8 @@ async def waiting_for(store: Store, team: str, me: str, *, timeout: float) -> li
     members = await control.writers(store, team_tree(team), timeout=timeout)
     found: list[dict[str, object]] = []
     for owner, ask in await asks_in(store, team, timeout=timeout):
-        if me in (owner, ask.requester) or not permitted(me, team, ask.principals, members):
+        barred = me in (owner, ask.requester) and not ask.requester_counts
+        if barred or not permitted(me, team, ask.principals, members):
             continue
         approved = await votes_for(store, team, owner, ask, timeout=timeout)
         found.append(

@@ -27,10 +27,10 @@ from dsh.store.base import Compare, Delete, Put
 class SessionEvents:
     """Keys, signals and callbacks for the awaits of an owned session (executor.Events)."""
 
-    def __init__(self, session: Owned) -> None:
+    def __init__(self, session: Owned, *, requester_counts: bool = False) -> None:
         self.session = session
         self._secret: bytes | None = None
-        self._asked = Asked()
+        self._asked = Asked(requester_counts=requester_counts)
 
     async def approval_over(self, action: str) -> None:
         session = self.session

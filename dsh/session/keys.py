@@ -28,6 +28,8 @@
     /dsh/v1/u/USER/s/NAME/secret           the session's secret: callback tokens are HMACs under it
     /dsh/v1/u/USER/s/NAME/cb/TOKEN         the callbacks the session made (so `dsh rm` removes them)
     /dsh/v1/u/USER/keys/KEY                a key of the user's (`dsh key put`, `await key`)
+    /dsh/v1/u/USER/seen/MACHINE            the OS user that used etcd user USER on MACHINE for
+                                           team features (Seen): the shared-account tripwire
     /dsh/v1/cb/u/USER/TOKEN                a callback of a session in USER's tree (Callback)
     /dsh/v1/ev/u/USER/TOKEN                its POST, written once by `dsh serve` (CallbackEvent)
     /dsh/v1/serve/ID                       a running `dsh serve` (Registration), on its lease
@@ -99,6 +101,11 @@ def user_tree(user: str) -> Tree:
 def team_tree(team: str) -> Tree:
     """A team's tree: the sessions and keys its members share."""
     return Tree(TEAM, team)
+
+
+def seen_key(person: str, machine: str) -> bytes:
+    """Which OS user used etcd user `person` on `machine` for team features (records.Seen)."""
+    return user_tree(person).prefix + b"seen/" + quote(machine, safe="").encode()
 
 
 def members_key(team: str) -> bytes:

@@ -667,11 +667,14 @@ class ApprovalAsk:
     tree: str
     session: str
     action: str
-    #: Who asked (whose line the await is in): never counted as an approver.
+    #: Who asked (whose line the await is in): not counted as an approver (nor the
+    #: owner) unless `requester_counts`.
     requester: str
     principals: str
     quorum: int
     deadline: float
+    #: The owner's `[approval] self`: the requester and the owner count too.
+    requester_counts: bool = False
 
 
 @record
@@ -687,6 +690,15 @@ class Vote:
     #: cast for its own (an ask is the asker's words).
     tree: str
     session: str
+
+
+@record
+class Seen:
+    """`u/NAME/seen/MACHINE`: the OS user that used etcd user NAME on MACHINE for team
+    features, and when (seconds since the epoch): the shared-account tripwire."""
+
+    os_user: str
+    t: float
 
 
 @record

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import ipaddress
 import math
 import re
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -199,6 +200,10 @@ def _host_ok(host: str, bracketed: bool) -> bool:
     return _HOST.fullmatch(host) is not None
 
 
+#: Set within the task of an EtcdStore's `first` check: its calls do not wait for it.
+_IN_FIRST: contextvars.ContextVar[bool] = contextvars.ContextVar("dsh_etcd_in_first", default=False)
+
+
 class EtcdStore:
     def __init__(self, options: EtcdOptions, *, history_keep: int = HISTORY_KEEP) -> None:
         self.options = options
@@ -215,6 +220,10 @@ class EtcdStore:
         self._auth_lock = asyncio.Lock()
         self._watches: set[_EtcdWatch] = set()
         self.closed = False
+        #: A check of the caller's, run once after the login and before any call goes on
+        #: (every call waits for it, and fails with its error): dsh.session.seen's tripwire.
+        self.first: Callable[[], Awaitable[None]] | None = None
+        self._first: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -329,6 +338,28 @@ class EtcdStore:
         if self._token == stale:
             self._token = None
 
+    async def _after_first(self, timeout: float) -> None:
+        """Once `first` has run (started by the first call to get here); an outage
+        in it leaves it to the next call, its refusal is every call's."""
+        task = self._first
+        if task is None:
+            check = self.first
+            assert check is not None
+
+            async def run() -> None:
+                _IN_FIRST.set(True)  # its own calls go on (the task's own context)
+                await check()
+
+            task = self._first = asyncio.ensure_future(run())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            raise StoreTimeout(f"etcd at {self.name} did not answer within {timeout:g}s") from None
+        except StoreError:
+            if self._first is task:
+                self._first = None
+            raise
+
     async def _authenticate(self, stale: str | None, timeout: float) -> None:
         async with self._auth_lock:
             if self._token != stale:  # another call renewed it meanwhile
@@ -376,6 +407,8 @@ class EtcdStore:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX)
                 continue
+            if self.first is not None and not _IN_FIRST.get():
+                await self._after_first(remaining)
             stub = self._services[service or ("Lease" if method.startswith("Lease") else "KV")]
             token = self._token
             try:

@@ -24,9 +24,9 @@ def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str,
     return teams.person(env, server, tmp, name, PASSWORDS)
 
 
-def asking(env: dict[str, str], text: str, session: str) -> subprocess.Popen[str]:
+def asking(env: dict[str, str], text: str, session: str, team: str = "ops") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [dsh_path(), "--team", "ops", "--session", session, "-c", text],
+        [dsh_path(), "--team", team, "--session", session, "-c", text],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -35,10 +35,10 @@ def asking(env: dict[str, str], text: str, session: str) -> subprocess.Popen[str
     )
 
 
-def until_asked(run_dsh, env: dict[str, str], session: str) -> None:  # type: ignore[no-untyped-def]
+def until_asked(run_dsh, env: dict[str, str], session: str, team: str = "ops") -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if " ask 1.1.1: " in run_dsh(["--team", "ops", "log", session], env_extra=env).stdout:
+        if " ask 1.1.1: " in run_dsh(["--team", team, "log", session], env_extra=env).stdout:
             return
         time.sleep(0.2)
     raise AssertionError("the approval was never asked")
@@ -151,3 +151,43 @@ def test_ls_lists_the_teams_sessions_and_the_approvals_waiting_for_you(  # type:
     finally:
         proc.kill()
         proc.communicate(timeout=10)
+
+
+def test_approval_self_lets_the_requester_count_and_says_so(  # type: ignore[no-untyped-def]
+    run_dsh, env: dict[str, str], server: Etcd, tmp_path: Path
+) -> None:
+    """`[approval] self = true` in the owner's config: the requester's own vote counts
+    (the ask carries it, so `dsh approve` takes it), and the ask's entry says so."""
+    root = person(env, server, tmp_path, "root")
+    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
+    for name in ("alice", "bob"):
+        run_dsh(["admin", "user", "add", name], env_extra={**root, "DSH_ADMIN_PASSWORD": PASSWORDS[name]})
+    made = run_dsh(["admin", "team", "add", "solo", "--member", "alice"], env_extra=root)
+    assert made.returncode == 0, made.stderr
+    config = tmp_path / "alice.toml"
+    config.write_text("[approval]\nself = true\n")
+    alice = {**person(env, server, tmp_path, "alice"), "DSH_CONFIG": str(config)}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[approval]\nself = "yes"\n')
+    wrong = run_dsh(["--team", "solo", "ls"], env_extra={**alice, "DSH_CONFIG": str(bad)})
+    assert wrong.returncode == 2 and "approval.self must be true or false" in wrong.stderr, wrong.stderr
+
+    proc = asking(
+        {**env, **alice}, "await approval from team:solo as who within 30s\necho by $who", "s1", "solo"
+    )
+    try:
+        until_asked(run_dsh, alice, "s1", "solo")
+        own = run_dsh(["--team", "solo", "approve", "s1"], env_extra=alice)
+        assert own.returncode == 0 and "approved s1 (alice's 1.1.1): 1 of 1" in own.stdout, own.stderr
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out) == (0, "by alice\n"), err
+    log = run_dsh(["--team", "solo", "log", "s1"], env_extra=alice).stdout
+    assert "(the requester counts: [approval] self)" in log and "approve 1.1.1 by alice@m-alice" in log
+
+    plain = person(env, server, tmp_path, "alice")  # without it: she alone cannot release it
+    refused = run_dsh(["--team", "solo", "-c", "await approval from team:solo within 5s"], env_extra=plain)
+    assert refused.returncode == 1 and "quorum 1, but 0 people may approve it" in refused.stderr, (
+        refused.stderr
+    )

@@ -199,3 +199,26 @@ def test_bobs_ssh_access_runs_the_rest_and_a_host_he_reaches_as_another_login_is
     finally:
         kill_user_processes(USER, marker)
         server.cleanup()
+
+
+def test_one_etcd_account_used_by_two_os_users_is_refused_for_team_features(
+    people: dict[str, OsUser],
+) -> None:
+    """The shared-account tripwire: bob's login with alice's etcd password (handed to
+    him) on her machine is refused for team features; she goes on."""
+    alice, bob = people["alice"], people["bob"]
+    assert alice.run(["--team", "ops", "ls"]).returncode == 0  # she uses her account here
+    hers = bob.file("alices-password", PASSWORDS["alice"] + "\n", 0o600)
+    as_her = {"DSH_STORE": alice.env["DSH_STORE"], "DSH_ETCD_PASSWORD_FILE": str(hers)}
+    for args in (
+        ["--team", "ops", "ls"],
+        ["--team", "ops", "approve", "dep"],
+        ["--team", "ops", "key", "get", "k"],
+    ):
+        refused = bob.run(args, env=as_her)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert f"etcd user alice is used by OS users {USER} and {USER2} on " in refused.stderr, refused.stderr
+        assert "team features need one etcd account per person" in refused.stderr
+    again = alice.run(["--team", "ops", "ls"])
+    assert again.returncode == 0, again.stderr
+    assert bob.run(["--team", "ops", "ls"]).returncode == 0  # his own account is his

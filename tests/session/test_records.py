@@ -234,15 +234,16 @@ SAMPLES: list[tuple[object, bytes]] = [
         b'{"name": "ops", "members": ["alice", "bob"], "changed": 1796497990.5}',
     ),
     (
-        r.ApprovalAsk("id1.3.1.1", "t/ops", "dep", "3.1.1", "alice", "team:ops", 2, 1796497999.5),
+        r.ApprovalAsk("id1.3.1.1", "t/ops", "dep", "3.1.1", "alice", "team:ops", 2, 1796497999.5, True),
         b'{"req": "id1.3.1.1", "tree": "t/ops", "session": "dep", "action": "3.1.1", "requester": "alice", '
-        b'"principals": "team:ops", "quorum": 2, "deadline": 1796497999.5}',
+        b'"principals": "team:ops", "quorum": 2, "deadline": 1796497999.5, "requester_counts": true}',
     ),
     (
         r.Vote("id1.3.1.1", False, "looks fine", "m2", 1796497991.5, "t/ops", "dep"),
         b'{"req": "id1.3.1.1", "deny": false, "comment": "looks fine", "machine": "m2", "t": 1796497991.5, '
         b'"tree": "t/ops", "session": "dep"}',
     ),
+    (r.Seen("alice", 1796497990.5), b'{"os_user": "alice", "t": 1796497990.5}'),
     (
         r.Person("alice", "person", 1796497990.5, "root"),
         b'{"name": "alice", "kind": "person", "created": 1796497990.5, "by": "root"}',
