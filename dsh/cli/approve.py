@@ -14,6 +14,7 @@ from dsh.exits import Exit
 def approve(wiring: Wiring, rest: list[str]) -> int:
     """See the module."""
     import asyncio
+    from dataclasses import replace
 
     from dsh.session.access import person_of
     from dsh.session.approvals import MAX_COMMENT, asks_in, permitted, qualified, vote, votes_for
@@ -58,13 +59,18 @@ def approve(wiring: Wiring, rest: list[str]) -> int:
             if len(trees) > 1:
                 named = ", ".join(qualified(t, name) for t in trees)
                 raise UsageError(f"several sessions named {name} ask in team {team}: name one of {named}")
-            owner, ask = asks[0]
+            owner, ask = asks[-1]  # the newest (a new owner's, after a takeover)
             if me in (ask.requester, owner) and not ask.requester_counts:
                 raise UsageError(f"you asked for it: another member of team {team} approves {name}")
             members = await writers(store, team_tree(team), timeout=STORE_TIMEOUT)
             if not permitted(me, team, ask.principals, members):
                 raise UsageError(f"you are not among the approvers {name} asks for ({ask.principals})")
-            await vote(store, team, me, ask, deny, comment, machine, timeout=STORE_TIMEOUT)
+            # one vote per REQ asked there: when an ask is there that nobody could check
+            # (another team's session), the real one gets the vote too
+            for req in dict.fromkeys(other.req for _, other in asks):
+                await vote(
+                    store, team, me, replace(ask, req=req), deny, comment, machine, timeout=STORE_TIMEOUT
+                )
             if deny:
                 print(f"denied {name} ({ask.requester}'s {ask.action}): its await fails")
                 return Exit.OK

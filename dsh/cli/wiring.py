@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from dsh.session.keys import Keys, Tree
     from dsh.session.lease import Session
     from dsh.store.base import Store
+    from dsh.store.etcd import EtcdStore
 
 #: Every store call from the command line is bounded by this.
 STORE_TIMEOUT = 10.0
@@ -45,6 +46,10 @@ class Wiring:
         #: `rm`, a client's checks, whose work does not depend on it).
         self.strict_inventory = False
         self._etcd_user: tuple[str | None] | None = None
+        #: The shared-account tripwire passed in this process: the stores made after
+        #: (the lease keeper's, Session.reopen) are not checked again (a refusal there,
+        #: no StoreError, would end the keeper with a traceback, its lease unrenewed).
+        self._vouched = False
 
     def store(self) -> Store:
         """The store the settings name: `local`, `sqlite:///PATH` or etcd."""
@@ -54,23 +59,30 @@ class Wiring:
         store = open_store(
             settings.store, settings.env, settings.config.etcd, insecure=settings.insecure_store
         )
-        if settings.team is not None and settings.store.startswith("etcd"):  # one account per person
+        vouching = settings.team is not None and not self._vouched
+        if vouching and settings.store.startswith("etcd"):  # one account per person
             from dsh.store.etcd import EtcdStore
 
             if isinstance(store, EtcdStore):
                 store.first = lambda: self._vouch(store)
         return store
 
-    async def _vouch(self, store: Store) -> None:
-        """The shared-account tripwire, before a team command's first store call goes on."""
+    async def _vouch(self, store: EtcdStore) -> None:
+        """Before a team command's first store call goes on: with etcd's auth on, the
+        account must be a person's; and the shared-account tripwire."""
         import time
 
         from dsh.osuser import os_user
         from dsh.session.keys import machine_id
-        from dsh.session.seen import vouch
+        from dsh.session.seen import a_person, vouch
 
+        if self._vouched:
+            return
         person, machine = self.person(), machine_id(self.settings.env)
+        if store.security.auth:
+            await a_person(store, person, timeout=STORE_TIMEOUT)
         await vouch(store, person, machine, os_user(), now=time.time(), timeout=STORE_TIMEOUT)
+        self._vouched = True
 
     def lease_ttl(self) -> float:
         """The owner lease's TTL ($DSH_LEASE_TTL, 5 s by default)."""

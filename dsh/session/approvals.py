@@ -24,8 +24,8 @@ import time
 
 from dsh.runtime.ports import Approval, AwaitEnded
 from dsh.session import codec, control
-from dsh.session.keys import TEAM, Keys, team_tree
-from dsh.session.records import ApprovalAsk, ControlEntry, Vote
+from dsh.session.keys import TEAM, USER, Keys, team_tree
+from dsh.session.records import ApprovalAsk, ControlEntry, Owner, Vote
 from dsh.store.base import KV, Compare, Put, Store, StoreDenied
 
 #: The most a comment on a vote holds.
@@ -230,7 +230,8 @@ def _vote(kvs: list[KV], key: bytes, req: str) -> Vote | None:
 
 
 async def asks_in(store: Store, team: str, *, timeout: float) -> list[tuple[str, ApprovalAsk]]:
-    """Every live ask published in `team` (by whom, what), oldest first."""
+    """Every live ask published in `team` (by whom, what), oldest first, but those
+    its publisher could not have made (`_genuine`)."""
     members = await control.writers(store, team_tree(team), timeout=timeout)
     prefixes = [team_tree(team).prefix + f"by/{m}/ask/".encode() for m in members]
     found, _ = await store.ranges(prefixes, timeout=timeout)
@@ -241,7 +242,39 @@ async def asks_in(store: Store, team: str, *, timeout: float) -> list[tuple[str,
             ask = codec.readable(ApprovalAsk, kv)
             if ask is not None and math.isfinite(ask.deadline) and now < ask.deadline < now + 366 * 86400:
                 asks.append((kv.create_revision, member, ask))
-    return [(member, ask) for _, member, ask in sorted(asks, key=lambda a: a[0])]
+    ordered = [(member, ask) for _, member, ask in sorted(asks, key=lambda a: a[0])]
+    return await _genuine(store, ordered, timeout=timeout)
+
+
+async def _genuine(
+    store: Store, asks: list[tuple[str, ApprovalAsk]], *, timeout: float
+) -> list[tuple[str, ApprovalAsk]]:
+    """The asks their publishers could have made: an ask is its session owner's, so
+    one for a person's session must be that person's, and one for a team's session
+    its current owner's (its owner record; kept when this caller cannot read it). A
+    member who plants an ask for another's session would otherwise draw the votes
+    meant for the real one (a vote goes by the ask's REQ)."""
+    owners: dict[tuple[str, str], str | None] = {}
+    kept = []
+    for member, ask in asks:
+        kind, _, name = ask.tree.partition("/")
+        if kind == USER:
+            if member == name:
+                kept.append((member, ask))
+            continue
+        if kind != TEAM:
+            continue
+        where = (ask.tree, ask.session)
+        if where not in owners:
+            try:
+                held = await store.get(Keys(team_tree(name), ask.session).owner, timeout=timeout)
+                owner = codec.readable(Owner, held)
+                owners[where] = owner.person if owner is not None else ""
+            except StoreDenied:  # another team's session: not ours to check
+                owners[where] = None
+        if owners[where] in (None, member):
+            kept.append((member, ask))
+    return kept
 
 
 async def votes_for(store: Store, team: str, owner: str, ask: ApprovalAsk, *, timeout: float) -> list[str]:
@@ -270,8 +303,14 @@ async def vote(
     *,
     timeout: float,
 ) -> None:
+    """`me`'s vote on `ask`, under `me`'s own path; never over one cast for another
+    session under the same REQ (an ask that names another's REQ could erase it)."""
+    key = vote_key(team, me, ask.req)
+    cast = codec.readable(Vote, await store.get(key, timeout=timeout))
+    if cast is not None and (cast.tree, cast.session) != (ask.tree, ask.session):
+        return
     record = Vote(ask.req, deny, comment, machine, time.time(), ask.tree, ask.session)
-    await store.put(vote_key(team, me, ask.req), codec.dumps(record), timeout=timeout)
+    await store.put(key, codec.dumps(record), timeout=timeout)
 
 
 async def waiting_for(store: Store, team: str, me: str, *, timeout: float) -> list[dict[str, object]]:

@@ -11,9 +11,10 @@ by people who each have one login on different machines (docs/security.md).
 from __future__ import annotations
 
 from dsh.errors import UsageError
+from dsh.session.access import checked_name, person_key
 from dsh.session.codec import dumps, readable
 from dsh.session.keys import seen_key
-from dsh.session.records import Seen
+from dsh.session.records import Person, Seen
 from dsh.store.base import Compare, Put, Store
 
 #: How long a mark keeps other OS users out (seconds).
@@ -37,7 +38,7 @@ async def vouch(store: Store, person: str, machine: str, os_user: str, *, now: f
         if seen is not None and seen.os_user != os_user and now - seen.t < HOLD:
             raise SharedAccount(
                 f"etcd user {person} is used by OS users {seen.os_user} and {os_user} on {machine}: "
-                f"team features need one etcd account per person (dsh admin user add {os_user})"
+                f"team features need one etcd account per person ({_advice(os_user)})"
             )
         if seen is not None and seen.os_user == os_user and now - seen.t < REFRESH:
             return
@@ -46,3 +47,31 @@ async def vouch(store: Store, person: str, machine: str, os_user: str, *, now: f
         if (await store.txn([Compare(key, "mod", "==", was)], [put], timeout=timeout)).succeeded:
             return
     raise SharedAccount(f"etcd user {person}'s mark on {machine} keeps changing: another OS user is using it")
+
+
+async def a_person(store: Store, person: str, *, timeout: float) -> None:
+    """Refuse team features to an account that is not a person's (`people/NAME`, as
+    `dsh admin user add` records it): etcd's root, a service's, one dsh did not make."""
+    held = readable(Person, await store.get(person_key(person), timeout=timeout))
+    if held is not None and held.kind == "person":
+        return
+    what = (
+        "etcd's root"
+        if person == "root"
+        else "no account of dsh's"
+        if held is None
+        else f"a {held.kind} account"
+    )
+    raise UsageError(
+        f"etcd user {person} is {what}, not a person's: team features are people's "
+        "(dsh admin user add NAME makes one)"
+    )
+
+
+def _advice(os_user: str) -> str:
+    """The way out: an etcd account of their own, under their OS name when that can
+    name a person (never `root`, `dsh…`, capitals: dsh admin would refuse it)."""
+    try:
+        return f"dsh admin user add {checked_name(os_user)}"
+    except UsageError:
+        return f"dsh admin user add NAME, an account for OS user {os_user}"

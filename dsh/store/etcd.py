@@ -340,9 +340,10 @@ class EtcdStore:
 
     async def _after_first(self, timeout: float) -> None:
         """Once `first` has run (started by the first call to get here); an outage
-        in it leaves it to the next call, its refusal is every call's."""
+        in it leaves it to the next call (also when the call that waited for it gave
+        up first), its refusal is every call's."""
         task = self._first
-        if task is None:
+        if task is None or (task.done() and (task.cancelled() or isinstance(task.exception(), StoreError))):
             check = self.first
             assert check is not None
 
@@ -401,14 +402,14 @@ class EtcdStore:
                 raise StoreTimeout(f"etcd at {self.name} did not answer within {timeout:g}s")
             try:
                 await self._ready(remaining)
+                if self.first is not None and not _IN_FIRST.get():
+                    await self._after_first(deadline - loop.time())  # an outage in it: retried too
             except StoreUnavailable:
                 if not retry or deadline - loop.time() <= wait:
                     raise
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX)
                 continue
-            if self.first is not None and not _IN_FIRST.get():
-                await self._after_first(remaining)
             stub = self._services[service or ("Lease" if method.startswith("Lease") else "KV")]
             token = self._token
             try:
