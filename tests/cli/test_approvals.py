@@ -5,13 +5,11 @@ asked, failed at once by a denial; who approved is bound and journaled."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 
 from dsh.store.base import StoreDenied
 from dsh.store.etcd import EtcdStore, parse_url
-from tests.conftest import dsh_path
 from tests.etcd import Etcd
 from tests.helpers import teams
 
@@ -24,24 +22,7 @@ def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str,
     return teams.person(env, server, tmp, name, PASSWORDS)
 
 
-def asking(env: dict[str, str], text: str, session: str, team: str = "ops") -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [dsh_path(), "--team", team, "--session", session, "-c", text],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def until_asked(run_dsh, env: dict[str, str], session: str, team: str = "ops") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if " ask 1.1.1: " in run_dsh(["--team", team, "log", session], env_extra=env).stdout:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the approval was never asked")
+asking, until_asked = teams.asking, teams.until_asked
 
 
 def test_a_quorum_of_distinct_members_releases_it_and_a_denial_fails_it(  # type: ignore[no-untyped-def]
@@ -129,14 +110,7 @@ def test_ls_lists_the_teams_sessions_and_the_approvals_waiting_for_you(  # type:
         run_dsh(["admin", "team", "add", "web", "--member", "alice", "bob"], env_extra=root).returncode == 0
     )
     alice, bob = (person(env, server, tmp_path, n) for n in ("alice", "bob"))
-    proc = subprocess.Popen(
-        [dsh_path(), "--team", "web", "--session", "rel", "-c", "await approval within 30s"],
-        env={**env, **alice},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = asking({**env, **alice}, "await approval within 30s", "rel", "web")
     try:
         deadline = time.monotonic() + 20
         listed = ""

@@ -4,7 +4,6 @@ handover's line start (the third round): each test a defect found, failing first
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from dsh.session.codec import dumps
 from dsh.session.keys import seen_key
 from dsh.session.records import ApprovalAsk, Seen
 from dsh.store.etcd import EtcdStore, parse_url
-from tests.conftest import dsh_path
 from tests.etcd import Etcd
 from tests.helpers import teams
 
@@ -86,29 +84,9 @@ def test_an_ask_a_member_plants_for_anothers_session_draws_no_vote_from_it(  # t
             await store.close()
 
     asyncio.run(plant())
-    proc = subprocess.Popen(
-        [
-            dsh_path(),
-            "--team",
-            "ops",
-            "--session",
-            "dep",
-            "-c",
-            "await approval as who within 20s\necho by $who",
-        ],
-        env={**env, **alice},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = teams.asking({**env, **alice}, "await approval as who within 20s\necho by $who", "dep")
     try:
-        deadline = time.monotonic() + 20
-        while " ask 1.1.1: " not in run_dsh(["--team", "ops", "log", "dep"], env_extra=alice).stdout:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"never asked: {proc.communicate(timeout=10)}")
-            time.sleep(0.2)
+        teams.until_asked(run_dsh, alice, "dep")
         voted = run_dsh(["--team", "ops", "approve", "dep"], env_extra=carol)
         assert voted.returncode == 0 and "1 of 1" in voted.stdout, voted.stdout + voted.stderr
         out, err = proc.communicate(timeout=30)

@@ -4,11 +4,14 @@ directory; the same OS user: the etcd user is who they are)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import dsh_path
 from tests.etcd import ROOT_PASSWORD, Etcd
 
 
@@ -32,3 +35,30 @@ def server() -> Iterator[Etcd]:
     etcd = Etcd(auth=True).start()
     yield etcd
     etcd.stop()
+
+
+def asking(env: Mapping[str, str], text: str, session: str, team: str = "ops") -> subprocess.Popen[str]:
+    """`dsh --team TEAM --session SESSION -c TEXT` running (an await approval in it)."""
+    return subprocess.Popen(
+        [dsh_path(), "--team", team, "--session", session, "-c", text],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def until_asked(
+    run_dsh: Callable[..., subprocess.CompletedProcess[str]],
+    env: dict[str, str],
+    session: str,
+    team: str = "ops",
+) -> None:
+    """Until the session's journal has its ask (action 1.1.1), within 20 s."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if " ask 1.1.1: " in run_dsh(["--team", team, "log", session], env_extra=env).stdout:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the approval was never asked")
