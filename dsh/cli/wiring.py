@@ -6,7 +6,7 @@ use: start-up)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -291,6 +291,7 @@ class Wiring:
             asks=asks,
             ask_pass=settings.ask_pass,
             forward_agent=settings.forward_agent,
+            host_agent=host_agent_mode(settings.env),
         )
 
     @property
@@ -320,3 +321,16 @@ class Wiring:
             return subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
             )
+
+
+#: How actions reach hosts: through a host agent ("eager": booted with each
+#: connection) or the sh wrapper alone ("off", the default while the agent is new).
+HOST_AGENT_MODES = ("off", "eager")
+
+
+def host_agent_mode(env: Mapping[str, str]) -> str:
+    """DSH_HOST_AGENT, checked (unset: off)."""
+    mode = env.get("DSH_HOST_AGENT", "") or "off"
+    if mode not in HOST_AGENT_MODES:
+        raise UsageError(f"DSH_HOST_AGENT={mode!r}: say one of {', '.join(HOST_AGENT_MODES)}")
+    return mode

@@ -473,7 +473,7 @@ def tag_of(argv: Sequence[str]) -> str:
     return first[len(_TAG_LINE) :]
 
 
-def _seconds(x: float) -> str:
+def seconds(x: float) -> str:
     """Whole seconds, rounded up: `sleep` may not take fractions everywhere."""
     return str(max(1, math.ceil(x)))
 
@@ -498,7 +498,7 @@ def launch_argv(
     its stdin, or from `secrets` set in its script over SSH (askpass.secret_script).
     Without `helper`, LAUNCH does not carry the sudo helper's text: the host has it
     (it says `helper missing` when it has not, and the command goes without)."""
-    args = [root, session, action, alias, _seconds(timeout), command, _seconds(grace)]
+    args = [root, session, action, alias, seconds(timeout), command, seconds(grace)]
     return _argv(_LAUNCHES[helper, secrets], "dsh-spool", [*args, "in"] if stdin else args)
 
 
@@ -570,7 +570,7 @@ exit "$rc"
 
 def check_argv(command: str, timeout: float) -> list[str]:
     """The argv of one bounded probe (see CHECK; `unwrap` its stdout)."""
-    return _argv(CHECK, "dsh-check", [_seconds(timeout), command])
+    return _argv(CHECK, "dsh-check", [seconds(timeout), command])
 
 
 def unwrap(argv: Sequence[str], stdout: bytes) -> tuple[bytes, int] | None:
@@ -714,6 +714,19 @@ class Watch:
             self._pass(stream, buf[: len(buf) - keep])
             self._held[stream] = buf[len(buf) - keep :]
             return
+
+    def framed(self) -> None:
+        """Output that comes in the host agent's frames: no start markers, no tagged
+        messages (those come as `said`)."""
+        self.started = {name: True for name in _STREAMS}
+
+    def command_output(self, stream: str, data: bytes) -> None:
+        """The command's bytes on `stream` (a framed exec's)."""
+        self._pass(stream, data)
+
+    def said(self, message: str) -> None:
+        """A wrapper message as the host agent says it (its text after the tag)."""
+        self._said(_printable(message.encode("utf-8", "surrogateescape")))
 
     def _said(self, message: str) -> None:
         """A wrapper message: a sudo asking (to `asks`), the sudo helper missing

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from dsh.bytestext import to_bytes
 from dsh.plan import KILL_GRACE, PUT, STOP_CONFIRM, STOP_MARGIN
-from dsh.remote import askpass, spool
+from dsh.remote import askpass, hostops, spool
 from dsh.remote.base import (
     NOT_OWNER,
     Asks,
@@ -54,6 +54,7 @@ from dsh.remote.base import (
     Spot,
 )
 from dsh.remote.base import RemoteUnreachable as Unusable
+from dsh.remote.hostlink import HostLink, LinkLost
 from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
 from dsh.remote.sshcreds import LOGIN_BOUND, TRIES, Credentials, Login, WrongPassphrase
@@ -102,8 +103,13 @@ class SshFleet:
         asks: Asks | None = None,
         ask_pass: bool = False,
         forward_agent: bool = False,
+        host_agent: str = "off",
     ) -> None:
         self.config = config
+        #: Whether actions go through a host agent (dsh.remote.hostlink): "off" (the sh
+        #: wrapper for everything), "eager" (an agent booted with each connection).
+        self.host_agent = host_agent
+        self._links: dict[asyncssh.SSHClientConnection, asyncio.Future[HostLink]] = {}
         #: Where a command's sudo asking for a password is passed on, and where a
         #: passphrase or a login's password is asked.
         self.asks = asks or Asks()
@@ -210,9 +216,30 @@ class SshFleet:
             fut = self._sftp[conn] = asyncio.ensure_future(open_sftp(conn, self.connect_timeout))
         return await asyncio.shield(fut)
 
+    async def link(self, alias: str, conn: asyncssh.SSHClientConnection) -> HostLink | None:
+        """The host agent on `conn`, booted on first use when agents are on (None: off,
+        or this connection's host cannot run one: the wrapper then)."""
+        if self.host_agent == "off":
+            return None
+        fut = self._links.get(conn)
+        if fut is None:
+            booting = HostLink.start(conn, timeout=self.connect_timeout)
+            fut = self._links[conn] = asyncio.ensure_future(booting)
+        try:
+            link = await asyncio.shield(fut)
+        except LinkLost as exc:
+            if not exc.why.startswith("no python3"):
+                said = f"{alias}: dsh's host agent did not start ({exc.why}); going on with the sh wrapper"
+                self.warn(said)
+            return None
+        return link if link.alive else None
+
     def forget(self, conn: asyncssh.SSHClientConnection) -> None:
         """Drop (and close) a connection that broke, so that the next use makes a new one."""
         self._sftp.pop(conn, None)
+        gone = self._links.pop(conn, None)
+        if gone is not None and gone.done() and not gone.cancelled() and gone.exception() is None:
+            gone.result().close()
         for key, fut in list(self._conns.items()):
             if fut.done() and not fut.cancelled() and not fut.exception() and fut.result() is conn:
                 del self._conns[key]
@@ -574,7 +601,74 @@ class SshHost:
             helper,
             stdin is not None,
         )
-        return await self._exec(argv, spot, timeout, output, secrets=spool.env_lines(env) if env else None)
+        secrets = spool.env_lines(env) if env else None
+        link = await self._link(timeout)
+        if link is not None:
+            job = hostops.Launch(
+                fleet.root,
+                spot.session,
+                spot.action,
+                spot.alias,
+                backstop,
+                command,
+                fleet.kill_grace,
+                secrets or "",
+                helper,
+                stdin is not None,
+            )
+            return await self._launch_through(link, job, argv, spot, timeout, output)
+        return await self._exec(argv, spot, timeout, output, secrets=secrets)
+
+    async def _link(self, timeout: float) -> HostLink | None:
+        """This host's agent (None: agents are off, the host has none, or the
+        connection is not there: `_exec` then says why as it always has)."""
+        fleet = self.fleet
+        if fleet.host_agent == "off":
+            return None
+        try:
+            conn = await asyncio.wait_for(fleet.connection(self._name), timeout)
+        except (Unusable, TimeoutError):
+            return None
+        return await fleet.link(self._name, conn)
+
+    async def _launch_through(
+        self,
+        link: HostLink,
+        job: hostops.Launch,
+        argv: list[str],
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+    ) -> Exec:
+        """A LAUNCH through the agent, with the wrapper's outcomes: past `timeout` it is
+        killed (by the wrapper's KILL); a link that dies meanwhile is followed through
+        the wrapper from what was shown (the spool is the same)."""
+        fleet = self.fleet
+        started = time.monotonic()
+        deadline = started + timeout
+        watch = spool.Watch(output, argv, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
+        got = await hostops.launch(link, job, watch, timeout)
+        if isinstance(got, int):
+            if watch.helper_missing:
+                fleet.helped.discard(self._name)
+            return watch.result(got, time.monotonic() - started)
+        conn = await fleet.connection(self._name)
+        if got is None:
+            if await self._kill(conn, spot, None, "timeout"):
+                return Exec("timeout", None, time.monotonic() - started, f"no exit within {timeout:g}s")
+            return Exec(
+                "lost",
+                None,
+                time.monotonic() - started,
+                f"no exit within {timeout:g}s, and the kill could not be confirmed; the backstop ends it",
+            )
+        left = max(deadline - time.monotonic(), 0.001)
+        follow = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
+        rejoined = await self._exec(follow, spot, left, output, got.watch.passed)
+        if rejoined.outcome == "lost":
+            why = f"the host agent's link broke ({got.why}), and {rejoined.message}"
+            return Exec("lost", None, time.monotonic() - started, why)
+        return Exec(rejoined.outcome, rejoined.exit_status, time.monotonic() - started, rejoined.message)
 
     async def _place_input(self, spot: Spot, data: bytes, timeout: float) -> Exec | None:
         """The action's input written into its spool over SFTP (dsh/remote/inputfile.py)

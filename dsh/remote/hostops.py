@@ -1,0 +1,89 @@
+"""The Remote verbs over a host agent's link (dsh.remote.hostlink): what SshHost
+asks the agent instead of an exec of the wrapper, with the same outcomes.
+
+The agent keeps the wrapper's spool files and says the wrapper's sentences; its
+ENDED is the status LAUNCH's exec would have ended with. So each reply goes
+through the wrapper's own reading (`spool.Watch`): output, messages (a sudo
+asking, the helper missing, why an action ended) and the mapping of a status to
+an outcome are one code for both paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from dsh.remote import askpass, spool
+from dsh.remote.hostlink import HostLink, LinkLost
+from dsh.remote.hostwire import Kind
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One LAUNCH: the wrapper's arguments, as `spool.launch_argv` takes them."""
+
+    root: str
+    session: str
+    action: str
+    alias: str
+    backstop: float
+    command: str
+    grace: float
+    secrets: str  # env_lines, or ""
+    helper: bool
+    stdin: bool
+
+
+@dataclass
+class Broken:
+    """The link died while an action ran (or before it said anything): `watch` holds
+    what was shown, `why` how it died."""
+
+    why: str
+    watch: spool.Watch
+
+
+async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float) -> int | Broken | None:
+    """Run `job` through the agent, its output and messages into `watch`: the
+    status its LAUNCH exec would have ended with, None when it did not end within
+    `timeout` (the caller kills it), or Broken."""
+    watch.framed()
+    helper = askpass.HELPER if job.helper else ""
+    try:
+        rid = link.request(
+            Kind.LAUNCH,
+            job.root,
+            job.session,
+            job.action,
+            job.alias,
+            job.command,
+            spool.seconds(job.backstop),
+            spool.seconds(job.grace),
+            "in" if job.stdin else "",
+            job.secrets,
+            helper,
+        )
+    except LinkLost as exc:
+        return Broken(exc.why, watch)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                frame = await asyncio.wait_for(link.reply(rid), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                return None
+            if frame.kind == Kind.OUT:
+                watch.command_output("stdout", frame.fields[0] if frame.fields else b"")
+            elif frame.kind == Kind.ERR:
+                watch.command_output("stderr", frame.fields[0] if frame.fields else b"")
+            elif frame.kind == Kind.SAID:
+                watch.said(frame.text(0))
+            elif frame.kind == Kind.ENDED:
+                return frame.number(0)
+            elif frame.kind == Kind.ERROR:
+                return Broken(f"it refused the launch: {frame.text(0)}", watch)
+    except LinkLost as exc:
+        return Broken(exc.why, watch)
+    finally:
+        link.finish(rid)

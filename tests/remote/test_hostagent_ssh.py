@@ -1,0 +1,132 @@
+"""The host agent over SSH (issue 22): actions launched through it against the test
+sshd, with the wrapper's outcomes, and the wrapper of another owner reading its
+spool (probe, follow, kill) as it reads its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from dsh.remote.base import Spot
+from dsh.remote.ssh import SshFleet
+from dsh.remote.sshconfig import SshConfig
+from tests.conftest import SshSetup
+from tests.sshd import USER, kill_user_processes, processes_of
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        self.data[stream] += data
+
+
+def fleet(ssh_setup: SshSetup, mode: str, said: list[str] | None = None) -> SshFleet:
+    warn = said.append if said is not None else None
+    return SshFleet(SshConfig.load([ssh_setup.config]), kill_grace=0.5, host_agent=mode, warn=warn)
+
+
+def spot(action: str = "1.1.1") -> Spot:
+    return Spot(f"test-agent.{os.getpid()}.{time.time_ns()}", action, "h1")
+
+
+def agents() -> dict[int, str]:
+    """The agents (and their keepers) running on the test host."""
+    return processes_of(USER, "dsh-agent dsh-spool-")
+
+
+def parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(") ")[2].split()[1])
+
+
+async def test_an_action_through_the_agent_ends_as_through_the_wrapper(ssh_setup: SshSetup) -> None:
+    said: list[str] = []
+    on, off = fleet(ssh_setup, "eager", said), fleet(ssh_setup, "off")
+    try:
+        results = []
+        for remote in (on, off):
+            out = Collect()
+            ended = await remote("h1").run(
+                "echo hi; echo err >&2; exit 3", spot=spot(), timeout=10, output=out
+            )
+            results.append((ended.outcome, ended.exit_status, out.data))
+        assert results[0] == results[1] == ("failed", 3, {"stdout": b"hi\n", "stderr": b"err\n"})
+        conn = await on.connection("h1")
+        assert await on.link("h1", conn) is not None  # it went through the agent
+        assert agents(), "no agent runs on the host"
+        again = await on("h1").run("echo two", spot=spot("2.1.1"), timeout=10, output=(out := Collect()))
+        assert (again.outcome, out.data["stdout"]) == ("ok", b"two\n")
+    finally:
+        await on.close()
+        await off.close()
+    assert said == []
+
+
+async def test_the_wrapper_of_another_owner_probes_and_follows_what_the_agent_launched(
+    ssh_setup: SshSetup,
+) -> None:
+    on, off = fleet(ssh_setup, "eager"), fleet(ssh_setup, "off")
+    where = spot()
+    try:
+        task = asyncio.ensure_future(
+            on("h1").run("echo begun; sleep 2; echo done", spot=where, timeout=20, output=Collect())
+        )
+        deadline = time.monotonic() + 10
+        while await off("h1").probe(where) == "none":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert await off("h1").probe(where) == "alive"
+        followed = await off("h1").follow(where, timeout=20, output=(out := Collect()))
+        assert (followed.outcome, out.data["stdout"]) == ("ok", b"begun\ndone\n")
+        first = await task
+        assert first.outcome == "ok"
+        assert await off("h1").probe(where) == "status 0"
+    finally:
+        await on.close()
+        await off.close()
+
+
+async def test_a_timeout_through_the_agent_is_killed_and_nothing_is_left(ssh_setup: SshSetup) -> None:
+    marker = f"sleep 31.{os.getpid() % 1000}"
+    on = fleet(ssh_setup, "eager")
+    try:
+        ended = await on("h1").run(marker, spot=spot(), timeout=1, output=Collect())
+        assert ended.outcome == "timeout", ended
+        assert processes_of(USER, marker) == {}
+    finally:
+        await on.close()
+        kill_user_processes(USER, marker)
+
+
+async def test_the_agent_dying_mid_command_leaves_it_running_and_followed_once(ssh_setup: SshSetup) -> None:
+    mark = f"/tmp/dsh-agent-death-{os.getpid()}-{time.time_ns()}"
+    on = fleet(ssh_setup, "eager")
+    try:
+        task = asyncio.ensure_future(
+            on("h1").run(
+                f"echo x >> {mark}; sleep 2; echo finished",
+                spot=spot(),
+                timeout=20,
+                output=(out := Collect()),
+            )
+        )
+        deadline = time.monotonic() + 10
+        while not os.path.exists(mark):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        found = agents()
+        for pid in found:  # the agents alone (a keeper's parent is its agent): keepers go on
+            if parent(pid) not in found:
+                os.kill(pid, 9)
+        ended = await task
+        assert ended.outcome == "ok", ended
+        assert out.data["stdout"] == b"finished\n"
+        with open(mark) as f:
+            assert f.read() == "x\n"  # once
+    finally:
+        await on.close()
+        if os.path.exists(mark):
+            os.unlink(mark)
