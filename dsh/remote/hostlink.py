@@ -25,11 +25,14 @@ _KEEP_ERR = 4096
 
 
 class LinkLost(Exception):
-    """The agent's channel closed (or it broke the protocol): `why` says how."""
+    """The agent's channel closed (or it broke the protocol): `why` says how;
+    `booted`: a python3 on the host answered the boot (else the wrapper will say
+    what is wrong with the host, if anything)."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, booted: bool = True) -> None:
         super().__init__(why)
         self.why = why
+        self.booted = booted
 
 
 class _Channel(asyncssh.SSHClientSession[bytes]):
@@ -40,6 +43,9 @@ class _Channel(asyncssh.SSHClientSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            if not self.link.hello0.done():  # the login shell's, before the boot said hello
+                self.link.dropped += len(data)
+                return
             self.link.stderr = (self.link.stderr + data)[-_KEEP_ERR:]
             return
         self.link.received(data)
@@ -87,14 +93,19 @@ class HostLink:
                 raise LinkLost(f"it speaks protocol {hello.text(0)!r}, not {PROTOCOL}")
         except TimeoutError:
             link.close()
-            raise LinkLost(f"it did not say hello within {timeout:g}s") from None
+            raise LinkLost(f"it did not say hello within {timeout:g}s", link.booted) from None
         except (asyncssh.Error, OSError) as exc:
             link.close()
-            raise LinkLost(f"cannot start it: {exc}") from None
-        except LinkLost:
+            raise LinkLost(f"cannot start it: {exc}", link.booted) from None
+        except LinkLost as exc:
             link.close()
-            raise
+            raise LinkLost(exc.why, link.booted and not exc.why.startswith("no python3")) from None
         return link
+
+    @property
+    def booted(self) -> bool:
+        """Whether a python3 on the host answered the boot."""
+        return self.hello0.done() and not self.hello0.exception() and not self.hello0.result().refusal
 
     # -- from the channel --------------------------------------------------------------
 

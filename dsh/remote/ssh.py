@@ -228,7 +228,7 @@ class SshFleet:
         try:
             link = await asyncio.shield(fut)
         except LinkLost as exc:
-            if not exc.why.startswith("no python3"):
+            if exc.booted:  # else: no python3, or the login shell failed (the wrapper says so)
                 said = f"{alias}: dsh's host agent did not start ({exc.why}); going on with the sh wrapper"
                 self.warn(said)
             return None
@@ -629,7 +629,10 @@ class SshHost:
             conn = await asyncio.wait_for(fleet.connection(self._name), timeout)
         except (Unusable, TimeoutError):
             return None
-        return await fleet.link(self._name, conn)
+        link = await fleet.link(self._name, conn)
+        if link is not None:
+            self._noted(link.dropped)  # what its login shell wrote before the boot's hello
+        return link
 
     async def _launch_through(
         self,
@@ -647,12 +650,16 @@ class SshHost:
         started = time.monotonic()
         deadline = started + timeout
         watch = spool.Watch(output, argv, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
-        got = await hostops.launch(link, job, watch, timeout)
+        conn = await fleet.connection(self._name)  # open: the link is on it
+        try:
+            got = await hostops.launch(link, job, watch, timeout)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(conn, spot, None, "cancelled"))
+            raise
         if isinstance(got, int):
             if watch.helper_missing:
                 fleet.helped.discard(self._name)
             return watch.result(got, time.monotonic() - started)
-        conn = await fleet.connection(self._name)
         if got is None:
             if await self._kill(conn, spot, None, "timeout"):
                 return Exec("timeout", None, time.monotonic() - started, f"no exit within {timeout:g}s")
