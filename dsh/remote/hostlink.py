@@ -67,6 +67,8 @@ class HostLink:
         self._reader: Reader | None = None
         self._queues: dict[int, asyncio.Queue[Frame | LinkLost]] = {}
         self._next = 1
+        #: Requests sent (the tests tell the agent's answers from the wrapper's by it).
+        self.sent = 0
         self.stderr = b""
         #: Why the link is gone ("" while it lives).
         self.why = ""
@@ -164,6 +166,7 @@ class HostLink:
         if not self.alive:
             raise LinkLost(self.why or "it is not started")
         rid, self._next = self._next, self._next + 1
+        self.sent += 1
         self._queues[rid] = asyncio.Queue()
         assert self._chan is not None
         try:

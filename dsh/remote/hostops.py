@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from dsh.remote import askpass, spool
+from dsh.remote.base import Spot
 from dsh.remote.hostlink import HostLink, LinkLost
 from dsh.remote.hostwire import Kind
 
@@ -66,6 +67,36 @@ async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float
         )
     except LinkLost as exc:
         return Broken(exc.why, watch)
+    return await _stream(link, rid, watch, timeout)
+
+
+async def follow(
+    link: HostLink, root: str, spot: Spot, watch: spool.Watch, timeout: float
+) -> int | Broken | None:
+    """FOLLOW an action (launched by anyone, the wrapper included) to its end, as
+    `launch` streams one: its output from the start (`watch` skips what was shown)."""
+    watch.framed()
+    try:
+        rid = link.request(Kind.FOLLOW, root, spot.session, spot.action, spot.alias)
+    except LinkLost as exc:
+        return Broken(exc.why, watch)
+    return await _stream(link, rid, watch, timeout)
+
+
+async def probe(link: HostLink, root: str, spot: Spot) -> str:
+    """PROBE's answer (`none`, `alive`, `alive asking`, `lost`, `status S`); LinkLost
+    when the link dies or the agent refuses the request."""
+    frame = await link.ask(
+        Kind.PROBE, root, spot.session, spot.action, spot.alias, until=lambda f: f.kind == Kind.ANSWER
+    )
+    if frame.kind != Kind.ANSWER:
+        raise LinkLost(f"it refused a probe: {frame.text(0)}")
+    return frame.text(0)
+
+
+async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) -> int | Broken | None:
+    """Request `rid`'s output and messages into `watch` until its ENDED (the status),
+    None past `timeout`, or Broken."""
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -82,7 +113,7 @@ async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float
             elif frame.kind == Kind.ENDED:
                 return frame.number(0)
             elif frame.kind == Kind.ERROR:
-                return Broken(f"it refused the launch: {frame.text(0)}", watch)
+                return Broken(f"it refused the request: {frame.text(0)}", watch)
     except LinkLost as exc:
         return Broken(exc.why, watch)
     finally:

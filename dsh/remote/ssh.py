@@ -616,7 +616,9 @@ class SshHost:
                 helper,
                 stdin is not None,
             )
-            return await self._launch_through(link, job, argv, spot, timeout, output)
+            return await self._through(
+                lambda w: hostops.launch(link, job, w, timeout), argv, spot, timeout, output
+            )
         return await self._exec(argv, spot, timeout, output, secrets=secrets)
 
     async def _link(self, timeout: float) -> HostLink | None:
@@ -634,25 +636,25 @@ class SshHost:
             self._noted(link.dropped)  # what its login shell wrote before the boot's hello
         return link
 
-    async def _launch_through(
+    async def _through(
         self,
-        link: HostLink,
-        job: hostops.Launch,
+        streaming: Callable[[spool.Watch], Awaitable[int | hostops.Broken | None]],
         argv: list[str],
         spot: Spot,
         timeout: float,
         output: OutputSink,
     ) -> Exec:
-        """A LAUNCH through the agent, with the wrapper's outcomes: past `timeout` it is
-        killed (by the wrapper's KILL); a link that dies meanwhile is followed through
-        the wrapper from what was shown (the spool is the same)."""
+        """A LAUNCH or FOLLOW through the agent (`streaming`), with the wrapper's
+        outcomes: past `timeout` it is killed (by the wrapper's KILL); a link that dies
+        meanwhile is followed through the wrapper from what was shown (the spool is
+        the same)."""
         fleet = self.fleet
         started = time.monotonic()
         deadline = started + timeout
         watch = spool.Watch(output, argv, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
         conn = await fleet.connection(self._name)  # open: the link is on it
         try:
-            got = await hostops.launch(link, job, watch, timeout)
+            got = await streaming(watch)
         except asyncio.CancelledError:
             await asyncio.shield(self._kill(conn, spot, None, "cancelled"))
             raise
@@ -715,7 +717,13 @@ class SshHost:
         return Identity(f"{opts.user}@{opts.hostname}:{opts.port}", key.get_fingerprint() if key else "")
 
     async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
-        argv = spool.follow_argv(self.fleet.root, spot.session, spot.action, spot.alias)
+        root = self.fleet.root
+        argv = spool.follow_argv(root, spot.session, spot.action, spot.alias)
+        link = await self._link(timeout)
+        if link is not None:
+            return await self._through(
+                lambda w: hostops.follow(link, root, spot, w, timeout), argv, spot, timeout, output
+            )
         return await self._exec(argv, spot, timeout, output)
 
     async def copy(
@@ -869,6 +877,10 @@ class SshHost:
 
     async def probe(self, spot: Spot) -> str:
         fleet = self.fleet
+        link = await self._link(fleet.connect_timeout)
+        if link is not None:
+            with contextlib.suppress(LinkLost, TimeoutError):  # else: the wrapper's PROBE
+                return await asyncio.wait_for(hostops.probe(link, fleet.root, spot), fleet.connect_timeout)
         conn = await fleet.connection(self._name)
         argv = spool.probe_argv(fleet.root, spot.session, spot.action, spot.alias)
         try:

@@ -130,3 +130,27 @@ async def test_the_agent_dying_mid_command_leaves_it_running_and_followed_once(s
         await on.close()
         if os.path.exists(mark):
             os.unlink(mark)
+
+
+async def test_the_agent_probes_and_follows_what_the_wrapper_launched(ssh_setup: SshSetup) -> None:
+    on, off = fleet(ssh_setup, "eager"), fleet(ssh_setup, "off")
+    where = spot()
+    try:
+        task = asyncio.ensure_future(
+            off("h1").run("echo begun; sleep 2; echo done", spot=where, timeout=20, output=Collect())
+        )
+        deadline = time.monotonic() + 10
+        while await on("h1").probe(where) == "none":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert await on("h1").probe(where) == "alive"
+        followed = await on("h1").follow(where, timeout=20, output=(out := Collect()))
+        assert (followed.outcome, out.data["stdout"]) == ("ok", b"begun\ndone\n")
+        assert (await task).outcome == "ok"
+        assert await on("h1").probe(where) == "status 0"
+        conn = await on.connection("h1")
+        link = await on.link("h1", conn)
+        assert link is not None and link.sent >= 4  # the probes and the follow went to the agent
+    finally:
+        await on.close()
+        await off.close()
