@@ -282,7 +282,10 @@ class Driver:
                     await self.session.store.close()
 
     async def idle(self) -> None:
-        """Before waiting for input: nothing may sit deferred while nobody runs."""
+        """Before waiting for input: nothing may sit deferred while nobody runs; the
+        hosts may get ready for the next line meanwhile (their agents)."""
+        if self.hosts is not None:
+            self.hosts.idle()
         if self.owned is not None:
             await self.owned.checkpoints.flush()
 

@@ -323,9 +323,10 @@ class Wiring:
             )
 
 
-#: How actions reach hosts: through a host agent ("eager": booted with each
-#: connection) or the sh wrapper alone ("off", the default while the agent is new).
-HOST_AGENT_MODES = ("off", "eager")
+#: How actions reach hosts: the sh wrapper alone ("off", the default while the agent
+#: is new), or through host agents booted while the session waits for its next line
+#: ("auto") or with each connection ("eager").
+HOST_AGENT_MODES = ("off", "auto", "eager")
 
 
 def host_agent_mode(env: Mapping[str, str]) -> str:

@@ -270,6 +270,11 @@ class Hosts(Protocol):
 
     def __call__(self, alias: str) -> Remote: ...
 
+    def idle(self) -> None:
+        """The session waits for its next line: work that makes the next one faster
+        may start in the background (host agents)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -285,6 +290,10 @@ class LazyHosts:
         if self._hosts is None:
             self._hosts = self._make()
         return self._hosts(alias)
+
+    def idle(self) -> None:
+        if self._hosts is not None:
+            self._hosts.idle()
 
     async def close(self) -> None:
         if self._hosts is not None:

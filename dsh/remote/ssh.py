@@ -107,9 +107,14 @@ class SshFleet:
     ) -> None:
         self.config = config
         #: Whether actions go through a host agent (dsh.remote.hostlink): "off" (the sh
-        #: wrapper for everything), "eager" (an agent booted with each connection).
+        #: wrapper for everything), "auto" (an agent booted, while the session waits for
+        #: its next line, on each connection that ran an action), "eager" (one booted
+        #: with each connection, before its first action).
         self.host_agent = host_agent
-        self._links: dict[asyncssh.SSHClientConnection, asyncio.Future[HostLink]] = {}
+        self._links: dict[asyncssh.SSHClientConnection, asyncio.Future[HostLink | None]] = {}
+        #: Connections that ran an action through the wrapper, by alias (auto: their
+        #: agents boot at the next `idle`).
+        self._ran: dict[asyncssh.SSHClientConnection, str] = {}
         #: Where a command's sudo asking for a password is passed on, and where a
         #: passphrase or a login's password is asked.
         self.asks = asks or Asks()
@@ -217,29 +222,59 @@ class SshFleet:
         return await asyncio.shield(fut)
 
     async def link(self, alias: str, conn: asyncssh.SSHClientConnection) -> HostLink | None:
-        """The host agent on `conn`, booted on first use when agents are on (None: off,
-        or this connection's host cannot run one: the wrapper then)."""
+        """The host agent on `conn` (None: off, or this connection's host cannot run
+        one: the wrapper then). Eager: booted on first use, and waited for; auto: only
+        one that is up already (`idle` boots them)."""
         if self.host_agent == "off":
             return None
         fut = self._links.get(conn)
         if fut is None:
-            booting = HostLink.start(conn, timeout=self.connect_timeout)
-            fut = self._links[conn] = asyncio.ensure_future(booting)
-        try:
-            link = await asyncio.shield(fut)
-        except LinkLost as exc:
-            if exc.booted:  # else: no python3, or the login shell failed (the wrapper says so)
-                said = f"{alias}: dsh's host agent did not start ({exc.why}); going on with the sh wrapper"
-                self.warn(said)
-            return None
-        return link if link.alive else None
+            if self.host_agent != "eager":
+                self._ran.setdefault(conn, alias)
+                return None
+            fut = self._boot(alias, conn)
+        elif not fut.done():
+            return None  # booting: this action goes through the wrapper
+        link = await asyncio.shield(fut)
+        return link if link is not None and link.alive else None
+
+    def _boot(self, alias: str, conn: asyncssh.SSHClientConnection) -> asyncio.Future[HostLink | None]:
+        """Start booting the agent on `conn` (None when it does not come up, said once
+        when the host has a python3 that could run it)."""
+
+        async def boot() -> HostLink | None:
+            try:
+                return await HostLink.start(conn, timeout=self.connect_timeout)
+            except LinkLost as exc:
+                if exc.booted:  # else: no python3, or the login shell failed (the wrapper says so)
+                    said = (
+                        f"{alias}: dsh's host agent did not start ({exc.why}); going on with the sh wrapper"
+                    )
+                    self.warn(said)
+                return None
+
+        fut = self._links[conn] = asyncio.ensure_future(boot())
+        return fut
+
+    def idle(self) -> None:
+        """Auto: boot an agent on each connection that ran an action, while the
+        session waits for its next line."""
+        ran, self._ran = self._ran, {}
+        if self.host_agent != "auto" or not self.gate.open():
+            return
+        for conn, alias in ran.items():
+            if conn not in self._links and not conn.is_closed():
+                self._boot(alias, conn)
 
     def forget(self, conn: asyncssh.SSHClientConnection) -> None:
         """Drop (and close) a connection that broke, so that the next use makes a new one."""
         self._sftp.pop(conn, None)
+        self._ran.pop(conn, None)
         gone = self._links.pop(conn, None)
         if gone is not None and gone.done() and not gone.cancelled() and gone.exception() is None:
-            gone.result().close()
+            link = gone.result()
+            if link is not None:
+                link.close()
         for key, fut in list(self._conns.items()):
             if fut.done() and not fut.cancelled() and not fut.exception() and fut.result() is conn:
                 del self._conns[key]

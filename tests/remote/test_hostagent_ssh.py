@@ -154,3 +154,27 @@ async def test_the_agent_probes_and_follows_what_the_wrapper_launched(ssh_setup:
     finally:
         await on.close()
         await off.close()
+
+
+async def test_auto_boots_the_agent_while_the_session_waits_and_the_next_line_uses_it(
+    ssh_setup: SshSetup,
+) -> None:
+    """auto: the first action goes through the wrapper (the cold line pays nothing for
+    the agent); `idle` (the session waits for its next line) boots it; the next uses it."""
+    auto = fleet(ssh_setup, "auto")
+    try:
+        first = await auto("h1").run("echo one", spot=spot(), timeout=10, output=(out := Collect()))
+        assert (first.outcome, out.data["stdout"]) == ("ok", b"one\n")
+        conn = await auto.connection("h1")
+        assert await auto.link("h1", conn) is None  # not booted by an action
+        auto.idle()
+        deadline = time.monotonic() + 15
+        while (link := await auto.link("h1", conn)) is None:
+            assert time.monotonic() < deadline, "the agent never came up"
+            await asyncio.sleep(0.05)
+        sent = link.sent
+        second = await auto("h1").run("echo two", spot=spot("2.1.1"), timeout=10, output=(out := Collect()))
+        assert (second.outcome, out.data["stdout"]) == ("ok", b"two\n")
+        assert link.sent == sent + 1  # its LAUNCH
+    finally:
+        await auto.close()
