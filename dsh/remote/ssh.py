@@ -174,6 +174,8 @@ class SshFleet:
             _done, late = await asyncio.wait(cleaning, timeout=2.0)
             for task in late:
                 task.cancel()
+        for booting in self._links.values():  # a boot cut short by the end is nothing to say
+            booting.cancel()
         conns = [f.result() for f in self._conns.values() if f.done() and not f.exception()]
         for f in self._conns.values():
             f.cancel()

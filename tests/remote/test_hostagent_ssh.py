@@ -8,6 +8,9 @@ import asyncio
 import os
 import time
 
+import pytest
+
+from dsh.remote import hostboot
 from dsh.remote.base import Spot
 from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig
@@ -178,3 +181,28 @@ async def test_auto_boots_the_agent_while_the_session_waits_and_the_next_line_us
         assert link.sent == sent + 1  # its LAUNCH
     finally:
         await auto.close()
+
+
+async def test_a_session_that_ends_while_agents_boot_says_nothing_of_them(
+    ssh_setup: SshSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A boot that python3 answered but that has not said HELLO yet (a stage 2 that
+    takes its time, here) is cut short by the session's end: nothing to say."""
+    slow = b"import time\ntime.sleep(30)\n"
+    monkeypatch.setattr(hostboot, "stage2", lambda magic, z: (len(slow) + 1).to_bytes(4, "big") + b"s" + slow)
+    said: list[str] = []
+    auto = fleet(ssh_setup, "auto", said)
+    try:
+        ran = await auto("h1").run("true", spot=spot(), timeout=10, output=Collect())
+        assert ran.outcome == "ok"
+        auto.idle()
+        deadline = time.monotonic() + 10
+        while not processes_of(USER, "dsh-agent dsh-spool-"):  # python3 runs: it answered the boot
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+    finally:
+        await auto.close()
+        kill_user_processes(USER, "time.sleep(30)")
+    await asyncio.sleep(0.2)
+    assert said == []
