@@ -604,6 +604,7 @@ class SshConfig:
         "_local_user",
         "_names",
         "_overrides",
+        "_resolved",
         "_uid",
         "warnings",
     )
@@ -621,6 +622,8 @@ class SshConfig:
         self._general: list[int] = []
         self._by_name: dict[str, list[int]] = {}
         self._overrides: dict[str, tuple[_Setting, ...]] = {}
+        #: Each alias resolved once (every action asks, for its intent's identity).
+        self._resolved: dict[str, HostOptions] = {}
         for index, block in enumerate(self._blocks):
             if any(isinstance(c, _Match) and c.never for c in block.conditions):
                 continue
@@ -698,13 +701,21 @@ class SshConfig:
         if identity_file is not None:
             settings.append(("identityfile", identity_file.replace("%", "%%"), where))
         self._overrides[alias] = tuple(settings)
+        self._resolved.pop(alias, None)
 
     def aliases(self) -> list[str]:
         """Plain names from Host lines (no wildcard, not negated), in file order, once each."""
         return list(self._names)
 
     def resolve(self, alias: str) -> HostOptions:
-        """The options for `alias`, as ssh would use them to connect to it."""
+        """The options for `alias`, as ssh would use them to connect to it (worked out
+        once per alias: the files are read once too)."""
+        found = self._resolved.get(alias)
+        if found is None:
+            found = self._resolved[alias] = self._resolve(alias)
+        return found
+
+    def _resolve(self, alias: str) -> HostOptions:
         hits = self._by_name.get(alias)
         order = sorted(self._general + hits) if hits else self._general
         state = _State(alias, self._local_user)

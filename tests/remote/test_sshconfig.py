@@ -751,3 +751,12 @@ def test_resolve_agrees_with_ssh_dash_G(name: str, tmp_path: Path) -> None:
         else:  # ssh then tries its default keys
             assert identities and all(p.startswith(f"{PW.pw_dir}/.ssh/id_") for p in identities), alias
         assert list(ours.certificate_files) == certificates, alias
+
+
+def test_an_alias_is_resolved_once_and_again_after_an_override() -> None:
+    config = parse("Host web*\n  User deploy\n  Port 2222\n")
+    first = config.resolve("web1")
+    assert config.resolve("web1") is first  # every action asks: worked out once
+    config.override("web1", user="ops", where="inventory:1")
+    again = config.resolve("web1")
+    assert (again.user, again.port, first.user) == ("ops", 2222, "deploy")
