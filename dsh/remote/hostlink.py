@@ -58,7 +58,8 @@ class HostLink:
     """A booted agent on one connection; `start` makes one."""
 
     def __init__(self, tag: str) -> None:
-        self._tag = tag
+        #: The boot exec's tag: on the host, the agent's (and its keeper's) argv ends with it.
+        self.tag = tag
         self._chan: asyncssh.SSHClientChannel[bytes] | None = None
         self._before = b""  # stdout before the boot's hello (the login shell's)
         self.dropped = 0
@@ -116,7 +117,7 @@ class HostLink:
             self._before += data
             while b"\n" in self._before:
                 line, _, rest = self._before.partition(b"\n")
-                hello0 = hostboot.parse_hello0(self._tag, line)
+                hello0 = hostboot.parse_hello0(self.tag, line)
                 if hello0 is None:
                     self.dropped += len(line) + 1
                     self._before = rest

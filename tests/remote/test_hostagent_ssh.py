@@ -120,8 +120,11 @@ async def test_the_agent_dying_mid_command_leaves_it_running_and_followed_once(s
         while not os.path.exists(mark):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        found = agents()
-        for pid in found:  # the agents alone (a keeper's parent is its agent): keepers go on
+        link = await on.link("h1", await on.connection("h1"))
+        assert link is not None
+        found = processes_of(USER, f"dsh-agent {link.tag}")  # this test's agent and its keeper
+        assert len(found) == 2, found
+        for pid in found:  # the agent alone (the keeper's parent is its agent): the keeper goes on
             if parent(pid) not in found:
                 os.kill(pid, 9)
         ended = await task
@@ -188,21 +191,21 @@ async def test_a_session_that_ends_while_agents_boot_says_nothing_of_them(
 ) -> None:
     """A boot that python3 answered but that has not said HELLO yet (a stage 2 that
     takes its time, here) is cut short by the session's end: nothing to say."""
-    slow = b"import time\ntime.sleep(30)\n"
+    slow = b"import time\ntime.sleep(8)\n"  # then it ends: its channel is closed by then
     monkeypatch.setattr(hostboot, "stage2", lambda magic, z: (len(slow) + 1).to_bytes(4, "big") + b"s" + slow)
     said: list[str] = []
     auto = fleet(ssh_setup, "auto", said)
     try:
         ran = await auto("h1").run("true", spot=spot(), timeout=10, output=Collect())
         assert ran.outcome == "ok"
+        before = set(agents())
         auto.idle()
         deadline = time.monotonic() + 10
-        while not processes_of(USER, "dsh-agent dsh-spool-"):  # python3 runs: it answered the boot
+        while not set(agents()) - before:  # its python3 runs: it answered the boot
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
     finally:
         await auto.close()
-        kill_user_processes(USER, "time.sleep(30)")
     await asyncio.sleep(0.2)
     assert said == []
