@@ -689,18 +689,25 @@ class SshHost:
         started = time.monotonic()
         deadline = started + timeout
         watch = spool.Watch(output, argv, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
-        conn = await fleet.connection(self._name)  # open: the link is on it
+
+        async def kill(why: str) -> bool:  # by the wrapper's KILL, on the connection if it is there
+            try:
+                conn = await fleet.connection(self._name)
+            except Unusable:
+                return False
+            return await self._kill(conn, spot, None, why)
+
         try:
             got = await streaming(watch)
         except asyncio.CancelledError:
-            await asyncio.shield(self._kill(conn, spot, None, "cancelled"))
+            await asyncio.shield(kill("cancelled"))
             raise
         if isinstance(got, int):
             if watch.helper_missing:
                 fleet.helped.discard(self._name)
             return watch.result(got, time.monotonic() - started)
         if got is None:
-            if await self._kill(conn, spot, None, "timeout"):
+            if await kill("timeout"):
                 return Exec("timeout", None, time.monotonic() - started, f"no exit within {timeout:g}s")
             return Exec(
                 "lost",
