@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from dsh.remote import askpass, spool
 from dsh.remote.base import Spot
 from dsh.remote.hostlink import HostLink, LinkLost
-from dsh.remote.hostwire import Kind
+from dsh.remote.hostwire import Kind, ProtocolError
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,11 @@ async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) 
             elif frame.kind == Kind.SAID:
                 watch.said(frame.text(0))
             elif frame.kind == Kind.ENDED:
-                return frame.number(0)
+                try:
+                    return frame.number(0)
+                except ProtocolError as exc:  # a hostile or broken agent: its word is not taken
+                    link.lost(f"it broke the protocol: {exc}")
+                    return Broken(link.why, watch)
             elif frame.kind == Kind.ERROR:
                 return Broken(f"it refused the request: {frame.text(0)}", watch)
     except LinkLost as exc:

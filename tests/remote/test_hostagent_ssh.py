@@ -209,3 +209,38 @@ async def test_a_session_that_ends_while_agents_boot_says_nothing_of_them(
         await auto.close()
     await asyncio.sleep(0.2)
     assert said == []
+
+
+HOSTILE = b"""import os, struct
+def frame(kind, rid, *fields):
+    body = bytes([kind]) + struct.pack("!I", rid) + b"".join(struct.pack("!I", len(f)) + f for f in fields)
+    os.write(1, struct.pack("!I", len(body)) + body)
+frame(64, 0, b"1", b"1", b"1", b"boot", b"3.11.2", b"/", b"")
+while True:
+    head = os.read(0, 9)
+    if not head:
+        break
+    size, kind, rid = struct.unpack("!IBI", head[:9])
+    os.read(0, size - 5)
+    frame(65, rid, b"\\x1b]0;owned\\x07 out")
+    frame(68, rid, b"not a number")
+"""
+
+
+async def test_a_hostile_agent_gets_no_word_taken_and_no_traceback(
+    ssh_setup: SshSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that answers the boot with an agent of its own making: an ENDED that is
+    not a status breaks the link; the action is not taken as ended (nothing of it is
+    in the spool: lost, never started again), and dsh says why in a sentence."""
+    monkeypatch.setattr(
+        hostboot, "stage2", lambda magic, z: (len(HOSTILE) + 1).to_bytes(4, "big") + b"s" + HOSTILE
+    )
+    on = fleet(ssh_setup, "eager")
+    try:
+        ended = await on("h1").run("echo hi", spot=spot(), timeout=10, output=(out := Collect()))
+    finally:
+        await on.close()
+    assert ended.outcome == "lost", ended
+    assert "it broke the protocol: ENDED: field 0 is not a number" in ended.message
+    assert out.data["stdout"] == b"\x1b]0;owned\x07 out"  # a host's bytes, as any output (shown neutralised)
