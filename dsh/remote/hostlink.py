@@ -115,16 +115,14 @@ class HostLink:
     def received(self, data: bytes) -> None:
         if self._reader is None and not self.hello0.done():
             self._before += data
-            while b"\n" in self._before:
-                line, _, rest = self._before.partition(b"\n")
+            at = self._before.find(self.tag.encode() + b" agent")  # anywhere: noise need not end a line
+            if at >= 0 and b"\n" in self._before[at:]:
+                line, _, rest = self._before[at:].partition(b"\n")
                 hello0 = hostboot.parse_hello0(self.tag, line)
-                if hello0 is None:
-                    self.dropped += len(line) + 1
+                if hello0 is not None:
+                    self.dropped += at
                     self._before = rest
-                    continue
-                self._before = rest
-                self.hello0.set_result(hello0)
-                break
+                    self.hello0.set_result(hello0)
             if len(self._before) > _MAX_BEFORE:
                 self.lost("the login shell wrote too much before the boot's hello")
             return

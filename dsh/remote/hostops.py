@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dsh.remote import askpass, spool
 from dsh.remote.base import Spot
 from dsh.remote.hostlink import HostLink, LinkLost
 from dsh.remote.hostwire import Kind, ProtocolError
+
+#: The largest command (with its secrets) sent through the agent; a larger one goes
+#: through the wrapper, whose sh says what the host makes of it (execve refuses any
+#: one argument over 128 KiB on Linux anyway).
+MAX_COMMAND = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,24 @@ class Launch:
     backstop: float
     command: str
     grace: float
-    secrets: str  # env_lines, or ""
+    secrets: str = field(repr=False)  # env_lines, or "": never in a repr
     helper: bool
     stdin: bool
+
+    def argv(self) -> list[str]:
+        """The same LAUNCH as the wrapper's exec (`spool.launch_argv`)."""
+        return spool.launch_argv(
+            self.root,
+            self.session,
+            self.action,
+            self.alias,
+            self.backstop,
+            self.command,
+            self.grace,
+            bool(self.secrets),
+            self.helper,
+            self.stdin,
+        )
 
 
 @dataclass
@@ -112,10 +132,13 @@ async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) 
                 watch.said(frame.text(0))
             elif frame.kind == Kind.ENDED:
                 try:
-                    return frame.number(0)
+                    status = frame.number(0)
+                    if not 0 <= status <= 255:
+                        raise ProtocolError(f"ENDED: {status} is no exit status")
                 except ProtocolError as exc:  # a hostile or broken agent: its word is not taken
                     link.lost(f"it broke the protocol: {exc}")
                     return Broken(link.why, watch)
+                return status
             elif frame.kind == Kind.ERROR:
                 return Broken(f"it refused the request: {frame.text(0)}", watch)
     except LinkLost as exc:

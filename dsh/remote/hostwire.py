@@ -58,7 +58,7 @@ class Frame:
     def number(self, at: int) -> int:
         """Field `at` as an integer (ProtocolError when it is not one)."""
         raw = self.fields[at] if at < len(self.fields) else b""
-        if not raw.strip(b"-").isdigit():
+        if not (raw.isdigit() and len(raw) <= 18):  # what the agent sends: 0 and up, bounded
             raise ProtocolError(f"{self.kind.name}: field {at} is not a number")
         return int(raw)
 

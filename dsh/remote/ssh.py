@@ -626,7 +626,8 @@ class SshHost:
         backstop = timeout + fleet.kill_grace + SETTLE
         helper = self._name not in fleet.helped  # its text rides on a host's first launch only
         fleet.helped.add(self._name)
-        argv = spool.launch_argv(
+        secrets = spool.env_lines(env) if env else None
+        job = hostops.Launch(
             fleet.root,
             spot.session,
             spot.action,
@@ -634,25 +635,14 @@ class SshHost:
             backstop,
             command,
             fleet.kill_grace,
-            bool(env),
+            secrets or "",
             helper,
             stdin is not None,
         )
-        secrets = spool.env_lines(env) if env else None
-        link = await self._link(timeout)
+        argv = job.argv()
+        big = len(command.encode("utf-8", "surrogateescape")) + len(secrets or "") > hostops.MAX_COMMAND
+        link = None if big else await self._link(timeout)  # the wrapper says what the host makes of it
         if link is not None:
-            job = hostops.Launch(
-                fleet.root,
-                spot.session,
-                spot.action,
-                spot.alias,
-                backstop,
-                command,
-                fleet.kill_grace,
-                secrets or "",
-                helper,
-                stdin is not None,
-            )
             return await self._through(
                 lambda w: hostops.launch(link, job, w, timeout), argv, spot, timeout, output
             )
@@ -664,11 +654,15 @@ class SshHost:
         fleet = self.fleet
         if fleet.host_agent == "off":
             return None
+        started = time.monotonic()
         try:
             conn = await asyncio.wait_for(fleet.connection(self._name), timeout)
+            left = max(timeout - (time.monotonic() - started), 0.001)
+            link = await asyncio.wait_for(
+                fleet.link(self._name, conn), left
+            )  # a boot within the action's time
         except (Unusable, TimeoutError):
             return None
-        link = await fleet.link(self._name, conn)
         if link is not None:
             self._noted(link.dropped)  # what its login shell wrote before the boot's hello
         return link
@@ -699,7 +693,7 @@ class SshHost:
 
         try:
             got = await streaming(watch)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or dsh's output failed: the command is stopped too
             await asyncio.shield(kill("cancelled"))
             raise
         if isinstance(got, int):
@@ -718,7 +712,7 @@ class SshHost:
         left = max(deadline - time.monotonic(), 0.001)
         follow = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
         rejoined = await self._exec(follow, spot, left, output, got.watch.passed)
-        if rejoined.outcome == "lost":
+        if rejoined.outcome in ("lost", "unreachable", "refused"):  # it may have run: never "nothing ran"
             why = f"the host agent's link broke ({got.why}), and {rejoined.message}"
             return Exec("lost", None, time.monotonic() - started, why)
         return Exec(rejoined.outcome, rejoined.exit_status, time.monotonic() - started, rejoined.message)

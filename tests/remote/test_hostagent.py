@@ -482,3 +482,26 @@ def test_a_keeper_killed_leaves_its_actions_lost(tmp_path: Path, links: list[Lin
         )
     finally:
         kill_group(Path(f"{f}.pid"))
+
+
+def test_a_backstop_longer_than_select_can_wait_keeps_the_keeper(tmp_path: Path, links: list[Link]) -> None:
+    """Review 22 #8: a backstop of 1e10 s overflowed the keeper's select; it died,
+    and with it every status of its agent's actions."""
+    link = agent(links)
+    assert launch(link, tmp_path, "1.1.1", "echo long", backstop=10**10)[3] == 0
+    assert launch(link, tmp_path, "1.1.2", "echo after")[0] == b"after\n"
+
+
+def test_a_command_too_large_for_the_keeper_starts_nothing_and_claims_nothing(
+    tmp_path: Path, links: list[Link]
+) -> None:
+    """Review 22 #7: a LAUNCH just under the frame bound made a SPAWN order over it,
+    and the agent died with a traceback, leaving its claim."""
+    link = agent(links)
+    assert launch(link, tmp_path, "1.0.1", "true")[3] == 0  # the helper is there now: its path is in orders
+    empty = len(wire.encode(wire.LAUNCH, 1, launch_fields(tmp_path, "1.1.1", "", helper=""))) - 4
+    big = "x" * (wire.MAX_BODY - empty)  # the LAUNCH just fits; the keeper's order (with paths) does not
+    _, _, said, status = launch(link, tmp_path, "1.1.1", big, helper="")
+    assert (status, said) == (252, ["cannot start it: the command is too large for dsh's host agent"])
+    assert not (tmp_path / "s1" / "1.1.1@h1.claim").exists()
+    assert launch(link, tmp_path, "1.1.2", "echo still")[0] == b"still\n"

@@ -124,9 +124,10 @@ async def test_the_agent_dying_mid_command_leaves_it_running_and_followed_once(s
         assert link is not None
         found = processes_of(USER, f"dsh-agent {link.tag}")  # this test's agent and its keeper
         assert len(found) == 2, found
-        for pid in found:  # the agent alone (the keeper's parent is its agent): the keeper goes on
-            if parent(pid) not in found:
-                os.kill(pid, 9)
+        # the agent alone (the keeper's parent is its agent): the keeper goes on. Parents are
+        # read first: once the agent is dead, its keeper's parent is another process
+        (agent,) = [pid for pid in found if parent(pid) not in found]
+        os.kill(agent, 9)
         ended = await task
         assert ended.outcome == "ok", ended
         assert out.data["stdout"] == b"finished\n"
@@ -244,3 +245,130 @@ async def test_a_hostile_agent_gets_no_word_taken_and_no_traceback(
     assert ended.outcome == "lost", ended
     assert "it broke the protocol: ENDED: field 0 is not a number" in ended.message
     assert out.data["stdout"] == b"\x1b]0;owned\x07 out"  # a host's bytes, as any output (shown neutralised)
+
+
+def hostile(ended: bytes) -> bytes:
+    return HOSTILE.replace(b'b"not a number"', repr(ended).encode())
+
+
+@pytest.mark.parametrize("status", [b"-7", b"256", b"5-", b"--3", b"9" * 5000])
+async def test_an_ended_that_is_no_exit_status_is_not_taken(
+    ssh_setup: SshSetup, monkeypatch: pytest.MonkeyPatch, status: bytes
+) -> None:
+    """Review 22 #4: `5-`, `--3` or 5000 digits escaped as a ValueError; -7 or 256
+    were taken as a command's exit status."""
+    stage = hostile(status)
+    monkeypatch.setattr(
+        hostboot, "stage2", lambda magic, z: (len(stage) + 1).to_bytes(4, "big") + b"s" + stage
+    )
+    on = fleet(ssh_setup, "eager")
+    try:
+        ended = await on("h1").run("echo hi", spot=spot(), timeout=10, output=Collect())
+    finally:
+        await on.close()
+    assert ended.outcome == "lost" and "it broke the protocol" in ended.message, ended
+
+
+async def test_output_that_fails_stops_the_command_through_the_agent(ssh_setup: SshSetup) -> None:
+    """Review 22 #3: dsh's own output failing (stdout closed under `| head`) left the
+    command running on the host until its backstop."""
+
+    class Failing(Collect):
+        def __call__(self, stream: str, data: bytes) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    marker = f"sleep 42.{os.getpid() % 1000}"
+    on = fleet(ssh_setup, "eager")
+    try:
+        with pytest.raises(BrokenPipeError):
+            await on("h1").run(f"echo a; {marker}", spot=spot(), timeout=20, output=Failing())
+        assert processes_of(USER, marker) == {}
+    finally:
+        await on.close()
+        kill_user_processes(USER, marker)
+
+
+async def test_a_link_lost_mid_command_with_the_host_out_of_reach_is_lost_not_unreachable(
+    ssh_setup: SshSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 22 #1: the command ran, so `unreachable` ("nothing ran") would invite
+    running it again: as through the wrapper, it is `lost`."""
+    from dsh.remote.base import RemoteUnreachable
+
+    mark = f"/tmp/dsh-agent-unreach-{os.getpid()}-{time.time_ns()}"
+    on = fleet(ssh_setup, "eager")
+    try:
+        task = asyncio.ensure_future(
+            on("h1").run(f"echo ran > {mark}; sleep 2", spot=spot(), timeout=10, output=Collect())
+        )
+        deadline = time.monotonic() + 10
+        while not os.path.exists(mark):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        conn = await on.connection("h1")
+
+        async def down(alias: str) -> None:
+            raise RemoteUnreachable("unreachable", "no route to host")
+
+        monkeypatch.setattr(on, "connection", down)
+        conn.abort()
+        ended = await asyncio.wait_for(task, 20)
+        assert ended.outcome == "lost", ended
+    finally:
+        monkeypatch.undo()
+        await on.close()
+        if os.path.exists(mark):
+            os.unlink(mark)
+
+
+async def test_a_command_too_large_for_the_agent_goes_through_the_wrapper(ssh_setup: SshSetup) -> None:
+    """Review 22 #7: a command over the frame bound escaped as a ValueError; one over
+    MAX_COMMAND goes through the wrapper, which says what the host makes of it."""
+    big = f"printf %s '{'x' * (200 * 1024)}' | wc -c"
+    results = []
+    for mode in ("eager", "off"):
+        remote = fleet(ssh_setup, mode)
+        try:
+            ended = await remote("h1").run(big, spot=spot(), timeout=20, output=(out := Collect()))
+            results.append((ended.outcome, ended.exit_status, out.data["stdout"]))
+        finally:
+            await remote.close()
+    assert results[0] == results[1], results
+
+
+async def test_an_eager_boot_is_bounded_by_the_actions_time(
+    ssh_setup: SshSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 22 #10: a boot that never says HELLO held an action with a 1 s timeout for
+    the whole connect timeout (three times over)."""
+    slow = b"import time\ntime.sleep(8)\n"
+    monkeypatch.setattr(hostboot, "stage2", lambda magic, z: (len(slow) + 1).to_bytes(4, "big") + b"s" + slow)
+    on = SshFleet(SshConfig.load([ssh_setup.config]), kill_grace=0.5, host_agent="eager", connect_timeout=3)
+    try:
+        await on.connection("h1")
+        started = time.monotonic()
+        ended = await on("h1").run("echo quick", spot=spot(), timeout=1, output=Collect())
+        took = time.monotonic() - started
+    finally:
+        await on.close()
+    assert took < 2.5, took
+    assert ended.outcome in ("ok", "timeout"), ended  # through the wrapper, in what was left
+
+
+async def test_the_boots_hello_is_found_after_noise_that_ends_no_line() -> None:
+    """Review 22 #11: a login shell's title escape or `Last login…` without a newline
+    hid the hello; the host then stayed on the wrapper after the whole timeout."""
+    from dsh.remote.hostlink import HostLink
+
+    link = HostLink("dsh-spool-0123456789abcdef")
+    link.received(b"\x1b]0;user@host\x07Last login: today")
+    link.received(b"dsh-spool-0123456789abcdef agent0 3.11.2 a70d0d0a 1\n")
+    assert link.hello0.done() and link.hello0.result() == hostboot.Hello0("3.11.2", "a70d0d0a", True)
+    assert link.dropped == len(b"\x1b]0;user@host\x07Last login: today")
+
+
+def test_a_launch_never_shows_its_secrets() -> None:
+    from dsh.remote.hostops import Launch
+
+    job = Launch("/r", "s", "1.1.1", "h1", 10, "true", 2, "TOKEN=hunter2", False, False)
+    assert "hunter2" not in repr(job)

@@ -123,7 +123,8 @@ class Keeper:
 
     def _timeout(self):
         due = [c.deadline for c in self.children.values() if c.stage < 2]
-        return max(0.0, min(due) - time.monotonic()) if due else None
+        # a day at most: select cannot wait for as long as some backstops are
+        return min(max(0.0, min(due) - time.monotonic()), 86400.0) if due else None
 
     def _read_orders(self, fd):
         try:

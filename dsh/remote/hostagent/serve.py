@@ -253,11 +253,17 @@ class Agent:
         for line in said:
             self.send(wire.SAID, rid, [line])
         try:
+            order = wire.encode(wire.SPAWN, self.serial + 1, [f, command, backstop, grace, inp, h, secrets])
+        except wire.WireError:  # too large to hand to the keeper: nothing started, nothing claimed
+            spoolfs.remove_files(f + ".claim", f + ".out", f + ".err")
+            why = "cannot start it: the command is too large for dsh's host agent"
+            self.ended(rid, [why], spoolfs.SPOOL_FAILED)
+            return
+        try:
             spoolfs.write_file(f + ".run", "%d %s\n" % (self.keeper, self.keeper_start))
         except OSError:
             pass
         self.serial += 1
-        order = wire.encode(wire.SPAWN, self.serial, [f, command, backstop, grace, inp, h, secrets])
         t = self.stream(rid, f, True)
         self.spawned[self.serial] = t
         try:
