@@ -59,10 +59,11 @@ class Launch:
 @dataclass
 class Broken:
     """The link died while an action ran (or before it said anything): `watch` holds
-    what was shown, `why` how it died."""
+    what was shown, `why` how it died; `heard`: the agent said something of it."""
 
     why: str
     watch: spool.Watch
+    heard: bool = True
 
 
 async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float) -> int | Broken | None:
@@ -86,7 +87,7 @@ async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float
             helper,
         )
     except LinkLost as exc:
-        return Broken(exc.why, watch)
+        return Broken(exc.why, watch, heard=False)
     return await _stream(link, rid, watch, timeout)
 
 
@@ -99,7 +100,7 @@ async def follow(
     try:
         rid = link.request(Kind.FOLLOW, root, spot.session, spot.action, spot.alias)
     except LinkLost as exc:
-        return Broken(exc.why, watch)
+        return Broken(exc.why, watch, heard=False)
     return await _stream(link, rid, watch, timeout)
 
 
@@ -118,12 +119,14 @@ async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) 
     """Request `rid`'s output and messages into `watch` until its ENDED (the status),
     None past `timeout`, or Broken."""
     deadline = time.monotonic() + timeout
+    heard = False
     try:
         while True:
             try:
                 frame = await asyncio.wait_for(link.reply(rid), max(deadline - time.monotonic(), 0))
             except TimeoutError:
                 return None
+            heard = True
             if frame.kind == Kind.OUT:
                 watch.command_output("stdout", frame.fields[0] if frame.fields else b"")
             elif frame.kind == Kind.ERR:
@@ -142,6 +145,6 @@ async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) 
             elif frame.kind == Kind.ERROR:
                 return Broken(f"it refused the request: {frame.text(0)}", watch)
     except LinkLost as exc:
-        return Broken(exc.why, watch)
+        return Broken(exc.why, watch, heard)
     finally:
         link.finish(rid)

@@ -644,7 +644,12 @@ class SshHost:
         link = None if big else await self._link(timeout)  # the wrapper says what the host makes of it
         if link is not None:
             return await self._through(
-                lambda w: hostops.launch(link, job, w, timeout), argv, spot, timeout, output
+                lambda w: hostops.launch(link, job, w, timeout),
+                argv,
+                spot,
+                timeout,
+                output,
+                again=lambda left: self._exec(argv, spot, left, output, secrets=secrets),
             )
         return await self._exec(argv, spot, timeout, output, secrets=secrets)
 
@@ -674,11 +679,14 @@ class SshHost:
         spot: Spot,
         timeout: float,
         output: OutputSink,
+        again: Callable[[float], Awaitable[Exec]] | None = None,
     ) -> Exec:
         """A LAUNCH or FOLLOW through the agent (`streaming`), with the wrapper's
         outcomes: past `timeout` it is killed (by the wrapper's KILL); a link that dies
         meanwhile is followed through the wrapper from what was shown (the spool is
-        the same)."""
+        the same). A LAUNCH the agent died before saying anything of, that the spool
+        has never heard of either (PROBE: none), is launched `again` through the
+        wrapper: its claim keeps it at most once."""
         fleet = self.fleet
         started = time.monotonic()
         deadline = started + timeout
@@ -710,6 +718,10 @@ class SshHost:
                 f"no exit within {timeout:g}s, and the kill could not be confirmed; the backstop ends it",
             )
         left = max(deadline - time.monotonic(), 0.001)
+        if again is not None and not got.heard:
+            with contextlib.suppress(Unusable):
+                if await self.probe(spot) == "none":  # the link is dead: the wrapper's PROBE
+                    return await again(max(deadline - time.monotonic(), 0.001))
         follow = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
         rejoined = await self._exec(follow, spot, left, output, got.watch.passed)
         if rejoined.outcome in ("lost", "unreachable", "refused"):  # it may have run: never "nothing ran"

@@ -372,3 +372,35 @@ def test_a_launch_never_shows_its_secrets() -> None:
 
     job = Launch("/r", "s", "1.1.1", "h1", 10, "true", 2, "TOKEN=hunter2", False, False)
     assert "hunter2" not in repr(job)
+
+
+DIES = b"""import os, struct
+fields = (b"1", b"1", b"1")
+body = bytes([64]) + struct.pack("!I", 0) + b"".join(struct.pack("!I", len(f)) + f for f in fields)
+os.write(1, struct.pack("!I", len(body)) + body)
+os.read(0, 4)  # a request begins: the agent dies before anything of it is done
+os._exit(0)
+"""
+
+
+async def test_an_agent_that_dies_before_a_launch_reaches_it_leaves_it_to_the_wrapper(
+    ssh_setup: SshSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 22 #2: nothing ran and nothing was claimed, so the action is no `lost`:
+    the wrapper's PROBE says `none` and the wrapper launches it, once."""
+    monkeypatch.setattr(hostboot, "stage2", lambda magic, z: (len(DIES) + 1).to_bytes(4, "big") + b"s" + DIES)
+    mark = f"/tmp/dsh-agent-relaunch-{os.getpid()}-{time.time_ns()}"
+    on = fleet(ssh_setup, "eager")
+    try:
+        ended = await on("h1").run(
+            f"echo once >> {mark}; echo out", spot=spot(), timeout=10, output=(out := Collect())
+        )
+    finally:
+        await on.close()
+    try:
+        assert (ended.outcome, out.data["stdout"]) == ("ok", b"out\n"), ended
+        with open(mark) as f:
+            assert f.read() == "once\n"
+    finally:
+        if os.path.exists(mark):
+            os.unlink(mark)
