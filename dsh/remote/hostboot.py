@@ -36,7 +36,7 @@ AGENT_DIR = Path(__file__).parent / "hostagent"
 
 #: Finds python3 and runs STAGE1 with the exec's tag (`%STAGE1%` is replaced).
 BOOT = r"""command -v python3 >/dev/null 2>&1 || { printf '%s agent none\n' "$tag"; exit 0; }
-exec python3 -I -S -c '%STAGE1%' dsh-agent "$tag"
+exec python3 -I -S -c '%STAGE1%' dsh-agent "$tag" "${LC_CTYPE+set}" "${LC_CTYPE-}"
 """
 
 #: Says hello, then reads stage 2 (4-byte length, a mode byte, the payload) and

@@ -404,3 +404,19 @@ async def test_an_agent_that_dies_before_a_launch_reaches_it_leaves_it_to_the_wr
     finally:
         if os.path.exists(mark):
             os.unlink(mark)
+
+
+async def test_commands_get_the_locale_the_wrapper_gives_them(ssh_setup: SshSetup) -> None:
+    """Review 22 #6: python3 in a C locale sets LC_CTYPE=C.UTF-8 in its own environment
+    (PEP 538); the agent's commands must not inherit it (sort, ls would differ)."""
+    seen = []
+    for mode in ("off", "eager"):
+        remote = fleet(ssh_setup, mode)
+        try:
+            cmd = 'echo "${LC_CTYPE-unset} ${LANG-unset}"'
+            ended = await remote("h1").run(cmd, spot=spot(), timeout=10, output=(out := Collect()))
+            assert ended.outcome == "ok", ended
+            seen.append(out.data["stdout"])
+        finally:
+            await remote.close()
+    assert seen[0] == seen[1], seen

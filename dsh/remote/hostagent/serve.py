@@ -311,9 +311,22 @@ def _write_all(fd, data):
         data = data[os.write(fd, data) :]
 
 
+def _locale_as_given(given):
+    """LC_CTYPE as the login shell had it: Python >= 3.7 in a C locale sets
+    LC_CTYPE=C.UTF-8 in its own environment (PEP 538), which the commands would
+    inherit where the wrapper's do not. BOOT passes `set` and the value, or ``."""
+    if len(given) != 2:
+        return
+    if given[0] == "set":
+        os.environ["LC_CTYPE"] = given[1]
+    else:
+        os.environ.pop("LC_CTYPE", None)
+
+
 def main(tag):
     """The agent's life: until dsh's end of the link closes."""
     os.umask(0o077)
+    _locale_as_given(sys.argv[3:5])
     try:
         Agent(tag).serve()
     except KeyboardInterrupt:
