@@ -66,9 +66,27 @@ class Broken:
     heard: bool = True
 
 
-async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float) -> int | Broken | None:
+@dataclass(frozen=True)
+class Late:
+    """No end within the timeout: the request goes on (the caller kills the command,
+    then `drain`s what it says as it ends)."""
+
+    link: HostLink
+    rid: int
+
+
+async def drain(late: Late, watch: spool.Watch, seconds: float) -> None:
+    """What a command killed for its timeout says as it ends (a trap's last words),
+    for at most `seconds`; then the request is over."""
+    try:
+        await _stream(late.link, late.rid, watch, seconds)
+    finally:
+        late.link.finish(late.rid)
+
+
+async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float) -> int | Broken | Late:
     """Run `job` through the agent, its output and messages into `watch`: the
-    status its LAUNCH exec would have ended with, None when it did not end within
+    status its LAUNCH exec would have ended with, Late when it did not end within
     `timeout` (the caller kills it), or Broken."""
     watch.framed()
     helper = askpass.HELPER if job.helper else ""
@@ -93,7 +111,7 @@ async def launch(link: HostLink, job: Launch, watch: spool.Watch, timeout: float
 
 async def follow(
     link: HostLink, root: str, spot: Spot, watch: spool.Watch, timeout: float
-) -> int | Broken | None:
+) -> int | Broken | Late:
     """FOLLOW an action (launched by anyone, the wrapper included) to its end, as
     `launch` streams one: its output from the start (`watch` skips what was shown)."""
     watch.framed()
@@ -115,17 +133,19 @@ async def probe(link: HostLink, root: str, spot: Spot) -> str:
     return frame.text(0)
 
 
-async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) -> int | Broken | None:
+async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) -> int | Broken | Late:
     """Request `rid`'s output and messages into `watch` until its ENDED (the status),
-    None past `timeout`, or Broken."""
+    Late past `timeout` (the request goes on), or Broken."""
     deadline = time.monotonic() + timeout
     heard = False
+    over = True
     try:
         while True:
             try:
                 frame = await asyncio.wait_for(link.reply(rid), max(deadline - time.monotonic(), 0))
             except TimeoutError:
-                return None
+                over = False
+                return Late(link, rid)
             heard = True
             if frame.kind == Kind.OUT:
                 watch.command_output("stdout", frame.fields[0] if frame.fields else b"")
@@ -147,4 +167,5 @@ async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) 
     except LinkLost as exc:
         return Broken(exc.why, watch, heard)
     finally:
-        link.finish(rid)
+        if over:
+            link.finish(rid)

@@ -674,7 +674,7 @@ class SshHost:
 
     async def _through(
         self,
-        streaming: Callable[[spool.Watch], Awaitable[int | hostops.Broken | None]],
+        streaming: Callable[[spool.Watch], Awaitable[int | hostops.Broken | hostops.Late]],
         argv: list[str],
         spot: Spot,
         timeout: float,
@@ -708,8 +708,11 @@ class SshHost:
             if watch.helper_missing:
                 fleet.helped.discard(self._name)
             return watch.result(got, time.monotonic() - started)
-        if got is None:
-            if await kill("timeout"):
+        if isinstance(got, hostops.Late):
+            killed = await kill("timeout")
+            # what it says as it ends (a trap's last words), as the wrapper's exec gives it
+            await hostops.drain(got, watch, fleet.kill_grace + STOP_CONFIRM - STOP_MARGIN)
+            if killed:
                 return Exec("timeout", None, time.monotonic() - started, f"no exit within {timeout:g}s")
             return Exec(
                 "lost",

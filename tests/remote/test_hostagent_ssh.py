@@ -420,3 +420,20 @@ async def test_commands_get_the_locale_the_wrapper_gives_them(ssh_setup: SshSetu
         finally:
             await remote.close()
     assert seen[0] == seen[1], seen
+
+
+async def test_what_a_command_says_as_its_timeout_ends_it_is_shown_as_through_the_wrapper(
+    ssh_setup: SshSetup,
+) -> None:
+    """Review 22 #9: output printed after the timeout's TERM (a trap's last words) was
+    dropped through the agent."""
+    seen = []
+    for mode in ("off", "eager"):
+        remote = fleet(ssh_setup, mode)
+        try:
+            cmd = "trap 'echo cleanup; exit 1' TERM; echo begun; sleep 10 & wait"
+            ended = await remote("h1").run(cmd, spot=spot(), timeout=1, output=(out := Collect()))
+            seen.append((ended.outcome, out.data["stdout"]))
+        finally:
+            await remote.close()
+    assert seen[0] == seen[1] == ("timeout", b"begun\ncleanup\n"), seen
