@@ -25,7 +25,7 @@ def loader() -> str:
     sources.update({name: (SOURCE / f"{name}.py").read_text() for name in hostagent.MODULES})
     return (
         "import sys\n"
-        f"S = {sources!r}\n"
+        f"S = {sources!a}\n"  # ASCII: Python 3.6 in the C locale reads argv as ASCII
         "def define(name, source, package):\n"
         "    m = type(sys)(name)\n"
         "    m.__package__ = 'dshagent'\n"

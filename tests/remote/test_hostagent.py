@@ -505,3 +505,16 @@ def test_a_command_too_large_for_the_keeper_starts_nothing_and_claims_nothing(
     assert (status, said) == (252, ["cannot start it: the command is too large for dsh's host agent"])
     assert not (tmp_path / "s1" / "1.1.1@h1.claim").exists()
     assert launch(link, tmp_path, "1.1.2", "echo still")[0] == b"still\n"
+
+
+@pytest.mark.parametrize("python", OLD_PYTHONS[:1] or [sys.executable])
+def test_a_command_and_a_secret_that_are_not_ascii_run_in_the_c_locale(
+    tmp_path: Path, links: list[Link], python: str
+) -> None:
+    """Review 22 #5: Python 3.6 in the C locale encodes a file system name as ASCII;
+    a command or a secret with `Ü` in it then ended 127, with nothing said."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
+    link = Link(env={**env, "LC_ALL": "C"}, python=python)
+    links.append(link)
+    out, err, _, status = launch(link, tmp_path, "1.1.1", 'echo "Ü $S"', secrets="S=pässword")
+    assert (status, out, err) == (0, "Ü pässword\n".encode(), b"")

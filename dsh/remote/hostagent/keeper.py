@@ -62,6 +62,21 @@ def start(orders, reports, others, spawn=True):
         os._exit(code)
 
 
+def _b(text):
+    """Text as the bytes it came as (a field's, a path's)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _bytes_env(env):
+    """An environment as bytes: the keeper's own as the system gave it, what dsh sent
+    as dsh sent it."""
+    given = os.environ
+    return {
+        (os.fsencode(k) if k in given else _b(k)): (os.fsencode(v) if given.get(k) == v else _b(v))
+        for k, v in env.items()
+    }
+
+
 def environment(base, f, helper, secrets):
     """A command's environment: `base`, its secrets, the helper's variables."""
     env = dict(base)
@@ -149,7 +164,7 @@ class Keeper:
 
     def _spawn(self, sid, fields):
         f, command, backstop, grace, inp, helper, secrets = fields
-        env = environment(os.environ, f, helper, secrets)
+        env = _bytes_env(environment(os.environ, f, helper, secrets))
         try:
             pid = self._start(f, command, inp or "/dev/null", env)
         except OSError as exc:
@@ -168,17 +183,20 @@ class Keeper:
         self.children[pid] = Child(sid, f, inp, pid, int(backstop), int(grace))
 
     def _start(self, f, command, inp, env):
-        argv = ["sh", "-c", command]
+        # bytes, as dsh sent them: a host whose file system encoding is ASCII (Python
+        # 3.6 in the C locale) could not encode a command or a path that is not
+        argv = [b"sh", b"-c", _b(command)]
+        inp, f = _b(inp), _b(f)
         out = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         if self.spawn_ok:
             actions = [
                 (os.POSIX_SPAWN_OPEN, 0, inp, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, f + ".out", out, 0o600),
-                (os.POSIX_SPAWN_OPEN, 2, f + ".err", out, 0o600),
+                (os.POSIX_SPAWN_OPEN, 1, f + b".out", out, 0o600),
+                (os.POSIX_SPAWN_OPEN, 2, f + b".err", out, 0o600),
             ]
             try:
                 return os.posix_spawn(
-                    "/bin/sh",
+                    b"/bin/sh",
                     argv,
                     env,
                     file_actions=actions,
@@ -189,7 +207,7 @@ class Keeper:
             except NotImplementedError:
                 self.spawn_ok = False
         # Where posix_spawn is missing (Python < 3.8): a fork of this single thread.
-        files = [(inp, os.O_RDONLY), (f + ".out", out), (f + ".err", out)]
+        files = [(inp, os.O_RDONLY), (f + b".out", out), (f + b".err", out)]
         pid = os.fork()
         if pid:
             return pid
@@ -206,7 +224,7 @@ class Keeper:
                 if fd != target:
                     os.dup2(fd, target)
                     os.close(fd)
-            os.execve("/bin/sh", argv, env)
+            os.execve(b"/bin/sh", argv, env)
         finally:
             os._exit(127)
 
