@@ -28,11 +28,7 @@ asking, until_asked = teams.asking, teams.until_asked
 def test_a_quorum_of_distinct_members_releases_it_and_a_denial_fails_it(  # type: ignore[no-untyped-def]
     run_dsh, env: dict[str, str], server: Etcd, tmp_path: Path
 ) -> None:
-    root = person(env, server, tmp_path, "root")
-    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
-    for name, password in PASSWORDS.items():
-        made = run_dsh(["admin", "user", "add", name], env_extra={**root, "DSH_ADMIN_PASSWORD": password})
-        assert made.returncode == 0, made.stderr
+    root = teams.accounts(run_dsh, env, server, tmp_path, PASSWORDS)
     team = run_dsh(["admin", "team", "add", "ops", "--member", "alice", "bob", "carol"], env_extra=root)
     assert team.returncode == 0, team.stderr
     alice, bob, carol = (person(env, server, tmp_path, n) for n in ("alice", "bob", "carol"))

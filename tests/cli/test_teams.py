@@ -26,11 +26,7 @@ def person(env: dict[str, str], server: Etcd, tmp: Path, name: str) -> dict[str,
 def test_members_share_a_team_session_and_the_journal_says_who_did_what(  # type: ignore[no-untyped-def]
     run_dsh, env: dict[str, str], server: Etcd, tmp_path: Path
 ) -> None:
-    root = person(env, server, tmp_path, "root")
-    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
-    for name, password in PASSWORDS.items():
-        made = run_dsh(["admin", "user", "add", name], env_extra={**root, "DSH_ADMIN_PASSWORD": password})
-        assert made.returncode == 0, made.stderr
+    root = teams.accounts(run_dsh, env, server, tmp_path, PASSWORDS)
     team = run_dsh(["admin", "team", "add", "ops", "--member", "alice", "bob"], env_extra=root)
     assert team.returncode == 0 and "team ops: alice, bob; its tree is t/ops/" in team.stdout, team.stderr
     shown = run_dsh(["admin", "show", "--json"], env_extra=root)

@@ -29,6 +29,23 @@ def person(
     }
 
 
+def accounts(
+    run_dsh: Callable[..., subprocess.CompletedProcess[str]],
+    env: dict[str, str],
+    server: Etcd,
+    tmp: Path,
+    passwords: Mapping[str, str],
+) -> dict[str, str]:
+    """etcd's auth turned on by `dsh admin init` and a person's account for each of
+    `passwords`; etcd's root's environment."""
+    root = person(env, server, tmp, "root", passwords)
+    assert run_dsh(["admin", "init", "--yes"], env_extra=root).returncode == 0
+    for name, password in passwords.items():
+        made = run_dsh(["admin", "user", "add", name], env_extra={**root, "DSH_ADMIN_PASSWORD": password})
+        assert made.returncode == 0, made.stderr
+    return root
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[Etcd]:
     """One etcd with auth on (root with ROOT_PASSWORD) for a test module."""
