@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from dsh.cli.wiring import host_agent_mode
 from tests.sshd import USER as SSH_USER
 from tests.sshd import Sshd
 
 BIN = Path(sys.executable).parent
+#: How this run reaches hosts (scripts/test runs the suite with the host agent on,
+#: then the `ssh` tests again with it off): given to every dsh the tests start, and
+#: to the fleets they make (`HOST_AGENT`); unset, dsh's own default.
+HOST_AGENT_SET = os.environ.get("DSH_HOST_AGENT", "")
+HOST_AGENT = host_agent_mode(os.environ)
 #: The local spool of in-process tests (claims never meet: executors spool under
 #: a name of their own).
 SPOOL = Path(tempfile.mkdtemp(prefix="dsh-test-spool-"))
@@ -41,6 +47,8 @@ def dsh_path() -> str:
 def env(tmp_path: Path) -> dict[str, str]:
     """An environment with private XDG dirs, no colour, and the venv first on PATH."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("DSH_") and k != "SSH_AUTH_SOCK"}
+    if HOST_AGENT_SET:
+        e["DSH_HOST_AGENT"] = HOST_AGENT_SET
     e.update(
         {
             "NO_COLOR": "1",
@@ -131,6 +139,17 @@ def finish(proc: subprocess.Popen[str], timeout: float) -> int:
 def assert_no_process(pattern: str) -> None:
     left = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     assert left.stdout == "", f"left behind: {left.stdout}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `ssh` every test that reaches an sshd: the session's, or one of its own."""
+    starts_one: dict[str, bool] = {}
+    for item in items:
+        path = str(item.path)
+        if path not in starts_one:
+            starts_one[path] = "Sshd(" in item.path.read_text()
+        if "sshd" in getattr(item, "fixturenames", ()) or starts_one[path]:
+            item.add_marker(pytest.mark.ssh)
 
 
 @pytest.fixture(scope="session")

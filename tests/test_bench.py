@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-CASES = ["fanout", "warm", "output", "checkpoint", "takeover", "startup", "memory", "store"]
+CASES = ["fanout", "warm", "output", "checkpoint", "takeover", "startup", "prompt", "memory", "store"]
 
 
 def test_every_case_runs_with_tiny_numbers_and_prints_a_table() -> None:
@@ -39,7 +39,7 @@ def test_quick_cases_report_json() -> None:
     report = json.loads(r.stdout)
     assert set(report) == {"store", "startup"}
     assert all(v > 0 for v in report["store"]["medians_ms"].values())
-    assert report["startup"]["ratios"]["dsh / python -c pass"] > 1
+    assert report["startup"]["ratios"]["dsh / python -c pass (target 4)"] > 1
 
 
 def test_a_contender_past_its_limit_is_stopped_with_its_children_and_reported_as_a_bound(

@@ -323,15 +323,15 @@ class Wiring:
             )
 
 
-#: How actions reach hosts: the sh wrapper alone ("off", the default while the agent
-#: is new), or through host agents booted while the session waits for its next line
-#: ("auto") or with each connection ("eager").
+#: How actions reach hosts: the sh wrapper alone ("off"), or through host agents
+#: booted while the session waits for its next line ("auto", the default: the first
+#: line pays nothing for them) or with each connection ("eager").
 HOST_AGENT_MODES = ("off", "auto", "eager")
 
 
 def host_agent_mode(env: Mapping[str, str]) -> str:
-    """DSH_HOST_AGENT, checked (unset: off)."""
-    mode = env.get("DSH_HOST_AGENT", "") or "off"
+    """DSH_HOST_AGENT, checked (unset: auto)."""
+    mode = env.get("DSH_HOST_AGENT", "") or "auto"
     if mode not in HOST_AGENT_MODES:
         raise UsageError(f"DSH_HOST_AGENT={mode!r}: say one of {', '.join(HOST_AGENT_MODES)}")
     return mode

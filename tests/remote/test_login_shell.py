@@ -26,7 +26,7 @@ from dsh.remote import spool
 from dsh.remote.base import RemoteUnreachable, Spot
 from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig
-from tests.conftest import dsh_path
+from tests.conftest import HOST_AGENT, dsh_path
 from tests.sshd import Sshd, user_home
 
 RUN = 'eval "$SSH_ORIGINAL_COMMAND"\n'
@@ -45,7 +45,9 @@ class Login:
         script.chmod(0o644)
 
     def fleet(self, said: list[str]) -> SshFleet:
-        return SshFleet(SshConfig.load([self.config]), kill_grace=0.5, warn=said.append)
+        return SshFleet(
+            SshConfig.load([self.config]), kill_grace=0.5, warn=said.append, host_agent=HOST_AGENT
+        )
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from dsh.remote.base import Spot
 from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig
-from tests.conftest import SshSetup
+from tests.conftest import HOST_AGENT, SshSetup
 from tests.sshd import USER, kill_user_processes, processes_of
 
 
@@ -30,7 +30,7 @@ def spot(action: str, alias: str = "h1") -> Spot:
 
 @pytest.fixture
 async def fleet(ssh_setup: SshSetup):  # type: ignore[no-untyped-def]
-    f = SshFleet(SshConfig.load([ssh_setup.config]), kill_grace=0.5)
+    f = SshFleet(SshConfig.load([ssh_setup.config]), kill_grace=0.5, host_agent=HOST_AGENT)
     yield f
     await f.close()
 
@@ -87,7 +87,7 @@ async def test_proxy_jump_reaches_a_host_behind_another(ssh_setup: SshSetup, tmp
     config.write_text(
         ssh_setup.config.read_text() + server.host_block(["behind"], ssh_setup.known_hosts, ProxyJump="h9")
     )
-    fleet = SshFleet(SshConfig.load([config]))
+    fleet = SshFleet(SshConfig.load([config]), host_agent=HOST_AGENT)
     try:
         out = Collect()
         ex = await fleet("behind").run(
@@ -101,7 +101,7 @@ async def test_proxy_jump_reaches_a_host_behind_another(ssh_setup: SshSetup, tmp
 
 
 async def test_unreachable_within_the_connect_timeout(ssh_setup: SshSetup) -> None:
-    fleet = SshFleet(SshConfig.load([ssh_setup.config]), connect_timeout=2)
+    fleet = SshFleet(SshConfig.load([ssh_setup.config]), connect_timeout=2, host_agent=HOST_AGENT)
     try:
         ex = await fleet("down").run("true", spot=spot("1.1.1", "down"), timeout=10, output=Collect())
         assert ex.outcome == "unreachable" and ex.seconds < 3
@@ -125,7 +125,7 @@ async def test_a_session_that_cleans_removes_old_spools_on_its_hosts(ssh_setup: 
     os.chown(old, account.pw_uid, account.pw_gid)
     month_ago = time.time() - 30 * 86400
     os.utime(old, (month_ago, month_ago))
-    fleet = SshFleet(SshConfig.load([ssh_setup.config]))
+    fleet = SshFleet(SshConfig.load([ssh_setup.config]), host_agent=HOST_AGENT)
     try:
         ex = await fleet("h1").run("true", spot=Spot(name, "1.1.1", "h1"), timeout=10, output=Collect())
         assert ex.outcome == "ok"

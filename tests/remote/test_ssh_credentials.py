@@ -27,7 +27,7 @@ from dsh.prompt import Prompt
 from dsh.remote.base import Asks, RemoteUnreachable
 from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig, SshConfigError
-from tests.conftest import SshSetup, dsh_path
+from tests.conftest import HOST_AGENT, SshSetup, dsh_path
 from tests.credentials import PASSWORD, sudo_ready
 from tests.sshd import USER, Sshd
 
@@ -501,7 +501,13 @@ async def test_only_passwords_are_reused_other_questions_are_asked_per_connectio
     asks = Asks()
     asks.prompter = recorder = _Recorder()
     said: list[str] = []
-    fleet = SshFleet(_in_process_config(tmp_path, port, host_key), asks=asks, ask_pass=True, warn=said.append)
+    fleet = SshFleet(
+        _in_process_config(tmp_path, port, host_key),
+        asks=asks,
+        ask_pass=True,
+        warn=said.append,
+        host_agent=HOST_AGENT,
+    )
     try:
         await asyncio.gather(fleet.connection("k1"), fleet.connection("k2"))
         texts = sorted(p.text for p in recorder.prompts)
@@ -546,7 +552,9 @@ async def test_a_question_refused_ends_the_login_without_another(tmp_path: Path)
     port = server.sockets[0].getsockname()[1]
     asks = Asks()
     asks.prompter = refuser = _Refuser()
-    fleet = SshFleet(_in_process_config(tmp_path, port, host_key), asks=asks, ask_pass=True)
+    fleet = SshFleet(
+        _in_process_config(tmp_path, port, host_key), asks=asks, ask_pass=True, host_agent=HOST_AGENT
+    )
     try:
         with pytest.raises(RemoteUnreachable) as refused:
             await fleet.connection("k1")
