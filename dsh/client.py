@@ -138,6 +138,8 @@ class Client:
         self._main: asyncio.Task[Any] | None = None
         self._interrupt: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: `connect_soon`'s work, until something that needs the session waits for it.
+        self._connecting: asyncio.Future[None] | None = None
         #: The executor's questions (a sudo password), asked of this client's user.
         self.answering = Answering(self._send, say)
 
@@ -218,6 +220,39 @@ class Client:
         it if it runs on another machine (or, with `handover`, ask it to hand over)."""
         self.run(self._use(self.reach.connect(take=take, handover=handover)))
 
+    def connect_soon(
+        self, *, take: bool, handover: bool = False, then: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """`connect`, begun now and carried on by the client's loop while it runs
+        (while the prompt waits for a line), then `then`; whatever needs the
+        session waits for it (`_connected`), and an error of it wakes a wait for a
+        line: the next `drain` raises it, as `connect` would have."""
+
+        async def reach() -> None:
+            await self._use(self.reach.connect(take=take, handover=handover))
+            if then is not None:
+                await then()
+
+        def failed(task: asyncio.Future[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                self.woken.set()
+
+        async def begin() -> None:
+            self._connecting = asyncio.ensure_future(reach())
+            self._connecting.add_done_callback(failed)
+
+        self.run(begin())
+
+    def connecting(self) -> bool:
+        """Whether the session is still being reached (`connect_soon`)."""
+        return self._connecting is not None and not self._connecting.done()
+
+    async def _connected(self) -> None:
+        """Wait for `connect_soon`'s work (its error raised here, once)."""
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            await task
+
     async def _use(self, reaching: Coroutine[Any, Any, Connection | Follower]) -> None:
         """Talk through what `reaching` gives: the executor's socket, or a follower."""
         got = await reaching
@@ -282,6 +317,8 @@ class Client:
 
     def progress(self) -> str:
         """The lines running now, as the toolbar shows them (or how the last one ended)."""
+        if self.connecting():
+            return "starting the session…"
         if not self.running and self.last_line:
             return self.last_line
         parts = []
@@ -295,6 +332,7 @@ class Client:
             self.connection.writer.write(encode(op))
 
     async def _cancel(self, sid: str) -> None:
+        await self._connected()
         if self.follower is not None:  # no socket: what the store can carry
             await self.follower.cancel(sid)
         else:
@@ -309,6 +347,8 @@ class Client:
 
     async def _drain(self) -> None:
         self.woken.clear()
+        if self._connecting is not None and self._connecting.done():
+            await self._connected()  # its error, if it failed
         while self.controls:
             await self._handle(self.controls.popleft())
 
@@ -352,6 +392,7 @@ class Client:
         return self.run(self._submit(text, name, first_line))
 
     async def _submit(self, text: str, name: str, first_line: int) -> int | None:
+        await self._connected()
         sid = os.urandom(6).hex()
         began = time.monotonic()
         item = Submission(sid, text, name, first_line, self.link.machine, os_user())
@@ -381,6 +422,7 @@ class Client:
         return self.run(self._wait_idle())
 
     async def _wait_idle(self) -> int:
+        await self._connected()
         while self.follower is not None and await self.follower.work_left():
             await self._wait(lambda e: False, timeout=0.5)  # taken over meanwhile, perhaps
         if self.follower is not None:
@@ -396,6 +438,7 @@ class Client:
         return self.run(self._leave())
 
     async def _leave(self) -> bool:
+        await self._connected()
         if self.follower is not None:
             await self.follower.stop()
             self.follower = None
@@ -417,6 +460,9 @@ class Client:
             self.runner.close()
 
     async def _close(self) -> None:
+        if self._connecting is not None:  # never reached (an error ended the client first)
+            self._connecting.cancel()
+            await asyncio.wait({self._connecting}, timeout=1.0)
         if self.follower is not None:
             await self.follower.stop()
         await self.reach.stop_standby()

@@ -215,7 +215,8 @@ class Reach:
                         connection = await self.dial(owner.socket)
                         if connection is not None:
                             return connection
-                raise SessionEnded(self.why(f"its executor stopped (exit {code})"), code or Exit.STORE)
+                status = code if code is not None and 0 < code < 128 else Exit.STORE  # a signal: no status of ours
+                raise SessionEnded(self.why(f"its executor stopped (exit {code})"), status)
             if time.monotonic() > deadline:
                 child.terminate()
                 raise SessionEnded(self.why("its executor did not take it in time"), Exit.STORE)

@@ -92,9 +92,16 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
             sys.stdout.write(client.history(timeline))
             sys.stdout.flush()
         client.answering.asker = wiring.prompter(renderer.message)  # before: the greeting may ask
-        client.connect(take=attach, handover=handover)
-        if client.follower is not None and client.run(waiting_for(store, keys, timeout=STORE_TIMEOUT)):
-            elsewhere()  # asked before this client came
+
+        async def asked_before() -> None:  # followed from another machine: asked before this client came
+            if client.follower is not None and await waiting_for(store, keys, timeout=STORE_TIMEOUT):
+                elsewhere()
+
+        if interactive and not attach:  # the prompt is drawn while the executor starts
+            client.connect_soon(take=False, handover=handover, then=asked_before)
+        else:
+            client.connect(take=attach, handover=handover)
+            client.run(asked_before())
         complete = completeness(lambda text, first: compiler.compile(text, "<stdin>", first))
         read = None  # not at a terminal, read_eval reads stdin on the client's loop
         builtin = None

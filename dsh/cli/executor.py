@@ -43,6 +43,11 @@ def executor(wiring: Wiring, rest: list[str]) -> int:
             raise UsageError(f"_executor: unexpected {arg!r}")
     if wiring.settings.session is None:
         raise UsageError("_executor needs --session")
+    slow = wiring.settings.env.get("DSH_FAULT_SLOW_START", "")  # the prompt tests' fault injection
+    if slow.isdigit():
+        import time
+
+        time.sleep(min(int(slow), 30))
     wiring.strict_inventory = True  # it runs lines
     session = wiring.session(wiring.store())
     daemon = Daemon(session, wiring.state_dir, TextRenderer())

@@ -3,6 +3,9 @@ Ctrl-C over SSH, built-ins; and the dsh lexer for Pygments."""
 
 from __future__ import annotations
 
+import io
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -266,3 +269,54 @@ def test_tab_offers_every_inventorys_groups(env, tmp_path: Path) -> None:  # typ
         end(child)
     finally:
         child.close()
+
+
+def _executor_of(state: Path) -> int | None:
+    """The pid of the session executor started with `state` as XDG_STATE_HOME."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"XDG_STATE_HOME={state}\0".encode() in environ and b"\0_executor\0" in cmdline:
+            return int(pid)
+    return None
+
+
+def test_the_prompt_is_drawn_while_the_executor_starts_and_a_line_typed_then_runs_once(  # type: ignore[no-untyped-def]
+    env,
+) -> None:
+    child = spawn({**env, "DSH_FAULT_SLOW_START": "3"})  # its executor starts 3 s late
+    seen = io.StringIO()
+    child.logfile_read = seen
+    try:
+        started = time.monotonic()
+        child.expect("dsh>")
+        assert time.monotonic() - started < 2.5  # not after the executor's hello
+        assert _executor_of(Path(env["XDG_STATE_HOME"])) is not None  # it is starting meanwhile
+        child.sendline("echo once $((20+22))")
+        child.expect("once 42")
+        child.expect("dsh>")
+        end(child)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, seen.getvalue()
+    assert seen.getvalue().count("once 42") == 1, seen.getvalue()
+
+
+def test_an_executor_that_dies_before_its_hello_ends_the_prompt_with_why(env) -> None:  # type: ignore[no-untyped-def]
+    state = Path(env["XDG_STATE_HOME"])
+    child = spawn({**env, "DSH_FAULT_SLOW_START": "10"})
+    try:
+        child.expect("dsh>")
+        deadline = time.monotonic() + 5
+        while (pid := _executor_of(state)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid is not None, "no executor was started"
+        os.kill(pid, signal.SIGKILL)
+        child.expect(r"its executor stopped \(exit -9\)")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 3  # the session's executor is gone: dsh attach takes it over
