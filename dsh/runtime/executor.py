@@ -201,7 +201,10 @@ class Executor:
             result = await self.run_statement(plan.statements[index], plan, ctx)
             results.append(result)
             stop = stop_on_failure and not result.ok
-            await self.recorder.progress(len(plan.statements) if stop else index + 1)
+            if stop or index + 1 == len(plan.statements):
+                # The plan is over. Before that a resume goes by the last run record
+                # (every statement has one): one key less per step.
+                await self.recorder.progress(len(plan.statements))
             if stop:
                 break
         return results

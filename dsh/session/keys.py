@@ -10,7 +10,9 @@
     /dsh/v1/u/USER/s/NAME/sets             result sets of the last line that ran on hosts (ResultSets)
     /dsh/v1/u/USER/s/NAME/j/SEQ            the journal: every state change, in order (Entry)
     /dsh/v1/u/USER/s/NAME/todo             the plan being run (Todo)
-    /dsh/v1/u/USER/s/NAME/todo-next        the index of its first statement not over (digits)
+    /dsh/v1/u/USER/s/NAME/todo-next        the index of its first statement not over (digits): 0
+                                           while the plan runs (its last run record
+                                           says where it is), its length once over
     /dsh/v1/u/USER/s/NAME/ctl/taken-rev    the create revision of the line the owner took last
                                            (written with the plan it became)
     /dsh/v1/u/USER/s/NAME/ctl/sig-taken/S  the create revision of the signal S an await took last

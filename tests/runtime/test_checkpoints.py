@@ -92,3 +92,35 @@ async def test_a_failed_deferred_write_stops_later_writes(tmp_path: Path) -> Non
         await cp.write([cp.entry("start", action="1.1.1", host=None, command="true", timeout=1)])
     await session._let_go()
     await session.store.close()
+
+
+async def test_a_plan_writes_its_progress_once_at_its_end_and_a_resume_goes_by_its_run_records(
+    tmp_path: Path,
+) -> None:
+    """`todo-next` is written with the plan (0) and once more when it is over, not
+    after each statement: one key less per step (issue 22 §3.4); where a plan stands
+    meanwhile is its last run record, which `resume_point` reads."""
+    from dsh.session.history import last_run, left, resume_point
+
+    session = await open_session(tmp_path)
+    keys = Keys(user_tree("u"), "t")
+    recorder = SessionRecorder(session)
+    executor = Executor(reporter=Recorder(), local=LocalShell(SPOOL), hosts=Loud, recorder=recorder)
+    plan = compile_source(Source("t", "echo 1\necho 2\necho 3\necho 4\n"), Context())
+    await recorder.plan_started(plan, ())
+    await executor.run_plan(plan)
+    await session.release()
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        held = await store.get(keys.todo_next, timeout=10)
+        assert held is not None and held.value == b"4"
+        assert held.version == 2  # the plan's start and its end: no write per statement
+        # Had its owner stopped before the fourth statement began, a resume goes on there.
+        await store.put(keys.todo_next, b"0", timeout=10)
+        last = await last_run(store, keys, timeout=10)
+        assert last is not None and last.index == 3 and last.done
+        await store.delete(keys.run(last.run), timeout=10)
+        point = resume_point(await left(store, keys, timeout=10), await last_run(store, keys, timeout=10))
+        assert point is not None and point.start == 3
+    finally:
+        await store.close()
