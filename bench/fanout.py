@@ -18,7 +18,8 @@ Cases:
   warm     the second line of one dsh session (`@h[1-N] true` twice on stdin,
            THINK seconds apart, the second's `done` seconds: dsh's host agents
            boot while it waits) against the floor's second round on open
-           connections (timed inside the script).
+           connections (timed inside the script); and dsh's second line on
+           hosts without python3 (an sshd whose PATH hides it: the sh wrapper).
   output   `seq 1 200000` on 50 hosts: wall time and peak memory against all
            three; every contender reads all of the output (dsh shows 1,000
            lines per host and keeps the rest in the host's spool). A contender
@@ -371,30 +372,39 @@ def output(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
 
 
 def warm(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
-    """The second line of a session (connections open) against the floor's second round."""
+    """The second line of a session (connections open; dsh's host agents up) against
+    the floor's second round; and the same line on hosts without python3 (the sh
+    wrapper)."""
     from bench.hosts import compiled, fleet
     from bench.run import Row
 
     compiled()
     n = 200 if 200 in hosts or not hosts else max(hosts)
     runs = max(1, min(repeat, MAX_RUNS))
-    with fleet() as f:
+    with fleet() as f, fleet(python=False) as bare:
         argvs = _argvs(f, n, "true")
         dsh_argv = [*argvs[DSH][:-2], "--json"]  # lines on stdin, one JSON event per result
+        bare_argv = [*_argvs(bare, n, "true")[DSH][:-2], "--json"]
         line = f"@{f.nodes(n)} true\n".encode()
         floor_argv = [*argvs[FLOOR], "--warm"]
         dsh_row, floor_row = Row("warm", f"{DSH} second line @{n}"), Row("warm", f"{FLOOR} second round @{n}")
+        bare_row = Row("warm", f"{DSH} second line, no python3 (wrapper) @{n}")
         for i in range(runs + 1):
             seconds = _second_line(f, dsh_argv, line)
             result = _measured(FLOOR, floor_argv, f.env)
             floor_seconds = next(
                 float(x.split()[1]) for x in result["stderr"] if x.startswith("warm-seconds ")
             )
+            bare_seconds = _second_line(bare, bare_argv, line)
             if i:  # the first round warms up
                 dsh_row.samples.append(seconds)
                 floor_row.samples.append(floor_seconds)
-    rows = [dsh_row, floor_row]
-    return rows, {f"dsh / floor, warm (target 1.0) @{n}": dsh_row.median_ms / floor_row.median_ms}
+                bare_row.samples.append(bare_seconds)
+    rows = [dsh_row, floor_row, bare_row]
+    return rows, {
+        f"dsh / floor, warm (target 1.0) @{n}": dsh_row.median_ms / floor_row.median_ms,
+        f"dsh without python3 / floor, warm @{n}": bare_row.median_ms / floor_row.median_ms,
+    }
 
 
 #: How long the operator thinks between the two lines of the warm case (dsh boots its

@@ -14,6 +14,7 @@ import compileall
 import contextlib
 import os
 import resource
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -74,15 +75,32 @@ def compiled() -> None:
     compileall.compile_dir(os.path.dirname(package.__file__), quiet=1)
 
 
+#: What the sh wrapper runs on a host: a bare fleet's sessions have these and no python3.
+BARE_TOOLS = ("sh", "setsid", "sleep", "cat", "mkdir", "rm", "mv", "chmod", "mkfifo", "find", "env", "true")
+
+
 @contextlib.contextmanager
-def fleet() -> Iterator[Fleet]:
+def fleet(*, python: bool = True) -> Iterator[Fleet]:
+    """The sshd and its aliases; `python=False`: a host without python3 (its sessions'
+    PATH holds the wrapper's tools alone), which dsh reaches through the wrapper."""
     from tests.sshd import USER, Sshd
 
     raise_nofile()
-    sshd = Sshd()
+    work = Path(tempfile.mkdtemp(prefix="dsh-bench-sshd-"))
+    work.chmod(0o755)  # the test user reads its files
+    config: list[str] = []
+    if not python:
+        tools = work / "tools"
+        tools.mkdir(mode=0o755)
+        for name in BARE_TOOLS:
+            found = shutil.which(name)
+            if found is None:
+                raise RuntimeError(f"bench: {name} is missing on this machine")
+            (tools / name).symlink_to(found)
+        config.append(f"SetEnv PATH={tools}")
+    sshd = Sshd(work, config=config)
     try:
         sshd.start()
-        work = sshd.dir
         known_hosts = work / "known_hosts"
         known_hosts.write_text(sshd.known_hosts_line())
         ssh_config = work / "ssh_config"

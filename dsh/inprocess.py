@@ -90,7 +90,9 @@ def _read_eval(
                 raise
             report_error(exc)
         try:
-            line = read(statements.prompt)
+            # Piped lines are waited for on the loop: meanwhile the session's lease is
+            # kept and its hosts get ready for the next line (their agents boot).
+            line = read(statements.prompt) if interactive else _read_on(runner, read, statements.prompt)
         except KeyboardInterrupt:
             if not interactive:
                 raise
@@ -141,3 +143,32 @@ def _read_eval(
             report_error(exc)
             return exc.exit_code
     return status
+
+
+def _read_on(runner: asyncio.Runner, read: Callable[[str], str | None], prompt: str) -> str | None:
+    """`read(prompt)` in a thread of its own (a daemon: a read that never returns
+    keeps no exit waiting), while `runner`'s loop runs."""
+    loop = runner.get_loop()
+    got: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(value: str | None, exc: BaseException | None) -> None:
+        if got.done():
+            return
+        if exc is not None:
+            got.set_exception(exc)
+        else:
+            got.set_result(value)
+
+    def work() -> None:
+        try:
+            value = read(prompt)
+        except BaseException as exc:  # handed to the loop, raised there
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, value, None)
+
+    async def wait() -> str | None:
+        return await got
+
+    threading.Thread(target=work, name="dsh-stdin", daemon=True).start()
+    return runner.run(wait())
