@@ -38,7 +38,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dsh.bytestext import loaded, to_bytes
 from dsh.errors import DshError, StoreError
 from dsh.exits import Exit
 from dsh.follow import Follower, Gone
@@ -74,19 +73,13 @@ from dsh.runtime.values import Value
 from dsh.runtime.wire import Replay
 from dsh.session import control
 from dsh.session.bindings import decode_value
-from dsh.session.catalogue import read_journal
-from dsh.session.codec import load_action
-from dsh.session.records import ActDone, Submission
+from dsh.session.records import Submission
 
 T = TypeVar("T")
 #: How long a client waits for the executor's answer to `bye`.
 #: The bound of one store call.
 STORE_TIMEOUT = 10.0
 BYE_TIMEOUT = 10.0
-#: Journal entries shown when attaching (the rest: `dsh log SESSION`).
-HISTORY = 20
-#: Lines of output tail shown per action in that history.
-TAIL_LINES = 3
 #: Control events (statuses, ends) a client keeps until it looks at them.
 CLIENT_QUEUE = 10_000
 
@@ -486,37 +479,3 @@ class Client:
             with contextlib.suppress(DshError):
                 out[kv.key[len(keys.bindings) :].decode()] = decode_value(kv.value, key=kv.key)
         return out
-
-    # -- attaching ---------------------------------------------------------------------
-
-    def history(self, timeline: Callable[[list[dict[str, Any]]], str]) -> str:
-        """What happened in the session lately: its last journal entries, with the
-        tail of the output of the actions among them."""
-        return self.run(self._history(timeline))
-
-    async def _history(self, timeline: Callable[[list[dict[str, Any]]], str]) -> str:
-        store, keys = self.link.store, self.link.keys
-        entries = await read_journal(store, keys, timeout=STORE_TIMEOUT)
-        if not entries:
-            return ""
-        shown = entries[-HISTORY:]
-        lines = []
-        if len(entries) > len(shown):
-            lines.append(f"… {len(entries) - len(shown)} earlier entries: dsh log {keys.name}\n")
-        for entry in shown:
-            lines.append(timeline([entry]))
-            if entry.get("kind") == "end":
-                held = await store.get(keys.action(entry["action"], entry.get("host")), timeout=STORE_TIMEOUT)
-                record = load_action(held.value, key=held.key) if held is not None else None
-                lines.append(output_tail(record.out if isinstance(record, ActDone) else ""))
-        return "".join(lines)
-
-
-def output_tail(out: object) -> str:
-    """The last TAIL_LINES of an action's output (as a record keeps it: dsh.bytestext),
-    indented under its journal entry, neutralised like a host's live output."""
-    from dsh.render import neutralise
-
-    data = to_bytes(loaded(out))
-    tail = data.rstrip(b"\n").split(b"\n")[-TAIL_LINES:] if data.strip() else []
-    return "".join(f"{'':25}| {neutralise(line)}\n" for line in tail)

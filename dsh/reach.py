@@ -215,7 +215,8 @@ class Reach:
                         connection = await self.dial(owner.socket)
                         if connection is not None:
                             return connection
-                status = code if code is not None and 0 < code < 128 else Exit.STORE  # a signal: no status of ours
+                # killed by a signal (a negative code): no status of ours, the store's
+                status = code if code is not None and 0 < code < 128 else Exit.STORE
                 raise SessionEnded(self.why(f"its executor stopped (exit {code})"), status)
             if time.monotonic() > deadline:
                 child.terminate()

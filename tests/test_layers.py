@@ -35,6 +35,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
             "dsh.daemon",
             "dsh.attached",
             "dsh.client",
+            "dsh.recent",
             "dsh.follow",
             "dsh.reach",
             "dsh.readeval",

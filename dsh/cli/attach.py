@@ -46,8 +46,9 @@ def client(wiring: Wiring, *, attach: bool, handover: bool = False) -> int:
 
 
 def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: bool) -> int:
-    from dsh.client import Client, Detach, Link, output_tail
+    from dsh.client import Client, Detach, Link
     from dsh.readeval import completeness, read_eval
+    from dsh.recent import output_tail, recent
     from dsh.render import json_line, timeline
     from dsh.runtime.wire import Replay
     from dsh.session.catalogue import waiting_for
@@ -89,7 +90,7 @@ def _client_in(wiring: Wiring, *, attach: bool, interactive: bool, handover: boo
         if attach and client._run(store.get(keys.meta, timeout=STORE_TIMEOUT)) is None:
             raise UsageError(f"no session named {name!r} in {store.name}")
         if attach and not settings.json:
-            sys.stdout.write(client.history(timeline))
+            sys.stdout.write(client.run(recent(store, keys, timeline, timeout=STORE_TIMEOUT)))
             sys.stdout.flush()
         client.answering.asker = wiring.prompter(renderer.message)  # before: the greeting may ask
 

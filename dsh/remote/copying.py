@@ -20,8 +20,8 @@ installs it as root (or the user named) with one command through the spool
 wrapper, so that sudo's password is asked as any command's is
 (dsh/remote/askpass.py), and at most once (its own claim: `ACTION.i@ALIAS`).
 
-The host's files are reached through `Files` (SFTP: dsh/remote/sftp.py); this
-module holds no SSH.
+The host's files are reached through `Files` (the host agent's: dsh/remote/
+agentfiles.py, else SFTP: dsh/remote/sftp.py); this module holds no SSH.
 """
 
 from __future__ import annotations
@@ -69,14 +69,20 @@ class CopyFailed(Exception):
         self.message = message
 
 
+class FilesLost(Exception):
+    """The way to a host's files broke during a copy (the connection, its SFTP session,
+    the host agent's link): the copy may go on over a new connection."""
+
+
 class NotOwner(Exception):
     """The session's lease is lost or in doubt: the copy stops where it is, for the
     next owner to finish."""
 
 
 class Files(Protocol):
-    """A host's files (SFTP): paths are as written for the host (relative: under the
-    login user's home). Errors are CopyFailed, with the path and the reason."""
+    """A host's files (the host agent's, or SFTP): paths are as written for the host
+    (relative: under the login user's home). Errors are CopyFailed, with the path and
+    the reason; FilesLost when the way to them broke."""
 
     async def lstat(self, path: str) -> Stat | None: ...
 

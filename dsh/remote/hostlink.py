@@ -189,6 +189,14 @@ class HostLink:
         """Request `rid` needs no more replies (those still coming are dropped)."""
         self._queues.pop(rid, None)
 
+    def stop(self, rid: int) -> None:
+        """Request `rid` is given up: the agent is told (STOP: it ends a stream, and
+        kills a RUN's child), and its replies are dropped."""
+        self.finish(rid)
+        if self.alive and self._chan is not None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self._chan.write(encode(Kind.STOP, rid))
+
     async def ask(self, kind: Kind, *fields: bytes | str | int, until: Callable[[Frame], bool]) -> Frame:
         """One request whose reply `until` recognises (or ERROR): that reply."""
         rid = self.request(kind, *fields)

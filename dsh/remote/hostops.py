@@ -133,6 +133,29 @@ async def probe(link: HostLink, root: str, spot: Spot) -> str:
     return frame.text(0)
 
 
+async def reply(link: HostLink, root: str, spot: Spot, ask: str, line: str) -> int:
+    """REPLY (the wrapper's ANSWER): `line` (askpass.feed's) to the helper of `ask`;
+    0 when it was given, 3 when that ask no longer waits. LinkLost when the link dies
+    or the agent refuses it."""
+    frame = await link.ask(
+        Kind.REPLY,
+        root,
+        spot.session,
+        spot.action,
+        spot.alias,
+        ask,
+        line,
+        until=lambda f: f.kind == Kind.DONE,
+    )
+    if frame.kind != Kind.DONE:
+        raise LinkLost(f"it refused an answer: {frame.text(0)}")
+    try:
+        return frame.number(0)
+    except ProtocolError as exc:
+        link.lost(f"it broke the protocol: {exc}")
+        raise LinkLost(link.why) from None
+
+
 async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) -> int | Broken | Late:
     """Request `rid`'s output and messages into `watch` until its ENDED (the status),
     Late past `timeout` (the request goes on), or Broken."""

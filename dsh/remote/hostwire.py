@@ -31,6 +31,9 @@ class Kind(IntEnum):
     REMOVE = 5
     CLEAN = 6
     STOP = 7
+    REPLY = 8
+    RUN = 9
+    FS = 10
     HELLO = 64
     OUT = 65
     ERR = 66
@@ -39,6 +42,7 @@ class Kind(IntEnum):
     ANSWER = 69
     DONE = 70
     ERROR = 71
+    FAILED = 72
 
 
 class ProtocolError(Exception):

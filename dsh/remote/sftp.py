@@ -15,7 +15,7 @@ from typing import BinaryIO, TypeVar, cast
 
 from dsh.bytestext import to_bytes
 from dsh.remote import spool
-from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, NotOwner, Stat
+from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, FilesLost, NotOwner, Stat
 from dsh.remote.manifest import DIR, FILE, LINK
 from dsh.remote.sshrun import asyncssh, run_script
 
@@ -24,7 +24,7 @@ T = TypeVar("T")
 REQUESTS = 64
 
 
-class SftpLost(Exception):
+class SftpLost(FilesLost):
     """The connection (or its SFTP session) broke during a copy."""
 
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsh.bytestext import to_bytes
 from dsh.plan import KILL_GRACE, PUT, STOP_CONFIRM, STOP_MARGIN
@@ -59,6 +59,9 @@ from dsh.remote.local import CHECK_BYTES
 from dsh.remote.sshconfig import HostOptions, SshConfig, SshConfigError
 from dsh.remote.sshcreds import LOGIN_BOUND, TRIES, Credentials, Login, WrongPassphrase
 from dsh.remote.sshrun import asyncssh, run_script  # asyncssh as dsh imports it: filtered
+
+if TYPE_CHECKING:
+    from dsh.remote.copying import Files
 
 #: Defaults, unless the ssh config's ConnectTimeout / ServerAlive* say otherwise.
 CONNECT_TIMEOUT = 10.0
@@ -103,7 +106,7 @@ class SshFleet:
         asks: Asks | None = None,
         ask_pass: bool = False,
         forward_agent: bool = False,
-        host_agent: str = "off",
+        host_agent: str = "auto",
     ) -> None:
         self.config = config
         #: Whether actions go through a host agent (dsh.remote.hostlink): "off" (the sh
@@ -709,9 +712,12 @@ class SshHost:
                 fleet.helped.discard(self._name)
             return watch.result(got, time.monotonic() - started)
         if isinstance(got, hostops.Late):
+            until = time.monotonic() + fleet.kill_grace + STOP_CONFIRM - STOP_MARGIN  # as `_kill`'s
             killed = await kill("timeout")
-            # what it says as it ends (a trap's last words), as the wrapper's exec gives it
-            await hostops.drain(got, watch, fleet.kill_grace + STOP_CONFIRM - STOP_MARGIN)
+            if killed:  # what it says as it ends (a trap's last words), within the same stop budget
+                await hostops.drain(got, watch, max(until - time.monotonic(), 0.001))
+            else:  # the link may be dead (a partition): nothing more is waited for
+                got.link.finish(got.rid)
             if killed:
                 return Exec("timeout", None, time.monotonic() - started, f"no exit within {timeout:g}s")
             return Exec(
@@ -733,11 +739,11 @@ class SshHost:
         return Exec(rejoined.outcome, rejoined.exit_status, time.monotonic() - started, rejoined.message)
 
     async def _place_input(self, spot: Spot, data: bytes, timeout: float) -> Exec | None:
-        """The action's input written into its spool over SFTP (dsh/remote/inputfile.py)
-        within `timeout`; an Exec when it could not be (nothing was launched)."""
+        """The action's input written into its spool through the host agent or SFTP
+        (dsh/remote/inputfile.py) within `timeout`; an Exec when it could not be (nothing
+        was launched)."""
         from dsh.remote import inputfile
-        from dsh.remote.copying import CopyFailed
-        from dsh.remote.sftp import SftpFiles, SftpLost
+        from dsh.remote.copying import CopyFailed, FilesLost
 
         fleet = self.fleet
         started = time.monotonic()
@@ -749,9 +755,8 @@ class SshHost:
             async with asyncio.timeout(timeout):
                 conn = await fleet.connection(self._name)
                 try:
-                    files = SftpFiles(await fleet.sftp(conn), conn)
-                    await inputfile.place(files, fleet.root, spot, data)
-                except SftpLost as exc:
+                    await inputfile.place(await self._files(conn, timeout), fleet.root, spot, data)
+                except FilesLost as exc:
                     fleet.forget(conn)
                     return ended("unreachable", f"the connection broke while its input was written: {exc}")
         except Unusable as exc:
@@ -762,6 +767,14 @@ class SshHost:
         except CopyFailed as exc:
             return ended("failed", f"cannot write its input to the spool: {exc.message}")
         return None
+
+    async def _files(self, conn: asyncssh.SSHClientConnection, timeout: float) -> Files:
+        """The host's files for a copy or an input: through its agent, else over SFTP."""
+        from dsh.remote.agentfiles import AgentFiles
+        from dsh.remote.sftp import SftpFiles
+
+        link = await self._link(timeout)
+        return AgentFiles(link) if link is not None else SftpFiles(await self.fleet.sftp(conn), conn)
 
     async def identity(self) -> Identity:
         conn = await self.fleet.connection(self._name)
@@ -783,10 +796,9 @@ class SshHost:
         self, job: CopyJob, *, spot: Spot, timeout: float, progress: Progress, output: OutputSink
     ) -> Copied:
         # a session without copies does without these
-        from dsh.remote.copying import Blobs, Copier, CopyFailed, NotOwner
+        from dsh.remote.copying import Blobs, Copier, CopyFailed, FilesLost, NotOwner
         from dsh.remote.getting import Get
         from dsh.remote.putting import Put
-        from dsh.remote.sftp import SftpFiles, SftpLost
 
         fleet = self.fleet
         started = time.monotonic()
@@ -808,7 +820,7 @@ class SshHost:
             copier: Copier | None = None
             try:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
-                    files = SftpFiles(await fleet.sftp(conn), conn)
+                    files = await self._files(conn, max(deadline - time.monotonic(), 0.001))
                     if fleet.blobs is None:
                         fleet.blobs = Blobs()
                     who = await self.identity()
@@ -843,7 +855,7 @@ class SshHost:
                 return ended("failed", exc.message)
             except NotOwner:
                 return ended("lost", NOT_OWNER)
-            except SftpLost as exc:
+            except FilesLost as exc:
                 fleet.forget(conn)
                 if attempt == 2 or copier is None or deadline - time.monotonic() < 1.0:
                     return ended("unreachable", f"the connection broke during the copy: {exc}")
@@ -875,6 +887,12 @@ class SshHost:
         return done.exit_status == 0
 
     async def check(self, command: str, *, timeout: float) -> Check:
+        from dsh.remote import hostfiles
+
+        link = await self._link(timeout)
+        if link is not None:
+            with contextlib.suppress(LinkLost):  # else through the wrapper: a probe may run again
+                return await hostfiles.check(link, command, timeout, CHECK_BYTES)
         try:
             conn = await self.fleet.connection(self._name)
         except Unusable as exc:
@@ -908,12 +926,30 @@ class SshHost:
 
     async def answer(self, spot: Spot, ask: str, answer: str | None, why: str = "") -> bool:
         fleet = self.fleet
+        bound = fleet.connect_timeout + 5.0
+        link = await self._link(fleet.connect_timeout)
+        if link is not None:  # never also the wrapper's ANSWER: the FIFO would hold two lines
+            try:
+                line = askpass.feed(answer, why)
+                return await asyncio.wait_for(hostops.reply(link, fleet.root, spot, ask, line), bound) == 0
+            except (LinkLost, TimeoutError):
+                return False
         argv = spool.answer_argv(fleet.root, spot.session, spot.action, spot.alias, ask)
-        code, _ = await self._fed(argv, askpass.feed(answer, why), fleet.connect_timeout + 5.0)
+        code, _ = await self._fed(argv, askpass.feed(answer, why), bound)
         return code == 0
 
     async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
-        return askpass.verdict(*await self._fed(spool.verify_argv(), answer, timeout), timeout)
+        from dsh.remote import hostfiles
+
+        started = time.monotonic()
+        left = timeout
+        link = await self._link(timeout)
+        if link is not None:
+            with contextlib.suppress(LinkLost):  # else the wrapper's VERIFY, in what is left
+                left = max(timeout - (time.monotonic() - started), 0.001)
+                return askpass.verdict(*await hostfiles.verify(link, answer, left), timeout)
+            left = max(timeout - (time.monotonic() - started), 0.001)
+        return askpass.verdict(*await self._fed(spool.verify_argv(), answer, left), timeout)
 
     async def _fed(self, argv: list[str], secret: str, timeout: float) -> tuple[int | None, str]:
         """A wrapper exec whose script sets `secret` (on the channel, never in an argv),

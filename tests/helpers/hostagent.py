@@ -49,7 +49,7 @@ OLD_PYTHONS = [
     if os.access(p, os.X_OK)
 ]
 
-ENDS = (wire.ENDED, wire.ANSWER, wire.DONE, wire.ERROR)
+ENDS = (wire.ENDED, wire.ANSWER, wire.DONE, wire.ERROR, wire.FAILED)
 
 
 class Link:

@@ -179,7 +179,7 @@ def test_an_input_cut_by_its_timeout_leaves_no_partial_file(  # type: ignore[no-
 ) -> None:
     (tmp_path / "big").write_bytes(os.urandom(48 << 20))
     session = f"atk20-{os.getpid()}"
-    done = run_dsh([*config, "--session", session, "-c", "@h1 wc -c | stdin big | within 150ms"])
+    done = run_dsh([*config, "--session", session, "-c", "@h1 wc -c | stdin big | within 100ms"])
     assert done.returncode == 1 and "was not written to the host in time" in done.stdout, done.stdout
     names = _spool_listing(run_dsh, config, session)
     partial = [n for n in names if ".in." in n]

@@ -181,16 +181,19 @@ def test_a_hostile_hosts_lies_end_a_get_with_a_sentence(run_dsh, tmp_path: Path)
         config = tmp_path / "ssh_config"
         config.write_text(block)
         args = ["--ssh-config", str(config), "-c"]
+        # its lies are its SFTP server's: over SFTP (the host agent's are in
+        # tests/remote/test_hostagent_files_ssh.py)
+        off = {"DSH_HOST_AGENT": "off"}
         started = time.monotonic()
-        endless = run_dsh([*args, f"get @evil:{root}/endless {tmp_path}/got | within 30s"])
+        endless = run_dsh([*args, f"get @evil:{root}/endless {tmp_path}/got | within 30s"], env_extra=off)
         assert endless.returncode == 1, endless.stdout + endless.stderr
         assert "it grew while it was read" in endless.stdout + endless.stderr
         assert time.monotonic() - started < 20  # not read until the timeout
         assert not [p for p in tmp_path.iterdir() if ".dsh-" in p.name]  # its temporary file removed
-        liar = run_dsh([*args, f"get @evil:{root}/liar {tmp_path}/liar"])
+        liar = run_dsh([*args, f"get @evil:{root}/liar {tmp_path}/liar"], env_extra=off)
         assert liar.returncode == 0, liar.stdout + liar.stderr
         assert "(4 bytes," in liar.stdout  # what came, not what was said
-        link = run_dsh([*args, f"get @evil:{root}/t {tmp_path}/t"])
+        link = run_dsh([*args, f"get @evil:{root}/t {tmp_path}/t"], env_extra=off)
         assert link.returncode == 1, link.stdout + link.stderr
         assert "which no link here can" in link.stdout + link.stderr
     for done in (endless, liar, link):

@@ -37,7 +37,7 @@ def test_frames_read_back_whole_or_byte_by_byte() -> None:
     "data, said",
     [
         ((MAX_BODY + 1).to_bytes(4, "big"), "a frame of"),
-        (b"\x00\x00\x00\x05\x09\x00\x00\x00\x01", "unknown kind 9"),
+        (b"\x00\x00\x00\x05\x2a\x00\x00\x00\x01", "unknown kind 42"),
         (b"\x00\x00\x00\x07\x41\x00\x00\x00\x01\x00\x00", "length is cut"),
         (b"\x00\x00\x00\x0a\x41\x00\x00\x00\x01\x00\x00\x00\x09x", "is cut"),
     ],

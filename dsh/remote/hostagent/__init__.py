@@ -12,4 +12,4 @@ below are defined on the host as the package `dshagent` in the order of MODULES
 PROTOCOL = 1
 
 #: The agent's modules, in the order a loader defines them.
-MODULES = ("wire", "spoolfs", "keeper", "tail", "serve")
+MODULES = ("wire", "spoolfs", "answer", "keeper", "tail", "files", "child", "serve")

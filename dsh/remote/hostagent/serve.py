@@ -4,9 +4,12 @@ fd 1, until fd 0 ends (or fd 1 breaks); nothing is killed when it does.
 `main` forks the keeper (keeper.py) first. Requests are checked for their shape
 (a malformed one gets ERROR, naming no field's content); LAUNCH claims and makes
 the spool files here (spoolfs.prepare) and orders the keeper to spawn; LAUNCH and
-FOLLOW stream (tail.py), KILL and PROBE wait on timers: all are generators this
-loop resumes when their time comes, when the keeper says a command ended, or
-when a pidfd says a runner did. Replies are queued and written without blocking.
+FOLLOW stream (tail.py), KILL and PROBE wait on timers, RUN's child (child.py)
+is read and fed here: all are generators this loop resumes when their time
+comes, when the keeper says a command ended, when a pidfd says a runner did, or
+when a pipe of theirs is ready (their `waits`). FS (files.py) is one system call
+or a few, answered at once. RUN's and FS's fields stay bytes (data holds any
+byte). Replies are queued and written without blocking.
 """
 
 import _signal  # type: ignore[import-not-found]
@@ -16,7 +19,7 @@ import select
 import sys
 import time
 
-from . import PROTOCOL, keeper, spoolfs, tail, wire
+from . import PROTOCOL, answer, child, files, keeper, spoolfs, tail, wire
 
 _REASONS = spoolfs.REASONS
 
@@ -31,8 +34,9 @@ class Task:
 
 
 class Agent:
-    def __init__(self, tag):
+    def __init__(self, tag, umask=0o022):
         self.tag = tag
+        self.umask = umask  # the login's (FS's mkdir makes directories with it)
         self.queue = []
         self.queued = 0
         self.tasks = {}  # type: dict[int, Task]
@@ -106,12 +110,16 @@ class Agent:
             reads = [0]
             if self.reports is not None:
                 reads.append(self.reports)
-            watched = {}
+            watched = {}  # type: dict[int, Task]  # a task's fds (its pidfd, a RUN's pipes)
+            feeds = {}  # type: dict[int, Task]
             for t in self.tasks.values():
-                if t.stream is not None and t.stream.fd is not None and not t.stream.ready:
-                    watched[t.stream.fd] = t
-            ready, writable, _ = select.select(reads + list(watched), [1] if self.queue else [], [], timeout)
-            if writable:
+                if t.stream is not None:
+                    fds, outs = t.stream.waits()
+                    watched.update((fd, t) for fd in fds)
+                    feeds.update((fd, t) for fd in outs)
+            writes = ([1] if self.queue else []) + list(feeds)
+            ready, writable, _ = select.select(reads + list(watched), writes, [], timeout)
+            if 1 in writable:
                 self.flush()
             if 0 in ready:
                 data = os.read(0, 1 << 16)
@@ -125,10 +133,11 @@ class Agent:
                     self.request(body)
             if self.reports is not None and self.reports in ready:
                 self.keeper_said(self.reports)
-            for fd, t in watched.items():
-                if fd in ready:
-                    t.stream.ready = True
-                    t.at = 0.0
+            for fd in ready + writable:
+                woke = watched.get(fd) if fd in ready else feeds.get(fd)
+                if woke is not None and woke.stream is not None:
+                    woke.stream.woken(fd)
+                    woke.at = 0.0
             self.step_due()
             if self.queue:
                 self.flush()
@@ -142,7 +151,8 @@ class Agent:
                 delay = next(t.gen)
             except StopIteration as stop:
                 self.finish(t)
-                self.send(t.reply, rid, [str(stop.value) if t.reply != wire.ANSWER else stop.value])
+                value = stop.value
+                self.send(t.reply, rid, value if isinstance(value, list) else [str(value)])
                 continue
             except Exception as exc:
                 self.finish(t)
@@ -196,7 +206,7 @@ class Agent:
         if name is None:
             self.send(wire.ERROR, rid, ["unknown kind %d" % kind])
             return
-        if len(raw) != wire.FIELDS[kind]:
+        if len(raw) < wire.FIELDS[kind] or (len(raw) != wire.FIELDS[kind] and kind not in wire.VARIADIC):
             self.send(
                 wire.ERROR, rid, ["malformed %s: %d fields, wants %d" % (name, len(raw), wire.FIELDS[kind])]
             )
@@ -209,10 +219,10 @@ class Agent:
         if rid in self.tasks:
             self.send(wire.ERROR, rid, ["request id %d is in use" % rid])
             return
-        if any(b"\0" in x for x in raw):
+        if kind not in wire.VARIADIC and any(b"\0" in x for x in raw):
             self.send(wire.ERROR, rid, ["malformed %s: a field holds a NUL" % name])
             return
-        fields = [wire.text(x) for x in raw]
+        fields = raw if kind in wire.VARIADIC else [wire.text(x) for x in raw]  # RUN, FS: bytes
         try:
             getattr(self, "do_" + name.lower())(rid, fields)
         except ValueError as exc:
@@ -291,12 +301,31 @@ class Agent:
     def do_probe(self, rid, fields):
         self.start(rid, spoolfs.probe(*fields), wire.ANSWER)
 
+    def do_reply(self, rid, fields):
+        self.start(rid, answer.reply(*fields), wire.DONE)
+
     def do_remove(self, rid, fields):
         self.send(wire.DONE, rid, [str(spoolfs.remove(*fields))])
 
     def do_clean(self, rid, fields):
         root, minutes = fields
         self.send(wire.DONE, rid, [str(spoolfs.clean(root, _number(minutes, "minutes")))])
+
+    def do_run(self, rid, fields):
+        timeout, stdin, env, argv = fields[0], fields[1], fields[2], fields[3:]
+        if any(b"\0" in x for x in [env, *argv]) or not argv[0]:
+            raise ValueError("an empty program, or a NUL in its argv or environment")
+        seconds = _number(wire.text(timeout), "timeout")
+        run = child.Run(argv, stdin, env, seconds, self.pidfd)
+        self.start(rid, run.run(), wire.DONE, run)
+
+    def do_fs(self, rid, fields):
+        try:
+            done = files.do(fields[0], fields[1:], self.umask)
+        except OSError as exc:
+            self.send(wire.FAILED, rid, files.failed(exc))
+            return
+        self.send(wire.DONE, rid, done)
 
 
 def _number(data, name):
@@ -325,10 +354,15 @@ def _locale_as_given(given):
 
 def main(tag):
     """The agent's life: until dsh's end of the link closes."""
-    os.umask(0o077)
+    umask = os.umask(0o077)
     _locale_as_given(sys.argv[3:5])
     try:
-        Agent(tag).serve()
+        agent = Agent(tag, umask)
+        try:
+            agent.serve()
+        finally:  # RUN's children end with the agent (a launched command does not)
+            for t in list(agent.tasks.values()):
+                agent.finish(t)
     except KeyboardInterrupt:
         pass
     except SystemExit:

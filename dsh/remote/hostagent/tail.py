@@ -42,6 +42,13 @@ class Stream:
         self.runner = None  # (pid, start) from .run
         self._files = []
 
+    def waits(self):
+        """The fds the loop selects on for it: (for reading, for writing)."""
+        return ([self.fd] if self.fd is not None and not self.ready else []), []
+
+    def woken(self, fd):
+        self.ready = True
+
     def close(self):
         for fd in self._files + ([self.fd] if self.fd is not None else []):
             try:

@@ -17,8 +17,13 @@ PROBE = 4
 REMOVE = 5
 CLEAN = 6
 STOP = 7
+REPLY = 8  # an answer to a command's prompt (the wrapper's ANSWER)
+RUN = 9  # a child of the agent, bounded, its output returned (checks, sums, sudo -v)
+FS = 10  # one file operation (copies, stdin files)
 
-FIELDS = {LAUNCH: 10, FOLLOW: 4, KILL: 6, PROBE: 4, REMOVE: 2, CLEAN: 2, STOP: 0}
+FIELDS = {LAUNCH: 10, FOLLOW: 4, KILL: 6, PROBE: 4, REMOVE: 2, CLEAN: 2, STOP: 0, REPLY: 6, RUN: 4, FS: 2}
+#: Kinds whose FIELDS is a least number of fields, not an exact one.
+VARIADIC = frozenset((RUN, FS))
 NAMES = {
     LAUNCH: "LAUNCH",
     FOLLOW: "FOLLOW",
@@ -27,6 +32,9 @@ NAMES = {
     REMOVE: "REMOVE",
     CLEAN: "CLEAN",
     STOP: "STOP",
+    REPLY: "REPLY",
+    RUN: "RUN",
+    FS: "FS",
 }
 
 # Replies (agent -> dsh).
@@ -38,6 +46,7 @@ ENDED = 68
 ANSWER = 69
 DONE = 70
 ERROR = 71
+FAILED = 72  # an FS operation the host refused: its reason (strerror), and errno's name
 
 # Between the agent and its keeper (never on the link to dsh).
 SPAWN = 32  # fields: path, command, backstop, grace, input, helper, secrets
