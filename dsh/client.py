@@ -241,10 +241,12 @@ class Client:
         return self._connecting is not None and not self._connecting.done()
 
     async def _connected(self) -> None:
-        """Wait for `connect_soon`'s work (its error raised here, once)."""
-        task, self._connecting = self._connecting, None
+        """Wait for `connect_soon`'s work (its error raised here); a cancel of this
+        wait (Ctrl-C) leaves the connect going."""
+        task = self._connecting
         if task is not None:
-            await task
+            await asyncio.shield(task)
+            self._connecting = None
 
     async def _use(self, reaching: Coroutine[Any, Any, Connection | Follower]) -> None:
         """Talk through what `reaching` gives: the executor's socket, or a follower."""
@@ -385,6 +387,20 @@ class Client:
         return self.run(self._submit(text, name, first_line))
 
     async def _submit(self, text: str, name: str, first_line: int) -> int | None:
+        if self.connecting():  # Ctrl-C meanwhile drops the line, as at the prompt
+            loop = asyncio.get_running_loop()
+            waiting = asyncio.current_task()
+            assert waiting is not None
+            loop.add_signal_handler(signal.SIGINT, waiting.cancel)
+            try:
+                await self._connected()
+            except asyncio.CancelledError:
+                if waiting.uncancel() or self._interrupt is not None:
+                    raise  # cancelled by another hand (Ctrl-\\ detaches)
+                self.say("the line did not run: the session was still starting")
+                return None
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
         await self._connected()
         sid = os.urandom(6).hex()
         began = time.monotonic()

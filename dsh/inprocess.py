@@ -5,6 +5,7 @@ REPL at a terminal is a client of an executor process instead (dsh.client)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import BinaryIO
@@ -161,11 +162,11 @@ def _read_on(runner: asyncio.Runner, read: Callable[[str], str | None], prompt: 
 
     def work() -> None:
         try:
-            value = read(prompt)
-        except BaseException as exc:  # handed to the loop, raised there
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, value, None)
+            value, exc = read(prompt), None
+        except BaseException as caught:  # handed to the loop, raised there
+            value, exc = None, caught
+        with contextlib.suppress(RuntimeError):  # the loop is closed: dsh is ending anyway
+            loop.call_soon_threadsafe(settle, value, exc)
 
     async def wait() -> str | None:
         return await got

@@ -1,6 +1,8 @@
 """A host's files through its host agent (dsh.remote.hostfiles' FS and RUN): the
 copies' `copying.Files` without an SFTP session, with SftpFiles' meaning and
-sentences (`PATH: REASON`, the host's reason).
+their shape of sentence (`PATH: REASON`; the reason is the host's strerror, where
+OpenSSH's SFTP server has fixed words: "No such file or directory" for its "No
+such file").
 
 A file is sent and fetched in pieces (hostfiles.PIECE), with at most copying's
 window of bytes in flight (CHUNK × WINDOW, as SftpFiles holds): the agent answers
@@ -145,6 +147,7 @@ class AgentFiles:
         limit = None if size is None else size + 1  # one byte more: did it grow?
         asked: deque[tuple[int, int]] = deque()  # (request id, bytes asked)
         ask_at = at = offset
+        file: bytes | None = None  # the file the first piece came from
         try:
             with _said(path):
                 while True:
@@ -157,8 +160,12 @@ class AgentFiles:
                     if not asked:
                         break
                     rid, want = asked[0]
-                    data = hostfiles.data_of(link, await hostfiles.fs_reply(link, rid, "read"), want)
+                    data, which = hostfiles.data_of(link, await hostfiles.fs_reply(link, rid, "read"), want)
                     asked.popleft()
+                    if file is None:
+                        file = which
+                    elif which != file:  # renamed over, or a link swapped in, between two pieces
+                        raise CopyFailed(f"{path}: it was replaced while it was read")
                     if size is not None and at + len(data) > size:
                         raise CopyFailed(f"{path}: it grew while it was read (over the {size} bytes it had)")
                     if data:

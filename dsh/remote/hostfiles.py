@@ -32,10 +32,13 @@ MAX_PATH = 64 * 1024
 #: How long one FS request may take (a few system calls on the host).
 FS_BOUND = 30.0
 #: What a RUN may take past its timeout: the agent's second from TERM to KILL, its
-#: bounded reap and drain, and the way back.
-RUN_SLACK = 10.0
-#: What the agent says of a RUN it ended for its timeout (child.py).
+#: bounded reap (3 s) and drain (1 s), and the way back; within the wrapper's
+#: CHECK's bound (its timeout and SETTLE, 5 s) but for the way back.
+RUN_SLACK = 6.0
+#: What the agent says of a RUN it ended for its timeout, or that it could not reap
+#: after its KILL (child.py).
 TIMED_OUT = "timed out"
+NOT_ENDED = "it did not end after its KILL"
 #: How sudo's password is tried (askpass.VERIFY's sudo: `-k`, what it remembers does
 #: not count), in the C locale; the password on its stdin.
 VERIFY_ARGV = ("sudo", "-k", "-S", "-p", "", "-v")
@@ -134,11 +137,12 @@ def created(link: HostLink, frame: Frame) -> bool:
     return frame.fields == (b"1",)
 
 
-def data_of(link: HostLink, frame: Frame, asked: int) -> bytes:
-    """A read's bytes (no more than were asked for)."""
-    if len(frame.fields) != 1 or len(frame.fields[0]) > asked:
+def data_of(link: HostLink, frame: Frame, asked: int) -> tuple[bytes, bytes]:
+    """A read's bytes (no more than were asked for), and which file they are of (its
+    device and inode: the pieces of one file are read through an open each)."""
+    if len(frame.fields) != 2 or len(frame.fields[0]) > asked:
         raise broke(link, f"a read of {asked} bytes answered with other than that many at most")
-    return frame.fields[0]
+    return frame.fields[0], frame.fields[1]
 
 
 def names_of(link: HostLink, frame: Frame) -> tuple[list[str], bool]:
@@ -187,9 +191,10 @@ async def run(
     try:
         async with asyncio.timeout(int(seconds) + RUN_SLACK):
             frame = await link.reply(rid)
-    except TimeoutError:
+    except TimeoutError:  # a wedged or silent agent: no later request waits on it
         link.stop(rid)
-        return Ran(None, why=f"dsh's host agent did not answer within {int(seconds) + RUN_SLACK:g}s")
+        link.lost(f"it did not answer a RUN within {int(seconds) + RUN_SLACK:g}s")
+        raise LinkLost(link.why) from None
     except BaseException:  # cancelled (its child is killed), or the link died
         link.stop(rid)
         raise
@@ -210,16 +215,18 @@ async def run(
     return Ran(status, out, err)
 
 
-async def check(link: HostLink, command: str, timeout: float, keep: int) -> Check:
+async def check(link: HostLink, command: str, timeout: float, keep: int, given: float | None = None) -> Check:
     """A probe (`await cmd`) as the wrapper's CHECK ends it: its status and stdout (`keep`
     bytes at most), or None past `timeout` (as 124, coreutils' timeout's status, says
-    it there). LinkLost: it may be run again."""
+    it there; said as `given`, the probe's whole timeout, when some went before).
+    LinkLost: it may be run again."""
+    given = timeout if given is None else given
     try:
         ran = await run(link, ["sh", "-c", command], timeout=timeout)
     except ProtocolError as exc:
         return Check(None, b"", str(exc))
-    if ran.why == TIMED_OUT or ran.status == spool.WrapperExit.CHECK_TIMED_OUT:
-        return Check(None, ran.stdout[:keep], f"the probe did not end within {timeout:g}s")
+    if ran.why in (TIMED_OUT, NOT_ENDED) or ran.status == spool.WrapperExit.CHECK_TIMED_OUT:
+        return Check(None, ran.stdout[:keep], f"the probe did not end within {given:g}s")
     if ran.status is None:
         return Check(None, b"", f"the probe did not run: {ran.why}")
     return Check(ran.status, ran.stdout[:keep])
@@ -237,5 +244,5 @@ async def verify(link: HostLink, answer: str, timeout: float) -> tuple[int | Non
     if ran.status == 127:  # not found on its PATH (sudo itself never ends so)
         return 2, "no sudo on this host"
     if ran.status is None:
-        return None, "" if ran.why == TIMED_OUT else ran.why
+        return None, "" if ran.why in (TIMED_OUT, NOT_ENDED) else ran.why
     return ran.status, ran.stderr.decode("utf-8", "replace").strip()[-SAID:]

@@ -543,7 +543,10 @@ def answer(argv: Sequence[str], stdout: bytes | str) -> str | None:
 #: a pty, a channel that closes does not end its command. The command runs in a
 #: process group of its own; past T seconds the group is TERMed, then KILLed,
 #: and the exit status is CHECK_TIMED_OUT (124, as coreutils' timeout says
-#: it). Its stdout starts with `TAG start` (what came before is the login shell's).
+#: it): the watcher says so by its own status, also when the command ended of the
+#: TERM while the watcher waited to KILL (a watcher killed before its trap was set
+#: ends 143: not a timeout). Its stdout starts with `TAG start` (what came before
+#: is the login shell's).
 CHECK = _statuses(
     _BEGIN
     + _SESSION
@@ -553,16 +556,20 @@ CHECK = _statuses(
     + r""""$@" sh -c "$c" </dev/null & p=$!
 stop() { kill "-$1" "-$p" 2>/dev/null || kill "-$1" "$p" 2>/dev/null; }
 watch() {
-  trap 'kill "$s" 2>/dev/null; exit 0' TERM
+  f=0
+  trap 'kill "$s" 2>/dev/null; [ "$f" = 0 ] || stop KILL; exit "$f"' TERM
   sleep "$t" & s=$!
   wait "$s" || exit 0
+  f=@CHECK_TIMED_OUT@
   stop TERM; sleep 1; stop KILL
+  exit "$f"
 }
 watch </dev/null >/dev/null 2>&1 &
 w=$!
 wait "$p"; rc=$?
-if kill "$w" 2>/dev/null; then exit "$rc"; fi
-[ "$rc" -ge 128 ] && exit @CHECK_TIMED_OUT@
+kill "$w" 2>/dev/null
+wait "$w"
+[ $? = @CHECK_TIMED_OUT@ ] && exit @CHECK_TIMED_OUT@
 exit "$rc"
 """
 )

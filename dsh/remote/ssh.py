@@ -662,13 +662,10 @@ class SshHost:
         fleet = self.fleet
         if fleet.host_agent == "off":
             return None
-        started = time.monotonic()
-        try:
-            conn = await asyncio.wait_for(fleet.connection(self._name), timeout)
-            left = max(timeout - (time.monotonic() - started), 0.001)
-            link = await asyncio.wait_for(
-                fleet.link(self._name, conn), left
-            )  # a boot within the action's time
+        try:  # asyncio.timeout: wait_for drops a caller's cancel that comes as it ends (3.11)
+            async with asyncio.timeout(timeout):
+                conn = await fleet.connection(self._name)
+                link = await fleet.link(self._name, conn)  # a boot within the action's time
         except (Unusable, TimeoutError):
             return None
         if link is not None:
@@ -889,20 +886,26 @@ class SshHost:
     async def check(self, command: str, *, timeout: float) -> Check:
         from dsh.remote import hostfiles
 
+        started = time.monotonic()
         link = await self._link(timeout)
         if link is not None:
             with contextlib.suppress(LinkLost):  # else through the wrapper: a probe may run again
-                return await hostfiles.check(link, command, timeout, CHECK_BYTES)
+                left = max(timeout - (time.monotonic() - started), 0.001)
+                return await hostfiles.check(link, command, left, CHECK_BYTES, timeout)
+        late = f"the probe did not end within {timeout:g}s"
+        if time.monotonic() - started >= timeout:  # its time went to the agent (booting, or dying)
+            return Check(None, b"", late)
+        left = max(timeout - (time.monotonic() - started), 0.001)
         try:
             conn = await self.fleet.connection(self._name)
         except Unusable as exc:
             return Check(None, b"", exc.message)
-        argv = spool.check_argv(command, timeout)  # bounded on the host too
+        argv = spool.check_argv(command, left)  # bounded on the host too
         script = to_bytes(spool.as_stdin(argv))  # bound values may hold any bytes
         try:
-            done = await run_script(conn, script, timeout=timeout + SETTLE)
+            done = await run_script(conn, script, timeout=left + SETTLE)
         except TimeoutError:  # asyncssh's is one too
-            return Check(None, b"", f"the probe did not end within {timeout:g}s")
+            return Check(None, b"", late)
         except (asyncssh.Error, OSError) as exc:
             self.fleet.forget(conn)
             return Check(None, b"", _why(exc))
@@ -912,7 +915,7 @@ class SshHost:
         out, dropped = unwrapped
         self._noted(dropped)
         if done.exit_status == spool.WrapperExit.CHECK_TIMED_OUT:
-            return Check(None, out[:CHECK_BYTES], f"the probe did not end within {timeout:g}s")
+            return Check(None, out[:CHECK_BYTES], late)
         return Check(done.exit_status, out[:CHECK_BYTES])
 
     async def port_open(self, port: int, *, timeout: float) -> bool:
@@ -931,7 +934,8 @@ class SshHost:
         if link is not None:  # never also the wrapper's ANSWER: the FIFO would hold two lines
             try:
                 line = askpass.feed(answer, why)
-                return await asyncio.wait_for(hostops.reply(link, fleet.root, spot, ask, line), bound) == 0
+                async with asyncio.timeout(bound):
+                    return await hostops.reply(link, fleet.root, spot, ask, line) == 0
             except (LinkLost, TimeoutError):
                 return False
         argv = spool.answer_argv(fleet.root, spot.session, spot.action, spot.alias, ask)

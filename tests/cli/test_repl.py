@@ -322,3 +322,26 @@ def test_an_executor_that_dies_before_its_hello_ends_the_prompt_with_why(env) ->
     finally:
         child.close()
     assert child.exitstatus == 3  # the session's executor is gone: dsh attach takes it over
+
+
+def test_ctrl_c_while_the_first_line_waits_for_the_session_drops_that_line_only(  # type: ignore[no-untyped-def]
+    env,
+) -> None:
+    child = spawn({**env, "DSH_FAULT_SLOW_START": "3"})
+    seen = io.StringIO()
+    child.logfile_read = seen
+    try:
+        child.expect("dsh>")
+        child.sendline("echo dropped $((1+1))")
+        time.sleep(0.5)  # it waits for the executor, which starts 3 s late
+        child.sendintr()
+        child.expect("the line did not run: the session was still starting")
+        child.expect("dsh>")
+        child.sendline("echo kept $((2+2))")
+        child.expect("kept 4")
+        child.expect("dsh>")
+        end(child)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, seen.getvalue()
+    assert "dropped 2" not in seen.getvalue()

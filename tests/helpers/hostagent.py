@@ -49,6 +49,18 @@ OLD_PYTHONS = [
     if os.access(p, os.X_OK)
 ]
 
+#: Opens /dev/null argv[1] times (inheritable), raising the open-file limit for it, then
+#: execs the rest of its argv.
+_TAKING = (
+    "import os, resource, sys\n"
+    "n = int(sys.argv[1])\n"
+    "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 100), hard))\n"
+    "for _ in range(n):\n"
+    "    os.set_inheritable(os.open('/dev/null', os.O_RDONLY), True)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
 ENDS = (wire.ENDED, wire.ANSWER, wire.DONE, wire.ERROR, wire.FAILED)
 
 
@@ -56,10 +68,17 @@ class Link:
     """One agent process and the frames to and from it."""
 
     def __init__(
-        self, env: Mapping[str, str] | None = None, cwd: str | None = None, python: str = sys.executable
+        self,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        python: str = sys.executable,
+        taken: int = 0,
     ) -> None:
+        argv = [python, "-I", "-S", "-c", loader(), "dsh-agent", "dsh-spool-test"]
+        if taken:  # the agent starts with fds 3 to 3+taken open: each it makes is numbered past them
+            argv = [python, "-I", "-S", "-c", _TAKING, str(taken), *argv]
         self.proc = subprocess.Popen(
-            [python, "-I", "-S", "-c", loader(), "dsh-agent", "dsh-spool-test"],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -103,8 +122,9 @@ class Link:
         while not self.frames:
             left = until - time.monotonic()
             assert left > 0, "no frame from the agent in time"
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            poller = select.poll()  # not select(): a test may hold fds past 1024
+            poller.register(fd, select.POLLIN)
+            if poller.poll(int(left * 1000) + 1):
                 data = os.read(fd, 1 << 16)
                 assert data, "the agent closed its stdout"
                 self.frames += [wire.decode(b) for b in self.reader.feed(data)]

@@ -131,6 +131,12 @@ class Namespaces:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(5)
         for name in self.names:
+            # What still runs in the test's own namespaces (an sshd's sessions whose
+            # client was cut off never hear it went, nor does what they run): killed.
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10)
+            for pid in pids.stdout.split():
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             with contextlib.suppress(subprocess.CalledProcessError):
                 ip("netns", "del", name)
         self._clear()

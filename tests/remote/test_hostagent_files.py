@@ -6,6 +6,7 @@ bounded child whose stdin and environment go nowhere else."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import stat
 import sys
@@ -83,8 +84,10 @@ def test_file_operations_mean_what_sftp_means(tmp_path: Path, links: list[Link],
     assert (tmp_path / "d").joinpath(os.fsdecode(b"caf\xe9")).read_bytes() == data
     assert stat.S_IMODE((tmp_path / "d" / os.fsdecode(b"caf\xe9")).stat().st_mode) == 0o600
     assert done(link, "create", b"d/caf\xe9", b"other") == [b"0"]  # exists: left alone
-    assert done(link, "read", b"d/caf\xe9", 1, 100) == [data[1:]]
-    assert done(link, "read", b"d/caf\xe9", 100, 10) == [b""]
+    made = (tmp_path / "d").joinpath(os.fsdecode(b"caf\xe9")).stat()
+    which = b"%d:%d" % (made.st_dev, made.st_ino)  # which file the bytes are of
+    assert done(link, "read", b"d/caf\xe9", 1, 100) == [data[1:], which]
+    assert done(link, "read", b"d/caf\xe9", 100, 10) == [b"", which]
     # a link planted at the name: never followed, by create or by a write anew
     target = tmp_path / "target"
     target.write_bytes(b"precious")
@@ -188,9 +191,9 @@ def test_a_run_past_its_timeout_is_termed_then_killed_with_its_group(
     assert got == [b"", b"begun\n", b"", b"timed out"]
     assert 0.9 < time.monotonic() - started < 3
     assert not alive(int(pids.read_text()))
-    # one that ends of its own when told (a trap) says its own status, as CHECK has it
+    # one that ends of its own when told (a trap), even well, timed out all the same (CHECK's 124)
     got = run(link, "sh", "-c", "trap 'echo bye; exit 0' TERM; sleep 60 & wait", timeout=1)
-    assert got == [b"0", b"bye\n", b""]
+    assert got == [b"", b"bye\n", b"", b"timed out"]
     # one that ignores TERM is KILLed a second later
     started = time.monotonic()
     assert run(link, "sh", "-c", "trap '' TERM; sleep 60", timeout=1)[::3] == [b"", b"timed out"]
@@ -269,3 +272,14 @@ def test_a_malformed_run_is_an_error(tmp_path: Path, links: list[Link]) -> None:
         (wire.ERROR, [b"malformed RUN: 3 fields, wants 4"])
     ]
     assert run(link, "true") == [b"0", b"", b""]
+
+
+def test_runs_on_fds_over_1024_are_served(links: list[Link], tmp_path: Path) -> None:
+    """An agent whose fds are numbered past select()'s 1024 (a raised limit, many in
+    use): its loop polls them (select would end it with a ValueError)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.fail(f"the open-file hard limit ({hard}) is under 1300: raise it to run this test")
+    link = Link(env=dict(os.environ), cwd=str(tmp_path), taken=1100)
+    links.append(link)
+    assert run(link, "sh", "-c", "echo high; exit 5") == [b"5", b"high\n", b""]

@@ -154,17 +154,18 @@ async def test_checks_go_through_the_agent_with_the_wrappers_outcomes(ssh_setup:
     on, off = fleet(ssh_setup), fleet(ssh_setup, "off")
     try:
         link = await link_of(on)
-        for command in ("echo hi; exit 3", "test -e /", "printf 'a\\000b'", "exit 124"):
+        for command in ("echo hi; exit 3", "test -e /", "printf 'a\\000b'", "exit 124", "umask"):
             sent = link.sent
             assert await on("h1").check(command, timeout=5) == await off("h1").check(command, timeout=5)
             assert link.sent == sent + 1
-        started = time.monotonic()
-        marker = f"sleep 30.{os.getpid() % 1000}"
-        late = await on("h1").check(f"echo begun; {marker}", timeout=1)
-        assert late.status is None and late.out == b"begun\n", late
-        assert late.message == "the probe did not end within 1s"
-        assert time.monotonic() - started < 4
-        assert not processes_of(USER, marker)
+        for side in (on, off):  # a probe past its timeout: the same outcome both ways
+            started = time.monotonic()
+            marker = f"sleep 30.{os.getpid() % 1000}"
+            late = await side("h1").check(f"echo begun; {marker}", timeout=1)
+            assert late.status is None and late.out == b"begun\n", late
+            assert late.message == "the probe did not end within 1s"
+            assert time.monotonic() - started < 4
+            assert not processes_of(USER, marker)
     finally:
         await on.close()
         await off.close()
@@ -255,9 +256,11 @@ while True:
         op = fields[0].decode()
         got = ANSWERS.get(op, {"create": [b"1"], "stat": [b"none"], "lstat": [b"none"]}.get(op, []))
         if op == "read" and got == "READ":
-            got = [b"A" * int(fields[3])]
+            got = [b"A" * int(fields[3]), b"1:1"]
         elif op == "read" and got == "MORE":
-            got = [b"A" * (int(fields[3]) + 1)]
+            got = [b"A" * (int(fields[3]) + 1), b"1:1"]
+        elif op == "read" and got == "SWAPPED":  # another file for each piece
+            got = [b"A" * int(fields[3]), b"1:%%d" %% int(fields[2])]
         kind_out = 72 if op in ANSWERS.get("failed", ()) else 70
         frame(kind_out, rid, got)
     elif kind == 9:
@@ -296,6 +299,11 @@ async def test_a_hosts_lies_through_its_agent_end_a_copy_with_a_sentence(
             {"stat": [b"file", b"420", b"10"], "run_out": b"none\n", "read": "MORE"},
             "get",
             "broke the protocol",
+        ),
+        (
+            {"stat": [b"file", b"420", b"%d" % (2 << 20)], "run_out": b"none\n", "read": "SWAPPED"},
+            "get",
+            "it was replaced while it was read",
         ),
         (
             {"stat": [b"dir", b"493", b"0"], "run_out": b"none\n", "listdir": [b"a"]},

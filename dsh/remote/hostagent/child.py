@@ -2,7 +2,7 @@
 output returned in one reply.
 
 The child starts in a session (and process group) of its own, with the agent's
-environment and the NAME=VALUE lines it was given, its signals at their defaults
+environment and the NAME=VALUE lines it was given, the login's umask, its signals at their defaults
 but INT and QUIT ignored (as the keeper's commands have them), stdin a pipe fed
 the bytes given and then closed (or /dev/null), stdout and stderr pipes. The
 stdin bytes and the given values go nowhere else: no argv, file or message.
@@ -13,7 +13,7 @@ loop resumes that returns the fields of its DONE: the status as sh says it (128+
 for a signal death; 127 when the program is not found and 126 when it cannot be
 run, with sh's kind of sentence on its stderr), then stdout and stderr. Past its
 timeout its group is TERMed, then KILLed a second later (CHECK's steps): a child
-that ended of that (128+SIG), or that could not be started, has the status "" and
+that was (however it ended), or that could not be started, has the status "" and
 a reason as a fourth field. At most OUT_KEEP bytes of stdout and ERR_KEEP of
 stderr are kept (the rest is read and dropped), so that the reply fits a frame.
 
@@ -34,7 +34,7 @@ OUT_KEEP = 768 * 1024
 ERR_KEEP = 192 * 1024
 #: Seconds from TERM to KILL; then the most a KILLed child may take to be reaped.
 KILL_AFTER = 1.0
-REAP_BOUND = 5.0
+REAP_BOUND = 3.0
 #: Seconds its pipes are read after its end (something it left may hold them).
 DRAIN = 1.0
 POLL = 0.25
@@ -65,7 +65,7 @@ def reap_left():
 
 
 class Run:
-    def __init__(self, argv, stdin, env, timeout, pidfd=True):
+    def __init__(self, argv, stdin, env, timeout, pidfd=True, umask=0o022):
         self.parts = ([], [])  # type: tuple[list[bytes], list[bytes]]
         self.kept = [0, 0]
         self.fds = {}  # type: dict[int, int]  # a pipe's read end: 0 stdout, 1 stderr
@@ -79,7 +79,7 @@ class Run:
         self.deadline = time.monotonic() + timeout
         reap_left()
         try:
-            pid = self._start(argv, bool(stdin), environment(env))
+            pid = self._start(argv, bool(stdin), environment(env), umask)
         except OSError as exc:
             self.why = "cannot start it: " + os.strerror(exc.errno or 0)
             return
@@ -90,7 +90,7 @@ class Run:
                 pass
         self._feed()
 
-    def _start(self, argv, piped, env):
+    def _start(self, argv, piped, env, umask):
         made = []  # type: list[int]
         try:
             for _ in range(3 if piped else 2):
@@ -105,7 +105,7 @@ class Run:
             raise
         out_r, out_w, err_r, err_w, in_r, in_w = made
         if pid == 0:
-            _exec(argv, env, (in_r, out_w, err_w))
+            _exec(argv, env, (in_r, out_w, err_w), umask)
         self.pid = pid
         for fd in (in_r, out_w, err_w):
             os.close(fd)
@@ -204,7 +204,7 @@ class Run:
         out, err = b"".join(self.parts[0]), b"".join(self.parts[1])
         if self.status is None:
             return ["", out, err, self.why or "it did not end after its KILL"]
-        if stage and self.status >= 128:
+        if stage:  # TERMed for its timeout: timed out however it ended (CHECK's 124)
             return ["", out, err, "timed out"]
         return [str(self.status), out, err]
 
@@ -226,10 +226,12 @@ class Run:
             reap_left()
 
 
-def _exec(argv, env, fds):
-    """In the forked child: its session, signals and fds, then the program (never returns)."""
+def _exec(argv, env, fds, umask):
+    """In the forked child: its session, signals, fds and the login's umask (the
+    agent's is 077), then the program (never returns)."""
     try:
         os.setsid()
+        os.umask(umask)
         for sig in keeper._defaulted():
             try:
                 _signal.signal(sig, _signal.SIG_DFL)

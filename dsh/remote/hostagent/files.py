@@ -19,9 +19,11 @@ follow).
   exclusively (0600); `0`: an existing regular file (not through a link); DATA
   written at OFFSET.
 - `truncate PATH SIZE`, `read PATH OFFSET SIZE` (a regular file; a link is
-  followed for read, not for truncate), `rename OLD NEW` (replacing NEW),
-  `chmod PATH MODE`, `symlink TARGET PATH`, `readlink PATH`, `remove PATH`,
-  `listdir PATH START` (sorted names from index START).
+  followed for read, as SFTP's open does, not for truncate; a read answers its
+  bytes and DEV:INO of the file they came from, so that dsh tells a file
+  replaced between two pieces), `rename OLD NEW` (replacing NEW), `chmod PATH
+  MODE` (through a link, as SFTP's), `symlink TARGET PATH`, `readlink PATH`,
+  `remove PATH`, `listdir PATH START` (sorted names from index START).
 """
 
 import errno
@@ -133,6 +135,7 @@ def _read(path, at, size):
         raise ValueError("a read of over %d bytes" % PIECE)
     fd = _regular(path, os.O_RDONLY)
     try:
+        st = os.fstat(fd)
         parts = []
         while size > 0:
             data = os.pread(fd, size, at)
@@ -142,7 +145,7 @@ def _read(path, at, size):
             at, size = at + len(data), size - len(data)
     finally:
         os.close(fd)
-    return [b"".join(parts)]
+    return [b"".join(parts), b"%d:%d" % (st.st_dev, st.st_ino)]
 
 
 def _mkdir(path, mode, umask):

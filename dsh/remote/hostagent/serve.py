@@ -118,7 +118,7 @@ class Agent:
                     watched.update((fd, t) for fd in fds)
                     feeds.update((fd, t) for fd in outs)
             writes = ([1] if self.queue else []) + list(feeds)
-            ready, writable, _ = select.select(reads + list(watched), writes, [], timeout)
+            ready, writable = _ready(reads + list(watched), writes, timeout)
             if 1 in writable:
                 self.flush()
             if 0 in ready:
@@ -316,7 +316,7 @@ class Agent:
         if any(b"\0" in x for x in [env, *argv]) or not argv[0]:
             raise ValueError("an empty program, or a NUL in its argv or environment")
         seconds = _number(wire.text(timeout), "timeout")
-        run = child.Run(argv, stdin, env, seconds, self.pidfd)
+        run = child.Run(argv, stdin, env, seconds, self.pidfd, self.umask)
         self.start(rid, run.run(), wire.DONE, run)
 
     def do_fs(self, rid, fields):
@@ -326,6 +326,28 @@ class Agent:
             self.send(wire.FAILED, rid, files.failed(exc))
             return
         self.send(wire.DONE, rid, done)
+
+
+_IN = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
+_OUT = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _ready(reads, writes, timeout):
+    """select's answer (the fds ready to read, to write) through poll, which takes
+    fds of 1024 and up (a RUN's pipes and pidfd, many streams in flight)."""
+    poller = select.poll()
+    want = {}  # type: dict[int, int]
+    for fd in reads:
+        want[fd] = want.get(fd, 0) | select.POLLIN
+    for fd in writes:
+        want[fd] = want.get(fd, 0) | select.POLLOUT
+    for fd, events in want.items():
+        poller.register(fd, events)
+    ms = None if timeout is None else int(timeout * 1000) + 1
+    got = poller.poll(ms)
+    ready = [fd for fd, ev in got if ev & _IN and want[fd] & select.POLLIN]
+    writable = [fd for fd, ev in got if ev & _OUT and want[fd] & select.POLLOUT]
+    return ready, writable
 
 
 def _number(data, name):
