@@ -18,7 +18,8 @@ Cases:
   warm     the second line of one dsh session (`@h[1-N] true` twice on stdin,
            THINK seconds apart, the second's `done` seconds: dsh's host agents
            boot while it waits) against the floor's second round on open
-           connections (timed inside the script); and dsh's second line on
+           connections, THINK seconds after its first too (timed inside the
+           script: a pause costs both sides alike); and dsh's second line on
            hosts without python3 (an sshd whose PATH hides it: the sh wrapper).
   output   `seq 1 200000` on 50 hosts: wall time and peak memory against all
            three; every contender reads all of the output (dsh shows 1,000
@@ -151,6 +152,7 @@ def _floor(
         done = await asyncio.gather(*(one(i) for i in range(hosts)))
         status = 0 if all(s == 0 for s, _ in done) else 1
         if warm:  # a second round on the open connections: the time of that alone
+            await asyncio.sleep(THINK)  # after the pause dsh's second line comes after
             started = time.perf_counter()
             again = await asyncio.gather(*(run(conn, f"h{i}") for i, (_, conn) in enumerate(done)))
             print(f"warm-seconds {time.perf_counter() - started:.6f}", file=sys.stderr)
