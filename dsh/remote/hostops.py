@@ -165,7 +165,8 @@ async def _stream(link: HostLink, rid: int, watch: spool.Watch, timeout: float) 
     try:
         while True:
             try:
-                frame = await asyncio.wait_for(link.reply(rid), max(deadline - time.monotonic(), 0))
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):  # never loses a cancel
+                    frame = await link.reply(rid)
             except TimeoutError:
                 over = False
                 return Late(link, rid)

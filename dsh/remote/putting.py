@@ -153,7 +153,8 @@ class Put(Copier):
         if self.blobs is not None and self.machine and e.size >= SHARE_MIN and not self.job.resume:
             lead, made = self.blobs.claim(self.machine, e.sha256)
         if made is not None and not lead:  # another alias of this machine sends it
-            blob = await asyncio.wait_for(asyncio.shield(made), max(self.left() - MIN_STEP, 0.001))
+            async with asyncio.timeout(max(self.left() - MIN_STEP, 0.001)):  # wait_for may lose a cancel
+                blob = await asyncio.shield(made)
             if blob is None or not await self._from_blob(blob, tmp, e):
                 await self._upload(e, target, tmp)
         elif lead:
