@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from dsh.remote import hostfiles, spool
-from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, FilesLost, NotOwner, Stat
+from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, FilesLost, NotOwner, Stat, open_source
 from dsh.remote.hostfiles import PIECE, FsFailed
 from dsh.remote.hostlink import HostLink, LinkLost
 from dsh.remote.hostwire import ProtocolError
@@ -93,10 +93,7 @@ class AgentFiles:
         progress: Callable[[int], None],
         alive: Callable[[], bool],
     ) -> None:
-        try:
-            src = open(local, "rb", buffering=0)  # noqa: SIM115  (closed below)
-        except OSError as exc:
-            raise CopyFailed(f"{local}: {exc.strerror or exc}") from None
+        src = open_source(local)
         link = self.link
         sending: deque[tuple[int, int]] = deque()  # (request id, bytes)
         try:

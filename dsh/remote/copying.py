@@ -187,6 +187,15 @@ def temp_name(path: str, spot: Spot) -> str:
     return posixpath.join(head, f".{base[:80]}.dsh-{ident}")
 
 
+def open_source(local: str) -> BinaryIO:
+    """A put's file on this machine, opened for `Files.send` (unbuffered; the caller
+    closes it); CopyFailed with its path and why when it cannot be."""
+    try:
+        return open(local, "rb", buffering=0)  # the caller closes it
+    except OSError as exc:
+        raise CopyFailed(f"{local}: {exc.strerror or exc}") from None
+
+
 async def mkdirs(files: Files, path: str, mode: int) -> None:
     """`mkdir -p` on a host: the missing directories of `path`, each with `mode`."""
     missing: list[str] = []

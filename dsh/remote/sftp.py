@@ -15,7 +15,7 @@ from typing import BinaryIO, TypeVar, cast
 
 from dsh.bytestext import to_bytes
 from dsh.remote import spool
-from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, FilesLost, NotOwner, Stat
+from dsh.remote.copying import CHUNK, WINDOW, CopyFailed, FilesLost, NotOwner, Stat, open_source
 from dsh.remote.manifest import DIR, FILE, LINK
 from dsh.remote.sshrun import asyncssh, run_script
 
@@ -103,10 +103,7 @@ class SftpFiles:
         progress: Callable[[int], None],
         alive: Callable[[], bool],
     ) -> None:
-        try:
-            src = open(local, "rb", buffering=0)  # noqa: SIM115  (closed below)
-        except OSError as exc:
-            raise CopyFailed(f"{local}: {exc.strerror or exc}") from None
+        src = open_source(local)
         # Written anew: whatever has the name goes first, and the file is made exclusively
         # (O_EXCL: a link planted there, in a directory others can write, is not followed).
         # Taken up (`offset`): the copy's own temporary file, a regular file (lstat'ed).
