@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ from tests.helpers.hostagent import OLD_PYTHONS, SOURCE, Link, launch_fields, ou
 
 ALLOWED = {"os", "sys", "struct", "select", "errno", "stat", "time", "zlib", "hashlib", "shutil"}
 ALLOWED |= {"signal", "_signal", "fcntl"}
-
-
-@pytest.fixture
-def links() -> Iterator[list[Link]]:
-    made: list[Link] = []
-    yield made
-    for link in made:
-        assert link.close() == b"", "the agent printed on stderr (a traceback?)"
 
 
 def agent(links: list[Link], python: str = sys.executable, **env: str) -> Link:

@@ -11,23 +11,15 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dsh.remote.hostagent import child, files, wire
 from tests.helpers.hostagent import OLD_PYTHONS, Link
+from tests.helpers.procs import alive
 
 PYTHONS = [sys.executable, *OLD_PYTHONS]
-
-
-@pytest.fixture
-def links() -> Iterator[list[Link]]:
-    made: list[Link] = []
-    yield made
-    for link in made:
-        assert link.close() == b"", "the agent printed on stderr (a traceback?)"
 
 
 def agent(links: list[Link], cwd: Path, python: str = sys.executable, **env: str) -> Link:
@@ -53,14 +45,6 @@ def run(link: Link, *argv: str, timeout: int = 10, stdin: bytes = b"", env: str 
     ((kind, got),) = frames
     assert kind == wire.DONE, (kind, got)
     return got
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 # FS

@@ -12,6 +12,7 @@ import pytest
 from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
 from tests.conftest import SPOOL
+from tests.helpers.procs import alive
 
 _actions = iter(range(1, 1_000_000))
 
@@ -31,14 +32,6 @@ class Collect:
 
     def text(self, stream: str) -> bytes:
         return b"".join(d for s, d, _ in self.chunks if s == stream)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_output_and_exit_status() -> None:

@@ -15,6 +15,7 @@ import pytest
 from dsh.remote import spool
 from dsh.remote.base import Exec
 from tests.helpers import tmpfs
+from tests.helpers.procs import alive
 
 
 @dataclass
@@ -61,14 +62,6 @@ def marker(line: bytes | str) -> bool:
     """The wrapper's start marker (the first line of LAUNCH's and FOLLOW's streams)."""
     text = line.decode() if isinstance(line, bytes) else line
     return text.startswith("dsh-spool-") and text.endswith(" start\n")
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 spool_files = ["claim", "err", "out", "pid", "run", "status"]
