@@ -63,3 +63,16 @@ def test_dsh_and_the_agent_encode_alike_and_read_each_other() -> None:
     assert ours == theirs
     (frame,) = Reader().feed(agent.encode(agent.ENDED, 4, ["253"]))
     assert (frame.kind, frame.rid, frame.number(0)) == (Kind.ENDED, 4, 253)
+
+
+def test_both_codecs_number_every_kind_alike() -> None:
+    """dsh's Kind and the agent's constants (dsh/remote/hostagent/wire.py, its own
+    codec for Python 3.6) are one contract: the same name, the same number."""
+    from dsh.remote.hostagent import wire
+
+    for kind in Kind:
+        assert getattr(wire, kind.name) == kind.value, kind
+    agents = {name: value for name, value in vars(wire).items() if name.isupper() and isinstance(value, int)}
+    requests = {name for name, value in agents.items() if value in wire.NAMES}
+    assert requests == {k.name for k in Kind if k.value < 32}
+    assert set(wire.FIELDS) == set(wire.NAMES)
