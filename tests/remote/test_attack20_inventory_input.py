@@ -179,9 +179,12 @@ def test_an_input_cut_by_its_timeout_leaves_no_partial_file(  # type: ignore[no-
 ) -> None:
     (tmp_path / "big").write_bytes(os.urandom(48 << 20))
     session = f"atk20-{os.getpid()}"
-    done = run_dsh([*config, "--session", session, "-c", "@h1 wc -c | stdin big | within 100ms"])
+    # the first line opens the connection (and boots the agent, if on) and makes the session's
+    # spool, so the 100 ms are spent writing the input, never on the way to it
+    done = run_dsh([*config, "--session", session, "-c", "@h1 true\n@h1 wc -c | stdin big | within 100ms"])
     assert done.returncode == 1 and "was not written to the host in time" in done.stdout, done.stdout
     names = _spool_listing(run_dsh, config, session)
+    assert any(n not in (".", "..") for n in names), names  # the first line's: this is the session's spool
     partial = [n for n in names if ".in." in n]
     assert partial == [], f"partial inputs left in the host's spool: {partial}"
 
