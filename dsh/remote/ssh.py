@@ -237,19 +237,25 @@ class SshFleet:
             if self.host_agent != "eager":
                 self._ran.setdefault(conn, alias)
                 return None
-            fut = self._boot(alias, conn)
+            fut = self._boot(alias, conn, warm=False)  # this action warms it
         elif not fut.done():
             return None  # booting: this action goes through the wrapper
         link = await asyncio.shield(fut)
         return link if link is not None and link.alive else None
 
-    def _boot(self, alias: str, conn: asyncssh.SSHClientConnection) -> asyncio.Future[HostLink | None]:
+    def _boot(
+        self, alias: str, conn: asyncssh.SSHClientConnection, *, warm: bool
+    ) -> asyncio.Future[HostLink | None]:
         """Start booting the agent on `conn` (None when it does not come up, said once
-        when the host has a python3 that could run it)."""
+        when the host has a python3 that could run it); `warm`: its first action's extra
+        cost is paid before it is used (hostops.warm)."""
 
         async def boot() -> HostLink | None:
             try:
-                return await HostLink.start(conn, timeout=self.connect_timeout)
+                link = await HostLink.start(conn, timeout=self.connect_timeout)
+                if warm:
+                    await hostops.warm(link, self.root, alias, self.connect_timeout)
+                return link
             except LinkLost as exc:
                 if exc.booted:  # else: no python3, or the login shell failed (the wrapper says so)
                     said = (
@@ -269,7 +275,7 @@ class SshFleet:
             return
         for conn, alias in ran.items():
             if conn not in self._links and not conn.is_closed():
-                self._boot(alias, conn)
+                self._boot(alias, conn, warm=True)
 
     def forget(self, conn: asyncssh.SSHClientConnection) -> None:
         """Drop (and close) a connection that broke, so that the next use makes a new one."""

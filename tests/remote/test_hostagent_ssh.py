@@ -15,7 +15,7 @@ from dsh.remote.base import Spot
 from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig
 from tests.conftest import SshSetup
-from tests.sshd import USER, kill_user_processes, processes_of
+from tests.sshd import USER, kill_user_processes, processes_of, user_home
 
 
 class Collect:
@@ -179,6 +179,9 @@ async def test_auto_boots_the_agent_while_the_session_waits_and_the_next_line_us
         while (link := await auto.link("h1", conn)) is None:
             assert time.monotonic() < deadline, "the agent never came up"
             await asyncio.sleep(0.05)
+        # it was warmed as it booted (hostops.warm): a LAUNCH of `:` and the REMOVE of its spool
+        assert link.sent == 2
+        assert list((user_home(USER) / ".local/state/dsh/spool").glob("_warm.*")) == []
         sent = link.sent
         second = await auto("h1").run("echo two", spot=spot("2.1.1"), timeout=10, output=(out := Collect()))
         assert (second.outcome, out.data["stdout"]) == ("ok", b"two\n")

@@ -67,26 +67,17 @@ def _b(text):
     return text.encode("utf-8", "surrogateescape")
 
 
-def _bytes_env(env):
-    """An environment as bytes: the keeper's own as the system gave it, what dsh sent
-    as dsh sent it."""
-    given = os.environ
-    return {
-        (os.fsencode(k) if k in given else _b(k)): (os.fsencode(v) if given.get(k) == v else _b(v))
-        for k, v in env.items()
-    }
-
-
 def environment(base, f, helper, secrets):
-    """A command's environment: `base`, its secrets, the helper's variables."""
+    """A command's environment, as bytes: `base` (the keeper's own as the system gave
+    it, os.environb), its secrets and the helper's variables as dsh sent them."""
     env = dict(base)
     for line in secrets.split("\n"):
         name, sep, value = line.partition("=")
         if sep and name and _NAME_START.issuperset(name[:1]) and _NAME.issuperset(name):
-            env[name] = value
-    env["DSH_ASK"] = f
-    env["SUDO_ASKPASS"] = helper
-    env["DISPLAY"] = env.get("DISPLAY") or ":0"
+            env[_b(name)] = _b(value)
+    env[b"DSH_ASK"] = _b(f)
+    env[b"SUDO_ASKPASS"] = _b(helper)
+    env[b"DISPLAY"] = env.get(b"DISPLAY") or b":0"
     return env
 
 
@@ -110,6 +101,8 @@ class Keeper:
         self.spawn_ok = spawn
         self.children = {}  # type: dict[int, Child]
         self.reader = wire.Reader()
+        #: Its environment, taken once (a copy per command is all a spawn costs of it).
+        self.environ = dict(os.environb)
 
     def run(self):
         os.setsid()
@@ -164,7 +157,7 @@ class Keeper:
 
     def _spawn(self, sid, fields):
         f, command, backstop, grace, inp, helper, secrets = fields
-        env = _bytes_env(environment(os.environ, f, helper, secrets))
+        env = environment(self.environ, f, helper, secrets)
         try:
             pid = self._start(f, command, inp or "/dev/null", env)
         except OSError as exc:
@@ -187,7 +180,9 @@ class Keeper:
         # 3.6 in the C locale) could not encode a command or a path that is not
         argv = [b"sh", b"-c", _b(command)]
         inp, f = _b(inp), _b(f)
-        out = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        # the agent made both (spoolfs.prepare): no O_CREAT, which would take the spool
+        # directory's lock even when the file is there (Linux 6.1 does), shared by a session's actions
+        out = os.O_WRONLY | os.O_APPEND
         if self.spawn_ok:
             actions = [
                 (os.POSIX_SPAWN_OPEN, 0, inp, os.O_RDONLY, 0),

@@ -238,11 +238,11 @@ class Agent:
             self.send(wire.SAID, rid, [line])
         self.send(wire.ENDED, rid, [str(status)])
 
-    def stream(self, rid, f, own):
+    def stream(self, rid, f, own, files=None):
         def say(text):
             self.send(wire.SAID, rid, [text])
 
-        s = tail.Stream(rid, f, own, say, self.send, self.room, self.pidfd)
+        s = tail.Stream(rid, f, own, say, self.send, self.room, self.pidfd, files)
         return self.start(rid, s.run(), wire.ENDED, s)
 
     def do_launch(self, rid, fields):
@@ -254,7 +254,7 @@ class Agent:
             why = "no keeper on %s (the host agent's keeper is gone)" % alias
             self.ended(rid, [why], spoolfs.SPOOL_FAILED)
             return
-        said, status, f, inp, h = spoolfs.prepare(
+        said, status, f, inp, h, files = spoolfs.prepare(
             root, session, action, alias, stdin == "in", helper, os.getpid(), self.me
         )
         if status is not None:
@@ -265,6 +265,7 @@ class Agent:
         try:
             order = wire.encode(wire.SPAWN, self.serial + 1, [f, command, backstop, grace, inp, h, secrets])
         except wire.WireError:  # too large to hand to the keeper: nothing started, nothing claimed
+            spoolfs.close_all(files)
             spoolfs.remove_files(f + ".claim", f + ".out", f + ".err")
             why = "cannot start it: the command is too large for dsh's host agent"
             self.ended(rid, [why], spoolfs.SPOOL_FAILED)
@@ -274,7 +275,7 @@ class Agent:
         except OSError:
             pass
         self.serial += 1
-        t = self.stream(rid, f, True)
+        t = self.stream(rid, f, True, files)
         self.spawned[self.serial] = t
         try:
             _write_all(self.orders, order)

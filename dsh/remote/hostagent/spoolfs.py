@@ -26,7 +26,8 @@ HELPER_NAME = "askpass-1"
 #: Why an action ended early, in .killed, .status and a tombstone claim.
 REASONS = ("timeout", "cancelled")
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | _CREATE_FLAGS
 
 
 def home_root(root):
@@ -108,9 +109,15 @@ def proc_state(pid):
     return rest.split(" ", 1)[0]
 
 
+_BOOT = []  # type: list[str]
+
+
 def boot_id():
-    got = read_ok("/proc/sys/kernel/random/boot_id")
-    return got[0] if got is not None else "unknown"
+    """This boot's id (read once: it cannot change while the agent lives)."""
+    if not _BOOT:
+        got = read_ok("/proc/sys/kernel/random/boot_id")
+        _BOOT.append(got[0] if got is not None else "unknown")
+    return _BOOT[0]
 
 
 def nonempty(path):
@@ -173,15 +180,15 @@ def _claim(path, text):
 def prepare(root, session, action, alias, stdin, helper, pid, start):
     """LAUNCH up to the start of its command: the input's check, the claim (holding
     this boot, `pid` and `start`), .out and .err made empty, the helper written.
-    Returns (said, status, f, inp, h): `status` None when the command may start
-    (`said` may hold `helper missing`), else the wrapper's exit status with its
-    sentence in `said`."""
+    Returns (said, status, f, inp, h, files): `status` None when the command may start
+    (`said` may hold `helper missing`; `files`: .out and .err, open for reading, which
+    the caller closes), else the wrapper's exit status with its sentence in `said`."""
     r, d, f = spot(root, session, action, alias)
     inp = ""
     if stdin:
         inp = f + ".in"
         if not (os.path.isfile(inp) and os.access(inp, os.R_OK)):
-            return ["its input is missing from the spool: " + inp], SPOOL_FAILED, f, inp, ""
+            return ["its input is missing from the spool: " + inp], SPOOL_FAILED, f, inp, "", []
     claim = f + ".claim"
     content = "%s %s %s\n" % (boot_id(), pid, start or "")
     ok = _claim(claim, content)
@@ -195,22 +202,24 @@ def prepare(root, session, action, alias, stdin, helper, pid, start):
     if not ok:
         claimed = "claimed: " + action + " on " + alias + " was started before"
         if nonempty(claim):
-            return [claimed], CLAIMED, f, inp, ""
+            return [claimed], CLAIMED, f, inp, "", []
         why = unwritable(d, claim)
         if why is not None:
             if os.path.lexists(claim) and not nonempty(claim):
                 remove_files(claim)
-            return [why], SPOOL_FAILED, f, inp, ""
+            return [why], SPOOL_FAILED, f, inp, "", []
         if os.path.lexists(claim):
-            return [claimed], CLAIMED, f, inp, ""
-        return ["cannot write the spool: " + claim], SPOOL_FAILED, f, inp, ""
+            return [claimed], CLAIMED, f, inp, "", []
+        return ["cannot write the spool: " + claim], SPOOL_FAILED, f, inp, "", []
+    files = []  # type: list[int]
     try:
-        write_file(f + ".out", "")
-        write_file(f + ".err", "")
+        for ext in (".out", ".err"):  # one open each: made empty here, read by the stream
+            files.append(os.open(f + ext, os.O_RDWR | _CREATE_FLAGS, 0o600))
     except OSError:
+        close_all(files)
         why = unwritable(d, f + ".out") or "cannot write the spool: " + f + ".out"
         remove_files(claim, f + ".out", f + ".err")
-        return [why], SPOOL_FAILED, f, inp, ""
+        return [why], SPOOL_FAILED, f, inp, "", []
     said = []
     h = r + "/" + HELPER_NAME
     if not os.access(h, os.X_OK):
@@ -227,7 +236,15 @@ def prepare(root, session, action, alias, stdin, helper, pid, start):
             said.append("helper missing")
         if not os.access(h, os.X_OK):
             h = ""
-    return said, None, f, inp, h
+    return said, None, f, inp, h, files
+
+
+def close_all(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def signal_group(pgid, sig):

@@ -22,7 +22,7 @@ ROOM = 1 << 20
 
 
 class Stream:
-    def __init__(self, rid, f, own, say, send, room, pidfd=True):
+    def __init__(self, rid, f, own, say, send, room, pidfd=True, files=None):
         self.rid = rid
         self.f = f
         self.d = f.rsplit("/", 1)[0]
@@ -40,7 +40,9 @@ class Stream:
         self.fd = None
         self.ready = False
         self.runner = None  # (pid, start) from .run
-        self._files = []
+        #: .out and .err, open for reading (-1: missing); None: opened as the stream starts
+        #: (LAUNCH hands over those it made: no second open of either)
+        self._files = files
 
     def waits(self):
         """The fds the loop selects on for it: (for reading, for writing)."""
@@ -50,7 +52,7 @@ class Stream:
         self.ready = True
 
     def close(self):
-        for fd in self._files + ([self.fd] if self.fd is not None else []):
+        for fd in (self._files or []) + ([self.fd] if self.fd is not None else []):
             try:
                 os.close(fd)
             except OSError:
@@ -61,11 +63,13 @@ class Stream:
     def run(self):
         """The stream (a generator); its return value is the wrapper's exit status."""
         try:
-            for ext in (".out", ".err"):
-                try:
-                    self._files.append(os.open(self.f + ext, os.O_RDONLY | os.O_CLOEXEC))
-                except OSError:
-                    self._files.append(-1)
+            if self._files is None:
+                self._files = []
+                for ext in (".out", ".err"):
+                    try:
+                        self._files.append(os.open(self.f + ext, os.O_RDONLY | os.O_CLOEXEC))
+                    except OSError:
+                        self._files.append(-1)
             status = yield from self._loop()
         finally:
             self.close()
@@ -76,7 +80,9 @@ class Stream:
         tick = 0
         asked = ""
         while True:
-            st = spoolfs.status_of(self.f)
+            # an own action's status is written by the keeper before it says GONE: no look
+            # for it until then (one file fewer to open on each of the stream's looks)
+            st = spoolfs.status_of(self.f) if self.gone or not self.own else None
             if st is None and self.own and self.gone and self.gone_status:
                 st = self.gone_status  # written, and read back by nobody since? keep the keeper's
             got, more = self._pump()
