@@ -157,23 +157,23 @@ async def reply(link: HostLink, root: str, spot: Spot, ask: str, line: str) -> i
         raise LinkLost(link.why) from None
 
 
-async def warm(link: HostLink, root: str, alias: str, timeout: float) -> None:
-    """One LAUNCH of `:` in a spool of its own (removed after), paid as the agent boots
-    while the session waits: an agent's first action costs it ~1 ms more than its next
-    (the page faults in the agent and its keeper after the keeper's fork: ~80 and ~150,
-    against ~5 from then on), which a first line through 200 fresh agents felt as a
-    third more time. Within `timeout`; a warm-up that fails says nothing (the action
-    that follows says what is wrong)."""
-    session = f"_warm.{os.urandom(6).hex()}"  # no session's name starts with "_" (cli.args.SESSION_NAME)
-    job = Launch(root, session, "0", alias, timeout, ":", 1, "", False, False)
+async def warm(link: HostLink, root: str, session: str, alias: str, timeout: float) -> None:
+    """One LAUNCH of `:` in the session's spool, as the agent boots while the session
+    waits: an agent's first action costs it ~1 ms more than its next (the page faults
+    in the agent and its keeper after the keeper's fork: ~80 and ~150, against ~5 from
+    then on), which a first line through 200 fresh agents felt as a third more time.
+    Its files (action `warm-HEX`, a name no statement has) go with the session's spool:
+    removing them now would be a burst of deletes just before the next line, and on
+    ext4 without a journal each create then searches past the inodes freed in the
+    last minute. Within `timeout`; a warm-up that fails says nothing (the action that
+    follows says what is wrong)."""
+    job = Launch(root, session, f"warm-{os.urandom(4).hex()}", alias, timeout, ":", 1, "", False, False)
     try:
         async with asyncio.timeout(timeout):
             ended = await launch(link, job, spool.Watch(_dropped, job.argv()), timeout)
             if isinstance(ended, Late):
                 link.stop(ended.rid)
-            if link.alive:
-                await link.ask(Kind.REMOVE, root, session, until=lambda f: f.kind == Kind.DONE)
-    except (TimeoutError, LinkLost):
+    except TimeoutError:
         pass
 
 

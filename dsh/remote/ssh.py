@@ -118,6 +118,8 @@ class SshFleet:
         #: Connections that ran an action through the wrapper, by alias (auto: their
         #: agents boot at the next `idle`).
         self._ran: dict[asyncssh.SSHClientConnection, str] = {}
+        #: The session spool the last launch went to (an agent's warm-up goes there too).
+        self.spool_session = ""
         #: Where a command's sudo asking for a password is passed on, and where a
         #: passphrase or a login's password is asked.
         self.asks = asks or Asks()
@@ -253,8 +255,8 @@ class SshFleet:
         async def boot() -> HostLink | None:
             try:
                 link = await HostLink.start(conn, timeout=self.connect_timeout)
-                if warm:
-                    await hostops.warm(link, self.root, alias, self.connect_timeout)
+                if warm and self.spool_session:
+                    await hostops.warm(link, self.root, self.spool_session, alias, self.connect_timeout)
                 return link
             except LinkLost as exc:
                 if exc.booted:  # else: no python3, or the login shell failed (the wrapper says so)
@@ -626,6 +628,7 @@ class SshHost:
         if not fleet.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
         fleet.clean_once(self._name, spot.session)
+        fleet.spool_session = spot.session
         if stdin is not None:  # its input goes first, into the spool, within the timeout
             started = time.monotonic()
             failed = await self._place_input(spot, stdin, timeout)

@@ -170,7 +170,8 @@ async def test_auto_boots_the_agent_while_the_session_waits_and_the_next_line_us
     the agent); `idle` (the session waits for its next line) boots it; the next uses it."""
     auto = fleet(ssh_setup, "auto")
     try:
-        first = await auto("h1").run("echo one", spot=spot(), timeout=10, output=(out := Collect()))
+        where = spot()
+        first = await auto("h1").run("echo one", spot=where, timeout=10, output=(out := Collect()))
         assert (first.outcome, out.data["stdout"]) == ("ok", b"one\n")
         conn = await auto.connection("h1")
         assert await auto.link("h1", conn) is None  # not booted by an action
@@ -179,9 +180,10 @@ async def test_auto_boots_the_agent_while_the_session_waits_and_the_next_line_us
         while (link := await auto.link("h1", conn)) is None:
             assert time.monotonic() < deadline, "the agent never came up"
             await asyncio.sleep(0.05)
-        # it was warmed as it booted (hostops.warm): a LAUNCH of `:` and the REMOVE of its spool
-        assert link.sent == 2
-        assert list((user_home(USER) / ".local/state/dsh/spool").glob("_warm.*")) == []
+        # it was warmed as it booted (hostops.warm): a LAUNCH of `:` in the session's spool
+        assert link.sent == 1
+        (warmed,) = (user_home(USER) / ".local/state/dsh/spool" / where.session).glob("warm-*@h1.status")
+        assert warmed.read_text() == "0\n"
         sent = link.sent
         second = await auto("h1").run("echo two", spot=spot("2.1.1"), timeout=10, output=(out := Collect()))
         assert (second.outcome, out.data["stdout"]) == ("ok", b"two\n")
