@@ -109,14 +109,18 @@ def startup(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]
         "startup",
         {
             "dsh -c 'echo hi'": lambda: _timed([dsh, "-c", "echo hi"], env),
+            "dsh -c 'echo hi', wrapper (DSH_HOST_AGENT=off)": lambda: _timed(
+                [dsh, "-c", "echo hi"], {**env, "DSH_HOST_AGENT": "off"}
+            ),
             "python -c pass": lambda: _timed([sys.executable, "-c", "pass"], env),
             "sh -c 'echo hi'": lambda: _timed(["/bin/sh", "-c", "echo hi"], env),
         },
         repeat,
     )
-    dsh_ms, py_ms = rows[0].median_ms, rows[1].median_ms
+    dsh_ms, wrapped_ms, py_ms = rows[0].median_ms, rows[1].median_ms, rows[2].median_ms
     ratios = {
         "dsh / python -c pass (target 4)": dsh_ms / py_ms,
+        "dsh with the local agent / with the wrapper": dsh_ms / wrapped_ms,
         "dsh / 150 ms target": dsh_ms / TARGET_STARTUP_MS,
     }
     return rows, ratios

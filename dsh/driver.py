@@ -78,6 +78,8 @@ class Driver:
     inventory: Inventory | None = None
     #: dsh's own standard input, for `| stdin -` (None: this process reads none).
     own_input: OwnInput | None = None
+    #: DSH_HOST_AGENT: whether local actions go through a local host agent ("off": the wrapper).
+    host_agent: str = "auto"
     #: Compile with every inventory group taken on trust (a client's check of a line
     #: its executor compiles again): no group source is asked.
     trust_groups: bool = False
@@ -103,9 +105,11 @@ class Driver:
         self.sudo = SudoAnswers(asking, self.say)
         self.asks.sink = self.sudo
         self.asks.prompter = asking
+        #: This machine, for local actions (closed with the session: its agent ends).
+        self.local = LocalShell(self.spool_root, gate=self.gate, asks=self.asks, host_agent=self.host_agent)
         self.executor = Executor(
             reporter=self.reporter,
-            local=LocalShell(self.spool_root, gate=self.gate, asks=self.asks),
+            local=self.local,
             hosts=self.hosts,
             args=self.args or (),
             inventory=self.config.groups,
@@ -271,6 +275,7 @@ class Driver:
             if self.hosts is not None:
                 await self.hosts.close()
         finally:
+            await self.local.close()
             if self.session is not None:
                 self.executor.disown()
                 try:
@@ -384,6 +389,17 @@ class Driver:
         for fn_name, fn in new.items():
             self._unsaved[fn_name] = fn.span.text
         return plan
+
+    def ready_local(self, plan: p.Plan) -> None:
+        """A plan that starts with a local command: the local agent boots now, in the
+        background (dsh -c: during the claim), not at its first launch."""
+        first = plan.statements[0] if plan.statements else None
+        if (
+            isinstance(first, p.Run)
+            and first.pipeline.target is None
+            and any(isinstance(stage, p.Command) for stage in first.pipeline.stages)
+        ):
+            self.local.agent.start()
 
     async def run(
         self, plan: p.Plan, *, stop_on_failure: bool = True, taken: int | None = None

@@ -42,6 +42,7 @@ def run_text(driver: Driver, text: str, name: str) -> int:
         try:
             await driver.load()
             plan = driver.compile(text, name)  # compile errors touch no state
+            driver.ready_local(plan)  # its agent boots while the session is claimed
             await driver.claim()
             return await driver.run(plan)
         finally:

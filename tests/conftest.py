@@ -141,8 +141,14 @@ def assert_no_process(pattern: str) -> None:
     assert left.stdout == "", f"left behind: {left.stdout}"
 
 
+#: Modules whose tests run local actions through both paths (the local agent and the
+#: wrapper): marked `local`, and run again with DSH_HOST_AGENT=off by scripts/test.
+LOCAL_MODULES = ("test_local.py", "test_crash.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `ssh` every test that reaches an sshd: the session's, or one of its own."""
+    """Mark `ssh` every test that reaches an sshd: the session's, or one of its own;
+    and `local` those of LOCAL_MODULES."""
     starts_one: dict[str, bool] = {}
     for item in items:
         path = str(item.path)
@@ -150,6 +156,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             starts_one[path] = "Sshd(" in item.path.read_text()
         if "sshd" in getattr(item, "fixturenames", ()) or starts_one[path]:
             item.add_marker(pytest.mark.ssh)
+        if item.path.name in LOCAL_MODULES:
+            item.add_marker(pytest.mark.local)
 
 
 @pytest.fixture(scope="session")

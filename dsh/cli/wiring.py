@@ -201,6 +201,7 @@ class Wiring:
             outdir=settings.outdir,
             inventory=self.inventory(renderer.message),
             own_input=own_input,
+            host_agent=host_agent_mode(settings.env),
         )
 
     def group_names(self) -> NamesCache:

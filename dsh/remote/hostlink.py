@@ -1,27 +1,30 @@
-"""One host agent over one SSH channel: booted (dsh.remote.hostboot), then its
+"""One host agent over one channel: booted (dsh.remote.hostboot), then its
 requests by id and their replies as they come (dsh.remote.hostwire).
 
-The channel is an exec of `sh -s` like the wrapper's, kept open: the agent lives
-as long as it (and so as the connection), and dies with it, leaving whatever
-it started to its keeper and spool. A link that dies ends every request waiting
-on it with `LinkLost`; what was in flight is then followed or probed through the
-wrapper, as after a dropped exec.
+The channel is an exec of `sh -s` like the wrapper's, kept open (dsh.remote.sshlink
+opens it), or a local agent's pipes (`HostLink.spawn`): the agent lives as long
+as it, and dies with it, leaving whatever it started to its keeper and spool. A
+link that dies ends every request waiting on it with `LinkLost`; what was in
+flight is then followed or probed through the wrapper, as after a dropped exec.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from dsh.remote import hostboot, spool
 from dsh.remote.hostwire import PROTOCOL, Frame, Kind, ProtocolError, Reader, encode
-from dsh.remote.sshrun import asyncssh
 
 #: The most a login shell may write before the boot's hello (then it is no host for an agent).
 _MAX_BEFORE = 64 * 1024
 #: What the agent writes on stderr kept (its last words, for the log).
-_KEEP_ERR = 4096
+KEEP_ERR = 4096
 
 
 class LinkLost(Exception):
@@ -35,23 +38,72 @@ class LinkLost(Exception):
         self.booted = booted
 
 
-class _Channel(asyncssh.SSHClientSession[bytes]):
-    """The boot's hello, then frames, to its link."""
+class Channel(Protocol):
+    """What a link writes its frames to: an SSH channel (dsh.remote.sshlink) or a local
+    agent's stdin (`_PipeChannel`)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Pipes(asyncio.SubprocessProtocol):
+    """A local agent's stdout and stderr, to its link, as _Channel's are."""
 
     def __init__(self, link: HostLink) -> None:
         self.link = link
+        self.transport: asyncio.BaseTransport | None = None
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if datatype == asyncssh.EXTENDED_DATA_STDERR:
-            if not self.link.hello0.done():  # the login shell's, before the boot said hello
-                self.link.dropped += len(data)
-                return
-            self.link.stderr = (self.link.stderr + data)[-_KEEP_ERR:]
-            return
-        self.link.received(data)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.link.lost(f"its channel closed ({exc})" if exc else "its channel closed")
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        data = data.encode() if isinstance(data, str) else data
+        if fd == 2:
+            self.link.stderr = (self.link.stderr + data)[-KEEP_ERR:]
+        else:
+            self.link.received(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.link.lost("it closed its stdout")
+
+    def process_exited(self) -> None:
+        self.link.lost("it exited")
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class _PipeChannel:
+    """A local agent's stdin as the link's channel: what it writes goes there; closing
+    it ends the agent (EOF), whose keeper goes on with what it started."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None]) -> None:
+        self._transport = transport
+        self._exited = exited
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self._stdin = stdin
+
+    def write(self, data: bytes) -> None:
+        if self._stdin.is_closing():
+            raise OSError("the local host agent's stdin is closed")
+        self._stdin.write(data)
+
+    def close(self) -> None:
+        self._stdin.close()
+
+    async def wait_closed(self, seconds: float) -> None:
+        """Waits (at most `seconds`) for the agent to exit after its EOF, then closes the
+        transport: one still there then is killed (its keeper, in a session of its own,
+        goes on)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._transport.close()
 
 
 class HostLink:
@@ -60,7 +112,7 @@ class HostLink:
     def __init__(self, tag: str) -> None:
         #: The boot exec's tag: on the host, the agent's (and its keeper's) argv ends with it.
         self.tag = tag
-        self._chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self._chan: Channel | None = None
         self._before = b""  # stdout before the boot's hello (the login shell's)
         self.dropped = 0
         self.hello0: asyncio.Future[hostboot.Hello0] = asyncio.get_running_loop().create_future()
@@ -73,37 +125,66 @@ class HostLink:
         self.stderr = b""
         #: Why the link is gone ("" while it lives).
         self.why = ""
+        #: Whether stage 2 goes compressed where the host has zlib (not over a local pipe).
+        self.compress = True
 
     @classmethod
-    async def start(cls, conn: asyncssh.SSHClientConnection, *, timeout: float) -> HostLink:
-        """Boot an agent on `conn` within `timeout` seconds; LinkLost (with why) when
-        the host has none to run (no python3, too old) or it did not come up."""
-        argv = hostboot.boot_argv()
-        link = cls(spool.tag_of(argv))
-        try:
-            chan, _ = await asyncio.wait_for(
-                conn.create_session(lambda: _Channel(link), spool.REMOTE_SHELL, encoding=None), timeout
+    async def spawn(cls, *, timeout: float) -> HostLink:
+        """Boot an agent as this process's child, in a session of its own (the local
+        actions' agent): this interpreter runs STAGE1, its pipes are the channel, and
+        it gets dsh's environment and working directory as they are now."""
+        tag = spool.new_tag()
+        link = cls(tag)
+        link.compress = False
+        lc = os.environ.get("LC_CTYPE")
+        argv = [sys.executable, "-I", "-S", "-c", hostboot.STAGE1, "dsh-agent", tag]
+        argv += ["set", lc] if lc is not None else ["", ""]
+
+        async def channel() -> None:
+            loop = asyncio.get_running_loop()
+            transport, pipes = await asyncio.wait_for(
+                loop.subprocess_exec(
+                    lambda: _Pipes(link),
+                    *argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,  # the terminal's ^C is dsh's to handle, as for the wrapper
+                ),
+                timeout,
             )
-            link._chan = chan
-            chan.write(spool.as_stdin(argv).encode())
-            hello0 = await asyncio.wait_for(asyncio.shield(link.hello0), timeout)
+            link.attach(_PipeChannel(transport, pipes.exited))
+
+        await link.boot(channel, timeout)
+        return link
+
+    async def boot(self, channel: Callable[[], Awaitable[None]], timeout: float) -> None:
+        """The boot's handshake on the channel `channel` opens: stage 1's hello, stage 2,
+        the agent's HELLO; LinkLost (the link closed) when any of it fails."""
+        try:
+            await channel()
+            hello0 = await asyncio.wait_for(asyncio.shield(self.hello0), timeout)
             if hello0.refusal:
                 raise LinkLost(f"no python3 to run it ({hello0.refusal})")
-            link._reader = Reader()
-            chan.write(hostboot.stage2(hello0.magic, hello0.zlib))
-            hello = await asyncio.wait_for(asyncio.shield(link.hello), timeout)
+            self._reader = Reader()
+            assert self._chan is not None
+            self._chan.write(hostboot.stage2(hello0.magic, hello0.zlib and self.compress))
+            hello = await asyncio.wait_for(asyncio.shield(self.hello), timeout)
             if hello.text(0) != str(PROTOCOL):
                 raise LinkLost(f"it speaks protocol {hello.text(0)!r}, not {PROTOCOL}")
         except TimeoutError:
-            link.close()
-            raise LinkLost(f"it did not say hello within {timeout:g}s", link.booted) from None
-        except (asyncssh.Error, OSError) as exc:
-            link.close()
-            raise LinkLost(f"cannot start it: {exc}", link.booted) from None
+            self.close()
+            raise LinkLost(f"it did not say hello within {timeout:g}s", self.booted) from None
+        except OSError as exc:
+            self.close()
+            raise LinkLost(f"cannot start it: {exc}", self.booted) from None
         except LinkLost as exc:
-            link.close()
-            raise LinkLost(exc.why, link.booted and not exc.why.startswith("no python3")) from None
-        return link
+            self.close()
+            raise LinkLost(exc.why, self.booted and not exc.why.startswith("no python3")) from None
+
+    def attach(self, chan: Channel) -> None:
+        """The channel its frames go to (dsh.remote.sshlink's, once its session is open)."""
+        self._chan = chan
 
     @property
     def booted(self) -> bool:
@@ -170,7 +251,7 @@ class HostLink:
         assert self._chan is not None
         try:
             self._chan.write(encode(kind, rid, *fields))
-        except (asyncssh.Error, OSError) as exc:
+        except Exception as exc:  # the channel's own (asyncssh's, a pipe's): the link is gone
             self.lost(f"cannot write to it: {exc}")
             raise LinkLost(self.why) from None
         return rid
@@ -194,7 +275,7 @@ class HostLink:
         kills a RUN's child), and its replies are dropped."""
         self.finish(rid)
         if self.alive and self._chan is not None:
-            with contextlib.suppress(asyncssh.Error, OSError):
+            with contextlib.suppress(Exception):  # the channel's own: the link is going anyway
                 self._chan.write(encode(Kind.STOP, rid))
 
     async def ask(self, kind: Kind, *fields: bytes | str | int, until: Callable[[Frame], bool]) -> Frame:
@@ -207,6 +288,12 @@ class HostLink:
                     return frame
         finally:
             self.finish(rid)
+
+    async def wait_closed(self, seconds: float) -> None:
+        """After `close`: a local agent's end, waited for at most `seconds` (an SSH
+        channel's goes with its connection)."""
+        if isinstance(self._chan, _PipeChannel):
+            await self._chan.wait_closed(seconds)
 
     def close(self) -> None:
         if self._chan is not None:

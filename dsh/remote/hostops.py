@@ -165,16 +165,12 @@ async def warm(link: HostLink, root: str, session: str, alias: str, timeout: flo
     Its files (action `warm-HEX`, a name no statement has) go with the session's spool:
     removing them now would be a burst of deletes just before the next line, and on
     ext4 without a journal each create then searches past the inodes freed in the
-    last minute. Within `timeout`; a warm-up that fails says nothing (the action that
-    follows says what is wrong)."""
+    last minute. Within `timeout` (launch's bound); a warm-up that fails says nothing
+    (the action that follows says what is wrong)."""
     job = Launch(root, session, f"warm-{os.urandom(4).hex()}", alias, timeout, ":", 1, "", False, False)
-    try:
-        async with asyncio.timeout(timeout):
-            ended = await launch(link, job, spool.Watch(_dropped, job.argv()), timeout)
-            if isinstance(ended, Late):
-                link.stop(ended.rid)
-    except TimeoutError:
-        pass
+    ended = await launch(link, job, spool.Watch(_dropped, job.argv()), timeout)
+    if isinstance(ended, Late):
+        link.stop(ended.rid)
 
 
 def _dropped(stream: str, data: bytes) -> None:

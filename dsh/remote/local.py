@@ -1,9 +1,7 @@
-"""Commands on this machine, through the spool wrapper like every other host.
-
-Each command runs as one LAUNCH exec of `/bin/sh` (dsh/remote/spool.py) with
-a spool under this machine's local spool root; a timeout or a cancel runs
-KILL as a new exec, which ends the command's whole process group.
-"""
+"""Commands on this machine, with a spool under its local spool root: through the
+local host agent (dsh/remote/localagent.py) unless DSH_HOST_AGENT is off or dsh's
+environment or directory changed since it booted, else as one LAUNCH exec of
+`/bin/sh` (dsh/remote/spool.py). A timeout or a cancel runs KILL as a new exec."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dsh.plan import KILL_GRACE, STOP_CONFIRM, STOP_MARGIN
-from dsh.remote import askpass, spool
+from dsh.remote import askpass, hostops, spool
 from dsh.remote.base import (
     NOT_OWNER,
     Asks,
@@ -34,6 +32,8 @@ from dsh.remote.base import (
     RemoteUnreachable,
     Spot,
 )
+from dsh.remote.hostlink import HostLink
+from dsh.remote.localagent import LocalAgent
 
 #: How long to keep reading output after the command has exited.
 DRAIN = 1.0
@@ -59,7 +59,8 @@ def kill_all() -> None:
             pgid = 0
         if pgid > 1:
             _signal_group(pgid, signal.SIGKILL)
-        _signal_group(launcher, signal.SIGKILL)
+        if launcher > 1:  # 0: launched by the local agent (never killpg(0): dsh's own group)
+            _signal_group(launcher, signal.SIGKILL)
         _LIVE.pop(spooled, None)
 
 
@@ -90,8 +91,11 @@ class LocalShell:
         kill_grace: float = KILL_GRACE,
         gate: Gate | None = None,
         asks: Asks | None = None,
+        host_agent: str = "off",
     ) -> None:
         self.root = root
+        #: The local host agent (dsh/remote/localagent.py), unless DSH_HOST_AGENT is off.
+        self.agent = LocalAgent(host_agent)
         self._name = name
         self.kill_grace = kill_grace
         self.gate = gate or Gate()
@@ -124,7 +128,8 @@ class LocalShell:
                 return Exec("failed", None, 0.0, why)
         backstop = timeout + self.kill_grace + SETTLE
         helper, self._helped = not self._helped, True  # its text rides on the first launch only
-        argv = spool.launch_argv(
+        secrets = spool.env_lines(env) if env else None
+        job = hostops.Launch(
             str(self.root),
             spot.session,
             spot.action,
@@ -132,11 +137,77 @@ class LocalShell:
             backstop,
             command,
             self.kill_grace,
-            bool(env),
+            secrets or "",
             helper,
             stdin is not None,
         )
-        return await self._exec(argv, spot, timeout, output, spool.env_lines(env) if env else None)
+        big = len(command.encode("utf-8", "surrogateescape")) + len(secrets or "") > hostops.MAX_COMMAND
+        link = None if big else await self.agent.link()  # the wrapper says what sh makes of a big one
+        if link is not None:
+            return await self._through(link, job, spot, timeout, output)
+        return await self._exec(job.argv(), spot, timeout, output, secrets)
+
+    async def close(self) -> None:
+        """The end of the session: the local agent ends (what it started goes on)."""
+        await self.agent.close()
+
+    async def _through(
+        self, link: HostLink, job: hostops.Launch, spot: Spot, timeout: float, output: OutputSink
+    ) -> Exec:
+        """A LAUNCH through the local agent, with the wrapper's outcomes: past `timeout`
+        it is killed by the wrapper's KILL; an agent that dies meanwhile leaves the
+        command to its keeper, and the wrapper follows it from what was shown (or
+        launches it, when the agent never said a word of it and the spool has never
+        heard of it: its claim keeps it at most once)."""
+        started = time.monotonic()
+        deadline = started + timeout
+        argv = job.argv()
+        watch = spool.Watch(output, argv, asks=lambda ask: self.asks(self, spot, ask, deadline))
+        spooled = self.root / spot.session / f"{spot.action}@{spot.alias}"
+        _LIVE[spooled] = 0  # no launcher of its own: kill_all ends its group, from .pid
+        try:
+            got = await hostops.launch(link, job, watch, timeout)
+            if isinstance(got, hostops.Late):
+                until = time.monotonic() + self.kill_grace + STOP_CONFIRM - STOP_MARGIN
+                killed = await self._stop(spot, "timeout", until)
+                if killed:  # what it says as it ends (a trap's last words), within the same budget
+                    await hostops.drain(got, watch, max(until - time.monotonic(), 0.001))
+                else:
+                    got.link.finish(got.rid)
+                seconds = time.monotonic() - started
+                if killed:
+                    return Exec("timeout", None, seconds, f"no exit within {timeout:g}s")
+                why = "and the kill could not be confirmed; the backstop ends it"
+                return Exec("lost", None, seconds, f"no exit within {timeout:g}s, {why}")
+        except BaseException:  # cancelled, or dsh's output failed: the command is stopped too
+            if self.gate.open():
+                until = time.monotonic() + self.kill_grace + STOP_CONFIRM - STOP_MARGIN
+                await asyncio.shield(self._stop(spot, "cancelled", until))
+            raise
+        finally:
+            _LIVE.pop(spooled, None)
+        if isinstance(got, int):
+            if watch.helper_missing:  # removed since: its text goes with the next launch
+                self._helped = False
+            return watch.result(got, time.monotonic() - started)
+        left = max(deadline - time.monotonic(), 0.001)
+        if not got.heard and await self.probe(spot) == "none":
+            again = job.argv()
+            return await self._exec(again, spot, left, output, job.secrets or None)
+        follow = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
+        rejoined = await self._exec(follow, spot, left, output, skip=got.watch.passed)
+        if rejoined.outcome in ("lost", "unreachable", "refused"):  # it may have run: never "nothing ran"
+            why = f"the local host agent ended ({got.why}), and {rejoined.message}"
+            return Exec("lost", None, time.monotonic() - started, why)
+        return Exec(rejoined.outcome, rejoined.exit_status, time.monotonic() - started, rejoined.message)
+
+    async def _stop(self, spot: Spot, why: str, until: float) -> bool:
+        """The wrapper's KILL of an action the local agent launched, by `until`: True
+        when it exited 0 (the command is over)."""
+        if not self.gate.open():
+            return False
+        argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace, why)
+        return await self._quick(argv, max(until - time.monotonic(), 0.001))
 
     def _place_input(self, spot: Spot, data: bytes) -> None:
         """The action's input, as its spool's ACTION@ALIAS.in: written under a name of
@@ -211,13 +282,17 @@ class LocalShell:
     async def verify_sudo(self, answer: str, *, timeout: float) -> tuple[bool | None, str]:
         return askpass.verdict(*await _fed(spool.verify_argv(), answer, timeout), timeout)
 
-    async def _quick(self, argv: list[str]) -> bool:
-        """A short wrapper exec (KILL, REMOVE), bounded; True when it exited 0."""
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+    async def _quick(self, argv: list[str], seconds: float | None = None) -> bool:
+        """A short wrapper exec (KILL, REMOVE), bounded (by `seconds`, else kill_grace
+        and SETTLE); True when it exited 0."""
         try:
-            return await asyncio.wait_for(proc.wait(), self.kill_grace + SETTLE) == 0
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            return False
+        try:
+            return await asyncio.wait_for(proc.wait(), seconds or self.kill_grace + SETTLE) == 0
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -240,15 +315,21 @@ class LocalShell:
         return answer
 
     async def _exec(
-        self, argv: list[str], spot: Spot, timeout: float, output: OutputSink, stdin: str | None = None
+        self,
+        argv: list[str],
+        spot: Spot,
+        timeout: float,
+        output: OutputSink,
+        stdin: str | None = None,
+        skip: Mapping[str, int] | None = None,
     ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW): stream it, bound it, kill on
         timeout or cancel, and read its outcome. `stdin`: the command's secrets, for
-        LAUNCH to read (never in an argv)."""
+        LAUNCH to read (never in an argv); `skip`: a FOLLOW's output shown already."""
         started = time.monotonic()
         deadline = started + timeout
         loop = asyncio.get_running_loop()
-        watch = spool.Watch(output, argv, asks=lambda ask: self.asks(self, spot, ask, deadline))
+        watch = spool.Watch(output, argv, skip=skip, asks=lambda ask: self.asks(self, spot, ask, deadline))
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),

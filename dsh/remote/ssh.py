@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dsh.bytestext import to_bytes
 from dsh.plan import KILL_GRACE, PUT, STOP_CONFIRM, STOP_MARGIN
-from dsh.remote import askpass, hostops, spool
+from dsh.remote import askpass, hostops, spool, sshlink
 from dsh.remote.base import (
     NOT_OWNER,
     Asks,
@@ -118,8 +118,11 @@ class SshFleet:
         #: Connections that ran an action through the wrapper, by alias (auto: their
         #: agents boot at the next `idle`).
         self._ran: dict[asyncssh.SSHClientConnection, str] = {}
-        #: The session spool the last launch went to (an agent's warm-up goes there too).
+        #: The session spool the last launch went to (an agent's warm-up goes there too),
+        #: and the aliases that launched something (only their agents are warmed: a host
+        #: that only answered checks or copies has no spool of the session to clean).
         self.spool_session = ""
+        self.launched: set[str] = set()
         #: Where a command's sudo asking for a password is passed on, and where a
         #: passphrase or a login's password is asked.
         self.asks = asks or Asks()
@@ -254,8 +257,8 @@ class SshFleet:
 
         async def boot() -> HostLink | None:
             try:
-                link = await HostLink.start(conn, timeout=self.connect_timeout)
-                if warm and self.spool_session:
+                link = await sshlink.start(conn, timeout=self.connect_timeout)
+                if warm and self.spool_session and alias in self.launched and self.gate.open():
                     await hostops.warm(link, self.root, self.spool_session, alias, self.connect_timeout)
                 return link
             except LinkLost as exc:
@@ -629,6 +632,7 @@ class SshHost:
             return Exec("lost", None, 0.0, NOT_OWNER)
         fleet.clean_once(self._name, spot.session)
         fleet.spool_session = spot.session
+        fleet.launched.add(self._name)
         if stdin is not None:  # its input goes first, into the spool, within the timeout
             started = time.monotonic()
             failed = await self._place_input(spot, stdin, timeout)

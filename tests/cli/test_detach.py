@@ -298,6 +298,8 @@ def test_a_followed_action_keeps_what_was_left_of_its_timeout(run_dsh, env, tmp_
 
 
 def test_a_reader_whose_dsh_died_ends_and_its_command_goes_on(run_dsh, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # the wrapper's reader and runner (tests/remote/test_local.py has the local agent's case)
+    env = {**env, "DSH_HOST_AGENT": "off"}
     mark = tmp_path / "M"
     proc = subprocess.Popen(
         [

@@ -509,3 +509,28 @@ def test_a_command_and_a_secret_that_are_not_ascii_run_in_the_c_locale(
     links.append(link)
     out, err, _, status = launch(link, tmp_path, "1.1.1", 'echo "Ü $S"', secrets="S=pässword")
     assert (status, out, err) == (0, "Ü pässword\n".encode(), b"")
+
+
+@pytest.mark.parametrize("spawn", [True, False], ids=["posix_spawn", "fork"])
+def test_the_keeper_makes_an_output_file_gone_since_the_launch_made_it(tmp_path: Path, spawn: bool) -> None:
+    """The keeper opens .out and .err without O_CREAT (the agent made them); one removed
+    in between is made again, as the wrapper's `>>` would, and the command runs."""
+    from dsh.remote.hostagent import keeper
+
+    f = str(tmp_path / "1.1.1@h1")
+    Path(f + ".err").write_bytes(b"")  # .out is gone
+    reports_r, reports_w = os.pipe()
+    try:
+        k = keeper.Keeper(None, reports_w, spawn)  # type: ignore[no-untyped-call]
+        k.defaulted = keeper._defaulted()  # type: ignore[no-untyped-call]
+        k._spawn(1, [f, "echo hi; echo err >&2", "30", "2", "", "", ""])  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 10
+        while k.children:
+            assert time.monotonic() < deadline, "the command never ended"
+            time.sleep(0.02)
+            k._reap()  # type: ignore[no-untyped-call]
+        assert Path(f + ".status").read_text() == "0\n"
+        assert (Path(f + ".out").read_bytes(), Path(f + ".err").read_bytes()) == (b"hi\n", b"err\n")
+    finally:
+        os.close(reports_r)
+        os.close(reports_w)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dsh.remote import hostboot
-from dsh.remote.base import Spot
+from dsh.remote.base import Gate, Spot
 from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig
 from tests.conftest import SshSetup
@@ -442,3 +442,46 @@ async def test_what_a_command_says_as_its_timeout_ends_it_is_shown_as_through_th
         finally:
             await remote.close()
     assert seen[0] == seen[1] == ("timeout", b"begun\ncleanup\n"), seen
+
+
+async def _booted(fleet: SshFleet, alias: str) -> None:
+    conn = await fleet.connection(alias)
+    deadline = time.monotonic() + 15
+    while (await fleet.link(alias, conn)) is None:
+        assert time.monotonic() < deadline, "the agent never came up"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_agent_booted_once_the_lease_is_lost_is_not_warmed(ssh_setup: SshSetup) -> None:
+    """The gate shut while the agent boots (the lease lost): its warm-up launches
+    nothing (remotes launch nothing more), not even `:`."""
+    gate = Gate()
+    auto = SshFleet(SshConfig.load([ssh_setup.config]), kill_grace=0.5, host_agent="auto", gate=gate)
+    try:
+        where = spot()
+        assert (await auto("h1").run("true", spot=where, timeout=10, output=Collect())).outcome == "ok"
+        auto.idle()
+        gate.close()
+        await _booted(auto, "h1")
+        assert list((user_home(USER) / ".local/state/dsh/spool" / where.session).glob("warm-*")) == []
+    finally:
+        await auto.close()
+
+
+async def test_an_agent_on_a_host_that_only_ran_a_check_is_not_warmed(ssh_setup: SshSetup) -> None:
+    """A host whose connection only answered a check (`await cmd`) has no spool of the
+    session (nothing `dsh rm` would clean there): its agent's warm-up leaves none."""
+    auto = fleet(ssh_setup, "auto")
+    try:
+        where = spot()
+        assert (await auto("h1").run("true", spot=where, timeout=10, output=Collect())).outcome == "ok"
+        auto.idle()
+        await _booted(auto, "h1")
+        assert (await auto("h2").check("true", timeout=10)).status == 0
+        auto.idle()
+        await _booted(auto, "h2")
+        spool = user_home(USER) / ".local/state/dsh/spool" / where.session
+        assert len(list(spool.glob("warm-*@h1.status"))) == 1
+        assert list(spool.glob("warm-*@h2.*")) == []
+    finally:
+        await auto.close()

@@ -11,16 +11,22 @@ import pytest
 
 from dsh.remote.base import Exec, OutputSink, Spot
 from dsh.remote.local import LocalShell
-from tests.conftest import SPOOL
+from tests.conftest import HOST_AGENT, SPOOL
 from tests.helpers.procs import alive
 
 _actions = iter(range(1, 1_000_000))
 
 
-async def run(command: str, *, timeout: float, output: OutputSink, kill_grace: float = 2.0) -> Exec:
-    shell = LocalShell(SPOOL, kill_grace=kill_grace)
+async def run(
+    command: str, *, timeout: float, output: OutputSink, kill_grace: float = 2.0, mode: str = HOST_AGENT
+) -> Exec:
+    """One local action, through the local agent unless DSH_HOST_AGENT (or `mode`) is off."""
+    shell = LocalShell(SPOOL, kill_grace=kill_grace, host_agent=mode)
     spot = Spot("test-local", f"{next(_actions)}.1.1", "local")
-    return await shell.run(command, spot=spot, timeout=timeout, output=output)
+    try:
+        return await shell.run(command, spot=spot, timeout=timeout, output=output)
+    finally:
+        await shell.close()
 
 
 class Collect:
@@ -112,3 +118,60 @@ async def test_environment_and_cwd_are_inherited(tmp_path: Path) -> None:
     finally:
         del os.environ["DSH_TEST_MARK"]
     assert out.text("stdout") == b"m1\n"
+
+
+async def test_an_environment_changed_after_the_agent_booted_goes_through_the_wrapper() -> None:
+    """The local agent runs commands in dsh's environment as it was at its boot: a
+    launch after a change goes through the wrapper, which gives the command the new one."""
+    shell = LocalShell(SPOOL, host_agent="auto")
+    try:
+        first, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+        assert (
+            await shell.run("echo ${DSH_TEST_MARK-unset}", spot=first, timeout=5, output=out)
+        ).outcome == "ok"
+        link = await shell.agent.link()
+        assert link is not None and out.text("stdout") == b"unset\n"
+        sent = link.sent
+        os.environ["DSH_TEST_MARK"] = "m2"
+        try:
+            again, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+            assert (await shell.run("echo $DSH_TEST_MARK", spot=again, timeout=5, output=out)).outcome == "ok"
+        finally:
+            del os.environ["DSH_TEST_MARK"]
+        assert out.text("stdout") == b"m2\n" and link.sent == sent  # not through the agent
+        last, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+        assert (
+            await shell.run("echo ${DSH_TEST_MARK-unset}", spot=last, timeout=5, output=out)
+        ).outcome == "ok"
+        assert out.text("stdout") == b"unset\n" and link.sent == sent + 1  # as it was: the agent again
+    finally:
+        await shell.close()
+
+
+async def test_a_local_agent_that_dies_mid_command_leaves_it_to_its_keeper() -> None:
+    """The agent killed while its command runs: the keeper (a session of its own)
+    finishes the command and writes its status, which the wrapper's FOLLOW reads."""
+    shell = LocalShell(SPOOL, host_agent="auto")
+    try:
+        spot, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+        ran = asyncio.ensure_future(
+            shell.run("echo one; sleep 1; echo two; exit 4", spot=spot, timeout=10, output=out)
+        )
+        link = await shell.agent.link()
+        assert link is not None
+        spooled = SPOOL / spot.session / f"{spot.action}@local"
+        deadline = time.monotonic() + 5
+        while b"one" not in out.text("stdout"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        keeper = int((spooled.parent / (spooled.name + ".run")).read_text().split()[0])
+        agent = int(Path(f"/proc/{keeper}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        assert b"dsh-agent" in Path(f"/proc/{agent}/cmdline").read_bytes()
+        os.kill(agent, 9)
+        ex = await ran
+        assert (ex.outcome, ex.exit_status) == ("failed", 4), ex
+        assert out.text("stdout") == b"one\ntwo\n"  # followed from what was shown: nothing twice
+        assert (spooled.parent / (spooled.name + ".status")).read_text() == "4\n"
+        assert not alive(agent)
+    finally:
+        await shell.close()

@@ -181,28 +181,18 @@ class Keeper:
         argv = [b"sh", b"-c", _b(command)]
         inp, f = _b(inp), _b(f)
         # the agent made both (spoolfs.prepare): no O_CREAT, which would take the spool
-        # directory's lock even when the file is there (Linux 6.1 does), shared by a session's actions
+        # directory's lock even when the file is there (Linux 6.1 does), shared by a session's
+        # actions; made again (as the wrapper's `>>` would) only when one went missing since
         out = os.O_WRONLY | os.O_APPEND
         if self.spawn_ok:
-            actions = [
-                (os.POSIX_SPAWN_OPEN, 0, inp, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, f + b".out", out, 0o600),
-                (os.POSIX_SPAWN_OPEN, 2, f + b".err", out, 0o600),
-            ]
             try:
-                return os.posix_spawn(
-                    b"/bin/sh",
-                    argv,
-                    env,
-                    file_actions=actions,
-                    setsid=True,
-                    setsigdef=self.defaulted,
-                    setsigmask=(),
-                )
+                return self._spawned(argv, env, inp, f, out)
+            except FileNotFoundError:
+                return self._spawned(argv, env, inp, f, out | os.O_CREAT)
             except NotImplementedError:
                 self.spawn_ok = False
         # Where posix_spawn is missing (Python < 3.8): a fork of this single thread.
-        files = [(inp, os.O_RDONLY), (f + b".out", out), (f + b".err", out)]
+        files = [(inp, os.O_RDONLY, 0), (f + b".out", out, os.O_CREAT), (f + b".err", out, os.O_CREAT)]
         pid = os.fork()
         if pid:
             return pid
@@ -214,14 +204,36 @@ class Keeper:
                     _signal.signal(sig, _signal.SIG_DFL)
                 except (OSError, ValueError, RuntimeError):
                     pass
-            for target, (path, flags) in enumerate(files):
-                fd = os.open(path, flags, 0o600)
+            for target, (path, flags, again) in enumerate(files):
+                try:
+                    fd = os.open(path, flags, 0o600)
+                except FileNotFoundError:
+                    if not again:
+                        raise
+                    fd = os.open(path, flags | again, 0o600)
                 if fd != target:
                     os.dup2(fd, target)
                     os.close(fd)
             os.execve(b"/bin/sh", argv, env)
         finally:
             os._exit(127)
+
+    def _spawned(self, argv, env, inp, f, out):
+        """posix_spawn of `argv` in a session of its own, with its stdin and spool files."""
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, inp, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, f + b".out", out, 0o600),
+            (os.POSIX_SPAWN_OPEN, 2, f + b".err", out, 0o600),
+        ]
+        return os.posix_spawn(
+            b"/bin/sh",
+            argv,
+            env,
+            file_actions=actions,
+            setsid=True,
+            setsigdef=self.defaulted,
+            setsigmask=(),
+        )
 
     def _reap(self):
         while self.children:
