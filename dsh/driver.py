@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from dsh import housekeeping
 from dsh import plan as p
 from dsh.config import Config
 from dsh.errors import DshError, LangError, UsageError
@@ -243,10 +242,12 @@ class Driver:
         store slow, a session in use), a later sweep does. Not when interrupted."""
         session, due = self.session, self._sweep_due
         self._sweep_due = False
-        keep = housekeeping.Keep(self.config.store.keep, self.config.store.keep_unnamed)
         task = asyncio.current_task()
         if session is None or not due or (task is not None and task.cancelling()):
             return
+        from dsh import housekeeping  # one session in 16 sweeps: the others never import it
+
+        keep = housekeeping.Keep(self.config.store.keep, self.config.store.keep_unnamed)
 
         def make(name: str) -> Session:
             keys = Keys(session.keys.tree, name, session.keys.person)
