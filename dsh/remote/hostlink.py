@@ -94,6 +94,10 @@ class _PipeChannel:
     def close(self) -> None:
         self._stdin.close()
 
+    def kill(self) -> None:
+        """The agent killed (SIGKILL, to it alone: not to its keeper's session)."""
+        self._transport.close()
+
     async def wait_closed(self, seconds: float) -> None:
         """Waits (at most `seconds`) for the agent to exit after its EOF, then closes the
         transport: one still there then is killed (its keeper, in a session of its own,
@@ -155,7 +159,12 @@ class HostLink:
             )
             link.attach(_PipeChannel(transport, pipes.exited))
 
-        await link.boot(channel, timeout)
+        try:
+            await link.boot(channel, timeout)
+        except BaseException:  # a boot that failed or was cut short: no agent is left behind
+            if isinstance(link._chan, _PipeChannel):
+                link._chan.kill()
+            raise
         return link
 
     async def boot(self, channel: Callable[[], Awaitable[None]], timeout: float) -> None:
@@ -181,6 +190,9 @@ class HostLink:
         except LinkLost as exc:
             self.close()
             raise LinkLost(exc.why, self.booted and not exc.why.startswith("no python3")) from None
+        except BaseException:  # cancelled (the session ends while it boots): nothing is left
+            self.close()
+            raise
 
     def attach(self, chan: Channel) -> None:
         """The channel its frames go to (dsh.remote.sshlink's, once its session is open)."""

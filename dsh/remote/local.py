@@ -53,9 +53,9 @@ _LIVE: dict[Path, int] = {}
 def kill_all() -> None:
     """SIGKILL every command (and its launcher) this process started that may still run."""
     for spooled, launcher in list(_LIVE.items()):
-        try:
-            pgid = int(spooled.with_name(spooled.name + ".pid").read_text())
-        except (OSError, ValueError):
+        try:  # `PGID START`
+            pgid = int(spooled.with_name(spooled.name + ".pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             pgid = 0
         if pgid > 1:
             _signal_group(pgid, signal.SIGKILL)
@@ -142,7 +142,10 @@ class LocalShell:
             stdin is not None,
         )
         big = len(command.encode("utf-8", "surrogateescape")) + len(secrets or "") > hostops.MAX_COMMAND
-        link = None if big else await self.agent.link()  # the wrapper says what sh makes of a big one
+        # the wrapper says what sh makes of a big one; a boot is waited for within half the time
+        began = time.monotonic()
+        link = None if big else await self.agent.link(timeout / 2)
+        timeout = max(timeout - (time.monotonic() - began), 0.001)
         if link is not None:
             return await self._through(link, job, spot, timeout, output)
         return await self._exec(job.argv(), spot, timeout, output, secrets)
@@ -167,6 +170,10 @@ class LocalShell:
         _LIVE[spooled] = 0  # no launcher of its own: kill_all ends its group, from .pid
         try:
             got = await hostops.launch(link, job, watch, timeout)
+            if isinstance(got, int):
+                if watch.helper_missing:  # removed since: its text goes with the next launch
+                    self._helped = False
+                return watch.result(got, time.monotonic() - started)
             if isinstance(got, hostops.Late):
                 until = time.monotonic() + self.kill_grace + STOP_CONFIRM - STOP_MARGIN
                 killed = await self._stop(spot, "timeout", until)
@@ -179,6 +186,11 @@ class LocalShell:
                     return Exec("timeout", None, seconds, f"no exit within {timeout:g}s")
                 why = "and the kill could not be confirmed; the backstop ends it"
                 return Exec("lost", None, seconds, f"no exit within {timeout:g}s, {why}")
+            left = max(deadline - time.monotonic(), 0.001)
+            if not got.heard and await self.probe(spot) == "none":
+                return await self._exec(job.argv(), spot, left, output, job.secrets or None)
+            follow = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
+            rejoined = await self._exec(follow, spot, left, output, skip=got.watch.passed)
         except BaseException:  # cancelled, or dsh's output failed: the command is stopped too
             if self.gate.open():
                 until = time.monotonic() + self.kill_grace + STOP_CONFIRM - STOP_MARGIN
@@ -186,16 +198,6 @@ class LocalShell:
             raise
         finally:
             _LIVE.pop(spooled, None)
-        if isinstance(got, int):
-            if watch.helper_missing:  # removed since: its text goes with the next launch
-                self._helped = False
-            return watch.result(got, time.monotonic() - started)
-        left = max(deadline - time.monotonic(), 0.001)
-        if not got.heard and await self.probe(spot) == "none":
-            again = job.argv()
-            return await self._exec(again, spot, left, output, job.secrets or None)
-        follow = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
-        rejoined = await self._exec(follow, spot, left, output, skip=got.watch.passed)
         if rejoined.outcome in ("lost", "unreachable", "refused"):  # it may have run: never "nothing ran"
             why = f"the local host agent ended ({got.why}), and {rejoined.message}"
             return Exec("lost", None, time.monotonic() - started, why)

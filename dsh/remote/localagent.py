@@ -18,7 +18,6 @@ directory as they are at its start). `DSH_HOST_AGENT=off` keeps the wrapper.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 
 from dsh.remote.hostlink import HostLink, LinkLost
@@ -46,12 +45,17 @@ class LocalAgent:
         self._env: dict[str, str] = {}
         self._cwd = ""
 
-    async def link(self) -> HostLink | None:
-        """The agent for a launch now, booting it on first use (bounded by BOOT_TIMEOUT);
-        None when a launch must go through the wrapper."""
+    async def link(self, within: float) -> HostLink | None:
+        """The agent for a launch now, booting it on first use; waited for at most
+        `within` seconds (the boot goes on: a later launch may use it); None when a
+        launch must go through the wrapper."""
         if self.mode == "off":
             return None
-        link = await asyncio.shield(self.start())
+        try:
+            async with asyncio.timeout(within):
+                link = await asyncio.shield(self.start())
+        except TimeoutError:
+            return None
         if link is None or not link.alive:
             return None
         if os.environ != self._env or _cwd() != self._cwd:
@@ -60,7 +64,10 @@ class LocalAgent:
 
     def start(self) -> asyncio.Future[HostLink | None]:
         """Its boot, begun now if it was not: dsh's environment and directory as they
-        are now are the ones it runs commands in."""
+        are now are the ones it runs commands in (off: none, ever)."""
+        if self._link is None and self.mode == "off":
+            self._link = asyncio.get_running_loop().create_future()
+            self._link.set_result(None)
         if self._link is None:
             self._env, self._cwd = dict(os.environ), _cwd()
             self._link = asyncio.ensure_future(self._boot())
@@ -71,6 +78,8 @@ class LocalAgent:
             return await HostLink.spawn(timeout=BOOT_TIMEOUT)
         except LinkLost:
             return None
+        except Exception:  # e.g. no sys.executable: the wrapper runs local actions, as before
+            return None
 
     async def close(self) -> None:
         """Ends the agent (EOF on its stdin; waited for at most CLOSE_TIMEOUT): its
@@ -79,9 +88,9 @@ class LocalAgent:
             return
         booting, self._link = self._link, None
         if not booting.done():
-            booting.cancel()
-        with contextlib.suppress(BaseException):  # a boot cut short: nothing to end
-            link = await booting
-            if link is not None:
-                link.close()
-                await link.wait_closed(CLOSE_TIMEOUT)
+            booting.cancel()  # HostLink.spawn kills what it started
+            return
+        link = None if booting.cancelled() or booting.exception() else booting.result()
+        if link is not None:
+            link.close()
+            await link.wait_closed(CLOSE_TIMEOUT)

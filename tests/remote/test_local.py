@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -129,7 +131,7 @@ async def test_an_environment_changed_after_the_agent_booted_goes_through_the_wr
         assert (
             await shell.run("echo ${DSH_TEST_MARK-unset}", spot=first, timeout=5, output=out)
         ).outcome == "ok"
-        link = await shell.agent.link()
+        link = await shell.agent.link(5)
         assert link is not None and out.text("stdout") == b"unset\n"
         sent = link.sent
         os.environ["DSH_TEST_MARK"] = "m2"
@@ -157,7 +159,7 @@ async def test_a_local_agent_that_dies_mid_command_leaves_it_to_its_keeper() -> 
         ran = asyncio.ensure_future(
             shell.run("echo one; sleep 1; echo two; exit 4", spot=spot, timeout=10, output=out)
         )
-        link = await shell.agent.link()
+        link = await shell.agent.link(5)
         assert link is not None
         spooled = SPOOL / spot.session / f"{spot.action}@local"
         deadline = time.monotonic() + 5
@@ -175,3 +177,89 @@ async def test_a_local_agent_that_dies_mid_command_leaves_it_to_its_keeper() -> 
         assert not alive(agent)
     finally:
         await shell.close()
+
+
+async def test_off_boots_no_local_agent() -> None:
+    shell = LocalShell(SPOOL, host_agent="off")
+    try:
+        spot = Spot("test-local", f"{next(_actions)}.1.1", "local")
+        assert (await shell.run("true", spot=spot, timeout=5, output=Collect())).outcome == "ok"
+        booting = shell.agent.start()  # as Driver.ready_local asks
+        assert booting.done() and booting.result() is None
+    finally:
+        await shell.close()
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+async def test_kill_all_ends_a_running_commands_group(mode: str) -> None:
+    """dsh torn down (dsh.cli calls kill_all): the command's group is killed, from its
+    .pid (`PGID START`), whichever path launched it."""
+    from dsh.remote import local
+
+    shell = LocalShell(SPOOL, host_agent=mode)
+    spot = Spot("test-local", f"{next(_actions)}.1.1", "local")
+    ran = asyncio.ensure_future(shell.run("command sleep 30", spot=spot, timeout=60, output=Collect()))
+    try:
+        pid_file = SPOOL / spot.session / f"{spot.action}@local.pid"
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline, "the command never started"
+            await asyncio.sleep(0.02)
+        group = int(pid_file.read_text().split()[0])
+        local.kill_all()
+        deadline = time.monotonic() + 5
+        while alive(group):
+            assert time.monotonic() < deadline, "kill_all left the command running"
+            await asyncio.sleep(0.02)
+    finally:
+        ran.cancel()
+        with contextlib.suppress(BaseException):
+            await ran
+        await shell.close()
+
+
+async def test_a_local_agent_that_never_says_hello_costs_half_the_time_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interpreter that hangs at start: the action goes through the wrapper once half
+    its time is spent, and the hung boot is killed when the session ends."""
+    hung = tmp_path / "python3"
+    hung.write_text("#!/bin/sh\nexec sleep 41.3\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hung))
+    shell = LocalShell(SPOOL, host_agent="auto")
+    try:
+        spot, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+        began = time.monotonic()
+        ex = await shell.run("echo hi", spot=spot, timeout=2, output=out)
+        assert (ex.outcome, out.text("stdout")) == ("ok", b"hi\n"), ex
+        assert time.monotonic() - began < 2 + 1, "the boot's wait was not within the action's time"
+    finally:
+        await shell.close()
+    deadline = time.monotonic() + 5
+    while _processes("sleep 41.3"):
+        assert time.monotonic() < deadline, "the hung boot outlived the session"
+        await asyncio.sleep(0.05)
+
+
+async def test_no_interpreter_to_run_the_agent_falls_back_to_the_wrapper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", None)  # Python's own word for "cannot tell"
+    shell = LocalShell(SPOOL, host_agent="auto")
+    try:
+        spot, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+        ex = await shell.run("echo hi", spot=spot, timeout=5, output=out)
+        assert (ex.outcome, out.text("stdout")) == ("ok", b"hi\n"), ex
+    finally:
+        await shell.close()
+
+
+def _processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in (entry / "cmdline").read_bytes().replace(b"\0", b" "):
+                    found.append(int(entry.name))
+    return found
