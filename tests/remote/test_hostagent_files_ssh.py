@@ -26,6 +26,9 @@ from tests.conftest import SshSetup
 from tests.credentials import PASSWORD, sudo_ready
 from tests.sshd import USER, processes_of, user_home
 
+#: Agent-only: its fleets set their mode, so scripts/test's off pass skips it.
+pytestmark = pytest.mark.agent
+
 
 class Collect:
     def __init__(self) -> None:

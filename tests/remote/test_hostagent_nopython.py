@@ -17,6 +17,9 @@ from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig
 from tests.sshd import Sshd
 
+#: Agent-only: its fleets set their mode, so scripts/test's off pass skips it.
+pytestmark = pytest.mark.agent
+
 #: What the wrapper runs on a host (no python3 among them).
 TOOLS = ("sh", "setsid", "sleep", "cat", "mkdir", "rm", "mv", "chmod", "mkfifo", "find", "env", "id")
 

@@ -17,6 +17,9 @@ from dsh.remote.sshconfig import SshConfig
 from tests.conftest import SshSetup
 from tests.sshd import USER, kill_user_processes, processes_of, user_home
 
+#: Agent-only: its fleets set their mode, so scripts/test's off pass skips it.
+pytestmark = pytest.mark.agent
+
 
 class Collect:
     def __init__(self) -> None:

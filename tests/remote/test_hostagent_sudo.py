@@ -16,6 +16,9 @@ from dsh.remote.sshconfig import SshConfig
 from tests.conftest import SshSetup
 from tests.credentials import PASSWORD, sudo_ready
 
+#: Agent-only: its fleets set their mode, so scripts/test's off pass skips it.
+pytestmark = pytest.mark.agent
+
 
 @pytest.fixture(autouse=True)
 def _sudo_rule() -> None:
