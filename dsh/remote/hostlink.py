@@ -52,11 +52,7 @@ class _Pipes(asyncio.SubprocessProtocol):
 
     def __init__(self, link: HostLink) -> None:
         self.link = link
-        self.transport: asyncio.BaseTransport | None = None
         self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         data = data.encode() if isinstance(data, str) else data
