@@ -406,18 +406,7 @@ class LocalShell:
         if not self.gate.open():
             return
         until = time.monotonic() + self.kill_grace + STOP_CONFIRM - STOP_MARGIN - _LAST_RESORT
-        argv = spool.kill_argv(str(self.root), spot.session, spot.action, spot.alias, self.kill_grace, why)
-        try:
-            killer = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            try:
-                await asyncio.wait_for(killer.wait(), max(until - time.monotonic(), 0.001))
-            except TimeoutError:
-                killer.kill()
-                await killer.wait()
-        except OSError:
-            pass
+        await self._stop(spot, why, until)
         try:
             await asyncio.wait_for(asyncio.shield(exited), max(until - time.monotonic(), 0.001))
         except TimeoutError:
