@@ -177,11 +177,12 @@ def _spool_listing(run_dsh, config: list[str], session: str) -> list[str]:  # ty
 def test_an_input_cut_by_its_timeout_leaves_no_partial_file(  # type: ignore[no-untyped-def]
     run_dsh, config: list[str], tmp_path: Path
 ) -> None:
-    (tmp_path / "big").write_bytes(os.urandom(48 << 20))
+    (tmp_path / "big").write_bytes(os.urandom(60 << 20))
     session = f"atk20-{os.getpid()}"
     # the first line opens the connection (and boots the agent, if on) and makes the session's
-    # spool, so the 100 ms are spent writing the input, never on the way to it
-    done = run_dsh([*config, "--session", session, "-c", "@h1 true\n@h1 wc -c | stdin big | within 100ms"])
+    # spool, so the 15 ms are spent writing the input, never on the way to it (through the agent,
+    # 48 MiB once took under 100 ms: 60 MiB in 15 ms would be 4 GB/s)
+    done = run_dsh([*config, "--session", session, "-c", "@h1 true\n@h1 wc -c | stdin big | within 15ms"])
     assert done.returncode == 1 and "was not written to the host in time" in done.stdout, done.stdout
     names = _spool_listing(run_dsh, config, session)
     assert any(n not in (".", "..") for n in names), names  # the first line's: this is the session's spool
