@@ -44,8 +44,9 @@ KILL_GRACE = 2.0
 #: action is `lost`. The worst case counts it for every attempt.
 STOP_CONFIRM = 3.0
 STOP_SECONDS = KILL_GRACE + STOP_CONFIRM
-#: What the runtime keeps of that for itself (the time to say and record the end).
-STOP_MARGIN = 0.25
+#: What the runtime keeps of that for itself (the time to say and record the end, and
+#: the line's own start and end: 0.25 s was too little on two busy cores).
+STOP_MARGIN = 0.5
 #: An await's last look (a probe in flight at its deadline) ends at most this long
 #: after the deadline; the worst case counts it.
 LOOK_SLACK = 0.5

@@ -657,7 +657,10 @@ class SshHost:
         )
         argv = job.argv()
         big = len(command.encode("utf-8", "surrogateescape")) + len(secrets or "") > hostops.MAX_COMMAND
-        link = None if big else await self._link(timeout)  # the wrapper says what the host makes of it
+        # The agent's boot (eager) waits at most half the time; what it took comes off the action's.
+        deadline = time.monotonic() + timeout
+        link = None if big else await self._link(timeout / 2)  # the wrapper says what the host makes of it
+        timeout = max(deadline - time.monotonic(), 0.001)
         if link is not None:
             return await self._through(
                 lambda w: hostops.launch(link, job, w, timeout),
@@ -795,7 +798,9 @@ class SshHost:
     async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
         root = self.fleet.root
         argv = spool.follow_argv(root, spot.session, spot.action, spot.alias)
-        link = await self._link(timeout)
+        deadline = time.monotonic() + timeout
+        link = await self._link(timeout / 2)  # as `run`'s: its boot's time comes off the follow's
+        timeout = max(deadline - time.monotonic(), 0.001)
         if link is not None:
             return await self._through(
                 lambda w: hostops.follow(link, root, spot, w, timeout), argv, spot, timeout, output

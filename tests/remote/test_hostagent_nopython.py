@@ -24,9 +24,9 @@ pytestmark = pytest.mark.agent
 TOOLS = ("sh", "setsid", "sleep", "cat", "mkdir", "rm", "mv", "chmod", "mkfifo", "find", "env", "id")
 
 
-@pytest.fixture(scope="module")
-def bare() -> Iterator[Path]:
-    """An sshd whose sessions' PATH has the wrapper's tools and no python3; its ssh config."""
+def _tools_host(alias: str, python3: str | None) -> Iterator[Path]:
+    """An sshd whose sessions' PATH has the wrapper's tools, and python3 only as the
+    script `python3` (none if None); the ssh config that reaches it as `alias`."""
     home = Path(tempfile.mkdtemp(prefix="dsh-nopython-"))  # the test user reads it (pytest's: not)
     home.chmod(0o755)
     tools = home / "tools"
@@ -35,16 +35,31 @@ def bare() -> Iterator[Path]:
         found = shutil.which(name)
         assert found, f"{name} is missing here"
         (tools / name).symlink_to(found)
+    if python3 is not None:
+        (tools / "python3").write_text(python3)
+        (tools / "python3").chmod(0o755)
     server = Sshd(config=[f"SetEnv PATH={tools}"]).start()
     try:
         known = tools.parent / "known_hosts"
         known.write_text(server.known_hosts_line())
         config = tools.parent / "ssh_config"
-        config.write_text(server.host_block(["bare"], known))
+        config.write_text(server.host_block([alias], known))
         yield config
     finally:
         server.cleanup()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bare() -> Iterator[Path]:
+    """A host without python3."""
+    yield from _tools_host("bare", None)
+
+
+@pytest.fixture(scope="module")
+def hung() -> Iterator[Path]:
+    """A host whose python3 never answers the agent's boot (it reads until its channel closes)."""
+    yield from _tools_host("hung", f"#!{shutil.which('sh')}\nexec cat >/dev/null\n")
 
 
 class Output:
@@ -79,3 +94,24 @@ async def test_a_host_without_python3_runs_its_actions_through_the_wrapper_silen
         await fleet("bare").remove(session)
         await fleet.close()
     assert said == []  # nothing to say: the wrapper is how such a host is reached
+
+
+async def test_an_agent_boot_that_hangs_takes_at_most_half_the_actions_time(hung: Path) -> None:
+    """Eager: the first action waits for the agent's boot at most half its timeout, then
+    runs through the wrapper in what is left; the whole within the timeout (its wait was
+    once outside it: a hung boot made `within 6s` take 6 s, then the command)."""
+    fleet = SshFleet(SshConfig.load([hung]), kill_grace=0.5, host_agent="eager", connect_timeout=20)
+    session = f"test-hungboot.{os.getpid()}.{time.time_ns()}"
+    try:
+        await fleet.connection("hung")
+        out = Output()
+        spot = Spot(session, "1.1.1", "hung")
+        started = time.monotonic()
+        done = await fleet("hung").run("echo through the wrapper", spot=spot, timeout=6, output=out)
+        took = time.monotonic() - started
+        assert done.outcome == "ok", (done, out.data)
+        assert out.data["stdout"] == b"through the wrapper\n"
+        assert 3 <= took < 6, f"the action took {took:.2f}s of its 6s"
+    finally:
+        await fleet("hung").remove(session)
+        await fleet.close()
