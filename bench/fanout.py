@@ -70,7 +70,8 @@ OUTPUT_HOSTS = 50
 #: "more than" this: clush and parallel-ssh print 10 million lines at 20,000 a
 #: second (8 minutes a run), which would make the one command take an hour.
 OUTPUT_LIMIT = 60.0
-OUTPUT_COMMAND = "seq 1 200000"
+#: Lines per host of the output case (`--output-lines`: fewer for a quick check).
+OUTPUT_LINES = 200_000
 MEMORY_HOSTS = 1000
 
 DSH = "dsh"
@@ -152,7 +153,7 @@ def _floor(
         done = await asyncio.gather(*(one(i) for i in range(hosts)))
         status = 0 if all(s == 0 for s, _ in done) else 1
         if warm:  # a second round on the open connections: the time of that alone
-            await asyncio.sleep(THINK)  # after the pause dsh's second line comes after
+            await asyncio.sleep(think())  # after the pause dsh's second line comes after
             started = time.perf_counter()
             again = await asyncio.gather(*(run(conn, f"h{i}") for i, (_, conn) in enumerate(done)))
             print(f"warm-seconds {time.perf_counter() - started:.6f}", file=sys.stderr)
@@ -356,7 +357,8 @@ def output(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
     compiled()
     n = min([OUTPUT_HOSTS, *hosts])
     with fleet() as f:  # 10 million lines per run: at most 2 runs, no warm-up
-        rows = _compare("output", f, n, OUTPUT_COMMAND, max(1, min(repeat, 2)), warmup=0, limit=OUTPUT_LIMIT)
+        command = f"seq 1 {int(os.environ.get('BENCH_OUTPUT_LINES', OUTPUT_LINES))}"
+        rows = _compare("output", f, n, command, max(1, min(repeat, 2)), warmup=0, limit=OUTPUT_LIMIT)
     ms = {r.name: r.median_ms for r in rows}
     ratios = _ratios(ms, {CLUSH: None, PSSH: None, FLOOR: None})
     for r in rows:  # a peer stopped at the limit took longer: the ratio is at most this
@@ -368,7 +370,7 @@ def output(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
     peak = {r.name: statistics.median(r.peaks) for r in rows}
     for peer in (CLUSH, PSSH, FLOOR):
         ratios[f"dsh / {peer} peak RSS"] = peak[DSH] / peak[peer]
-    lines = n * 200_000
+    lines = n * int(command.split()[-1])
     ratios["dsh lines received per second"] = lines / (ms[DSH] / 1000)
     return rows, ratios
 
@@ -414,6 +416,11 @@ def warm(repeat: int, hosts: list[int]) -> tuple[list[Row], dict[str, float]]:
 THINK = 3.0
 
 
+def think() -> float:
+    """THINK, or what `--think` set (BENCH_THINK, in the environment the floor's script gets too)."""
+    return float(os.environ.get("BENCH_THINK", THINK))
+
+
 def _second_line(f: Fleet, argv: list[str], line: bytes) -> float:
     """Run two lines in one dsh, THINK seconds apart (the second is written once the
     first is done); the second one's seconds, from its `done` event."""
@@ -438,7 +445,7 @@ def _second_line(f: Fleet, argv: list[str], line: bytes) -> float:
                 continue
             ends.append(event)
             if len(ends) == 1:
-                time.sleep(THINK)
+                time.sleep(think())
                 proc.stdin.write(line)
                 proc.stdin.close()
         code = proc.wait()

@@ -1,14 +1,15 @@
 """dsh benchmarks, run side by side with their references in one run, reported as ratios.
 
-    scripts/bench [--repeat N] [--hosts 50,200,500] [--json] [CASE …]
+    scripts/bench [--repeat N] [--hosts 50,200,500] [--think S] [--output-lines N] [--json] [CASE …]
     (.venv/bin/python -m bench.run … once scripts/bench has installed the peers)
 
 Cases (design §8 has the targets):
   fanout      `true` on 50, 200 and 500 aliases of one loopback sshd, cold, against
               clush, parallel-ssh and a bare asyncssh floor (bench/fanout.py).
   warm        the second line of a session, connections open, against the floor's
-              second round on open connections.
-  output      `seq 1 200000` on 50 hosts: time and peak memory against the three.
+              second round on open connections, both after a pause (--think, 3 s).
+  output      `seq 1 200000` on 50 hosts: time and peak memory against the three
+              (--output-lines changes the 200000).
   checkpoint  a 200-step local fragment's checkpoint overhead per step, on the
               embedded store and on etcd (loopback), against one raw write of each.
   takeover    kill -9 of a session's owner to another machine owning it, on etcd
@@ -435,8 +436,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--copy-size", type=_bytes, default=None, metavar="SIZE", help="the copy case's file (default 100M)"
     )
+    parser.add_argument(
+        "--think", type=float, default=None, metavar="SECONDS", help="the warm case's pause (default 3)"
+    )
+    parser.add_argument(
+        "--output-lines", type=int, default=None, metavar="N", help="the output case's lines per host"
+    )
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args(argv)
+    # in the environment: the contenders' scripts (the floor's) read them too
+    if opts.think is not None:
+        os.environ["BENCH_THINK"] = str(max(opts.think, 0.0))
+    if opts.output_lines is not None:
+        os.environ["BENCH_OUTPUT_LINES"] = str(max(opts.output_lines, 1))
     try:
         hosts = sorted({int(n) for n in opts.hosts.split(",") if n.strip()})
     except ValueError:
