@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
+#: Short pauses and outputs: these tests check that the cases run, not their figures.
+TINY = ("--think", "0.3", "--output-lines", "2000")
 CASES = ["fanout", "warm", "output", "checkpoint", "takeover", "startup", "prompt", "memory", "store"]
 
 
 def test_every_case_runs_with_tiny_numbers_and_prints_a_table() -> None:
     r = subprocess.run(
-        # short pauses and outputs: what this checks is that every case runs, not its figures
-        [sys.executable, "-m", "bench.run", *CASES, "--repeat", "1", "--hosts", "2"]
-        + ["--think", "0.3", "--output-lines", "2000"],
+        [sys.executable, "-m", "bench.run", *CASES, *("--repeat", "1", "--hosts", "2"), *TINY],
         cwd=ROOT,
         capture_output=True,
         text=True,
