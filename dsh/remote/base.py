@@ -160,6 +160,7 @@ class Remote(Protocol):
         output: OutputSink,
         env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
+        told: float | None = None,
     ) -> Exec:
         """Run `command` with `/bin/sh -c` through the spool wrapper, claimed at `spot`,
         stdin from /dev/null, or from `stdin`'s bytes, written into the spool first
@@ -168,7 +169,8 @@ class Remote(Protocol):
 
         Ends within `timeout` (plus a short kill grace): on timeout or
         cancellation the command's process group is killed from a new exec.
-        Cancellation is re-raised after the kill.
+        Cancellation is re-raised after the kill. `told`: the timeout as the line
+        gave it, which its messages say (`timeout` may be what is left of it).
         """
         ...
 
@@ -198,7 +200,9 @@ class Remote(Protocol):
         when the host confirmed it."""
         ...
 
-    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+    async def follow(
+        self, spot: Spot, *, timeout: float, output: OutputSink, told: float | None = None
+    ) -> Exec:
         """Stream an action launched before (by another owner) from its start to its
         end, like `run` without starting anything; bounded and killed like `run`."""
         ...

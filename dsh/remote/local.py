@@ -117,6 +117,7 @@ class LocalShell:
         output: OutputSink,
         env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
+        told: float | None = None,
     ) -> Exec:
         if not self.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
@@ -143,19 +144,19 @@ class LocalShell:
         )
         big = len(command.encode("utf-8", "surrogateescape")) + len(secrets or "") > hostops.MAX_COMMAND
         # the wrapper says what sh makes of a big one; a boot is waited for within half the time
-        began = time.monotonic()
+        began, told = time.monotonic(), timeout if told is None else told  # what its messages say
         link = None if big else await self.agent.link(timeout / 2)
         timeout = max(timeout - (time.monotonic() - began), 0.001)
         if link is not None:
-            return await self._through(link, job, spot, timeout, output)
-        return await self._exec(job.argv(), spot, timeout, output, secrets)
+            return await self._through(link, job, spot, timeout, output, told)
+        return await self._exec(job.argv(), spot, timeout, output, secrets, told=told)
 
     async def close(self) -> None:
         """The end of the session: the local agent ends (what it started goes on)."""
         await self.agent.close()
 
     async def _through(
-        self, link: HostLink, job: hostops.Launch, spot: Spot, timeout: float, output: OutputSink
+        self, link: HostLink, job: hostops.Launch, spot: Spot, timeout: float, output: OutputSink, told: float
     ) -> Exec:
         """A LAUNCH through the local agent, with the wrapper's outcomes: past `timeout`
         it is killed by the wrapper's KILL; an agent that dies meanwhile leaves the
@@ -183,14 +184,14 @@ class LocalShell:
                     got.link.finish(got.rid)
                 seconds = time.monotonic() - started
                 if killed:
-                    return Exec("timeout", None, seconds, f"no exit within {timeout:g}s")
+                    return Exec("timeout", None, seconds, f"no exit within {told:g}s")
                 why = "and the kill could not be confirmed; the backstop ends it"
-                return Exec("lost", None, seconds, f"no exit within {timeout:g}s, {why}")
+                return Exec("lost", None, seconds, f"no exit within {told:g}s, {why}")
             left = max(deadline - time.monotonic(), 0.001)
             if not got.heard and await self.probe(spot) == "none":
-                return await self._exec(job.argv(), spot, left, output, job.secrets or None)
+                return await self._exec(job.argv(), spot, left, output, job.secrets or None, told=told)
             follow = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
-            rejoined = await self._exec(follow, spot, left, output, skip=got.watch.passed)
+            rejoined = await self._exec(follow, spot, left, output, skip=got.watch.passed, told=told)
         except BaseException:  # cancelled, or dsh's output failed: the command is stopped too
             if self.gate.open():
                 until = time.monotonic() + self.kill_grace + STOP_CONFIRM - STOP_MARGIN
@@ -237,9 +238,11 @@ class LocalShell:
         why = "a copy goes to or from hosts (over SSH), not this machine"
         return Copied(Exec("refused", None, 0.0, why), job.facts)
 
-    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+    async def follow(
+        self, spot: Spot, *, timeout: float, output: OutputSink, told: float | None = None
+    ) -> Exec:
         argv = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
-        return await self._exec(argv, spot, timeout, output)
+        return await self._exec(argv, spot, timeout, output, told=told)
 
     async def kill(self, spot: Spot) -> bool:
         if not self.gate.open():
@@ -324,10 +327,12 @@ class LocalShell:
         output: OutputSink,
         stdin: str | None = None,
         skip: Mapping[str, int] | None = None,
+        told: float | None = None,
     ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW): stream it, bound it, kill on
         timeout or cancel, and read its outcome. `stdin`: the command's secrets, for
-        LAUNCH to read (never in an argv); `skip`: a FOLLOW's output shown already."""
+        LAUNCH to read (never in an argv); `skip`: a FOLLOW's output shown already;
+        `told`: the timeout its message says (as the line gave it; `timeout` is what is left)."""
         started = time.monotonic()
         deadline = started + timeout
         loop = asyncio.get_running_loop()
@@ -387,7 +392,7 @@ class LocalShell:
         transport.close()
         seconds = time.monotonic() - started
         if timed_out:
-            return Exec("timeout", None, seconds, f"no exit within {timeout:g}s")
+            return Exec("timeout", None, seconds, f"no exit within {timeout if told is None else told:g}s")
         code = transport.get_returncode()
         assert code is not None
         if code < 0:  # the launcher itself was killed: the spool still has the command's end

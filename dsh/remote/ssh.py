@@ -626,10 +626,12 @@ class SshHost:
         output: OutputSink,
         env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
+        told: float | None = None,
     ) -> Exec:
         fleet = self.fleet
         if not fleet.gate.open():
             return Exec("lost", None, 0.0, NOT_OWNER)
+        told = timeout if told is None else told  # what its messages say; the budget is below
         fleet.clean_once(self._name, spot.session)
         fleet.spool_session = spot.session
         fleet.launched.add(self._name)
@@ -668,9 +670,10 @@ class SshHost:
                 spot,
                 timeout,
                 output,
-                again=lambda left: self._exec(argv, spot, left, output, secrets=secrets),
+                again=lambda left: self._exec(argv, spot, left, output, secrets=secrets, told=told),
+                told=told,
             )
-        return await self._exec(argv, spot, timeout, output, secrets=secrets)
+        return await self._exec(argv, spot, timeout, output, secrets=secrets, told=told)
 
     async def _link(self, timeout: float) -> HostLink | None:
         """This host's agent (None: agents are off, the host has none, or the
@@ -696,6 +699,7 @@ class SshHost:
         timeout: float,
         output: OutputSink,
         again: Callable[[float], Awaitable[Exec]] | None = None,
+        told: float | None = None,
     ) -> Exec:
         """A LAUNCH or FOLLOW through the agent (`streaming`), with the wrapper's
         outcomes: past `timeout` it is killed (by the wrapper's KILL); a link that dies
@@ -706,6 +710,7 @@ class SshHost:
         fleet = self.fleet
         started = time.monotonic()
         deadline = started + timeout
+        said = timeout if told is None else told  # the timeout as the line gave it
         watch = spool.Watch(output, argv, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
 
         async def kill(why: str) -> bool:  # by the wrapper's KILL, on the connection if it is there
@@ -732,12 +737,12 @@ class SshHost:
             else:  # the link may be dead (a partition): nothing more is waited for
                 got.link.finish(got.rid)
             if killed:
-                return Exec("timeout", None, time.monotonic() - started, f"no exit within {timeout:g}s")
+                return Exec("timeout", None, time.monotonic() - started, f"no exit within {said:g}s")
             return Exec(
                 "lost",
                 None,
                 time.monotonic() - started,
-                f"no exit within {timeout:g}s, and the kill could not be confirmed; the backstop ends it",
+                f"no exit within {said:g}s, and the kill could not be confirmed; the backstop ends it",
             )
         left = max(deadline - time.monotonic(), 0.001)
         if again is not None and not got.heard:
@@ -745,7 +750,7 @@ class SshHost:
                 if await self.probe(spot) == "none":  # the link is dead: the wrapper's PROBE
                     return await again(max(deadline - time.monotonic(), 0.001))
         follow = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
-        rejoined = await self._exec(follow, spot, left, output, got.watch.passed)
+        rejoined = await self._exec(follow, spot, left, output, got.watch.passed, told=said)
         if rejoined.outcome in ("lost", "unreachable", "refused"):  # it may have run: never "nothing ran"
             why = f"the host agent's link broke ({got.why}), and {rejoined.message}"
             return Exec("lost", None, time.monotonic() - started, why)
@@ -795,17 +800,19 @@ class SshHost:
         key = conn.get_server_host_key()
         return Identity(f"{opts.user}@{opts.hostname}:{opts.port}", key.get_fingerprint() if key else "")
 
-    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+    async def follow(
+        self, spot: Spot, *, timeout: float, output: OutputSink, told: float | None = None
+    ) -> Exec:
         root = self.fleet.root
         argv = spool.follow_argv(root, spot.session, spot.action, spot.alias)
-        deadline = time.monotonic() + timeout
+        told, deadline = timeout if told is None else told, time.monotonic() + timeout
         link = await self._link(timeout / 2)  # as `run`'s: its boot's time comes off the follow's
         timeout = max(deadline - time.monotonic(), 0.001)
         if link is not None:
             return await self._through(
-                lambda w: hostops.follow(link, root, spot, w, timeout), argv, spot, timeout, output
+                lambda w: hostops.follow(link, root, spot, w, timeout), argv, spot, timeout, output, told=told
             )
-        return await self._exec(argv, spot, timeout, output)
+        return await self._exec(argv, spot, timeout, output, told=told)
 
     async def copy(
         self, job: CopyJob, *, spot: Spot, timeout: float, progress: Progress, output: OutputSink
@@ -1012,6 +1019,7 @@ class SshHost:
         output: OutputSink,
         skip: dict[str, int] | None = None,
         secrets: str | None = None,
+        told: float | None = None,
     ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW) on this host's connection. If the
         connection drops while the command runs, a new connection FOLLOWs it from
@@ -1019,9 +1027,11 @@ class SshHost:
 
         Bounded as `dsh explain` counts it: connecting, opening the exec and the
         command all within `timeout` from the start; stopping it after that within
-        STOP_SECONDS (unconfirmed by then, the action is lost)."""
+        STOP_SECONDS (unconfirmed by then, the action is lost). Its messages say `told`
+        (the timeout as the line gave it) where `timeout` is what is left of it."""
         started = time.monotonic()
         deadline = started + timeout
+        said = timeout if told is None else told
         fleet = self.fleet
 
         def ended(outcome: str, message: str) -> Exec:
@@ -1032,7 +1042,7 @@ class SshHost:
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
         except TimeoutError:  # the connection goes on being made, for later lines
-            return ended("unreachable", f"no connection within the command's timeout ({timeout:g}s)")
+            return ended("unreachable", f"no connection within the command's timeout ({said:g}s)")
         watch = spool.Watch(output, argv, skip=skip, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
         exec_ = _Exec(watch.sink)
         try:
@@ -1072,11 +1082,11 @@ class SshHost:
                 killed = await self._kill(conn, spot, exec_, "timeout")
                 chan.close()
                 if killed:
-                    return ended("timeout", f"no exit within {timeout:g}s")
+                    return ended("timeout", f"no exit within {said:g}s")
                 fleet.forget(conn)
                 return ended(
                     "lost",
-                    f"no exit within {timeout:g}s, and the kill could not be confirmed; "
+                    f"no exit within {said:g}s, and the kill could not be confirmed; "
                     "the wrapper's backstop ends it",
                 )
         except BaseException:
@@ -1089,7 +1099,7 @@ class SshHost:
             left = deadline - time.monotonic()
             if skip is None and left > 0:
                 argv = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
-                rejoined = await self._exec(argv, spot, left, output, watch.passed)
+                rejoined = await self._exec(argv, spot, left, output, watch.passed, told=said)
                 if rejoined.outcome not in ("unreachable", "refused"):
                     return Exec(
                         rejoined.outcome,

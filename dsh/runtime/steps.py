@@ -326,7 +326,9 @@ class LiveSteps:
         await self.wiring.recorder.intent(spot.action, host, command, timeout, where, stdin=facts)
         left = max(timeout - (self.wiring.clock.monotonic() - started), 0.001)
         data = stdin.data if stdin is not None else None
-        return await remote.run(command, spot=spot, timeout=left, output=sink, env=env, stdin=data)
+        return await remote.run(
+            command, spot=spot, timeout=left, output=sink, env=env, stdin=data, told=timeout
+        )
 
     async def reach(
         self, remote: Remote, host: str | None, timeout: float, what: str
@@ -456,7 +458,9 @@ class TakenUp:
             if stdin is not None and stdin.data is None:  # never started, and its input is not here
                 return Exec(Outcome.FAILED, None, 0.0, f"not started: {stdin.missing}")
             data = stdin.data if stdin is not None else None
-            return await remote.run(command, spot=spot, timeout=left, output=sink, env=env, stdin=data)
+            return await remote.run(
+                command, spot=spot, timeout=left, output=sink, env=env, stdin=data, told=timeout
+            )
         if state == "lost":
             return Exec(Outcome.LOST, None, 0.0, "launched before, and nobody is left to report its end")
-        return await remote.follow(spot, timeout=left, output=sink)
+        return await remote.follow(spot, timeout=left, output=sink, told=timeout)

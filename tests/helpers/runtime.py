@@ -71,13 +71,14 @@ class FakeRemote:
         output: OutputSink,
         env: object = None,
         stdin: object = None,
+        told: object = None,
     ) -> Exec:
         self.calls.append(("run", spot.action, timeout))
         if self.output:
             output("stdout", self.output)
         return self.ends
 
-    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink) -> Exec:
+    async def follow(self, spot: Spot, *, timeout: float, output: OutputSink, told: object = None) -> Exec:
         self.calls.append(("follow", spot.action, timeout))
         if self.output:
             output("stdout", self.output)

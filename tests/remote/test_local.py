@@ -263,3 +263,16 @@ def _processes(marker: str) -> list[int]:
                 if marker.encode() in (entry / "cmdline").read_bytes().replace(b"\0", b" "):
                     found.append(int(entry.name))
     return found
+
+
+def test_a_local_timeout_is_said_as_the_line_gave_it(env: dict[str, str]) -> None:
+    """What the session's start and the intent took comes off the action's budget, never
+    off what its message says (it said `no exit within 0.982316s`)."""
+    import subprocess
+
+    from tests.conftest import dsh_path
+
+    argv = [dsh_path(), "-c", "command sleep 7.38 | within 1s"]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "timeout: no exit within 1s\n" in r.stderr, r.stderr

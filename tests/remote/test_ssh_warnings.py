@@ -44,3 +44,11 @@ def test_the_filter_is_only_that_category_from_asyncssh() -> None:
     )
     assert "silenced" not in err
     assert "from elsewhere" in err and "not asyncssh" in err and "another kind" in err
+
+
+def test_a_timeout_is_said_as_the_line_gave_it(run_dsh, ssh_setup: SshSetup) -> None:  # type: ignore[no-untyped-def]
+    """The time spent connecting (and booting the agent, with eager) comes off the action's
+    budget, never off what its message says (it said `no exit within 0.998698s`)."""
+    r = run_dsh([*ssh_setup.args(), "-c", "@h1 command sleep 7.37 | within 2s"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no exit within 2s" in r.stdout, r.stdout

@@ -46,6 +46,7 @@ class Loud:
         output: OutputSink,
         env: object = None,
         stdin: object = None,
+        told: object = None,
     ) -> Exec:
         noise = bytes(range(256)) * 256
         output("stdout", noise)

@@ -46,6 +46,7 @@ class FakeHost:
         output: OutputSink,
         env: object = None,
         stdin: object = None,
+        told: object = None,
     ) -> Exec:
         self.log.append((self._name, command))
         return await LocalShell(SPOOL).run(

@@ -180,7 +180,7 @@ async def test_a_host_that_cannot_be_reached_starts_nothing() -> None:
 
 async def test_a_cancelled_action_is_journaled_cancelled_then_the_cancel_goes_on() -> None:
     class Hangs(FakeRemote):
-        async def run(self, command, *, spot, timeout, output, env=None, stdin=None):  # type: ignore[no-untyped-def]
+        async def run(self, command, *, spot, timeout, output, env=None, stdin=None, told=None):  # type: ignore[no-untyped-def]
             output("stdout", b"partial\n")
             await asyncio.Event().wait()
 

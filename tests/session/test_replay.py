@@ -53,6 +53,7 @@ class SpoolHost(FakeRemote):
         output: OutputSink,
         env: object = None,
         stdin: object = None,
+        told: object = None,
     ) -> Exec:
         self.launched[spot.action] += 1
         output("stdout", f"{self.name}:{command}\n".encode())
