@@ -637,7 +637,7 @@ class SshHost:
         fleet.launched.add(self._name)
         if stdin is not None:  # its input goes first, into the spool, within the timeout
             started = time.monotonic()
-            failed = await self._place_input(spot, stdin, timeout)
+            failed = await self._place_input(spot, stdin, timeout, told)
             if failed is not None:
                 return failed
             timeout = max(timeout - (time.monotonic() - started), 0.001)
@@ -756,10 +756,10 @@ class SshHost:
             return Exec("lost", None, time.monotonic() - started, why)
         return Exec(rejoined.outcome, rejoined.exit_status, time.monotonic() - started, rejoined.message)
 
-    async def _place_input(self, spot: Spot, data: bytes, timeout: float) -> Exec | None:
+    async def _place_input(self, spot: Spot, data: bytes, timeout: float, told: float) -> Exec | None:
         """The action's input written into its spool through the host agent or SFTP
         (dsh/remote/inputfile.py) within `timeout`; an Exec when it could not be (nothing
-        was launched)."""
+        was launched), saying `told` (the action's timeout as the line gave it)."""
         from dsh.remote import inputfile
         from dsh.remote.copying import CopyFailed, FilesLost
 
@@ -780,7 +780,7 @@ class SshHost:
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
         except TimeoutError:
-            said = f"its input ({len(data)} bytes) was not written to the host in time ({timeout:.3g}s)"
+            said = f"its input ({len(data)} bytes) was not written to the host in time ({told:g}s)"
             return ended("timeout", said)
         except CopyFailed as exc:
             return ended("failed", f"cannot write its input to the spool: {exc.message}")
