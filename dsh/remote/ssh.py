@@ -74,6 +74,8 @@ KEEPALIVE_COUNT = 3
 HANDSHAKES = 128
 #: How long the wrapper may take to notice its command ended (its slowest poll, and more).
 SETTLE = 5.0
+#: How many times a connection's agent is booted again after it died.
+AGENT_REBOOTS = 3
 T = TypeVar("T")
 #: Ciphers, in the order offered: AES-GCM first (in asyncssh, AES runs in OpenSSL with
 #: the CPU's AES instructions, ChaCha20-Poly1305 in two passes: a copy moves ~30 % more
@@ -115,6 +117,8 @@ class SshFleet:
         #: with each connection, before its first action).
         self.host_agent = host_agent
         self._links: dict[asyncssh.SSHClientConnection, asyncio.Future[HostLink | None]] = {}
+        #: Agents booted again on a connection after theirs died (at most AGENT_REBOOTS each).
+        self._reboots: dict[asyncssh.SSHClientConnection, int] = {}
         #: Connections that ran an action through the wrapper, by alias (auto: their
         #: agents boot at the next `idle`).
         self._ran: dict[asyncssh.SSHClientConnection, str] = {}
@@ -238,6 +242,8 @@ class SshFleet:
         if self.host_agent == "off":
             return None
         fut = self._links.get(conn)
+        if fut is not None and self._died(conn, fut):
+            fut = None  # booted anew, as if never booted (auto: at the next `idle`)
         if fut is None:
             if self.host_agent != "eager":
                 self._ran.setdefault(conn, alias)
@@ -247,6 +253,20 @@ class SshFleet:
             return None  # booting: this action goes through the wrapper
         link = await asyncio.shield(fut)
         return link if link is not None and link.alive else None
+
+    def _died(self, conn: asyncssh.SSHClientConnection, fut: asyncio.Future[HostLink | None]) -> bool:
+        """Whether `conn`'s agent came up and has died since (killed on the host, its channel
+        closed) while the connection lives; then it is forgotten, to be booted again, at most
+        AGENT_REBOOTS times a connection (an agent that keeps dying is left dead: the wrapper)."""
+        if not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return False
+        link = fut.result()
+        if link is None or link.alive or conn.is_closed() or self._reboots.get(conn, 0) >= AGENT_REBOOTS:
+            return False
+        self._reboots[conn] = self._reboots.get(conn, 0) + 1
+        del self._links[conn]
+        link.close()
+        return True
 
     def _boot(
         self, alias: str, conn: asyncssh.SSHClientConnection, *, warm: bool
@@ -286,6 +306,7 @@ class SshFleet:
         """Drop (and close) a connection that broke, so that the next use makes a new one."""
         self._sftp.pop(conn, None)
         self._ran.pop(conn, None)
+        self._reboots.pop(conn, None)
         gone = self._links.pop(conn, None)
         if gone is not None and gone.done() and not gone.cancelled() and gone.exception() is None:
             link = gone.result()

@@ -12,6 +12,7 @@ import pytest
 
 from dsh.remote import hostboot
 from dsh.remote.base import Gate, Spot
+from dsh.remote.hostlink import HostLink
 from dsh.remote.ssh import SshFleet
 from dsh.remote.sshconfig import SshConfig
 from tests.conftest import SshSetup
@@ -191,6 +192,43 @@ async def test_auto_boots_the_agent_while_the_session_waits_and_the_next_line_us
         second = await auto("h1").run("echo two", spot=spot("2.1.1"), timeout=10, output=(out := Collect()))
         assert (second.outcome, out.data["stdout"]) == ("ok", b"two\n")
         assert link.sent == sent + 1  # its LAUNCH
+    finally:
+        await auto.close()
+
+
+async def test_an_agent_that_died_is_booted_again_while_the_session_waits(ssh_setup: SshSetup) -> None:
+    """auto: an agent killed on the host (its connection alive) leaves the next line to the
+    wrapper, and the wait before the line after boots a new one, which that line uses."""
+    auto = fleet(ssh_setup, "auto")
+    try:
+        conn = await auto.connection("h1")
+
+        async def up(old: object = None) -> HostLink:
+            auto.idle()
+            deadline = time.monotonic() + 15
+            while (link := await auto.link("h1", conn)) is None or link is old:
+                assert time.monotonic() < deadline, "no agent came up"
+                await asyncio.sleep(0.05)
+            return link
+
+        first = await auto("h1").run("echo one", spot=spot(), timeout=10, output=Collect())
+        assert first.outcome == "ok"
+        link = await up()
+        found = processes_of(USER, f"dsh-agent {link.tag}")
+        (agent,) = [pid for pid in found if parent(pid) not in found]
+        os.kill(agent, 9)
+        deadline = time.monotonic() + 10
+        while link.alive:
+            assert time.monotonic() < deadline, "the link never saw its agent die"
+            await asyncio.sleep(0.05)
+        second = await auto("h1").run("echo two", spot=spot("2.1.1"), timeout=10, output=(out := Collect()))
+        assert (second.outcome, out.data["stdout"]) == ("ok", b"two\n")  # through the wrapper
+        again = await up(link)
+        assert again.alive and again.tag != link.tag
+        sent = again.sent
+        third = await auto("h1").run("echo three", spot=spot("3.1.1"), timeout=10, output=(out := Collect()))
+        assert (third.outcome, out.data["stdout"]) == ("ok", b"three\n")
+        assert again.sent == sent + 1  # its LAUNCH went to the new agent
     finally:
         await auto.close()
 
