@@ -197,6 +197,7 @@ class _Instant:
         output: object,
         env: object = None,
         stdin: object = None,
+        told: object = None,
     ) -> object:
         from dsh.remote.base import Exec
 

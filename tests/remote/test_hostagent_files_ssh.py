@@ -142,8 +142,9 @@ async def test_an_input_cut_by_its_timeout_through_the_agent_leaves_nothing(ssh_
     try:
         link = await link_of(on)
         sent = link.sent
-        ended = await on("h1")._place_input(where, os.urandom(48 << 20), 0.04)
+        ended = await on("h1")._place_input(where, os.urandom(48 << 20), 0.04, 0.05)
         assert ended is not None and ended.outcome == "timeout", ended
+        assert ended.message.endswith("in time (0.05s)"), ended  # the time as the line gave it
         assert link.sent > sent + 2  # it was cut while it was written
         assert link.alive
         spool = user_home(USER) / ".local/state/dsh/spool" / where.session
