@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from dsh.remote.hostlink import HostLink, LinkLost
 
@@ -26,6 +27,8 @@ from dsh.remote.hostlink import HostLink, LinkLost
 BOOT_TIMEOUT = 10.0
 #: How long an agent told to end (EOF) may take to exit before it is killed.
 CLOSE_TIMEOUT = 2.0
+#: How many times an agent that died (killed) is booted again, in a session.
+REBOOTS = 3
 
 
 def _cwd() -> str:
@@ -44,18 +47,26 @@ class LocalAgent:
         self._link: asyncio.Future[HostLink | None] | None = None
         self._env: dict[str, str] = {}
         self._cwd = ""
+        self._reboots = 0
 
     async def link(self, within: float) -> HostLink | None:
         """The agent for a launch now, booting it on first use; waited for at most
         `within` seconds (the boot goes on: a later launch may use it); None when a
-        launch must go through the wrapper."""
+        launch must go through the wrapper. One that came up and has died since
+        (killed) is booted again, as at the first launch, at most REBOOTS times."""
         if self.mode == "off":
             return None
-        try:
-            async with asyncio.timeout(within):
-                link = await asyncio.shield(self.start())
-        except TimeoutError:
-            return None
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                    link = await asyncio.shield(self.start())
+            except TimeoutError:
+                return None
+            if link is None or link.alive or self._reboots >= REBOOTS:
+                break
+            self._reboots += 1
+            self._link = None  # its keeper goes on with what it started
         if link is None or not link.alive:
             return None
         if os.environ != self._env or _cwd() != self._cwd:

@@ -179,6 +179,34 @@ async def test_a_local_agent_that_dies_mid_command_leaves_it_to_its_keeper() -> 
         await shell.close()
 
 
+async def test_a_local_agent_that_died_is_booted_again_for_the_next_launch() -> None:
+    """The agent killed between actions: the next launch boots a new one (in dsh's
+    environment and directory as they are then) and goes through it."""
+    shell = LocalShell(SPOOL, host_agent="auto")
+    try:
+        spot, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+        assert (await shell.run("echo one", spot=spot, timeout=10, output=out)).outcome == "ok"
+        link = await shell.agent.link(5)
+        assert link is not None and link.sent >= 1
+        spooled = SPOOL / spot.session / f"{spot.action}@local"
+        keeper = int((spooled.parent / (spooled.name + ".run")).read_text().split()[0])
+        agent = int(Path(f"/proc/{keeper}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        assert b"dsh-agent" in Path(f"/proc/{agent}/cmdline").read_bytes()
+        os.kill(agent, 9)
+        deadline = time.monotonic() + 5
+        while link.alive:
+            assert time.monotonic() < deadline, "the link never saw its agent die"
+            await asyncio.sleep(0.02)
+        spot, out = Spot("test-local", f"{next(_actions)}.1.1", "local"), Collect()
+        assert (await shell.run("echo two", spot=spot, timeout=10, output=out)).outcome == "ok"
+        assert out.text("stdout") == b"two\n"
+        again = await shell.agent.link(5)
+        assert again is not None and again is not link and again.alive
+        assert again.sent == 1  # the second launch went through the new agent
+    finally:
+        await shell.close()
+
+
 async def test_off_boots_no_local_agent() -> None:
     shell = LocalShell(SPOOL, host_agent="off")
     try:
