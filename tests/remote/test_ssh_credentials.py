@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -309,11 +310,21 @@ class Agent:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        # the socket's file is there from its bind(), before its listen(): a client between the
+        # two is refused (CI saw ssh-add fail so), so wait for a connect to be taken
         deadline = time.monotonic() + 5
-        while not self.sock.exists() and time.monotonic() < deadline:
+        while not self._listening():
+            assert time.monotonic() < deadline, "ssh-agent did not listen within 5 s"
             time.sleep(0.02)
-        assert self.sock.exists()
         return str(self.sock)
+
+    def _listening(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.sock))
+            except OSError:
+                return False
+        return True
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
