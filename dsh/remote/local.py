@@ -242,7 +242,7 @@ class LocalShell:
         self, spot: Spot, *, timeout: float, output: OutputSink, told: float | None = None
     ) -> Exec:
         argv = spool.follow_argv(str(self.root), spot.session, spot.action, spot.alias)
-        return await self._exec(argv, spot, timeout, output, told=told)
+        return await self._exec(argv, spot, timeout, output, told=timeout if told is None else told)
 
     async def kill(self, spot: Spot) -> bool:
         if not self.gate.open():
@@ -327,7 +327,8 @@ class LocalShell:
         output: OutputSink,
         stdin: str | None = None,
         skip: Mapping[str, int] | None = None,
-        told: float | None = None,
+        *,
+        told: float,
     ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW): stream it, bound it, kill on
         timeout or cancel, and read its outcome. `stdin`: the command's secrets, for
@@ -392,7 +393,7 @@ class LocalShell:
         transport.close()
         seconds = time.monotonic() - started
         if timed_out:
-            return Exec("timeout", None, seconds, f"no exit within {timeout if told is None else told:g}s")
+            return Exec("timeout", None, seconds, f"no exit within {told:g}s")
         code = transport.get_returncode()
         assert code is not None
         if code < 0:  # the launcher itself was killed: the spool still has the command's end

@@ -720,7 +720,8 @@ class SshHost:
         timeout: float,
         output: OutputSink,
         again: Callable[[float], Awaitable[Exec]] | None = None,
-        told: float | None = None,
+        *,
+        told: float,
     ) -> Exec:
         """A LAUNCH or FOLLOW through the agent (`streaming`), with the wrapper's
         outcomes: past `timeout` it is killed (by the wrapper's KILL); a link that dies
@@ -731,7 +732,6 @@ class SshHost:
         fleet = self.fleet
         started = time.monotonic()
         deadline = started + timeout
-        said = timeout if told is None else told  # the timeout as the line gave it
         watch = spool.Watch(output, argv, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
 
         async def kill(why: str) -> bool:  # by the wrapper's KILL, on the connection if it is there
@@ -758,12 +758,12 @@ class SshHost:
             else:  # the link may be dead (a partition): nothing more is waited for
                 got.link.finish(got.rid)
             if killed:
-                return Exec("timeout", None, time.monotonic() - started, f"no exit within {said:g}s")
+                return Exec("timeout", None, time.monotonic() - started, f"no exit within {told:g}s")
             return Exec(
                 "lost",
                 None,
                 time.monotonic() - started,
-                f"no exit within {said:g}s, and the kill could not be confirmed; the backstop ends it",
+                f"no exit within {told:g}s, and the kill could not be confirmed; the backstop ends it",
             )
         left = max(deadline - time.monotonic(), 0.001)
         if again is not None and not got.heard:
@@ -771,7 +771,7 @@ class SshHost:
                 if await self.probe(spot) == "none":  # the link is dead: the wrapper's PROBE
                     return await again(max(deadline - time.monotonic(), 0.001))
         follow = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
-        rejoined = await self._exec(follow, spot, left, output, got.watch.passed, told=said)
+        rejoined = await self._exec(follow, spot, left, output, got.watch.passed, told=told)
         if rejoined.outcome in ("lost", "unreachable", "refused"):  # it may have run: never "nothing ran"
             why = f"the host agent's link broke ({got.why}), and {rejoined.message}"
             return Exec("lost", None, time.monotonic() - started, why)
@@ -1040,7 +1040,8 @@ class SshHost:
         output: OutputSink,
         skip: dict[str, int] | None = None,
         secrets: str | None = None,
-        told: float | None = None,
+        *,
+        told: float,
     ) -> Exec:
         """One exec of the wrapper (LAUNCH or FOLLOW) on this host's connection. If the
         connection drops while the command runs, a new connection FOLLOWs it from
@@ -1052,7 +1053,6 @@ class SshHost:
         (the timeout as the line gave it) where `timeout` is what is left of it."""
         started = time.monotonic()
         deadline = started + timeout
-        said = timeout if told is None else told
         fleet = self.fleet
 
         def ended(outcome: str, message: str) -> Exec:
@@ -1063,7 +1063,7 @@ class SshHost:
         except Unusable as exc:
             return ended(exc.outcome, exc.message)
         except TimeoutError:  # the connection goes on being made, for later lines
-            return ended("unreachable", f"no connection within the command's timeout ({said:g}s)")
+            return ended("unreachable", f"no connection within the command's timeout ({told:g}s)")
         watch = spool.Watch(output, argv, skip=skip, asks=lambda ask: fleet.asks(self, spot, ask, deadline))
         exec_ = _Exec(watch.sink)
         try:
@@ -1103,11 +1103,11 @@ class SshHost:
                 killed = await self._kill(conn, spot, exec_, "timeout")
                 chan.close()
                 if killed:
-                    return ended("timeout", f"no exit within {said:g}s")
+                    return ended("timeout", f"no exit within {told:g}s")
                 fleet.forget(conn)
                 return ended(
                     "lost",
-                    f"no exit within {said:g}s, and the kill could not be confirmed; "
+                    f"no exit within {told:g}s, and the kill could not be confirmed; "
                     "the wrapper's backstop ends it",
                 )
         except BaseException:
@@ -1120,7 +1120,7 @@ class SshHost:
             left = deadline - time.monotonic()
             if skip is None and left > 0:
                 argv = spool.follow_argv(fleet.root, spot.session, spot.action, spot.alias)
-                rejoined = await self._exec(argv, spot, left, output, watch.passed, told=said)
+                rejoined = await self._exec(argv, spot, left, output, watch.passed, told=told)
                 if rejoined.outcome not in ("unreachable", "refused"):
                     return Exec(
                         rejoined.outcome,
